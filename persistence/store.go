@@ -1,0 +1,127 @@
+package persistence
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Epoch is a user's ownership generation. Activate bumps it; every write
+// carries the epoch its writer activated with, and a write with an older
+// epoch is refused with ErrFenced. This, not cluster membership, keeps one
+// user's log single-writer (DESIGN.md §6).
+type Epoch uint64
+
+// Seq is a position in one user's sync log: dense from 1, never reused.
+type Seq uint64
+
+var (
+	// ErrFenced: the write carried an epoch older than the user's current
+	// one. The writer must stop serving the user and never ack.
+	ErrFenced = errors.New("persistence: stale epoch")
+	// ErrSeqGap: the first entry of an append is not last seq + 1, or the
+	// entries of one append are not consecutive.
+	ErrSeqGap = errors.New("persistence: non-consecutive seq")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("persistence: store closed")
+	// ErrTooLarge: one append is bigger than the store accepts in a batch.
+	ErrTooLarge = errors.New("persistence: append too large")
+)
+
+// Entry is one stored sync-log entry. Data is opaque to the store (the
+// actors keep a marshalled wire.Entry in it).
+type Entry struct {
+	Seq    Seq
+	TimeMS int64 // server time, non-decreasing within one user's log
+	Data   []byte
+}
+
+// DedupKey indexes an entry under an idempotency key (the sender's client
+// message ID, or a delivered message's server ID).
+type DedupKey struct {
+	Key string
+	Seq Seq
+}
+
+// OutboxItem is a fan-out that is pending until the other side confirms
+// it: written in the same transaction as the entry (the outbox rule,
+// DESIGN.md §3), deleted by a later append's OutboxDone.
+type OutboxItem struct {
+	Seq  Seq    // the originating entry's seq in this user's log
+	Key  string // distinguishes several fan-outs of one entry ("" if one)
+	Data []byte // opaque (a marshalled actorpb.OutboxItem)
+}
+
+// OutboxRef names an outbox item to delete.
+type OutboxRef struct {
+	Seq Seq
+	Key string
+}
+
+// Device is a stored device record: the opaque record and the device's
+// cursor, kept separately so cursor flushes do not rewrite the record.
+type Device struct {
+	DeviceID string
+	Data     []byte // opaque (a marshalled actorpb.DeviceRecord); nil = keep
+	Cursor   Seq
+}
+
+// Conv is the stored state of one conversation of one user.
+type Conv struct {
+	Key  string // conversation key, e.g. "d:peer" or "g:group"
+	Data []byte // opaque (actors' conversation state)
+}
+
+// AppendRequest is everything one user's actor writes in one step: all of
+// it is durable together, or none of it is.
+type AppendRequest struct {
+	User    string
+	Epoch   Epoch
+	Entries []Entry // consecutive; the first is the log's last seq + 1. May be empty.
+
+	Dedup      []DedupKey
+	OutboxPut  []OutboxItem
+	OutboxDone []OutboxRef
+	Devices    []Device // upserts; Data nil keeps the stored record and sets only Cursor
+	Convs      []Conv   // upserts
+}
+
+// Store is what the user and group actors need from storage. Every method
+// may be called concurrently. Appends of one user are applied in the order
+// they were submitted.
+type Store interface {
+	// Activate makes owner the user's writer: it bumps and returns the
+	// user's epoch and returns the last seq in the log (0 if empty). A
+	// write with an older epoch fails with ErrFenced from then on.
+	Activate(ctx context.Context, user, owner string) (Epoch, Seq, error)
+
+	// Append submits req for group commit and returns at once; done is
+	// called exactly once, from the committer goroutine, after req is
+	// durable (nil) or has failed. done must not block. A failure also fails
+	// every later append of the same user that depended on it (the seq check).
+	Append(req AppendRequest, done func(error))
+
+	// AppendSync submits req and waits for it to be durable.
+	AppendSync(ctx context.Context, req AppendRequest) error
+
+	// Read returns up to limit entries with seq > after, in seq order.
+	Read(ctx context.Context, user string, after Seq, limit int) ([]Entry, error)
+
+	// FirstSeqSince returns the seq of the first entry with TimeMS >= t, or
+	// last seq + 1 if there is none.
+	FirstSeqSince(ctx context.Context, user string, t time.Time) (Seq, error)
+
+	// LookupDedup returns the seq indexed under key, if any.
+	LookupDedup(ctx context.Context, user, key string) (Seq, bool, error)
+
+	// Outbox returns the user's pending outbox items in seq order.
+	Outbox(ctx context.Context, user string) ([]OutboxItem, error)
+
+	// Devices returns the user's stored device records.
+	Devices(ctx context.Context, user string) ([]Device, error)
+
+	// Convs returns the user's stored conversation states.
+	Convs(ctx context.Context, user string) ([]Conv, error)
+
+	Close() error
+}
