@@ -264,6 +264,51 @@ func (x *ClientFrame) GetFrame() *wire.Frame {
 	return nil
 }
 
+// Plain answer to a request that has no other result.
+type Done struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *wire.Error            `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"` // set if the request failed
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Done) Reset() {
+	*x = Done{}
+	mi := &file_actorpb_actor_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Done) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Done) ProtoMessage() {}
+
+func (x *Done) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Done.ProtoReflect.Descriptor instead.
+func (*Done) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Done) GetError() *wire.Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 // Gateway → user actor: a session ended.
 type SessionClosed struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -275,7 +320,7 @@ type SessionClosed struct {
 
 func (x *SessionClosed) Reset() {
 	*x = SessionClosed{}
-	mi := &file_actorpb_actor_proto_msgTypes[4]
+	mi := &file_actorpb_actor_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -287,7 +332,7 @@ func (x *SessionClosed) String() string {
 func (*SessionClosed) ProtoMessage() {}
 
 func (x *SessionClosed) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[4]
+	mi := &file_actorpb_actor_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -300,7 +345,7 @@ func (x *SessionClosed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionClosed.ProtoReflect.Descriptor instead.
 func (*SessionClosed) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{4}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SessionClosed) GetSession() *SessionRef {
@@ -322,13 +367,14 @@ type SessionPush struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SessionIds    []uint64               `protobuf:"varint,1,rep,packed,name=session_ids,json=sessionIds,proto3" json:"session_ids,omitempty"`
 	Frames        []*wire.Frame          `protobuf:"bytes,2,rep,name=frames,proto3" json:"frames,omitempty"`
+	UserId        string                 `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"` // whose sessions: the gateway reports unknown ones back
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SessionPush) Reset() {
 	*x = SessionPush{}
-	mi := &file_actorpb_actor_proto_msgTypes[5]
+	mi := &file_actorpb_actor_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -340,7 +386,7 @@ func (x *SessionPush) String() string {
 func (*SessionPush) ProtoMessage() {}
 
 func (x *SessionPush) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[5]
+	mi := &file_actorpb_actor_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -353,7 +399,7 @@ func (x *SessionPush) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionPush.ProtoReflect.Descriptor instead.
 func (*SessionPush) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{5}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SessionPush) GetSessionIds() []uint64 {
@@ -370,6 +416,13 @@ func (x *SessionPush) GetFrames() []*wire.Frame {
 	return nil
 }
 
+func (x *SessionPush) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
 // User actor → gateway actor: close a session after sending a kick frame.
 type SessionKick struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -381,7 +434,7 @@ type SessionKick struct {
 
 func (x *SessionKick) Reset() {
 	*x = SessionKick{}
-	mi := &file_actorpb_actor_proto_msgTypes[6]
+	mi := &file_actorpb_actor_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -393,7 +446,7 @@ func (x *SessionKick) String() string {
 func (*SessionKick) ProtoMessage() {}
 
 func (x *SessionKick) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[6]
+	mi := &file_actorpb_actor_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -406,7 +459,7 @@ func (x *SessionKick) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionKick.ProtoReflect.Descriptor instead.
 func (*SessionKick) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{6}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SessionKick) GetSessionId() uint64 {
@@ -436,7 +489,7 @@ type Deliver struct {
 
 func (x *Deliver) Reset() {
 	*x = Deliver{}
-	mi := &file_actorpb_actor_proto_msgTypes[7]
+	mi := &file_actorpb_actor_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -448,7 +501,7 @@ func (x *Deliver) String() string {
 func (*Deliver) ProtoMessage() {}
 
 func (x *Deliver) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[7]
+	mi := &file_actorpb_actor_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -461,7 +514,7 @@ func (x *Deliver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deliver.ProtoReflect.Descriptor instead.
 func (*Deliver) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{7}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Deliver) GetFromUser() string {
@@ -498,7 +551,7 @@ type DeliverAck struct {
 
 func (x *DeliverAck) Reset() {
 	*x = DeliverAck{}
-	mi := &file_actorpb_actor_proto_msgTypes[8]
+	mi := &file_actorpb_actor_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +563,7 @@ func (x *DeliverAck) String() string {
 func (*DeliverAck) ProtoMessage() {}
 
 func (x *DeliverAck) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[8]
+	mi := &file_actorpb_actor_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +576,7 @@ func (x *DeliverAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverAck.ProtoReflect.Descriptor instead.
 func (*DeliverAck) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{8}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeliverAck) GetToUser() string {
@@ -563,7 +616,7 @@ type InspectRequest struct {
 
 func (x *InspectRequest) Reset() {
 	*x = InspectRequest{}
-	mi := &file_actorpb_actor_proto_msgTypes[9]
+	mi := &file_actorpb_actor_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +628,7 @@ func (x *InspectRequest) String() string {
 func (*InspectRequest) ProtoMessage() {}
 
 func (x *InspectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[9]
+	mi := &file_actorpb_actor_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +641,7 @@ func (x *InspectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectRequest.ProtoReflect.Descriptor instead.
 func (*InspectRequest) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{9}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{10}
 }
 
 type InspectResult struct {
@@ -603,7 +656,7 @@ type InspectResult struct {
 
 func (x *InspectResult) Reset() {
 	*x = InspectResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[10]
+	mi := &file_actorpb_actor_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -615,7 +668,7 @@ func (x *InspectResult) String() string {
 func (*InspectResult) ProtoMessage() {}
 
 func (x *InspectResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[10]
+	mi := &file_actorpb_actor_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -628,7 +681,7 @@ func (x *InspectResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectResult.ProtoReflect.Descriptor instead.
 func (*InspectResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{10}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *InspectResult) GetLastSeq() uint64 {
@@ -670,7 +723,7 @@ type OutboxItem struct {
 
 func (x *OutboxItem) Reset() {
 	*x = OutboxItem{}
-	mi := &file_actorpb_actor_proto_msgTypes[11]
+	mi := &file_actorpb_actor_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +735,7 @@ func (x *OutboxItem) String() string {
 func (*OutboxItem) ProtoMessage() {}
 
 func (x *OutboxItem) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[11]
+	mi := &file_actorpb_actor_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +748,7 @@ func (x *OutboxItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxItem.ProtoReflect.Descriptor instead.
 func (*OutboxItem) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{11}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *OutboxItem) GetToUser() string {
@@ -724,7 +777,7 @@ type DeviceRecord struct {
 
 func (x *DeviceRecord) Reset() {
 	*x = DeviceRecord{}
-	mi := &file_actorpb_actor_proto_msgTypes[12]
+	mi := &file_actorpb_actor_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +789,7 @@ func (x *DeviceRecord) String() string {
 func (*DeviceRecord) ProtoMessage() {}
 
 func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[12]
+	mi := &file_actorpb_actor_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +802,7 @@ func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceRecord.ProtoReflect.Descriptor instead.
 func (*DeviceRecord) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{12}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeviceRecord) GetInfo() *wire.DeviceInfo {
@@ -795,14 +848,17 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\"q\n" +
 	"\vClientFrame\x125\n" +
 	"\asession\x18\x01 \x01(\v2\x1b.tandem.actor.v1.SessionRefR\asession\x12+\n" +
-	"\x05frame\x18\x02 \x01(\v2\x15.tandem.wire.v1.FrameR\x05frame\"^\n" +
+	"\x05frame\x18\x02 \x01(\v2\x15.tandem.wire.v1.FrameR\x05frame\"3\n" +
+	"\x04Done\x12+\n" +
+	"\x05error\x18\x01 \x01(\v2\x15.tandem.wire.v1.ErrorR\x05error\"^\n" +
 	"\rSessionClosed\x125\n" +
 	"\asession\x18\x01 \x01(\v2\x1b.tandem.actor.v1.SessionRefR\asession\x12\x16\n" +
-	"\x06logout\x18\x02 \x01(\bR\x06logout\"]\n" +
+	"\x06logout\x18\x02 \x01(\bR\x06logout\"v\n" +
 	"\vSessionPush\x12\x1f\n" +
 	"\vsession_ids\x18\x01 \x03(\x04R\n" +
 	"sessionIds\x12-\n" +
-	"\x06frames\x18\x02 \x03(\v2\x15.tandem.wire.v1.FrameR\x06frames\"V\n" +
+	"\x06frames\x18\x02 \x03(\v2\x15.tandem.wire.v1.FrameR\x06frames\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\"V\n" +
 	"\vSessionKick\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\x04R\tsessionId\x12(\n" +
@@ -848,45 +904,48 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 	return file_actorpb_actor_proto_rawDescData
 }
 
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_actorpb_actor_proto_goTypes = []any{
 	(*SessionRef)(nil),      // 0: tandem.actor.v1.SessionRef
 	(*LoginRequest)(nil),    // 1: tandem.actor.v1.LoginRequest
 	(*LoginResult)(nil),     // 2: tandem.actor.v1.LoginResult
 	(*ClientFrame)(nil),     // 3: tandem.actor.v1.ClientFrame
-	(*SessionClosed)(nil),   // 4: tandem.actor.v1.SessionClosed
-	(*SessionPush)(nil),     // 5: tandem.actor.v1.SessionPush
-	(*SessionKick)(nil),     // 6: tandem.actor.v1.SessionKick
-	(*Deliver)(nil),         // 7: tandem.actor.v1.Deliver
-	(*DeliverAck)(nil),      // 8: tandem.actor.v1.DeliverAck
-	(*InspectRequest)(nil),  // 9: tandem.actor.v1.InspectRequest
-	(*InspectResult)(nil),   // 10: tandem.actor.v1.InspectResult
-	(*OutboxItem)(nil),      // 11: tandem.actor.v1.OutboxItem
-	(*DeviceRecord)(nil),    // 12: tandem.actor.v1.DeviceRecord
-	(*wire.Login)(nil),      // 13: tandem.wire.v1.Login
-	(*wire.Frame)(nil),      // 14: tandem.wire.v1.Frame
-	(*wire.Kick)(nil),       // 15: tandem.wire.v1.Kick
-	(*wire.Message)(nil),    // 16: tandem.wire.v1.Message
-	(*wire.DeviceInfo)(nil), // 17: tandem.wire.v1.DeviceInfo
+	(*Done)(nil),            // 4: tandem.actor.v1.Done
+	(*SessionClosed)(nil),   // 5: tandem.actor.v1.SessionClosed
+	(*SessionPush)(nil),     // 6: tandem.actor.v1.SessionPush
+	(*SessionKick)(nil),     // 7: tandem.actor.v1.SessionKick
+	(*Deliver)(nil),         // 8: tandem.actor.v1.Deliver
+	(*DeliverAck)(nil),      // 9: tandem.actor.v1.DeliverAck
+	(*InspectRequest)(nil),  // 10: tandem.actor.v1.InspectRequest
+	(*InspectResult)(nil),   // 11: tandem.actor.v1.InspectResult
+	(*OutboxItem)(nil),      // 12: tandem.actor.v1.OutboxItem
+	(*DeviceRecord)(nil),    // 13: tandem.actor.v1.DeviceRecord
+	(*wire.Login)(nil),      // 14: tandem.wire.v1.Login
+	(*wire.Frame)(nil),      // 15: tandem.wire.v1.Frame
+	(*wire.Error)(nil),      // 16: tandem.wire.v1.Error
+	(*wire.Kick)(nil),       // 17: tandem.wire.v1.Kick
+	(*wire.Message)(nil),    // 18: tandem.wire.v1.Message
+	(*wire.DeviceInfo)(nil), // 19: tandem.wire.v1.DeviceInfo
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
 	0,  // 0: tandem.actor.v1.LoginRequest.session:type_name -> tandem.actor.v1.SessionRef
-	13, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
-	14, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
+	14, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
+	15, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
 	0,  // 3: tandem.actor.v1.ClientFrame.session:type_name -> tandem.actor.v1.SessionRef
-	14, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
-	0,  // 5: tandem.actor.v1.SessionClosed.session:type_name -> tandem.actor.v1.SessionRef
-	14, // 6: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
-	15, // 7: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
-	16, // 8: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
-	17, // 9: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
-	7,  // 10: tandem.actor.v1.OutboxItem.deliver:type_name -> tandem.actor.v1.Deliver
-	17, // 11: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	15, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
+	16, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
+	0,  // 6: tandem.actor.v1.SessionClosed.session:type_name -> tandem.actor.v1.SessionRef
+	15, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
+	17, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
+	18, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
+	19, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
+	8,  // 11: tandem.actor.v1.OutboxItem.deliver:type_name -> tandem.actor.v1.Deliver
+	19, // 12: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
@@ -900,7 +959,7 @@ func file_actorpb_actor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

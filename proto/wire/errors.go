@@ -106,4 +106,5 @@ const (
 	CloseHeartbeatTimeout = 4014
 	CloseShutdown         = 4015 // node draining: reconnect elsewhere
 	CloseInternal         = 4016
+	CloseSessionLost      = 4017 // the server lost this session's state: log in again (reconnect allowed)
 )

@@ -1,0 +1,189 @@
+package actors
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tandem-im/tandem/persistence"
+	"github.com/tandem-im/tandem/proto/actorpb"
+	"github.com/tandem-im/tandem/proto/wire"
+)
+
+// Store is what the actors need from persistence (persistence.Store
+// satisfies it).
+type Store interface {
+	Activate(ctx context.Context, user, owner string) (persistence.Epoch, persistence.Seq, error)
+	Append(req persistence.AppendRequest, done func(error))
+	Read(ctx context.Context, user string, after persistence.Seq, limit int) ([]persistence.Entry, error)
+	FirstSeqSince(ctx context.Context, user string, t time.Time) (persistence.Seq, error)
+	LookupDedup(ctx context.Context, user, key string) (persistence.Seq, bool, error)
+	Outbox(ctx context.Context, user string) ([]persistence.OutboxItem, error)
+}
+
+// SessionTable is the node's gateway as the actors see it (gateway.Server
+// satisfies it). Both methods must not block.
+type SessionTable interface {
+	Deliver(sessionID uint64, frames []*wire.Frame) bool
+	Kick(sessionID uint64, k *wire.Kick) bool
+}
+
+// GatewayActorName is the name of the per-node gateway actor: user actors
+// anywhere in the cluster push to address/"gateway".
+const GatewayActorName = "gateway"
+
+// Runtime holds what every actor of this node shares: configuration, the
+// store, the courier, the gateway actor. Build it with NewRuntime, pass
+// Kinds to the cluster, then Start it with the started cluster.
+type Runtime struct {
+	cfg     Config
+	store   Store
+	log     *slog.Logger
+	metrics *metrics
+
+	// Set by Start, then read-only.
+	sys     *actor.ActorSystem
+	cl      *cluster.Cluster
+	courier *courier
+	gateway *actor.PID
+}
+
+// NewRuntime returns a runtime; reg may be nil (no metrics registered).
+func NewRuntime(cfg Config, store Store, reg prometheus.Registerer, log *slog.Logger) *Runtime {
+	return &Runtime{cfg: cfg.withDefaults(), store: store, log: log, metrics: newMetrics(reg)}
+}
+
+// Kinds returns the cluster kinds this package implements.
+func (r *Runtime) Kinds() []*cluster.Kind {
+	props := actor.PropsFromProducer(func() actor.Actor { return &userActor{rt: r} })
+	return []*cluster.Kind{cluster.NewKind(UserKind, props)}
+}
+
+// Start spawns the node's gateway actor over sessions and starts the
+// courier. Stop undoes it.
+func (r *Runtime) Start(cl *cluster.Cluster, sessions SessionTable) error {
+	r.cl, r.sys = cl, cl.ActorSystem
+	r.courier = newCourier(cl, r.log, r.metrics)
+	pid, err := r.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
+		return &gatewayActor{sessions: sessions, rt: r}
+	}), GatewayActorName)
+	if err != nil {
+		r.courier.stop()
+		return err
+	}
+	r.gateway = pid
+	return nil
+}
+
+// Stop stops the courier and the gateway actor.
+func (r *Runtime) Stop() {
+	if r.courier != nil {
+		r.courier.stop()
+	}
+	if r.gateway != nil {
+		_ = r.sys.Root.StopFuture(r.gateway).Wait() // only a timeout can fail; nothing to do about it
+	}
+}
+
+// gatewayActor hands user actors' pushes and kicks to the node's gateway.
+// Sessions the gateway no longer knows are reported back to their user.
+type gatewayActor struct {
+	sessions SessionTable
+	rt       *Runtime
+}
+
+func (g *gatewayActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actorpb.SessionPush:
+		for _, sid := range m.GetSessionIds() {
+			if !g.sessions.Deliver(sid, m.GetFrames()) && m.GetUserId() != "" {
+				g.rt.courier.send(m.GetUserId(), &actorpb.SessionClosed{Session: &actorpb.SessionRef{
+					GatewayAddress: ctx.Self().Address, GatewayId: ctx.Self().Id, SessionId: sid,
+				}})
+			}
+		}
+	case *actorpb.SessionKick:
+		g.sessions.Kick(m.GetSessionId(), m.GetKick())
+	}
+}
+
+// courier sends messages to user actors by identity from a small worker
+// pool, so no actor blocks on a PID lookup or activation. It is lossy by
+// design when its queue is full: everything it carries is re-driven (the
+// outbox) or re-derivable.
+type courier struct {
+	cl      *cluster.Cluster
+	log     *slog.Logger
+	metrics *metrics
+	q       chan courierMsg
+	wg      sync.WaitGroup
+	once    sync.Once
+}
+
+type courierMsg struct {
+	identity string
+	msg      any
+}
+
+const (
+	courierWorkers = 8
+	courierQueue   = 65536
+)
+
+func newCourier(cl *cluster.Cluster, log *slog.Logger, m *metrics) *courier {
+	c := &courier{cl: cl, log: log, metrics: m, q: make(chan courierMsg, courierQueue)}
+	for range courierWorkers {
+		c.wg.Go(c.work)
+	}
+	return c
+}
+
+func (c *courier) send(identity string, msg any) {
+	select {
+	case c.q <- courierMsg{identity, msg}:
+	default:
+		c.metrics.courierDrops.Inc()
+	}
+}
+
+func (c *courier) work() {
+	for m := range c.q {
+		pid := c.cl.Get(m.identity, UserKind)
+		if pid == nil {
+			c.metrics.courierDrops.Inc()
+			c.log.Warn("courier: no activation for user", "user", m.identity)
+			continue
+		}
+		c.cl.ActorSystem.Root.Send(pid, m.msg)
+	}
+}
+
+func (c *courier) stop() {
+	c.once.Do(func() { close(c.q) })
+	c.wg.Wait()
+}
+
+type metrics struct {
+	activations, logins, sends, appendFailures, courierDrops prometheus.Counter
+	activeUsers                                              prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		activations:    prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_user_activations_total", Help: "User actor activations on this node."}),
+		logins:         prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_logins_total", Help: "Accepted device logins."}),
+		sends:          prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_sends_total", Help: "Send frames received by user actors."}),
+		appendFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_append_failures_total", Help: "Failed log appends (fenced or storage errors); each stops its actor."}),
+		courierDrops:   prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_courier_drops_total", Help: "Actor-to-actor messages dropped (queue full or no activation); re-driven by the outbox."}),
+		activeUsers:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "tandem_active_users", Help: "User actors active on this node."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.activations, m.logins, m.sends, m.appendFailures, m.courierDrops, m.activeUsers)
+	}
+	return m
+}

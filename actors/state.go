@@ -1,0 +1,651 @@
+package actors
+
+import (
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tandem-im/tandem/persistence"
+	"github.com/tandem-im/tandem/proto/actorpb"
+	"github.com/tandem-im/tandem/proto/wire"
+)
+
+// userState is one user's actor state. It is pure: its methods take the
+// request and the time and return effects (appends, pushes, deliveries,
+// kicks) that the shell (user.go) performs in order. The one read it needs
+// from storage (dedup lookups) comes through logReader so tests can drive
+// it without a store or an actor system.
+//
+// Not safe for concurrent use: only the actor's goroutine touches it.
+type userState struct {
+	user  string
+	cfg   Config
+	rd    logReader
+	newID func() string
+
+	epoch     persistence.Epoch
+	lastSeq   persistence.Seq // last seq assigned; may run ahead of committed
+	committed persistence.Seq // last seq known durable
+	lastTime  int64           // entries' server time never goes backwards
+
+	sessions map[sessionKey]*session
+
+	// Appends submitted to the store, oldest first. The store completes them
+	// in this order; each completion pops the head.
+	commits []*commit
+
+	sending    map[string]*pendingSend // client message ID → in-flight send
+	delivering map[string]bool         // message ID → in-flight delivery
+
+	outbox     map[persistence.Seq]*outboxEntry // fan-outs awaiting DeliverAck
+	outboxDone []persistence.OutboxRef          // confirmed, not yet deleted in the store
+	cursors    map[string]persistence.Seq       // device → cursor, not yet flushed
+
+	failed bool // an append failed: the actor is stopping
+}
+
+// logReader is the read the pure state needs: the entry indexed under a
+// dedup key ("c:"+client message ID, "m:"+message ID), or nil.
+type logReader interface {
+	entryByKey(key string) (*wire.Entry, error)
+}
+
+type sessionKey struct {
+	addr string // gateway actor address
+	id   string // gateway actor id
+	sid  uint64
+}
+
+func keyOf(r *actorpb.SessionRef) sessionKey {
+	return sessionKey{addr: r.GetGatewayAddress(), id: r.GetGatewayId(), sid: r.GetSessionId()}
+}
+
+type gwKey struct{ addr, id string }
+
+func (k sessionKey) gw() gwKey { return gwKey{k.addr, k.id} }
+
+type session struct {
+	key    sessionKey
+	info   *wire.DeviceInfo
+	live   bool            // catch-up done: pushes flow
+	next   persistence.Seq // while catching up: next seq to page
+	cursor persistence.Seq
+}
+
+type waiter struct {
+	key   sessionKey
+	reqID uint64
+}
+
+type pendingSend struct {
+	ack     *wire.SendAck
+	waiters []waiter
+}
+
+type outboxEntry struct {
+	item     *actorpb.OutboxItem
+	sentAt   time.Time
+	attempts int
+}
+
+// commit is what to do when one submitted append becomes durable.
+type commit struct {
+	lastSeq     persistence.Seq // 0: no entries
+	entries     []*wire.Entry
+	skip        *sessionKey // the sending session: it gets the ack, not the entry
+	sendKey     string      // client message ID whose waiters get the ack
+	deliverKey  string      // message ID delivered into this log
+	fanout      []*actorpb.OutboxItem
+	deliverAcks []effDeliverAck
+}
+
+// Effects, performed by the shell in order.
+type (
+	effect interface{ isEffect() }
+
+	// effAppend submits req; its commit record is already queued.
+	effAppend struct{ req persistence.AppendRequest }
+	// effPush sends frames, in order, to sessions of one gateway.
+	effPush struct {
+		gw     gwKey
+		sids   []uint64
+		frames []*wire.Frame
+	}
+	// effKick sends a Kick frame to a session, then closes it.
+	effKick struct {
+		key  sessionKey
+		kick *wire.Kick
+	}
+	effDeliver    struct{ item *actorpb.OutboxItem }
+	effDeliverAck struct {
+		to  string
+		ack *actorpb.DeliverAck
+	}
+	// effCatchup asks the shell to read the next catch-up page.
+	effCatchup struct{ key sessionKey }
+	// effStop stops the actor (after the effects before it).
+	effStop struct{ reason string }
+)
+
+func (effAppend) isEffect()     {}
+func (effPush) isEffect()       {}
+func (effKick) isEffect()       {}
+func (effDeliver) isEffect()    {}
+func (effDeliverAck) isEffect() {}
+func (effCatchup) isEffect()    {}
+func (effStop) isEffect()       {}
+
+func newUserState(user string, cfg Config, rd logReader, newID func() string) *userState {
+	return &userState{
+		user:       user,
+		cfg:        cfg.withDefaults(),
+		rd:         rd,
+		newID:      newID,
+		sessions:   make(map[sessionKey]*session),
+		sending:    make(map[string]*pendingSend),
+		delivering: make(map[string]bool),
+		outbox:     make(map[persistence.Seq]*outboxEntry),
+		cursors:    make(map[string]persistence.Seq),
+	}
+}
+
+// activated sets what Store.Activate returned, the stored cursors and the
+// pending outbox, and returns the deliveries to re-drive (the outbox rule:
+// a fan-out acked to the sender but not confirmed is sent again).
+func (s *userState) activated(epoch persistence.Epoch, last persistence.Seq, lastTime int64, outbox []*actorpb.OutboxItem, now time.Time) []effect {
+	s.epoch, s.lastSeq, s.committed, s.lastTime = epoch, last, last, lastTime
+	var effs []effect
+	for _, it := range outbox {
+		seq := persistence.Seq(it.GetDeliver().GetOriginSeq())
+		s.outbox[seq] = &outboxEntry{item: it, sentAt: now, attempts: 1}
+		effs = append(effs, effDeliver{item: it})
+	}
+	return effs
+}
+
+func (s *userState) reply(key sessionKey, f *wire.Frame) effect {
+	return effPush{gw: key.gw(), sids: []uint64{key.sid}, frames: []*wire.Frame{f}}
+}
+
+func (s *userState) replyErr(key sessionKey, id uint64, code wire.Code, msg string) effect {
+	return s.reply(key, wire.ErrFrame(id, code, msg))
+}
+
+// lostSession answers a frame from a session this activation does not know
+// (the actor was re-activated since it logged in): the device must log in
+// again.
+func lostSession(key sessionKey) effect {
+	return effKick{key: key, kick: &wire.Kick{
+		Reason:       wire.Kick_REASON_UNSPECIFIED,
+		CloseCode:    wire.CloseSessionLost,
+		MayReconnect: true,
+	}}
+}
+
+// ---------------------------------------------------------------- login
+
+// login registers a session and answers LoginOk. compFrom is the first seq
+// of the offline-compensation window; the shell computes it only when
+// needsCompensation says so.
+func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Time, compFrom persistence.Seq) (*wire.Frame, []effect) {
+	l := req.GetLogin()
+	var effs []effect
+	// The same device ID replaces its own older session.
+	for k, old := range s.sessions {
+		if old.info.GetDeviceId() == l.GetDeviceId() && k != key {
+			effs = append(effs, effKick{key: k, kick: &wire.Kick{
+				Reason:            wire.Kick_LOGIN_CONFLICT,
+				NewDevicePlatform: l.GetPlatform(),
+				NewDeviceLoginExt: l.GetLoginExt(),
+				CloseCode:         wire.CloseLoginConflict,
+			}})
+			s.flushCursor(old)
+			delete(s.sessions, k)
+		}
+	}
+	sess := &session{
+		key: key,
+		info: &wire.DeviceInfo{
+			DeviceId:   l.GetDeviceId(),
+			Platform:   l.GetPlatform(),
+			Tag:        l.GetTag(),
+			LoginId:    newLoginID(),
+			SinceMs:    now.UnixMilli(),
+			LoginExt:   l.GetLoginExt(),
+			AppVersion: l.GetAppVersion(),
+		},
+	}
+	ok := &wire.LoginOk{
+		LoginId:          sess.info.LoginId,
+		LastSeq:          uint64(s.committed),
+		ServerTimeMs:     now.UnixMilli(),
+		HeartbeatSeconds: int32(s.cfg.HeartbeatTimeout / time.Second / 2),
+	}
+	if s.needsCompensation(l) {
+		sess.next = compFrom
+		ok.CompensationFromSeq = uint64(compFrom)
+	} else {
+		sess.next = persistence.Seq(l.GetCursor()) + 1
+		sess.cursor = persistence.Seq(l.GetCursor())
+	}
+	s.sessions[key] = sess
+
+	rec, err := proto.Marshal(&actorpb.DeviceRecord{Info: sess.info, Cursor: uint64(sess.cursor), LastSeenMs: now.UnixMilli()})
+	if err != nil {
+		panic(fmt.Sprintf("marshal device record: %v", err)) // cannot fail for a valid message
+	}
+	effs = append(effs, s.submit(persistence.AppendRequest{
+		Devices: []persistence.Device{{DeviceID: sess.info.DeviceId, Data: rec, Cursor: sess.cursor}},
+	}, &commit{}))
+	effs = append(effs, effCatchup{key: key})
+	return &wire.Frame{Body: &wire.Frame_LoginOk{LoginOk: ok}}, effs
+}
+
+// needsCompensation: a device without a cursor (new, reinstalled), or with
+// a cursor beyond the log (not this user's, or a wiped device), gets the
+// compensation window instead of a catch-up from its cursor.
+func (s *userState) needsCompensation(l *wire.Login) bool {
+	return !l.GetHasCursor() || persistence.Seq(l.GetCursor()) > s.committed
+}
+
+// catchupPage sends one page of the login catch-up (entries read after
+// sess.next-1, up to limit) and either asks for the next page or switches
+// the session to live pushes. Entries committed after this read are pushed
+// live; any read here and pushed too arrive twice and the device drops the
+// copy by seq.
+func (s *userState) catchupPage(key sessionKey, entries []*wire.Entry, limit int) []effect {
+	sess := s.sessions[key]
+	if sess == nil || sess.live {
+		return nil
+	}
+	more := len(entries) >= limit
+	if n := len(entries); n > 0 {
+		sess.next = persistence.Seq(entries[n-1].GetSeq()) + 1
+	}
+	effs := []effect{s.reply(key, &wire.Frame{Body: &wire.Frame_SyncPage{SyncPage: &wire.SyncPage{
+		Entries: entries, HasMore: more, LastSeq: uint64(s.committed),
+	}}})}
+	if more {
+		return append(effs, effCatchup{key: key})
+	}
+	sess.live = true
+	return effs
+}
+
+// syncPage answers a SyncRequest (gap pull) with entries the shell read.
+func (s *userState) syncPage(key sessionKey, reqID uint64, entries []*wire.Entry, limit int) []effect {
+	return []effect{s.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_SyncPage{SyncPage: &wire.SyncPage{
+		Entries: entries, HasMore: len(entries) >= limit, LastSeq: uint64(s.committed),
+	}}})}
+}
+
+// closed forgets a session that ended.
+func (s *userState) closed(key sessionKey) {
+	if sess := s.sessions[key]; sess != nil {
+		s.flushCursor(sess)
+		delete(s.sessions, key)
+	}
+}
+
+func (s *userState) cursorAck(key sessionKey, seq uint64) {
+	sess := s.sessions[key]
+	if sess == nil {
+		return
+	}
+	c := min(persistence.Seq(seq), s.committed)
+	if c > sess.cursor {
+		sess.cursor = c
+		s.cursors[sess.info.GetDeviceId()] = c
+	}
+}
+
+func (s *userState) flushCursor(sess *session) {
+	if sess.cursor > 0 {
+		s.cursors[sess.info.GetDeviceId()] = sess.cursor
+	}
+}
+
+// ---------------------------------------------------------------- send
+
+// validateSend checks a Send against the rules; the error is for the
+// client.
+func validateSend(m *wire.Send) (wire.Code, error) {
+	if err := checkID("client_message_id", m.GetClientMessageId()); err != nil {
+		return wire.CodeInvalidArgument, err
+	}
+	conv := m.GetConversation()
+	switch conv.GetType() {
+	case wire.Conversation_DIRECT:
+		if err := checkID("conversation id", conv.GetId()); err != nil {
+			return wire.CodeInvalidArgument, err
+		}
+	case wire.Conversation_GROUP:
+		return wire.CodeInvalidArgument, fmt.Errorf("group conversations are not available on this server yet")
+	default:
+		return wire.CodeInvalidArgument, fmt.Errorf("conversation type must be DIRECT or GROUP")
+	}
+	if t := m.GetType(); t <= 0 || (t > int32(wire.MessageType_LOCATION) && t < 1000) {
+		return wire.CodeInvalidArgument, fmt.Errorf("message type %d: use 1-6 (built-in) or >= 1000 (custom)", t)
+	}
+	if m.GetOptions().GetTransient() {
+		return wire.CodeInvalidArgument, fmt.Errorf("transient messages are not available on this server yet")
+	}
+	if len(m.GetMentionList()) > maxMentions {
+		return wire.CodeInvalidArgument, fmt.Errorf("mention_list has %d entries, at most %d", len(m.GetMentionList()), maxMentions)
+	}
+	for _, u := range m.GetMentionList() {
+		if err := checkID("mention_list entry", u); err != nil {
+			return wire.CodeInvalidArgument, err
+		}
+	}
+	if len(m.GetAttributes()) > maxAttributes {
+		return wire.CodeInvalidArgument, fmt.Errorf("%d attributes, at most %d", len(m.GetAttributes()), maxAttributes)
+	}
+	for k := range m.GetAttributes() {
+		if k == "" {
+			return wire.CodeInvalidArgument, fmt.Errorf("attribute with an empty key")
+		}
+	}
+	return 0, nil
+}
+
+const (
+	maxMentions   = 500
+	maxAttributes = 64
+)
+
+func mentions(m *wire.Send, reader string) bool {
+	if m.GetMentionAll() {
+		return true
+	}
+	for _, u := range m.GetMentionList() {
+		if u == reader {
+			return true
+		}
+	}
+	return false
+}
+
+// send handles a one-to-one Send from a session: de-duplicate on the client
+// message ID, else assign message ID and seq, append to this log with the
+// fan-out pending in the outbox, and on commit ack, carbon, deliver.
+func (s *userState) send(key sessionKey, reqID uint64, m *wire.Send, now time.Time) []effect {
+	sess := s.sessions[key]
+	if sess == nil {
+		return []effect{lostSession(key)}
+	}
+	if code, err := validateSend(m); err != nil {
+		return []effect{s.replyErr(key, reqID, code, err.Error())}
+	}
+	cmid := m.GetClientMessageId()
+	if p := s.sending[cmid]; p != nil {
+		p.waiters = append(p.waiters, waiter{key, reqID})
+		return nil
+	}
+	prior, err := s.rd.entryByKey("c:" + cmid)
+	if err != nil {
+		return []effect{s.replyErr(key, reqID, wire.CodeUnavailable, "storage unavailable; retry")}
+	}
+	if prior != nil {
+		pm := prior.GetMessage()
+		return []effect{s.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_SendAck{SendAck: &wire.SendAck{
+			MessageId: pm.GetMessageId(), Seq: prior.GetSeq(), ServerTimeMs: pm.GetServerTimeMs(), Duplicate: true,
+		}}})}
+	}
+
+	peer := m.GetConversation().GetId()
+	t := s.nextTime(now)
+	msg := &wire.Message{
+		MessageId:       s.newID(),
+		ClientMessageId: cmid,
+		Sender:          s.user,
+		SenderDevice:    sess.info.GetDeviceId(),
+		Conversation:    &wire.Conversation{Type: wire.Conversation_DIRECT, Id: peer},
+		Type:            m.GetType(),
+		Content:         m.GetContent(),
+		Attributes:      m.GetAttributes(),
+		MentionList:     m.GetMentionList(),
+		MentionAll:      m.GetMentionAll(),
+		Mentioned:       mentions(m, s.user),
+		Options:         m.GetOptions(),
+		ServerTimeMs:    t,
+	}
+	s.lastSeq++
+	seq := s.lastSeq
+	entry := &wire.Entry{Seq: uint64(seq), ServerTimeMs: t, Kind: &wire.Entry_Message{Message: msg}}
+
+	req := persistence.AppendRequest{
+		Entries: []persistence.Entry{{Seq: seq, TimeMS: t, Data: mustMarshal(entry)}},
+		Dedup:   []persistence.DedupKey{{Key: "c:" + cmid, Seq: seq}},
+	}
+	c := &commit{lastSeq: seq, entries: []*wire.Entry{entry}, skip: &key, sendKey: cmid}
+	if peer != s.user { // a note to self has no other party
+		theirs := proto.Clone(msg).(*wire.Message)
+		theirs.Conversation = &wire.Conversation{Type: wire.Conversation_DIRECT, Id: s.user}
+		theirs.Mentioned = mentions(m, peer)
+		item := &actorpb.OutboxItem{ToUser: peer, Deliver: &actorpb.Deliver{FromUser: s.user, Message: theirs, OriginSeq: uint64(seq)}}
+		req.OutboxPut = []persistence.OutboxItem{{Seq: seq, Key: peer, Data: mustMarshal(item)}}
+		c.fanout = []*actorpb.OutboxItem{item}
+	}
+	s.sending[cmid] = &pendingSend{
+		ack:     &wire.SendAck{MessageId: msg.MessageId, Seq: uint64(seq), ServerTimeMs: t},
+		waiters: []waiter{{key, reqID}},
+	}
+	return []effect{s.submit(req, c)}
+}
+
+func (s *userState) nextTime(now time.Time) int64 {
+	t := max(now.UnixMilli(), s.lastTime)
+	s.lastTime = t
+	return t
+}
+
+// submit queues req with its commit record; the caller returns the effect.
+func (s *userState) submit(req persistence.AppendRequest, c *commit) effect {
+	req.User, req.Epoch = s.user, s.epoch
+	s.commits = append(s.commits, c)
+	return effAppend{req: req}
+}
+
+// ---------------------------------------------------------------- deliver
+
+// deliver appends a message another user sent to this user, once per
+// message ID, and answers DeliverAck when it is durable.
+func (s *userState) deliver(d *actorpb.Deliver, now time.Time) []effect {
+	m := d.GetMessage()
+	id := m.GetMessageId()
+	if id == "" || !ValidID(d.GetFromUser()) {
+		return nil // malformed: nothing to ack, nothing to store
+	}
+	if s.delivering[id] {
+		return nil // in flight: its commit answers
+	}
+	prior, err := s.rd.entryByKey("m:" + id)
+	if err != nil {
+		return nil // the sender's outbox re-drives it
+	}
+	if prior != nil {
+		return []effect{effDeliverAck{to: d.GetFromUser(), ack: &actorpb.DeliverAck{
+			ToUser: s.user, MessageId: id, OriginSeq: d.GetOriginSeq(), Seq: prior.GetSeq(),
+		}}}
+	}
+	t := s.nextTime(now)
+	s.lastSeq++
+	seq := s.lastSeq
+	entry := &wire.Entry{Seq: uint64(seq), ServerTimeMs: t, Kind: &wire.Entry_Message{Message: m}}
+	s.delivering[id] = true
+	return []effect{s.submit(persistence.AppendRequest{
+		Entries: []persistence.Entry{{Seq: seq, TimeMS: t, Data: mustMarshal(entry)}},
+		Dedup:   []persistence.DedupKey{{Key: "m:" + id, Seq: seq}},
+	}, &commit{
+		lastSeq:    seq,
+		entries:    []*wire.Entry{entry},
+		deliverKey: id,
+		deliverAcks: []effDeliverAck{{to: d.GetFromUser(), ack: &actorpb.DeliverAck{
+			ToUser: s.user, MessageId: id, OriginSeq: d.GetOriginSeq(), Seq: uint64(seq),
+		}}},
+	})}
+}
+
+// deliverAck records that a fan-out is durable on the other side; the
+// outbox item is deleted with the next flush.
+func (s *userState) deliverAck(a *actorpb.DeliverAck) []effect {
+	seq := persistence.Seq(a.GetOriginSeq())
+	e := s.outbox[seq]
+	if e == nil || e.item.GetToUser() != a.GetToUser() || e.item.GetDeliver().GetMessage().GetMessageId() != a.GetMessageId() {
+		return nil // a repeat, or not ours
+	}
+	delete(s.outbox, seq)
+	s.outboxDone = append(s.outboxDone, persistence.OutboxRef{Seq: seq, Key: a.GetToUser()})
+	if len(s.outboxDone) >= flushBatch {
+		return []effect{s.flush()}
+	}
+	return nil
+}
+
+const flushBatch = 128
+
+// ---------------------------------------------------------------- commits
+
+// appendDone completes the oldest submitted append.
+func (s *userState) appendDone(err error, now time.Time) []effect {
+	if len(s.commits) == 0 {
+		return nil
+	}
+	c := s.commits[0]
+	s.commits[0] = nil
+	s.commits = s.commits[1:]
+	if err != nil {
+		return s.fail(c, err)
+	}
+	if c.lastSeq > s.committed {
+		s.committed = c.lastSeq
+	}
+	var effs []effect
+	if c.sendKey != "" {
+		if p := s.sending[c.sendKey]; p != nil {
+			for i, w := range p.waiters {
+				ack := proto.Clone(p.ack).(*wire.SendAck)
+				ack.Duplicate = i > 0
+				effs = append(effs, s.reply(w.key, &wire.Frame{Id: w.reqID, Body: &wire.Frame_SendAck{SendAck: ack}}))
+			}
+			delete(s.sending, c.sendKey)
+		}
+	}
+	if len(c.entries) > 0 {
+		effs = append(effs, s.pushLive(c.entries, c.skip)...)
+	}
+	for _, it := range c.fanout {
+		s.outbox[persistence.Seq(it.GetDeliver().GetOriginSeq())] = &outboxEntry{item: it, sentAt: now, attempts: 1}
+		effs = append(effs, effDeliver{item: it})
+	}
+	if c.deliverKey != "" {
+		delete(s.delivering, c.deliverKey)
+	}
+	for _, a := range c.deliverAcks {
+		effs = append(effs, a)
+	}
+	return effs
+}
+
+// fail handles a failed append: nothing after it can be acked (its seqs
+// are not durable and the store refuses later ones), so every waiting
+// request is told to retry, every session is sent to log in again, and the
+// actor stops. The next activation starts from what is durable.
+func (s *userState) fail(first *commit, err error) []effect {
+	s.failed = true
+	var effs []effect
+	for _, p := range s.sending {
+		for _, w := range p.waiters {
+			effs = append(effs, s.replyErr(w.key, w.reqID, wire.CodeUnavailable, "message not stored; retry"))
+		}
+	}
+	for k := range s.sessions {
+		effs = append(effs, lostSession(k))
+	}
+	s.sending = map[string]*pendingSend{}
+	s.sessions = map[sessionKey]*session{}
+	s.commits = nil
+	return append(effs, effStop{reason: err.Error()})
+}
+
+// pushLive pushes entries to every live session but skip, grouped by
+// gateway.
+func (s *userState) pushLive(entries []*wire.Entry, skip *sessionKey) []effect {
+	byGW := map[gwKey][]uint64{}
+	var order []gwKey
+	for k, sess := range s.sessions {
+		if !sess.live || (skip != nil && k == *skip) {
+			continue
+		}
+		g := k.gw()
+		if _, ok := byGW[g]; !ok {
+			order = append(order, g)
+		}
+		byGW[g] = append(byGW[g], k.sid)
+	}
+	if len(order) == 0 {
+		return nil
+	}
+	f := &wire.Frame{Body: &wire.Frame_Push{Push: &wire.Push{Entries: entries}}}
+	effs := make([]effect, 0, len(order))
+	for _, g := range order {
+		effs = append(effs, effPush{gw: g, sids: byGW[g], frames: []*wire.Frame{f}})
+	}
+	return effs
+}
+
+// ---------------------------------------------------------------- timers
+
+// tick re-drives unconfirmed fan-outs (with back-off) and flushes cursors
+// and outbox deletions.
+func (s *userState) tick(now time.Time) []effect {
+	var effs []effect
+	for _, e := range s.outbox {
+		if now.Sub(e.sentAt) >= redriveDelay(e.attempts) {
+			e.sentAt = now
+			e.attempts++
+			effs = append(effs, effDeliver{item: e.item})
+		}
+	}
+	if len(s.outboxDone) > 0 || len(s.cursors) > 0 {
+		effs = append(effs, s.flush())
+	}
+	return effs
+}
+
+func redriveDelay(attempts int) time.Duration {
+	d := time.Second << min(attempts-1, 5) // 1 s … 32 s
+	return d
+}
+
+// flush writes pending cursors and outbox deletions in one append.
+func (s *userState) flush() effect {
+	req := persistence.AppendRequest{OutboxDone: s.outboxDone}
+	for dev, c := range s.cursors {
+		req.Devices = append(req.Devices, persistence.Device{DeviceID: dev, Cursor: c})
+	}
+	s.outboxDone = nil
+	s.cursors = make(map[string]persistence.Seq)
+	return s.submit(req, &commit{})
+}
+
+// needsTick reports whether the shell should arm the timer.
+func (s *userState) needsTick() bool {
+	return len(s.outbox) > 0 || len(s.outboxDone) > 0 || len(s.cursors) > 0
+}
+
+// idle reports whether the actor may passivate: no session, nothing in
+// flight, nothing to re-drive or flush.
+func (s *userState) idle() bool {
+	return len(s.sessions) == 0 && len(s.commits) == 0 && !s.needsTick()
+}
+
+func mustMarshal(m proto.Message) []byte {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		panic(fmt.Sprintf("marshal %T: %v", m, err)) // only invalid UTF-8 in a string field can fail
+	}
+	return b
+}

@@ -1,0 +1,497 @@
+package actors
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tandem-im/tandem/persistence"
+	"github.com/tandem-im/tandem/proto/actorpb"
+	"github.com/tandem-im/tandem/proto/wire"
+)
+
+// fakeLog is an in-memory logReader: what a store would return for dedup
+// keys of committed entries.
+type fakeLog struct {
+	byKey map[string]*wire.Entry
+	err   error
+}
+
+func (f *fakeLog) entryByKey(key string) (*wire.Entry, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	return f.byKey[key], nil
+}
+
+var t0 = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+
+type harness struct {
+	t   *testing.T
+	st  *userState
+	log *fakeLog
+	ids int
+}
+
+func newHarness(t *testing.T, user string) *harness {
+	h := &harness{t: t, log: &fakeLog{byKey: map[string]*wire.Entry{}}}
+	h.st = newUserState(user, Config{}, h.log, func() string { h.ids++; return fmt.Sprintf("M%04d", h.ids) })
+	h.st.activated(1, 0, 0, nil, t0)
+	return h
+}
+
+func sk(sid uint64) sessionKey { return sessionKey{addr: "node1", id: "gateway", sid: sid} }
+
+func (h *harness) login(sid uint64, device string, hasCursor bool, cursor uint64) *wire.LoginOk {
+	h.t.Helper()
+	req := &actorpb.LoginRequest{Login: &wire.Login{DeviceId: device, Platform: "ios", HasCursor: hasCursor, Cursor: cursor}}
+	reply, effs := h.st.login(sk(sid), req, t0, 1)
+	// The login writes the device record, then asks for the first page.
+	h.completeAppends(effs)
+	h.st.catchupPage(sk(sid), nil, pageLimit)
+	if !h.st.sessions[sk(sid)].live {
+		h.t.Fatalf("session %d not live after an empty catch-up page", sid)
+	}
+	return reply.GetLoginOk()
+}
+
+// completeAppends acknowledges every append in effs as durable, in order,
+// and returns the effects that followed.
+func (h *harness) completeAppends(effs []effect) []effect {
+	var out []effect
+	for _, e := range effs {
+		if _, ok := e.(effAppend); ok {
+			out = append(out, h.st.appendDone(nil, t0)...)
+		}
+	}
+	return out
+}
+
+func appends(effs []effect) []persistence.AppendRequest {
+	var out []persistence.AppendRequest
+	for _, e := range effs {
+		if a, ok := e.(effAppend); ok {
+			out = append(out, a.req)
+		}
+	}
+	return out
+}
+
+// framesTo returns the frames effs push to session sid.
+func framesTo(effs []effect, sid uint64) []*wire.Frame {
+	var out []*wire.Frame
+	for _, e := range effs {
+		if p, ok := e.(effPush); ok {
+			for _, s := range p.sids {
+				if s == sid {
+					out = append(out, p.frames...)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func delivers(effs []effect) []*actorpb.OutboxItem {
+	var out []*actorpb.OutboxItem
+	for _, e := range effs {
+		if d, ok := e.(effDeliver); ok {
+			out = append(out, d.item)
+		}
+	}
+	return out
+}
+
+func directSend(cmid, peer, text string) *wire.Send {
+	return &wire.Send{
+		ClientMessageId: cmid,
+		Conversation:    &wire.Conversation{Type: wire.Conversation_DIRECT, Id: peer},
+		Type:            int32(wire.MessageType_TEXT),
+		Content:         []byte(text),
+		MentionList:     []string{"bob"},
+	}
+}
+
+func TestSendAckCarbonDeliver(t *testing.T) {
+	h := newHarness(t, "alice")
+	h.login(1, "phone", false, 0)
+	h.login(2, "laptop", false, 0)
+
+	effs := h.st.send(sk(1), 7, directSend("c1", "bob", "hi"), t0)
+	reqs := appends(effs)
+	if len(reqs) != 1 {
+		t.Fatalf("send gave %d appends, want 1", len(reqs))
+	}
+	r := reqs[0]
+	if r.User != "alice" || r.Epoch != 1 || len(r.Entries) != 1 || r.Entries[0].Seq != 1 {
+		t.Fatalf("append = %+v, want alice epoch 1 seq 1", r)
+	}
+	if len(r.Dedup) != 1 || r.Dedup[0] != (persistence.DedupKey{Key: "c:c1", Seq: 1}) {
+		t.Fatalf("dedup = %+v", r.Dedup)
+	}
+	if len(r.OutboxPut) != 1 || r.OutboxPut[0].Key != "bob" || r.OutboxPut[0].Seq != 1 {
+		t.Fatalf("outbox put = %+v: the fan-out must be pending in the same append", r.OutboxPut)
+	}
+	if got := framesTo(effs, 1); len(got) != 0 {
+		t.Fatalf("acked before the append was durable: %v", got)
+	}
+
+	done := h.st.appendDone(nil, t0)
+	acks := framesTo(done, 1)
+	if len(acks) != 1 || acks[0].GetId() != 7 || acks[0].GetSendAck().GetSeq() != 1 || acks[0].GetSendAck().GetMessageId() != "M0001" || acks[0].GetSendAck().GetDuplicate() {
+		t.Fatalf("sender session got %v, want one SendAck id 7 seq 1", acks)
+	}
+	carbons := framesTo(done, 2)
+	if len(carbons) != 1 || len(carbons[0].GetPush().GetEntries()) != 1 {
+		t.Fatalf("other device got %v, want one Push (carbon)", carbons)
+	}
+	if m := carbons[0].GetPush().GetEntries()[0].GetMessage(); m.GetConversation().GetId() != "bob" || m.GetSenderDevice() != "phone" || string(m.GetContent()) != "hi" {
+		t.Fatalf("carbon message = %v", m)
+	}
+	d := delivers(done)
+	if len(d) != 1 || d[0].GetToUser() != "bob" {
+		t.Fatalf("delivers = %v, want one to bob", d)
+	}
+	theirs := d[0].GetDeliver().GetMessage()
+	if theirs.GetConversation().GetId() != "alice" || !theirs.GetMentioned() || theirs.GetMessageId() != "M0001" {
+		t.Fatalf("recipient's copy = %v: conversation must be from bob's side and mention bob", theirs)
+	}
+	if h.st.committed != 1 || len(h.st.outbox) != 1 {
+		t.Fatalf("committed %d outbox %d, want 1 and 1", h.st.committed, len(h.st.outbox))
+	}
+}
+
+func TestSendDedup(t *testing.T) {
+	h := newHarness(t, "alice")
+	h.login(1, "phone", false, 0)
+
+	first := h.st.send(sk(1), 1, directSend("c1", "bob", "hi"), t0)
+	// A resend while the first is in flight waits for the same commit.
+	if effs := h.st.send(sk(1), 2, directSend("c1", "bob", "hi"), t0); len(effs) != 0 {
+		t.Fatalf("in-flight resend produced %v, want nothing until the commit", effs)
+	}
+	done := h.completeAppends(first)
+	acks := framesTo(done, 1)
+	if len(acks) != 2 || acks[0].GetSendAck().GetDuplicate() || !acks[1].GetSendAck().GetDuplicate() ||
+		acks[0].GetSendAck().GetSeq() != acks[1].GetSendAck().GetSeq() || acks[1].GetId() != 2 {
+		t.Fatalf("acks = %v, want original then duplicate with the same seq", acks)
+	}
+
+	// After the commit the store's index answers: same ids, no new append.
+	h.log.byKey["c:c1"] = &wire.Entry{Seq: 1, Kind: &wire.Entry_Message{Message: &wire.Message{MessageId: "M0001", ServerTimeMs: 42}}}
+	effs := h.st.send(sk(1), 3, directSend("c1", "bob", "hi"), t0)
+	if len(appends(effs)) != 0 {
+		t.Fatal("a resend after commit appended again")
+	}
+	a := framesTo(effs, 1)
+	if len(a) != 1 || !a[0].GetSendAck().GetDuplicate() || a[0].GetSendAck().GetMessageId() != "M0001" || a[0].GetSendAck().GetServerTimeMs() != 42 {
+		t.Fatalf("late resend answered %v", a)
+	}
+	if h.st.lastSeq != 1 {
+		t.Fatalf("lastSeq = %d after duplicates, want 1", h.st.lastSeq)
+	}
+
+	// A storage error on the lookup is a temporary error, not a new message.
+	h.log.err = errors.New("disk on fire")
+	effs = h.st.send(sk(1), 4, directSend("c2", "bob", "x"), t0)
+	if f := framesTo(effs, 1); len(f) != 1 || f[0].GetError().GetName() != "UNAVAILABLE" || len(appends(effs)) != 0 {
+		t.Fatalf("lookup failure answered %v", f)
+	}
+}
+
+func TestSendValidation(t *testing.T) {
+	h := newHarness(t, "alice")
+	h.login(1, "phone", false, 0)
+	bad := map[string]*wire.Send{
+		"empty client id":  {Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 1},
+		"bad peer id":      {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "b b"}, Type: 1},
+		"no conversation":  {ClientMessageId: "c", Type: 1},
+		"group (not yet)":  {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_GROUP, Id: "g"}, Type: 1},
+		"type 0":           {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}},
+		"reserved type":    {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 500},
+		"bad mention":      {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 1, MentionList: []string{""}},
+		"empty attr key":   {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 1, Attributes: map[string]string{"": "v"}},
+		"long client id":   {ClientMessageId: string(make([]byte, 65)), Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 1},
+		"transient so far": {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 1, Options: &wire.SendOptions{Transient: true}},
+	}
+	for name, m := range bad {
+		t.Run(name, func(t *testing.T) {
+			effs := h.st.send(sk(1), 9, m, t0)
+			f := framesTo(effs, 1)
+			if len(f) != 1 || f[0].GetError().GetName() != "INVALID_ARGUMENT" || f[0].GetId() != 9 {
+				t.Fatalf("got %v, want INVALID_ARGUMENT for id 9", f)
+			}
+			if len(appends(effs)) != 0 || h.st.lastSeq != 0 {
+				t.Fatal("a refused send changed the log")
+			}
+		})
+	}
+	// Custom types pass.
+	ok := directSend("c9", "bob", "x")
+	ok.Type = 1234
+	if len(appends(h.st.send(sk(1), 1, ok, t0))) != 1 {
+		t.Fatal("custom type 1234 refused")
+	}
+}
+
+func TestDeliverIdempotentAndPushed(t *testing.T) {
+	h := newHarness(t, "bob")
+	h.login(1, "phone", false, 0)
+	h.login(2, "pad", false, 0)
+	d := &actorpb.Deliver{FromUser: "alice", OriginSeq: 5, Message: &wire.Message{
+		MessageId: "M1", Sender: "alice", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "alice"}, Type: 1,
+	}}
+	effs := h.st.deliver(d, t0)
+	if r := appends(effs); len(r) != 1 || r[0].Dedup[0].Key != "m:M1" || r[0].Entries[0].Seq != 1 {
+		t.Fatalf("deliver appended %+v", r)
+	}
+	if again := h.st.deliver(d, t0); len(again) != 0 {
+		t.Fatalf("repeat while in flight gave %v", again)
+	}
+	done := h.completeAppends(effs)
+	if len(framesTo(done, 1)) != 1 || len(framesTo(done, 2)) != 1 {
+		t.Fatal("both live devices must get the push")
+	}
+	var ack *actorpb.DeliverAck
+	for _, e := range done {
+		if a, ok := e.(effDeliverAck); ok && a.to == "alice" {
+			ack = a.ack
+		}
+	}
+	if ack == nil || ack.GetSeq() != 1 || ack.GetOriginSeq() != 5 || ack.GetToUser() != "bob" {
+		t.Fatalf("deliver ack = %v", ack)
+	}
+	// A re-driven copy after the commit is answered from the index.
+	h.log.byKey["m:M1"] = &wire.Entry{Seq: 1}
+	effs = h.st.deliver(d, t0)
+	if len(appends(effs)) != 0 || len(effs) != 1 {
+		t.Fatalf("re-driven deliver gave %v, want only an ack", effs)
+	}
+}
+
+func TestOutboxConfirmRedriveAndFlush(t *testing.T) {
+	h := newHarness(t, "alice")
+	h.login(1, "phone", false, 0)
+	h.completeAppends(h.st.send(sk(1), 1, directSend("c1", "bob", "hi"), t0))
+	if len(h.st.outbox) != 1 {
+		t.Fatal("no pending fan-out after the commit")
+	}
+	// Not confirmed: re-driven after the delay, not before.
+	if d := delivers(h.st.tick(t0.Add(500 * time.Millisecond))); len(d) != 0 {
+		t.Fatalf("re-driven too early: %v", d)
+	}
+	if d := delivers(h.st.tick(t0.Add(time.Second))); len(d) != 1 {
+		t.Fatalf("not re-driven after 1 s: %v", d)
+	}
+	// Confirmed: deleted in the next flush, never re-driven again.
+	h.st.deliverAck(&actorpb.DeliverAck{ToUser: "bob", MessageId: "M0001", OriginSeq: 1, Seq: 3})
+	effs := h.st.tick(t0.Add(time.Hour))
+	if len(delivers(effs)) != 0 {
+		t.Fatal("re-driven after confirmation")
+	}
+	r := appends(effs)
+	if len(r) != 1 || len(r[0].OutboxDone) != 1 || r[0].OutboxDone[0] != (persistence.OutboxRef{Seq: 1, Key: "bob"}) || len(r[0].Entries) != 0 {
+		t.Fatalf("flush = %+v", r)
+	}
+	// An ack for something else changes nothing.
+	if effs := h.st.deliverAck(&actorpb.DeliverAck{ToUser: "carol", OriginSeq: 1}); len(effs) != 0 {
+		t.Fatal("stray ack acted on")
+	}
+}
+
+func TestActivationRedrivesOutbox(t *testing.T) {
+	st := newUserState("alice", Config{}, &fakeLog{}, NewMessageID)
+	item := &actorpb.OutboxItem{ToUser: "bob", Deliver: &actorpb.Deliver{FromUser: "alice", OriginSeq: 3, Message: &wire.Message{MessageId: "X"}}}
+	effs := st.activated(4, 3, 100, []*actorpb.OutboxItem{item}, t0)
+	if d := delivers(effs); len(d) != 1 || !proto.Equal(d[0], item) {
+		t.Fatalf("activation re-drove %v", d)
+	}
+	if st.lastSeq != 3 || st.committed != 3 || st.epoch != 4 || st.idle() {
+		t.Fatalf("state after activation: seq %d committed %d epoch %d idle %v", st.lastSeq, st.committed, st.epoch, st.idle())
+	}
+}
+
+func TestSeqsDenseAndTimeMonotonic(t *testing.T) {
+	h := newHarness(t, "alice")
+	h.login(1, "phone", false, 0)
+	var seqs []persistence.Seq
+	var times []int64
+	for i := range 5 {
+		now := t0.Add(-time.Duration(i) * time.Second) // the clock steps back
+		for _, r := range appends(h.st.send(sk(1), uint64(i+1), directSend(fmt.Sprint("s", i), "bob", "x"), now)) {
+			seqs = append(seqs, r.Entries[0].Seq)
+			times = append(times, r.Entries[0].TimeMS)
+		}
+		for _, r := range appends(h.st.deliver(&actorpb.Deliver{FromUser: "bob", Message: &wire.Message{MessageId: fmt.Sprint("d", i)}}, now)) {
+			seqs = append(seqs, r.Entries[0].Seq)
+			times = append(times, r.Entries[0].TimeMS)
+		}
+	}
+	for i, s := range seqs {
+		if s != persistence.Seq(i+1) {
+			t.Fatalf("seqs %v not dense from 1", seqs)
+		}
+		if i > 0 && times[i] < times[i-1] {
+			t.Fatalf("entry times went backwards: %v", times)
+		}
+	}
+}
+
+func TestCatchupPagesThenLive(t *testing.T) {
+	h := newHarness(t, "bob")
+	h.st.activated(1, 450, 0, nil, t0)
+	reply, effs := h.st.login(sk(1), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "d", Platform: "web", HasCursor: true, Cursor: 100}}, t0, 0)
+	if reply.GetLoginOk().GetLastSeq() != 450 || reply.GetLoginOk().GetCompensationFromSeq() != 0 {
+		t.Fatalf("LoginOk = %v", reply)
+	}
+	h.completeAppends(effs)
+	sess := h.st.sessions[sk(1)]
+	if sess.next != 101 {
+		t.Fatalf("catch-up starts at %d, want 101", sess.next)
+	}
+	// A live push while catching up skips this session (it reads it from the log).
+	pushed := h.completeAppends(h.st.deliver(&actorpb.Deliver{FromUser: "alice", Message: &wire.Message{MessageId: "new"}}, t0))
+	if len(framesTo(pushed, 1)) != 0 {
+		t.Fatal("pushed to a session still catching up")
+	}
+	page := func(from, n int) []*wire.Entry {
+		var es []*wire.Entry
+		for i := range n {
+			es = append(es, &wire.Entry{Seq: uint64(from + i)})
+		}
+		return es
+	}
+	effs = h.st.catchupPage(sk(1), page(101, pageLimit), pageLimit)
+	f := framesTo(effs, 1)
+	if len(f) != 1 || !f[0].GetSyncPage().GetHasMore() || f[0].GetId() != 0 {
+		t.Fatalf("first page = %v, want has_more and id 0", f)
+	}
+	if _, again := effs[len(effs)-1].(effCatchup); !again || sess.live {
+		t.Fatal("a full page must ask for the next one")
+	}
+	effs = h.st.catchupPage(sk(1), page(301, 151), pageLimit)
+	if f := framesTo(effs, 1); len(f) != 1 || f[0].GetSyncPage().GetHasMore() || !sess.live {
+		t.Fatalf("last page = %v live=%v", f, sess.live)
+	}
+	pushed = h.completeAppends(h.st.deliver(&actorpb.Deliver{FromUser: "alice", Message: &wire.Message{MessageId: "newer"}}, t0))
+	if len(framesTo(pushed, 1)) != 1 {
+		t.Fatal("no live push after catch-up")
+	}
+}
+
+func TestLoginCompensationAndCursorBeyondLog(t *testing.T) {
+	h := newHarness(t, "bob")
+	h.st.activated(1, 10, 0, nil, t0)
+	for _, l := range []*wire.Login{
+		{DeviceId: "new", Platform: "ios"},
+		{DeviceId: "wiped", Platform: "ios", HasCursor: true, Cursor: 99},
+	} {
+		reply, _ := h.st.login(sk(uint64(len(l.DeviceId))), &actorpb.LoginRequest{Login: l}, t0, 7)
+		if got := reply.GetLoginOk().GetCompensationFromSeq(); got != 7 {
+			t.Fatalf("%s: compensation_from_seq = %d, want 7", l.DeviceId, got)
+		}
+		if next := h.st.sessions[sk(uint64(len(l.DeviceId)))].next; next != 7 {
+			t.Fatalf("%s: catch-up from %d, want 7", l.DeviceId, next)
+		}
+	}
+}
+
+func TestSameDeviceReplacesItself(t *testing.T) {
+	h := newHarness(t, "alice")
+	h.login(1, "phone", false, 0)
+	_, effs := h.st.login(sk(2), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "phone", Platform: "ios", LoginExt: "new one"}}, t0, 1)
+	var kicked *wire.Kick
+	for _, e := range effs {
+		if k, ok := e.(effKick); ok && k.key == sk(1) {
+			kicked = k.kick
+		}
+	}
+	if kicked == nil || kicked.GetReason() != wire.Kick_LOGIN_CONFLICT || kicked.GetNewDeviceLoginExt() != "new one" || kicked.GetCloseCode() != wire.CloseLoginConflict {
+		t.Fatalf("old session kick = %v", kicked)
+	}
+	if h.st.sessions[sk(1)] != nil || h.st.sessions[sk(2)] == nil {
+		t.Fatal("session table not replaced")
+	}
+}
+
+func TestCursorAckClampedAndFlushed(t *testing.T) {
+	h := newHarness(t, "alice")
+	h.login(1, "phone", false, 0)
+	h.completeAppends(h.st.send(sk(1), 1, directSend("c1", "alice", "note to self"), t0))
+	h.st.cursorAck(sk(1), 1000) // beyond the log: clamped
+	r := appends(h.st.tick(t0))
+	if len(r) != 1 || len(r[0].Devices) != 1 || r[0].Devices[0].Cursor != 1 || r[0].Devices[0].Data != nil {
+		t.Fatalf("cursor flush = %+v, want cursor 1 without rewriting the record", r)
+	}
+}
+
+func TestNoteToSelfHasNoFanout(t *testing.T) {
+	h := newHarness(t, "alice")
+	h.login(1, "phone", false, 0)
+	effs := h.st.send(sk(1), 1, directSend("c1", "alice", "me"), t0)
+	if r := appends(effs); len(r[0].OutboxPut) != 0 {
+		t.Fatal("a note to self put a fan-out in the outbox")
+	}
+	if d := delivers(h.completeAppends(effs)); len(d) != 0 {
+		t.Fatal("a note to self was delivered to another actor")
+	}
+}
+
+func TestAppendFailureStopsWithoutAck(t *testing.T) {
+	h := newHarness(t, "alice")
+	h.login(1, "phone", false, 0)
+	h.login(2, "pad", false, 0)
+	first := h.st.send(sk(1), 1, directSend("c1", "bob", "a"), t0)
+	h.st.send(sk(1), 2, directSend("c2", "bob", "b"), t0)
+	_ = first
+	effs := h.st.appendDone(persistence.ErrFenced, t0)
+	var unavailable, lost int
+	stopped := false
+	for _, e := range effs {
+		switch e := e.(type) {
+		case effPush:
+			if e.frames[0].GetSendAck() != nil {
+				t.Fatal("acked after a failed append")
+			}
+			if e.frames[0].GetError().GetName() == "UNAVAILABLE" {
+				unavailable++
+			}
+		case effKick:
+			lost++
+		case effStop:
+			stopped = true
+		case effDeliver:
+			t.Fatal("delivered after a failed append")
+		}
+	}
+	if unavailable != 2 || lost != 2 || !stopped {
+		t.Fatalf("failure handling: %d UNAVAILABLE, %d sessions sent to log in again, stopped=%v", unavailable, lost, stopped)
+	}
+}
+
+func TestFrameFromUnknownSession(t *testing.T) {
+	h := newHarness(t, "alice")
+	effs := h.st.send(sk(9), 1, directSend("c1", "bob", "x"), t0)
+	if len(effs) != 1 {
+		t.Fatalf("got %v", effs)
+	}
+	k, ok := effs[0].(effKick)
+	if !ok || k.kick.GetCloseCode() != wire.CloseSessionLost || !k.kick.GetMayReconnect() {
+		t.Fatalf("unknown session answered %v, want a kick asking to log in again", effs[0])
+	}
+}
+
+func TestValidID(t *testing.T) {
+	for s, want := range map[string]bool{
+		"alice": true, "a.b@c:d-e_f": true, "": false, "a b": false, "ü": false,
+		string(make([]byte, 64)): false, strings.Repeat("x", 65): false, strings.Repeat("x", 64): true,
+	} {
+		if got := ValidID(s); got != want {
+			t.Errorf("ValidID(%q) = %v, want %v", s, got, want)
+		}
+	}
+}

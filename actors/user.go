@@ -1,0 +1,334 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tandem-im/tandem/persistence"
+	"github.com/tandem-im/tandem/proto/actorpb"
+	"github.com/tandem-im/tandem/proto/wire"
+)
+
+// UserKind is the cluster kind of user actors.
+const UserKind = "user"
+
+// Messages the user actor sends itself (never cross a node).
+type (
+	appendDone  struct{ err error }
+	catchupStep struct{ key sessionKey }
+	tickMsg     struct{}
+)
+
+// userActor is the thin shell around userState: it decodes a message,
+// calls the pure state, and performs the effects in order. Store reads
+// happen here (catch-up pages, dedup lookups); store writes are pipelined
+// (Append returns at once, completion arrives as appendDone), so the
+// mailbox is never held while a commit is in flight.
+type userActor struct {
+	rt    *Runtime
+	user  string
+	log   *slog.Logger
+	st    *userState
+	self  *actor.PID
+	armed bool // a tick timer is pending
+	dead  bool // activation failed or an append failed: refuse everything
+}
+
+func (a *userActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *cluster.ClusterInit:
+		a.activate(ctx, m)
+		return
+	case *actor.Started, *actor.Stopping, *actor.Restarting:
+		return
+	case *actor.Stopped:
+		a.rt.metrics.activeUsers.Dec()
+		return
+	}
+	if a.dead || a.st == nil {
+		a.refuse(ctx)
+		return
+	}
+	now := time.Now()
+	switch m := ctx.Message().(type) {
+	case *actorpb.LoginRequest:
+		a.onLogin(ctx, m, now)
+	case *actorpb.ClientFrame:
+		a.onFrame(ctx, m, now)
+	case *actorpb.SessionClosed:
+		a.st.closed(keyOf(m.GetSession()))
+		if ctx.Sender() != nil {
+			ctx.Respond(&actorpb.Done{})
+		}
+	case *actorpb.Deliver:
+		a.perform(ctx, a.st.deliver(m, now))
+	case *actorpb.DeliverAck:
+		a.perform(ctx, a.st.deliverAck(m))
+	case *actorpb.InspectRequest:
+		ctx.Respond(a.inspect())
+	case appendDone:
+		if m.err != nil {
+			a.log.Error("append failed; stopping the user actor", "user", a.user, "err", m.err)
+			a.rt.metrics.appendFailures.Inc()
+		}
+		a.perform(ctx, a.st.appendDone(m.err, now))
+	case catchupStep:
+		a.onCatchup(ctx, m.key)
+	case tickMsg:
+		a.armed = false
+		a.perform(ctx, a.st.tick(now))
+	case *actor.ReceiveTimeout:
+		if a.st.idle() {
+			ctx.Poison(ctx.Self())
+			return
+		}
+	default:
+		a.log.Warn("user actor: unexpected message", "user", a.user, "type", fmt.Sprintf("%T", m))
+	}
+	if a.st.needsTick() && !a.armed && !a.dead {
+		a.armed = true
+		self, root := ctx.Self(), a.rt.sys.Root
+		time.AfterFunc(tickEvery, func() { root.Send(self, tickMsg{}) })
+	}
+}
+
+const tickEvery = 500 * time.Millisecond
+
+func (a *userActor) activate(ctx actor.Context, init *cluster.ClusterInit) {
+	a.user = init.Identity.GetIdentity()
+	a.self = ctx.Self()
+	a.log = a.rt.log.With("user", a.user)
+	a.rt.metrics.activeUsers.Inc()
+	a.rt.metrics.activations.Inc()
+	st, effs, err := a.load(init)
+	if err != nil {
+		a.log.Error("user actor activation failed", "err", err)
+		a.dead = true
+		ctx.Poison(ctx.Self())
+		return
+	}
+	a.st = st
+	jitter := time.Duration(rand.Int64N(int64(st.cfg.IdleTimeout/2))) - st.cfg.IdleTimeout/4
+	ctx.SetReceiveTimeout(st.cfg.IdleTimeout + jitter)
+	a.perform(ctx, effs)
+}
+
+func (a *userActor) load(init *cluster.ClusterInit) (*userState, []effect, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), a.rt.cfg.withDefaults().RequestTimeout)
+	defer cancel()
+	owner := init.Cluster.ActorSystem.Address() + "/" + init.Cluster.ActorSystem.ID
+	epoch, last, err := a.rt.store.Activate(ctx, a.user, owner)
+	if err != nil {
+		return nil, nil, fmt.Errorf("activate %q: %w", a.user, err)
+	}
+	var lastTime int64
+	if last > 0 {
+		es, err := a.rt.store.Read(ctx, a.user, last-1, 1)
+		if err != nil {
+			return nil, nil, fmt.Errorf("read last entry of %q: %w", a.user, err)
+		}
+		if len(es) == 1 {
+			lastTime = es[0].TimeMS
+		}
+	}
+	items, err := a.rt.store.Outbox(ctx, a.user)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read outbox of %q: %w", a.user, err)
+	}
+	outbox := make([]*actorpb.OutboxItem, 0, len(items))
+	for _, it := range items {
+		var oi actorpb.OutboxItem
+		if err := proto.Unmarshal(it.Data, &oi); err != nil {
+			return nil, nil, fmt.Errorf("decode outbox item %d of %q: %w", it.Seq, a.user, err)
+		}
+		outbox = append(outbox, &oi)
+	}
+	if len(outbox) > 0 {
+		a.log.Info("re-driving pending fan-outs", "count", len(outbox))
+	}
+	st := newUserState(a.user, a.rt.cfg, storeReader{a.rt.store, a.user}, NewMessageID)
+	effs := st.activated(epoch, last, lastTime, outbox, time.Now())
+	return st, effs, nil
+}
+
+// refuse answers requests an unusable activation cannot serve.
+func (a *userActor) refuse(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actorpb.LoginRequest:
+		ctx.Respond(&actorpb.LoginResult{Reply: wire.ErrFrame(0, wire.CodeUnavailable, "user temporarily unavailable; retry")})
+	case *actorpb.ClientFrame:
+		a.perform(ctx, []effect{lostSession(keyOf(m.GetSession()))})
+	case *actorpb.SessionClosed, *actorpb.InspectRequest:
+		if ctx.Sender() != nil {
+			ctx.Respond(&actorpb.Done{Error: wire.Err(wire.CodeUnavailable, "user temporarily unavailable")})
+		}
+	}
+}
+
+func (a *userActor) onLogin(ctx actor.Context, m *actorpb.LoginRequest, now time.Time) {
+	var comp persistence.Seq
+	if a.st.needsCompensation(m.GetLogin()) {
+		since := now.Add(-time.Duration(a.st.cfg.CompensationDays) * 24 * time.Hour)
+		rctx, cancel := context.WithTimeout(context.Background(), a.st.cfg.RequestTimeout)
+		seq, err := a.rt.store.FirstSeqSince(rctx, a.user, since)
+		cancel()
+		if err != nil {
+			a.log.Error("compensation window lookup failed", "err", err)
+			ctx.Respond(&actorpb.LoginResult{Reply: wire.ErrFrame(0, wire.CodeUnavailable, "storage unavailable; retry")})
+			return
+		}
+		comp = seq
+	}
+	reply, effs := a.st.login(keyOf(m.GetSession()), m, now, comp)
+	ctx.Respond(&actorpb.LoginResult{Reply: reply, Ok: true})
+	a.rt.metrics.logins.Inc()
+	a.perform(ctx, effs)
+}
+
+func (a *userActor) onFrame(ctx actor.Context, m *actorpb.ClientFrame, now time.Time) {
+	key := keyOf(m.GetSession())
+	f := m.GetFrame()
+	if a.st.sessions[key] == nil {
+		a.perform(ctx, []effect{lostSession(key)})
+		return
+	}
+	switch b := f.GetBody().(type) {
+	case *wire.Frame_Send:
+		a.rt.metrics.sends.Inc()
+		a.perform(ctx, a.st.send(key, f.GetId(), b.Send, now))
+	case *wire.Frame_Sync:
+		limit := int(b.Sync.GetLimit())
+		if limit <= 0 || limit > pageLimit {
+			limit = pageLimit
+		}
+		entries, err := a.read(persistence.Seq(b.Sync.GetAfterSeq()), limit)
+		if err != nil {
+			a.log.Error("sync read failed", "err", err)
+			a.perform(ctx, []effect{a.st.replyErr(key, f.GetId(), wire.CodeUnavailable, "storage unavailable; retry")})
+			return
+		}
+		a.perform(ctx, a.st.syncPage(key, f.GetId(), entries, limit))
+	case *wire.Frame_CursorAck:
+		a.st.cursorAck(key, b.CursorAck.GetSeq())
+		a.perform(ctx, []effect{a.st.reply(key, &wire.Frame{Id: f.GetId(), Body: &wire.Frame_Ok{Ok: &wire.Ok{}}})})
+	default:
+		a.perform(ctx, []effect{a.st.replyErr(key, f.GetId(), wire.CodeInvalidArgument,
+			fmt.Sprintf("%s is not available on this server yet", frameName(f)))})
+	}
+}
+
+func frameName(f *wire.Frame) string {
+	if b := f.ProtoReflect().WhichOneof(f.ProtoReflect().Descriptor().Oneofs().ByName("body")); b != nil {
+		return string(b.Name())
+	}
+	return "empty frame"
+}
+
+func (a *userActor) onCatchup(ctx actor.Context, key sessionKey) {
+	sess := a.st.sessions[key]
+	if sess == nil || sess.live {
+		return
+	}
+	entries, err := a.read(sess.next-1, pageLimit)
+	if err != nil {
+		a.log.Error("catch-up read failed", "err", err)
+		a.st.closed(key)
+		a.perform(ctx, []effect{lostSession(key)})
+		return
+	}
+	a.perform(ctx, a.st.catchupPage(key, entries, pageLimit))
+}
+
+// read returns up to limit decoded entries after seq.
+func (a *userActor) read(after persistence.Seq, limit int) ([]*wire.Entry, error) {
+	rctx, cancel := context.WithTimeout(context.Background(), a.st.cfg.RequestTimeout)
+	defer cancel()
+	es, err := a.rt.store.Read(rctx, a.user, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	return decodeEntries(es)
+}
+
+func decodeEntries(es []persistence.Entry) ([]*wire.Entry, error) {
+	out := make([]*wire.Entry, len(es))
+	for i, e := range es {
+		var we wire.Entry
+		if err := proto.Unmarshal(e.Data, &we); err != nil {
+			return nil, fmt.Errorf("decode entry %d: %w", e.Seq, err)
+		}
+		out[i] = &we
+	}
+	return out, nil
+}
+
+func (a *userActor) inspect() *actorpb.InspectResult {
+	r := &actorpb.InspectResult{
+		LastSeq:       uint64(a.st.committed),
+		Epoch:         uint64(a.st.epoch),
+		PendingFanout: uint32(len(a.st.outbox)),
+	}
+	for _, s := range a.st.sessions {
+		r.Sessions = append(r.Sessions, s.info)
+	}
+	return r
+}
+
+// perform carries out effects in order.
+func (a *userActor) perform(ctx actor.Context, effs []effect) {
+	for _, e := range effs {
+		switch e := e.(type) {
+		case effAppend:
+			self, root := a.self, a.rt.sys.Root
+			a.rt.store.Append(e.req, func(err error) { root.Send(self, appendDone{err: err}) })
+		case effPush:
+			ctx.Send(actor.NewPID(e.gw.addr, e.gw.id), &actorpb.SessionPush{SessionIds: e.sids, Frames: e.frames, UserId: a.user})
+		case effKick:
+			ctx.Send(actor.NewPID(e.key.addr, e.key.id), &actorpb.SessionKick{SessionId: e.key.sid, Kick: e.kick})
+		case effDeliver:
+			a.rt.courier.send(e.item.GetToUser(), e.item.GetDeliver())
+		case effDeliverAck:
+			a.rt.courier.send(e.to, e.ack)
+		case effCatchup:
+			ctx.Send(a.self, catchupStep{key: e.key})
+		case effStop:
+			a.dead = true
+			a.log.Warn("user actor stopping", "reason", e.reason)
+			ctx.Stop(a.self)
+		}
+	}
+}
+
+// storeReader implements logReader on the store.
+type storeReader struct {
+	store Store
+	user  string
+}
+
+func (r storeReader) entryByKey(key string) (*wire.Entry, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultRequestTimeout)
+	defer cancel()
+	seq, ok, err := r.store.LookupDedup(ctx, r.user, key)
+	if err != nil || !ok {
+		return nil, err
+	}
+	es, err := r.store.Read(ctx, r.user, seq-1, 1)
+	if err != nil {
+		return nil, err
+	}
+	if len(es) == 0 || es[0].Seq != seq {
+		return nil, fmt.Errorf("dedup key %q points at seq %d, which is not in the log", key, seq)
+	}
+	out, err := decodeEntries(es)
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
+}

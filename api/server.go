@@ -1,0 +1,210 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tandem-im/tandem/proto/wire"
+)
+
+// TokenMinter mints login tokens (auth.Keys satisfies it).
+type TokenMinter interface {
+	Mint(user string, ttl time.Duration) (string, time.Time, error)
+}
+
+// Config configures the server API. Zero value fields mean defaults.
+type Config struct {
+	Addr       string // default ":7401"
+	AdminKey   string // required
+	Minter     TokenMinter
+	Gatherer   prometheus.Gatherer // for /metrics; default: a new empty registry
+	Ready      func() error        // nil error = ready; default: always ready
+	ValidID    func(string) bool   // checks user IDs
+	Logger     *slog.Logger
+	DefaultTTL time.Duration // token TTL when the body gives none; default 24 h
+}
+
+// Server is the HTTP server API.
+type Server struct {
+	cfg Config
+	mux *http.ServeMux
+}
+
+// New returns a server for cfg.
+func New(cfg Config) (*Server, error) {
+	if cfg.AdminKey == "" {
+		return nil, errors.New("api: admin key required")
+	}
+	if cfg.Minter == nil || cfg.ValidID == nil {
+		return nil, errors.New("api: token minter and ID validator required")
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = ":7401"
+	}
+	if cfg.Gatherer == nil {
+		cfg.Gatherer = prometheus.NewRegistry()
+	}
+	if cfg.Ready == nil {
+		cfg.Ready = func() error { return nil }
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.DefaultTTL == 0 {
+		cfg.DefaultTTL = 24 * time.Hour
+	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	s.mux.Handle("POST /v1/tokens", s.admin(s.mintToken))
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeErr(w, wire.CodeNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
+	})
+	return s, nil
+}
+
+// Handler returns the HTTP handler (for tests and embedding).
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Serve serves on ln until ctx is done, then shuts down gracefully.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("api: serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	<-errc
+	return err
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if err := s.cfg.Ready(); err != nil {
+		writeErr(w, wire.CodeUnavailable, "not ready: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// admin requires the admin key.
+func (s *Server) admin(h http.HandlerFunc) http.Handler {
+	want := []byte("Bearer " + s.cfg.AdminKey)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			writeErr(w, wire.CodeUnauthorized, "missing or wrong admin key (Authorization: Bearer <admin key>)")
+			return
+		}
+		h(w, r)
+	})
+}
+
+type tokenRequest struct {
+	UserID     string `json:"user_id"`
+	TTLSeconds int64  `json:"ttl_seconds"`
+}
+
+type tokenResponse struct {
+	Token       string `json:"token"`
+	UserID      string `json:"user_id"`
+	ExpiresAtMS int64  `json:"expires_at_ms"`
+}
+
+func (s *Server) mintToken(w http.ResponseWriter, r *http.Request) {
+	var req tokenRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if !s.cfg.ValidID(req.UserID) {
+		writeErr(w, wire.CodeInvalidArgument, "user_id must be 1-64 bytes of [A-Za-z0-9_.@:-]")
+		return
+	}
+	ttl := s.cfg.DefaultTTL
+	if req.TTLSeconds < 0 {
+		writeErr(w, wire.CodeInvalidArgument, "ttl_seconds must not be negative")
+		return
+	}
+	if req.TTLSeconds > 0 {
+		ttl = time.Duration(req.TTLSeconds) * time.Second
+	}
+	tok, exp, err := s.cfg.Minter.Mint(req.UserID, ttl)
+	if err != nil {
+		writeErr(w, wire.CodeInvalidArgument, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, tokenResponse{Token: tok, UserID: req.UserID, ExpiresAtMS: exp.UnixMilli()})
+}
+
+const maxBody = 1 << 20
+
+// readJSON decodes one JSON object, refusing unknown fields and trailing
+// data; on failure it writes the error and returns false.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		writeErr(w, wire.CodeInvalidArgument, "Content-Type must be application/json")
+		return false
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeErr(w, wire.CodeFrameTooLarge, fmt.Sprintf("body larger than %d bytes", maxBody))
+			return false
+		}
+		writeErr(w, wire.CodeInvalidArgument, "body is not the expected JSON: "+err.Error())
+		return false
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		writeErr(w, wire.CodeInvalidArgument, "body has data after the JSON object")
+		return false
+	}
+	return true
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code      uint32 `json:"code"`
+	Name      string `json:"name"`
+	Message   string `json:"message"`
+	Temporary bool   `json:"temporary,omitempty"`
+}
+
+func writeErr(w http.ResponseWriter, code wire.Code, msg string) {
+	writeJSON(w, code.HTTPStatus(), errorBody{errorDetail{Code: uint32(code), Name: code.Name(), Message: msg, Temporary: code.Temporary()}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // the client went away; nothing to do
+}

@@ -1,0 +1,133 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tandem-im/tandem/auth"
+)
+
+func newTestServer(t *testing.T, ready func() error) (*httptest.Server, *auth.Keys) {
+	t.Helper()
+	keys, err := auth.New("0123456789abcdef0123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_test_total", Help: "t"})
+	reg.MustRegister(c)
+	c.Add(3)
+	s, err := New(Config{AdminKey: "adm", Minter: keys, Gatherer: reg, Ready: ready,
+		ValidID: func(s string) bool { return s != "" && !strings.Contains(s, " ") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(ts.Close)
+	return ts, keys
+}
+
+func do(t *testing.T, method, url, key, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatalf("%s %s: body %q is not JSON", method, url, raw)
+	}
+	return resp.StatusCode, m
+}
+
+func errName(m map[string]any) string {
+	e, _ := m["error"].(map[string]any)
+	n, _ := e["name"].(string)
+	return n
+}
+
+func TestMintToken(t *testing.T) {
+	ts, keys := newTestServer(t, nil)
+	code, m := do(t, "POST", ts.URL+"/v1/tokens", "adm", `{"user_id":"alice","ttl_seconds":60}`)
+	if code != 200 {
+		t.Fatalf("status %d body %v", code, m)
+	}
+	user, exp, err := keys.Verify(m["token"].(string))
+	if err != nil || user != "alice" {
+		t.Fatalf("minted token verifies as %q, %v", user, err)
+	}
+	if d := time.Until(exp); d < 50*time.Second || d > 61*time.Second {
+		t.Fatalf("expiry in %s, want ~60s", d)
+	}
+	if int64(m["expires_at_ms"].(float64)) != exp.UnixMilli() {
+		t.Fatalf("expires_at_ms %v != token expiry %v", m["expires_at_ms"], exp.UnixMilli())
+	}
+}
+
+func TestMintTokenRejects(t *testing.T) {
+	ts, _ := newTestServer(t, nil)
+	for _, tc := range []struct {
+		name, key, body string
+		status          int
+		err             string
+	}{
+		{"no key", "", `{"user_id":"alice"}`, 401, "UNAUTHORIZED"},
+		{"wrong key", "nope", `{"user_id":"alice"}`, 401, "UNAUTHORIZED"},
+		{"not json", "adm", `{user_id`, 400, "INVALID_ARGUMENT"},
+		{"unknown field", "adm", `{"user_id":"alice","admin":true}`, 400, "INVALID_ARGUMENT"},
+		{"trailing data", "adm", `{"user_id":"alice"} {}`, 400, "INVALID_ARGUMENT"},
+		{"bad user", "adm", `{"user_id":"a b"}`, 400, "INVALID_ARGUMENT"},
+		{"negative ttl", "adm", `{"user_id":"alice","ttl_seconds":-1}`, 400, "INVALID_ARGUMENT"},
+		{"ttl too long", "adm", `{"user_id":"alice","ttl_seconds":99999999}`, 400, "INVALID_ARGUMENT"},
+		{"too big", "adm", `{"user_id":"` + strings.Repeat("a", 2<<20) + `"}`, 413, "FRAME_TOO_LARGE"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, m := do(t, "POST", ts.URL+"/v1/tokens", tc.key, tc.body)
+			if code != tc.status || errName(m) != tc.err {
+				t.Fatalf("status %d error %q, want %d %q (%v)", code, errName(m), tc.status, tc.err, m)
+			}
+		})
+	}
+}
+
+func TestHealthReadyMetrics(t *testing.T) {
+	ready := errors.New("store opening")
+	ts, _ := newTestServer(t, func() error { return ready })
+	if code, _ := do(t, "GET", ts.URL+"/healthz", "", ""); code != 200 {
+		t.Fatalf("healthz %d", code)
+	}
+	if code, m := do(t, "GET", ts.URL+"/readyz", "", ""); code != 503 || errName(m) != "UNAVAILABLE" {
+		t.Fatalf("readyz while not ready: %d %v", code, m)
+	}
+	ready = nil
+	if code, _ := do(t, "GET", ts.URL+"/readyz", "", ""); code != 200 {
+		t.Fatalf("readyz when ready: %d", code)
+	}
+	resp, err := http.Get(ts.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "tandem_test_total 3") {
+		t.Fatalf("metrics missing the registered counter:\n%s", body)
+	}
+	if code, m := do(t, "GET", ts.URL+"/v1/nothing", "adm", ""); code != 404 || errName(m) != "NOT_FOUND" {
+		t.Fatalf("unknown route: %d %v", code, m)
+	}
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite: what CI runs (.ci/run) and what the README's second
+# command runs. Installs its own dependencies (scripts/deps.sh).
+#
+#   scripts/test.sh          everything
+#   scripts/test.sh -short   skip the slow process-level tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+short=${1:-}
+./scripts/deps.sh
+
+echo "== format, vet, generated code"
+bad=$(gofmt -l $(git ls-files '*.go'))
+[ -z "$bad" ] || { echo "gofmt would change: $bad"; exit 1; }
+go vet ./...
+./scripts/check-generated.sh
+
+echo "== unit and integration tests (race detector)"
+# Packages that start protoactor cluster members keep those tests behind
+# //go:build !race (protoactor itself has data races); they run below.
+go test -race -count=1 -timeout 15m $short ./...
+
+echo "== cluster, node and end-to-end tests (protoactor members; no race detector)"
+go test -count=1 -timeout 20m $short ./cluster/... ./node/... ./test/...
