@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -166,10 +165,6 @@ const maxBody = 1 << 20
 // readJSON decodes one JSON object, refusing unknown fields and trailing
 // data; on failure it writes the error and returns false.
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		writeErr(w, wire.CodeInvalidArgument, "Content-Type must be application/json")
-		return false
-	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

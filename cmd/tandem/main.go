@@ -1,0 +1,28 @@
+// Command tandem runs one tandem node. Flags (each with a TANDEM_*
+// environment twin) are listed by `tandem -h`.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/tandem-im/tandem/node"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg, err := node.ParseFlags(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	log := node.Logger(cfg, os.Stderr)
+	if err := node.Run(ctx, cfg, log); err != nil {
+		log.Error("server stopped", "err", err)
+		os.Exit(1)
+	}
+}

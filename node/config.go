@@ -1,0 +1,162 @@
+package node
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/tandem-im/tandem/actors"
+)
+
+// Config is one node's configuration. The zero value means defaults, except
+// that Validate needs somewhere to keep data.
+type Config struct {
+	DataDir    string   // badger data and generated secrets; default "data"
+	WSAddr     string   // client WebSocket listener; default ":7400"
+	APIAddr    string   // HTTP server API; default ":7401"
+	GossipAddr string   // memberlist; default ":7946"
+	RemoteAddr string   // actor remote; default "127.0.0.1:7402"
+	Seeds      []string // memberlist seeds (host:port)
+	AdminKey   string   // server API key; generated into DataDir if empty
+	JWTSecret  string   // HS256 secret (≥ 16 bytes); generated into DataDir if empty
+	Store      string   // "badger" (default) or a postgres:// URL
+	LogLevel   string   // debug, info (default), warn, error
+
+	HeartbeatTimeout time.Duration // default 60 s
+	CompensationDays int           // default 1, max 7
+	Retention        time.Duration // default 30 days; readers never return older entries
+
+	// UnsafeMultiNodeBadger lets a multi-node cluster run on badger: each
+	// node's data dies with it. Refused without this flag.
+	UnsafeMultiNodeBadger bool
+}
+
+// Defaults.
+const (
+	DefaultWSAddr     = ":7400"
+	DefaultAPIAddr    = ":7401"
+	DefaultGossipAddr = ":7946"
+	DefaultRemoteAddr = "127.0.0.1:7402"
+	DefaultRetention  = 30 * 24 * time.Hour
+)
+
+func (c Config) withDefaults() Config {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&c.DataDir, "data")
+	def(&c.WSAddr, DefaultWSAddr)
+	def(&c.APIAddr, DefaultAPIAddr)
+	def(&c.GossipAddr, DefaultGossipAddr)
+	def(&c.RemoteAddr, DefaultRemoteAddr)
+	def(&c.Store, "badger")
+	def(&c.LogLevel, "info")
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	return c
+}
+
+// Validate returns every problem at once.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	if c.Store != "badger" {
+		if strings.HasPrefix(c.Store, "postgres://") || strings.HasPrefix(c.Store, "postgresql://") {
+			errs = append(errs, errors.New("--store: the PostgreSQL backend is not available in this build yet; use badger"))
+		} else {
+			errs = append(errs, fmt.Errorf("--store %q: use badger or a postgres:// URL", c.Store))
+		}
+	}
+	if len(c.Seeds) > 0 && c.Store == "badger" && !c.UnsafeMultiNodeBadger {
+		errs = append(errs, errors.New("--seeds with --store badger: a multi-node cluster on badger loses a node's data with the node; use PostgreSQL or pass --unsafe-multi-node-badger"))
+	}
+	if c.JWTSecret != "" && len(c.JWTSecret) < 16 {
+		errs = append(errs, errors.New("--jwt-secret must be at least 16 bytes"))
+	}
+	if c.Retention < 24*time.Hour {
+		errs = append(errs, fmt.Errorf("--retention %s: must be at least 24h", c.Retention))
+	}
+	if c.Retention < time.Duration(max(c.CompensationDays, 1))*24*time.Hour {
+		errs = append(errs, errors.New("--retention must cover --compensation-days"))
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.actors().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) actors() actors.Config {
+	return actors.Config{HeartbeatTimeout: c.HeartbeatTimeout, CompensationDays: c.CompensationDays}
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level %q: use debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// ParseFlags reads flags from args, each with a TANDEM_* environment twin
+// (--data-dir ↔ TANDEM_DATA_DIR); a flag given on the command line wins.
+func ParseFlags(args []string) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("tandem", flag.ContinueOnError)
+	var seeds string
+	fs.StringVar(&c.DataDir, "data-dir", "data", "folder for the embedded store and generated secrets")
+	fs.StringVar(&c.WSAddr, "ws-addr", DefaultWSAddr, "client WebSocket listen address (path /ws)")
+	fs.StringVar(&c.APIAddr, "api-addr", DefaultAPIAddr, "HTTP server API listen address")
+	fs.StringVar(&c.GossipAddr, "gossip-addr", DefaultGossipAddr, "memberlist gossip bind address")
+	fs.StringVar(&c.RemoteAddr, "remote-addr", DefaultRemoteAddr, "actor remote address (host:port reachable by the other nodes)")
+	fs.StringVar(&seeds, "seeds", "", "comma-separated gossip addresses of other nodes")
+	fs.StringVar(&c.AdminKey, "admin-key", "", "server API admin key (generated into the data dir if empty)")
+	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret for login tokens, >= 16 bytes (generated into the data dir if empty)")
+	fs.StringVar(&c.Store, "store", "badger", "badger, or a postgres:// URL")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&c.HeartbeatTimeout, "heartbeat-timeout", actors.DefaultHeartbeatTimeout, "drop a session silent this long")
+	fs.IntVar(&c.CompensationDays, "compensation-days", actors.DefaultCompensationDays, "days of history a device without a cursor gets (1-7)")
+	fs.DurationVar(&c.Retention, "retention", DefaultRetention, "keep sync-log entries this long")
+	fs.BoolVar(&c.UnsafeMultiNodeBadger, "unsafe-multi-node-badger", false, "allow a multi-node cluster on badger (a node's data is lost with it)")
+
+	set := map[string]bool{}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		env := "TANDEM_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", env, v, err))
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, err
+	}
+	if seeds != "" {
+		for _, s := range strings.Split(seeds, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				c.Seeds = append(c.Seeds, s)
+			}
+		}
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return c, c.Validate()
+}

@@ -1,0 +1,240 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tandem-im/tandem/actors"
+	"github.com/tandem-im/tandem/api"
+	"github.com/tandem-im/tandem/auth"
+	"github.com/tandem-im/tandem/cluster"
+	"github.com/tandem-im/tandem/gateway"
+	"github.com/tandem-im/tandem/persistence"
+)
+
+// The concrete types satisfy the interfaces their consumers declare.
+var (
+	_ actors.Store         = (*persistence.Badger)(nil)
+	_ actors.SessionTable  = (*gateway.Server)(nil)
+	_ gateway.Handler      = (*actors.Frontend)(nil)
+	_ actors.TokenVerifier = (*auth.Keys)(nil)
+	_ api.TokenMinter      = (*auth.Keys)(nil)
+)
+
+// Node is one running node.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	store  *persistence.Badger
+	member *cluster.Member
+	rt     *actors.Runtime
+	gw     *gateway.Server
+	apiSrv *api.Server
+
+	wsLn, apiLn net.Listener
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+	errOnce     sync.Once
+	err         error
+	stopOnce    sync.Once
+	done        chan struct{}
+
+	// AdminKey and JWTSecret as used (generated ones included).
+	AdminKey, JWTSecret string
+}
+
+// Run starts a node and serves until ctx is done, then stops it.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	n, err := Start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case <-n.done:
+	}
+	return n.Stop()
+}
+
+// Logger returns the logger for cfg's level, writing text to w.
+func Logger(cfg Config, w io.Writer) *slog.Logger {
+	lvl, err := parseLevel(cfg.withDefaults().LogLevel)
+	if err != nil {
+		lvl = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}))
+}
+
+// Start builds and starts a node; Stop stops it.
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	n = &Node{cfg: cfg, log: log, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			n.teardown()
+		}
+	}()
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	if n.AdminKey, err = secret(cfg.AdminKey, cfg.DataDir, "admin-key"); err != nil {
+		return nil, err
+	}
+	if n.JWTSecret, err = secret(cfg.JWTSecret, cfg.DataDir, "jwt-secret"); err != nil {
+		return nil, err
+	}
+	keys, err := auth.New(n.JWTSecret)
+	if err != nil {
+		return nil, err
+	}
+
+	n.store, err = persistence.OpenBadger(filepath.Join(cfg.DataDir, "badger"), persistence.BadgerOptions{}, log.With("component", "badger"))
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	n.rt = actors.NewRuntime(cfg.actors(), n.store, reg, log.With("component", "actors"))
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return log.With("component", "protoactor")
+	}))
+	n.member, err = cluster.Start(ctx, sys, cluster.Options{
+		RemoteAddr: cfg.RemoteAddr,
+		GossipAddr: cfg.GossipAddr,
+		Seeds:      cfg.Seeds,
+		Logger:     log.With("component", "cluster"),
+	}, n.rt.Kinds()...)
+	if err != nil {
+		return nil, fmt.Errorf("start cluster member: %w", err)
+	}
+
+	n.gw = gateway.New(gateway.Config{Addr: cfg.WSAddr, Logger: log.With("component", "gateway")}, n.rt.Frontend(keys))
+	if err := n.rt.Start(n.member.Cluster(), n.gw); err != nil {
+		return nil, fmt.Errorf("start actors runtime: %w", err)
+	}
+	n.apiSrv, err = api.New(api.Config{
+		AdminKey: n.AdminKey, Minter: keys, Gatherer: reg, ValidID: actors.ValidID,
+		Logger: log.With("component", "api"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	registerGatewayMetrics(reg, n.gw)
+
+	if n.wsLn, err = net.Listen("tcp", cfg.WSAddr); err != nil {
+		return nil, fmt.Errorf("listen for WebSockets: %w", err)
+	}
+	if n.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
+		return nil, fmt.Errorf("listen for the server API: %w", err)
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.serve(func() error { return n.gw.Serve(sctx, n.wsLn) })
+	n.serve(func() error { return n.apiSrv.Serve(sctx, n.apiLn) })
+
+	log.Info("tandem node started",
+		"ws", "ws://"+n.WSAddr()+"/ws", "api", "http://"+n.APIAddr(),
+		"gossip", cfg.GossipAddr, "remote", n.member.Address(),
+		"store", "badger:"+filepath.Join(cfg.DataDir, "badger"))
+	return n, nil
+}
+
+func (n *Node) serve(f func() error) {
+	n.wg.Go(func() {
+		if err := f(); err != nil && !errors.Is(err, context.Canceled) {
+			n.errOnce.Do(func() { n.err = err; close(n.done) })
+		}
+	})
+}
+
+// WSAddr and APIAddr are the bound listener addresses.
+func (n *Node) WSAddr() string  { return n.wsLn.Addr().String() }
+func (n *Node) APIAddr() string { return n.apiLn.Addr().String() }
+
+// Stop stops the node in order and returns the first serving error.
+func (n *Node) Stop() error {
+	n.stopOnce.Do(n.teardown)
+	return n.err
+}
+
+func (n *Node) teardown() {
+	if n.cancel != nil {
+		n.cancel() // gateway closes its sessions, API shuts down
+	}
+	for _, ln := range []net.Listener{n.wsLn, n.apiLn} {
+		if ln != nil {
+			ln.Close() // already closed by Serve, or never served
+		}
+	}
+	n.wg.Wait()
+	if n.rt != nil {
+		n.rt.Stop()
+	}
+	if n.member != nil {
+		if err := n.member.Stop(true); err != nil {
+			n.log.Warn("cluster member stop", "err", err)
+		}
+	}
+	if n.store != nil {
+		if err := n.store.Close(); err != nil {
+			n.log.Error("closing the store", "err", err)
+		}
+	}
+}
+
+// secret returns v, or the secret stored in dir/name, or a new one written
+// there (mode 0600) so restarts keep tokens and keys valid.
+func secret(v, dir, name string) (string, error) {
+	if v != "" {
+		return v, nil
+	}
+	p := filepath.Join(dir, name)
+	if b, err := os.ReadFile(p); err == nil {
+		if s := strings.TrimSpace(string(b)); s != "" {
+			return s, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read %s: %w", p, err)
+	}
+	buf := make([]byte, 24)
+	if _, err := rand.Read(buf); err != nil {
+		return "", fmt.Errorf("generate %s: %w", name, err)
+	}
+	s := hex.EncodeToString(buf)
+	if err := os.WriteFile(p, []byte(s+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", p, err)
+	}
+	return s, nil
+}
+
+func registerGatewayMetrics(reg *prometheus.Registry, gw *gateway.Server) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tandem_gateway_sessions", Help: "Open WebSocket sessions on this node.",
+	}, func() float64 { return float64(gw.Sessions()) }))
+}
+
+var _ = time.Second
