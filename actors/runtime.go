@@ -24,6 +24,7 @@ type Store interface {
 	FirstSeqSince(ctx context.Context, user string, t time.Time) (persistence.Seq, error)
 	LookupDedup(ctx context.Context, user, key string) (persistence.Seq, bool, error)
 	Outbox(ctx context.Context, user string) ([]persistence.OutboxItem, error)
+	OutboxUsers(ctx context.Context, after string, limit int) ([]string, error)
 }
 
 // SessionTable is the node's gateway as the actors see it (gateway.Server
@@ -51,6 +52,8 @@ type Runtime struct {
 	cl      *cluster.Cluster
 	courier *courier
 	gateway *actor.PID
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 // NewRuntime returns a runtime; reg may be nil (no metrics registered).
@@ -77,11 +80,50 @@ func (r *Runtime) Start(cl *cluster.Cluster, sessions SessionTable) error {
 		return err
 	}
 	r.gateway = pid
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.wg.Go(func() { r.redriveOutboxes(ctx) })
 	return nil
+}
+
+// redriveOutboxes activates every user with pending fan-outs, so messages
+// acked before a crash reach their recipients even if the sender never
+// comes back (activation re-drives the outbox).
+func (r *Runtime) redriveOutboxes(ctx context.Context) {
+	after, n := "", 0
+	for ctx.Err() == nil {
+		users, err := r.store.OutboxUsers(ctx, after, 256)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Error("listing users with pending fan-outs", "err", err)
+			}
+			return
+		}
+		if len(users) == 0 {
+			break
+		}
+		for _, u := range users {
+			if ctx.Err() != nil {
+				return
+			}
+			if r.cl.Get(u, UserKind) == nil {
+				r.log.Warn("could not activate user with pending fan-outs", "user", u)
+			}
+			n++
+		}
+		after = users[len(users)-1]
+	}
+	if n > 0 {
+		r.log.Info("activated users with pending fan-outs", "users", n)
+	}
 }
 
 // Stop stops the courier and the gateway actor.
 func (r *Runtime) Stop() {
+	if r.cancel != nil {
+		r.cancel()
+	}
+	r.wg.Wait()
 	if r.courier != nil {
 		r.courier.stop()
 	}

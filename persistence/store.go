@@ -96,9 +96,13 @@ type Store interface {
 	Activate(ctx context.Context, user, owner string) (Epoch, Seq, error)
 
 	// Append submits req for group commit and returns at once; done is
-	// called exactly once, from the committer goroutine, after req is
-	// durable (nil) or has failed. done must not block. A failure also fails
-	// every later append of the same user that depended on it (the seq check).
+	// called exactly once, after req is durable (nil) or has failed: from
+	// the committer goroutine, or before Append returns if the store is
+	// closed (ErrClosed). done must not block. The store does not keep req
+	// after Append returns. Completions of one user come in submission
+	// order. A failure also fails every later append of the same user that
+	// depended on it (the seq check). An epoch other than the user's current
+	// one fails with ErrFenced.
 	Append(req AppendRequest, done func(error))
 
 	// AppendSync submits req and waits for it to be durable.
@@ -116,6 +120,12 @@ type Store interface {
 
 	// Outbox returns the user's pending outbox items in seq order.
 	Outbox(ctx context.Context, user string) ([]OutboxItem, error)
+
+	// OutboxUsers lists users with pending outbox items (at most limit,
+	// in the store's own stable order, starting after the user named after;
+	// "" starts at the beginning), so a node can re-drive them after a crash without
+	// waiting for those users to come back.
+	OutboxUsers(ctx context.Context, after string, limit int) ([]string, error)
 
 	// Devices returns the user's stored device records.
 	Devices(ctx context.Context, user string) ([]Device, error)

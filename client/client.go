@@ -1,0 +1,740 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tandem-im/tandem/proto/wire"
+)
+
+// Client is one device session that survives reconnects. Create it with
+// Dial; it is safe for concurrent use.
+type Client struct {
+	// Set by Dial, then read-only.
+	opts      Options
+	log       *slog.Logger
+	ctx       context.Context // canceled by Close
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup // run and housekeep
+	wake      chan struct{}  // cap 1: housekeep has a new session to flush
+	done      chan struct{}  // closed when the client stopped for good
+	closeOnce sync.Once
+
+	nextID atomic.Uint64
+	st     counters
+
+	mu sync.Mutex
+	// sess is the logged-in connection, nil while (re)connecting; up is
+	// closed while sess is set and replaced when it drops.
+	sess *session
+	up   chan struct{}
+	// In-flight requests by frame id. sends survive reconnects (resent
+	// with the same client message ID); calls fail when their session
+	// drops.
+	sends map[uint64]*Pending
+	calls map[uint64]*call
+	// Receive side: only the reader goroutine changes seq and delivered.
+	seq           *seqBuffer
+	delivered     uint64 // highest seq OnEntry returned for, contiguous
+	acked         uint64 // highest seq sent in a CursorAck
+	pullID        uint64 // outstanding gap pull, 0 if none
+	pullAt        time.Time
+	pullNotBefore time.Time
+	sender        string // the token's subject, for entries of own sends
+	loginOk       *wire.LoginOk
+	kick          *wire.Kick
+	stopping      bool  // Close or Logout began: a drop is not reconnected
+	err           error // why the client stopped; set once, with done
+	entries       ring[*wire.Entry]
+	transients    ring[*wire.Message]
+	changed       chan struct{} // closed and replaced when the rings grow
+}
+
+// Stats are counters since Dial.
+type Stats struct {
+	Reconnects    uint64 // successful automatic reconnects
+	Delivered     uint64 // entries handed to OnEntry
+	Duplicates    uint64 // entries dropped because their seq was delivered or held already
+	GapPulls      uint64 // SyncRequests sent to fill gaps
+	Resent        uint64 // Send frames written again on a new connection
+	Acks          uint64 // SendAcks received
+	DuplicateAcks uint64 // SendAcks with duplicate set
+	CursorAcks    uint64 // CursorAck frames written
+}
+
+type counters struct {
+	reconnects, delivered, duplicates, gapPulls, resent, acks, duplicateAcks, cursorAcks atomic.Uint64
+}
+
+// call is an in-flight Request.
+type call struct {
+	sess  *session
+	done  chan struct{}
+	reply *wire.Frame
+	err   error
+}
+
+func (cl *call) finish(f *wire.Frame, err error) {
+	cl.reply, cl.err = f, err
+	close(cl.done)
+}
+
+// Dial connects, logs in and returns after LoginOk; the catch-up pages
+// then arrive in the background (WaitCaughtUp). ctx bounds the first
+// connection only; the client lives until Close, Logout, or a reason to
+// stop (Err).
+func Dial(ctx context.Context, opts Options) (*Client, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	cctx, cancel := context.WithCancel(context.Background())
+	c := &Client{
+		opts:       opts,
+		log:        opts.Logger.With("device_id", opts.DeviceID),
+		ctx:        cctx,
+		cancel:     cancel,
+		wake:       make(chan struct{}, 1),
+		done:       make(chan struct{}),
+		up:         make(chan struct{}),
+		sends:      make(map[uint64]*Pending),
+		calls:      make(map[uint64]*call),
+		seq:        newSeqBuffer(maxHeld),
+		entries:    newRing[*wire.Entry](opts.KeepEntries),
+		transients: newRing[*wire.Message](opts.KeepEntries),
+		changed:    make(chan struct{}),
+	}
+	if opts.HasCursor {
+		c.seq.setBase(opts.Cursor)
+		c.delivered, c.acked = opts.Cursor, opts.Cursor
+	}
+	s, ok, err := c.connect(ctx, false)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	c.install(s, ok)
+	if c.opts.OnLogin != nil {
+		c.opts.OnLogin(ok)
+	}
+	c.wg.Go(func() { c.run(s) })
+	c.wg.Go(c.housekeep)
+	return c, nil
+}
+
+// Close ends the client without a Logout: it acks the cursor, closes the
+// socket (abruptly, like a dropped device: the server fires the will),
+// stops every goroutine and fails what is still in flight with ErrClosed.
+// It must not be called from a callback. It is idempotent.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.stopping = true
+		s := c.sess
+		c.mu.Unlock()
+		if s != nil {
+			c.flushAck(s)
+			s.close()
+		}
+		c.cancel()
+		c.wg.Wait()
+		c.finish(ErrClosed)
+	})
+	return nil
+}
+
+// Logout acks the cursor, sends Logout (the server discards the will and
+// answers Ok, then closes), and closes the client.
+func (c *Client) Logout(ctx context.Context) error {
+	defer c.Close()
+	ctx, cancel := c.requestContext(ctx)
+	defer cancel()
+	s, err := c.waitSession(ctx)
+	if err != nil {
+		return fmt.Errorf("client: logout: %w", err)
+	}
+	c.flushAck(s)
+	c.mu.Lock()
+	c.stopping = true
+	c.mu.Unlock()
+	if _, err := c.requestOn(ctx, s, &wire.Frame{Body: &wire.Frame_Logout{Logout: &wire.Logout{}}}); err != nil {
+		return fmt.Errorf("client: logout: %w", err)
+	}
+	return nil
+}
+
+// Request sends f with a fresh id (f.Id is overwritten) and waits for the
+// reply. An Error reply is returned as the frame and an *Error. If the
+// client is reconnecting, Request waits for the connection; if it drops
+// before the reply, Request fails with ErrConnectionLost (it is not
+// resent). Without a deadline in ctx, RequestTimeout applies.
+func (c *Client) Request(ctx context.Context, f *wire.Frame) (*wire.Frame, error) {
+	ctx, cancel := c.requestContext(ctx)
+	defer cancel()
+	s, err := c.waitSession(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("client: request: %w", err)
+	}
+	return c.requestOn(ctx, s, f)
+}
+
+// Ping sends a Ping and waits for the Pong.
+func (c *Client) Ping(ctx context.Context) (*wire.Pong, error) {
+	f, err := c.Request(ctx, &wire.Frame{Body: &wire.Frame_Ping{Ping: &wire.Ping{}}})
+	if err != nil {
+		return nil, err
+	}
+	p := f.GetPong()
+	if p == nil {
+		return nil, fmt.Errorf("client: ping: unexpected reply %T", f.GetBody())
+	}
+	return p, nil
+}
+
+// LoginOk is the answer to the latest successful login.
+func (c *Client) LoginOk() *wire.LoginOk {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.loginOk
+}
+
+// WaitCaughtUp returns once the current connection's catch-up is over (the
+// SyncPage with has_more false arrived and its entries were delivered).
+// While the client reconnects it waits for the next connection's.
+func (c *Client) WaitCaughtUp(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		s, up, err := c.sess, c.up, c.err
+		c.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if s == nil {
+			select {
+			case <-up:
+			case <-c.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			continue
+		}
+		select {
+		case <-s.caught:
+			return nil
+		case <-s.gone:
+		case <-c.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Cursor is the highest seq delivered contiguously to OnEntry (or given as
+// Options.Cursor, or set by the server's compensation window).
+func (c *Client) Cursor() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.delivered
+}
+
+// Connected reports whether a logged-in connection is up.
+func (c *Client) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sess != nil
+}
+
+// Unacked is the number of sends waiting for their SendAck.
+func (c *Client) Unacked() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.sends)
+}
+
+// Kicked is the last Kick the server sent, or nil.
+func (c *Client) Kicked() *wire.Kick {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.kick
+}
+
+// Done is closed when the client stopped for good (see Err).
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err is why the client stopped: ErrClosed, a *KickError, the login
+// *Error that ended reconnecting, or ErrConnectionLost (wrapped) without
+// Options.Reconnect. Nil while it runs.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Stats returns the counters.
+func (c *Client) Stats() Stats {
+	return Stats{
+		Reconnects:    c.st.reconnects.Load(),
+		Delivered:     c.st.delivered.Load(),
+		Duplicates:    c.st.duplicates.Load(),
+		GapPulls:      c.st.gapPulls.Load(),
+		Resent:        c.st.resent.Load(),
+		Acks:          c.st.acks.Load(),
+		DuplicateAcks: c.st.duplicateAcks.Load(),
+		CursorAcks:    c.st.cursorAcks.Load(),
+	}
+}
+
+// ---------------------------------------------------------------- connection
+
+// connect dials and logs in. It runs on Dial's caller, then on run.
+func (c *Client) connect(ctx context.Context, reconnect bool) (*session, *wire.LoginOk, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	token := c.opts.Token
+	if c.opts.TokenFunc != nil {
+		t, err := c.opts.TokenFunc(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("client: get token: %w", err)
+		}
+		token = t
+	}
+	s, err := dialSession(ctx, c.opts.URL, c.opts.JSON, c.opts.RequestTimeout)
+	if err != nil {
+		return nil, nil, err
+	}
+	stop := context.AfterFunc(ctx, s.close)
+	c.mu.Lock()
+	hasCursor, cursor := c.seq.based, c.seq.cursor
+	c.mu.Unlock()
+	login := &wire.Frame{Id: c.newID(), Body: &wire.Frame_Login{Login: &wire.Login{
+		Token:      token,
+		DeviceId:   c.opts.DeviceID,
+		Platform:   c.opts.Platform,
+		Tag:        c.opts.Tag,
+		HasCursor:  hasCursor,
+		Cursor:     cursor,
+		Reconnect:  reconnect,
+		NoKick:     c.opts.NoKick,
+		LoginExt:   c.opts.LoginExt,
+		AppVersion: c.opts.AppVersion,
+	}}}
+	f, err := c.loginExchange(s, login)
+	if !stop() {
+		err = errors.Join(err, ctx.Err())
+	}
+	if err != nil {
+		s.close()
+		return nil, nil, fmt.Errorf("client: login: %w", err)
+	}
+	switch b := f.GetBody().(type) {
+	case *wire.Frame_LoginOk:
+		c.mu.Lock()
+		c.sender = tokenSubject(token)
+		c.mu.Unlock()
+		return s, b.LoginOk, nil
+	case *wire.Frame_Error:
+		s.close()
+		return nil, nil, fmt.Errorf("client: login: %w", &Error{b.Error})
+	default:
+		s.close()
+		return nil, nil, fmt.Errorf("client: login: unexpected reply %T", b)
+	}
+}
+
+func (c *Client) loginExchange(s *session, login *wire.Frame) (*wire.Frame, error) {
+	if err := s.write(login); err != nil {
+		return nil, err
+	}
+	return s.readFrame()
+}
+
+// install makes s the live session after its LoginOk. It reports false if
+// the client is stopping.
+func (c *Client) install(s *session, ok *wire.LoginOk) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopping {
+		return false
+	}
+	s.loginOk = ok
+	s.pingAt = time.Now()
+	c.loginOk = ok
+	c.seq.reset()
+	if from := ok.GetCompensationFromSeq(); from > 0 {
+		// No cursor, or one the server can't serve: the log restarts at
+		// the compensation window for this device.
+		c.seq.setBase(from - 1)
+		c.delivered, c.acked = from-1, from-1
+	}
+	c.pullID = 0
+	c.pullNotBefore = time.Time{}
+	c.sess = s
+	close(c.up)
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// drop forgets s after its reader stopped and fails what can't survive it.
+func (c *Client) drop(s *session) *wire.Kick {
+	s.close()
+	c.mu.Lock()
+	if c.sess == s {
+		c.sess = nil
+		c.up = make(chan struct{})
+	}
+	var calls []*call
+	for id, cl := range c.calls {
+		if cl.sess == s {
+			delete(c.calls, id)
+			calls = append(calls, cl)
+		}
+	}
+	var lost []*Pending
+	for id, p := range c.sends {
+		if p.transient && p.sess == s { // never retried
+			delete(c.sends, id)
+			lost = append(lost, p)
+		}
+	}
+	c.pullID = 0
+	kick := s.kick
+	c.mu.Unlock()
+	for _, cl := range calls {
+		cl.finish(nil, ErrConnectionLost)
+	}
+	for _, p := range lost {
+		p.finish(nil, ErrConnectionLost)
+	}
+	return kick
+}
+
+// run owns the reading side: it reads s until it drops, then reconnects
+// (or stops the client) and reads the next session.
+func (c *Client) run(s *session) {
+	flaps := 0 // sessions in a row that died young: back off from further
+	for s != nil {
+		start := time.Now()
+		err := c.readLoop(s)
+		kick := c.drop(s)
+		if reason := c.stopReason(kick, err); reason != nil {
+			c.finish(reason)
+			return
+		}
+		if time.Since(start) < c.opts.BackoffMax {
+			flaps++
+		} else {
+			flaps = 0
+		}
+		c.onError(fmt.Errorf("client: connection lost, reconnecting: %w", err))
+		s = c.redial(flaps)
+	}
+}
+
+func (c *Client) stopReason(kick *wire.Kick, err error) error {
+	c.mu.Lock()
+	stopping := c.stopping
+	c.mu.Unlock()
+	switch {
+	case stopping || c.ctx.Err() != nil:
+		return ErrClosed
+	case kick != nil && !kick.GetMayReconnect():
+		return &KickError{Kick: kick}
+	case !c.opts.Reconnect:
+		return fmt.Errorf("%w: %w", ErrConnectionLost, err)
+	}
+	return nil
+}
+
+// redial reconnects with back-off, starting at attempt first; nil if the
+// client stopped meanwhile.
+func (c *Client) redial(first int) *session {
+	for attempt := first; ; attempt++ {
+		t := time.NewTimer(c.backoff(attempt))
+		select {
+		case <-c.ctx.Done():
+			t.Stop()
+			c.finish(ErrClosed)
+			return nil
+		case <-t.C:
+		}
+		s, ok, err := c.connect(c.ctx, true)
+		if err == nil {
+			if !c.install(s, ok) {
+				s.close()
+				c.finish(ErrClosed)
+				return nil
+			}
+			c.st.reconnects.Add(1)
+			c.log.Info("reconnected", "attempt", attempt-first+1, "last_seq", ok.GetLastSeq())
+			if c.opts.OnLogin != nil {
+				c.opts.OnLogin(ok)
+			}
+			return s
+		}
+		if c.ctx.Err() != nil {
+			c.finish(ErrClosed)
+			return nil
+		}
+		if c.fatalLogin(err) {
+			c.finish(err)
+			return nil
+		}
+		c.onError(fmt.Errorf("client: reconnect attempt %d: %w", attempt-first+1, err))
+	}
+}
+
+// fatalLogin: the server refused the login for a reason retrying won't fix
+// (LOGIN_CONFLICT: the slot is taken and a reconnect never kicks).
+func (c *Client) fatalLogin(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return false // network, timeouts
+	}
+	if e.Temporary() || (e.Code() == wire.CodeTokenExpired && c.opts.TokenFunc != nil) {
+		return false
+	}
+	return true
+}
+
+// backoff is exponential from BackoffMin to BackoffMax with jitter
+// (uniform in [d/2, d]).
+func (c *Client) backoff(attempt int) time.Duration {
+	d := c.opts.BackoffMin << min(attempt, 20)
+	if d <= 0 || d > c.opts.BackoffMax {
+		d = c.opts.BackoffMax
+	}
+	half := d / 2
+	return half + rand.N(half+1)
+}
+
+// finish stops the client for good with err and fails what is in flight.
+func (c *Client) finish(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	c.stopping = true
+	sends, calls := c.sends, c.calls
+	c.sends, c.calls = make(map[uint64]*Pending), make(map[uint64]*call)
+	close(c.done)
+	c.notifyLocked()
+	c.mu.Unlock()
+	c.log.Debug("client stopped", "err", err)
+	for _, p := range sends {
+		p.finish(nil, err)
+	}
+	for _, cl := range calls {
+		cl.finish(nil, err)
+	}
+}
+
+// waitSession returns the live session, waiting while reconnecting.
+func (c *Client) waitSession(ctx context.Context) (*session, error) {
+	for {
+		c.mu.Lock()
+		s, up, err, stopping := c.sess, c.up, c.err, c.stopping
+		c.mu.Unlock()
+		switch {
+		case err != nil:
+			return nil, err
+		case s != nil:
+			return s, nil
+		case stopping:
+			return nil, ErrClosed
+		}
+		select {
+		case <-up:
+		case <-c.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (c *Client) requestOn(ctx context.Context, s *session, f *wire.Frame) (*wire.Frame, error) {
+	f.Id = c.newID()
+	cl := &call{sess: s, done: make(chan struct{})}
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return nil, err
+	}
+	if c.sess != s {
+		c.mu.Unlock()
+		return nil, ErrConnectionLost
+	}
+	c.calls[f.Id] = cl
+	c.mu.Unlock()
+	if err := s.write(f); err != nil {
+		c.forgetCall(f.Id)
+		return nil, fmt.Errorf("client: request: %w", err)
+	}
+	select {
+	case <-cl.done:
+		if cl.err != nil {
+			return nil, cl.err
+		}
+		if e := cl.reply.GetError(); e != nil {
+			return cl.reply, &Error{e}
+		}
+		return cl.reply, nil
+	case <-ctx.Done():
+		c.forgetCall(f.Id)
+		return nil, fmt.Errorf("client: request: %w", ctx.Err())
+	}
+}
+
+func (c *Client) forgetCall(id uint64) {
+	c.mu.Lock()
+	delete(c.calls, id)
+	c.mu.Unlock()
+}
+
+func (c *Client) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, c.opts.RequestTimeout)
+}
+
+func (c *Client) newID() uint64 { return c.nextID.Add(1) }
+
+func (c *Client) onError(err error) {
+	c.log.Warn("client problem", "err", err)
+	if c.opts.OnError != nil {
+		c.opts.OnError(err)
+	}
+}
+
+// ---------------------------------------------------------------- housekeeping
+
+// housekeep writes on the current session what nobody else would: resends
+// after a reconnect, batched cursor acks, pings, retried gap pulls.
+func (c *Client) housekeep() {
+	t := time.NewTicker(c.opts.AckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-c.done:
+			return
+		case <-c.wake:
+		case <-t.C:
+		}
+		c.mu.Lock()
+		s := c.sess
+		c.mu.Unlock()
+		if s == nil {
+			continue
+		}
+		c.flushSends(s)
+		c.flushAck(s)
+		c.tickPull(s)
+		c.tickPing(s)
+	}
+}
+
+// flushAck acks the delivered cursor if it moved.
+func (c *Client) flushAck(s *session) {
+	c.mu.Lock()
+	d := c.delivered
+	if !c.seq.based || d <= c.acked {
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	if err := s.write(&wire.Frame{Id: c.newID(), Body: &wire.Frame_CursorAck{CursorAck: &wire.CursorAck{Seq: d}}}); err != nil {
+		c.log.Debug("cursor ack not written", "err", err)
+		return
+	}
+	c.st.cursorAcks.Add(1)
+	c.mu.Lock()
+	c.acked = max(c.acked, d)
+	c.mu.Unlock()
+}
+
+func (c *Client) tickPing(s *session) {
+	now := time.Now()
+	var (
+		f    *wire.Frame
+		dead bool
+	)
+	c.mu.Lock()
+	interval := c.pingInterval(s)
+	switch {
+	case c.sess != s || interval < 0:
+	case s.pingID != 0:
+		dead = now.Sub(s.pingAt) > c.opts.RequestTimeout
+	case now.Sub(s.pingAt) >= interval:
+		s.pingID = c.newID()
+		s.pingAt = now
+		f = &wire.Frame{Id: s.pingID, Body: &wire.Frame_Ping{Ping: &wire.Ping{}}}
+	}
+	c.mu.Unlock()
+	if dead {
+		c.onError(fmt.Errorf("client: no pong within %s, dropping the connection", c.opts.RequestTimeout))
+		s.close()
+		return
+	}
+	if f != nil {
+		if err := s.write(f); err != nil {
+			c.log.Debug("ping not written", "err", err)
+		}
+	}
+}
+
+// pingInterval; c.mu held.
+func (c *Client) pingInterval(s *session) time.Duration {
+	if c.opts.PingInterval != 0 {
+		return c.opts.PingInterval
+	}
+	if hb := s.loginOk.GetHeartbeatSeconds(); hb > 0 {
+		return time.Duration(hb) * time.Second / 2
+	}
+	return DefaultPingInterval
+}
+
+func (c *Client) tickPull(s *session) {
+	now := time.Now()
+	c.mu.Lock()
+	if c.pullID != 0 && now.Sub(c.pullAt) > c.opts.RequestTimeout {
+		c.pullID = 0 // unanswered: try again
+	}
+	f := c.startPullLocked(s, now)
+	c.mu.Unlock()
+	c.writePull(s, f)
+}
+
+// startPullLocked returns the SyncRequest to send if a gap needs pulling
+// now, and records it as in flight. c.mu held.
+func (c *Client) startPullLocked(s *session, now time.Time) *wire.Frame {
+	if c.sess != s || !s.caughtUp || c.pullID != 0 || !c.seq.gap() || now.Before(c.pullNotBefore) {
+		return nil
+	}
+	c.pullID = c.newID()
+	c.pullAt = now
+	return &wire.Frame{Id: c.pullID, Body: &wire.Frame_Sync{Sync: &wire.SyncRequest{AfterSeq: c.seq.cursor, Limit: syncLimit}}}
+}
+
+func (c *Client) writePull(s *session, f *wire.Frame) {
+	if f == nil {
+		return
+	}
+	c.st.gapPulls.Add(1)
+	if err := s.write(f); err != nil {
+		c.log.Debug("gap pull not written", "err", err)
+	}
+}

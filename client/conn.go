@@ -1,0 +1,217 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tandem-im/tandem/proto/wire"
+)
+
+var (
+	unmarshalProto = proto.UnmarshalOptions{DiscardUnknown: true}
+	unmarshalJSON  = protojson.UnmarshalOptions{DiscardUnknown: true}
+)
+
+// session is one WebSocket connection of a Client. A reconnect makes a new
+// session; the Client outlives them.
+type session struct {
+	// Set by dialSession, then read-only.
+	nc           net.Conn
+	json         bool
+	writeTimeout time.Duration
+	gone         chan struct{} // closed by close
+
+	// Only the goroutine reading this session: the caller of Dial or
+	// Client.run during login, then Client.run.
+	rd  *wsutil.Reader
+	ctl wsutil.ControlHandler
+
+	// Serializes whole frames onto nc.
+	wmu sync.Mutex
+	hdr [ws.MaxHeaderSize]byte
+
+	closeOnce sync.Once
+
+	// Guarded by Client.mu.
+	loginOk  *wire.LoginOk
+	caught   chan struct{} // closed once the catch-up is over
+	caughtUp bool
+	flushed  bool      // every pending Send was written on this session
+	pingID   uint64    // outstanding Ping, 0 if none
+	pingAt   time.Time // when the last Ping was sent (or the login)
+	kick     *wire.Kick
+}
+
+// dialSession opens the WebSocket with the subprotocol the options ask for.
+func dialSession(ctx context.Context, url string, jsonMode bool, writeTimeout time.Duration) (*session, error) {
+	want := SubprotocolProto
+	if jsonMode {
+		want = SubprotocolJSON
+	}
+	d := ws.Dialer{Protocols: []string{want}}
+	nc, br, hs, err := d.Dial(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("client: dial %s: %w", url, err)
+	}
+	if hs.Protocol != want && (jsonMode || hs.Protocol != "") {
+		nc.Close()
+		return nil, fmt.Errorf("client: dial %s: server chose subprotocol %q, want %q", url, hs.Protocol, want)
+	}
+	if br == nil {
+		br = bufio.NewReaderSize(nc, 4096)
+	}
+	s := &session{
+		nc:           nc,
+		json:         jsonMode,
+		writeTimeout: writeTimeout,
+		gone:         make(chan struct{}),
+		caught:       make(chan struct{}),
+	}
+	s.ctl = wsutil.ControlHandler{Dst: ctlWriter{s}, State: ws.StateClientSide, DisableSrcCiphering: true}
+	s.rd = &wsutil.Reader{
+		Source:         br,
+		State:          ws.StateClientSide,
+		CheckUTF8:      jsonMode,
+		MaxFrameSize:   maxMessageSize,
+		MaxMessageSize: maxMessageSize,
+		OnIntermediate: func(h ws.Header, r io.Reader) error {
+			c := s.ctl
+			c.Src = r
+			return c.Handle(h)
+		},
+	}
+	s.ctl.Src = s.rd
+	return s, nil
+}
+
+// close ends the connection (abruptly: no close frame). Safe to repeat
+// and to call from any goroutine; it unblocks the reader.
+func (s *session) close() {
+	s.closeOnce.Do(func() {
+		s.nc.Close()
+		close(s.gone)
+	})
+}
+
+// readFrame reads the next data message, answering control frames. A
+// decodeError leaves the connection usable; any other error ends it (a
+// wsutil.ClosedError carries the server's close code).
+func (s *session) readFrame() (*wire.Frame, error) {
+	for {
+		hdr, err := s.rd.NextFrame()
+		if err != nil {
+			return nil, err
+		}
+		if hdr.OpCode.IsControl() {
+			if err := s.ctl.Handle(hdr); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		p, err := readAll(s.rd, hdr.Length)
+		if err != nil {
+			return nil, err
+		}
+		f := new(wire.Frame)
+		switch hdr.OpCode {
+		case ws.OpBinary:
+			err = unmarshalProto.Unmarshal(p, f)
+		case ws.OpText:
+			err = unmarshalJSON.Unmarshal(p, f)
+		default:
+			err = fmt.Errorf("opcode %v", hdr.OpCode)
+		}
+		if err != nil {
+			return nil, &decodeError{err}
+		}
+		return f, nil
+	}
+}
+
+// readAll reads one whole message; hint is the first frame's length.
+func readAll(r io.Reader, hint int64) ([]byte, error) {
+	b := make([]byte, 0, min(hint, maxMessageSize)+1)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("client: read message: %w", err)
+		}
+	}
+}
+
+// write encodes f in the session's encoding and writes it as one masked
+// WebSocket message. On failure the connection is closed (the reader then
+// reports the drop).
+func (s *session) write(f *wire.Frame) error {
+	var (
+		p   []byte
+		op  ws.OpCode
+		err error
+	)
+	if s.json {
+		p, err = protojson.Marshal(f)
+		op = ws.OpText
+	} else {
+		p, err = proto.Marshal(f)
+		op = ws.OpBinary
+	}
+	if err != nil {
+		return fmt.Errorf("client: encode frame: %w", err)
+	}
+	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(p)), Masked: true, Mask: ws.NewMask()}
+	ws.Cipher(p, h.Mask, 0)
+
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	hw := byteWriter{buf: s.hdr[:0]}
+	if err := ws.WriteHeader(&hw, h); err != nil {
+		return fmt.Errorf("client: encode frame header: %w", err)
+	}
+	if err := s.nc.SetWriteDeadline(time.Now().Add(s.writeTimeout)); err != nil {
+		s.close()
+		return fmt.Errorf("client: write: %w", err)
+	}
+	bufs := net.Buffers{hw.buf, p}
+	if _, err := bufs.WriteTo(s.nc); err != nil {
+		s.close()
+		return fmt.Errorf("client: write: %w", err)
+	}
+	return nil
+}
+
+type byteWriter struct{ buf []byte }
+
+func (w *byteWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	return len(p), nil
+}
+
+// ctlWriter writes control-frame answers (pong, close) whole, under the
+// session's write lock. wsutil writes each such frame with one Write.
+type ctlWriter struct{ s *session }
+
+func (w ctlWriter) Write(p []byte) (int, error) {
+	w.s.wmu.Lock()
+	defer w.s.wmu.Unlock()
+	if err := w.s.nc.SetWriteDeadline(time.Now().Add(w.s.writeTimeout)); err != nil {
+		return 0, err
+	}
+	return w.s.nc.Write(p)
+}

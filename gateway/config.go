@@ -1,0 +1,138 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Defaults applied to zero Config fields.
+const (
+	DefaultAddr             = ":7400"
+	DefaultPath             = "/ws"
+	DefaultMaxFrameBytes    = 1 << 20 // 1 MiB of payload per WebSocket message
+	DefaultWriteQueue       = 1024
+	DefaultLoginTimeout     = 10 * time.Second
+	DefaultHandshakeTimeout = 5 * time.Second
+	DefaultCallTimeout      = 10 * time.Second
+	DefaultWriteTimeout     = 10 * time.Second
+	DefaultCloseTimeout     = 3 * time.Second
+)
+
+// maxDiscardBytes is how much oversize payload one connection may make the
+// gateway read and throw away over its life. A message that would go past
+// it is not read: the connection is closed with wire.CloseFrameTooLarge.
+const maxDiscardBytes = 64 << 20
+
+// maxHandshakeBytes bounds the HTTP upgrade request (request line and
+// headers); gobwas' request reader has no limit of its own.
+const maxHandshakeBytes = 64 << 10
+
+// Config configures a Server. The zero value means "all defaults".
+type Config struct {
+	// Addr is the TCP address ListenAndServe listens on. Default ":7400".
+	Addr string
+	// Path is the only request path upgraded; others get 404. Default "/ws".
+	Path string
+	// MaxFrameBytes bounds the payload of one client WebSocket message (all
+	// its fragments together). A bigger message is discarded unread and
+	// answered with FRAME_TOO_LARGE. Default 1 MiB.
+	MaxFrameBytes int64
+	// WriteQueue is how many frames may wait to be written to one
+	// connection; a session that overflows it is a slow consumer and is
+	// closed with wire.CloseSlowConsumer. Default 1024.
+	WriteQueue int
+	// LoginTimeout is how long after the upgrade a successful Login must
+	// have arrived; otherwise the connection is closed with
+	// wire.CloseAuthFailed. Default 10 s.
+	LoginTimeout time.Duration
+	// HandshakeTimeout bounds reading the HTTP upgrade request and writing
+	// the response. Default 5 s.
+	HandshakeTimeout time.Duration
+	// CallTimeout bounds the context of Handler.Login and Handler.Logout.
+	// Default 10 s.
+	CallTimeout time.Duration
+	// WriteTimeout is how long one batch of writes to a connection may
+	// take; a peer that accepts no bytes for that long is dropped.
+	// Default 10 s.
+	WriteTimeout time.Duration
+	// CloseTimeout bounds a closing session: writing what is still queued,
+	// the close frame, and waiting for the peer's close frame. Shutdown
+	// takes at most about this long. Default 3 s.
+	CloseTimeout time.Duration
+	// Logger receives the gateway's logs. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Validate reports every invalid field of c at once. Zero fields are valid
+// (they mean defaults).
+func (c Config) Validate() error {
+	var errs []error
+	if c.Path != "" && !strings.HasPrefix(c.Path, "/") {
+		errs = append(errs, fmt.Errorf("gateway: path %q must start with /", c.Path))
+	}
+	if strings.ContainsAny(c.Path, "?# \t\r\n") {
+		errs = append(errs, fmt.Errorf("gateway: path %q must be a plain path", c.Path))
+	}
+	if c.MaxFrameBytes < 0 {
+		errs = append(errs, fmt.Errorf("gateway: max frame bytes %d is negative", c.MaxFrameBytes))
+	}
+	if c.MaxFrameBytes > maxDiscardBytes {
+		errs = append(errs, fmt.Errorf("gateway: max frame bytes %d is above %d", c.MaxFrameBytes, maxDiscardBytes))
+	}
+	if c.WriteQueue < 0 {
+		errs = append(errs, fmt.Errorf("gateway: write queue %d is negative", c.WriteQueue))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"login timeout", c.LoginTimeout},
+		{"handshake timeout", c.HandshakeTimeout},
+		{"call timeout", c.CallTimeout},
+		{"write timeout", c.WriteTimeout},
+		{"close timeout", c.CloseTimeout},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("gateway: %s %v is negative", d.name, d.v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	if c.Path == "" {
+		c.Path = DefaultPath
+	}
+	if c.MaxFrameBytes == 0 {
+		c.MaxFrameBytes = DefaultMaxFrameBytes
+	}
+	if c.WriteQueue == 0 {
+		c.WriteQueue = DefaultWriteQueue
+	}
+	if c.LoginTimeout == 0 {
+		c.LoginTimeout = DefaultLoginTimeout
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.CallTimeout == 0 {
+		c.CallTimeout = DefaultCallTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.CloseTimeout == 0 {
+		c.CloseTimeout = DefaultCloseTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}

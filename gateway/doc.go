@@ -1,0 +1,52 @@
+// Package gateway is the node's WebSocket edge: it accepts client
+// connections, upgrades them, checks WebSocket framing and the few
+// protocol rules that need no business knowledge, and holds the node's
+// session table.
+//
+// # Data flow
+//
+//	client ──ws──▶ Server ──Handler.Login/Frame/Logout/Closed──▶ node ▶ user actors
+//	   ▲                                                              │
+//	   └──── write queue ◀── Server.Deliver / Server.Kick ◀───────────┘
+//
+// A connection is upgraded with gobwas' zero-copy ws.Upgrader on the raw
+// net.Conn (no net/http). The subprotocol fixes the session's encoding:
+// "tandem.v1" (binary protobuf wire.Frame, the default) or
+// "tandem.v1.json" (protobuf canonical JSON in text messages). Inbound
+// messages are decoded by their opcode whatever was negotiated; outbound
+// frames always use the session's encoding.
+//
+// Each session gets a node-local id (never reused within the process). The
+// gateway enforces "Login first, and once", answers the wire Ping with
+// Pong itself, and turns Logout into Handler.Logout, Ok and a 1000 close.
+// Every other client frame goes to Handler.Frame; replies and pushes come
+// back through Server.Deliver. Framing violations close the connection
+// with 1002 or 1007 (RFC 6455); undecodable frames, oversize frames and
+// rule violations are answered with an Error frame and the connection
+// stays. Error codes and close codes come from package wire.
+//
+// # Concurrency
+//
+// Serve runs the server until its context is done and returns only after
+// every goroutine it started has exited. Today the read side is one
+// goroutine per connection (the seam for an epoll design is the transport
+// interface); a connection's writer goroutine exists only while it has
+// something to write.
+//
+// Handler methods for one session are called from one goroutine at a
+// time, in order: Login at most once (a failed login closes the session,
+// and nothing else is called for it); after a successful one, Frame and
+// Logout any number of times, and at the end Closed, unless a Logout
+// succeeded (a Logout that returns an error is answered UNAVAILABLE and
+// leaves the session open). Login and Logout may block (their
+// context is bounded by Config.CallTimeout and canceled when the session
+// closes); Frame and Closed must not block. A frame passed to the Handler
+// belongs to it.
+//
+// Deliver, Kick, Sessions and Stats may be called from any goroutine at
+// any time, including from inside Handler methods, and never block on
+// the network: a session's write queue is bounded (Config.WriteQueue) and
+// a session that overflows it is closed as a slow consumer. Frames passed
+// to Deliver and Kick are encoded before the call returns and not
+// retained.
+package gateway

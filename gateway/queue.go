@@ -1,0 +1,222 @@
+package gateway
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// maxBatchBytes is roughly how much one write call takes from the queue:
+// frames are batched into one writev up to this size (at least one frame).
+const maxBatchBytes = 64 << 10
+
+// outQueue is the write side of one connection: a bounded queue of
+// encoded WebSocket frames and a writer goroutine that exists only while
+// there is something to write. Frames go out in the order they were
+// accepted, several per writev when several are waiting; an idle
+// connection holds neither a goroutine nor a buffer for writing.
+//
+// The close frame is always the last thing queued: once close is called,
+// nothing more is accepted, and once the close frame is written the write
+// half of the socket is shut down.
+//
+// Methods are safe for concurrent use and never block on the network.
+type outQueue struct {
+	// Set at creation, then read-only.
+	nc           net.Conn
+	max          int           // frames waiting, held ones included
+	writeTimeout time.Duration // for one batch
+	spawn        func(func())  // starts the writer goroutine (the server's WaitGroup.Go)
+	stats        *counters
+
+	mu      sync.Mutex
+	idle    sync.Cond // L is &mu; signalled when the writer goroutine stops
+	frames  [][]byte  // to write, in order
+	held    [][]byte  // accepted while gated, to follow the Login reply
+	gated   bool      // the Login reply is not queued yet
+	writing bool      // the writer goroutine runs
+	closing bool      // the close frame is queued; nothing more is accepted
+	dead    bool      // nothing more will be written (close frame out, failure, stop)
+	closeAt time.Time // once closing: when the session ends at the latest
+	batchAt time.Time // write deadline of the batch being written
+}
+
+func (q *outQueue) init(nc net.Conn, max int, writeTimeout time.Duration, spawn func(func()), stats *counters) {
+	q.nc, q.max, q.writeTimeout, q.spawn, q.stats = nc, max, writeTimeout, spawn, stats
+	q.idle.L = &q.mu
+	q.gated = true
+}
+
+// enqueue accepts frames to be written after everything already
+// accepted. Frames from Deliver (deliver true) that arrive before the
+// Login reply are held back and follow it. It returns false if the frames
+// were dropped: the queue is closing, or they do not fit (overflow true:
+// the caller must close the session as a slow consumer).
+func (q *outQueue) enqueue(frames [][]byte, deliver bool) (ok, overflow bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closing || q.dead {
+		return false, false
+	}
+	if len(q.frames)+len(q.held)+len(frames) > q.max {
+		return false, true
+	}
+	if deliver && q.gated {
+		q.held = append(q.held, frames...)
+		return true, false
+	}
+	q.frames = append(q.frames, frames...)
+	q.startWriter()
+	return true, false
+}
+
+// openGate queues the Login reply, then (if keep) the frames delivered
+// while the login was being decided, else drops them. It reports whether
+// the reply was accepted.
+func (q *outQueue) openGate(reply []byte, keep bool) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closing || q.dead {
+		return false
+	}
+	q.frames = append(q.frames, reply)
+	if keep {
+		q.frames = append(q.frames, q.held...)
+	}
+	q.held, q.gated = nil, false
+	q.startWriter()
+	return true
+}
+
+// close queues tail (whose last frame is the close frame) after what is
+// queued, or instead of it if drop, and bounds the rest of the session:
+// both the writes and the reads on the socket fail after deadline. It
+// reports whether this call started the close.
+func (q *outQueue) close(tail [][]byte, drop bool, deadline time.Time) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closing || q.dead {
+		return false
+	}
+	if drop {
+		q.frames = nil
+	} else {
+		q.frames = append(q.frames, q.held...)
+	}
+	q.held, q.gated = nil, false
+	q.frames = append(q.frames, tail...)
+	q.closing, q.closeAt = true, deadline
+	// Deadline errors are only possible on a closed conn; the session
+	// ends then anyway.
+	_ = q.nc.SetReadDeadline(deadline)
+	if q.writing && deadline.Before(q.batchAt) {
+		_ = q.nc.SetWriteDeadline(deadline)
+	}
+	q.startWriter()
+	return true
+}
+
+// stop ends the write side at once: nothing queued is written any more.
+// The caller closes the socket to interrupt a write in progress.
+func (q *outQueue) stop() {
+	q.mu.Lock()
+	q.dead, q.frames, q.held = true, nil, nil
+	q.mu.Unlock()
+}
+
+// wait blocks until the writer goroutine (if any) has stopped. It returns
+// at the latest after the current batch's write deadline.
+func (q *outQueue) wait() {
+	q.mu.Lock()
+	for q.writing {
+		q.idle.Wait()
+	}
+	q.mu.Unlock()
+}
+
+// setReadDeadline sets the socket's read deadline unless the queue is
+// closing (its close deadline must stay).
+func (q *outQueue) setReadDeadline(t time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.closing && !q.dead {
+		_ = q.nc.SetReadDeadline(t)
+	}
+}
+
+// state reports whether the queue is closing and whether the write side
+// is over (closed and written, or failed).
+func (q *outQueue) state() (closing, dead bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.closing, q.dead
+}
+
+// startWriter starts the writer goroutine if there is work and none runs. q.mu
+// must be held. The writer is started while the connection's reader still
+// runs (the session stops the queue before its reader returns), so the
+// server's WaitGroup count is never zero here.
+func (q *outQueue) startWriter() {
+	if q.writing || q.dead || len(q.frames) == 0 {
+		return
+	}
+	q.writing = true
+	q.spawn(q.write)
+}
+
+// write is the writer goroutine: it writes batches until the queue is
+// empty, then exits.
+func (q *outQueue) write() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for !q.dead && len(q.frames) > 0 {
+		batch, size := q.frames, 0
+		for i, b := range batch {
+			size += len(b)
+			if size >= maxBatchBytes && i+1 < len(batch) {
+				batch = batch[: i+1 : i+1]
+				break
+			}
+		}
+		q.frames = q.frames[len(batch):]
+		if len(q.frames) == 0 {
+			q.frames = nil // let the backing array go with the batch
+		}
+		last := q.closing && q.frames == nil // the batch ends with the close frame
+		q.batchAt = time.Now().Add(q.writeTimeout)
+		if q.closing && q.closeAt.Before(q.batchAt) {
+			q.batchAt = q.closeAt
+		}
+		_ = q.nc.SetWriteDeadline(q.batchAt)
+		q.mu.Unlock()
+
+		data := 0
+		for _, b := range batch {
+			if b[0]&0x08 == 0 { // not a control opcode
+				data++
+			}
+		}
+		bufs := net.Buffers(batch)
+		_, err := bufs.WriteTo(q.nc)
+
+		q.mu.Lock()
+		if err != nil {
+			if !q.dead { // not stopped by the session itself
+				q.stats.writeErrors.Add(1)
+				// Wake the reader: a peer we cannot write to is gone.
+				_ = q.nc.SetReadDeadline(time.Now())
+			}
+			q.dead, q.frames, q.held = true, nil, nil
+			break
+		}
+		q.stats.framesOut.Add(uint64(data))
+		if last {
+			q.dead = true // the close frame is out: nothing may follow
+			if tc, ok := q.nc.(interface{ CloseWrite() error }); ok {
+				_ = tc.CloseWrite() // FIN after the close frame
+			}
+		}
+	}
+	q.writing = false
+	q.idle.Broadcast()
+}

@@ -1,0 +1,283 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tandem-im/tandem/proto/wire"
+)
+
+// Server is the WebSocket gateway of one node: it accepts connections,
+// upgrades them, runs the sessions and holds the node's session table.
+type Server struct {
+	// Set by New, then read-only.
+	cfg    Config
+	cfgErr error
+	h      Handler
+	log    *slog.Logger
+	tr     transport
+
+	// Counters and ids; any goroutine.
+	stats  counters
+	nextID atomic.Uint64
+
+	// wg owns every goroutine the server starts: one per accepted
+	// connection and the writers of the write queues.
+	wg sync.WaitGroup
+
+	// ctx is Serve's context; set before the first accept, then read-only.
+	ctx context.Context
+
+	mu       sync.RWMutex
+	sessions map[uint64]*session   // upgraded connections
+	pending  map[net.Conn]struct{} // accepted, not upgraded yet
+	ln       net.Listener
+	serving  bool // Serve was called
+	stopping bool // Serve is shutting down: new sessions close at once
+}
+
+// New returns a Server for cfg (zero fields mean defaults) handing frames
+// to h. Serve reports an invalid cfg.
+func New(cfg Config, h Handler) *Server {
+	s := &Server{
+		cfgErr:   cfg.Validate(),
+		cfg:      cfg.withDefaults(),
+		h:        h,
+		tr:       goroutineTransport{},
+		ctx:      context.Background(),
+		sessions: make(map[uint64]*session),
+		pending:  make(map[net.Conn]struct{}),
+	}
+	s.log = s.cfg.Logger
+	return s
+}
+
+// ListenAndServe listens on Config.Addr and calls Serve.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	if s.cfgErr != nil {
+		return s.cfgErr
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("gateway: listen on %s: %w", s.cfg.Addr, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve accepts connections on ln until ctx is done (or ln fails), then
+// shuts down: every session gets a Kick{SHUTDOWN} frame and a close with
+// wire.CloseShutdown (Handler.Closed is called for the logged-in ones),
+// connections still in their handshake are dropped, and Serve returns
+// once every goroutine it started has exited: within about
+// Config.CloseTimeout after ctx is done, plus whatever the Handler's calls
+// take. It closes ln. It returns nil after ctx is done, or the error that
+// stopped accepting. Serve may be called once.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if err := s.start(ctx, ln); err != nil {
+		if cerr := ln.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("gateway: close listener: %w", cerr))
+		}
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() {
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			s.log.Warn("close listener", "err", err)
+		}
+	})
+	defer stop()
+
+	var err error
+	backoff := time.Duration(0)
+	for {
+		nc, aerr := ln.Accept()
+		if aerr != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if errors.Is(aerr, net.ErrClosed) {
+				err = fmt.Errorf("gateway: accept: %w", aerr)
+				break
+			}
+			// Out of file descriptors, aborted handshakes and the like:
+			// back off as net/http does, and keep going.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; retrying", "err", aerr, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			continue
+		}
+		backoff = 0
+		s.stats.accepted.Add(1)
+		s.mu.Lock()
+		s.pending[nc] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Go(func() { s.serveConn(nc) })
+	}
+
+	s.shutdown()
+	if cerr := ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
+		err = fmt.Errorf("gateway: close listener: %w", cerr)
+	}
+	s.wg.Wait()
+	return err
+}
+
+func (s *Server) start(ctx context.Context, ln net.Listener) error {
+	if s.cfgErr != nil {
+		return s.cfgErr
+	}
+	if s.h == nil {
+		return errors.New("gateway: nil Handler")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.serving {
+		return errors.New("gateway: Serve called twice")
+	}
+	s.serving, s.ln, s.ctx = true, ln, ctx
+	return nil
+}
+
+// shutdown closes every session with CloseShutdown and aborts the
+// handshakes in progress. Sessions that register later close themselves.
+func (s *Server) shutdown() {
+	s.mu.Lock()
+	s.stopping = true
+	for nc := range s.pending {
+		// Fails the handshake's I/O at once; only a closed conn refuses.
+		_ = nc.SetDeadline(time.Now())
+	}
+	list := slices.Collect(maps.Values(s.sessions))
+	s.mu.Unlock()
+	for _, ss := range list {
+		ss.shutdown()
+	}
+}
+
+// serveConn runs one accepted connection to its end, on its own goroutine.
+func (s *Server) serveConn(nc net.Conn) {
+	// Under s.mu, so that shutdown's deadline cannot come before this one.
+	s.mu.Lock()
+	err := nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	if s.stopping {
+		err = errors.New("gateway: shutting down")
+	}
+	s.mu.Unlock()
+	var c codec
+	if err == nil {
+		c, err = s.upgrade(nc)
+	}
+	s.mu.Lock()
+	delete(s.pending, nc)
+	if err != nil {
+		s.mu.Unlock()
+		s.stats.handshakeFailures.Add(1)
+		s.log.Debug("handshake failed", "remote_addr", nc.RemoteAddr().String(), "err", err)
+		if cerr := nc.Close(); cerr != nil {
+			s.log.Debug("close connection", "err", cerr)
+		}
+		return
+	}
+	ss := newSession(s, s.nextID.Add(1), nc, c)
+	s.sessions[ss.id] = ss
+	stopping := s.stopping
+	s.mu.Unlock()
+
+	s.stats.upgraded.Add(1)
+	ss.out.setReadDeadline(time.Now().Add(s.cfg.LoginTimeout))
+	if stopping {
+		ss.shutdown()
+	}
+	s.tr.serve(ss)
+}
+
+func (s *Server) unregister(ss *session) {
+	s.mu.Lock()
+	delete(s.sessions, ss.id)
+	s.mu.Unlock()
+}
+
+func (s *Server) session(id uint64) *session {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.sessions[id]
+}
+
+// Addr is the listener's address once Serve has started, else nil.
+func (s *Server) Addr() net.Addr {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Deliver queues frames for a session, in order, after everything queued
+// before; frames delivered while the session's Login is being decided go
+// out after the Login reply. Each frame is encoded here, once, in the
+// session's encoding; frames are not retained and may be shared between
+// calls; nil entries are skipped. It returns false if nothing was queued:
+// the session is unknown or closing, or its queue overflowed (it is then
+// closed as a slow consumer: Kick{SLOW_CONSUMER}, close code
+// wire.CloseSlowConsumer, what was still queued is dropped). All frames of
+// a call are queued or none: a call with more than Config.WriteQueue
+// frames always overflows.
+//
+// Safe for concurrent use; never blocks on the network.
+func (s *Server) Deliver(sessionID uint64, frames []*wire.Frame) bool {
+	ss := s.session(sessionID)
+	if ss == nil {
+		return false
+	}
+	return ss.deliver(frames)
+}
+
+// Kick writes k to the session after everything already queued, then
+// closes it with k.CloseCode (if that is not in 4000–4999, the code k's
+// reason implies, which is then also put in the frame). Handler.Closed is
+// called for it as for any other end. It returns false if the session is
+// unknown or already closing. k is not retained or modified.
+//
+// Safe for concurrent use; never blocks on the network.
+func (s *Server) Kick(sessionID uint64, k *wire.Kick) bool {
+	ss := s.session(sessionID)
+	if ss == nil {
+		return false
+	}
+	if k == nil {
+		k = &wire.Kick{}
+	}
+	if code := kickCloseCode(k); uint32(code) != k.GetCloseCode() {
+		k = proto.CloneOf(k)
+		k.CloseCode = uint32(code)
+	}
+	return ss.kick(k)
+}
+
+// Sessions is the number of upgraded connections, logged in or not.
+func (s *Server) Sessions() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.sessions)
+}
+
+// Stats returns a snapshot of the server's counters.
+func (s *Server) Stats() Stats {
+	st := s.stats.snapshot()
+	st.Sessions = s.Sessions()
+	return st
+}

@@ -1,0 +1,113 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// Handshake rejections.
+var (
+	errNotFound = ws.RejectConnectionError(
+		ws.RejectionStatus(http.StatusNotFound),
+		ws.RejectionReason("gateway: not found"),
+	)
+	errNoSubprotocol = ws.RejectConnectionError(
+		ws.RejectionStatus(http.StatusBadRequest),
+		ws.RejectionReason("gateway: no supported subprotocol offered (want "+SubprotocolProto+" or "+SubprotocolJSON+")"),
+	)
+)
+
+// lingerTimeout bounds how long a connection is drained after the server
+// gave up on it (rejected handshake), so that its response is not lost to
+// a reset.
+const lingerTimeout = time.Second
+
+// upgrade runs the zero-copy WebSocket handshake on nc itself (no
+// net/http: its per-connection buffers would stay alive after a hijack).
+// gobwas reads the request through a pooled buffer that it returns before
+// Upgrade returns. It answers a wrong path with 404, an offer of only
+// unknown subprotocols with 400, and anything that is not a WebSocket
+// upgrade with 400/426 (gobwas' own checks).
+func (s *Server) upgrade(nc net.Conn) (codec, error) {
+	var (
+		offered bool
+		chosen  = -1
+	)
+	u := ws.Upgrader{
+		OnRequest: func(uri []byte) error {
+			if i := bytes.IndexByte(uri, '?'); i >= 0 {
+				uri = uri[:i]
+			}
+			if string(uri) != s.cfg.Path {
+				return errNotFound
+			}
+			return nil
+		},
+		// Called for each offered subprotocol, in the client's order of
+		// preference, until one is accepted.
+		Protocol: func(p []byte) bool {
+			offered = true
+			switch string(p) {
+			case SubprotocolProto:
+				chosen = int(codecProto)
+			case SubprotocolJSON:
+				chosen = int(codecJSON)
+			default:
+				return false
+			}
+			return true
+		},
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			if offered && chosen < 0 {
+				return nil, errNoSubprotocol
+			}
+			return nil, nil
+		},
+	}
+
+	// The caller has set the handshake deadline.
+	// gobwas reads header lines without a length limit: bound the request.
+	rw := struct {
+		io.Reader
+		io.Writer
+	}{&io.LimitedReader{R: nc, N: maxHandshakeBytes}, nc}
+	if _, err := u.Upgrade(rw); err != nil {
+		var rej *ws.ConnectionRejectedError
+		if errors.As(err, &rej) {
+			linger(nc, time.Now().Add(lingerTimeout))
+		}
+		return 0, fmt.Errorf("gateway: upgrade: %w", err)
+	}
+	if err := nc.SetDeadline(time.Time{}); err != nil {
+		return 0, fmt.Errorf("gateway: clear handshake deadline: %w", err)
+	}
+	if chosen < 0 {
+		chosen = int(codecProto) // no offer: the default
+	}
+	return codec(chosen), nil
+}
+
+// linger shuts down the write side of nc (so the peer sees the end of
+// what was written) and discards its input until it closes or deadline.
+func linger(nc net.Conn, deadline time.Time) {
+	if tc, ok := nc.(interface{ CloseWrite() error }); ok {
+		_ = tc.CloseWrite() // best effort: the connection is being dropped
+	}
+	if err := nc.SetReadDeadline(deadline); err != nil {
+		return
+	}
+	drain(nc)
+}
+
+// drain discards input from r until it fails: the peer closes, resets, or
+// the read deadline passes.
+func drain(r io.Reader) {
+	_, _ = io.Copy(io.Discard, r) // the error only says which of those it was
+}

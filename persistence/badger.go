@@ -1,0 +1,340 @@
+package persistence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+)
+
+// BadgerOptions configures OpenBadger. The zero value means the defaults
+// measured in notes/badger.md: synchronous writes, no compression, 16 MiB
+// memtables × 2, 32 MiB block cache, 16 MiB index cache, 2 compactors,
+// 3 level-0 tables (stall at 8).
+type BadgerOptions struct {
+	// NoSync turns synchronous writes off: a commit returns before its
+	// fsync. Acked appends may then be lost on power failure. Tests and
+	// benchmarks only.
+	NoSync bool
+
+	MemTableSize            int64 // 0: 16 MiB
+	NumMemtables            int   // 0: 2
+	BlockCacheSize          int64 // 0: 32 MiB
+	IndexCacheSize          int64 // 0: 16 MiB
+	NumCompactors           int   // 0: 2
+	NumLevelZeroTables      int   // 0: 3
+	NumLevelZeroTablesStall int   // 0: 8
+
+	// MaxBatchBytes caps the estimated size of one commit (one badger
+	// transaction). 0 or anything above badger's own limit (15% of
+	// MemTableSize) means just under badger's limit. One append bigger
+	// than the cap fails with ErrTooLarge.
+	MaxBatchBytes int64
+	// MaxBatchEntries caps the key writes of one commit: log entries plus
+	// side-effect keys. 0 or anything above badger's limit means just
+	// under badger's limit (about 26,000 with 16 MiB memtables).
+	MaxBatchEntries int
+
+	// MaxCachedUsers bounds the committer's per-user {epoch, last seq}
+	// cache; users beyond it are evicted after a batch and reloaded from
+	// disk when next written (a point read and a reverse seek). 0: 262,144.
+	MaxCachedUsers int
+}
+
+const (
+	defaultMemTableSize   = 16 << 20
+	defaultMaxCachedUsers = 1 << 18
+	// batchMargin keeps a commit clear of badger's ErrTxnTooBig: badger's
+	// limit also counts its own transaction marker entry.
+	batchMargin = 4 << 10
+)
+
+// Validate reports every invalid field in one joined error.
+func (o BadgerOptions) Validate() error {
+	var errs []error
+	neg := func(name string, v int64) {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("persistence: %s must not be negative, got %d", name, v))
+		}
+	}
+	neg("MemTableSize", o.MemTableSize)
+	neg("NumMemtables", int64(o.NumMemtables))
+	neg("BlockCacheSize", o.BlockCacheSize)
+	neg("IndexCacheSize", o.IndexCacheSize)
+	neg("NumCompactors", int64(o.NumCompactors))
+	neg("NumLevelZeroTables", int64(o.NumLevelZeroTables))
+	neg("NumLevelZeroTablesStall", int64(o.NumLevelZeroTablesStall))
+	neg("MaxBatchBytes", o.MaxBatchBytes)
+	neg("MaxBatchEntries", int64(o.MaxBatchEntries))
+	neg("MaxCachedUsers", int64(o.MaxCachedUsers))
+	if o.MemTableSize > 0 && o.MemTableSize < 1<<20 {
+		errs = append(errs, fmt.Errorf("persistence: MemTableSize must be at least 1 MiB, got %d", o.MemTableSize))
+	}
+	if o.NumCompactors == 1 {
+		errs = append(errs, errors.New("persistence: NumCompactors must be 0 (default 2) or at least 2"))
+	}
+	d := o.withDefaults()
+	if d.NumLevelZeroTablesStall <= d.NumLevelZeroTables {
+		errs = append(errs, fmt.Errorf("persistence: NumLevelZeroTablesStall (%d) must exceed NumLevelZeroTables (%d)",
+			d.NumLevelZeroTablesStall, d.NumLevelZeroTables))
+	}
+	return errors.Join(errs...)
+}
+
+func (o BadgerOptions) withDefaults() BadgerOptions {
+	def := func(v *int64, d int64) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defInt := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&o.MemTableSize, defaultMemTableSize)
+	defInt(&o.NumMemtables, 2)
+	def(&o.BlockCacheSize, 32<<20)
+	def(&o.IndexCacheSize, 16<<20)
+	defInt(&o.NumCompactors, 2)
+	defInt(&o.NumLevelZeroTables, 3)
+	defInt(&o.NumLevelZeroTablesStall, 8)
+	defInt(&o.MaxCachedUsers, defaultMaxCachedUsers)
+	return o
+}
+
+func (o BadgerOptions) badgerOptions(dir string, logger *slog.Logger) badger.Options {
+	maxBatch := o.MemTableSize * 15 / 100
+	return badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{logger}).
+		WithSyncWrites(!o.NoSync).
+		WithCompression(options.None).
+		WithMemTableSize(o.MemTableSize).
+		WithNumMemtables(o.NumMemtables).
+		WithBlockCacheSize(o.BlockCacheSize).
+		WithIndexCacheSize(o.IndexCacheSize).
+		WithNumCompactors(o.NumCompactors).
+		WithNumLevelZeroTables(o.NumLevelZeroTables).
+		WithNumLevelZeroTablesStall(o.NumLevelZeroTablesStall).
+		WithValueThreshold(min(1<<20, maxBatch)).
+		// Only the committer writes, so transactions cannot conflict.
+		WithDetectConflicts(false)
+}
+
+// Badger is the embedded Store: badger/v4 on local disk with one committer
+// goroutine that group-commits the appends of all users. See the package
+// doc for the concurrency contract.
+type Badger struct {
+	// Set by OpenBadger, then read-only.
+	db        *badger.DB
+	log       *slog.Logger
+	maxBytes  int64 // per commit, estimated as badger does (plus slack)
+	maxWrites int   // key writes per commit
+	maxUsers  int   // cached user states
+	wg        sync.WaitGroup
+
+	// Any goroutine may submit; only the committer drains.
+	mu      sync.Mutex
+	wake    sync.Cond // on mu: queue grew or closing was set
+	queue   []*op
+	closing bool
+
+	// Readers hold dbMu shared while they use db; Close takes it
+	// exclusively to close db.
+	dbMu     sync.RWMutex
+	dbClosed bool
+
+	closeOnce sync.Once
+	closeErr  error
+
+	// Only the committer goroutine.
+	users map[string]userState
+	chunk chunk
+	// commitHook, if set (tests only), runs before each commit; an error
+	// fails the commit as if badger had refused it.
+	commitHook func() error
+
+	// Counters; any goroutine.
+	nCommits    atomic.Uint64
+	nOps        atomic.Uint64
+	nEntries    atomic.Uint64
+	nFailed     atomic.Uint64
+	lastOps     atomic.Int64
+	lastBytes   atomic.Int64
+	cachedUsers atomic.Int64
+}
+
+var _ Store = (*Badger)(nil)
+
+// OpenBadger opens (or creates) the store in dir and starts its committer.
+// If badger refuses to open, zero-byte memtable files (left by a crash
+// between creating and sizing one, upstream badger #2207) are removed and
+// the open is retried once.
+func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Badger, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	opts = opts.withDefaults()
+	bopts := opts.badgerOptions(dir, logger)
+	db, err := badger.Open(bopts)
+	if err != nil {
+		if isLockError(err) {
+			return nil, fmt.Errorf("persistence: open badger in %s: %w", dir, err)
+		}
+		logger.Warn("badger open failed, retrying once", "dir", dir, "err", err)
+		removed, rerr := removeEmptyMemFiles(dir)
+		if rerr != nil {
+			return nil, errors.Join(fmt.Errorf("persistence: open badger in %s: %w", dir, err), rerr)
+		}
+		if len(removed) > 0 {
+			logger.Warn("removed zero-byte badger memtable files", "dir", dir, "files", removed)
+		}
+		db, err = badger.Open(bopts)
+		if err != nil {
+			return nil, fmt.Errorf("persistence: open badger in %s (second attempt): %w", dir, err)
+		}
+	}
+
+	b := &Badger{
+		db:        db,
+		log:       logger,
+		maxBytes:  db.MaxBatchSize() - batchMargin,
+		maxWrites: int(db.MaxBatchCount()) - 2,
+		maxUsers:  opts.MaxCachedUsers,
+		users:     make(map[string]userState),
+	}
+	if opts.MaxBatchBytes > 0 && opts.MaxBatchBytes < b.maxBytes {
+		b.maxBytes = opts.MaxBatchBytes
+	}
+	if opts.MaxBatchEntries > 0 && opts.MaxBatchEntries < b.maxWrites {
+		b.maxWrites = opts.MaxBatchEntries
+	}
+	b.wake.L = &b.mu
+	b.wg.Go(b.commitLoop)
+	return b, nil
+}
+
+func isLockError(err error) bool {
+	return strings.Contains(err.Error(), "Cannot acquire directory lock")
+}
+
+// removeEmptyMemFiles deletes the zero-byte *.mem files in dir and returns
+// their names. A zero-byte memtable holds no data (not even its header);
+// badger refuses to open a directory that has one. Call it only while no
+// badger instance has dir open.
+func removeEmptyMemFiles(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("persistence: list %s for empty memtables: %w", dir, err)
+	}
+	var removed []string
+	for _, e := range ents {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".mem") {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			return removed, fmt.Errorf("persistence: stat %s: %w", e.Name(), err)
+		}
+		if info.Size() != 0 {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+			return removed, fmt.Errorf("persistence: remove empty memtable %s: %w", e.Name(), err)
+		}
+		removed = append(removed, e.Name())
+	}
+	return removed, nil
+}
+
+// Close stops taking submissions, lets the committer commit everything
+// already submitted, waits for it, and closes the database. Calls after
+// Close fail with ErrClosed; Close itself may be called more than once.
+func (b *Badger) Close() error {
+	b.closeOnce.Do(func() {
+		b.mu.Lock()
+		b.closing = true
+		b.wake.Signal()
+		b.mu.Unlock()
+		b.wg.Wait()
+
+		b.dbMu.Lock()
+		defer b.dbMu.Unlock()
+		b.dbClosed = true
+		if err := b.db.Close(); err != nil {
+			b.closeErr = fmt.Errorf("persistence: close badger: %w", err)
+		}
+	})
+	return b.closeErr
+}
+
+// Stats are the committer's counters since OpenBadger.
+type Stats struct {
+	Commits         uint64 // badger transactions committed (one fsync each)
+	Ops             uint64 // appends and activations made durable
+	Entries         uint64 // log entries made durable
+	Failed          uint64 // appends and activations that failed
+	LastCommitOps   int    // appends and activations in the latest commit
+	LastCommitBytes int64  // estimated size of the latest commit
+	Queued          int    // submitted, not yet taken by the committer
+	CachedUsers     int    // user states the committer holds
+}
+
+// Stats returns the current counters. Safe to call concurrently.
+func (b *Badger) Stats() Stats {
+	b.mu.Lock()
+	queued := len(b.queue)
+	b.mu.Unlock()
+	return Stats{
+		Commits:         b.nCommits.Load(),
+		Ops:             b.nOps.Load(),
+		Entries:         b.nEntries.Load(),
+		Failed:          b.nFailed.Load(),
+		LastCommitOps:   int(b.lastOps.Load()),
+		LastCommitBytes: b.lastBytes.Load(),
+		Queued:          queued,
+		CachedUsers:     int(b.cachedUsers.Load()),
+	}
+}
+
+// view runs fn in a read-only transaction unless ctx is done or the store
+// is closed.
+func (b *Badger) view(ctx context.Context, fn func(txn *badger.Txn) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.dbMu.RLock()
+	defer b.dbMu.RUnlock()
+	if b.dbClosed {
+		return ErrClosed
+	}
+	return b.db.View(fn)
+}
+
+// badgerLogger adapts badger's printf logger to slog. Badger logs routine
+// events (compactions, flushes, replay) at info level: they go to Debug.
+type badgerLogger struct{ l *slog.Logger }
+
+func (g badgerLogger) logf(level slog.Level, format string, args ...any) {
+	ctx := context.Background()
+	if !g.l.Enabled(ctx, level) {
+		return
+	}
+	g.l.Log(ctx, level, strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "badger")
+}
+
+func (g badgerLogger) Errorf(f string, a ...any)   { g.logf(slog.LevelError, f, a...) }
+func (g badgerLogger) Warningf(f string, a ...any) { g.logf(slog.LevelWarn, f, a...) }
+func (g badgerLogger) Infof(f string, a ...any)    { g.logf(slog.LevelDebug, f, a...) }
+func (g badgerLogger) Debugf(f string, a ...any)   { g.logf(slog.LevelDebug-4, f, a...) }

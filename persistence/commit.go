@@ -1,0 +1,552 @@
+package persistence
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// mutation is one key write of a commit.
+type mutation struct {
+	key, val []byte
+	del      bool
+}
+
+// writeCost is the size badger charges a write against its transaction
+// limit, rounded up: key + value + 2 meta bytes + 8 version bytes (badger's
+// estimate is never larger).
+func writeCost(key, val []byte) int64 { return int64(len(key)+len(val)) + 12 }
+
+type opKind uint8
+
+const (
+	opAppend opKind = iota
+	opActivate
+)
+
+// op is one submission to the committer: an append or an activation.
+type op struct {
+	kind  opKind
+	user  string
+	epoch Epoch  // append: the writer's epoch
+	owner string // activate: the new owner
+
+	// Append: the entries' seqs (first..last; n == 0: none), the encoded
+	// writes and their cost. Activate: muts is built by the committer.
+	first, last Seq
+	n           int
+	muts        []mutation
+	size        int64
+	err         error // found while encoding; delivered in submission order
+
+	done func(error)
+
+	// Set by the committer before done.
+	res      error
+	newEpoch Epoch
+	lastSeq  Seq
+}
+
+// userState is what the committer knows of a user: the current epoch (0:
+// never activated) and the last seq in the log. It always equals what is
+// committed on disk between batches.
+type userState struct {
+	epoch Epoch
+	last  Seq
+}
+
+// chunk is the open transaction of the committer and the ops whose done is
+// due when it commits.
+type chunk struct {
+	txn    *badger.Txn // writes of staged; nil until needed
+	rtxn   *badger.Txn // read-only snapshot for loading uncached users
+	ops    []*op       // every op to report at the next flush, in submission order
+	staged []*op       // ops whose writes are in txn
+	bytes  int64
+	writes int
+}
+
+// encodeAppend turns req into its key writes. It runs on the submitting
+// goroutine, so the committer only applies and checks. Errors are the
+// caller's (bad IDs, non-consecutive entries).
+func encodeAppend(req *AppendRequest) ([]mutation, int64, error) {
+	user := req.User
+	if err := checkUser(user); err != nil {
+		return nil, 0, err
+	}
+	for i := 1; i < len(req.Entries); i++ {
+		if req.Entries[i].Seq != req.Entries[i-1].Seq+1 {
+			return nil, 0, fmt.Errorf("%w: user %q append has seq %d after %d",
+				ErrSeqGap, user, req.Entries[i].Seq, req.Entries[i-1].Seq)
+		}
+	}
+
+	// One buffer for every key and value of the request.
+	n := 0
+	for _, e := range req.Entries {
+		n += logKeyLen(user) + 8 + len(e.Data)
+	}
+	for _, d := range req.Dedup {
+		if err := checkTail("dedup key", d.Key); err != nil {
+			return nil, 0, err
+		}
+		n += userPrefixLen(user) + len(d.Key) + 8
+	}
+	for _, o := range req.OutboxPut {
+		if err := checkTail("outbox key", o.Key); err != nil {
+			return nil, 0, err
+		}
+		n += outboxKeyLen(user, o.Key) + len(o.Data)
+	}
+	for _, o := range req.OutboxDone {
+		if err := checkTail("outbox key", o.Key); err != nil {
+			return nil, 0, err
+		}
+		n += outboxKeyLen(user, o.Key)
+	}
+	for _, d := range req.Devices {
+		if err := checkDevice(d.DeviceID); err != nil {
+			return nil, 0, err
+		}
+		n += deviceKeyLen(user, d.DeviceID) + 8
+		if d.Data != nil {
+			n += deviceKeyLen(user, d.DeviceID) + len(d.Data)
+		}
+	}
+	for _, c := range req.Convs {
+		if err := checkTail("conversation key", c.Key); err != nil {
+			return nil, 0, err
+		}
+		n += userPrefixLen(user) + len(c.Key) + len(c.Data)
+	}
+
+	buf := make([]byte, 0, n)
+	muts := make([]mutation, 0, len(req.Entries)+len(req.Dedup)+len(req.OutboxPut)+
+		len(req.OutboxDone)+2*len(req.Devices)+len(req.Convs))
+	var size int64
+	// cut returns buf[from:] capped so later appends cannot reach it.
+	cut := func(from int) []byte { return buf[from:len(buf):len(buf)] }
+	add := func(kFrom, vFrom int, del bool) {
+		k, v := buf[kFrom:vFrom:vFrom], cut(vFrom)
+		if del {
+			v = nil
+		}
+		muts = append(muts, mutation{key: k, val: v, del: del})
+		size += writeCost(k, v)
+	}
+
+	for _, e := range req.Entries {
+		k := len(buf)
+		buf = appendLogKey(buf, user, e.Seq)
+		v := len(buf)
+		buf = binary.BigEndian.AppendUint64(buf, uint64(e.TimeMS))
+		buf = append(buf, e.Data...)
+		add(k, v, false)
+	}
+	for _, d := range req.Dedup {
+		k := len(buf)
+		buf = appendDedupKey(buf, user, d.Key)
+		v := len(buf)
+		buf = binary.BigEndian.AppendUint64(buf, uint64(d.Seq))
+		add(k, v, false)
+	}
+	// Puts before deletes: an item put and done in one request is gone.
+	for _, o := range req.OutboxPut {
+		k := len(buf)
+		buf = appendOutboxKey(buf, user, o.Seq, o.Key)
+		v := len(buf)
+		buf = append(buf, o.Data...)
+		add(k, v, false)
+	}
+	for _, o := range req.OutboxDone {
+		k := len(buf)
+		buf = appendOutboxKey(buf, user, o.Seq, o.Key)
+		add(k, len(buf), true)
+	}
+	for _, d := range req.Devices {
+		if d.Data != nil {
+			k := len(buf)
+			buf = appendDeviceKey(buf, user, d.DeviceID, deviceRecord)
+			v := len(buf)
+			buf = append(buf, d.Data...)
+			add(k, v, false)
+		}
+		k := len(buf)
+		buf = appendDeviceKey(buf, user, d.DeviceID, deviceCursor)
+		v := len(buf)
+		buf = binary.BigEndian.AppendUint64(buf, uint64(d.Cursor))
+		add(k, v, false)
+	}
+	for _, c := range req.Convs {
+		k := len(buf)
+		buf = appendConvKey(buf, user, c.Key)
+		v := len(buf)
+		buf = append(buf, c.Data...)
+		add(k, v, false)
+	}
+	return muts, size, nil
+}
+
+// submit queues o for the committer, or fails it at once with ErrClosed.
+func (b *Badger) submit(o *op) {
+	b.mu.Lock()
+	if b.closing {
+		b.mu.Unlock()
+		o.done(ErrClosed)
+		return
+	}
+	b.queue = append(b.queue, o)
+	b.wake.Signal()
+	b.mu.Unlock()
+}
+
+// Append implements Store. req's slices are copied before Append returns.
+// After Close, done is called with ErrClosed before Append returns (there
+// is no committer left to call it).
+func (b *Badger) Append(req AppendRequest, done func(error)) {
+	o := &op{kind: opAppend, user: req.User, epoch: req.Epoch, n: len(req.Entries), done: done}
+	if o.n > 0 {
+		o.first, o.last = req.Entries[0].Seq, req.Entries[o.n-1].Seq
+	}
+	o.muts, o.size, o.err = encodeAppend(&req)
+	b.submit(o)
+}
+
+// AppendSync implements Store. If ctx ends first it returns ctx.Err(); the
+// append may still become durable.
+func (b *Badger) AppendSync(ctx context.Context, req AppendRequest) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ch := make(chan error, 1)
+	b.Append(req, func(err error) { ch <- err })
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Activate implements Store. It goes through the committer like an append,
+// so it is ordered with the appends submitted around it and is durable
+// when it returns. If ctx ends first it returns ctx.Err(); the epoch may
+// still have been bumped (a later Activate bumps it again).
+func (b *Badger) Activate(ctx context.Context, user, owner string) (Epoch, Seq, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, 0, err
+	}
+	if err := checkUser(user); err != nil {
+		return 0, 0, err
+	}
+	ch := make(chan error, 1)
+	o := &op{kind: opActivate, user: user, owner: owner, done: func(err error) { ch <- err }}
+	o.size = int64(userPrefixLen(user)+8+len(owner)) + 12 // writeCost of the epoch write
+	b.submit(o)
+	select {
+	case err := <-ch:
+		if err != nil {
+			return 0, 0, fmt.Errorf("persistence: activate %q: %w", user, err)
+		}
+		return o.newEpoch, o.lastSeq, nil
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	}
+}
+
+// commitLoop is the committer: it takes everything queued, commits it in
+// as few transactions as the caps allow, and repeats until Close has been
+// called and the queue is empty.
+func (b *Badger) commitLoop() {
+	var spare []*op
+	for {
+		b.mu.Lock()
+		for len(b.queue) == 0 && !b.closing {
+			b.wake.Wait()
+		}
+		batch := b.queue
+		b.queue = spare[:0]
+		b.mu.Unlock()
+		if len(batch) == 0 {
+			return // closing, and everything submitted is done
+		}
+
+		for _, o := range batch {
+			b.add(o)
+		}
+		b.flush()
+		b.evictUsers()
+
+		clear(batch)
+		spare = batch
+	}
+}
+
+// add puts o into the open chunk, flushing it first if o would not fit.
+func (b *Badger) add(o *op) {
+	c := &b.chunk
+	if o.err == nil && (o.size > b.maxBytes || len(o.muts) > b.maxWrites) {
+		o.err = fmt.Errorf("%w: user %q append of %d bytes in %d writes; a commit holds at most %d bytes, %d writes",
+			ErrTooLarge, o.user, o.size, len(o.muts), b.maxBytes, b.maxWrites)
+	}
+	if o.err != nil {
+		b.report(o, o.err)
+		return
+	}
+	nWrites := max(len(o.muts), 1) // an activation writes one key
+	if c.bytes+o.size > b.maxBytes || c.writes+nWrites > b.maxWrites {
+		b.flush()
+	}
+	b.stage(o, true)
+}
+
+// stage checks o against the user's state and writes it into the open
+// transaction. retry allows one more attempt in a fresh transaction if
+// badger finds the open one too big.
+func (b *Badger) stage(o *op, retry bool) {
+	c := &b.chunk
+	prev, err := b.userState(o.user)
+	if err != nil {
+		b.report(o, err)
+		return
+	}
+	next, err := b.check(o, prev)
+	if err != nil {
+		b.report(o, err)
+		return
+	}
+	if c.txn == nil {
+		c.txn = b.db.NewTransaction(true)
+	}
+	for _, m := range o.muts {
+		if err := set(c.txn, m); err != nil {
+			// The transaction holds part of o: rebuild it without o.
+			b.rebuild()
+			switch {
+			case !errors.Is(err, badger.ErrTxnTooBig):
+				b.report(o, fmt.Errorf("persistence: write append of %q: %w", o.user, err))
+			case retry && b.flushIfStaged():
+				b.stage(o, false)
+			default:
+				b.report(o, fmt.Errorf("%w: user %q: %w", ErrTooLarge, o.user, err))
+			}
+			return
+		}
+	}
+	b.users[o.user] = next
+	if o.kind == opActivate {
+		o.newEpoch, o.lastSeq = next.epoch, next.last
+	}
+	c.ops = append(c.ops, o)
+	c.staged = append(c.staged, o)
+	c.bytes += o.size
+	c.writes += max(len(o.muts), 1)
+}
+
+func set(txn *badger.Txn, m mutation) error {
+	if m.del {
+		return txn.Delete(m.key)
+	}
+	return txn.Set(m.key, m.val)
+}
+
+// check validates o against the user's state and returns the state after
+// o. For an activation it also builds the epoch write.
+func (b *Badger) check(o *op, st userState) (userState, error) {
+	switch o.kind {
+	case opActivate:
+		st.epoch++
+		key := epochKey(o.user)
+		val := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(o.owner)), uint64(st.epoch))
+		val = append(val, o.owner...)
+		o.muts = []mutation{{key: key, val: val}}
+		return st, nil
+	default:
+		if st.epoch == 0 || o.epoch != st.epoch {
+			return st, fmt.Errorf("%w: user %q append with epoch %d, current epoch %d", ErrFenced, o.user, o.epoch, st.epoch)
+		}
+		if o.n > 0 {
+			if o.first != st.last+1 {
+				return st, fmt.Errorf("%w: user %q append starts at seq %d, last seq is %d", ErrSeqGap, o.user, o.first, st.last)
+			}
+			st.last = o.last
+		}
+		return st, nil
+	}
+}
+
+// userState returns the committer's state of user, loading it from the
+// committed data if it is not cached.
+func (b *Badger) userState(user string) (userState, error) {
+	if st, ok := b.users[user]; ok {
+		return st, nil
+	}
+	c := &b.chunk
+	if c.rtxn == nil {
+		c.rtxn = b.db.NewTransaction(false)
+	}
+	st, err := loadUserState(c.rtxn, user)
+	if err != nil {
+		return st, fmt.Errorf("persistence: load state of %q: %w", user, err)
+	}
+	b.users[user] = st
+	return st, nil
+}
+
+func loadUserState(txn *badger.Txn, user string) (userState, error) {
+	var st userState
+	item, err := txn.Get(epochKey(user))
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+	case err != nil:
+		return st, fmt.Errorf("read epoch: %w", err)
+	default:
+		if err := item.Value(func(v []byte) error {
+			if len(v) < 8 {
+				return fmt.Errorf("epoch record of %d bytes", len(v))
+			}
+			st.epoch = Epoch(binary.BigEndian.Uint64(v))
+			return nil
+		}); err != nil {
+			return st, fmt.Errorf("read epoch: %w", err)
+		}
+	}
+	st.last = lastSeq(txn, user)
+	return st, nil
+}
+
+// lastSeq finds the user's last log seq with a reverse seek (0: empty log).
+func lastSeq(txn *badger.Txn, user string) Seq {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: userPrefix(tagLog, user), Reverse: true})
+	defer it.Close()
+	it.Seek(logKey(user, math.MaxUint64))
+	if !it.Valid() {
+		return 0
+	}
+	return seqFromLogKey(it.Item().Key())
+}
+
+// rebuild discards the open transaction and writes the staged ops again
+// into a new one. If that fails they fail.
+func (b *Badger) rebuild() {
+	c := &b.chunk
+	c.txn.Discard()
+	c.txn = nil
+	if len(c.staged) == 0 {
+		return
+	}
+	c.txn = b.db.NewTransaction(true)
+	for _, o := range c.staged {
+		for _, m := range o.muts {
+			if err := set(c.txn, m); err != nil {
+				b.failStaged(fmt.Errorf("persistence: rewrite %d appends: %w", len(c.staged), err))
+				return
+			}
+		}
+	}
+}
+
+// flushIfStaged commits the chunk if it holds writes; it reports whether
+// it did (so that a retry in a fresh transaction can differ).
+func (b *Badger) flushIfStaged() bool {
+	if len(b.chunk.staged) == 0 {
+		return false
+	}
+	b.flush()
+	return true
+}
+
+// failStaged fails every staged op with err. Their users' cached states
+// ran ahead of the disk: they are dropped, so the next op of such a user
+// reloads what is actually committed (the pre-chunk state when the failed
+// transaction left nothing, and whatever badger kept if it did), and the
+// later appends that depended on the failed ones fail the seq check.
+func (b *Badger) failStaged(err error) {
+	c := &b.chunk
+	if c.txn != nil {
+		c.txn.Discard()
+		c.txn = nil
+	}
+	for _, o := range c.staged {
+		delete(b.users, o.user)
+		o.res = err
+	}
+	clear(c.staged)
+	c.staged = c.staged[:0]
+}
+
+// report records o's failure; its done is called at the next flush, after
+// the ops submitted before it.
+func (b *Badger) report(o *op, err error) {
+	o.res = err
+	b.chunk.ops = append(b.chunk.ops, o)
+}
+
+// flush commits the open transaction (one fsync) and calls done of every op
+// of the chunk in submission order.
+func (b *Badger) flush() {
+	c := &b.chunk
+	if len(c.staged) > 0 {
+		err := b.commit()
+		if err != nil {
+			b.log.Error("commit failed", "appends", len(c.staged), "err", err)
+			b.failStaged(fmt.Errorf("persistence: commit %d appends: %w", len(c.staged), err))
+		} else {
+			var entries uint64
+			for _, o := range c.staged {
+				entries += uint64(o.n)
+			}
+			b.nCommits.Add(1)
+			b.nOps.Add(uint64(len(c.staged)))
+			b.nEntries.Add(entries)
+			b.lastOps.Store(int64(len(c.staged)))
+			b.lastBytes.Store(c.bytes)
+		}
+	}
+	if c.txn != nil {
+		c.txn.Discard()
+		c.txn = nil
+	}
+	if c.rtxn != nil {
+		c.rtxn.Discard()
+		c.rtxn = nil
+	}
+	for _, o := range c.ops {
+		if o.res != nil {
+			b.nFailed.Add(1)
+		}
+		o.done(o.res)
+	}
+	clear(c.ops)
+	clear(c.staged)
+	c.ops, c.staged = c.ops[:0], c.staged[:0]
+	c.bytes, c.writes = 0, 0
+}
+
+func (b *Badger) commit() error {
+	if b.commitHook != nil {
+		if err := b.commitHook(); err != nil {
+			return err
+		}
+	}
+	return b.chunk.txn.Commit()
+}
+
+// evictUsers keeps the state cache within maxUsers. It runs between
+// batches, when every cached state equals the committed one, so an evicted
+// user is simply reloaded when next written.
+func (b *Badger) evictUsers() {
+	if over := len(b.users) - b.maxUsers; over > 0 {
+		for u := range b.users {
+			delete(b.users, u)
+			if over--; over == 0 {
+				break
+			}
+		}
+	}
+	b.cachedUsers.Store(int64(len(b.users)))
+}

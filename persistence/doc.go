@@ -1,0 +1,48 @@
+// Package persistence stores each user's sync log and the state that must
+// be durable with it: ownership epochs, the dedup index, the outbox of
+// pending fan-outs, device records and cursors, conversation states.
+//
+// # Data flow
+//
+// User and group actors are the only writers (DESIGN.md §1, §3): an actor
+// calls Activate before it serves a user, then submits one AppendRequest
+// per step — new log entries plus their side effects — and acks its
+// devices only after the append is durable. Readers (catch-up, history,
+// compensation) call Read and FirstSeqSince. Store is the interface;
+// Badger is the embedded backend; storetest is the conformance suite every
+// backend runs.
+//
+// # Concurrency
+//
+// Every Store method may be called concurrently from any goroutine.
+// Appends of one user are applied in submission order, and a failed append
+// fails the later ones of that user that depend on it through the seq
+// check. The epoch check keeps each user's log single-writer: after a new
+// Activate, appends carrying the older epoch fail with ErrFenced.
+//
+// Badger runs one committer goroutine, owned by the Badger value and
+// stopped by Close. It is the only writer to the database: it takes every
+// queued append and activation (of all users), checks each against the
+// user's cached {epoch, last seq}, writes the ones that pass into one
+// badger transaction, commits it with one fsync, and then calls every done
+// callback in submission order. So:
+//
+//   - done callbacks run on the committer goroutine and must not block:
+//     while one runs, nothing commits. They may call Append, but not
+//     AppendSync, Activate or Close (those wait for the committer). After
+//     Close, Append calls done with ErrClosed on the caller's goroutine
+//     before it returns.
+//   - Append encodes the request on the caller's goroutine; the request
+//     and its slices may be reused as soon as Append returns.
+//   - Activate and AppendSync block until the commit; if ctx ends first
+//     they return ctx.Err() and the operation may still take effect.
+//   - An append for a user the committer has not seen since the store was
+//     opened is checked against the committed epoch and last seq, loaded
+//     lazily; it needs no Activate in this process. Never-activated users
+//     are fenced.
+//   - Reads run concurrently with the committer on badger snapshots and
+//     see every commit whose done has been called.
+//   - Close refuses new submissions, commits everything submitted before
+//     it, waits for the committer and closes the database; later calls
+//     fail with ErrClosed.
+package persistence

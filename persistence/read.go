@@ -1,0 +1,314 @@
+package persistence
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Read implements Store. limit <= 0 returns no entries. The returned
+// entries and their Data belong to the caller.
+func (b *Badger) Read(ctx context.Context, user string, after Seq, limit int) ([]Entry, error) {
+	if err := checkUser(user); err != nil {
+		return nil, err
+	}
+	if limit <= 0 || after == math.MaxUint64 {
+		return nil, nil
+	}
+	var out []Entry
+	err := b.view(ctx, func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{
+			PrefetchValues: true,
+			PrefetchSize:   min(limit, 256),
+			Prefix:         userPrefix(tagLog, user),
+		})
+		defer it.Close()
+		for it.Seek(logKey(user, after+1)); it.Valid() && len(out) < limit; it.Next() {
+			item := it.Item()
+			e := Entry{Seq: seqFromLogKey(item.Key())}
+			if err := item.Value(func(v []byte) error {
+				var err error
+				e.TimeMS, e.Data, err = decodeLogValue(v)
+				return err
+			}); err != nil {
+				return fmt.Errorf("seq %d: %w", e.Seq, err)
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("persistence: read log of %q after %d: %w", user, after, err)
+	}
+	return out, nil
+}
+
+func decodeLogValue(v []byte) (timeMS int64, data []byte, err error) {
+	if len(v) < 8 {
+		return 0, nil, fmt.Errorf("log value of %d bytes", len(v))
+	}
+	timeMS = int64(binary.BigEndian.Uint64(v))
+	if len(v) > 8 {
+		data = append([]byte(nil), v[8:]...)
+	}
+	return timeMS, data, nil
+}
+
+// FirstSeqSince implements Store: a binary search over the log by seek, as
+// TimeMS is non-decreasing along it. The log may start after seq 1 (once
+// trimmed); each probe takes the first entry at or after its seq.
+func (b *Badger) FirstSeqSince(ctx context.Context, user string, t time.Time) (Seq, error) {
+	if err := checkUser(user); err != nil {
+		return 0, err
+	}
+	// Entry time is whole milliseconds: TimeMS >= t ⇔ TimeMS >= ceil(t).
+	ms := t.UnixMilli()
+	if time.UnixMilli(ms).Before(t) {
+		ms++
+	}
+	var res Seq
+	err := b.view(ctx, func(txn *badger.Txn) error {
+		last := lastSeq(txn, user)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: userPrefix(tagLog, user)})
+		defer it.Close()
+		// probe returns the first entry with seq >= s (ok false: none).
+		probe := func(s Seq) (Seq, int64, bool, error) {
+			it.Seek(logKey(user, s))
+			if !it.Valid() {
+				return 0, 0, false, nil
+			}
+			item := it.Item()
+			var ts int64
+			err := item.Value(func(v []byte) error {
+				var err error
+				ts, err = decodeTime(v)
+				return err
+			})
+			return seqFromLogKey(item.Key()), ts, true, err
+		}
+		first, _, ok, err := probe(0)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			res = last + 1
+			return nil
+		}
+		// Smallest x in [first, last+1] whose first entry at or after x
+		// has TimeMS >= ms (x = last+1 always qualifies: there is none).
+		lo, hi := first, last+1
+		for lo < hi {
+			mid := lo + (hi-lo)/2
+			_, ts, ok, err := probe(mid)
+			if err != nil {
+				return err
+			}
+			if !ok || ts >= ms {
+				hi = mid
+			} else {
+				lo = mid + 1
+			}
+		}
+		res = last + 1
+		if lo <= last {
+			s, _, ok, err := probe(lo)
+			if err != nil {
+				return err
+			}
+			if ok {
+				res = s
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("persistence: first seq of %q since %v: %w", user, t, err)
+	}
+	return res, nil
+}
+
+func decodeTime(v []byte) (int64, error) {
+	if len(v) < 8 {
+		return 0, fmt.Errorf("log value of %d bytes", len(v))
+	}
+	return int64(binary.BigEndian.Uint64(v)), nil
+}
+
+// LookupDedup implements Store.
+func (b *Badger) LookupDedup(ctx context.Context, user, key string) (Seq, bool, error) {
+	if err := checkUser(user); err != nil {
+		return 0, false, err
+	}
+	var seq Seq
+	var found bool
+	err := b.view(ctx, func(txn *badger.Txn) error {
+		item, err := txn.Get(dedupKey(user, key))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			if len(v) != 8 {
+				return fmt.Errorf("dedup value of %d bytes", len(v))
+			}
+			seq, found = Seq(binary.BigEndian.Uint64(v)), true
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, false, fmt.Errorf("persistence: look up dedup key of %q: %w", user, err)
+	}
+	return seq, found, nil
+}
+
+// scan calls fn with the part of each key after prefix and a copy of its
+// value, in key order.
+func (b *Badger) scan(ctx context.Context, prefix []byte, fn func(rest, val []byte) error) error {
+	return b.view(ctx, func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			val, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if err := fn(item.Key()[len(prefix):], val); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Outbox implements Store: items in seq order, then key order.
+func (b *Badger) Outbox(ctx context.Context, user string) ([]OutboxItem, error) {
+	if err := checkUser(user); err != nil {
+		return nil, err
+	}
+	var out []OutboxItem
+	err := b.scan(ctx, userPrefix(tagOutbox, user), func(rest, val []byte) error {
+		if len(rest) < 8 {
+			return fmt.Errorf("outbox key of %d bytes after the prefix", len(rest))
+		}
+		out = append(out, OutboxItem{
+			Seq:  Seq(binary.BigEndian.Uint64(rest)),
+			Key:  string(rest[8:]),
+			Data: nilIfEmpty(val),
+		})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("persistence: read outbox of %q: %w", user, err)
+	}
+	return out, nil
+}
+
+// Devices implements Store: in device ID order. A device whose record was
+// never stored but whose cursor was is returned with nil Data.
+func (b *Badger) Devices(ctx context.Context, user string) ([]Device, error) {
+	if err := checkUser(user); err != nil {
+		return nil, err
+	}
+	var out []Device
+	err := b.scan(ctx, userPrefix(tagDevice, user), func(rest, val []byte) error {
+		id, kind, ok := parseDeviceKey(rest)
+		if !ok {
+			return fmt.Errorf("malformed device key %x", rest)
+		}
+		// The record ('c' < 'r') follows the cursor of the same device.
+		if len(out) == 0 || out[len(out)-1].DeviceID != id {
+			out = append(out, Device{DeviceID: id})
+		}
+		d := &out[len(out)-1]
+		switch kind {
+		case deviceRecord:
+			if val == nil {
+				val = []byte{} // a stored record is never nil
+			}
+			d.Data = val
+		case deviceCursor:
+			if len(val) != 8 {
+				return fmt.Errorf("cursor of device %q has %d bytes", id, len(val))
+			}
+			d.Cursor = Seq(binary.BigEndian.Uint64(val))
+		default:
+			return fmt.Errorf("device key of kind %q", kind)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("persistence: read devices of %q: %w", user, err)
+	}
+	return out, nil
+}
+
+// Convs implements Store: in conversation key order.
+func (b *Badger) Convs(ctx context.Context, user string) ([]Conv, error) {
+	if err := checkUser(user); err != nil {
+		return nil, err
+	}
+	var out []Conv
+	err := b.scan(ctx, userPrefix(tagConv, user), func(rest, val []byte) error {
+		out = append(out, Conv{Key: string(rest), Data: nilIfEmpty(val)})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("persistence: read conversations of %q: %w", user, err)
+	}
+	return out, nil
+}
+
+func nilIfEmpty(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// OutboxUsers implements Store: the users with at least one pending outbox
+// item, in key order, at most limit of them after the user named after ("" to
+// start). Key-only iteration that skips over each user's items.
+func (b *Badger) OutboxUsers(ctx context.Context, after string, limit int) ([]string, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var out []string
+	err := b.view(ctx, func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagOutbox}})
+		defer it.Close()
+		start := []byte{tagOutbox}
+		if after != "" {
+			start = append(userPrefix(tagOutbox, after), 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF)
+		}
+		for it.Seek(start); it.Valid() && len(out) < limit; {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			k := it.Item().Key()
+			if len(k) < 3 {
+				return fmt.Errorf("malformed outbox key %x", k)
+			}
+			n := int(binary.BigEndian.Uint16(k[1:3]))
+			if len(k) < 3+n {
+				return fmt.Errorf("malformed outbox key %x", k)
+			}
+			user := string(k[3 : 3+n])
+			out = append(out, user)
+			// Past every key of this user: its seqs are 8 bytes of at most 0xFF.
+			it.Seek(append(userPrefix(tagOutbox, user), 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("persistence: list users with pending outbox: %w", err)
+	}
+	return out, nil
+}
