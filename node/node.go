@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
@@ -119,9 +118,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	n.rt = actors.NewRuntime(cfg.actors(), n.store, reg, log.With("component", "actors"))
-	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
-		return log.With("component", "protoactor")
-	}))
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(cluster.LoggerFactory(log.With("component", "protoactor"))))
 	n.member, err = cluster.Start(ctx, sys, cluster.Options{
 		RemoteAddr: cfg.RemoteAddr,
 		GossipAddr: cfg.GossipAddr,
@@ -236,5 +233,3 @@ func registerGatewayMetrics(reg *prometheus.Registry, gw *gateway.Server) {
 		Name: "tandem_gateway_sessions", Help: "Open WebSocket sessions on this node.",
 	}, func() float64 { return float64(gw.Sessions()) }))
 }
-
-var _ = time.Second

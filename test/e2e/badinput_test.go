@@ -139,6 +139,8 @@ func TestBadInput(t *testing.T) {
 	if _, err := a.Send(ctxT(t, 10*time.Second), text("bob", "ok-1", "the one good message")); err != nil {
 		t.Fatal(err)
 	}
+	// The fan-out to bob is asynchronous: wait until it landed.
+	dial(t, ws, api, "bob", "b1", devOpts{hasCursor: true, cursor: 0}).waitSeq(t, 1)
 	before := [2]uint64{lastSeq(t, n, "alice"), lastSeq(t, n, "bob")}
 
 	t.Run("before login", func(t *testing.T) {

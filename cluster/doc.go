@@ -1,0 +1,48 @@
+// Package cluster runs a tandem node as a protoactor-go cluster member:
+// membership from hashicorp/memberlist (Provider), placement of virtual
+// actors (user, group) by our own identity lookup (Lookup), and a small
+// builder (Start, Member) that wires both with remoting.
+//
+// # Data flow
+//
+// Gateways and actors address a user or group by identity and kind
+// (Member.Request, Member.Send, or protoactor's Cluster.Request). The
+// caller's node hashes the identity over the members that support the kind
+// (rendezvous hashing) and asks the owner's placement actor for the PID;
+// the owner activates the identity if no member has it yet. memberlist
+// tells the Provider who is alive; the Provider hands protoactor the full
+// member set, protoactor publishes a ClusterTopology, and the Lookup
+// switches to the new view and purges the PID cache.
+//
+// # Placement guarantees
+//
+// The owner activates only after checking, under its current view, that it
+// owns the identity, and after every other member supporting the kind has
+// confirmed it holds no activation and sees the owner as a member. Hence
+// no identity is activated twice unless a member's view dropped another
+// live member (partition, false failure detection); the store's epoch
+// fence keeps a user's log single-writer in that case. An activation whose
+// node stops owning it after a join keeps serving until it passivates.
+// When its member leaves or dies, the next request activates it on the
+// new owner.
+//
+// # Activations
+//
+// A kind's actor receives *cluster.ClusterInit (protoactor's) after
+// Started; its Identity field is the actor's identity (also available as
+// cluster.GetClusterIdentity(ctx)). To passivate, an actor stops itself
+// (ctx.SetReceiveTimeout, then ctx.Poison(ctx.Self()) or ctx.Stop): its
+// node's placement actor, its parent, forgets it on Terminated.
+//
+// # Concurrency
+//
+// Member, Provider and Lookup methods may be called concurrently; Start
+// and Stop block (about 1 s and 2 s, protoactor sleeps). Member.Request,
+// Member.PID and Lookup.GetContext block up to their deadline and must
+// not be called from memberlist callbacks. Provider callbacks from
+// memberlist never block and never call into protoactor: they signal one
+// goroutine that the Provider owns and waits for on Shutdown, as it does
+// for its join goroutine. The placement actor never blocks: its probes
+// complete through ReenterAfter. Options.OnBlocked runs on the Provider's
+// goroutine and must not block.
+package cluster

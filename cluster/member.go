@@ -1,0 +1,360 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	pcluster "github.com/asynkron/protoactor-go/cluster"
+	"github.com/asynkron/protoactor-go/remote"
+	"google.golang.org/grpc"
+)
+
+// MaxMessageSize is the largest gRPC message (one remote batch) a member
+// accepts. gRPC's default of 4 MiB silently dropped large batches.
+const MaxMessageSize = 64 << 20
+
+// Options configure a member. The zero value means defaults.
+type Options struct {
+	Name            string // cluster name, also the memberlist label; default "tandem"
+	RemoteAddr      string // protoactor remote listen host:port; default 127.0.0.1:7402; port 0 picks one
+	AdvertiseRemote string // optional host[:port] other members dial
+	GossipAddr      string // memberlist bind host:port; default :7946; port 0 picks one
+	AdvertiseGossip string // optional memberlist host:port others use
+	Seeds           []string
+	RequestTimeout  time.Duration // default for Request and lookups; default 2 s
+	// HeartbeatExpiration is how long protoactor's gossip may miss a
+	// member's heartbeat before blocking it for good; keep it well above
+	// memberlist's detection time. Default 60 s.
+	HeartbeatExpiration time.Duration
+	Timings             Timings      // membership; zero means LAN defaults
+	Lookup              LookupConfig // activation timeouts; Logger is ignored
+	Logger              *slog.Logger
+	// OnBlocked is called once if the cluster cuts this member off (see
+	// Member.Blocked). It must not block.
+	OnBlocked func()
+}
+
+// Validate reports everything wrong with o at once.
+func (o Options) Validate() error {
+	var errs []error
+	for _, a := range []struct{ what, addr string }{
+		{"remote address", o.RemoteAddr}, {"gossip address", o.GossipAddr}, {"gossip advertise address", o.AdvertiseGossip},
+	} {
+		if a.addr == "" {
+			continue
+		}
+		if _, _, err := splitPort(a.addr); err != nil {
+			errs = append(errs, fmt.Errorf("cluster: %s %q: %w", a.what, a.addr, err))
+		}
+	}
+	for _, s := range o.Seeds {
+		if s == "" {
+			errs = append(errs, errors.New("cluster: empty seed address"))
+		}
+	}
+	if o.RequestTimeout < 0 {
+		errs = append(errs, fmt.Errorf("cluster: negative request timeout %v", o.RequestTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+func (o Options) withDefaults() Options {
+	if o.Name == "" {
+		o.Name = "tandem"
+	}
+	if o.RemoteAddr == "" {
+		o.RemoteAddr = "127.0.0.1:7402"
+	}
+	if o.GossipAddr == "" {
+		o.GossipAddr = ":7946"
+	}
+	if o.RequestTimeout == 0 {
+		o.RequestTimeout = 2 * time.Second
+	}
+	if o.HeartbeatExpiration <= 0 {
+		o.HeartbeatExpiration = 60 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// Member is one running protoactor cluster member with our provider and
+// lookup. Its methods may be called concurrently.
+type Member struct {
+	log      *slog.Logger
+	sys      *actor.ActorSystem
+	c        *pcluster.Cluster
+	provider *Provider
+	lookup   *Lookup
+	timeout  time.Duration
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Start builds a cluster member on sys with kinds and starts it: remoting
+// listens, memberlist joins the seeds (in the background until one
+// answers), and Start returns once this member is in its own topology, or
+// with an error when ctx ends first. It takes about a second (protoactor
+// sleeps). sys should use LoggerFactory; one member per actor system. If
+// Start fails, sys has been shut down.
+func Start(ctx context.Context, sys *actor.ActorSystem, opts Options, kinds ...*pcluster.Kind) (*Member, error) {
+	if sys == nil {
+		return nil, errors.New("cluster: nil actor system")
+	}
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	host, port, advertised, err := remoteEndpoint(opts.RemoteAddr, opts.AdvertiseRemote)
+	if err != nil {
+		return nil, err
+	}
+	rc := remote.Configure(host, port, remote.WithServerOptions(grpc.MaxRecvMsgSize(MaxMessageSize)))
+	if advertised != "" {
+		rc.AdvertisedHost = advertised
+	}
+	provider := NewProvider(ProviderConfig{
+		ClusterName:   opts.Name,
+		BindAddr:      opts.GossipAddr,
+		AdvertiseAddr: opts.AdvertiseGossip,
+		Seeds:         opts.Seeds,
+		Timings:       opts.Timings,
+		Logger:        opts.Logger,
+		OnBlocked:     opts.OnBlocked,
+	})
+	lc := opts.Lookup
+	lc.Logger = opts.Logger
+	lookup := NewLookup(lc)
+	cfg := pcluster.Configure(opts.Name, provider, lookup, rc,
+		pcluster.WithKinds(kinds...),
+		pcluster.WithRequestTimeout(opts.RequestTimeout),
+		pcluster.WithHeartbeatExpiration(opts.HeartbeatExpiration),
+		pcluster.WithClusterContextProducer(func(c *pcluster.Cluster) pcluster.Context {
+			return &requestContext{c: c, l: lookup}
+		}),
+	)
+	m := &Member{log: opts.Logger, sys: sys, provider: provider, lookup: lookup, timeout: opts.RequestTimeout}
+	if err := catch(func() { m.c = pcluster.New(sys, cfg) }); err != nil {
+		return nil, fmt.Errorf("cluster: create member: %w", err)
+	}
+	if err := catch(m.c.StartMember); err != nil {
+		m.abort()
+		return nil, fmt.Errorf("cluster: start member: %w", err)
+	}
+	select {
+	case <-lookup.Ready():
+	case <-ctx.Done():
+		if err := m.Stop(false); err != nil {
+			m.log.Warn("cluster start abandoned: stop", "err", err)
+		}
+		return nil, fmt.Errorf("cluster: waiting for the first topology: %w", ctx.Err())
+	}
+	m.log.Info("cluster member started", "remote_addr", m.Address(), "gossip_addr", provider.GossipAddr(),
+		"id", sys.ID, "cluster", opts.Name, "seeds", opts.Seeds)
+	return m, nil
+}
+
+// abort undoes a StartMember that panicked half-way.
+func (m *Member) abort() {
+	if err := m.provider.Shutdown(false); err != nil {
+		m.log.Warn("cluster start aborted: provider shutdown", "err", err)
+	}
+	m.lookup.Shutdown()
+	if err := catch(m.sys.Shutdown); err != nil {
+		m.log.Warn("cluster start aborted: actor system shutdown", "err", err)
+	}
+	if m.c.Remote != nil {
+		// Panics if remoting never got as far as its gRPC server.
+		if err := catch(func() { m.c.Remote.Shutdown(false) }); err != nil {
+			m.log.Debug("cluster start aborted: remoting shutdown", "err", err)
+		}
+	}
+}
+
+// catch runs f and turns a panic into an error: protoactor reports
+// listen and provider failures by panicking.
+func catch(f func()) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if e, ok := r.(error); ok {
+				err = fmt.Errorf("panic: %w", e)
+			} else {
+				err = fmt.Errorf("panic: %v", r)
+			}
+		}
+	}()
+	f()
+	return nil
+}
+
+// remoteEndpoint works out where remoting listens and what it advertises
+// ("" lets protoactor advertise the bound address, which is right for a
+// specific host even with port 0). An unspecified host (":7402",
+// "0.0.0.0:0") cannot be advertised: without AdvertiseRemote the first
+// private IPv4 address is, and with port 0 a free port is picked first
+// (racy, so only for tests).
+func remoteEndpoint(listen, advertise string) (host string, port int, advertised string, err error) {
+	host, port, err = splitPort(listen)
+	if err != nil {
+		return "", 0, "", fmt.Errorf("cluster: remote address %q: %w", listen, err)
+	}
+	advHost, advPort := advertise, 0
+	if h, p, err := splitPort(advertise); err == nil {
+		advHost, advPort = h, p
+	}
+	unspecified := host == "" || net.ParseIP(host).IsUnspecified()
+	if advHost == "" && !unspecified {
+		return host, port, "", nil
+	}
+	if advHost == "" {
+		advHost = privateIP()
+	}
+	if port == 0 && advPort == 0 {
+		if port, err = freePort(host); err != nil {
+			return "", 0, "", err
+		}
+	}
+	if advPort == 0 {
+		advPort = port
+	}
+	return host, port, net.JoinHostPort(advHost, strconv.Itoa(advPort)), nil
+}
+
+func freePort(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("cluster: pick a remote port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// privateIP returns this host's first private IPv4 address, else its first
+// non-loopback one, else 127.0.0.1.
+func privateIP() string {
+	addrs, _ := net.InterfaceAddrs() // on error: no addresses, fall back
+	var fallback string
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if !ok || n.IP.To4() == nil || n.IP.IsLoopback() {
+			continue
+		}
+		if n.IP.IsPrivate() {
+			return n.IP.String()
+		}
+		if fallback == "" {
+			fallback = n.IP.String()
+		}
+	}
+	if fallback != "" {
+		return fallback
+	}
+	return "127.0.0.1"
+}
+
+// Cluster returns protoactor's cluster.
+func (m *Member) Cluster() *pcluster.Cluster { return m.c }
+
+// Address returns the advertised protoactor remote address.
+func (m *Member) Address() string { return m.sys.Address() }
+
+// GossipAddress returns the memberlist address to give others as a seed.
+func (m *Member) GossipAddress() string { return m.provider.GossipAddr() }
+
+// ID returns the member ID (the actor system ID; new in every process).
+func (m *Member) ID() string { return m.sys.ID }
+
+// Blocked is closed when the cluster has cut this member off for good
+// (protoactor blocks a member it once saw leave, e.g. after a false
+// failure detection). The process should stop the member and exit; a
+// restarted process gets a new ID and rejoins.
+func (m *Member) Blocked() <-chan struct{} { return m.provider.Blocked() }
+
+// Owner returns the remote address of the member that owns identity of
+// kind in this member's current view ("" if none supports kind).
+func (m *Member) Owner(identity, kind string) string { return m.lookup.Owner(identity, kind) }
+
+// PID returns the PID of the activation of identity, activating it on its
+// owner if needed; cached PIDs return without blocking. Bounded by ctx, or
+// by the request timeout if ctx has no deadline.
+func (m *Member) PID(ctx context.Context, identity, kind string) (*actor.PID, error) {
+	ctx, cancel := m.withTimeout(ctx)
+	defer cancel()
+	return m.lookup.resolve(ctx, pcluster.NewClusterIdentity(identity, kind))
+}
+
+// Send delivers msg to identity without waiting for an answer; it blocks
+// only while the identity's PID is looked up (not at all when cached). A
+// message sent to an activation that has just passivated is lost: use
+// Request when delivery matters.
+func (m *Member) Send(ctx context.Context, identity, kind string, msg any) error {
+	pid, err := m.PID(ctx, identity, kind)
+	if err != nil {
+		return err
+	}
+	m.sys.Root.Send(pid, msg)
+	return nil
+}
+
+// Request sends msg to identity and waits for the answer, retrying on
+// timeouts and dead letters until ctx's deadline (or the request timeout
+// if ctx has none). msg and the answer must be registered proto messages
+// when the activation may be remote. A cancelled ctx is noticed between
+// attempts.
+func (m *Member) Request(ctx context.Context, identity, kind string, msg any) (any, error) {
+	ctx, cancel := m.withTimeout(ctx)
+	defer cancel()
+	return m.lookup.request(ctx, m.sys.Root, pcluster.NewClusterIdentity(identity, kind), msg)
+}
+
+func (m *Member) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, m.timeout)
+}
+
+// Stop stops the member and its actor system (do not use sys afterwards).
+// Graceful stops local activations, then leaves memberlist so peers
+// re-place this member's identities at once, then stops remoting; it
+// takes over 2 s (protoactor sleeps). Not graceful behaves like a crash: no
+// leave and no goodbye gossip; peers notice by probing (about a second).
+// Safe to call more than once; later calls return the first result.
+func (m *Member) Stop(graceful bool) error {
+	m.stopOnce.Do(func() {
+		start := time.Now()
+		m.provider.beginStop()
+		var errs []error
+		if graceful {
+			// Stop local activations before leaving, so that no peer
+			// activates one of them while it still runs here. Until the
+			// leave lands, peers' requests and probes get dead letters and
+			// retry.
+			m.lookup.Shutdown()
+			if err := catch(func() { m.c.Shutdown(true) }); err != nil {
+				errs = append(errs, fmt.Errorf("cluster: shutdown: %w", err))
+			}
+			errs = append(errs, m.provider.Shutdown(true)) // already done; returns its error
+		} else {
+			errs = append(errs, m.provider.Shutdown(false))
+			m.lookup.Shutdown()
+			if err := catch(func() { m.sys.Shutdown(); m.c.Remote.Shutdown(false) }); err != nil {
+				errs = append(errs, fmt.Errorf("cluster: stop remoting: %w", err))
+			}
+		}
+		m.stopErr = errors.Join(errs...)
+		m.log.Info("cluster member stopped", "remote_addr", m.Address(), "graceful", graceful,
+			"took", time.Since(start), "err", m.stopErr)
+	})
+	return m.stopErr
+}

@@ -1,0 +1,175 @@
+package cluster
+
+import (
+	"github.com/asynkron/protoactor-go/actor"
+	pcluster "github.com/asynkron/protoactor-go/cluster"
+)
+
+// The activation protocol (pure part; placement_actor.go performs it).
+//
+// A node activates an identity only when, under its current view, it is
+// the identity's owner and every other member supporting the kind has
+// answered a probe with "no activation here". A probed node answers
+// "refused" when the prober is not in its own view, or when it is itself
+// in the middle of activating the identity. Rendezvous ranking is the same
+// on every node, so once two nodes see each other only the higher-ranked
+// one can believe it owns the identity. Together this means two nodes can
+// both activate an identity only if one has dropped the other from its
+// view (a partition or a false failure detection) — the store's epoch fence
+// covers that case.
+//
+// An activation whose node is no longer the owner (a member joined) keeps
+// serving: the new owner's probe finds it and hands its PID out, until it
+// passivates; then the new owner activates a fresh one.
+
+// activation is a live identity on this node.
+type activation struct {
+	ci  *pcluster.ClusterIdentity
+	pid *actor.PID
+}
+
+// pendingActivation is an activation waiting for its probe round.
+type pendingActivation struct {
+	ci      *pcluster.ClusterIdentity
+	hash    uint64       // topology hash of the view the round was sent under
+	waiters []*actor.PID // requesters to answer when the round completes
+	left    int          // probe answers still expected
+	found   *actor.PID   // an activation another node already has
+	unsure  bool         // a probe timed out or was refused
+}
+
+// verdict is what the placement actor must do next.
+type verdict int
+
+const (
+	verdictWait   verdict = iota // nothing yet: a probe round is running
+	verdictReply                 // answer waiters with pid
+	verdictRefuse                // answer waiters with Failed: retry later
+	verdictProbe                 // probe targets, then call probed per answer
+	verdictSpawn                 // activate here, call spawned, answer waiters
+)
+
+type decision struct {
+	verdict verdict
+	pid     *actor.PID   // verdictReply
+	targets []string     // verdictProbe
+	waiters []*actor.PID // verdictReply, verdictRefuse, verdictSpawn
+}
+
+// placementState is the placement actor's bookkeeping. Not safe for
+// concurrent use: only the placement actor touches it.
+type placementState struct {
+	active  map[string]activation         // by ClusterIdentity.AsKey()
+	byPID   map[string]string             // PID.Id → key: the reverse index
+	pending map[string]*pendingActivation // by key
+}
+
+func newPlacementState() placementState {
+	return placementState{
+		active:  map[string]activation{},
+		byPID:   map[string]string{},
+		pending: map[string]*pendingActivation{},
+	}
+}
+
+// activate handles an activation request from sender under view v.
+func (s *placementState) activate(v *view, ci *pcluster.ClusterIdentity, sender *actor.PID) decision {
+	key := ci.AsKey()
+	if a, ok := s.active[key]; ok {
+		// Served even if no longer ours: the old activation keeps serving.
+		return decision{verdict: verdictReply, pid: a.pid, waiters: []*actor.PID{sender}}
+	}
+	if v.owner(ci.Kind, ci.Identity) != v.self {
+		return decision{verdict: verdictRefuse, waiters: []*actor.PID{sender}}
+	}
+	if p, ok := s.pending[key]; ok {
+		p.waiters = append(p.waiters, sender)
+		return decision{verdict: verdictWait}
+	}
+	targets := v.others(ci.Kind)
+	if len(targets) == 0 {
+		return decision{verdict: verdictSpawn, waiters: []*actor.PID{sender}}
+	}
+	s.pending[key] = &pendingActivation{
+		ci: ci, hash: v.hash, waiters: []*actor.PID{sender}, left: len(targets),
+	}
+	return decision{verdict: verdictProbe, targets: targets}
+}
+
+// probed records one probe answer (res nil or err non-nil: no answer) for
+// the round of key, now under view v.
+func (s *placementState) probed(v *view, key string, res *pcluster.ActivationResponse, err error) decision {
+	p, ok := s.pending[key]
+	if !ok {
+		return decision{verdict: verdictWait}
+	}
+	p.left--
+	switch {
+	case err != nil, res == nil, res.Failed:
+		p.unsure = true
+	case res.Pid != nil:
+		p.found = res.Pid
+	}
+	if p.left > 0 {
+		return decision{verdict: verdictWait}
+	}
+	switch {
+	case p.found != nil:
+		delete(s.pending, key)
+		return decision{verdict: verdictReply, pid: p.found, waiters: p.waiters}
+	case p.unsure, v.owner(p.ci.Kind, p.ci.Identity) != v.self:
+		delete(s.pending, key)
+		return decision{verdict: verdictRefuse, waiters: p.waiters}
+	case v.hash != p.hash:
+		// Members changed during the round: ask the current set again.
+		targets := v.others(p.ci.Kind)
+		if len(targets) > 0 {
+			p.hash, p.left, p.unsure = v.hash, len(targets), false
+			return decision{verdict: verdictProbe, targets: targets}
+		}
+	}
+	delete(s.pending, key)
+	return decision{verdict: verdictSpawn, waiters: p.waiters}
+}
+
+// probe answers another node's probe (from is its remote address): does
+// this node have, or is it creating, an activation of ci?
+func (s *placementState) probe(v *view, ci *pcluster.ClusterIdentity, from string) *pcluster.ActivationResponse {
+	switch {
+	case ci == nil || !v.has(from):
+		return &pcluster.ActivationResponse{Failed: true, TopologyHash: v.hash}
+	}
+	key := ci.AsKey()
+	if a, ok := s.active[key]; ok {
+		return &pcluster.ActivationResponse{Pid: a.pid, TopologyHash: v.hash}
+	}
+	if _, ok := s.pending[key]; ok {
+		return &pcluster.ActivationResponse{Failed: true, TopologyHash: v.hash}
+	}
+	return &pcluster.ActivationResponse{TopologyHash: v.hash}
+}
+
+// spawned records a new local activation.
+func (s *placementState) spawned(ci *pcluster.ClusterIdentity, pid *actor.PID) {
+	key := ci.AsKey()
+	s.active[key] = activation{ci: ci, pid: pid}
+	s.byPID[pid.Id] = key
+}
+
+// terminated forgets the activation pid, if it is one, in O(1).
+func (s *placementState) terminated(pid *actor.PID) (*pcluster.ClusterIdentity, bool) {
+	key, ok := s.byPID[pid.Id]
+	if !ok {
+		return nil, false
+	}
+	delete(s.byPID, pid.Id)
+	a := s.active[key]
+	delete(s.active, key)
+	return a.ci, true
+}
+
+// holds reports whether pid is the live activation of ci here.
+func (s *placementState) holds(ci *pcluster.ClusterIdentity, pid *actor.PID) bool {
+	a, ok := s.active[ci.AsKey()]
+	return ok && a.pid.Id == pid.Id
+}

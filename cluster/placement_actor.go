@@ -1,0 +1,119 @@
+package cluster
+
+import (
+	"fmt"
+
+	"github.com/asynkron/protoactor-go/actor"
+	pcluster "github.com/asynkron/protoactor-go/cluster"
+)
+
+const (
+	// placementName is the name of the placement actor on every member.
+	placementName = "tandem-placement"
+	// probeRequestID marks an ActivationRequest as a probe ("do you have
+	// it?") rather than a request to activate.
+	probeRequestID = "tandem-probe"
+)
+
+func placementPID(addr string) *actor.PID { return actor.NewPID(addr, placementName) }
+
+// removeActivation asks the placement actor to stop a local activation
+// (Lookup.RemovePid). Local only.
+type removeActivation struct {
+	ci  *pcluster.ClusterIdentity
+	pid *actor.PID
+}
+
+// placementActor owns this node's activations: they are its children, so
+// it sees every termination. It never blocks: probes complete through
+// ReenterAfter while it keeps serving other requests.
+type placementActor struct {
+	l  *Lookup
+	st placementState
+}
+
+func (p *placementActor) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *pcluster.ActivationRequest:
+		if ctx.Sender() == nil {
+			return // nobody to answer
+		}
+		v := p.l.view()
+		if msg.RequestId == probeRequestID {
+			ctx.Respond(p.st.probe(v, msg.ClusterIdentity, ctx.Sender().Address))
+			return
+		}
+		if msg.ClusterIdentity == nil {
+			ctx.Respond(&pcluster.ActivationResponse{Failed: true, TopologyHash: v.hash})
+			return
+		}
+		p.perform(ctx, v, msg.ClusterIdentity, p.st.activate(v, msg.ClusterIdentity, ctx.Sender()))
+	case *actor.Terminated:
+		if ci, ok := p.st.terminated(msg.Who); ok {
+			if k, ok := p.l.c.TryGetClusterKind(ci.Kind); ok {
+				k.Dec()
+			}
+		}
+	case *removeActivation:
+		if p.st.holds(msg.ci, msg.pid) {
+			ctx.Poison(msg.pid) // forgotten on Terminated, never before
+		}
+	}
+}
+
+// perform carries out a decision about ci taken under view v.
+func (p *placementActor) perform(ctx actor.Context, v *view, ci *pcluster.ClusterIdentity, d decision) {
+	switch d.verdict {
+	case verdictWait:
+	case verdictReply:
+		answer(ctx, d.waiters, d.pid, v.hash)
+	case verdictRefuse:
+		answer(ctx, d.waiters, nil, v.hash)
+	case verdictProbe:
+		p.probe(ctx, ci, d.targets, v.hash)
+	case verdictSpawn:
+		pid, err := p.spawn(ctx, ci)
+		if err != nil {
+			p.l.log.Error("activation failed", "identity", ci.Identity, "kind", ci.Kind, "err", err)
+		}
+		answer(ctx, d.waiters, pid, v.hash)
+	}
+}
+
+// probe asks every target whether it already has ci; each answer comes
+// back through p.st.probed on this actor.
+func (p *placementActor) probe(ctx actor.Context, ci *pcluster.ClusterIdentity, targets []string, hash uint64) {
+	key := ci.AsKey()
+	for _, addr := range targets {
+		req := &pcluster.ActivationRequest{ClusterIdentity: ci, RequestId: probeRequestID, TopologyHash: hash}
+		f := ctx.RequestFuture(placementPID(addr), req, p.l.cfg.ProbeTimeout)
+		ctx.ReenterAfter(f, func(res any, err error) {
+			resp, _ := res.(*pcluster.ActivationResponse)
+			v := p.l.view()
+			p.perform(ctx, v, ci, p.st.probed(v, key, resp, err))
+		})
+	}
+}
+
+func (p *placementActor) spawn(ctx actor.Context, ci *pcluster.ClusterIdentity) (*actor.PID, error) {
+	k, ok := p.l.c.TryGetClusterKind(ci.Kind)
+	if !ok {
+		return nil, fmt.Errorf("cluster: kind %q is not registered on this member", ci.Kind)
+	}
+	name := ci.Kind + "/" + ci.Identity + ctx.ActorSystem().ProcessRegistry.NextId()
+	pid, err := ctx.SpawnNamed(pcluster.WithClusterIdentity(k.Props, ci), name)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: spawn %s: %w", name, err)
+	}
+	k.Inc()
+	p.st.spawned(ci, pid)
+	return pid, nil
+}
+
+// answer sends every waiter an ActivationResponse: the PID, or Failed when
+// pid is nil.
+func answer(ctx actor.Context, waiters []*actor.PID, pid *actor.PID, hash uint64) {
+	for _, w := range waiters {
+		ctx.Send(w, &pcluster.ActivationResponse{Pid: pid, Failed: pid == nil, TopologyHash: hash})
+	}
+}

@@ -1,0 +1,118 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	pcluster "github.com/asynkron/protoactor-go/cluster"
+	"github.com/asynkron/protoactor-go/remote"
+)
+
+// requestContext replaces protoactor's DefaultContext (the cluster's
+// ContextProducer), so that c.Request and c.RequestFuture:
+//   - bound the lookup and every retry by the caller's timeout
+//     (cluster.WithTimeout, else the cluster's RequestTimeout) in total,
+//     instead of up to three full timeouts plus an unbounded lookup;
+//   - back off between retries (protoactor's RetryAction sleeps
+//     nanoseconds);
+//   - keep no process-global state (protoactor's RequestFuture captures
+//     the first cluster's options for the whole process).
+//
+// RetryCount and RetryAction options are ignored: requests retry on
+// timeouts and dead letters until the deadline.
+type requestContext struct {
+	c *pcluster.Cluster
+	l *Lookup
+}
+
+var _ pcluster.Context = (*requestContext)(nil)
+
+func (r *requestContext) Request(identity, kind string, message any, opts ...pcluster.GrainCallOption) (any, error) {
+	cfg := pcluster.NewGrainCallOptions(r.c)
+	for _, o := range opts {
+		o(cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+	defer cancel()
+	return r.l.request(ctx, cfg.Context, pcluster.NewClusterIdentity(identity, kind), message)
+}
+
+// RequestFuture resolves the identity within the call timeout and sends
+// one request; the future is not retried.
+func (r *requestContext) RequestFuture(identity, kind string, message any, opts ...pcluster.GrainCallOption) (*actor.Future, error) {
+	cfg := pcluster.NewGrainCallOptions(r.c)
+	for _, o := range opts {
+		o(cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+	defer cancel()
+	pid, err := r.l.resolve(ctx, pcluster.NewClusterIdentity(identity, kind))
+	if err != nil {
+		return nil, err
+	}
+	return cfg.Context.RequestFuture(pid, message, cfg.Timeout), nil
+}
+
+// request sends message to ci and waits for the answer until ctx is done
+// (ctx must carry a deadline), retrying on timeouts and dead letters: the
+// activation may have passivated or its member died, and the next lookup
+// finds its successor.
+func (l *Lookup) request(ctx context.Context, sender actor.SenderContext, ci *pcluster.ClusterIdentity, message any) (any, error) {
+	var last error
+	for attempt := 0; ; attempt++ {
+		pid, err := l.resolve(ctx, ci)
+		if err != nil {
+			return nil, err
+		}
+		dl, _ := ctx.Deadline()
+		remaining := time.Until(dl)
+		if remaining <= 0 {
+			return nil, fmt.Errorf("%w: request %s: %w", ErrTimeout, ci.AsKey(), context.DeadlineExceeded)
+		}
+		res, err := sender.RequestFuture(pid, message, remaining).Result()
+		if err == nil {
+			return res, nil
+		}
+		if !retriable(err) {
+			return nil, fmt.Errorf("cluster: request %s: %w", ci.AsKey(), err)
+		}
+		l.c.PidCache.RemoveByValue(ci.Identity, ci.Kind, pid)
+		last = err
+		timer := time.NewTimer(backoff(attempt))
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, fmt.Errorf("%w: request %s after %d attempts: %w", ErrTimeout, ci.AsKey(), attempt+1, last)
+		case <-timer.C:
+		}
+	}
+}
+
+// resolve returns the cached PID of ci, or looks it up and caches it
+// unless the topology changed meanwhile (the change purged the cache, and
+// the answer may already be stale).
+func (l *Lookup) resolve(ctx context.Context, ci *pcluster.ClusterIdentity) (*actor.PID, error) {
+	if l.c == nil || l.closed.Load() {
+		return nil, ErrStopped
+	}
+	if pid, ok := l.c.PidCache.Get(ci.Identity, ci.Kind); ok {
+		return pid, nil
+	}
+	t := l.cur.Load()
+	pid, err := l.GetContext(ctx, ci)
+	if err != nil {
+		return nil, err
+	}
+	if l.cur.Load() == t {
+		l.c.PidCache.Set(ci.Identity, ci.Kind, pid)
+	}
+	return pid, nil
+}
+
+func retriable(err error) bool {
+	return errors.Is(err, actor.ErrTimeout) || errors.Is(err, actor.ErrDeadLetter) ||
+		errors.Is(err, remote.ErrTimeout) || errors.Is(err, remote.ErrDeadLetter)
+}
