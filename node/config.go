@@ -28,7 +28,7 @@ type Config struct {
 
 	HeartbeatTimeout time.Duration // default 60 s
 	CompensationDays int           // default 1, max 7
-	Retention        time.Duration // default 30 days; readers never return older entries
+	Retention        time.Duration // default 30 days (validated; trimming is not implemented yet)
 
 	// UnsafeMultiNodeBadger lets a multi-node cluster run on badger: each
 	// node's data dies with it. Refused without this flag.

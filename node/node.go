@@ -140,7 +140,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	if err != nil {
 		return nil, err
 	}
-	registerGatewayMetrics(reg, n.gw)
+	reg.MustRegister(statsCollector{gw: n.gw, store: n.store})
 
 	if n.wsLn, err = net.Listen("tcp", cfg.WSAddr); err != nil {
 		return nil, fmt.Errorf("listen for WebSockets: %w", err)
@@ -150,8 +150,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	}
 	sctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.serve(func() error { return n.gw.Serve(sctx, n.wsLn) })
-	n.serve(func() error { return n.apiSrv.Serve(sctx, n.apiLn) })
+	n.serve(sctx, func() error { return n.gw.Serve(sctx, n.wsLn) })
+	n.serve(sctx, func() error { return n.apiSrv.Serve(sctx, n.apiLn) })
 
 	log.Info("tandem node started",
 		"ws", "ws://"+n.WSAddr()+"/ws", "api", "http://"+n.APIAddr(),
@@ -160,9 +160,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	return n, nil
 }
 
-func (n *Node) serve(f func() error) {
+// serve runs f; an error it returns before the node is stopping ends the
+// node (Run returns).
+func (n *Node) serve(ctx context.Context, f func() error) {
 	n.wg.Go(func() {
-		if err := f(); err != nil && !errors.Is(err, context.Canceled) {
+		if err := f(); err != nil && ctx.Err() == nil {
 			n.errOnce.Do(func() { n.err = err; close(n.done) })
 		}
 	})
@@ -180,14 +182,16 @@ func (n *Node) Stop() error {
 
 func (n *Node) teardown() {
 	if n.cancel != nil {
-		n.cancel() // gateway closes its sessions, API shuts down
-	}
-	for _, ln := range []net.Listener{n.wsLn, n.apiLn} {
-		if ln != nil {
-			ln.Close() // already closed by Serve, or never served
-		}
+		n.cancel() // gateway closes its sessions, API shuts down; both close their listeners
 	}
 	n.wg.Wait()
+	if n.cancel == nil { // failed before serving
+		for _, ln := range []net.Listener{n.wsLn, n.apiLn} {
+			if ln != nil {
+				ln.Close() // nothing else owns it; its error means nothing here
+			}
+		}
+	}
 	if n.rt != nil {
 		n.rt.Stop()
 	}
@@ -226,10 +230,4 @@ func secret(v, dir, name string) (string, error) {
 		return "", fmt.Errorf("write %s: %w", p, err)
 	}
 	return s, nil
-}
-
-func registerGatewayMetrics(reg *prometheus.Registry, gw *gateway.Server) {
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "tandem_gateway_sessions", Help: "Open WebSocket sessions on this node.",
-	}, func() float64 { return float64(gw.Sessions()) }))
 }

@@ -4,6 +4,10 @@ package e2e
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,6 +130,32 @@ func TestMultiDeviceSync(t *testing.T) {
 	if got := messages(t, "bob/desktop", b4.all(), 1); len(got) != total+1 {
 		t.Fatalf("new device got %d messages, want %d", len(got), total+1)
 	}
+
+	// The node's own counters saw the traffic.
+	resp, err := http.Get(api + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"tandem_sends_total 22", "tandem_gateway_sessions ", "tandem_store_commits_total "} {
+		if !strings.Contains(string(body), want) {
+			t.Fatalf("/metrics lacks %q", want)
+		}
+	}
+	if !regexp.MustCompile(`tandem_store_entries_total (4[2-9]|[5-9]\d|\d{3,})\b`).Match(body) {
+		t.Fatalf("/metrics: store entries below the 42 messages written (2 logs × 21):\n%s", grepLines(string(body), "tandem_store"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // TestRestart: stop the node, start it on the same data folder, and every

@@ -1,0 +1,79 @@
+package node
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tandem-im/tandem/gateway"
+	"github.com/tandem-im/tandem/persistence"
+)
+
+// statsCollector exports the gateway's and the store's own counters at
+// scrape time (neither package depends on Prometheus).
+type statsCollector struct {
+	gw    *gateway.Server
+	store *persistence.Badger
+}
+
+var (
+	descSessions   = prometheus.NewDesc("tandem_gateway_sessions", "Open WebSocket sessions on this node.", nil, nil)
+	descLoggedIn   = prometheus.NewDesc("tandem_gateway_logged_in_sessions", "Sessions past Login.", nil, nil)
+	descAccepted   = prometheus.NewDesc("tandem_gateway_accepted_total", "TCP connections accepted.", nil, nil)
+	descUpgraded   = prometheus.NewDesc("tandem_gateway_upgraded_total", "WebSocket upgrades completed.", nil, nil)
+	descHandshake  = prometheus.NewDesc("tandem_gateway_handshake_failures_total", "Failed WebSocket handshakes.", nil, nil)
+	descFramesIn   = prometheus.NewDesc("tandem_gateway_frames_in_total", "Frames read from clients.", nil, nil)
+	descFramesOut  = prometheus.NewDesc("tandem_gateway_frames_out_total", "Frames written to clients.", nil, nil)
+	descSlow       = prometheus.NewDesc("tandem_gateway_slow_consumers_total", "Sessions closed because their write queue stayed full.", nil, nil)
+	descWriteErr   = prometheus.NewDesc("tandem_gateway_write_errors_total", "Socket write failures.", nil, nil)
+	descProtoErr   = prometheus.NewDesc("tandem_gateway_protocol_errors_total", "WebSocket protocol violations by clients.", nil, nil)
+	descErrors     = prometheus.NewDesc("tandem_gateway_error_frames_total", "Error frames sent, by catalogue name.", []string{"name"}, nil)
+	descCloses     = prometheus.NewDesc("tandem_gateway_closes_total", "Sessions closed, by WebSocket close code.", []string{"code"}, nil)
+	descCommits    = prometheus.NewDesc("tandem_store_commits_total", "Store transactions committed (one fsync each).", nil, nil)
+	descOps        = prometheus.NewDesc("tandem_store_ops_total", "Appends and activations made durable.", nil, nil)
+	descEntries    = prometheus.NewDesc("tandem_store_entries_total", "Sync-log entries made durable.", nil, nil)
+	descFailed     = prometheus.NewDesc("tandem_store_failed_total", "Appends and activations that failed.", nil, nil)
+	descQueued     = prometheus.NewDesc("tandem_store_queued", "Appends waiting for the committer.", nil, nil)
+	descLastCommit = prometheus.NewDesc("tandem_store_last_commit_ops", "Appends in the latest group commit.", nil, nil)
+)
+
+func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descSessions, descLoggedIn, descAccepted, descUpgraded, descHandshake,
+		descFramesIn, descFramesOut, descSlow, descWriteErr, descProtoErr, descErrors, descCloses,
+		descCommits, descOps, descEntries, descFailed, descQueued, descLastCommit} {
+		ch <- d
+	}
+}
+
+func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
+	g := c.gw.Stats()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge(descSessions, float64(g.Sessions))
+	gauge(descLoggedIn, float64(g.LoggedIn))
+	counter(descAccepted, g.Accepted)
+	counter(descUpgraded, g.Upgraded)
+	counter(descHandshake, g.HandshakeFailures)
+	counter(descFramesIn, g.FramesIn)
+	counter(descFramesOut, g.FramesOut)
+	counter(descSlow, g.SlowConsumers)
+	counter(descWriteErr, g.WriteErrors)
+	counter(descProtoErr, g.ProtocolErrors)
+	for code, n := range g.Errors {
+		counter(descErrors, n, code.Name())
+	}
+	for code, n := range g.Closes {
+		counter(descCloses, n, strconv.Itoa(code))
+	}
+	s := c.store.Stats()
+	counter(descCommits, s.Commits)
+	counter(descOps, s.Ops)
+	counter(descEntries, s.Entries)
+	counter(descFailed, s.Failed)
+	gauge(descQueued, float64(s.Queued))
+	gauge(descLastCommit, float64(s.LastCommitOps))
+}
