@@ -19,6 +19,9 @@ type Config struct {
 	IdleTimeout time.Duration
 	// RequestTimeout bounds a gateway's or the API's request to an actor.
 	RequestTimeout time.Duration
+	// Policy decides which sessions a new login kicks; the zero value is
+	// per_class with DefaultLimits.
+	Policy Policy
 }
 
 // Defaults.
@@ -44,6 +47,7 @@ func (c Config) withDefaults() Config {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout
 	}
+	c.Policy = c.Policy.withDefaults()
 	return c
 }
 
@@ -61,6 +65,9 @@ func (c Config) Validate() error {
 	}
 	if c.RequestTimeout < 0 {
 		errs = append(errs, fmt.Errorf("request timeout %s: must not be negative", c.RequestTimeout))
+	}
+	if err := c.Policy.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -211,21 +211,22 @@ func (c *courier) stop() {
 }
 
 type metrics struct {
-	activations, logins, sends, appendFailures, courierDrops prometheus.Counter
-	activeUsers                                              prometheus.Gauge
+	activations, logins, loginConflicts, sends, appendFailures, courierDrops prometheus.Counter
+	activeUsers                                                              prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		activations:    prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_user_activations_total", Help: "User actor activations on this node."}),
 		logins:         prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_logins_total", Help: "Accepted device logins."}),
+		loginConflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_login_conflicts_total", Help: "Logins refused with LOGIN_CONFLICT (no_kick or automatic reconnect)."}),
 		sends:          prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_sends_total", Help: "Send frames received by user actors."}),
 		appendFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_append_failures_total", Help: "Failed log appends (fenced or storage errors); each stops its actor."}),
 		courierDrops:   prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_courier_drops_total", Help: "Actor-to-actor messages dropped (queue full or no activation); re-driven by the outbox."}),
 		activeUsers:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "tandem_active_users", Help: "User actors active on this node."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.activations, m.logins, m.sends, m.appendFailures, m.courierDrops, m.activeUsers)
+		reg.MustRegister(m.activations, m.logins, m.loginConflicts, m.sends, m.appendFailures, m.courierDrops, m.activeUsers)
 	}
 	return m
 }

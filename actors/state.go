@@ -2,6 +2,7 @@ package actors
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -30,6 +31,7 @@ type userState struct {
 	lastTime  int64           // entries' server time never goes backwards
 
 	sessions map[sessionKey]*session
+	logins   uint64 // login counter: orders sessions oldest to newest
 
 	// Appends submitted to the store, oldest first. The store completes them
 	// in this order; each completion pops the head.
@@ -68,6 +70,8 @@ func (k sessionKey) gw() gwKey { return gwKey{k.addr, k.id} }
 type session struct {
 	key    sessionKey
 	info   *wire.DeviceInfo
+	class  Class
+	order  uint64          // login order: smaller is older
 	live   bool            // catch-up done: pushes flow
 	next   persistence.Seq // while catching up: next seq to page
 	cursor persistence.Seq
@@ -190,22 +194,40 @@ func lostSession(key sessionKey) effect {
 // needsCompensation says so.
 func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Time, compFrom persistence.Seq) (*wire.Frame, []effect) {
 	l := req.GetLogin()
-	var effs []effect
-	// The same device ID replaces its own older session.
+	class, _ := PlatformClass(l.GetPlatform())
+	live := make([]liveLogin, 0, len(s.sessions))
 	for k, old := range s.sessions {
-		if old.info.GetDeviceId() == l.GetDeviceId() && k != key {
-			effs = append(effs, effKick{key: k, kick: &wire.Kick{
-				Reason:            wire.Kick_LOGIN_CONFLICT,
-				NewDevicePlatform: l.GetPlatform(),
-				NewDeviceLoginExt: l.GetLoginExt(),
-				CloseCode:         wire.CloseLoginConflict,
-			}})
-			s.flushCursor(old)
-			delete(s.sessions, k)
+		if k == key {
+			continue // a repeated Login of the same connection; the gateway refuses it first
 		}
+		live = append(live, liveLogin{key: k, device: old.info.GetDeviceId(), class: old.class, tag: old.info.GetTag(), order: old.order})
 	}
+	d := decideLogin(s.cfg.Policy, live, newLogin{
+		device: l.GetDeviceId(), class: class, tag: l.GetTag(), noKick: l.GetNoKick(), reconnect: l.GetReconnect(),
+	})
+	if d.conflict {
+		why := "another session holds this device's slot and this login may not kick it (no_kick)"
+		if l.GetReconnect() {
+			why = "this device's slot was taken by a newer login; an automatic reconnect never kicks: ask the user, then log in without reconnect"
+		}
+		return wire.ErrFrame(0, wire.CodeLoginConflict, why), nil
+	}
+	var effs []effect
+	for _, k := range append(d.replace, d.kick...) {
+		effs = append(effs, effKick{key: k, kick: &wire.Kick{
+			Reason:            wire.Kick_LOGIN_CONFLICT,
+			NewDevicePlatform: l.GetPlatform(),
+			NewDeviceLoginExt: l.GetLoginExt(),
+			CloseCode:         wire.CloseLoginConflict,
+		}})
+		s.flushCursor(s.sessions[k])
+		delete(s.sessions, k)
+	}
+	s.logins++
 	sess := &session{
-		key: key,
+		key:   key,
+		class: class,
+		order: s.logins,
 		info: &wire.DeviceInfo{
 			DeviceId:   l.GetDeviceId(),
 			Platform:   l.GetPlatform(),
@@ -278,6 +300,20 @@ func (s *userState) syncPage(key sessionKey, reqID uint64, entries []*wire.Entry
 	return []effect{s.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_SyncPage{SyncPage: &wire.SyncPage{
 		Entries: entries, HasMore: len(entries) >= limit, LastSeq: uint64(s.committed),
 	}}})}
+}
+
+// listDevices answers ListDevices: the user's live sessions, oldest first.
+func (s *userState) listDevices(key sessionKey, reqID uint64) []effect {
+	all := make([]*session, 0, len(s.sessions))
+	for _, sess := range s.sessions {
+		all = append(all, sess)
+	}
+	slices.SortFunc(all, func(a, b *session) int { return cmpUint(a.order, b.order) })
+	list := &wire.DeviceList{}
+	for _, sess := range all {
+		list.Devices = append(list.Devices, sess.info)
+	}
+	return []effect{s.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_DeviceList{DeviceList: list}})}
 }
 
 // closed forgets a session that ended.

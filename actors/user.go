@@ -187,8 +187,13 @@ func (a *userActor) onLogin(ctx actor.Context, m *actorpb.LoginRequest, now time
 		comp = seq
 	}
 	reply, effs := a.st.login(keyOf(m.GetSession()), m, now, comp)
-	ctx.Respond(&actorpb.LoginResult{Reply: reply, Ok: true})
-	a.rt.metrics.logins.Inc()
+	ok := reply.GetLoginOk() != nil
+	ctx.Respond(&actorpb.LoginResult{Reply: reply, Ok: ok})
+	if ok {
+		a.rt.metrics.logins.Inc()
+	} else {
+		a.rt.metrics.loginConflicts.Inc()
+	}
 	a.perform(ctx, effs)
 }
 
@@ -215,6 +220,8 @@ func (a *userActor) onFrame(ctx actor.Context, m *actorpb.ClientFrame, now time.
 			return
 		}
 		a.perform(ctx, a.st.syncPage(key, f.GetId(), entries, limit))
+	case *wire.Frame_ListDevices:
+		a.perform(ctx, a.st.listDevices(key, f.GetId()))
 	case *wire.Frame_CursorAck:
 		a.st.cursorAck(key, b.CursorAck.GetSeq())
 		a.perform(ctx, []effect{a.st.reply(key, &wire.Frame{Id: f.GetId(), Body: &wire.Frame_Ok{Ok: &wire.Ok{}}})})

@@ -26,6 +26,9 @@ type Config struct {
 	Store      string   // "badger" (default) or a postgres:// URL
 	LogLevel   string   // debug, info (default), warn, error
 
+	KickPolicy  string // single, per_class (default) or tag
+	ClassLimits string // per_class limits, e.g. "mobile=1,web=4"; unnamed classes keep their defaults
+
 	HeartbeatTimeout time.Duration // default 60 s
 	CompensationDays int           // default 1, max 7
 	Retention        time.Duration // default 30 days (validated; trimming is not implemented yet)
@@ -89,6 +92,9 @@ func (c Config) Validate() error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
+	if _, err := actors.ParseLimits(c.ClassLimits); err != nil {
+		errs = append(errs, fmt.Errorf("--class-limits: %w", err))
+	}
 	if err := c.actors().Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -96,7 +102,12 @@ func (c Config) Validate() error {
 }
 
 func (c Config) actors() actors.Config {
-	return actors.Config{HeartbeatTimeout: c.HeartbeatTimeout, CompensationDays: c.CompensationDays}
+	limits, _ := actors.ParseLimits(c.ClassLimits) // Validate reports the error
+	return actors.Config{
+		HeartbeatTimeout: c.HeartbeatTimeout,
+		CompensationDays: c.CompensationDays,
+		Policy:           actors.Policy{Mode: actors.PolicyMode(c.KickPolicy), Limits: limits},
+	}
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -126,6 +137,8 @@ func ParseFlags(args []string) (Config, error) {
 	fs.DurationVar(&c.HeartbeatTimeout, "heartbeat-timeout", actors.DefaultHeartbeatTimeout, "drop a session silent this long")
 	fs.IntVar(&c.CompensationDays, "compensation-days", actors.DefaultCompensationDays, "days of history a device without a cursor gets (1-7)")
 	fs.DurationVar(&c.Retention, "retention", DefaultRetention, "keep sync-log entries this long")
+	fs.StringVar(&c.KickPolicy, "kick-policy", "per_class", "single, per_class or tag")
+	fs.StringVar(&c.ClassLimits, "class-limits", "", "per_class limits, e.g. mobile=1,pad=1,desktop=1,web=10,miniprogram=1 (these are the defaults)")
 	fs.BoolVar(&c.UnsafeMultiNodeBadger, "unsafe-multi-node-badger", false, "allow a multi-node cluster on badger (a node's data is lost with it)")
 
 	set := map[string]bool{}

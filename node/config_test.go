@@ -39,6 +39,10 @@ func TestValidateRefuses(t *testing.T) {
 		{"retention too short", []string{"--retention", "1h"}, "retention"},
 		{"log level", []string{"--log-level", "loud"}, "log-level"},
 		{"stray argument", []string{"serve"}, "unexpected arguments"},
+		{"kick policy", []string{"--kick-policy", "lottery"}, "kick policy"},
+		{"class limits syntax", []string{"--class-limits", "web"}, "class-limits"},
+		{"class limits class", []string{"--class-limits", "fridge=2"}, "unknown platform class"},
+		{"class limits zero", []string{"--class-limits", "web=0"}, "must be 1-1000"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseFlags(tc.args)

@@ -54,26 +54,36 @@ func (c *rawConn) write(f *wire.Frame) {
 func (c *rawConn) read() (*wire.Frame, ws.StatusCode) {
 	c.t.Helper()
 	c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	f, code, err := c.next()
+	if err != nil {
+		c.t.Fatalf("read: %v", err)
+	}
+	return f, code
+}
+
+// next is read without the test's deadline and without failing the test
+// (for use off the test goroutine).
+func (c *rawConn) next() (*wire.Frame, ws.StatusCode, error) {
 	for {
 		msgs, err := wsutil.ReadServerMessage(c.nc, nil)
 		if err != nil {
 			var ce wsutil.ClosedError
 			if asClosed(err, &ce) {
-				return nil, ce.Code
+				return nil, ce.Code, nil
 			}
-			c.t.Fatalf("read: %v", err)
+			return nil, 0, err
 		}
 		for _, m := range msgs {
 			switch m.OpCode {
 			case ws.OpClose:
 				code, _ := ws.ParseCloseFrameData(m.Payload)
-				return nil, code
+				return nil, code, nil
 			case ws.OpBinary:
 				var f wire.Frame
 				if err := proto.Unmarshal(m.Payload, &f); err != nil {
-					c.t.Fatalf("undecodable server frame: %v", err)
+					return nil, 0, err
 				}
-				return &f, 0
+				return &f, 0, nil
 			}
 		}
 	}

@@ -37,6 +37,12 @@ func (n *testNode) apiURL() string { return "http://" + n.APIAddr() }
 // the kernel; it is stopped at cleanup unless stopped before.
 func startNode(t *testing.T, dir string) *testNode {
 	t.Helper()
+	return startNodeWith(t, dir, func(*node.Config) {})
+}
+
+// startNodeWith is startNode with a hook to change the configuration.
+func startNodeWith(t *testing.T, dir string, edit func(*node.Config)) *testNode {
+	t.Helper()
 	cfg := node.Config{
 		DataDir:    dir,
 		WSAddr:     "127.0.0.1:0",
@@ -46,6 +52,7 @@ func startNode(t *testing.T, dir string) *testNode {
 		AdminKey:   adminKey,
 		JWTSecret:  jwtSecret,
 	}
+	edit(&cfg)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	n, err := node.Start(context.Background(), cfg, log)
 	if err != nil {
