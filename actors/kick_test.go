@@ -108,7 +108,7 @@ func runKickScript(t *testing.T, path string) {
 			if !ok {
 				fail("no live session for %s", f[1])
 			}
-			st.closed(k)
+			st.closed(k, false, t0)
 			delete(keyOf, f[1])
 		case "expect":
 			switch f[1] {

@@ -213,6 +213,10 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 		return wire.ErrFrame(0, wire.CodeLoginConflict, why), nil
 	}
 	var effs []effect
+	var events []*wire.Entry
+	for _, k := range d.kick {
+		events = append(events, s.deviceEvent(wire.DeviceEvent_KICKED, s.sessions[k].info, now))
+	}
 	for _, k := range append(d.replace, d.kick...) {
 		effs = append(effs, effKick{key: k, kick: &wire.Kick{
 			Reason:            wire.Kick_LOGIN_CONFLICT,
@@ -253,13 +257,11 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 	}
 	s.sessions[key] = sess
 
-	rec, err := proto.Marshal(&actorpb.DeviceRecord{Info: sess.info, Cursor: uint64(sess.cursor), LastSeenMs: now.UnixMilli()})
-	if err != nil {
-		panic(fmt.Sprintf("marshal device record: %v", err)) // cannot fail for a valid message
-	}
-	effs = append(effs, s.submit(persistence.AppendRequest{
+	rec := mustMarshal(&actorpb.DeviceRecord{Info: sess.info, Cursor: uint64(sess.cursor), LastSeenMs: now.UnixMilli()})
+	events = append(events, s.deviceEvent(wire.DeviceEvent_LOGGED_IN, sess.info, now))
+	effs = append(effs, s.appendEntries(events, persistence.AppendRequest{
 		Devices: []persistence.Device{{DeviceID: sess.info.DeviceId, Data: rec, Cursor: sess.cursor}},
-	}, &commit{}))
+	}))
 	effs = append(effs, effCatchup{key: key})
 	return &wire.Frame{Body: &wire.Frame_LoginOk{LoginOk: ok}}, effs
 }
@@ -316,12 +318,39 @@ func (s *userState) listDevices(key sessionKey, reqID uint64) []effect {
 	return []effect{s.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_DeviceList{DeviceList: list}})}
 }
 
-// closed forgets a session that ended.
-func (s *userState) closed(key sessionKey) {
-	if sess := s.sessions[key]; sess != nil {
-		s.flushCursor(sess)
-		delete(s.sessions, key)
+// closed forgets a session that ended. A logout is a device event worth
+// showing the user's other devices; a drop is not (presence covers it).
+func (s *userState) closed(key sessionKey, logout bool, now time.Time) []effect {
+	sess := s.sessions[key]
+	if sess == nil {
+		return nil
 	}
+	s.flushCursor(sess)
+	delete(s.sessions, key)
+	if !logout {
+		return nil
+	}
+	return []effect{s.appendEntries([]*wire.Entry{s.deviceEvent(wire.DeviceEvent_LOGGED_OUT, sess.info, now)}, persistence.AppendRequest{})}
+}
+
+// deviceEvent builds a log entry (seq assigned) for a device change.
+func (s *userState) deviceEvent(kind wire.DeviceEvent_Kind, info *wire.DeviceInfo, now time.Time) *wire.Entry {
+	t := s.nextTime(now)
+	s.lastSeq++
+	return &wire.Entry{Seq: uint64(s.lastSeq), ServerTimeMs: t, Kind: &wire.Entry_Device{Device: &wire.DeviceEvent{Kind: kind, Device: info}}}
+}
+
+// appendEntries submits entries (seqs already assigned, consecutive) with
+// req's side effects; on commit they are pushed to the live sessions.
+func (s *userState) appendEntries(entries []*wire.Entry, req persistence.AppendRequest) effect {
+	for _, e := range entries {
+		req.Entries = append(req.Entries, persistence.Entry{Seq: persistence.Seq(e.GetSeq()), TimeMS: e.GetServerTimeMs(), Data: mustMarshal(e)})
+	}
+	c := &commit{entries: entries}
+	if n := len(entries); n > 0 {
+		c.lastSeq = persistence.Seq(entries[n-1].GetSeq())
+	}
+	return s.submit(req, c)
 }
 
 func (s *userState) cursorAck(key sessionKey, seq uint64) {

@@ -124,6 +124,7 @@ func TestSendAckCarbonDeliver(t *testing.T) {
 	h := newHarness(t, "alice")
 	h.login(1, "phone", false, 0)
 	h.login(2, "laptop", false, 0)
+	seq := h.st.lastSeq + 1 // after the two devices' login events
 
 	effs := h.st.send(sk(1), 7, directSend("c1", "bob", "hi"), t0)
 	reqs := appends(effs)
@@ -131,13 +132,13 @@ func TestSendAckCarbonDeliver(t *testing.T) {
 		t.Fatalf("send gave %d appends, want 1", len(reqs))
 	}
 	r := reqs[0]
-	if r.User != "alice" || r.Epoch != 1 || len(r.Entries) != 1 || r.Entries[0].Seq != 1 {
-		t.Fatalf("append = %+v, want alice epoch 1 seq 1", r)
+	if r.User != "alice" || r.Epoch != 1 || len(r.Entries) != 1 || r.Entries[0].Seq != seq {
+		t.Fatalf("append = %+v, want alice epoch 1 seq %d", r, seq)
 	}
-	if len(r.Dedup) != 1 || r.Dedup[0] != (persistence.DedupKey{Key: "c:c1", Seq: 1}) {
+	if len(r.Dedup) != 1 || r.Dedup[0] != (persistence.DedupKey{Key: "c:c1", Seq: seq}) {
 		t.Fatalf("dedup = %+v", r.Dedup)
 	}
-	if len(r.OutboxPut) != 1 || r.OutboxPut[0].Key != "bob" || r.OutboxPut[0].Seq != 1 {
+	if len(r.OutboxPut) != 1 || r.OutboxPut[0].Key != "bob" || r.OutboxPut[0].Seq != seq {
 		t.Fatalf("outbox put = %+v: the fan-out must be pending in the same append", r.OutboxPut)
 	}
 	if got := framesTo(effs, 1); len(got) != 0 {
@@ -146,8 +147,8 @@ func TestSendAckCarbonDeliver(t *testing.T) {
 
 	done := h.st.appendDone(nil, t0)
 	acks := framesTo(done, 1)
-	if len(acks) != 1 || acks[0].GetId() != 7 || acks[0].GetSendAck().GetSeq() != 1 || acks[0].GetSendAck().GetMessageId() != "M0001" || acks[0].GetSendAck().GetDuplicate() {
-		t.Fatalf("sender session got %v, want one SendAck id 7 seq 1", acks)
+	if len(acks) != 1 || acks[0].GetId() != 7 || acks[0].GetSendAck().GetSeq() != uint64(seq) || acks[0].GetSendAck().GetMessageId() != "M0001" || acks[0].GetSendAck().GetDuplicate() {
+		t.Fatalf("sender session got %v, want one SendAck id 7 seq %d", acks, seq)
 	}
 	carbons := framesTo(done, 2)
 	if len(carbons) != 1 || len(carbons[0].GetPush().GetEntries()) != 1 {
@@ -164,14 +165,15 @@ func TestSendAckCarbonDeliver(t *testing.T) {
 	if theirs.GetConversation().GetId() != "alice" || !theirs.GetMentioned() || theirs.GetMessageId() != "M0001" {
 		t.Fatalf("recipient's copy = %v: conversation must be from bob's side and mention bob", theirs)
 	}
-	if h.st.committed != 1 || len(h.st.outbox) != 1 {
-		t.Fatalf("committed %d outbox %d, want 1 and 1", h.st.committed, len(h.st.outbox))
+	if h.st.committed != seq || len(h.st.outbox) != 1 {
+		t.Fatalf("committed %d outbox %d, want %d and 1", h.st.committed, len(h.st.outbox), seq)
 	}
 }
 
 func TestSendDedup(t *testing.T) {
 	h := newHarness(t, "alice")
 	h.login(1, "phone", false, 0)
+	seq := h.st.lastSeq + 1
 
 	first := h.st.send(sk(1), 1, directSend("c1", "bob", "hi"), t0)
 	// A resend while the first is in flight waits for the same commit.
@@ -186,7 +188,7 @@ func TestSendDedup(t *testing.T) {
 	}
 
 	// After the commit the store's index answers: same ids, no new append.
-	h.log.byKey["c:c1"] = &wire.Entry{Seq: 1, Kind: &wire.Entry_Message{Message: &wire.Message{MessageId: "M0001", ServerTimeMs: 42}}}
+	h.log.byKey["c:c1"] = &wire.Entry{Seq: uint64(seq), Kind: &wire.Entry_Message{Message: &wire.Message{MessageId: "M0001", ServerTimeMs: 42}}}
 	effs := h.st.send(sk(1), 3, directSend("c1", "bob", "hi"), t0)
 	if len(appends(effs)) != 0 {
 		t.Fatal("a resend after commit appended again")
@@ -195,8 +197,8 @@ func TestSendDedup(t *testing.T) {
 	if len(a) != 1 || !a[0].GetSendAck().GetDuplicate() || a[0].GetSendAck().GetMessageId() != "M0001" || a[0].GetSendAck().GetServerTimeMs() != 42 {
 		t.Fatalf("late resend answered %v", a)
 	}
-	if h.st.lastSeq != 1 {
-		t.Fatalf("lastSeq = %d after duplicates, want 1", h.st.lastSeq)
+	if h.st.lastSeq != seq {
+		t.Fatalf("lastSeq = %d after duplicates, want %d", h.st.lastSeq, seq)
 	}
 
 	// A storage error on the lookup is a temporary error, not a new message.
@@ -210,6 +212,7 @@ func TestSendDedup(t *testing.T) {
 func TestSendValidation(t *testing.T) {
 	h := newHarness(t, "alice")
 	h.login(1, "phone", false, 0)
+	base := h.st.lastSeq
 	bad := map[string]*wire.Send{
 		"empty client id":  {Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 1},
 		"bad peer id":      {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "b b"}, Type: 1},
@@ -229,7 +232,7 @@ func TestSendValidation(t *testing.T) {
 			if len(f) != 1 || f[0].GetError().GetName() != "INVALID_ARGUMENT" || f[0].GetId() != 9 {
 				t.Fatalf("got %v, want INVALID_ARGUMENT for id 9", f)
 			}
-			if len(appends(effs)) != 0 || h.st.lastSeq != 0 {
+			if len(appends(effs)) != 0 || h.st.lastSeq != base {
 				t.Fatal("a refused send changed the log")
 			}
 		})
@@ -246,11 +249,12 @@ func TestDeliverIdempotentAndPushed(t *testing.T) {
 	h := newHarness(t, "bob")
 	h.login(1, "phone", false, 0)
 	h.login(2, "pad", false, 0)
+	seq := h.st.lastSeq + 1
 	d := &actorpb.Deliver{FromUser: "alice", OriginSeq: 5, Message: &wire.Message{
 		MessageId: "M1", Sender: "alice", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "alice"}, Type: 1,
 	}}
 	effs := h.st.deliver(d, t0)
-	if r := appends(effs); len(r) != 1 || r[0].Dedup[0].Key != "m:M1" || r[0].Entries[0].Seq != 1 {
+	if r := appends(effs); len(r) != 1 || r[0].Dedup[0].Key != "m:M1" || r[0].Entries[0].Seq != seq {
 		t.Fatalf("deliver appended %+v", r)
 	}
 	if again := h.st.deliver(d, t0); len(again) != 0 {
@@ -266,11 +270,11 @@ func TestDeliverIdempotentAndPushed(t *testing.T) {
 			ack = a.ack
 		}
 	}
-	if ack == nil || ack.GetSeq() != 1 || ack.GetOriginSeq() != 5 || ack.GetToUser() != "bob" {
+	if ack == nil || ack.GetSeq() != uint64(seq) || ack.GetOriginSeq() != 5 || ack.GetToUser() != "bob" {
 		t.Fatalf("deliver ack = %v", ack)
 	}
 	// A re-driven copy after the commit is answered from the index.
-	h.log.byKey["m:M1"] = &wire.Entry{Seq: 1}
+	h.log.byKey["m:M1"] = &wire.Entry{Seq: uint64(seq)}
 	effs = h.st.deliver(d, t0)
 	if len(appends(effs)) != 0 || len(effs) != 1 {
 		t.Fatalf("re-driven deliver gave %v, want only an ack", effs)
@@ -280,6 +284,7 @@ func TestDeliverIdempotentAndPushed(t *testing.T) {
 func TestOutboxConfirmRedriveAndFlush(t *testing.T) {
 	h := newHarness(t, "alice")
 	h.login(1, "phone", false, 0)
+	seq := h.st.lastSeq + 1
 	h.completeAppends(h.st.send(sk(1), 1, directSend("c1", "bob", "hi"), t0))
 	if len(h.st.outbox) != 1 {
 		t.Fatal("no pending fan-out after the commit")
@@ -292,17 +297,17 @@ func TestOutboxConfirmRedriveAndFlush(t *testing.T) {
 		t.Fatalf("not re-driven after 1 s: %v", d)
 	}
 	// Confirmed: deleted in the next flush, never re-driven again.
-	h.st.deliverAck(&actorpb.DeliverAck{ToUser: "bob", MessageId: "M0001", OriginSeq: 1, Seq: 3})
+	h.st.deliverAck(&actorpb.DeliverAck{ToUser: "bob", MessageId: "M0001", OriginSeq: uint64(seq), Seq: 3})
 	effs := h.st.tick(t0.Add(time.Hour))
 	if len(delivers(effs)) != 0 {
 		t.Fatal("re-driven after confirmation")
 	}
 	r := appends(effs)
-	if len(r) != 1 || len(r[0].OutboxDone) != 1 || r[0].OutboxDone[0] != (persistence.OutboxRef{Seq: 1, Key: "bob"}) || len(r[0].Entries) != 0 {
+	if len(r) != 1 || len(r[0].OutboxDone) != 1 || r[0].OutboxDone[0] != (persistence.OutboxRef{Seq: seq, Key: "bob"}) || len(r[0].Entries) != 0 {
 		t.Fatalf("flush = %+v", r)
 	}
 	// An ack for something else changes nothing.
-	if effs := h.st.deliverAck(&actorpb.DeliverAck{ToUser: "carol", OriginSeq: 1}); len(effs) != 0 {
+	if effs := h.st.deliverAck(&actorpb.DeliverAck{ToUser: "carol", OriginSeq: uint64(seq)}); len(effs) != 0 {
 		t.Fatal("stray ack acted on")
 	}
 }
@@ -322,6 +327,7 @@ func TestActivationRedrivesOutbox(t *testing.T) {
 func TestSeqsDenseAndTimeMonotonic(t *testing.T) {
 	h := newHarness(t, "alice")
 	h.login(1, "phone", false, 0)
+	base := h.st.lastSeq
 	var seqs []persistence.Seq
 	var times []int64
 	for i := range 5 {
@@ -336,8 +342,8 @@ func TestSeqsDenseAndTimeMonotonic(t *testing.T) {
 		}
 	}
 	for i, s := range seqs {
-		if s != persistence.Seq(i+1) {
-			t.Fatalf("seqs %v not dense from 1", seqs)
+		if s != base+persistence.Seq(i+1) {
+			t.Fatalf("seqs %v not dense from %d", seqs, base+1)
 		}
 		if i > 0 && times[i] < times[i-1] {
 			t.Fatalf("entry times went backwards: %v", times)
@@ -428,8 +434,8 @@ func TestCursorAckClampedAndFlushed(t *testing.T) {
 	h.completeAppends(h.st.send(sk(1), 1, directSend("c1", "alice", "note to self"), t0))
 	h.st.cursorAck(sk(1), 1000) // beyond the log: clamped
 	r := appends(h.st.tick(t0))
-	if len(r) != 1 || len(r[0].Devices) != 1 || r[0].Devices[0].Cursor != 1 || r[0].Devices[0].Data != nil {
-		t.Fatalf("cursor flush = %+v, want cursor 1 without rewriting the record", r)
+	if len(r) != 1 || len(r[0].Devices) != 1 || r[0].Devices[0].Cursor != h.st.committed || r[0].Devices[0].Data != nil {
+		t.Fatalf("cursor flush = %+v, want cursor %d (the log's end) without rewriting the record", r, h.st.committed)
 	}
 }
 
@@ -497,5 +503,45 @@ func TestValidID(t *testing.T) {
 		if got := ValidID(s); got != want {
 			t.Errorf("ValidID(%q) = %v, want %v", s, got, want)
 		}
+	}
+}
+
+func TestDeviceEventsInLog(t *testing.T) {
+	h := newHarness(t, "alice")
+	h.login(1, "phone", false, 0)
+	if h.st.lastSeq != 1 {
+		t.Fatalf("a login must write one LOGGED_IN entry, lastSeq = %d", h.st.lastSeq)
+	}
+	// A second device logs in: the live phone is told.
+	_, effs := h.st.login(sk(2), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "laptop", Platform: "macos", LoginExt: "MBP"}}, t0, 1)
+	pushed := framesTo(h.completeAppends(effs), 1)
+	if len(pushed) != 1 || pushed[0].GetPush().GetEntries()[0].GetDevice().GetKind() != wire.DeviceEvent_LOGGED_IN ||
+		pushed[0].GetPush().GetEntries()[0].GetDevice().GetDevice().GetLoginExt() != "MBP" {
+		t.Fatalf("phone got %v, want the laptop's LOGGED_IN event", pushed)
+	}
+	h.st.catchupPage(sk(2), nil, pageLimit)
+
+	// A new phone kicks the old one: KICKED then LOGGED_IN, one append.
+	_, effs = h.st.login(sk(3), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "phone2", Platform: "android"}}, t0, 1)
+	r := appends(effs)
+	if len(r) != 1 || len(r[0].Entries) != 2 {
+		t.Fatalf("kicking login appended %+v, want KICKED and LOGGED_IN in one append", r)
+	}
+	pushed = framesTo(h.completeAppends(effs), 2)
+	es := pushed[0].GetPush().GetEntries()
+	if len(es) != 2 || es[0].GetDevice().GetKind() != wire.DeviceEvent_KICKED || es[0].GetDevice().GetDevice().GetDeviceId() != "phone" ||
+		es[1].GetDevice().GetKind() != wire.DeviceEvent_LOGGED_IN {
+		t.Fatalf("laptop got %v", es)
+	}
+	h.st.catchupPage(sk(3), nil, pageLimit)
+
+	// A drop writes nothing; a logout writes LOGGED_OUT.
+	before := h.st.lastSeq
+	if effs := h.st.closed(sk(3), false, t0); len(effs) != 0 || h.st.lastSeq != before {
+		t.Fatalf("a dropped session wrote %v", effs)
+	}
+	effs = h.st.closed(sk(2), true, t0)
+	if r := appends(effs); len(r) != 1 || len(r[0].Entries) != 1 || h.st.lastSeq != before+1 {
+		t.Fatalf("logout appended %+v", r)
 	}
 }

@@ -63,7 +63,7 @@ func (a *userActor) Receive(ctx actor.Context) {
 	case *actorpb.ClientFrame:
 		a.onFrame(ctx, m, now)
 	case *actorpb.SessionClosed:
-		a.st.closed(keyOf(m.GetSession()))
+		a.perform(ctx, a.st.closed(keyOf(m.GetSession()), m.GetLogout(), now))
 		if ctx.Sender() != nil {
 			ctx.Respond(&actorpb.Done{})
 		}
@@ -246,7 +246,7 @@ func (a *userActor) onCatchup(ctx actor.Context, key sessionKey) {
 	entries, err := a.read(sess.next-1, pageLimit)
 	if err != nil {
 		a.log.Error("catch-up read failed", "err", err)
-		a.st.closed(key)
+		a.st.closed(key, false, time.Now())
 		a.perform(ctx, []effect{lostSession(key)})
 		return
 	}

@@ -125,6 +125,29 @@ func dial(t *testing.T, wsURL, apiURL, user, deviceID string, o devOpts) *device
 	return d
 }
 
+// msgs returns the message entries the device delivered, in order.
+func (d *device) msgs() []*wire.Entry {
+	var out []*wire.Entry
+	for _, e := range d.all() {
+		if e.GetMessage() != nil {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// waitMessages waits until the device has delivered n message entries.
+func (d *device) waitMessages(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(d.msgs()) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("device has %d messages, want %d: %s", len(d.msgs()), n, fmtEntries(d.all()))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // waitSeq waits until the device has delivered every entry up to seq.
 func (d *device) waitSeq(t *testing.T, seq uint64) {
 	t.Helper()
@@ -164,7 +187,11 @@ func messages(t *testing.T, who string, es []*wire.Entry, first uint64) map[stri
 func fmtEntries(es []*wire.Entry) string {
 	s := ""
 	for _, e := range es {
-		s += fmt.Sprintf("%d:%s ", e.GetSeq(), e.GetMessage().GetMessageId())
+		if m := e.GetMessage(); m != nil {
+			s += fmt.Sprintf("%d:%s ", e.GetSeq(), m.GetMessageId())
+		} else {
+			s += fmt.Sprintf("%d:%s ", e.GetSeq(), e.GetDevice().GetKind())
+		}
 	}
 	return s
 }

@@ -51,7 +51,7 @@ func TestKickOverWebSockets(t *testing.T) {
 	newer := dial(t, ws, api, "alice", "a-pixel", devOpts{platform: "android"})
 	_ = newer
 
-	f, code := old.read()
+	f, code := old.readReply()
 	k := f.GetKick()
 	if k == nil || k.GetReason() != wire.Kick_LOGIN_CONFLICT || k.GetNewDevicePlatform() != "android" || k.GetCloseCode() != wire.CloseLoginConflict || k.GetMayReconnect() {
 		t.Fatalf("kicked device got %v (close %d), want Kick LOGIN_CONFLICT from android, close code 4010, no reconnect", f, code)
@@ -75,9 +75,9 @@ func TestKickOverWebSockets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bob.waitSeq(t, 1)
+	bob.waitMessages(t, 1)
 	laptop.waitSeq(t, ack.GetSeq())
-	if m := bob.all()[0].GetMessage(); m.GetSenderDevice() != "a-pixel" {
+	if m := bob.msgs()[0].GetMessage(); m.GetSenderDevice() != "a-pixel" {
 		t.Fatalf("bob got %v", m)
 	}
 
