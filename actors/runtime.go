@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tandem-im/tandem/api/webhook"
 	"github.com/tandem-im/tandem/persistence"
 	"github.com/tandem-im/tandem/proto/actorpb"
 	"github.com/tandem-im/tandem/proto/wire"
@@ -34,6 +36,12 @@ type SessionTable interface {
 	Kick(sessionID uint64, k *wire.Kick) bool
 }
 
+// Publisher sends events to the app backend (webhook.Sender satisfies
+// it). Publish must not block.
+type Publisher interface {
+	Publish(ev webhook.Event) bool
+}
+
 // GatewayActorName is the name of the per-node gateway actor: user actors
 // anywhere in the cluster push to address/"gateway".
 const GatewayActorName = "gateway"
@@ -42,10 +50,12 @@ const GatewayActorName = "gateway"
 // store, the courier, the gateway actor. Build it with NewRuntime, pass
 // Kinds to the cluster, then Start it with the started cluster.
 type Runtime struct {
-	cfg     Config
-	store   Store
-	log     *slog.Logger
-	metrics *metrics
+	cfg      Config
+	store    Store
+	log      *slog.Logger
+	metrics  *metrics
+	hooks    Publisher // nil: no webhooks
+	presence *presence
 
 	// Set by Start, then read-only.
 	sys     *actor.ActorSystem
@@ -56,9 +66,42 @@ type Runtime struct {
 	wg      sync.WaitGroup
 }
 
-// NewRuntime returns a runtime; reg may be nil (no metrics registered).
-func NewRuntime(cfg Config, store Store, reg prometheus.Registerer, log *slog.Logger) *Runtime {
-	return &Runtime{cfg: cfg.withDefaults(), store: store, log: log, metrics: newMetrics(reg)}
+// NewRuntime returns a runtime; hooks and reg may be nil (no webhooks, no
+// metrics registered).
+func NewRuntime(cfg Config, store Store, hooks Publisher, reg prometheus.Registerer, log *slog.Logger) *Runtime {
+	r := &Runtime{cfg: cfg.withDefaults(), store: store, log: log, metrics: newMetrics(reg), hooks: hooks, presence: newPresence()}
+	if reg != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tandem_online_users", Help: "Users with at least one live session whose actor is on this node.",
+		}, func() float64 { return float64(r.presence.count()) }))
+	}
+	return r
+}
+
+// Devices returns the live sessions of user (nil: offline), without
+// activating the user's actor.
+func (r *Runtime) Devices(user string) []*wire.DeviceInfo { return r.presence.get(user) }
+
+// Kick forces the user's sessions of device (all if device is "") offline
+// with kick reason ADMIN and returns the sessions it ended. An offline user
+// is not activated.
+func (r *Runtime) Kick(ctx context.Context, user, device string) ([]*wire.DeviceInfo, error) {
+	if len(r.presence.get(user)) == 0 {
+		return nil, nil
+	}
+	timeout := r.cfg.RequestTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	res, err := r.cl.Request(user, UserKind, &actorpb.AdminKick{DeviceId: device}, cluster.WithTimeout(timeout))
+	if err != nil {
+		return nil, fmt.Errorf("kick %q: %w", user, err)
+	}
+	kr, ok := res.(*actorpb.AdminKickResult)
+	if !ok {
+		return nil, fmt.Errorf("kick %q: unexpected answer %T", user, res)
+	}
+	return kr.GetKicked(), nil
 }
 
 // Kinds returns the cluster kinds this package implements.

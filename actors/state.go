@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tandem-im/tandem/api/webhook"
 	"github.com/tandem-im/tandem/persistence"
 	"github.com/tandem-im/tandem/proto/actorpb"
 	"github.com/tandem-im/tandem/proto/wire"
@@ -130,6 +131,10 @@ type (
 	effCatchup struct{ key sessionKey }
 	// effStop stops the actor (after the effects before it).
 	effStop struct{ reason string }
+	// effNotify publishes a webhook event to the app backend.
+	effNotify struct{ ev webhook.Event }
+	// effPresence publishes the user's live sessions (none: offline).
+	effPresence struct{ devices []*wire.DeviceInfo }
 )
 
 func (effAppend) isEffect()     {}
@@ -139,6 +144,8 @@ func (effDeliver) isEffect()    {}
 func (effDeliverAck) isEffect() {}
 func (effCatchup) isEffect()    {}
 func (effStop) isEffect()       {}
+func (effNotify) isEffect()     {}
+func (effPresence) isEffect()   {}
 
 func newUserState(user string, cfg Config, rd logReader, newID func() string) *userState {
 	return &userState{
@@ -212,10 +219,16 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 		}
 		return wire.ErrFrame(0, wire.CodeLoginConflict, why), nil
 	}
+	wasOnline := len(s.sessions) > 0
+	newInfo := &wire.DeviceInfo{DeviceId: l.GetDeviceId(), Platform: l.GetPlatform(), Tag: l.GetTag(), LoginExt: l.GetLoginExt(), AppVersion: l.GetAppVersion()}
 	var effs []effect
 	var events []*wire.Entry
 	for _, k := range d.kick {
 		events = append(events, s.deviceEvent(wire.DeviceEvent_KICKED, s.sessions[k].info, now))
+		effs = append(effs, s.notify(webhook.DeviceKicked, s.sessions[k].info, newInfo, wire.Kick_LOGIN_CONFLICT.String(), now))
+	}
+	for _, k := range d.replace {
+		effs = append(effs, s.notify(webhook.DeviceLogout, s.sessions[k].info, nil, "replaced", now))
 	}
 	for _, k := range append(d.replace, d.kick...) {
 		effs = append(effs, effKick{key: k, kick: &wire.Kick{
@@ -262,7 +275,11 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 	effs = append(effs, s.appendEntries(events, persistence.AppendRequest{
 		Devices: []persistence.Device{{DeviceID: sess.info.DeviceId, Data: rec, Cursor: sess.cursor}},
 	}))
-	effs = append(effs, effCatchup{key: key})
+	effs = append(effs, s.notify(webhook.DeviceLogin, sess.info, nil, "", now))
+	if !wasOnline {
+		effs = append(effs, s.notify(webhook.UserOnline, sess.info, nil, "", now))
+	}
+	effs = append(effs, s.presence(), effCatchup{key: key})
 	return &wire.Frame{Body: &wire.Frame_LoginOk{LoginOk: ok}}, effs
 }
 
@@ -306,15 +323,7 @@ func (s *userState) syncPage(key sessionKey, reqID uint64, entries []*wire.Entry
 
 // listDevices answers ListDevices: the user's live sessions, oldest first.
 func (s *userState) listDevices(key sessionKey, reqID uint64) []effect {
-	all := make([]*session, 0, len(s.sessions))
-	for _, sess := range s.sessions {
-		all = append(all, sess)
-	}
-	slices.SortFunc(all, func(a, b *session) int { return cmpUint(a.order, b.order) })
-	list := &wire.DeviceList{}
-	for _, sess := range all {
-		list.Devices = append(list.Devices, sess.info)
-	}
+	list := &wire.DeviceList{Devices: s.presence().(effPresence).devices}
 	return []effect{s.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_DeviceList{DeviceList: list}})}
 }
 
@@ -327,10 +336,72 @@ func (s *userState) closed(key sessionKey, logout bool, now time.Time) []effect 
 	}
 	s.flushCursor(sess)
 	delete(s.sessions, key)
-	if !logout {
-		return nil
+	reason := "dropped"
+	var effs []effect
+	if logout {
+		reason = "logout"
+		effs = append(effs, s.appendEntries([]*wire.Entry{s.deviceEvent(wire.DeviceEvent_LOGGED_OUT, sess.info, now)}, persistence.AppendRequest{}))
 	}
-	return []effect{s.appendEntries([]*wire.Entry{s.deviceEvent(wire.DeviceEvent_LOGGED_OUT, sess.info, now)}, persistence.AppendRequest{})}
+	effs = append(effs, s.notify(webhook.DeviceLogout, sess.info, nil, reason, now))
+	if len(s.sessions) == 0 {
+		effs = append(effs, s.notify(webhook.UserOffline, sess.info, nil, reason, now))
+	}
+	return append(effs, s.presence())
+}
+
+// adminKick ends the sessions of device (every session if device is ""),
+// forced offline through the server API.
+func (s *userState) adminKick(device string, now time.Time) ([]*wire.DeviceInfo, []effect) {
+	var keys []sessionKey
+	for k, sess := range s.sessions {
+		if device == "" || sess.info.GetDeviceId() == device {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	slices.SortFunc(keys, func(a, b sessionKey) int { return cmpUint(s.sessions[a].order, s.sessions[b].order) })
+	var kicked []*wire.DeviceInfo
+	var events []*wire.Entry
+	var effs []effect
+	for _, k := range keys {
+		sess := s.sessions[k]
+		kicked = append(kicked, sess.info)
+		events = append(events, s.deviceEvent(wire.DeviceEvent_KICKED, sess.info, now))
+		effs = append(effs, effKick{key: k, kick: &wire.Kick{Reason: wire.Kick_ADMIN, CloseCode: wire.CloseKickedByAdmin}},
+			s.notify(webhook.DeviceKicked, sess.info, nil, wire.Kick_ADMIN.String(), now))
+		s.flushCursor(sess)
+		delete(s.sessions, k)
+	}
+	effs = append(effs, s.appendEntries(events, persistence.AppendRequest{}))
+	if len(s.sessions) == 0 {
+		effs = append(effs, s.notify(webhook.UserOffline, kicked[len(kicked)-1], nil, wire.Kick_ADMIN.String(), now))
+	}
+	return kicked, append(effs, s.presence())
+}
+
+// notify builds a webhook event about one device.
+func (s *userState) notify(t webhook.Type, dev, by *wire.DeviceInfo, reason string, now time.Time) effect {
+	ev := webhook.Event{Type: t, UserID: s.user, Device: hookDevice(dev), Reason: reason, AtMS: now.UnixMilli()}
+	if by != nil {
+		ev.KickedBy = hookDevice(by)
+	}
+	return effNotify{ev: ev}
+}
+
+// presence publishes the live sessions, oldest login first.
+func (s *userState) presence() effect {
+	all := make([]*session, 0, len(s.sessions))
+	for _, sess := range s.sessions {
+		all = append(all, sess)
+	}
+	slices.SortFunc(all, func(a, b *session) int { return cmpUint(a.order, b.order) })
+	devs := make([]*wire.DeviceInfo, len(all))
+	for i, sess := range all {
+		devs[i] = sess.info
+	}
+	return effPresence{devices: devs}
 }
 
 // deviceEvent builds a log entry (seq assigned) for a device change.
@@ -632,7 +703,7 @@ func (s *userState) fail(first *commit, err error) []effect {
 	s.sending = map[string]*pendingSend{}
 	s.sessions = map[sessionKey]*session{}
 	s.commits = nil
-	return append(effs, effStop{reason: err.Error()})
+	return append(effs, s.presence(), effStop{reason: err.Error()})
 }
 
 // pushLive pushes entries to every live session but skip, grouped by

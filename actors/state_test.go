@@ -537,11 +537,96 @@ func TestDeviceEventsInLog(t *testing.T) {
 
 	// A drop writes nothing; a logout writes LOGGED_OUT.
 	before := h.st.lastSeq
-	if effs := h.st.closed(sk(3), false, t0); len(effs) != 0 || h.st.lastSeq != before {
-		t.Fatalf("a dropped session wrote %v", effs)
+	if effs := h.st.closed(sk(3), false, t0); len(appends(effs)) != 0 || h.st.lastSeq != before {
+		t.Fatalf("a dropped session wrote %v", appends(effs))
 	}
 	effs = h.st.closed(sk(2), true, t0)
 	if r := appends(effs); len(r) != 1 || len(r[0].Entries) != 1 || h.st.lastSeq != before+1 {
 		t.Fatalf("logout appended %+v", r)
+	}
+}
+
+// notifications returns the webhook events in effs, as "type:device:reason".
+func notifications(effs []effect) []string {
+	var out []string
+	for _, e := range effs {
+		if n, ok := e.(effNotify); ok {
+			out = append(out, fmt.Sprintf("%s:%s:%s", n.ev.Type, n.ev.Device.DeviceID, n.ev.Reason))
+		}
+	}
+	return out
+}
+
+func lastPresence(effs []effect) (devs []string, found bool) {
+	for _, e := range effs {
+		if p, ok := e.(effPresence); ok {
+			devs, found = nil, true
+			for _, d := range p.devices {
+				devs = append(devs, d.GetDeviceId())
+			}
+		}
+	}
+	return devs, found
+}
+
+func TestPresenceAndWebhookEvents(t *testing.T) {
+	h := newHarness(t, "alice")
+	login := func(sid uint64, dev, platform string) []effect {
+		_, effs := h.st.login(sk(sid), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: dev, Platform: platform}}, t0, 1)
+		h.st.catchupPage(sk(sid), nil, pageLimit)
+		return effs
+	}
+	effs := login(1, "phone", "ios")
+	if got := fmt.Sprint(notifications(effs)); got != "[device.login:phone: user.online:phone:]" {
+		t.Fatalf("first login notified %s", got)
+	}
+	if devs, ok := lastPresence(effs); !ok || fmt.Sprint(devs) != "[phone]" {
+		t.Fatalf("presence after first login: %v %v", devs, ok)
+	}
+	effs = login(2, "web1", "web")
+	if got := fmt.Sprint(notifications(effs)); got != "[device.login:web1:]" {
+		t.Fatalf("second login notified %s (the user was already online)", got)
+	}
+	effs = login(3, "phone2", "android")
+	if got := fmt.Sprint(notifications(effs)); got != "[device.kicked:phone:LOGIN_CONFLICT device.login:phone2:]" {
+		t.Fatalf("kicking login notified %s", got)
+	}
+	for _, e := range effs {
+		if n, ok := e.(effNotify); ok && n.ev.Type == "device.kicked" && n.ev.KickedBy.DeviceID != "phone2" {
+			t.Fatalf("kick event names %q as the kicker", n.ev.KickedBy.DeviceID)
+		}
+	}
+	if devs, _ := lastPresence(effs); fmt.Sprint(devs) != "[web1 phone2]" {
+		t.Fatalf("presence = %v", devs)
+	}
+	effs = h.st.closed(sk(2), false, t0)
+	if got := fmt.Sprint(notifications(effs)); got != "[device.logout:web1:dropped]" {
+		t.Fatalf("drop notified %s", got)
+	}
+	// Admin kick of the last device: kicked, offline, presence empty, a KICKED entry.
+	kicked, effs := h.st.adminKick("", t0)
+	if len(kicked) != 1 || kicked[0].GetDeviceId() != "phone2" {
+		t.Fatalf("admin kick ended %v", kicked)
+	}
+	if got := fmt.Sprint(notifications(effs)); got != "[device.kicked:phone2:ADMIN user.offline:phone2:ADMIN]" {
+		t.Fatalf("admin kick notified %s", got)
+	}
+	var kick *wire.Kick
+	for _, e := range effs {
+		if k, ok := e.(effKick); ok {
+			kick = k.kick
+		}
+	}
+	if kick.GetReason() != wire.Kick_ADMIN || kick.GetCloseCode() != wire.CloseKickedByAdmin || kick.GetMayReconnect() {
+		t.Fatalf("admin kick frame %v", kick)
+	}
+	if devs, ok := lastPresence(effs); !ok || len(devs) != 0 {
+		t.Fatalf("presence after the last kick: %v", devs)
+	}
+	if r := appends(effs); len(r) != 1 || len(r[0].Entries) != 1 {
+		t.Fatalf("admin kick must log one KICKED entry: %+v", r)
+	}
+	if k, effs := h.st.adminKick("", t0); k != nil || effs != nil {
+		t.Fatal("kicking an offline user did something")
 	}
 }

@@ -73,6 +73,10 @@ func (a *userActor) Receive(ctx actor.Context) {
 		a.perform(ctx, a.st.deliverAck(m))
 	case *actorpb.InspectRequest:
 		ctx.Respond(a.inspect())
+	case *actorpb.AdminKick:
+		kicked, effs := a.st.adminKick(m.GetDeviceId(), now)
+		ctx.Respond(&actorpb.AdminKickResult{Kicked: kicked})
+		a.perform(ctx, effs)
 	case appendDone:
 		if m.err != nil {
 			a.log.Error("append failed; stopping the user actor", "user", a.user, "err", m.err)
@@ -165,6 +169,8 @@ func (a *userActor) refuse(ctx actor.Context) {
 		ctx.Respond(&actorpb.LoginResult{Reply: wire.ErrFrame(0, wire.CodeUnavailable, "user temporarily unavailable; retry")})
 	case *actorpb.ClientFrame:
 		a.perform(ctx, []effect{lostSession(keyOf(m.GetSession()))})
+	case *actorpb.AdminKick:
+		ctx.Respond(&actorpb.AdminKickResult{})
 	case *actorpb.SessionClosed, *actorpb.InspectRequest:
 		if ctx.Sender() != nil {
 			ctx.Respond(&actorpb.Done{Error: wire.Err(wire.CodeUnavailable, "user temporarily unavailable")})
@@ -305,6 +311,13 @@ func (a *userActor) perform(ctx actor.Context, effs []effect) {
 			a.rt.courier.send(e.to, e.ack)
 		case effCatchup:
 			ctx.Send(a.self, catchupStep{key: e.key})
+		case effNotify:
+			if a.rt.hooks != nil {
+				e.ev.Node = a.rt.sys.Address()
+				a.rt.hooks.Publish(e.ev)
+			}
+		case effPresence:
+			a.rt.presence.set(a.user, e.devices)
 		case effStop:
 			a.dead = true
 			a.log.Warn("user actor stopping", "reason", e.reason)

@@ -23,11 +23,22 @@ type TokenMinter interface {
 	Mint(user string, ttl time.Duration) (string, time.Time, error)
 }
 
+// Sessions is what the API needs from the user actors (actors.Runtime
+// satisfies it).
+type Sessions interface {
+	// Devices returns the user's live sessions; nil when offline.
+	Devices(user string) []*wire.DeviceInfo
+	// Kick ends the user's sessions of device (all if "") with kick reason
+	// ADMIN and returns the sessions it ended.
+	Kick(ctx context.Context, user, device string) ([]*wire.DeviceInfo, error)
+}
+
 // Config configures the server API. Zero value fields mean defaults.
 type Config struct {
 	Addr       string // default ":7401"
 	AdminKey   string // required
 	Minter     TokenMinter
+	Sessions   Sessions
 	Gatherer   prometheus.Gatherer // for /metrics; default: a new empty registry
 	Ready      func() error        // nil error = ready; default: always ready
 	ValidID    func(string) bool   // checks user IDs
@@ -46,8 +57,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.AdminKey == "" {
 		return nil, errors.New("api: admin key required")
 	}
-	if cfg.Minter == nil || cfg.ValidID == nil {
-		return nil, errors.New("api: token minter and ID validator required")
+	if cfg.Minter == nil || cfg.ValidID == nil || cfg.Sessions == nil {
+		return nil, errors.New("api: token minter, sessions and ID validator required")
 	}
 	if cfg.Addr == "" {
 		cfg.Addr = ":7401"
@@ -71,6 +82,10 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	s.mux.Handle("POST /v1/tokens", s.admin(s.mintToken))
+	s.mux.Handle("GET /v1/users/{user}/devices", s.admin(s.listDevices))
+	s.mux.Handle("DELETE /v1/users/{user}/devices", s.admin(s.kick))
+	s.mux.Handle("DELETE /v1/users/{user}/devices/{device}", s.admin(s.kick))
+	s.mux.Handle("POST /v1/online-status", s.admin(s.onlineStatus))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, wire.CodeNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	})

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -13,7 +14,36 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tandem-im/tandem/auth"
+	"github.com/tandem-im/tandem/proto/wire"
 )
+
+// fakeSessions stands in for the actors (the real ones are tested end to
+// end in test/e2e): alice has a phone and a laptop, everybody else is
+// offline, and "broken" fails.
+type fakeSessions struct{}
+
+func (fakeSessions) Devices(user string) []*wire.DeviceInfo {
+	if user != "alice" {
+		return nil
+	}
+	return []*wire.DeviceInfo{
+		{DeviceId: "phone", Platform: "ios", LoginId: "L1", SinceMs: 1},
+		{DeviceId: "laptop", Platform: "macos", LoginId: "L2", SinceMs: 2, LoginExt: "MBP"},
+	}
+}
+
+func (f fakeSessions) Kick(_ context.Context, user, device string) ([]*wire.DeviceInfo, error) {
+	if user == "broken" {
+		return nil, errors.New("timeout")
+	}
+	var out []*wire.DeviceInfo
+	for _, d := range f.Devices(user) {
+		if device == "" || d.GetDeviceId() == device {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
 
 func newTestServer(t *testing.T, ready func() error) (*httptest.Server, *auth.Keys) {
 	t.Helper()
@@ -25,7 +55,7 @@ func newTestServer(t *testing.T, ready func() error) (*httptest.Server, *auth.Ke
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_test_total", Help: "t"})
 	reg.MustRegister(c)
 	c.Add(3)
-	s, err := New(Config{AdminKey: "adm", Minter: keys, Gatherer: reg, Ready: ready,
+	s, err := New(Config{AdminKey: "adm", Minter: keys, Gatherer: reg, Ready: ready, Sessions: fakeSessions{},
 		ValidID: func(s string) bool { return s != "" && !strings.Contains(s, " ") }})
 	if err != nil {
 		t.Fatal(err)
@@ -129,5 +159,58 @@ func TestHealthReadyMetrics(t *testing.T) {
 	}
 	if code, m := do(t, "GET", ts.URL+"/v1/nothing", "adm", ""); code != 404 || errName(m) != "NOT_FOUND" {
 		t.Fatalf("unknown route: %d %v", code, m)
+	}
+}
+
+func TestDeviceRoutes(t *testing.T) {
+	ts, _ := newTestServer(t, nil)
+	code, m := do(t, "GET", ts.URL+"/v1/users/alice/devices", "adm", "")
+	devs, _ := m["devices"].([]any)
+	if code != 200 || m["online"] != true || len(devs) != 2 || devs[1].(map[string]any)["login_ext"] != "MBP" {
+		t.Fatalf("alice's devices: %d %v", code, m)
+	}
+	code, m = do(t, "GET", ts.URL+"/v1/users/bob/devices", "adm", "")
+	if devs, _ := m["devices"].([]any); code != 200 || m["online"] != false || len(devs) != 0 {
+		t.Fatalf("offline bob: %d %v", code, m)
+	}
+	if code, m := do(t, "GET", ts.URL+"/v1/users/alice/devices", "", ""); code != 401 || errName(m) != "UNAUTHORIZED" {
+		t.Fatalf("without the admin key: %d %v", code, m)
+	}
+	if code, m := do(t, "GET", ts.URL+"/v1/users/a%20b/devices", "adm", ""); code != 400 || errName(m) != "INVALID_ARGUMENT" {
+		t.Fatalf("bad user: %d %v", code, m)
+	}
+
+	code, m = do(t, "DELETE", ts.URL+"/v1/users/alice/devices/laptop", "adm", "")
+	if k, _ := m["kicked"].([]any); code != 200 || len(k) != 1 || k[0].(map[string]any)["device_id"] != "laptop" {
+		t.Fatalf("kick one device: %d %v", code, m)
+	}
+	code, m = do(t, "DELETE", ts.URL+"/v1/users/alice/devices", "adm", "")
+	if k, _ := m["kicked"].([]any); code != 200 || len(k) != 2 {
+		t.Fatalf("kick all: %d %v", code, m)
+	}
+	if code, m := do(t, "DELETE", ts.URL+"/v1/users/alice/devices/tablet", "adm", ""); code != 404 || errName(m) != "NOT_FOUND" {
+		t.Fatalf("kick an absent device: %d %v", code, m)
+	}
+	if code, m := do(t, "DELETE", ts.URL+"/v1/users/broken/devices", "adm", ""); code != 503 || errName(m) != "UNAVAILABLE" {
+		t.Fatalf("actor timeout: %d %v", code, m)
+	}
+}
+
+func TestOnlineStatus(t *testing.T) {
+	ts, _ := newTestServer(t, nil)
+	code, m := do(t, "POST", ts.URL+"/v1/online-status", "adm", `{"user_ids":["bob","alice"]}`)
+	users, _ := m["users"].([]any)
+	if code != 200 || len(users) != 2 {
+		t.Fatalf("status: %d %v", code, m)
+	}
+	bob, alice := users[0].(map[string]any), users[1].(map[string]any)
+	if bob["user_id"] != "bob" || bob["online"] != false || alice["online"] != true || len(alice["devices"].([]any)) != 2 {
+		t.Fatalf("status answers %v", users)
+	}
+	many := `{"user_ids":[` + strings.Repeat(`"u",`, MaxStatusUsers) + `"u"]}`
+	for name, body := range map[string]string{"empty": `{"user_ids":[]}`, "too many": many, "bad id": `{"user_ids":["a b"]}`} {
+		if code, m := do(t, "POST", ts.URL+"/v1/online-status", "adm", body); code != 400 || errName(m) != "INVALID_ARGUMENT" {
+			t.Fatalf("%s: %d %v", name, code, m)
+		}
 	}
 }

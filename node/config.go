@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tandem-im/tandem/actors"
+	"github.com/tandem-im/tandem/api/webhook"
 )
 
 // Config is one node's configuration. The zero value means defaults, except
@@ -25,6 +26,9 @@ type Config struct {
 	JWTSecret  string   // HS256 secret (≥ 16 bytes); generated into DataDir if empty
 	Store      string   // "badger" (default) or a postgres:// URL
 	LogLevel   string   // debug, info (default), warn, error
+
+	WebhookURL    string // app backend endpoint for online/offline/kick events; empty: none
+	WebhookSecret string // HMAC-SHA256 key for the X-Tandem-Signature header (required with a URL)
 
 	KickPolicy  string // single, per_class (default) or tag
 	ClassLimits string // per_class limits, e.g. "mobile=1,web=4"; unnamed classes keep their defaults
@@ -95,6 +99,9 @@ func (c Config) Validate() error {
 	if _, err := actors.ParseLimits(c.ClassLimits); err != nil {
 		errs = append(errs, fmt.Errorf("--class-limits: %w", err))
 	}
+	if err := (webhook.Config{URL: c.WebhookURL, Secret: c.WebhookSecret}).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("--webhook-url/--webhook-secret: %w", err))
+	}
 	if err := c.actors().Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -137,6 +144,8 @@ func ParseFlags(args []string) (Config, error) {
 	fs.DurationVar(&c.HeartbeatTimeout, "heartbeat-timeout", actors.DefaultHeartbeatTimeout, "drop a session silent this long")
 	fs.IntVar(&c.CompensationDays, "compensation-days", actors.DefaultCompensationDays, "days of history a device without a cursor gets (1-7)")
 	fs.DurationVar(&c.Retention, "retention", DefaultRetention, "keep sync-log entries this long")
+	fs.StringVar(&c.WebhookURL, "webhook-url", "", "POST online, offline and kick events here (JSON, HMAC-signed)")
+	fs.StringVar(&c.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 secret for webhook signatures")
 	fs.StringVar(&c.KickPolicy, "kick-policy", "per_class", "single, per_class or tag")
 	fs.StringVar(&c.ClassLimits, "class-limits", "", "per_class limits, e.g. mobile=1,pad=1,desktop=1,web=10,miniprogram=1 (these are the defaults)")
 	fs.BoolVar(&c.UnsafeMultiNodeBadger, "unsafe-multi-node-badger", false, "allow a multi-node cluster on badger (a node's data is lost with it)")

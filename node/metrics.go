@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tandem-im/tandem/api/webhook"
 	"github.com/tandem-im/tandem/gateway"
 	"github.com/tandem-im/tandem/persistence"
 )
@@ -76,4 +77,20 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descFailed, s.Failed)
 	gauge(descQueued, float64(s.Queued))
 	gauge(descLastCommit, float64(s.LastCommitOps))
+}
+
+func registerHookMetrics(reg *prometheus.Registry, h *webhook.Sender) {
+	for _, m := range []struct {
+		name, help string
+		get        func(webhook.Stats) uint64
+	}{
+		{"tandem_webhook_published_total", "Webhook events accepted for delivery.", func(s webhook.Stats) uint64 { return s.Published }},
+		{"tandem_webhook_delivered_total", "Webhook events the app backend acknowledged.", func(s webhook.Stats) uint64 { return s.Delivered }},
+		{"tandem_webhook_retried_total", "Webhook delivery retries.", func(s webhook.Stats) uint64 { return s.Retried }},
+		{"tandem_webhook_dropped_total", "Webhook events dropped because the queue was full.", func(s webhook.Stats) uint64 { return s.Dropped }},
+		{"tandem_webhook_failed_total", "Webhook events given up after every attempt or refused (4xx).", func(s webhook.Stats) uint64 { return s.Failed + s.Rejected }},
+	} {
+		get := m.get
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: m.name, Help: m.help}, func() float64 { return float64(get(h.Stats())) }))
+	}
 }

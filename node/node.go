@@ -20,6 +20,7 @@ import (
 
 	"github.com/tandem-im/tandem/actors"
 	"github.com/tandem-im/tandem/api"
+	"github.com/tandem-im/tandem/api/webhook"
 	"github.com/tandem-im/tandem/auth"
 	"github.com/tandem-im/tandem/cluster"
 	"github.com/tandem-im/tandem/gateway"
@@ -33,6 +34,8 @@ var (
 	_ gateway.Handler      = (*actors.Frontend)(nil)
 	_ actors.TokenVerifier = (*auth.Keys)(nil)
 	_ api.TokenMinter      = (*auth.Keys)(nil)
+	_ api.Sessions         = (*actors.Runtime)(nil)
+	_ actors.Publisher     = (*webhook.Sender)(nil)
 )
 
 // Node is one running node.
@@ -44,6 +47,10 @@ type Node struct {
 	rt     *actors.Runtime
 	gw     *gateway.Server
 	apiSrv *api.Server
+	hooks  *webhook.Sender
+
+	hooksCancel context.CancelFunc
+	hooksDone   chan struct{}
 
 	wsLn, apiLn net.Listener
 	cancel      context.CancelFunc
@@ -117,7 +124,25 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	n.rt = actors.NewRuntime(cfg.actors(), n.store, reg, log.With("component", "actors"))
+	n.hooks, err = webhook.New(webhook.Config{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret, Logger: log.With("component", "webhook")})
+	if err != nil {
+		return nil, err
+	}
+	hctx, hcancel := context.WithCancel(context.Background())
+	n.hooksCancel, n.hooksDone = hcancel, make(chan struct{})
+	go func() {
+		defer close(n.hooksDone)
+		if err := n.hooks.Run(hctx); err != nil {
+			log.Error("webhook sender", "err", err)
+		}
+	}()
+	registerHookMetrics(reg, n.hooks)
+
+	var hooks actors.Publisher
+	if n.hooks.Enabled() {
+		hooks = n.hooks
+	}
+	n.rt = actors.NewRuntime(cfg.actors(), n.store, hooks, reg, log.With("component", "actors"))
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(cluster.LoggerFactory(log.With("component", "protoactor"))))
 	n.member, err = cluster.Start(ctx, sys, cluster.Options{
 		RemoteAddr: cfg.RemoteAddr,
@@ -134,7 +159,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 		return nil, fmt.Errorf("start actors runtime: %w", err)
 	}
 	n.apiSrv, err = api.New(api.Config{
-		AdminKey: n.AdminKey, Minter: keys, Gatherer: reg, ValidID: actors.ValidID,
+		AdminKey: n.AdminKey, Minter: keys, Sessions: n.rt, Gatherer: reg, ValidID: actors.ValidID,
 		Logger: log.With("component", "api"),
 	})
 	if err != nil {
@@ -199,6 +224,10 @@ func (n *Node) teardown() {
 		if err := n.member.Stop(true); err != nil {
 			n.log.Warn("cluster member stop", "err", err)
 		}
+	}
+	if n.hooksCancel != nil { // after the actors: their last events are drained
+		n.hooksCancel()
+		<-n.hooksDone
 	}
 	if n.store != nil {
 		if err := n.store.Close(); err != nil {

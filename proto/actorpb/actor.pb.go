@@ -826,6 +826,149 @@ func (x *DeviceRecord) GetLastSeenMs() int64 {
 	return 0
 }
 
+// HTTP API → user actor: force sessions offline (kick reason ADMIN).
+type AdminKick struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId      string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"` // empty: every session of the user
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdminKick) Reset() {
+	*x = AdminKick{}
+	mi := &file_actorpb_actor_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminKick) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminKick) ProtoMessage() {}
+
+func (x *AdminKick) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminKick.ProtoReflect.Descriptor instead.
+func (*AdminKick) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *AdminKick) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+type AdminKickResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kicked        []*wire.DeviceInfo     `protobuf:"bytes,1,rep,name=kicked,proto3" json:"kicked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdminKickResult) Reset() {
+	*x = AdminKickResult{}
+	mi := &file_actorpb_actor_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminKickResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminKickResult) ProtoMessage() {}
+
+func (x *AdminKickResult) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminKickResult.ProtoReflect.Descriptor instead.
+func (*AdminKickResult) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AdminKickResult) GetKicked() []*wire.DeviceInfo {
+	if x != nil {
+		return x.Kicked
+	}
+	return nil
+}
+
+// User actor → user actor: a never-stored notice (a will message; later
+// transient messages) for the recipient's online devices only.
+type TransientDeliver struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FromUser      string                 `protobuf:"bytes,1,opt,name=from_user,json=fromUser,proto3" json:"from_user,omitempty"`
+	Message       *wire.Message          `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"` // conversation from the recipient's side
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransientDeliver) Reset() {
+	*x = TransientDeliver{}
+	mi := &file_actorpb_actor_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransientDeliver) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransientDeliver) ProtoMessage() {}
+
+func (x *TransientDeliver) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransientDeliver.ProtoReflect.Descriptor instead.
+func (*TransientDeliver) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *TransientDeliver) GetFromUser() string {
+	if x != nil {
+		return x.FromUser
+	}
+	return ""
+}
+
+func (x *TransientDeliver) GetMessage() *wire.Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
 var File_actorpb_actor_proto protoreflect.FileDescriptor
 
 const file_actorpb_actor_proto_rawDesc = "" +
@@ -890,7 +1033,14 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x04info\x18\x01 \x01(\v2\x1a.tandem.wire.v1.DeviceInfoR\x04info\x12\x16\n" +
 	"\x06cursor\x18\x02 \x01(\x04R\x06cursor\x12 \n" +
 	"\flast_seen_ms\x18\x03 \x01(\x03R\n" +
-	"lastSeenMsB+Z)github.com/tandem-im/tandem/proto/actorpbb\x06proto3"
+	"lastSeenMs\"(\n" +
+	"\tAdminKick\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\"E\n" +
+	"\x0fAdminKickResult\x122\n" +
+	"\x06kicked\x18\x01 \x03(\v2\x1a.tandem.wire.v1.DeviceInfoR\x06kicked\"b\n" +
+	"\x10TransientDeliver\x12\x1b\n" +
+	"\tfrom_user\x18\x01 \x01(\tR\bfromUser\x121\n" +
+	"\amessage\x18\x02 \x01(\v2\x17.tandem.wire.v1.MessageR\amessageB+Z)github.com/tandem-im/tandem/proto/actorpbb\x06proto3"
 
 var (
 	file_actorpb_actor_proto_rawDescOnce sync.Once
@@ -904,48 +1054,53 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 	return file_actorpb_actor_proto_rawDescData
 }
 
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_actorpb_actor_proto_goTypes = []any{
-	(*SessionRef)(nil),      // 0: tandem.actor.v1.SessionRef
-	(*LoginRequest)(nil),    // 1: tandem.actor.v1.LoginRequest
-	(*LoginResult)(nil),     // 2: tandem.actor.v1.LoginResult
-	(*ClientFrame)(nil),     // 3: tandem.actor.v1.ClientFrame
-	(*Done)(nil),            // 4: tandem.actor.v1.Done
-	(*SessionClosed)(nil),   // 5: tandem.actor.v1.SessionClosed
-	(*SessionPush)(nil),     // 6: tandem.actor.v1.SessionPush
-	(*SessionKick)(nil),     // 7: tandem.actor.v1.SessionKick
-	(*Deliver)(nil),         // 8: tandem.actor.v1.Deliver
-	(*DeliverAck)(nil),      // 9: tandem.actor.v1.DeliverAck
-	(*InspectRequest)(nil),  // 10: tandem.actor.v1.InspectRequest
-	(*InspectResult)(nil),   // 11: tandem.actor.v1.InspectResult
-	(*OutboxItem)(nil),      // 12: tandem.actor.v1.OutboxItem
-	(*DeviceRecord)(nil),    // 13: tandem.actor.v1.DeviceRecord
-	(*wire.Login)(nil),      // 14: tandem.wire.v1.Login
-	(*wire.Frame)(nil),      // 15: tandem.wire.v1.Frame
-	(*wire.Error)(nil),      // 16: tandem.wire.v1.Error
-	(*wire.Kick)(nil),       // 17: tandem.wire.v1.Kick
-	(*wire.Message)(nil),    // 18: tandem.wire.v1.Message
-	(*wire.DeviceInfo)(nil), // 19: tandem.wire.v1.DeviceInfo
+	(*SessionRef)(nil),       // 0: tandem.actor.v1.SessionRef
+	(*LoginRequest)(nil),     // 1: tandem.actor.v1.LoginRequest
+	(*LoginResult)(nil),      // 2: tandem.actor.v1.LoginResult
+	(*ClientFrame)(nil),      // 3: tandem.actor.v1.ClientFrame
+	(*Done)(nil),             // 4: tandem.actor.v1.Done
+	(*SessionClosed)(nil),    // 5: tandem.actor.v1.SessionClosed
+	(*SessionPush)(nil),      // 6: tandem.actor.v1.SessionPush
+	(*SessionKick)(nil),      // 7: tandem.actor.v1.SessionKick
+	(*Deliver)(nil),          // 8: tandem.actor.v1.Deliver
+	(*DeliverAck)(nil),       // 9: tandem.actor.v1.DeliverAck
+	(*InspectRequest)(nil),   // 10: tandem.actor.v1.InspectRequest
+	(*InspectResult)(nil),    // 11: tandem.actor.v1.InspectResult
+	(*OutboxItem)(nil),       // 12: tandem.actor.v1.OutboxItem
+	(*DeviceRecord)(nil),     // 13: tandem.actor.v1.DeviceRecord
+	(*AdminKick)(nil),        // 14: tandem.actor.v1.AdminKick
+	(*AdminKickResult)(nil),  // 15: tandem.actor.v1.AdminKickResult
+	(*TransientDeliver)(nil), // 16: tandem.actor.v1.TransientDeliver
+	(*wire.Login)(nil),       // 17: tandem.wire.v1.Login
+	(*wire.Frame)(nil),       // 18: tandem.wire.v1.Frame
+	(*wire.Error)(nil),       // 19: tandem.wire.v1.Error
+	(*wire.Kick)(nil),        // 20: tandem.wire.v1.Kick
+	(*wire.Message)(nil),     // 21: tandem.wire.v1.Message
+	(*wire.DeviceInfo)(nil),  // 22: tandem.wire.v1.DeviceInfo
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
 	0,  // 0: tandem.actor.v1.LoginRequest.session:type_name -> tandem.actor.v1.SessionRef
-	14, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
-	15, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
+	17, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
+	18, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
 	0,  // 3: tandem.actor.v1.ClientFrame.session:type_name -> tandem.actor.v1.SessionRef
-	15, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
-	16, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
+	18, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
+	19, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
 	0,  // 6: tandem.actor.v1.SessionClosed.session:type_name -> tandem.actor.v1.SessionRef
-	15, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
-	17, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
-	18, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
-	19, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
+	18, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
+	20, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
+	21, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
+	22, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
 	8,  // 11: tandem.actor.v1.OutboxItem.deliver:type_name -> tandem.actor.v1.Deliver
-	19, // 12: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	22, // 12: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
+	22, // 13: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
+	21, // 14: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
@@ -959,7 +1114,7 @@ func file_actorpb_actor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,165 @@
+//go:build !race
+
+package e2e
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tandem-im/tandem/api/webhook"
+	"github.com/tandem-im/tandem/node"
+	"github.com/tandem-im/tandem/proto/wire"
+)
+
+// hookRecorder is the app backend: a real HTTP server that checks every
+// webhook's signature and keeps the events.
+type hookRecorder struct {
+	mu     sync.Mutex
+	events []webhook.Event
+	bad    int
+}
+
+func (h *hookRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := webhook.Verify("hook-secret-123", r.Header, body, time.Now(), time.Minute); err != nil {
+		h.bad++
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return
+	}
+	var ev webhook.Event
+	if err := json.Unmarshal(body, &ev); err != nil {
+		h.bad++
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	h.events = append(h.events, ev)
+}
+
+// has reports whether an event of type t for user (and device, if given)
+// with reason (if given) arrived.
+func (h *hookRecorder) has(t webhook.Type, user, device, reason string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, e := range h.events {
+		if e.Type == t && e.UserID == user && (device == "" || e.Device.DeviceID == device) && (reason == "" || e.Reason == reason) {
+			return true
+		}
+	}
+	return false
+}
+
+func apiDo(t *testing.T, method, url, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+adminKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	return resp.StatusCode, m
+}
+
+// TestDevicesOnlineStatusWebhooks: online status and device lists through
+// the server API, force-offline by API (the kick frame says ADMIN, then
+// close 4011), and the webhooks the app backend receives, signed.
+func TestDevicesOnlineStatusWebhooks(t *testing.T) {
+	rec := &hookRecorder{}
+	backend := httptest.NewServer(rec)
+	t.Cleanup(backend.Close)
+	n := startNodeWith(t, t.TempDir(), func(c *node.Config) {
+		c.WebhookURL, c.WebhookSecret = backend.URL, "hook-secret-123"
+	})
+	ws, api := n.wsURL(), n.apiURL()
+
+	phone := rawDial(t, ws)
+	if f := phone.loginAs(&wire.Login{Token: token(t, api, "alice"), DeviceId: "a-phone", Platform: "ios", HasCursor: true, LoginExt: "iPhone"}, 1); f.GetLoginOk() == nil {
+		t.Fatalf("login: %v", f)
+	}
+	laptop := dial(t, ws, api, "alice", "a-laptop", devOpts{platform: "macos"})
+
+	code, m := apiDo(t, "POST", api+"/v1/online-status", `{"user_ids":["alice","bob"]}`)
+	users, _ := m["users"].([]any)
+	if code != 200 || len(users) != 2 {
+		t.Fatalf("online-status: %d %v", code, m)
+	}
+	a, b := users[0].(map[string]any), users[1].(map[string]any)
+	if a["online"] != true || len(a["devices"].([]any)) != 2 || b["online"] != false {
+		t.Fatalf("online-status answers %v", users)
+	}
+	code, m = apiDo(t, "GET", api+"/v1/users/alice/devices", "")
+	devs, _ := m["devices"].([]any)
+	if code != 200 || len(devs) != 2 || devs[0].(map[string]any)["device_id"] != "a-phone" || devs[0].(map[string]any)["login_ext"] != "iPhone" {
+		t.Fatalf("device list: %d %v", code, m)
+	}
+
+	// Force the phone offline: kick frame ADMIN, then close 4011.
+	code, m = apiDo(t, "DELETE", api+"/v1/users/alice/devices/a-phone", "")
+	if k, _ := m["kicked"].([]any); code != 200 || len(k) != 1 {
+		t.Fatalf("force offline: %d %v", code, m)
+	}
+	f, _ := phone.readReply()
+	if f.GetKick().GetReason() != wire.Kick_ADMIN || f.GetKick().GetCloseCode() != wire.CloseKickedByAdmin {
+		t.Fatalf("kicked phone got %v", f)
+	}
+	if f, code := phone.read(); f != nil || code != wire.CloseKickedByAdmin {
+		t.Fatalf("after the admin kick: %v close %d", f, code)
+	}
+	// The laptop learns it from the log (a KICKED device event).
+	waitFor(t, 10*time.Second, func() bool {
+		for _, e := range laptop.all() {
+			if e.GetDevice().GetKind() == wire.DeviceEvent_KICKED && e.GetDevice().GetDevice().GetDeviceId() == "a-phone" {
+				return true
+			}
+		}
+		return false
+	}, func() string { return "laptop never saw the phone's KICKED event: " + fmtEntries(laptop.all()) })
+	// Then everything: alice goes offline.
+	code, m = apiDo(t, "DELETE", api+"/v1/users/alice/devices", "")
+	if k, _ := m["kicked"].([]any); code != 200 || len(k) != 1 {
+		t.Fatalf("force all offline: %d %v", code, m)
+	}
+	if code, m = apiDo(t, "GET", api+"/v1/users/alice/devices", ""); m["online"] != false {
+		t.Fatalf("alice still online after force offline: %v", m)
+	}
+	if code, m = apiDo(t, "DELETE", api+"/v1/users/alice/devices/a-phone", ""); code != 404 {
+		t.Fatalf("kicking a gone device: %d %v", code, m)
+	}
+
+	waitFor(t, 10*time.Second, func() bool {
+		return rec.has(webhook.UserOnline, "alice", "a-phone", "") &&
+			rec.has(webhook.DeviceLogin, "alice", "a-laptop", "") &&
+			rec.has(webhook.DeviceKicked, "alice", "a-phone", "ADMIN") &&
+			rec.has(webhook.DeviceKicked, "alice", "a-laptop", "ADMIN") &&
+			rec.has(webhook.UserOffline, "alice", "", "ADMIN")
+	}, func() string {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return "webhooks received: " + fmtEvents(rec.events)
+	})
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.bad != 0 {
+		t.Fatalf("%d webhook requests failed signature or JSON checks", rec.bad)
+	}
+}
+
+func fmtEvents(es []webhook.Event) string {
+	var b strings.Builder
+	for _, e := range es {
+		b.WriteString(string(e.Type) + ":" + e.UserID + "/" + e.Device.DeviceID + ":" + e.Reason + " ")
+	}
+	return b.String()
+}
