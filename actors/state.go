@@ -44,6 +44,7 @@ type userState struct {
 	outbox     map[persistence.Seq]*outboxEntry // fan-outs awaiting DeliverAck
 	outboxDone []persistence.OutboxRef          // confirmed, not yet deleted in the store
 	cursors    map[string]persistence.Seq       // device → cursor, not yet flushed
+	wills      map[string]*pendingWill          // device → will waiting out its grace period
 
 	failed bool // an append failed: the actor is stopping
 }
@@ -76,6 +77,7 @@ type session struct {
 	live   bool            // catch-up done: pushes flow
 	next   persistence.Seq // while catching up: next seq to page
 	cursor persistence.Seq
+	will   *will // SetWill; nil if none
 }
 
 type waiter struct {
@@ -158,6 +160,7 @@ func newUserState(user string, cfg Config, rd logReader, newID func() string) *u
 		delivering: make(map[string]bool),
 		outbox:     make(map[persistence.Seq]*outboxEntry),
 		cursors:    make(map[string]persistence.Seq),
+		wills:      make(map[string]*pendingWill),
 	}
 }
 
@@ -241,6 +244,7 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 		delete(s.sessions, k)
 	}
 	s.logins++
+	s.resumed(l.GetDeviceId())
 	sess := &session{
 		key:   key,
 		class: class,
@@ -337,7 +341,7 @@ func (s *userState) closed(key sessionKey, logout bool, now time.Time) []effect 
 	s.flushCursor(sess)
 	delete(s.sessions, key)
 	reason := "dropped"
-	var effs []effect
+	effs := s.dropWill(sess, logout, now)
 	if logout {
 		reason = "logout"
 		effs = append(effs, s.appendEntries([]*wire.Entry{s.deviceEvent(wire.DeviceEvent_LOGGED_OUT, sess.info, now)}, persistence.AppendRequest{}))
@@ -775,7 +779,7 @@ func (s *userState) needsTick() bool {
 // idle reports whether the actor may passivate: no session, nothing in
 // flight, nothing to re-drive or flush.
 func (s *userState) idle() bool {
-	return len(s.sessions) == 0 && len(s.commits) == 0 && !s.needsTick()
+	return len(s.sessions) == 0 && len(s.commits) == 0 && len(s.wills) == 0 && !s.needsTick()
 }
 
 func mustMarshal(m proto.Message) []byte {

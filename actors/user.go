@@ -24,6 +24,7 @@ type (
 	appendDone  struct{ err error }
 	catchupStep struct{ key sessionKey }
 	tickMsg     struct{}
+	willDue     struct{ device, loginID string }
 )
 
 // userActor is the thin shell around userState: it decodes a message,
@@ -85,6 +86,10 @@ func (a *userActor) Receive(ctx actor.Context) {
 		a.perform(ctx, a.st.appendDone(m.err, now))
 	case catchupStep:
 		a.onCatchup(ctx, m.key)
+	case willDue:
+		a.perform(ctx, a.st.willDue(m.device, m.loginID, now))
+	case *actorpb.TransientDeliver:
+		a.perform(ctx, a.st.transient(m))
 	case tickMsg:
 		a.armed = false
 		a.perform(ctx, a.st.tick(now))
@@ -226,6 +231,8 @@ func (a *userActor) onFrame(ctx actor.Context, m *actorpb.ClientFrame, now time.
 			return
 		}
 		a.perform(ctx, a.st.syncPage(key, f.GetId(), entries, limit))
+	case *wire.Frame_SetWill:
+		a.perform(ctx, a.st.setWill(key, f.GetId(), b.SetWill))
 	case *wire.Frame_ListDevices:
 		a.perform(ctx, a.st.listDevices(key, f.GetId()))
 	case *wire.Frame_CursorAck:
@@ -311,6 +318,11 @@ func (a *userActor) perform(ctx actor.Context, effs []effect) {
 			a.rt.courier.send(e.to, e.ack)
 		case effCatchup:
 			ctx.Send(a.self, catchupStep{key: e.key})
+		case effWillTimer:
+			self, root, msg := a.self, a.rt.sys.Root, willDue{device: e.device, loginID: e.loginID}
+			time.AfterFunc(e.after, func() { root.Send(self, msg) })
+		case effTransient:
+			a.rt.courier.send(e.to, e.msg)
 		case effNotify:
 			if a.rt.hooks != nil {
 				e.ev.Node = a.rt.sys.Address()

@@ -80,8 +80,15 @@ func token(t *testing.T, apiURL, user string) string {
 // device is a client that records every entry it delivers, in order.
 type device struct {
 	*client.Client
-	mu      sync.Mutex
-	entries []*wire.Entry
+	mu         sync.Mutex
+	entries    []*wire.Entry
+	transients []*wire.Message
+}
+
+func (d *device) allTransient() []*wire.Message {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]*wire.Message(nil), d.transients...)
 }
 
 func (d *device) all() []*wire.Entry {
@@ -111,6 +118,11 @@ func dial(t *testing.T, wsURL, apiURL, user, deviceID string, o devOpts) *device
 		OnEntry: func(e *wire.Entry) {
 			d.mu.Lock()
 			d.entries = append(d.entries, e)
+			d.mu.Unlock()
+		},
+		OnTransient: func(m *wire.Message) {
+			d.mu.Lock()
+			d.transients = append(d.transients, m)
 			d.mu.Unlock()
 		},
 	})
