@@ -19,7 +19,17 @@ const (
 	DefaultCallTimeout      = 10 * time.Second
 	DefaultWriteTimeout     = 10 * time.Second
 	DefaultCloseTimeout     = 3 * time.Second
+	DefaultHeartbeatTimeout = 60 * time.Second
 )
+
+// minHeartbeatTimeout is the shortest HeartbeatTimeout Validate accepts:
+// shorter is a unit mistake rather than a heartbeat.
+const minHeartbeatTimeout = 100 * time.Millisecond
+
+// heartbeatTicks is how many ticks of the heartbeat wheel make one
+// HeartbeatTimeout: a silent session is closed after between
+// HeartbeatTimeout and HeartbeatTimeout·(1+3/heartbeatTicks) (wheel.go).
+const heartbeatTicks = 32
 
 // maxDiscardBytes is how much oversize payload one connection may make the
 // gateway read and throw away over its life. A message that would go past
@@ -62,6 +72,14 @@ type Config struct {
 	// the close frame, and waiting for the peer's close frame. Shutdown
 	// takes at most about this long. Default 3 s.
 	CloseTimeout time.Duration
+	// HeartbeatTimeout is how long a logged-in session may go without
+	// sending anything (any complete message or control frame: the wire
+	// Ping, a WebSocket ping, any other frame); a session silent for
+	// longer is closed as dropped, within about a tenth of
+	// HeartbeatTimeout more: Kick{HEARTBEAT_TIMEOUT} and
+	// wire.CloseHeartbeatTimeout. Before Login, LoginTimeout applies
+	// instead. Default 60 s; at least 100 ms; negative turns it off.
+	HeartbeatTimeout time.Duration
 	// Logger receives the gateway's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -84,6 +102,9 @@ func (c Config) Validate() error {
 	}
 	if c.WriteQueue < 0 {
 		errs = append(errs, fmt.Errorf("gateway: write queue %d is negative", c.WriteQueue))
+	}
+	if c.HeartbeatTimeout > 0 && c.HeartbeatTimeout < minHeartbeatTimeout {
+		errs = append(errs, fmt.Errorf("gateway: heartbeat timeout %v is below %v", c.HeartbeatTimeout, minHeartbeatTimeout))
 	}
 	for _, d := range []struct {
 		name string
@@ -130,6 +151,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CloseTimeout == 0 {
 		c.CloseTimeout = DefaultCloseTimeout
+	}
+	if c.HeartbeatTimeout == 0 {
+		c.HeartbeatTimeout = DefaultHeartbeatTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

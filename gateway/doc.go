@@ -33,6 +33,19 @@
 // interface); a connection's writer goroutine exists only while it has
 // something to write.
 //
+// Heartbeats run on one timing wheel per Server (wheel.go), driven by one
+// goroutine that Serve starts and waits for, not on a timer per
+// connection: reading any message or control frame stores the wheel's
+// coarse clock in the session (one atomic store, no lock); Login puts the
+// session on the wheel and its end takes it off (O(1), under the wheel's
+// lock). Once per tick (HeartbeatTimeout/32) the wheel goroutine looks at
+// the sessions due in that tick's slot: one that was active moves to the
+// slot of its new expiry, one silent for longer than HeartbeatTimeout is
+// closed from that goroutine as a Kick does it (Kick{HEARTBEAT_TIMEOUT},
+// wire.CloseHeartbeatTimeout, then Handler.Closed from its read side). A
+// session's end and its expiry may race: whichever starts the close
+// first wins, and Closed is called once either way.
+//
 // Handler methods for one session are called from one goroutine at a
 // time, in order: Login at most once (a failed login closes the session,
 // and nothing else is called for it); after a successful one, Frame and

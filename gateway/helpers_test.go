@@ -40,6 +40,7 @@ var serverGoroutineMarks = []string{
 	"gateway.(*Server).Serve",
 	"gateway.(*outQueue).write",
 	"gateway.goroutineTransport.serve",
+	"gateway.(*wheel[...]).run",
 }
 
 // waitNoServerGoroutines waits up to d for every server goroutine to be

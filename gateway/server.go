@@ -26,13 +26,16 @@ type Server struct {
 	h      Handler
 	log    *slog.Logger
 	tr     transport
+	// wheel times the heartbeats of the logged-in sessions; nil if
+	// Config.HeartbeatTimeout is negative (or the config invalid).
+	wheel *wheel[*session]
 
 	// Counters and ids; any goroutine.
 	stats  counters
 	nextID atomic.Uint64
 
 	// wg owns every goroutine the server starts: one per accepted
-	// connection and the writers of the write queues.
+	// connection, the writers of the write queues and the wheel's.
 	wg sync.WaitGroup
 
 	// ctx is Serve's context; set before the first accept, then read-only.
@@ -59,6 +62,9 @@ func New(cfg Config, h Handler) *Server {
 		pending:  make(map[net.Conn]struct{}),
 	}
 	s.log = s.cfg.Logger
+	if s.cfgErr == nil && s.cfg.HeartbeatTimeout > 0 {
+		s.wheel = newWheel[*session](s.cfg.HeartbeatTimeout, s.cfg.HeartbeatTimeout/heartbeatTicks)
+	}
 	return s
 }
 
@@ -96,6 +102,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 	})
 	defer stop()
+	// The wheel stops with the accept loop, whether ctx or ln ended it.
+	wctx, stopWheel := context.WithCancel(ctx)
+	defer stopWheel()
+	if s.wheel != nil {
+		s.wg.Go(func() { s.wheel.run(wctx, (*session).heartbeatTimeout) })
+	}
 
 	var err error
 	backoff := time.Duration(0)
@@ -127,6 +139,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.wg.Go(func() { s.serveConn(nc) })
 	}
 
+	stopWheel()
 	s.shutdown()
 	if cerr := ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
 		err = fmt.Errorf("gateway: close listener: %w", cerr)

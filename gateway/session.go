@@ -37,6 +37,10 @@ type session struct {
 	closing atomic.Bool // a close was started (a hint; out decides)
 	out     outQueue
 
+	// The session's place on the server's heartbeat wheel, once logged in:
+	// the read side touches it for every message, the wheel reads it.
+	hb wheelEntry
+
 	// callMu guards callCancel: the context of the Handler call in
 	// progress, canceled if the session closes meanwhile. An idle session
 	// holds no context.
@@ -82,6 +86,9 @@ func (s *session) cancelCall() {
 // handle processes one message from the read side. It returns false when
 // the session wants no more frames: the peer's close frame arrived.
 func (s *session) handle(m message) bool {
+	if w := s.srv.wheel; w != nil {
+		w.touch(&s.hb) // anything at all from the peer is a heartbeat
+	}
 	closing := s.closing.Load()
 	switch m.kind {
 	case msgClose:
@@ -172,6 +179,9 @@ func (s *session) login(f *wire.Frame) {
 		s.loggedIn, s.user = true, user
 		s.srv.stats.loggedIn.Add(1)
 		s.out.setReadDeadline(time.Time{}) // the login deadline is met
+		if w := s.srv.wheel; w != nil {
+			w.add(s) // from now on, the heartbeat timeout applies
+		}
 	}
 
 	var b []byte
@@ -333,6 +343,9 @@ func (s *session) finish(abort bool) {
 		s.srv.log.Debug("close connection", "session_id", s.id, "err", err)
 	}
 	if s.loggedIn {
+		if w := s.srv.wheel; w != nil {
+			w.remove(s)
+		}
 		s.srv.stats.loggedIn.Add(-1)
 		if !s.loggedOut {
 			s.srv.h.Closed(s.id, s.user)
@@ -399,6 +412,9 @@ var (
 	shutdownKick = mustEncodeAll(&wire.Frame{Body: &wire.Frame_Kick{Kick: &wire.Kick{
 		Reason: wire.Kick_SHUTDOWN, CloseCode: wire.CloseShutdown, MayReconnect: true,
 	}}})
+	heartbeatKick = mustEncodeAll(&wire.Frame{Body: &wire.Frame_Kick{Kick: &wire.Kick{
+		Reason: wire.Kick_HEARTBEAT_TIMEOUT, CloseCode: wire.CloseHeartbeatTimeout, MayReconnect: true,
+	}}})
 )
 
 func mustEncodeAll(f *wire.Frame) [2][]byte {
@@ -417,6 +433,20 @@ func mustEncodeAll(f *wire.Frame) [2][]byte {
 func (s *session) shutdown() {
 	s.closeWith(wire.CloseShutdown, "shutdown", [][]byte{shutdownKick[s.codec]}, false)
 }
+
+// heartbeatTimeout closes a logged-in session the wheel found silent for
+// longer than Config.HeartbeatTimeout, as a drop: what is queued still
+// goes first, within CloseTimeout. Called on the wheel's goroutine; a
+// session that is closing or gone already is left alone.
+func (s *session) heartbeatTimeout() {
+	if s.closeWith(wire.CloseHeartbeatTimeout, "heartbeat timeout", [][]byte{heartbeatKick[s.codec]}, false) {
+		s.srv.stats.heartbeatTimeouts.Add(1)
+		// s.user was set before the session went on the wheel.
+		s.srv.log.Info("heartbeat timeout", "session_id", s.id, "user", s.user)
+	}
+}
+
+func (s *session) wheelEntry() *wheelEntry { return &s.hb }
 
 // truncate cuts s to at most n bytes, on a UTF-8 boundary.
 func truncate(s string, n int) string {

@@ -27,6 +27,8 @@ type Stats struct {
 	WriteErrors    uint64 // sessions dropped because a write failed or timed out
 	ProtocolErrors uint64 // sessions failed for a WebSocket-level violation
 
+	HeartbeatTimeouts uint64 // logged-in sessions closed for being silent too long
+
 	// Errors counts Error frames queued to clients, by code, whoever made
 	// them (the gateway or the layers behind it).
 	Errors map[wire.Code]uint64
@@ -42,7 +44,7 @@ type counters struct {
 	accepted, upgraded, handshakeFailures atomic.Uint64
 	framesIn, framesOut                   atomic.Uint64
 	slowConsumers, writeErrors            atomic.Uint64
-	protocolErrors                        atomic.Uint64
+	protocolErrors, heartbeatTimeouts     atomic.Uint64
 
 	errors [errorSlots]atomic.Uint64 // by code - wire.CodeBadFrame; last slot: other codes
 
@@ -80,6 +82,7 @@ func (c *counters) snapshot() Stats {
 		SlowConsumers:     c.slowConsumers.Load(),
 		WriteErrors:       c.writeErrors.Load(),
 		ProtocolErrors:    c.protocolErrors.Load(),
+		HeartbeatTimeouts: c.heartbeatTimeouts.Load(),
 		Errors:            make(map[wire.Code]uint64),
 	}
 	for i := range c.errors {

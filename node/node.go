@@ -154,7 +154,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 		return nil, fmt.Errorf("start cluster member: %w", err)
 	}
 
-	n.gw = gateway.New(gateway.Config{Addr: cfg.WSAddr, Logger: log.With("component", "gateway")}, n.rt.Frontend(keys))
+	n.gw = gateway.New(gateway.Config{
+		Addr:             cfg.WSAddr,
+		HeartbeatTimeout: cfg.actors().HeartbeatTimeout, // the same value LoginOk.heartbeat_seconds is derived from
+		Logger:           log.With("component", "gateway"),
+	}, n.rt.Frontend(keys))
 	if err := n.rt.Start(n.member.Cluster(), n.gw); err != nil {
 		return nil, fmt.Errorf("start actors runtime: %w", err)
 	}

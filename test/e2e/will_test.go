@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandem-im/tandem/node"
 	"github.com/tandem-im/tandem/proto/wire"
 )
 
@@ -85,5 +86,41 @@ func TestWillMessages(t *testing.T) {
 	// Wills are never stored: bob's log holds no message at all.
 	if got := messageIDs(t, n, "bob"); len(got) != 0 {
 		t.Fatalf("bob's log holds messages %v, want none", got)
+	}
+}
+
+// TestHeartbeatTimeoutFiresWill: a logged-in client that goes silent is
+// closed after the heartbeat timeout (kick frame, close 4014) as an
+// unexpected drop: its will reaches the peer; a client that pings stays.
+func TestHeartbeatTimeoutFiresWill(t *testing.T) {
+	n := startNodeWith(t, t.TempDir(), func(c *node.Config) { c.HeartbeatTimeout = 2 * time.Second })
+	ws, api := n.wsURL(), n.apiURL()
+	bob := dial(t, ws, api, "bob", "b1", devOpts{platform: "web"}) // the Go client pings every heartbeat_seconds/2
+
+	silent := rawDial(t, ws)
+	lo := silent.loginAs(&wire.Login{Token: token(t, api, "alice"), DeviceId: "a1", Platform: "ios", HasCursor: true}, 1)
+	if lo.GetLoginOk().GetHeartbeatSeconds() != 1 {
+		t.Fatalf("LoginOk.heartbeat_seconds = %d, want half the 2 s timeout", lo.GetLoginOk().GetHeartbeatSeconds())
+	}
+	f := willFrame("bob", "timed out", 0)
+	f.Id = 2
+	silent.write(f)
+	if rep, _ := silent.readReply(); rep.GetOk() == nil {
+		t.Fatalf("SetWill: %v", rep)
+	}
+	start := time.Now()
+	k, _ := silent.readReply()
+	if k.GetKick().GetReason() != wire.Kick_HEARTBEAT_TIMEOUT || !k.GetKick().GetMayReconnect() {
+		t.Fatalf("silent client got %v, want Kick HEARTBEAT_TIMEOUT", k)
+	}
+	if _, code := silent.read(); code != wire.CloseHeartbeatTimeout {
+		t.Fatalf("close code %d, want %d", code, wire.CloseHeartbeatTimeout)
+	}
+	if d := time.Since(start); d < 1500*time.Millisecond {
+		t.Fatalf("closed %s after its last frame, before the 2 s timeout", d)
+	}
+	waitFor(t, 10*time.Second, func() bool { return bob.willsWith("timed out") == 1 }, func() string { return "the will of the timed-out session never arrived" })
+	if !bob.Connected() || bob.Stats().Reconnects != 0 {
+		t.Fatal("the pinging client was dropped too")
 	}
 }
