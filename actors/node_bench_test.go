@@ -25,7 +25,7 @@ import (
 type countingSessions struct{ frames, kicks atomic.Int64 }
 
 func (c *countingSessions) Deliver(uint64, []*wire.Frame) bool { c.frames.Add(1); return true }
-func (c *countingSessions) Kick(uint64, *wire.Kick) bool        { c.kicks.Add(1); return true }
+func (c *countingSessions) Kick(uint64, *wire.Kick) bool       { c.kicks.Add(1); return true }
 
 // BenchmarkActorLoginKick: login+kick cycles through real user actors in a
 // one-member cluster on badger (fsync on), no sockets. Each login of a
