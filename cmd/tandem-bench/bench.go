@@ -1,0 +1,511 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/tandem-im/tandem/client"
+	"github.com/tandem-im/tandem/proto/wire"
+)
+
+// Setup limits.
+const (
+	dialParallel = 8 // pairs set up at once
+	pollEvery    = 20 * time.Millisecond
+	maxSamples   = 5 // distinct error messages kept for the report
+	deviceID     = "bench"
+	platform     = "linux"
+)
+
+// run benchmarks the target of cfg and returns the result. The in-process
+// node, if any, is stopped and its data dir removed before it returns.
+func run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	t, err := startTarget(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err := t.stop(); err != nil {
+			log.Warn("stopping the target", "err", err)
+		}
+	}()
+	b := &bench{cfg: cfg, log: log, runID: newRunID(), target: t}
+	defer b.closeClients()
+	if err := b.setup(ctx); err != nil {
+		return nil, err
+	}
+	return b.measure(ctx)
+}
+
+// bench is one run over its pairs.
+type bench struct {
+	// Set by run and setup, then read-only.
+	cfg    Config
+	log    *slog.Logger
+	runID  string
+	target *target
+	pairs  []*pair
+
+	// Set once when the senders start; receivers' callbacks read it.
+	clock atomic.Pointer[clock]
+
+	// Any goroutine (client callbacks).
+	clientErrors atomic.Uint64
+	kicks        atomic.Uint64
+	samplesMu    sync.Mutex
+	samples      []string
+}
+
+// clock is the run's time line: offsets are monotonic durations since
+// start, and the measured window is [warmupEnd, end).
+type clock struct {
+	start          time.Time
+	warmupEnd, end time.Duration
+}
+
+func (c *clock) now() time.Duration { return time.Since(c.start) }
+
+func (c *clock) inWindow(d time.Duration) bool { return d >= c.warmupEnd && d < c.end }
+
+// seconds is how many whole or partial seconds the window has; second is
+// the one offset d (in the window) falls in.
+func (c *clock) seconds() int               { return int((c.end - c.warmupEnd + time.Second - 1) / time.Second) }
+func (c *clock) second(d time.Duration) int { return int((d - c.warmupEnd) / time.Second) }
+
+// pair is sender i sending to receiver i.
+type pair struct {
+	// Set by setup, then read-only.
+	sender, receiver string
+	send, recv       *client.Client
+
+	// Only the pair's sender goroutine until it returns; then read-only.
+	next        uint64 // number of the next message
+	first, last uint64 // the measured messages (sent in the window) are [first, last)
+	started     bool   // first is set
+
+	// Receiver callbacks, when not ours.
+	foreign atomic.Uint64
+
+	// Guarded by mu: the sender's ack waiters and the receiver's OnEntry.
+	mu                sync.Mutex
+	acked, delivered  bitset   // by message number
+	ackLat, delLat    hist     // measured messages only
+	ackedInWindow     uint64   // acks that arrived in the window
+	ackedBySecond     []uint64 // the same by second of the window
+	deliveredInWindow uint64   // deliveries in the window
+	measuredAcked     uint64
+	measuredDelivered uint64
+	sendErrors        uint64
+	dupDeliveries     uint64 // a message number delivered twice
+}
+
+func newRunID() string { return strings.ToLower(rand.Text()[:6]) }
+
+// setup mints tokens and dials every pair, receivers first, each caught up.
+func (b *bench) setup(ctx context.Context) error {
+	ttl := max(time.Hour, 2*(b.cfg.Warmup+b.cfg.Duration+2*b.cfg.Drain))
+	b.pairs = make([]*pair, b.cfg.Pairs)
+	for i := range b.pairs {
+		b.pairs[i] = &pair{
+			sender:   fmt.Sprintf("bench-s%d-%s", i, b.runID),
+			receiver: fmt.Sprintf("bench-r%d-%s", i, b.runID),
+		}
+	}
+	// The first failure cancels the rest and is the one reported.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		errOnce  sync.Once
+		firstErr error
+	)
+	sem := make(chan struct{}, dialParallel)
+	var wg sync.WaitGroup
+	for _, p := range b.pairs {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if ctx.Err() != nil {
+				return
+			}
+			if err := b.dialPair(ctx, p, ttl); err != nil {
+				errOnce.Do(func() { firstErr = err })
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return fmt.Errorf("set up the pairs: %w", firstErr)
+	}
+	return ctx.Err()
+}
+
+func (b *bench) dialPair(ctx context.Context, p *pair, ttl time.Duration) error {
+	var err error
+	if p.recv, err = b.dial(ctx, p.receiver, ttl, func(e *wire.Entry) { b.onEntry(p, e) }); err != nil {
+		return err
+	}
+	p.send, err = b.dial(ctx, p.sender, ttl, nil)
+	return err
+}
+
+func (b *bench) dial(ctx context.Context, user string, ttl time.Duration, onEntry func(*wire.Entry)) (*client.Client, error) {
+	tok, err := client.MintToken(ctx, b.target.apiURL, b.target.adminKey, user, ttl)
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.Dial(ctx, client.Options{
+		URL:         b.target.wsURL,
+		Token:       tok,
+		DeviceID:    deviceID,
+		Platform:    platform,
+		JSON:        b.cfg.JSONProtocol,
+		Reconnect:   true,
+		KeepEntries: -1,
+		OnEntry:     onEntry,
+		OnError:     b.onError,
+		OnKick:      func(*wire.Kick) { b.kicks.Add(1) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", user, err)
+	}
+	if err := c.WaitCaughtUp(ctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%s catch-up: %w", user, err)
+	}
+	return c, nil
+}
+
+func (b *bench) closeClients() {
+	var wg sync.WaitGroup
+	for _, p := range b.pairs {
+		for _, c := range []*client.Client{p.send, p.recv} {
+			if c != nil {
+				wg.Go(func() { c.Close() })
+			}
+		}
+	}
+	wg.Wait()
+}
+
+func (b *bench) closeSenders() {
+	var wg sync.WaitGroup
+	for _, p := range b.pairs {
+		wg.Go(func() { p.send.Close() })
+	}
+	wg.Wait()
+}
+
+// measure runs the senders through warm-up and the measured window, then
+// waits (up to Drain each) for the outstanding acks and for the delivery
+// of every acked measured message.
+func (b *bench) measure(ctx context.Context) (*Result, error) {
+	ck := &clock{start: time.Now(), warmupEnd: b.cfg.Warmup, end: b.cfg.Warmup + b.cfg.Duration}
+	for _, p := range b.pairs {
+		p.ackedBySecond = make([]uint64, ck.seconds())
+	}
+	b.clock.Store(ck)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var senders sync.WaitGroup
+	for _, p := range b.pairs {
+		senders.Go(func() { b.sendLoop(sctx, ck, p) })
+	}
+	sendersDone := make(chan struct{})
+	var watcher sync.WaitGroup
+	watcher.Go(func() {
+		senders.Wait()
+		close(sendersDone)
+	})
+	abort := func(err error) (*Result, error) {
+		cancel()
+		b.closeClients() // fails the sends still in flight
+		watcher.Wait()
+		return nil, err
+	}
+
+	if err := sleepUntil(ctx, ck, ck.warmupEnd); err != nil {
+		return abort(err)
+	}
+	cpu0, wall0 := cpuTime(), time.Now()
+	stopProfile, err := b.startProfile()
+	if err != nil {
+		return abort(err)
+	}
+	err = sleepUntil(ctx, ck, ck.end)
+	cpu1, wall1 := cpuTime(), time.Now()
+	stopProfile()
+	if err != nil {
+		return abort(err)
+	}
+
+	// The senders stop by themselves at the end of the window; wait for
+	// their last acks.
+	drain := time.NewTimer(b.cfg.Drain)
+	select {
+	case <-sendersDone:
+		drain.Stop()
+	case <-drain.C:
+		b.log.Warn("sends still unacked after the drain time; closing the senders", "drain", b.cfg.Drain)
+		b.closeSenders()
+		<-sendersDone
+	case <-ctx.Done():
+		drain.Stop()
+		return abort(ctx.Err())
+	}
+	watcher.Wait()
+
+	// Every acked measured message must reach its receiver.
+	deadline := time.Now().Add(b.cfg.Drain)
+	for b.undelivered() > 0 && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return abort(ctx.Err())
+		case <-time.After(pollEvery):
+		}
+	}
+	res := b.result(ck)
+	res.CPU.ProcessCores = (cpu1 - cpu0).Seconds() / wall1.Sub(wall0).Seconds()
+	return res, nil
+}
+
+// sendLoop keeps up to Window sends of p in flight until the window ends
+// or ctx is done, then waits for their outcomes.
+func (b *bench) sendLoop(ctx context.Context, ck *clock, p *pair) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, b.cfg.Window)
+	conv := &wire.Conversation{Type: wire.Conversation_DIRECT, Id: p.receiver} // shared, never modified
+	prefix := p.sender + "-"
+	defer func() {
+		if !p.started {
+			p.first = p.next
+		}
+		p.last = p.next
+	}()
+	for {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		at := ck.now()
+		if at >= ck.end {
+			return
+		}
+		n := p.next
+		p.next++
+		if !p.started && at >= ck.warmupEnd {
+			p.first, p.started = n, true
+		}
+		pend := p.send.SendAsync(&wire.Send{
+			ClientMessageId: prefix + strconv.FormatUint(n, 10),
+			Conversation:    conv,
+			Type:            int32(wire.MessageType_TEXT),
+			Content:         b.content(n, at),
+		})
+		wg.Go(func() {
+			<-pend.Done()
+			b.onAck(ck, p, n, at, pend)
+			<-sem
+		})
+	}
+}
+
+// content is Size bytes: the message number and its send offset (both
+// little-endian uint64), then filler.
+func (b *bench) content(n uint64, at time.Duration) []byte {
+	c := make([]byte, b.cfg.Size)
+	binary.LittleEndian.PutUint64(c[0:8], n)
+	binary.LittleEndian.PutUint64(c[8:16], uint64(at))
+	for i := 16; i < len(c); i++ {
+		c[i] = 'a' + byte(i%26)
+	}
+	return c
+}
+
+func parseContent(c []byte) (n uint64, at time.Duration, ok bool) {
+	if len(c) < minSize {
+		return 0, 0, false
+	}
+	return binary.LittleEndian.Uint64(c[0:8]), time.Duration(binary.LittleEndian.Uint64(c[8:16])), true
+}
+
+// onAck runs once the send of message n (sent at sentAt) is acked or failed.
+func (b *bench) onAck(ck *clock, p *pair, n uint64, sentAt time.Duration, pend *client.Pending) {
+	now := ck.now()
+	_, err := pend.Result()
+	if err != nil && !errors.Is(err, client.ErrClosed) { // closed: an abort, or the drain time ran out (logged)
+		b.sample(fmt.Errorf("send %s: %w", pend.ClientMessageID(), err))
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		p.sendErrors++
+		return
+	}
+	p.acked.set(n)
+	if ck.inWindow(now) {
+		p.ackedInWindow++
+		p.ackedBySecond[ck.second(now)]++
+	}
+	if ck.inWindow(sentAt) {
+		p.measuredAcked++
+		p.ackLat.record(now - sentAt)
+	}
+}
+
+// onEntry is the receiver's OnEntry: it runs on the receiver client's
+// reader goroutine.
+func (b *bench) onEntry(p *pair, e *wire.Entry) {
+	ck := b.clock.Load()
+	m := e.GetMessage()
+	if ck == nil || m == nil || m.GetSender() != p.sender {
+		b.other(p, e)
+		return
+	}
+	now := ck.now()
+	n, sentAt, ok := parseContent(m.GetContent())
+	if !ok {
+		b.other(p, e)
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.delivered.has(n) {
+		p.dupDeliveries++
+		return
+	}
+	p.delivered.set(n)
+	if ck.inWindow(now) {
+		p.deliveredInWindow++
+	}
+	if ck.inWindow(sentAt) {
+		p.measuredDelivered++
+		p.delLat.record(now - sentAt)
+	}
+}
+
+// other counts an entry that is not one of this run's messages.
+func (b *bench) other(p *pair, e *wire.Entry) {
+	p.foreign.Add(1)
+	b.log.Debug("other entry", "receiver", p.receiver, "seq", e.GetSeq(), "kind", fmt.Sprintf("%T", e.GetKind()))
+}
+
+func (b *bench) onError(err error) {
+	b.clientErrors.Add(1)
+	b.sample(err)
+}
+
+// sample keeps the first few distinct error messages and logs them.
+func (b *bench) sample(err error) {
+	msg := err.Error()
+	b.samplesMu.Lock()
+	defer b.samplesMu.Unlock()
+	if len(b.samples) >= maxSamples {
+		return
+	}
+	for _, s := range b.samples {
+		if s == msg {
+			return
+		}
+	}
+	b.samples = append(b.samples, msg)
+	b.log.Warn("client error", "err", err)
+}
+
+// undelivered counts measured messages acked but not (yet) delivered.
+// The senders must have returned.
+func (b *bench) undelivered() uint64 {
+	var lost uint64
+	for _, p := range b.pairs {
+		p.mu.Lock()
+		lost += p.acked.countAndNot(&p.delivered, p.first, p.last)
+		p.mu.Unlock()
+	}
+	return lost
+}
+
+func (b *bench) startProfile() (stop func(), err error) {
+	if b.cfg.CPUProfile == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(b.cfg.CPUProfile)
+	if err != nil {
+		return nil, fmt.Errorf("create the CPU profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start the CPU profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.log.Warn("closing the CPU profile", "err", err)
+		}
+	}, nil
+}
+
+// sleepUntil sleeps until offset d of ck or ctx is done.
+func sleepUntil(ctx context.Context, ck *clock, d time.Duration) error {
+	t := time.NewTimer(d - ck.now())
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// cpuTime is the CPU time (user + system) this process used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// bitset is a growable set of message numbers.
+type bitset struct{ w []uint64 }
+
+func (s *bitset) set(n uint64) {
+	i := int(n / 64)
+	if i >= len(s.w) {
+		s.w = append(s.w, make([]uint64, i+1-len(s.w))...)
+	}
+	s.w[i] |= 1 << (n % 64)
+}
+
+func (s *bitset) has(n uint64) bool {
+	i := int(n / 64)
+	return i < len(s.w) && s.w[i]&(1<<(n%64)) != 0
+}
+
+// countAndNot counts the numbers in [from, to) that are in s but not in o.
+func (s *bitset) countAndNot(o *bitset, from, to uint64) uint64 {
+	var c uint64
+	for n := from; n < to; n++ {
+		if s.has(n) && !o.has(n) {
+			c++
+		}
+	}
+	return c
+}

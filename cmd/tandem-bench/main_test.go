@@ -1,0 +1,80 @@
+//go:build !race
+
+// The run starts an in-process node with its protoactor cluster member,
+// which has data races of its own: this file stays out of the race run.
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRunInProcess(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{
+		Pairs:    2,
+		Window:   8,
+		Warmup:   200 * time.Millisecond,
+		Duration: time.Second,
+		Size:     64,
+		DataDir:  dir,
+		JSONPath: filepath.Join(dir, "out", "result.json"),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	res, err := run(ctx, cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	res.print(&out)
+	t.Log("\n" + out.String())
+
+	m := res.Messages
+	if res.Throughput.Acked == 0 || m.Acked == 0 {
+		t.Errorf("nothing acked: throughput %+v, messages %+v", res.Throughput, m)
+	}
+	if m.Delivered != m.Acked || m.Lost != 0 || m.Unacked != 0 {
+		t.Errorf("measured messages %+v: want every one acked and delivered", m)
+	}
+	if res.AckLatency.Count != m.Acked || res.Delivery.Count != m.Delivered {
+		t.Errorf("latency counts %d/%d, want %d/%d", res.AckLatency.Count, res.Delivery.Count, m.Acked, m.Delivered)
+	}
+	if p := res.Problems; p.SendErrors != 0 || p.DuplicateDeliveries != 0 {
+		t.Errorf("problems: %+v", p)
+	}
+
+	if err := res.writeJSON(cfg.JSONPath); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(cfg.JSONPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Result
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatalf("the JSON result does not parse: %v", err)
+	}
+	if back.Config.Pairs != 2 || back.Config.Target != "in-process" || back.Messages != m {
+		t.Errorf("JSON round trip: config %+v, messages %+v; want pairs 2 in-process, %+v", back.Config, back.Messages, m)
+	}
+
+	// The node's data dir is gone; only the JSON output remains.
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() != "out" {
+			t.Errorf("left behind in the data dir's parent: %s", e.Name())
+		}
+	}
+}

@@ -1,0 +1,253 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tandem-im/tandem/client"
+)
+
+// Result is what a run measured; it is printed and written as JSON.
+type Result struct {
+	Config     RunConfig  `json:"config"`
+	Throughput Throughput `json:"throughput"`
+	AckLatency Latency    `json:"send_to_ack_ms"`
+	Delivery   Latency    `json:"send_to_deliver_ms"`
+	Messages   Messages   `json:"measured_messages"`
+	Problems   Problems   `json:"problems"`
+	CPU        CPU        `json:"cpu"`
+}
+
+// RunConfig describes the run.
+type RunConfig struct {
+	RunID           string  `json:"run_id"`
+	Date            string  `json:"date"`         // RFC 3339, when the run ended
+	WindowStart     string  `json:"window_start"` // RFC 3339 (ns), when the measured window began
+	Target          string  `json:"target"`
+	WSURL           string  `json:"ws_url"`
+	Fsync           string  `json:"fsync"` // "on" in-process; "unknown" for an external node
+	Protocol        string  `json:"protocol"`
+	Pairs           int     `json:"pairs"`
+	Window          int     `json:"window"`
+	SizeBytes       int     `json:"size_bytes"`
+	WarmupSeconds   float64 `json:"warmup_seconds"`
+	DurationSeconds float64 `json:"duration_seconds"`
+	DrainSeconds    float64 `json:"drain_seconds"`
+	GOMAXPROCS      int     `json:"gomaxprocs"`
+	NumCPU          int     `json:"num_cpu"`
+	GoVersion       string  `json:"go_version"`
+	OS              string  `json:"os"`
+	Arch            string  `json:"arch"`
+	KeptDataDir     string  `json:"kept_data_dir,omitempty"`
+}
+
+// Throughput counts events whose time fell in the measured window.
+type Throughput struct {
+	AckedPerSecond     float64 `json:"acked_per_second"`
+	DeliveredPerSecond float64 `json:"delivered_per_second"`
+	Acked              uint64  `json:"acked"`
+	Delivered          uint64  `json:"delivered"`
+	// AckedBySecond: acks in each second of the window (the last one
+	// partial if the duration is not whole seconds), to spot stalls.
+	AckedBySecond []uint64 `json:"acked_by_second"`
+}
+
+// Latency of the messages sent in the measured window, in milliseconds.
+type Latency struct {
+	Count uint64  `json:"count"`
+	Mean  float64 `json:"mean"`
+	P50   float64 `json:"p50"`
+	P90   float64 `json:"p90"`
+	P99   float64 `json:"p99"`
+	Max   float64 `json:"max"`
+}
+
+// Messages follows the messages sent in the measured window to the end.
+type Messages struct {
+	Sent      uint64 `json:"sent"`
+	Acked     uint64 `json:"acked"`
+	Delivered uint64 `json:"delivered"`
+	// Lost: acked but not delivered by the end of the drain time.
+	Lost uint64 `json:"lost"`
+	// Unacked: sent but never acked (failed, or still pending when the
+	// senders were closed).
+	Unacked uint64 `json:"unacked"`
+}
+
+// Problems over the whole run (warm-up and drain included).
+type Problems struct {
+	SendErrors          uint64   `json:"send_errors"`   // sends that failed
+	ClientErrors        uint64   `json:"client_errors"` // OnError calls: drops, failed reconnects, Error frames
+	Kicks               uint64   `json:"kicks"`
+	Reconnects          uint64   `json:"reconnects"`
+	Resent              uint64   `json:"resent"`               // sends written again after a reconnect
+	DuplicateAcks       uint64   `json:"duplicate_acks"`       // acks of resends already accepted
+	DuplicateEntries    uint64   `json:"duplicate_entries"`    // entries the clients dropped by seq
+	DuplicateDeliveries uint64   `json:"duplicate_deliveries"` // one message delivered twice to OnEntry
+	GapPulls            uint64   `json:"gap_pulls"`
+	OtherEntries        uint64   `json:"other_entries"` // receiver entries not from this run's sender
+	ErrorSamples        []string `json:"error_samples,omitempty"`
+}
+
+// CPU used by this process over the measured window, in cores (1.0 = one
+// core busy). For an in-process node it covers bench and node together.
+type CPU struct {
+	ProcessCores float64 `json:"process_cores"`
+}
+
+// result gathers the pairs' figures; the senders must have returned.
+func (b *bench) result(ck *clock) *Result {
+	cfg := b.cfg
+	r := &Result{Config: RunConfig{
+		RunID:           b.runID,
+		Date:            time.Now().Format(time.RFC3339),
+		WindowStart:     ck.start.Add(ck.warmupEnd).Format(time.RFC3339Nano),
+		Target:          "in-process",
+		WSURL:           b.target.wsURL,
+		Fsync:           "on",
+		Protocol:        "protobuf (tandem.v1)",
+		Pairs:           cfg.Pairs,
+		Window:          cfg.Window,
+		SizeBytes:       cfg.Size,
+		WarmupSeconds:   cfg.Warmup.Seconds(),
+		DurationSeconds: cfg.Duration.Seconds(),
+		DrainSeconds:    cfg.Drain.Seconds(),
+		GOMAXPROCS:      runtime.GOMAXPROCS(0),
+		NumCPU:          runtime.NumCPU(),
+		GoVersion:       runtime.Version(),
+		OS:              runtime.GOOS,
+		Arch:            runtime.GOARCH,
+	}}
+	if b.target.external {
+		r.Config.Target, r.Config.Fsync = "external", "unknown"
+	}
+	if cfg.JSONProtocol {
+		r.Config.Protocol = "json (tandem.v1.json)"
+	}
+	if cfg.Keep {
+		r.Config.KeptDataDir = b.target.dataDir
+	}
+
+	var ackLat, delLat hist
+	r.Throughput.AckedBySecond = make([]uint64, ck.seconds())
+	for _, p := range b.pairs {
+		p.mu.Lock()
+		ackLat.merge(&p.ackLat)
+		delLat.merge(&p.delLat)
+		r.Throughput.Acked += p.ackedInWindow
+		r.Throughput.Delivered += p.deliveredInWindow
+		for i, n := range p.ackedBySecond {
+			r.Throughput.AckedBySecond[i] += n
+		}
+		r.Messages.Sent += p.last - p.first
+		r.Messages.Acked += p.measuredAcked
+		r.Messages.Delivered += p.measuredDelivered
+		r.Messages.Lost += p.acked.countAndNot(&p.delivered, p.first, p.last)
+		r.Problems.SendErrors += p.sendErrors
+		r.Problems.DuplicateDeliveries += p.dupDeliveries
+		p.mu.Unlock()
+		r.Problems.OtherEntries += p.foreign.Load()
+		for _, st := range []client.Stats{p.send.Stats(), p.recv.Stats()} {
+			r.Problems.Reconnects += st.Reconnects
+			r.Problems.Resent += st.Resent
+			r.Problems.DuplicateAcks += st.DuplicateAcks
+			r.Problems.DuplicateEntries += st.Duplicates
+			r.Problems.GapPulls += st.GapPulls
+		}
+	}
+	r.Messages.Unacked = r.Messages.Sent - r.Messages.Acked
+	secs := cfg.Duration.Seconds()
+	r.Throughput.AckedPerSecond = float64(r.Throughput.Acked) / secs
+	r.Throughput.DeliveredPerSecond = float64(r.Throughput.Delivered) / secs
+	r.AckLatency = latency(&ackLat)
+	r.Delivery = latency(&delLat)
+	r.Problems.ClientErrors = b.clientErrors.Load()
+	r.Problems.Kicks = b.kicks.Load()
+	b.samplesMu.Lock()
+	r.Problems.ErrorSamples = append([]string(nil), b.samples...)
+	b.samplesMu.Unlock()
+	return r
+}
+
+func latency(h *hist) Latency {
+	return Latency{
+		Count: h.n,
+		Mean:  ms(h.mean()),
+		P50:   ms(h.quantile(0.50)),
+		P90:   ms(h.quantile(0.90)),
+		P99:   ms(h.quantile(0.99)),
+		Max:   ms(h.quantile(1)),
+	}
+}
+
+// ms rounds to microseconds.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// print writes the summary table.
+func (r *Result) print(w io.Writer) {
+	c := r.Config
+	fmt.Fprintf(w, "tandem-bench run %s  %s  target %s (%s, fsync %s)  %s\n",
+		c.RunID, c.Date, c.Target, c.WSURL, c.Fsync, c.Protocol)
+	fmt.Fprintf(w, "pairs %d  window %d  size %d B  warm-up %gs  measured %gs  GOMAXPROCS %d  %s %s/%s\n\n",
+		c.Pairs, c.Window, c.SizeBytes, c.WarmupSeconds, c.DurationSeconds, c.GOMAXPROCS, c.GoVersion, c.OS, c.Arch)
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "throughput\tmsgs/s\tcount\t")
+	fmt.Fprintf(tw, "acked\t%.0f\t%d\t\n", r.Throughput.AckedPerSecond, r.Throughput.Acked)
+	fmt.Fprintf(tw, "delivered\t%.0f\t%d\t\n", r.Throughput.DeliveredPerSecond, r.Throughput.Delivered)
+	fmt.Fprintln(tw, "\t\t\t")
+	fmt.Fprintln(tw, "latency (ms)\tp50\tp90\tp99\tmax\tmean\tcount\t")
+	for _, l := range []struct {
+		name string
+		l    Latency
+	}{{"send→ack", r.AckLatency}, {"send→deliver", r.Delivery}} {
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t\n",
+			l.name, l.l.P50, l.l.P90, l.l.P99, l.l.Max, l.l.Mean, l.l.Count)
+	}
+	tw.Flush()
+	if s := r.Throughput.AckedBySecond; len(s) > 0 {
+		full := s
+		if c.DurationSeconds != float64(len(s)) && len(s) > 1 {
+			full = s[:len(s)-1] // the partial last second
+		}
+		fmt.Fprintf(w, "\nacked by second of the window: slowest %d, fastest %d\n", slices.Min(full), slices.Max(full))
+	}
+
+	m, p := r.Messages, r.Problems
+	fmt.Fprintf(w, "\nmeasured messages: sent %d  acked %d  delivered %d  lost %d  unacked %d\n",
+		m.Sent, m.Acked, m.Delivered, m.Lost, m.Unacked)
+	fmt.Fprintf(w, "problems: send errors %d  client errors %d  kicks %d  reconnects %d  resent %d  duplicate acks %d  duplicate entries %d  duplicate deliveries %d  gap pulls %d  other entries %d\n",
+		p.SendErrors, p.ClientErrors, p.Kicks, p.Reconnects, p.Resent, p.DuplicateAcks, p.DuplicateEntries, p.DuplicateDeliveries, p.GapPulls, p.OtherEntries)
+	for _, s := range p.ErrorSamples {
+		fmt.Fprintf(w, "  error: %s\n", s)
+	}
+	who := "bench only"
+	if c.Target == "in-process" {
+		who = "bench + node"
+	}
+	fmt.Fprintf(w, "cpu: %.2f cores (%s) of %d\n", r.CPU.ProcessCores, who, c.NumCPU)
+}
+
+// writeJSON writes r to path, creating its directory.
+func (r *Result) writeJSON(path string) error {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode the result: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
