@@ -194,3 +194,41 @@ func cmpUint(a, b uint64) int {
 	}
 	return 0
 }
+
+// enforce returns the sessions to end so that live obeys p: the oldest
+// logins beyond each limit (per_class), every session but the newest
+// (single), or all but the newest of each tag (tag).
+func enforce(p Policy, live []liveLogin) []sessionKey {
+	sorted := slices.Clone(live)
+	slices.SortFunc(sorted, func(a, b liveLogin) int { return cmpUint(b.order, a.order) }) // newest first
+	var out []sessionKey
+	switch p.Mode {
+	case PolicySingle:
+		for i, l := range sorted {
+			if i > 0 {
+				out = append(out, l.key)
+			}
+		}
+	case PolicyTag:
+		seen := map[string]bool{}
+		for _, l := range sorted {
+			if l.tag == "" {
+				continue
+			}
+			if seen[l.tag] {
+				out = append(out, l.key)
+			}
+			seen[l.tag] = true
+		}
+	default:
+		count := map[Class]int{}
+		for _, l := range sorted {
+			count[l.class]++
+			if count[l.class] > max(p.Limits[l.class], 1) {
+				out = append(out, l.key)
+			}
+		}
+	}
+	slices.Reverse(out) // oldest first
+	return out
+}

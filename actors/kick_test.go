@@ -2,6 +2,7 @@ package actors
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -155,5 +156,47 @@ func runKickScript(t *testing.T, path string) {
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestPolicyChangeKicksExcess(t *testing.T) {
+	h := newHarness(t, "u")
+	for i, d := range []struct{ dev, platform, tag string }{
+		{"t1", "web", ""}, {"t2", "web", "office"}, {"t3", "web", ""}, {"phone", "ios", "office"}, {"t4", "web", ""},
+	} {
+		_, effs := h.st.login(sk(uint64(i+1)), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: d.dev, Platform: d.platform, Tag: d.tag}}, t0, 1)
+		h.completeAppends(effs)
+	}
+	kickedBy := func(effs []effect) []string {
+		var out []string
+		for _, e := range effs {
+			if k, ok := e.(effKick); ok {
+				if k.kick.GetReason() != wire.Kick_POLICY || k.kick.GetCloseCode() != wire.CloseKickedByPolicy {
+					t.Fatalf("policy kick frame %v", k.kick)
+				}
+				out = append(out, fmt.Sprint(k.key.sid))
+			}
+		}
+		return out
+	}
+	// web limit 2: the two oldest web tabs (sessions 1 and 2) go.
+	if got := kickedBy(h.st.applyPolicy(Policy{Mode: PolicyPerClass, Limits: map[Class]int{ClassWeb: 2}}, t0)); fmt.Sprint(got) != "[1 2]" {
+		t.Fatalf("per_class web=2 kicked sessions %v, want [1 2]", got)
+	}
+	// A policy the sessions already obey kicks nobody.
+	if got := kickedBy(h.st.applyPolicy(Policy{Mode: PolicyTag}, t0)); len(got) != 0 {
+		t.Fatalf("tag policy kicked %v (only one office session is left)", got)
+	}
+	// single: only the newest stays.
+	if got := kickedBy(h.st.applyPolicy(Policy{Mode: PolicySingle}, t0)); fmt.Sprint(got) != "[3 4]" {
+		t.Fatalf("single kicked %v, want [3 4]", got)
+	}
+	if len(h.st.sessions) != 1 || h.st.sessions[sk(5)] == nil {
+		t.Fatal("single must leave the newest session")
+	}
+	// And later logins follow the new policy.
+	_, effs := h.st.login(sk(9), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "x", Platform: "web"}}, t0, 1)
+	if len(effs) == 0 || h.st.sessions[sk(5)] != nil {
+		t.Fatal("a login under single must kick the other session")
 	}
 }

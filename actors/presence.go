@@ -58,6 +58,22 @@ func (p *presence) get(user string) []*wire.DeviceInfo {
 	return s.m[user]
 }
 
+// each calls f for every online user (f must not call back into p).
+func (p *presence) each(f func(user string)) {
+	for i := range p.shards {
+		s := &p.shards[i]
+		s.mu.RLock()
+		users := make([]string, 0, len(s.m))
+		for u := range s.m {
+			users = append(users, u)
+		}
+		s.mu.RUnlock()
+		for _, u := range users {
+			f(u)
+		}
+	}
+}
+
 // count returns the number of online users.
 func (p *presence) count() int {
 	n := 0

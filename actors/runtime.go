@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -56,6 +57,7 @@ type Runtime struct {
 	metrics  *metrics
 	hooks    Publisher // nil: no webhooks
 	presence *presence
+	policy   atomic.Pointer[Policy] // current kick policy (the server API may change it)
 
 	// Set by Start, then read-only.
 	sys     *actor.ActorSystem
@@ -70,12 +72,56 @@ type Runtime struct {
 // metrics registered).
 func NewRuntime(cfg Config, store Store, hooks Publisher, reg prometheus.Registerer, log *slog.Logger) *Runtime {
 	r := &Runtime{cfg: cfg.withDefaults(), store: store, log: log, metrics: newMetrics(reg), hooks: hooks, presence: newPresence()}
+	p := r.cfg.Policy
+	r.policy.Store(&p)
 	if reg != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tandem_online_users", Help: "Users with at least one live session whose actor is on this node.",
 		}, func() float64 { return float64(r.presence.count()) }))
 	}
 	return r
+}
+
+// KickPolicy returns the current kick policy: mode and per-class limits.
+func (r *Runtime) KickPolicy() (string, map[string]int) {
+	p := r.policy.Load()
+	limits := make(map[string]int, len(p.Limits))
+	for c, n := range p.Limits {
+		limits[string(c)] = n
+	}
+	return string(p.Mode), limits
+}
+
+// SetKickPolicy replaces the node's kick policy until the next restart
+// (the --kick-policy/--class-limits flags set it at start). Every online
+// user's actor on this node applies it at once: sessions the new policy no
+// longer allows are kicked (reason POLICY), oldest first. Limits not named
+// keep their defaults.
+func (r *Runtime) SetKickPolicy(ctx context.Context, mode string, limits map[string]int) error {
+	p := Policy{Mode: PolicyMode(mode), Limits: map[Class]int{}}
+	for c, n := range limits {
+		p.Limits[Class(c)] = n
+	}
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	p = p.withDefaults()
+	r.policy.Store(&p)
+	msg := &actorpb.PolicyChanged{Mode: string(p.Mode), Limits: map[string]int32{}}
+	for c, n := range p.Limits {
+		msg.Limits[string(c)] = int32(n)
+	}
+	r.presence.each(func(user string) { r.courier.send(user, msg) })
+	r.log.Info("kick policy changed", "policy", p.String())
+	return nil
+}
+
+func policyFromProto(m *actorpb.PolicyChanged) Policy {
+	p := Policy{Mode: PolicyMode(m.GetMode()), Limits: map[Class]int{}}
+	for c, n := range m.GetLimits() {
+		p.Limits[Class(c)] = int(n)
+	}
+	return p.withDefaults()
 }
 
 // Devices returns the live sessions of user (nil: offline), without

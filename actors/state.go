@@ -353,6 +353,32 @@ func (s *userState) closed(key sessionKey, logout bool, now time.Time) []effect 
 	return append(effs, s.presence())
 }
 
+// applyPolicy switches to policy p and kicks (reason POLICY) the sessions
+// the new policy no longer allows, oldest first.
+func (s *userState) applyPolicy(p Policy, now time.Time) []effect {
+	s.cfg.Policy = p.withDefaults()
+	live := make([]liveLogin, 0, len(s.sessions))
+	for k, sess := range s.sessions {
+		live = append(live, liveLogin{key: k, device: sess.info.GetDeviceId(), class: sess.class, tag: sess.info.GetTag(), order: sess.order})
+	}
+	keys := enforce(s.cfg.Policy, live)
+	if len(keys) == 0 {
+		return nil
+	}
+	var events []*wire.Entry
+	var effs []effect
+	for _, k := range keys {
+		sess := s.sessions[k]
+		events = append(events, s.deviceEvent(wire.DeviceEvent_KICKED, sess.info, now))
+		effs = append(effs, effKick{key: k, kick: &wire.Kick{Reason: wire.Kick_POLICY, CloseCode: wire.CloseKickedByPolicy}},
+			s.notify(webhook.DeviceKicked, sess.info, nil, wire.Kick_POLICY.String(), now))
+		s.flushCursor(sess)
+		delete(s.sessions, k)
+	}
+	effs = append(effs, s.appendEntries(events, persistence.AppendRequest{}))
+	return append(effs, s.presence())
+}
+
 // adminKick ends the sessions of device (every session if device is ""),
 // forced offline through the server API.
 func (s *userState) adminKick(device string, now time.Time) ([]*wire.DeviceInfo, []effect) {

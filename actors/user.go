@@ -74,6 +74,8 @@ func (a *userActor) Receive(ctx actor.Context) {
 		a.perform(ctx, a.st.deliverAck(m))
 	case *actorpb.InspectRequest:
 		ctx.Respond(a.inspect())
+	case *actorpb.PolicyChanged:
+		a.perform(ctx, a.st.applyPolicy(policyFromProto(m), now))
 	case *actorpb.AdminKick:
 		kicked, effs := a.st.adminKick(m.GetDeviceId(), now)
 		ctx.Respond(&actorpb.AdminKickResult{Kicked: kicked})
@@ -197,6 +199,7 @@ func (a *userActor) onLogin(ctx actor.Context, m *actorpb.LoginRequest, now time
 		}
 		comp = seq
 	}
+	a.st.cfg.Policy = *a.rt.policy.Load() // the server API may have changed it
 	reply, effs := a.st.login(keyOf(m.GetSession()), m, now, comp)
 	ok := reply.GetLoginOk() != nil
 	ctx.Respond(&actorpb.LoginResult{Reply: reply, Ok: ok})

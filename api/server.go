@@ -31,6 +31,10 @@ type Sessions interface {
 	// Kick ends the user's sessions of device (all if "") with kick reason
 	// ADMIN and returns the sessions it ended.
 	Kick(ctx context.Context, user, device string) ([]*wire.DeviceInfo, error)
+	// KickPolicy returns the kick policy; SetKickPolicy replaces it (an
+	// invalid one is refused with an error for the client).
+	KickPolicy() (mode string, limits map[string]int)
+	SetKickPolicy(ctx context.Context, mode string, limits map[string]int) error
 }
 
 // Config configures the server API. Zero value fields mean defaults.
@@ -86,6 +90,8 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle("DELETE /v1/users/{user}/devices", s.admin(s.kick))
 	s.mux.Handle("DELETE /v1/users/{user}/devices/{device}", s.admin(s.kick))
 	s.mux.Handle("POST /v1/online-status", s.admin(s.onlineStatus))
+	s.mux.Handle("GET /v1/kick-policy", s.admin(s.getPolicy))
+	s.mux.Handle("PUT /v1/kick-policy", s.admin(s.putPolicy))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, wire.CodeNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	})

@@ -22,6 +22,17 @@ import (
 // offline, and "broken" fails.
 type fakeSessions struct{}
 
+func (fakeSessions) KickPolicy() (string, map[string]int) {
+	return "per_class", map[string]int{"web": 10}
+}
+
+func (fakeSessions) SetKickPolicy(_ context.Context, mode string, _ map[string]int) error {
+	if mode != "single" && mode != "per_class" && mode != "tag" {
+		return errors.New("kick policy: bad mode")
+	}
+	return nil
+}
+
 func (fakeSessions) Devices(user string) []*wire.DeviceInfo {
 	if user != "alice" {
 		return nil
@@ -212,5 +223,21 @@ func TestOnlineStatus(t *testing.T) {
 		if code, m := do(t, "POST", ts.URL+"/v1/online-status", "adm", body); code != 400 || errName(m) != "INVALID_ARGUMENT" {
 			t.Fatalf("%s: %d %v", name, code, m)
 		}
+	}
+}
+
+func TestKickPolicyRoutes(t *testing.T) {
+	ts, _ := newTestServer(t, nil)
+	if code, m := do(t, "GET", ts.URL+"/v1/kick-policy", "adm", ""); code != 200 || m["mode"] != "per_class" {
+		t.Fatalf("get: %d %v", code, m)
+	}
+	if code, m := do(t, "PUT", ts.URL+"/v1/kick-policy", "adm", `{"mode":"single"}`); code != 200 {
+		t.Fatalf("put: %d %v", code, m)
+	}
+	if code, m := do(t, "PUT", ts.URL+"/v1/kick-policy", "adm", `{"mode":"lottery"}`); code != 400 || errName(m) != "INVALID_ARGUMENT" {
+		t.Fatalf("bad mode: %d %v", code, m)
+	}
+	if code, m := do(t, "PUT", ts.URL+"/v1/kick-policy", "", `{"mode":"single"}`); code != 401 {
+		t.Fatalf("without key: %d %v", code, m)
 	}
 }

@@ -121,3 +121,29 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "..."
 }
+
+type policyJSON struct {
+	Mode   string         `json:"mode"`
+	Limits map[string]int `json:"limits,omitempty"`
+}
+
+// GET /v1/kick-policy.
+func (s *Server) getPolicy(w http.ResponseWriter, _ *http.Request) {
+	mode, limits := s.cfg.Sessions.KickPolicy()
+	writeJSON(w, http.StatusOK, policyJSON{Mode: mode, Limits: limits})
+}
+
+// PUT /v1/kick-policy: replace the policy until restart; sessions it no
+// longer allows are kicked (reason POLICY).
+func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request) {
+	var req policyJSON
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if err := s.cfg.Sessions.SetKickPolicy(r.Context(), req.Mode, req.Limits); err != nil {
+		writeErr(w, wire.CodeInvalidArgument, err.Error())
+		return
+	}
+	mode, limits := s.cfg.Sessions.KickPolicy()
+	writeJSON(w, http.StatusOK, policyJSON{Mode: mode, Limits: limits})
+}

@@ -969,6 +969,60 @@ func (x *TransientDeliver) GetMessage() *wire.Message {
 	return nil
 }
 
+// HTTP API → online user actors: the kick policy changed; sessions beyond
+// the new limits are kicked with reason POLICY.
+type PolicyChanged struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Mode          string                 `protobuf:"bytes,1,opt,name=mode,proto3" json:"mode,omitempty"`                                                                                // single, per_class, tag
+	Limits        map[string]int32       `protobuf:"bytes,2,rep,name=limits,proto3" json:"limits,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"` // per_class limits by class name
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyChanged) Reset() {
+	*x = PolicyChanged{}
+	mi := &file_actorpb_actor_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyChanged) ProtoMessage() {}
+
+func (x *PolicyChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyChanged.ProtoReflect.Descriptor instead.
+func (*PolicyChanged) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *PolicyChanged) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *PolicyChanged) GetLimits() map[string]int32 {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
 var File_actorpb_actor_proto protoreflect.FileDescriptor
 
 const file_actorpb_actor_proto_rawDesc = "" +
@@ -1040,7 +1094,13 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x06kicked\x18\x01 \x03(\v2\x1a.tandem.wire.v1.DeviceInfoR\x06kicked\"b\n" +
 	"\x10TransientDeliver\x12\x1b\n" +
 	"\tfrom_user\x18\x01 \x01(\tR\bfromUser\x121\n" +
-	"\amessage\x18\x02 \x01(\v2\x17.tandem.wire.v1.MessageR\amessageB+Z)github.com/tandem-im/tandem/proto/actorpbb\x06proto3"
+	"\amessage\x18\x02 \x01(\v2\x17.tandem.wire.v1.MessageR\amessage\"\xa2\x01\n" +
+	"\rPolicyChanged\x12\x12\n" +
+	"\x04mode\x18\x01 \x01(\tR\x04mode\x12B\n" +
+	"\x06limits\x18\x02 \x03(\v2*.tandem.actor.v1.PolicyChanged.LimitsEntryR\x06limits\x1a9\n" +
+	"\vLimitsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01B+Z)github.com/tandem-im/tandem/proto/actorpbb\x06proto3"
 
 var (
 	file_actorpb_actor_proto_rawDescOnce sync.Once
@@ -1054,7 +1114,7 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 	return file_actorpb_actor_proto_rawDescData
 }
 
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_actorpb_actor_proto_goTypes = []any{
 	(*SessionRef)(nil),       // 0: tandem.actor.v1.SessionRef
 	(*LoginRequest)(nil),     // 1: tandem.actor.v1.LoginRequest
@@ -1073,34 +1133,37 @@ var file_actorpb_actor_proto_goTypes = []any{
 	(*AdminKick)(nil),        // 14: tandem.actor.v1.AdminKick
 	(*AdminKickResult)(nil),  // 15: tandem.actor.v1.AdminKickResult
 	(*TransientDeliver)(nil), // 16: tandem.actor.v1.TransientDeliver
-	(*wire.Login)(nil),       // 17: tandem.wire.v1.Login
-	(*wire.Frame)(nil),       // 18: tandem.wire.v1.Frame
-	(*wire.Error)(nil),       // 19: tandem.wire.v1.Error
-	(*wire.Kick)(nil),        // 20: tandem.wire.v1.Kick
-	(*wire.Message)(nil),     // 21: tandem.wire.v1.Message
-	(*wire.DeviceInfo)(nil),  // 22: tandem.wire.v1.DeviceInfo
+	(*PolicyChanged)(nil),    // 17: tandem.actor.v1.PolicyChanged
+	nil,                      // 18: tandem.actor.v1.PolicyChanged.LimitsEntry
+	(*wire.Login)(nil),       // 19: tandem.wire.v1.Login
+	(*wire.Frame)(nil),       // 20: tandem.wire.v1.Frame
+	(*wire.Error)(nil),       // 21: tandem.wire.v1.Error
+	(*wire.Kick)(nil),        // 22: tandem.wire.v1.Kick
+	(*wire.Message)(nil),     // 23: tandem.wire.v1.Message
+	(*wire.DeviceInfo)(nil),  // 24: tandem.wire.v1.DeviceInfo
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
 	0,  // 0: tandem.actor.v1.LoginRequest.session:type_name -> tandem.actor.v1.SessionRef
-	17, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
-	18, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
+	19, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
+	20, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
 	0,  // 3: tandem.actor.v1.ClientFrame.session:type_name -> tandem.actor.v1.SessionRef
-	18, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
-	19, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
+	20, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
+	21, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
 	0,  // 6: tandem.actor.v1.SessionClosed.session:type_name -> tandem.actor.v1.SessionRef
-	18, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
-	20, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
-	21, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
-	22, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
+	20, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
+	22, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
+	23, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
+	24, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
 	8,  // 11: tandem.actor.v1.OutboxItem.deliver:type_name -> tandem.actor.v1.Deliver
-	22, // 12: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
-	22, // 13: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
-	21, // 14: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	24, // 12: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
+	24, // 13: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
+	23, // 14: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
+	18, // 15: tandem.actor.v1.PolicyChanged.limits:type_name -> tandem.actor.v1.PolicyChanged.LimitsEntry
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
@@ -1114,7 +1177,7 @@ func file_actorpb_actor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -162,4 +163,42 @@ func fmtEvents(es []webhook.Event) string {
 		b.WriteString(string(e.Type) + ":" + e.UserID + "/" + e.Device.DeviceID + ":" + e.Reason + " ")
 	}
 	return b.String()
+}
+
+// TestPolicyChangeByAPI: tightening the policy through the server API kicks
+// the sessions it no longer allows (reason POLICY, close 4012), oldest
+// first; the newest stays and later logins follow the new policy.
+func TestPolicyChangeByAPI(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	ws, api := n.wsURL(), n.apiURL()
+	var tabs []*rawConn
+	for i := range 3 {
+		c := rawDial(t, ws)
+		if f := c.loginAs(&wire.Login{Token: token(t, api, "carol"), DeviceId: fmt.Sprint("tab", i), Platform: "web", HasCursor: true}, 1); f.GetLoginOk() == nil {
+			t.Fatalf("tab%d: %v", i, f)
+		}
+		tabs = append(tabs, c)
+	}
+	code, m := apiDo(t, "PUT", api+"/v1/kick-policy", `{"mode":"per_class","limits":{"web":1}}`)
+	if code != 200 || m["limits"].(map[string]any)["web"] != float64(1) {
+		t.Fatalf("PUT kick-policy: %d %v", code, m)
+	}
+	for i := range 2 {
+		f, _ := tabs[i].readReply()
+		if f.GetKick().GetReason() != wire.Kick_POLICY || f.GetKick().GetCloseCode() != wire.CloseKickedByPolicy {
+			t.Fatalf("tab%d got %v, want a POLICY kick", i, f)
+		}
+		if _, code := tabs[i].read(); code != wire.CloseKickedByPolicy {
+			t.Fatalf("tab%d closed with %d", i, code)
+		}
+	}
+	tabs[2].ping(77) // the newest survives
+	if _, m := apiDo(t, "GET", api+"/v1/users/carol/devices", ""); len(m["devices"].([]any)) != 1 {
+		t.Fatalf("devices after the policy change: %v", m)
+	}
+	// A new tab now kicks the survivor (web limit 1).
+	dial(t, ws, api, "carol", "tab9", devOpts{platform: "web"})
+	if f, _ := tabs[2].readReply(); f.GetKick().GetReason() != wire.Kick_LOGIN_CONFLICT {
+		t.Fatalf("survivor got %v, want LOGIN_CONFLICT under the new limit", f)
+	}
 }
