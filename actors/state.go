@@ -494,9 +494,6 @@ func validateSend(m *wire.Send) (wire.Code, error) {
 	if t := m.GetType(); t <= 0 || (t > int32(wire.MessageType_LOCATION) && t < 1000) {
 		return wire.CodeInvalidArgument, fmt.Errorf("message type %d: use 1-6 (built-in) or >= 1000 (custom)", t)
 	}
-	if m.GetOptions().GetTransient() {
-		return wire.CodeInvalidArgument, fmt.Errorf("transient messages are not available on this server yet")
-	}
 	if len(m.GetMentionList()) > maxMentions {
 		return wire.CodeInvalidArgument, fmt.Errorf("mention_list has %d entries, at most %d", len(m.GetMentionList()), maxMentions)
 	}
@@ -543,6 +540,9 @@ func (s *userState) send(key sessionKey, reqID uint64, m *wire.Send, now time.Ti
 	}
 	if code, err := validateSend(m); err != nil {
 		return []effect{s.replyErr(key, reqID, code, err.Error())}
+	}
+	if m.GetOptions().GetTransient() {
+		return s.sendTransient(sess, key, reqID, m, now)
 	}
 	cmid := m.GetClientMessageId()
 	if p := s.sending[cmid]; p != nil {

@@ -223,7 +223,6 @@ func TestSendValidation(t *testing.T) {
 		"bad mention":      {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 1, MentionList: []string{""}},
 		"empty attr key":   {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 1, Attributes: map[string]string{"": "v"}},
 		"long client id":   {ClientMessageId: string(make([]byte, 65)), Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 1},
-		"transient so far": {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 1, Options: &wire.SendOptions{Transient: true}},
 	}
 	for name, m := range bad {
 		t.Run(name, func(t *testing.T) {
@@ -628,5 +627,36 @@ func TestPresenceAndWebhookEvents(t *testing.T) {
 	}
 	if k, effs := h.st.adminKick("", t0); k != nil || effs != nil {
 		t.Fatal("kicking an offline user did something")
+	}
+}
+
+func TestTransientSendNeverStored(t *testing.T) {
+	h := newHarness(t, "alice")
+	h.login(1, "phone", false, 0)
+	h.login(2, "laptop", false, 0)
+	before := h.st.lastSeq
+	m := directSend("typing-1", "bob", "...")
+	m.Options = &wire.SendOptions{Transient: true}
+	effs := h.st.send(sk(1), 4, m, t0)
+	if len(appends(effs)) != 0 || h.st.lastSeq != before || len(h.st.sending) != 0 {
+		t.Fatal("a transient message was stored or got a seq")
+	}
+	ack := framesTo(effs, 1)
+	if len(ack) != 1 || ack[0].GetSendAck().GetSeq() != 0 || ack[0].GetSendAck().GetMessageId() == "" || ack[0].GetId() != 4 {
+		t.Fatalf("sender got %v, want a SendAck with seq 0", ack)
+	}
+	peer, _ := transients(effs)
+	if len(peer) != 1 || peer[0].GetMessage().GetConversation().GetId() != "alice" || !peer[0].GetMessage().GetMentioned() {
+		t.Fatalf("peer got %v", peer)
+	}
+	if f := framesTo(effs, 2); len(f) != 1 || len(f[0].GetPush().GetTransient()) != 1 || len(f[0].GetPush().GetEntries()) != 0 {
+		t.Fatalf("alice's other device got %v, want the transient carbon", f)
+	}
+	if len(delivers(effs)) != 0 || len(h.st.outbox) != 0 {
+		t.Fatal("a transient message must never be retried")
+	}
+	// The same client message ID twice: two transients (no dedup, nothing to dedup against).
+	if peer, _ := transients(h.st.send(sk(1), 5, m, t0)); len(peer) != 1 {
+		t.Fatal("second transient not sent")
 	}
 }

@@ -325,7 +325,11 @@ func (a *userActor) perform(ctx actor.Context, effs []effect) {
 			self, root, msg := a.self, a.rt.sys.Root, willDue{device: e.device, loginID: e.loginID}
 			time.AfterFunc(e.after, func() { root.Send(self, msg) })
 		case effTransient:
-			a.rt.courier.send(e.to, e.msg)
+			// Only online users can see it: don't activate an offline one
+			// (activation is a store write). One node: presence is exact.
+			if len(a.rt.presence.get(e.to)) > 0 {
+				a.rt.courier.send(e.to, e.msg)
+			}
 		case effNotify:
 			if a.rt.hooks != nil {
 				e.ev.Node = a.rt.sys.Address()

@@ -137,6 +137,38 @@ func (s *userState) fireWill(w will, now time.Time) []effect {
 	return effs
 }
 
+// sendTransient handles a transient Send (typing, status...): pushed to the
+// online devices of the conversation — the peer's and this user's other
+// ones — now, and nowhere else: no seq, no store, no retry, no dedup.
+func (s *userState) sendTransient(sess *session, key sessionKey, reqID uint64, m *wire.Send, now time.Time) []effect {
+	peer := m.GetConversation().GetId()
+	t := now.UnixMilli()
+	mine := &wire.Message{
+		MessageId:       s.newID(),
+		ClientMessageId: m.GetClientMessageId(),
+		Sender:          s.user,
+		SenderDevice:    sess.info.GetDeviceId(),
+		Conversation:    &wire.Conversation{Type: wire.Conversation_DIRECT, Id: peer},
+		Type:            m.GetType(),
+		Content:         m.GetContent(),
+		Attributes:      m.GetAttributes(),
+		MentionList:     m.GetMentionList(),
+		MentionAll:      m.GetMentionAll(),
+		Mentioned:       mentions(m, s.user),
+		Options:         m.GetOptions(),
+		ServerTimeMs:    t,
+	}
+	effs := []effect{s.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_SendAck{SendAck: &wire.SendAck{MessageId: mine.MessageId, ServerTimeMs: t}}})}
+	effs = append(effs, s.pushTransientExcept(mine, &key)...)
+	if peer != s.user {
+		theirs := proto.Clone(mine).(*wire.Message)
+		theirs.Conversation = &wire.Conversation{Type: wire.Conversation_DIRECT, Id: s.user}
+		theirs.Mentioned = mentions(m, peer)
+		effs = append(effs, effTransient{to: peer, msg: &actorpb.TransientDeliver{FromUser: s.user, Message: theirs}})
+	}
+	return effs
+}
+
 // transient pushes a never-stored message from another user to this
 // user's live devices.
 func (s *userState) transient(t *actorpb.TransientDeliver) []effect {
@@ -146,11 +178,14 @@ func (s *userState) transient(t *actorpb.TransientDeliver) []effect {
 	return s.pushTransient(t.GetMessage())
 }
 
-func (s *userState) pushTransient(m *wire.Message) []effect {
+func (s *userState) pushTransient(m *wire.Message) []effect { return s.pushTransientExcept(m, nil) }
+
+// pushTransientExcept pushes m to every live session but skip.
+func (s *userState) pushTransientExcept(m *wire.Message, skip *sessionKey) []effect {
 	byGW := map[gwKey][]uint64{}
 	var order []gwKey
 	for k, sess := range s.sessions {
-		if !sess.live {
+		if !sess.live || (skip != nil && k == *skip) {
 			continue
 		}
 		g := k.gw()
