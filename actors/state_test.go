@@ -214,15 +214,15 @@ func TestSendValidation(t *testing.T) {
 	h.login(1, "phone", false, 0)
 	base := h.st.lastSeq
 	bad := map[string]*wire.Send{
-		"empty client id":  {Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 1},
-		"bad peer id":      {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "b b"}, Type: 1},
-		"no conversation":  {ClientMessageId: "c", Type: 1},
-		"group (not yet)":  {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_GROUP, Id: "g"}, Type: 1},
-		"type 0":           {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}},
-		"reserved type":    {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 500},
-		"bad mention":      {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 1, MentionList: []string{""}},
-		"empty attr key":   {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 1, Attributes: map[string]string{"": "v"}},
-		"long client id":   {ClientMessageId: string(make([]byte, 65)), Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 1},
+		"empty client id": {Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 1},
+		"bad peer id":     {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "b b"}, Type: 1},
+		"no conversation": {ClientMessageId: "c", Type: 1},
+		"group (not yet)": {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_GROUP, Id: "g"}, Type: 1},
+		"type 0":          {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}},
+		"reserved type":   {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 500},
+		"bad mention":     {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 1, MentionList: []string{""}},
+		"empty attr key":  {ClientMessageId: "c", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 1, Attributes: map[string]string{"": "v"}},
+		"long client id":  {ClientMessageId: string(make([]byte, 65)), Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Type: 1},
 	}
 	for name, m := range bad {
 		t.Run(name, func(t *testing.T) {
