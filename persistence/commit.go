@@ -39,6 +39,7 @@ type op struct {
 	// writes and their cost. Activate: muts is built by the committer.
 	first, last Seq
 	n           int
+	maxRewrite  Seq // highest seq rewritten; must already be in the log
 	muts        []mutation
 	size        int64
 	err         error // found while encoding; delivered in submission order
@@ -90,6 +91,12 @@ func encodeAppend(req *AppendRequest) ([]mutation, int64, error) {
 	for _, e := range req.Entries {
 		n += logKeyLen(user) + 8 + len(e.Data)
 	}
+	for _, e := range req.Rewrites {
+		if e.Seq == 0 {
+			return nil, 0, fmt.Errorf("%w: user %q rewrite of seq 0", ErrNotInLog, user)
+		}
+		n += logKeyLen(user) + 8 + len(e.Data)
+	}
 	for _, d := range req.Dedup {
 		if err := checkTail("dedup key", d.Key); err != nil {
 			return nil, 0, err
@@ -125,7 +132,7 @@ func encodeAppend(req *AppendRequest) ([]mutation, int64, error) {
 	}
 
 	buf := make([]byte, 0, n)
-	muts := make([]mutation, 0, len(req.Entries)+len(req.Dedup)+len(req.OutboxPut)+
+	muts := make([]mutation, 0, len(req.Entries)+len(req.Rewrites)+len(req.Dedup)+len(req.OutboxPut)+
 		len(req.OutboxDone)+2*len(req.Devices)+len(req.Convs))
 	var size int64
 	// cut returns buf[from:] capped so later appends cannot reach it.
@@ -139,7 +146,7 @@ func encodeAppend(req *AppendRequest) ([]mutation, int64, error) {
 		size += writeCost(k, v)
 	}
 
-	for _, e := range req.Entries {
+	for _, e := range append(req.Entries[:len(req.Entries):len(req.Entries)], req.Rewrites...) {
 		k := len(buf)
 		buf = appendLogKey(buf, user, e.Seq)
 		v := len(buf)
@@ -209,6 +216,9 @@ func (b *Badger) submit(o *op) {
 // is no committer left to call it).
 func (b *Badger) Append(req AppendRequest, done func(error)) {
 	o := &op{kind: opAppend, user: req.User, epoch: req.Epoch, n: len(req.Entries), done: done}
+	for _, e := range req.Rewrites {
+		o.maxRewrite = max(o.maxRewrite, e.Seq)
+	}
 	if o.n > 0 {
 		o.first, o.last = req.Entries[0].Seq, req.Entries[o.n-1].Seq
 	}
@@ -368,6 +378,9 @@ func (b *Badger) check(o *op, st userState) (userState, error) {
 	default:
 		if st.epoch == 0 || o.epoch != st.epoch {
 			return st, fmt.Errorf("%w: user %q append with epoch %d, current epoch %d", ErrFenced, o.user, o.epoch, st.epoch)
+		}
+		if o.maxRewrite > st.last {
+			return st, fmt.Errorf("%w: user %q rewrite of seq %d, last seq is %d", ErrNotInLog, o.user, o.maxRewrite, st.last)
 		}
 		if o.n > 0 {
 			if o.first != st.last+1 {

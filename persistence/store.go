@@ -26,6 +26,8 @@ var (
 	ErrClosed = errors.New("persistence: store closed")
 	// ErrTooLarge: one append is bigger than the store accepts in a batch.
 	ErrTooLarge = errors.New("persistence: append too large")
+	// ErrNotInLog: a rewrite names a seq beyond the user's log.
+	ErrNotInLog = errors.New("persistence: no such entry")
 )
 
 // Entry is one stored sync-log entry. Data is opaque to the store (the
@@ -78,6 +80,11 @@ type AppendRequest struct {
 	User    string
 	Epoch   Epoch
 	Entries []Entry // consecutive; the first is the log's last seq + 1. May be empty.
+	// Rewrites replace the stored data (and time) of entries already in
+	// the log (seq <= the last seq before this request): recall erases a
+	// message's content, an edit replaces it. The old bytes are gone from
+	// reads at once and from the files once the store compacts.
+	Rewrites []Entry
 
 	Dedup      []DedupKey
 	OutboxPut  []OutboxItem

@@ -80,6 +80,7 @@ func Run(t *testing.T, h Harness) {
 		{"SideEffectsOnly", testSideEffectsOnly},
 		{"OutboxOrder", testOutboxOrder},
 		{"OutboxUsers", testOutboxUsers},
+		{"Rewrite", testRewrite},
 		{"PrefixUsers", testPrefixUsers},
 		{"FirstSeqSince", testFirstSeqSince},
 		{"AppendSyncContext", testAppendSyncContext},
@@ -1009,4 +1010,43 @@ func testOutboxUsers(t *testing.T, h Harness) {
 	if us, err := s.OutboxUsers(ctxT(t), "", 0); err != nil || len(us) != 0 {
 		t.Fatalf("OutboxUsers(limit 0) = %v, %v", us, err)
 	}
+}
+
+// testRewrite: rewrites replace stored entries atomically with new ones;
+// a rewrite beyond the log, or fenced, changes nothing.
+func testRewrite(t *testing.T, h Harness) {
+	s := h.Open(t)
+	e, _ := activate(t, s, "u")
+	appendSync(t, s, persistence.AppendRequest{User: "u", Epoch: e, Entries: entries("u", 1, 3)})
+	// Rewrite seq 2 and append seq 4 in one request.
+	appendSync(t, s, persistence.AppendRequest{User: "u", Epoch: e,
+		Entries:  []persistence.Entry{{Seq: 4, TimeMS: 4000, Data: []byte("recall of 2")}},
+		Rewrites: []persistence.Entry{{Seq: 2, TimeMS: 2000, Data: []byte("erased")}},
+	})
+	got, err := s.Read(ctxT(t), "u", 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4 || string(got[1].Data) != "erased" || got[1].TimeMS != 2000 || string(got[0].Data) != string(data("u", 1)) || string(got[3].Data) != "recall of 2" {
+		t.Fatalf("after rewrite: %+v", got)
+	}
+	// Beyond the log: refused, and the entry in the same request is not stored.
+	err = s.AppendSync(ctxT(t), persistence.AppendRequest{User: "u", Epoch: e,
+		Entries:  []persistence.Entry{{Seq: 5, TimeMS: 5000, Data: []byte("x")}},
+		Rewrites: []persistence.Entry{{Seq: 9, TimeMS: 1, Data: []byte("nope")}},
+	})
+	if !errors.Is(err, persistence.ErrNotInLog) {
+		t.Fatalf("rewrite beyond the log: %v, want ErrNotInLog", err)
+	}
+	// Fenced: refused.
+	e2, _ := activate(t, s, "u")
+	err = s.AppendSync(ctxT(t), persistence.AppendRequest{User: "u", Epoch: e, Rewrites: []persistence.Entry{{Seq: 1, TimeMS: 1, Data: []byte("stale")}}})
+	if !errors.Is(err, persistence.ErrFenced) {
+		t.Fatalf("stale rewrite: %v, want ErrFenced", err)
+	}
+	got, _ = s.Read(ctxT(t), "u", 0, 10)
+	if len(got) != 4 || string(got[0].Data) != string(data("u", 1)) {
+		t.Fatalf("a refused rewrite changed the log: %+v", got)
+	}
+	appendSync(t, s, persistence.AppendRequest{User: "u", Epoch: e2, Entries: []persistence.Entry{{Seq: 5, TimeMS: 5000, Data: []byte("ok")}}})
 }
