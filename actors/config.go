@@ -22,6 +22,9 @@ type Config struct {
 	// Policy decides which sessions a new login kicks; the zero value is
 	// per_class with DefaultLimits.
 	Policy Policy
+	// RecallWindow: a sender may recall a message only this long after it
+	// was sent; 0 means no limit. The server API may always recall.
+	RecallWindow time.Duration
 }
 
 // Defaults.
@@ -62,6 +65,9 @@ func (c Config) Validate() error {
 	}
 	if c.IdleTimeout < 0 {
 		errs = append(errs, fmt.Errorf("idle timeout %s: must not be negative", c.IdleTimeout))
+	}
+	if c.RecallWindow < 0 {
+		errs = append(errs, fmt.Errorf("recall window %s: must not be negative", c.RecallWindow))
 	}
 	if c.RequestTimeout < 0 {
 		errs = append(errs, fmt.Errorf("request timeout %s: must not be negative", c.RequestTimeout))

@@ -40,6 +40,7 @@ type userState struct {
 
 	sending    map[string]*pendingSend // client message ID → in-flight send
 	delivering map[string]bool         // message ID → in-flight delivery
+	changing   map[string]bool         // message ID → recall or edit in flight
 
 	outbox     map[persistence.Seq]*outboxEntry // fan-outs awaiting DeliverAck
 	outboxDone []persistence.OutboxRef          // confirmed, not yet deleted in the store
@@ -105,6 +106,8 @@ type commit struct {
 	deliverKey  string      // message ID delivered into this log
 	fanout      []*actorpb.OutboxItem
 	deliverAcks []effDeliverAck
+	after       []effect // replies to send once durable
+	recallKey   string   // message ID whose recall (or edit) this commits
 }
 
 // Effects, performed by the shell in order.
@@ -158,6 +161,7 @@ func newUserState(user string, cfg Config, rd logReader, newID func() string) *u
 		sessions:   make(map[sessionKey]*session),
 		sending:    make(map[string]*pendingSend),
 		delivering: make(map[string]bool),
+		changing:   make(map[string]bool),
 		outbox:     make(map[persistence.Seq]*outboxEntry),
 		cursors:    make(map[string]persistence.Seq),
 		wills:      make(map[string]*pendingWill),
@@ -171,7 +175,7 @@ func (s *userState) activated(epoch persistence.Epoch, last persistence.Seq, las
 	s.epoch, s.lastSeq, s.committed, s.lastTime = epoch, last, last, lastTime
 	var effs []effect
 	for _, it := range outbox {
-		seq := persistence.Seq(it.GetDeliver().GetOriginSeq())
+		seq := originSeq(it)
 		s.outbox[seq] = &outboxEntry{item: it, sentAt: now, attempts: 1}
 		effs = append(effs, effDeliver{item: it})
 	}
@@ -583,7 +587,7 @@ func (s *userState) send(key sessionKey, reqID uint64, m *wire.Send, now time.Ti
 
 	req := persistence.AppendRequest{
 		Entries: []persistence.Entry{{Seq: seq, TimeMS: t, Data: mustMarshal(entry)}},
-		Dedup:   []persistence.DedupKey{{Key: "c:" + cmid, Seq: seq}},
+		Dedup:   []persistence.DedupKey{{Key: "c:" + cmid, Seq: seq}, {Key: "m:" + msg.MessageId, Seq: seq}},
 	}
 	c := &commit{lastSeq: seq, entries: []*wire.Entry{entry}, skip: &key, sendKey: cmid}
 	if peer != s.user { // a note to self has no other party
@@ -659,7 +663,7 @@ func (s *userState) deliver(d *actorpb.Deliver, now time.Time) []effect {
 func (s *userState) deliverAck(a *actorpb.DeliverAck) []effect {
 	seq := persistence.Seq(a.GetOriginSeq())
 	e := s.outbox[seq]
-	if e == nil || e.item.GetToUser() != a.GetToUser() || e.item.GetDeliver().GetMessage().GetMessageId() != a.GetMessageId() {
+	if e == nil || e.item.GetToUser() != a.GetToUser() || itemMessageID(e.item) != a.GetMessageId() {
 		return nil // a repeat, or not ours
 	}
 	delete(s.outbox, seq)
@@ -703,12 +707,16 @@ func (s *userState) appendDone(err error, now time.Time) []effect {
 		effs = append(effs, s.pushLive(c.entries, c.skip)...)
 	}
 	for _, it := range c.fanout {
-		s.outbox[persistence.Seq(it.GetDeliver().GetOriginSeq())] = &outboxEntry{item: it, sentAt: now, attempts: 1}
+		s.outbox[originSeq(it)] = &outboxEntry{item: it, sentAt: now, attempts: 1}
 		effs = append(effs, effDeliver{item: it})
 	}
 	if c.deliverKey != "" {
 		delete(s.delivering, c.deliverKey)
 	}
+	if c.recallKey != "" {
+		delete(s.changing, c.recallKey)
+	}
+	effs = append(effs, c.after...)
 	for _, a := range c.deliverAcks {
 		effs = append(effs, a)
 	}

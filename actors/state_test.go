@@ -135,7 +135,7 @@ func TestSendAckCarbonDeliver(t *testing.T) {
 	if r.User != "alice" || r.Epoch != 1 || len(r.Entries) != 1 || r.Entries[0].Seq != seq {
 		t.Fatalf("append = %+v, want alice epoch 1 seq %d", r, seq)
 	}
-	if len(r.Dedup) != 1 || r.Dedup[0] != (persistence.DedupKey{Key: "c:c1", Seq: seq}) {
+	if len(r.Dedup) != 2 || r.Dedup[0] != (persistence.DedupKey{Key: "c:c1", Seq: seq}) || r.Dedup[1] != (persistence.DedupKey{Key: "m:M0001", Seq: seq}) {
 		t.Fatalf("dedup = %+v", r.Dedup)
 	}
 	if len(r.OutboxPut) != 1 || r.OutboxPut[0].Key != "bob" || r.OutboxPut[0].Seq != seq {

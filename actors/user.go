@@ -92,6 +92,8 @@ func (a *userActor) Receive(ctx actor.Context) {
 		a.perform(ctx, a.st.willDue(m.device, m.loginID, now))
 	case *actorpb.TransientDeliver:
 		a.perform(ctx, a.st.transient(m))
+	case *actorpb.RecallDeliver:
+		a.perform(ctx, a.st.recallDelivered(m, now))
 	case tickMsg:
 		a.armed = false
 		a.perform(ctx, a.st.tick(now))
@@ -234,6 +236,8 @@ func (a *userActor) onFrame(ctx actor.Context, m *actorpb.ClientFrame, now time.
 			return
 		}
 		a.perform(ctx, a.st.syncPage(key, f.GetId(), entries, limit))
+	case *wire.Frame_Recall:
+		a.perform(ctx, a.st.recall(key, f.GetId(), b.Recall, now))
 	case *wire.Frame_SetWill:
 		a.perform(ctx, a.st.setWill(key, f.GetId(), b.SetWill))
 	case *wire.Frame_ListDevices:
@@ -316,7 +320,7 @@ func (a *userActor) perform(ctx actor.Context, effs []effect) {
 		case effKick:
 			ctx.Send(actor.NewPID(e.key.addr, e.key.id), &actorpb.SessionKick{SessionId: e.key.sid, Kick: e.kick})
 		case effDeliver:
-			a.rt.courier.send(e.item.GetToUser(), e.item.GetDeliver())
+			a.rt.courier.send(e.item.GetToUser(), itemMessage(e.item))
 		case effDeliverAck:
 			a.rt.courier.send(e.to, e.ack)
 		case effCatchup:

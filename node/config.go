@@ -34,6 +34,7 @@ type Config struct {
 	ClassLimits string // per_class limits, e.g. "mobile=1,web=4"; unnamed classes keep their defaults
 
 	HeartbeatTimeout time.Duration // default 60 s
+	RecallWindow     time.Duration // senders may recall for this long; 0: no limit
 	CompensationDays int           // default 1, max 7
 	Retention        time.Duration // default 30 days (validated; trimming is not implemented yet)
 
@@ -113,6 +114,7 @@ func (c Config) actors() actors.Config {
 	return actors.Config{
 		HeartbeatTimeout: c.HeartbeatTimeout,
 		CompensationDays: c.CompensationDays,
+		RecallWindow:     c.RecallWindow,
 		Policy:           actors.Policy{Mode: actors.PolicyMode(c.KickPolicy), Limits: limits},
 	}
 }
@@ -143,6 +145,7 @@ func ParseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&c.HeartbeatTimeout, "heartbeat-timeout", actors.DefaultHeartbeatTimeout, "drop a session silent this long")
 	fs.IntVar(&c.CompensationDays, "compensation-days", actors.DefaultCompensationDays, "days of history a device without a cursor gets (1-7)")
+	fs.DurationVar(&c.RecallWindow, "recall-window", 0, "how long after sending a sender may recall (0: no limit)")
 	fs.DurationVar(&c.Retention, "retention", DefaultRetention, "keep sync-log entries this long")
 	fs.StringVar(&c.WebhookURL, "webhook-url", "", "POST online, offline and kick events here (JSON, HMAC-signed)")
 	fs.StringVar(&c.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 secret for webhook signatures")

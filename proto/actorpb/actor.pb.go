@@ -716,7 +716,9 @@ func (x *InspectResult) GetPendingFanout() uint32 {
 type OutboxItem struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ToUser        string                 `protobuf:"bytes,1,opt,name=to_user,json=toUser,proto3" json:"to_user,omitempty"`
-	Deliver       *Deliver               `protobuf:"bytes,2,opt,name=deliver,proto3" json:"deliver,omitempty"`
+	Deliver       *Deliver               `protobuf:"bytes,2,opt,name=deliver,proto3" json:"deliver,omitempty"` // one of deliver, recall, edit
+	Recall        *RecallDeliver         `protobuf:"bytes,3,opt,name=recall,proto3" json:"recall,omitempty"`
+	Edit          *EditDeliver           `protobuf:"bytes,4,opt,name=edit,proto3" json:"edit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -761,6 +763,20 @@ func (x *OutboxItem) GetToUser() string {
 func (x *OutboxItem) GetDeliver() *Deliver {
 	if x != nil {
 		return x.Deliver
+	}
+	return nil
+}
+
+func (x *OutboxItem) GetRecall() *RecallDeliver {
+	if x != nil {
+		return x.Recall
+	}
+	return nil
+}
+
+func (x *OutboxItem) GetEdit() *EditDeliver {
+	if x != nil {
+		return x.Edit
 	}
 	return nil
 }
@@ -1023,6 +1039,146 @@ func (x *PolicyChanged) GetLimits() map[string]int32 {
 	return nil
 }
 
+// Sender's user actor → the other party's: the sender recalled (or edited)
+// a message; apply it to your copy (idempotent) and log the event. Carried
+// in the outbox like Deliver, answered with DeliverAck (origin_seq = the
+// sender's RecallEvent/EditEvent seq).
+type RecallDeliver struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FromUser      string                 `protobuf:"bytes,1,opt,name=from_user,json=fromUser,proto3" json:"from_user,omitempty"`
+	MessageId     string                 `protobuf:"bytes,2,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	Conversation  *wire.Conversation     `protobuf:"bytes,3,opt,name=conversation,proto3" json:"conversation,omitempty"` // from the recipient's side
+	By            string                 `protobuf:"bytes,4,opt,name=by,proto3" json:"by,omitempty"`
+	OriginSeq     uint64                 `protobuf:"varint,5,opt,name=origin_seq,json=originSeq,proto3" json:"origin_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecallDeliver) Reset() {
+	*x = RecallDeliver{}
+	mi := &file_actorpb_actor_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecallDeliver) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecallDeliver) ProtoMessage() {}
+
+func (x *RecallDeliver) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecallDeliver.ProtoReflect.Descriptor instead.
+func (*RecallDeliver) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RecallDeliver) GetFromUser() string {
+	if x != nil {
+		return x.FromUser
+	}
+	return ""
+}
+
+func (x *RecallDeliver) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *RecallDeliver) GetConversation() *wire.Conversation {
+	if x != nil {
+		return x.Conversation
+	}
+	return nil
+}
+
+func (x *RecallDeliver) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *RecallDeliver) GetOriginSeq() uint64 {
+	if x != nil {
+		return x.OriginSeq
+	}
+	return 0
+}
+
+type EditDeliver struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FromUser      string                 `protobuf:"bytes,1,opt,name=from_user,json=fromUser,proto3" json:"from_user,omitempty"`
+	Message       *wire.Message          `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"` // new content, conversation from the recipient's side
+	OriginSeq     uint64                 `protobuf:"varint,3,opt,name=origin_seq,json=originSeq,proto3" json:"origin_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EditDeliver) Reset() {
+	*x = EditDeliver{}
+	mi := &file_actorpb_actor_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EditDeliver) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EditDeliver) ProtoMessage() {}
+
+func (x *EditDeliver) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EditDeliver.ProtoReflect.Descriptor instead.
+func (*EditDeliver) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *EditDeliver) GetFromUser() string {
+	if x != nil {
+		return x.FromUser
+	}
+	return ""
+}
+
+func (x *EditDeliver) GetMessage() *wire.Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *EditDeliver) GetOriginSeq() uint64 {
+	if x != nil {
+		return x.OriginSeq
+	}
+	return 0
+}
+
 var File_actorpb_actor_proto protoreflect.FileDescriptor
 
 const file_actorpb_actor_proto_rawDesc = "" +
@@ -1078,11 +1234,13 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\blast_seq\x18\x01 \x01(\x04R\alastSeq\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x126\n" +
 	"\bsessions\x18\x03 \x03(\v2\x1a.tandem.wire.v1.DeviceInfoR\bsessions\x12%\n" +
-	"\x0epending_fanout\x18\x04 \x01(\rR\rpendingFanout\"Y\n" +
+	"\x0epending_fanout\x18\x04 \x01(\rR\rpendingFanout\"\xc3\x01\n" +
 	"\n" +
 	"OutboxItem\x12\x17\n" +
 	"\ato_user\x18\x01 \x01(\tR\x06toUser\x122\n" +
-	"\adeliver\x18\x02 \x01(\v2\x18.tandem.actor.v1.DeliverR\adeliver\"x\n" +
+	"\adeliver\x18\x02 \x01(\v2\x18.tandem.actor.v1.DeliverR\adeliver\x126\n" +
+	"\x06recall\x18\x03 \x01(\v2\x1e.tandem.actor.v1.RecallDeliverR\x06recall\x120\n" +
+	"\x04edit\x18\x04 \x01(\v2\x1c.tandem.actor.v1.EditDeliverR\x04edit\"x\n" +
 	"\fDeviceRecord\x12.\n" +
 	"\x04info\x18\x01 \x01(\v2\x1a.tandem.wire.v1.DeviceInfoR\x04info\x12\x16\n" +
 	"\x06cursor\x18\x02 \x01(\x04R\x06cursor\x12 \n" +
@@ -1100,7 +1258,20 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x06limits\x18\x02 \x03(\v2*.tandem.actor.v1.PolicyChanged.LimitsEntryR\x06limits\x1a9\n" +
 	"\vLimitsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01B+Z)github.com/tandem-im/tandem/proto/actorpbb\x06proto3"
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xbc\x01\n" +
+	"\rRecallDeliver\x12\x1b\n" +
+	"\tfrom_user\x18\x01 \x01(\tR\bfromUser\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x02 \x01(\tR\tmessageId\x12@\n" +
+	"\fconversation\x18\x03 \x01(\v2\x1c.tandem.wire.v1.ConversationR\fconversation\x12\x0e\n" +
+	"\x02by\x18\x04 \x01(\tR\x02by\x12\x1d\n" +
+	"\n" +
+	"origin_seq\x18\x05 \x01(\x04R\toriginSeq\"|\n" +
+	"\vEditDeliver\x12\x1b\n" +
+	"\tfrom_user\x18\x01 \x01(\tR\bfromUser\x121\n" +
+	"\amessage\x18\x02 \x01(\v2\x17.tandem.wire.v1.MessageR\amessage\x12\x1d\n" +
+	"\n" +
+	"origin_seq\x18\x03 \x01(\x04R\toriginSeqB+Z)github.com/tandem-im/tandem/proto/actorpbb\x06proto3"
 
 var (
 	file_actorpb_actor_proto_rawDescOnce sync.Once
@@ -1114,56 +1285,63 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 	return file_actorpb_actor_proto_rawDescData
 }
 
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_actorpb_actor_proto_goTypes = []any{
-	(*SessionRef)(nil),       // 0: tandem.actor.v1.SessionRef
-	(*LoginRequest)(nil),     // 1: tandem.actor.v1.LoginRequest
-	(*LoginResult)(nil),      // 2: tandem.actor.v1.LoginResult
-	(*ClientFrame)(nil),      // 3: tandem.actor.v1.ClientFrame
-	(*Done)(nil),             // 4: tandem.actor.v1.Done
-	(*SessionClosed)(nil),    // 5: tandem.actor.v1.SessionClosed
-	(*SessionPush)(nil),      // 6: tandem.actor.v1.SessionPush
-	(*SessionKick)(nil),      // 7: tandem.actor.v1.SessionKick
-	(*Deliver)(nil),          // 8: tandem.actor.v1.Deliver
-	(*DeliverAck)(nil),       // 9: tandem.actor.v1.DeliverAck
-	(*InspectRequest)(nil),   // 10: tandem.actor.v1.InspectRequest
-	(*InspectResult)(nil),    // 11: tandem.actor.v1.InspectResult
-	(*OutboxItem)(nil),       // 12: tandem.actor.v1.OutboxItem
-	(*DeviceRecord)(nil),     // 13: tandem.actor.v1.DeviceRecord
-	(*AdminKick)(nil),        // 14: tandem.actor.v1.AdminKick
-	(*AdminKickResult)(nil),  // 15: tandem.actor.v1.AdminKickResult
-	(*TransientDeliver)(nil), // 16: tandem.actor.v1.TransientDeliver
-	(*PolicyChanged)(nil),    // 17: tandem.actor.v1.PolicyChanged
-	nil,                      // 18: tandem.actor.v1.PolicyChanged.LimitsEntry
-	(*wire.Login)(nil),       // 19: tandem.wire.v1.Login
-	(*wire.Frame)(nil),       // 20: tandem.wire.v1.Frame
-	(*wire.Error)(nil),       // 21: tandem.wire.v1.Error
-	(*wire.Kick)(nil),        // 22: tandem.wire.v1.Kick
-	(*wire.Message)(nil),     // 23: tandem.wire.v1.Message
-	(*wire.DeviceInfo)(nil),  // 24: tandem.wire.v1.DeviceInfo
+	(*SessionRef)(nil),        // 0: tandem.actor.v1.SessionRef
+	(*LoginRequest)(nil),      // 1: tandem.actor.v1.LoginRequest
+	(*LoginResult)(nil),       // 2: tandem.actor.v1.LoginResult
+	(*ClientFrame)(nil),       // 3: tandem.actor.v1.ClientFrame
+	(*Done)(nil),              // 4: tandem.actor.v1.Done
+	(*SessionClosed)(nil),     // 5: tandem.actor.v1.SessionClosed
+	(*SessionPush)(nil),       // 6: tandem.actor.v1.SessionPush
+	(*SessionKick)(nil),       // 7: tandem.actor.v1.SessionKick
+	(*Deliver)(nil),           // 8: tandem.actor.v1.Deliver
+	(*DeliverAck)(nil),        // 9: tandem.actor.v1.DeliverAck
+	(*InspectRequest)(nil),    // 10: tandem.actor.v1.InspectRequest
+	(*InspectResult)(nil),     // 11: tandem.actor.v1.InspectResult
+	(*OutboxItem)(nil),        // 12: tandem.actor.v1.OutboxItem
+	(*DeviceRecord)(nil),      // 13: tandem.actor.v1.DeviceRecord
+	(*AdminKick)(nil),         // 14: tandem.actor.v1.AdminKick
+	(*AdminKickResult)(nil),   // 15: tandem.actor.v1.AdminKickResult
+	(*TransientDeliver)(nil),  // 16: tandem.actor.v1.TransientDeliver
+	(*PolicyChanged)(nil),     // 17: tandem.actor.v1.PolicyChanged
+	(*RecallDeliver)(nil),     // 18: tandem.actor.v1.RecallDeliver
+	(*EditDeliver)(nil),       // 19: tandem.actor.v1.EditDeliver
+	nil,                       // 20: tandem.actor.v1.PolicyChanged.LimitsEntry
+	(*wire.Login)(nil),        // 21: tandem.wire.v1.Login
+	(*wire.Frame)(nil),        // 22: tandem.wire.v1.Frame
+	(*wire.Error)(nil),        // 23: tandem.wire.v1.Error
+	(*wire.Kick)(nil),         // 24: tandem.wire.v1.Kick
+	(*wire.Message)(nil),      // 25: tandem.wire.v1.Message
+	(*wire.DeviceInfo)(nil),   // 26: tandem.wire.v1.DeviceInfo
+	(*wire.Conversation)(nil), // 27: tandem.wire.v1.Conversation
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
 	0,  // 0: tandem.actor.v1.LoginRequest.session:type_name -> tandem.actor.v1.SessionRef
-	19, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
-	20, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
+	21, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
+	22, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
 	0,  // 3: tandem.actor.v1.ClientFrame.session:type_name -> tandem.actor.v1.SessionRef
-	20, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
-	21, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
+	22, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
+	23, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
 	0,  // 6: tandem.actor.v1.SessionClosed.session:type_name -> tandem.actor.v1.SessionRef
-	20, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
-	22, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
-	23, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
-	24, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
+	22, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
+	24, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
+	25, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
+	26, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
 	8,  // 11: tandem.actor.v1.OutboxItem.deliver:type_name -> tandem.actor.v1.Deliver
-	24, // 12: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
-	24, // 13: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
-	23, // 14: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
-	18, // 15: tandem.actor.v1.PolicyChanged.limits:type_name -> tandem.actor.v1.PolicyChanged.LimitsEntry
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	18, // 12: tandem.actor.v1.OutboxItem.recall:type_name -> tandem.actor.v1.RecallDeliver
+	19, // 13: tandem.actor.v1.OutboxItem.edit:type_name -> tandem.actor.v1.EditDeliver
+	26, // 14: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
+	26, // 15: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
+	25, // 16: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
+	20, // 17: tandem.actor.v1.PolicyChanged.limits:type_name -> tandem.actor.v1.PolicyChanged.LimitsEntry
+	27, // 18: tandem.actor.v1.RecallDeliver.conversation:type_name -> tandem.wire.v1.Conversation
+	25, // 19: tandem.actor.v1.EditDeliver.message:type_name -> tandem.wire.v1.Message
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
@@ -1177,7 +1355,7 @@ func file_actorpb_actor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

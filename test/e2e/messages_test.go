@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -89,6 +90,92 @@ func TestCustomTypesPassThrough(t *testing.T) {
 			len(m.GetAttributes()) != 3 || m.GetAttributes()["ünï"] != "çødé ☃" || m.GetAttributes()["empty"] != "" ||
 			len(m.GetMentionList()) != 2 || !m.GetMentioned() {
 			t.Fatalf("%s: message changed in transit: %v", name, m)
+		}
+	}
+}
+
+// TestRecall: the sender recalls; online devices get the RecallEvent at
+// once, an offline device converges at its next sync (content erased,
+// recalled set); after a restart the content is gone from both logs as the
+// store returns them; nobody else may recall it.
+func TestRecall(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, dir)
+	ws, api := n.wsURL(), n.apiURL()
+	a1 := dial(t, ws, api, "alice", "a1", devOpts{platform: "ios"})
+	b1 := dial(t, ws, api, "bob", "b1", devOpts{platform: "web"})
+	b2 := dial(t, ws, api, "bob", "b2", devOpts{platform: "ios"})
+	b1.waitSeq(t, b2.LoginOk().GetLastSeq()+1) // b2's own login event
+	b2cursor := b2.Cursor()
+	b2.Close()
+
+	secret := "the launch code is 0000"
+	ctx := ctxT(t, 20*time.Second)
+	ack, err := a1.Send(ctx, text("bob", "secret-1", secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b1.waitMessages(t, 1)
+
+	// bob may not recall alice's message.
+	rep, err := b1.Request(ctx, &wire.Frame{Body: &wire.Frame_Recall{Recall: &wire.Recall{
+		Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "alice"}, MessageId: ack.GetMessageId()}}})
+	if err == nil || rep.GetOk() != nil {
+		t.Fatalf("bob recalled alice's message: %v", rep)
+	}
+	rep, err = a1.Request(ctx, &wire.Frame{Body: &wire.Frame_Recall{Recall: &wire.Recall{
+		Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, MessageId: ack.GetMessageId()}}})
+	if err != nil || rep.GetOk() == nil {
+		t.Fatalf("recall: %v %v", rep, err)
+	}
+	isRecall := func(e *wire.Entry) bool { return e.GetRecall().GetMessageId() == ack.GetMessageId() }
+	for name, d := range map[string]*device{"alice/a1": a1, "bob/b1": b1} {
+		waitFor(t, 10*time.Second, func() bool {
+			for _, e := range d.all() {
+				if isRecall(e) {
+					return true
+				}
+			}
+			return false
+		}, func() string { return name + " never got the RecallEvent: " + fmtEntries(d.all()) })
+	}
+
+	// The offline device syncs: the message is there, erased and marked,
+	// followed by the RecallEvent.
+	b2 = dial(t, ws, api, "bob", "b2", devOpts{platform: "ios", hasCursor: true, cursor: b2cursor})
+	waitFor(t, 10*time.Second, func() bool {
+		for _, e := range b2.all() {
+			if isRecall(e) {
+				return true
+			}
+		}
+		return false
+	}, func() string { return "offline device never converged: " + fmtEntries(b2.all()) })
+	var m *wire.Message
+	for _, e := range b2.msgs() {
+		if e.GetMessage().GetMessageId() == ack.GetMessageId() {
+			m = e.GetMessage()
+		}
+	}
+	if m == nil || !m.GetRecalled() || len(m.GetContent()) != 0 {
+		t.Fatalf("offline device sees %v, want the message recalled with no content", m)
+	}
+
+	// After a restart the content is in neither log.
+	a1.Close()
+	b1.Close()
+	b2.Close()
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	n2 := startNode(t, dir)
+	for _, u := range []string{"alice", "bob"} {
+		d := dial(t, n2.wsURL(), n2.apiURL(), u, "audit", devOpts{platform: "web", hasCursor: true, cursor: 0})
+		d.waitSeq(t, d.LoginOk().GetLastSeq())
+		for _, e := range d.all() {
+			if strings.Contains(e.String(), "launch code") || strings.Contains(string(e.GetMessage().GetContent()), secret) {
+				t.Fatalf("%s's log still holds the recalled content: %v", u, e)
+			}
 		}
 	}
 }
