@@ -54,6 +54,9 @@ type userState struct {
 // dedup key ("c:"+client message ID, "m:"+message ID), or nil.
 type logReader interface {
 	entryByKey(key string) (*wire.Entry, error)
+	// indexed returns the value stored under a dedup key (a seq, or for
+	// "v:" keys the sender's edit version).
+	indexed(key string) (persistence.Seq, bool, error)
 }
 
 type sessionKey struct {

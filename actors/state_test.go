@@ -18,7 +18,16 @@ import (
 // keys of committed entries.
 type fakeLog struct {
 	byKey map[string]*wire.Entry
+	index map[string]persistence.Seq // raw values of dedup keys ("v:" versions)
 	err   error
+}
+
+func (f *fakeLog) indexed(key string) (persistence.Seq, bool, error) {
+	if f.err != nil {
+		return 0, false, f.err
+	}
+	v, ok := f.index[key]
+	return v, ok, nil
 }
 
 func (f *fakeLog) entryByKey(key string) (*wire.Entry, error) {

@@ -94,6 +94,8 @@ func (a *userActor) Receive(ctx actor.Context) {
 		a.perform(ctx, a.st.transient(m))
 	case *actorpb.RecallDeliver:
 		a.perform(ctx, a.st.recallDelivered(m, now))
+	case *actorpb.EditDeliver:
+		a.perform(ctx, a.st.editDelivered(m, now))
 	case tickMsg:
 		a.armed = false
 		a.perform(ctx, a.st.tick(now))
@@ -236,6 +238,8 @@ func (a *userActor) onFrame(ctx actor.Context, m *actorpb.ClientFrame, now time.
 			return
 		}
 		a.perform(ctx, a.st.syncPage(key, f.GetId(), entries, limit))
+	case *wire.Frame_Edit:
+		a.perform(ctx, a.st.edit(key, f.GetId(), b.Edit, now))
 	case *wire.Frame_Recall:
 		a.perform(ctx, a.st.recall(key, f.GetId(), b.Recall, now))
 	case *wire.Frame_SetWill:
@@ -353,6 +357,12 @@ func (a *userActor) perform(ctx actor.Context, effs []effect) {
 type storeReader struct {
 	store Store
 	user  string
+}
+
+func (r storeReader) indexed(key string) (persistence.Seq, bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultRequestTimeout)
+	defer cancel()
+	return r.store.LookupDedup(ctx, r.user, key)
 }
 
 func (r storeReader) entryByKey(key string) (*wire.Entry, error) {

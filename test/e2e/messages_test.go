@@ -179,3 +179,63 @@ func TestRecall(t *testing.T) {
 		}
 	}
 }
+
+// TestEdit: the sender edits; online devices get the EditEvent; a device
+// offline during the edit syncs the original entry with the new content
+// (edited) and the event; nobody else may edit.
+func TestEdit(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	ws, api := n.wsURL(), n.apiURL()
+	a1 := dial(t, ws, api, "alice", "a1", devOpts{platform: "ios"})
+	b1 := dial(t, ws, api, "bob", "b1", devOpts{platform: "web"})
+	b2 := dial(t, ws, api, "bob", "b2", devOpts{platform: "ios"})
+	b1.waitSeq(t, b2.LoginOk().GetLastSeq()+1)
+	b2cursor := b2.Cursor()
+	b2.Close()
+
+	ctx := ctxT(t, 20*time.Second)
+	ack, err := a1.Send(ctx, text("bob", "e-1", "helo wrold"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b1.waitMessages(t, 1)
+	editFrame := func(peer, body string) *wire.Frame {
+		return &wire.Frame{Body: &wire.Frame_Edit{Edit: &wire.Edit{
+			Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: peer}, MessageId: ack.GetMessageId(), Content: []byte(body),
+		}}}
+	}
+	if rep, err := b1.Request(ctx, editFrame("alice", "bob was here")); err == nil {
+		t.Fatalf("bob edited alice's message: %v", rep)
+	}
+	if rep, err := a1.Request(ctx, editFrame("bob", "hello world")); err != nil || rep.GetOk() == nil {
+		t.Fatalf("edit: %v %v", rep, err)
+	}
+	isEdit := func(e *wire.Entry) bool {
+		return e.GetEdit().GetMessage().GetMessageId() == ack.GetMessageId() && string(e.GetEdit().GetMessage().GetContent()) == "hello world"
+	}
+	hasEdit := func(d *device) func() bool {
+		return func() bool {
+			for _, e := range d.all() {
+				if isEdit(e) {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	waitFor(t, 10*time.Second, hasEdit(b1), func() string { return "bob/b1 never got the EditEvent: " + fmtEntries(b1.all()) })
+	waitFor(t, 10*time.Second, hasEdit(a1), func() string { return "alice/a1 never got the EditEvent" })
+
+	b2 = dial(t, ws, api, "bob", "b2", devOpts{platform: "ios", hasCursor: true, cursor: b2cursor})
+	waitFor(t, 10*time.Second, hasEdit(b2), func() string { return "offline device never converged: " + fmtEntries(b2.all()) })
+	m := b2.msgs()[0].GetMessage()
+	if string(m.GetContent()) != "hello world" || !m.GetEdited() || m.GetMessageId() != ack.GetMessageId() {
+		t.Fatalf("offline device sees %v, want the edited content in the original entry", m)
+	}
+	// A fresh full read of alice's log shows the same.
+	audit := dial(t, ws, api, "alice", "audit", devOpts{platform: "web", hasCursor: true, cursor: 0})
+	audit.waitMessages(t, 1)
+	if m := audit.msgs()[0].GetMessage(); string(m.GetContent()) != "hello world" || !m.GetEdited() {
+		t.Fatalf("alice's log has %v", m)
+	}
+}
