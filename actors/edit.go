@@ -48,6 +48,9 @@ func (s *userState) edit(key sessionKey, reqID uint64, ed *wire.Edit, now time.T
 		Entries:  []persistence.Entry{{Seq: seq, TimeMS: t, Data: mustMarshal(ev)}},
 		Rewrites: []persistence.Entry{{Seq: persistence.Seq(updated.GetSeq()), TimeMS: updated.GetServerTimeMs(), Data: mustMarshal(updated)}},
 	}
+	if cr := s.noteChanged(orig, updated); cr != nil {
+		req.Convs = []persistence.Conv{*cr}
+	}
 	ok := s.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_Ok{Ok: &wire.Ok{}}})
 	c := &commit{lastSeq: seq, entries: []*wire.Entry{ev}, recallKey: id, after: []effect{ok}}
 	if peer := m.GetConversation().GetId(); peer != s.user {
@@ -114,6 +117,9 @@ func (s *userState) editDelivered(e *actorpb.EditDeliver, now time.Time) []effec
 		um := updated.GetMessage()
 		applyEdit(um, nm.GetType(), nm.GetContent(), nm.GetAttributes())
 		req.Rewrites = []persistence.Entry{{Seq: persistence.Seq(updated.GetSeq()), TimeMS: updated.GetServerTimeMs(), Data: mustMarshal(updated)}}
+		if cr := s.noteChanged(orig, updated); cr != nil {
+			req.Convs = []persistence.Conv{*cr}
+		}
 	} else if orig == nil {
 		// Edited before the message arrived: the EditEvent carries it whole,
 		// and the late copy (old content) is never stored.

@@ -108,6 +108,9 @@ func (s *userState) applyRecall(orig *wire.Entry, by string, now time.Time, afte
 		Entries:  []persistence.Entry{{Seq: s.lastSeq, TimeMS: t, Data: mustMarshal(ev)}},
 		Rewrites: []persistence.Entry{{Seq: persistence.Seq(erased.GetSeq()), TimeMS: erased.GetServerTimeMs(), Data: mustMarshal(erased)}},
 	}
+	if cr := s.noteChanged(orig, erased); cr != nil {
+		req.Convs = []persistence.Conv{*cr}
+	}
 	c := &commit{lastSeq: s.lastSeq, entries: []*wire.Entry{ev}, recallKey: m.GetMessageId(), after: after}
 	if peer := m.GetConversation().GetId(); m.GetSender() == s.user && peer != s.user {
 		item := &actorpb.OutboxItem{ToUser: peer, Recall: &actorpb.RecallDeliver{
@@ -158,6 +161,9 @@ func (s *userState) recallDelivered(r *actorpb.RecallDeliver, now time.Time) []e
 		em := erased.GetMessage()
 		em.Content, em.Attributes, em.MentionList, em.MentionAll, em.Mentioned, em.Recalled = nil, nil, nil, false, false, true
 		req.Rewrites = []persistence.Entry{{Seq: persistence.Seq(erased.GetSeq()), TimeMS: erased.GetServerTimeMs(), Data: mustMarshal(erased)}}
+		if cr := s.noteChanged(orig, erased); cr != nil {
+			req.Convs = []persistence.Conv{*cr}
+		}
 	} else if orig == nil {
 		// Recalled before it arrived: its Deliver will find this index.
 		req.Dedup = append(req.Dedup, persistence.DedupKey{Key: "m:" + id, Seq: seq})

@@ -28,6 +28,7 @@ type Store interface {
 	LookupDedup(ctx context.Context, user, key string) (persistence.Seq, bool, error)
 	Outbox(ctx context.Context, user string) ([]persistence.OutboxItem, error)
 	OutboxUsers(ctx context.Context, after string, limit int) ([]string, error)
+	Convs(ctx context.Context, user string) ([]persistence.Conv, error)
 }
 
 // SessionTable is the node's gateway as the actors see it (gateway.Server

@@ -46,6 +46,7 @@ type userState struct {
 	outboxDone []persistence.OutboxRef          // confirmed, not yet deleted in the store
 	cursors    map[string]persistence.Seq       // device → cursor, not yet flushed
 	wills      map[string]*pendingWill          // device → will waiting out its grace period
+	convs      map[string]*actorpb.ConvState    // conversation key → state (all of them, loaded at activation)
 
 	failed bool // an append failed: the actor is stopping
 }
@@ -168,14 +169,18 @@ func newUserState(user string, cfg Config, rd logReader, newID func() string) *u
 		outbox:     make(map[persistence.Seq]*outboxEntry),
 		cursors:    make(map[string]persistence.Seq),
 		wills:      make(map[string]*pendingWill),
+		convs:      make(map[string]*actorpb.ConvState),
 	}
 }
 
 // activated sets what Store.Activate returned, the stored cursors and the
 // pending outbox, and returns the deliveries to re-drive (the outbox rule:
 // a fan-out acked to the sender but not confirmed is sent again).
-func (s *userState) activated(epoch persistence.Epoch, last persistence.Seq, lastTime int64, outbox []*actorpb.OutboxItem, now time.Time) []effect {
+func (s *userState) activated(epoch persistence.Epoch, last persistence.Seq, lastTime int64, outbox []*actorpb.OutboxItem, now time.Time, convs ...*actorpb.ConvState) []effect {
 	s.epoch, s.lastSeq, s.committed, s.lastTime = epoch, last, last, lastTime
+	for _, cs := range convs {
+		s.convs[convKey(cs.GetConversation())] = cs
+	}
 	var effs []effect
 	for _, it := range outbox {
 		seq := originSeq(it)
@@ -322,7 +327,9 @@ func (s *userState) catchupPage(key sessionKey, entries []*wire.Entry, limit int
 		return append(effs, effCatchup{key: key})
 	}
 	sess.live = true
-	return effs
+	// Then the conversations with unread messages (SPEC: "on login the
+	// device gets every conversation with unread > 0 and its last message").
+	return append(effs, s.reply(key, &wire.Frame{Body: &wire.Frame_ConversationList{ConversationList: s.conversationList(false)}}))
 }
 
 // syncPage answers a SyncRequest (gap pull) with entries the shell read.
@@ -591,6 +598,7 @@ func (s *userState) send(key sessionKey, reqID uint64, m *wire.Send, now time.Ti
 	req := persistence.AppendRequest{
 		Entries: []persistence.Entry{{Seq: seq, TimeMS: t, Data: mustMarshal(entry)}},
 		Dedup:   []persistence.DedupKey{{Key: "c:" + cmid, Seq: seq}, {Key: "m:" + msg.MessageId, Seq: seq}},
+		Convs:   []persistence.Conv{s.noteMessage(entry)},
 	}
 	c := &commit{lastSeq: seq, entries: []*wire.Entry{entry}, skip: &key, sendKey: cmid}
 	if peer != s.user { // a note to self has no other party
@@ -651,6 +659,7 @@ func (s *userState) deliver(d *actorpb.Deliver, now time.Time) []effect {
 	return []effect{s.submit(persistence.AppendRequest{
 		Entries: []persistence.Entry{{Seq: seq, TimeMS: t, Data: mustMarshal(entry)}},
 		Dedup:   []persistence.DedupKey{{Key: "m:" + id, Seq: seq}},
+		Convs:   []persistence.Conv{s.noteMessage(entry)},
 	}, &commit{
 		lastSeq:    seq,
 		entries:    []*wire.Entry{entry},

@@ -40,10 +40,11 @@ func (f *fakeLog) entryByKey(key string) (*wire.Entry, error) {
 var t0 = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 
 type harness struct {
-	t   *testing.T
-	st  *userState
-	log *fakeLog
-	ids int
+	t      *testing.T
+	st     *userState
+	log    *fakeLog
+	ids    int
+	logged []*wire.Entry // what h.run saw appended (conv_test.go)
 }
 
 func newHarness(t *testing.T, user string) *harness {
@@ -392,8 +393,8 @@ func TestCatchupPagesThenLive(t *testing.T) {
 		t.Fatal("a full page must ask for the next one")
 	}
 	effs = h.st.catchupPage(sk(1), page(301, 151), pageLimit)
-	if f := framesTo(effs, 1); len(f) != 1 || f[0].GetSyncPage().GetHasMore() || !sess.live {
-		t.Fatalf("last page = %v live=%v", f, sess.live)
+	if f := framesTo(effs, 1); len(f) != 2 || f[0].GetSyncPage().GetHasMore() || !sess.live || f[1].GetConversationList() == nil {
+		t.Fatalf("last page = %v live=%v, want the last page then the conversation list", f, sess.live)
 	}
 	pushed = h.completeAppends(h.st.deliver(&actorpb.Deliver{FromUser: "alice", Message: &wire.Message{MessageId: "newer"}}, t0))
 	if len(framesTo(pushed, 1)) != 1 {

@@ -153,6 +153,18 @@ func (a *userActor) load(init *cluster.ClusterInit) (*userState, []effect, error
 			lastTime = es[0].TimeMS
 		}
 	}
+	stored, err := a.rt.store.Convs(ctx, a.user)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read conversations of %q: %w", a.user, err)
+	}
+	convs := make([]*actorpb.ConvState, 0, len(stored))
+	for _, c := range stored {
+		var cs actorpb.ConvState
+		if err := proto.Unmarshal(c.Data, &cs); err != nil {
+			return nil, nil, fmt.Errorf("decode conversation %q of %q: %w", c.Key, a.user, err)
+		}
+		convs = append(convs, &cs)
+	}
 	items, err := a.rt.store.Outbox(ctx, a.user)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read outbox of %q: %w", a.user, err)
@@ -169,7 +181,7 @@ func (a *userActor) load(init *cluster.ClusterInit) (*userState, []effect, error
 		a.log.Info("re-driving pending fan-outs", "count", len(outbox))
 	}
 	st := newUserState(a.user, a.rt.cfg, storeReader{a.rt.store, a.user}, NewMessageID)
-	effs := st.activated(epoch, last, lastTime, outbox, time.Now())
+	effs := st.activated(epoch, last, lastTime, outbox, time.Now(), convs...)
 	return st, effs, nil
 }
 
@@ -238,6 +250,22 @@ func (a *userActor) onFrame(ctx actor.Context, m *actorpb.ClientFrame, now time.
 			return
 		}
 		a.perform(ctx, a.st.syncPage(key, f.GetId(), entries, limit))
+	case *wire.Frame_MarkRead:
+		var later []*wire.Entry
+		if a.st.needsLater(b.MarkRead) {
+			var err error
+			if later, err = a.readAll(persistence.Seq(b.MarkRead.GetUpToSeq())); err != nil {
+				a.log.Error("mark-read recount failed", "err", err)
+				a.perform(ctx, []effect{a.st.replyErr(key, f.GetId(), wire.CodeUnavailable, "storage unavailable; retry")})
+				return
+			}
+		}
+		a.perform(ctx, a.st.markRead(key, f.GetId(), b.MarkRead, later, now))
+	case *wire.Frame_ConversationOp:
+		a.perform(ctx, a.st.conversationOp(key, f.GetId(), b.ConversationOp, now))
+	case *wire.Frame_ListConversations:
+		a.perform(ctx, []effect{a.st.reply(key, &wire.Frame{Id: f.GetId(), Body: &wire.Frame_ConversationList{
+			ConversationList: a.st.conversationList(b.ListConversations.GetAll())}})})
 	case *wire.Frame_Edit:
 		a.perform(ctx, a.st.edit(key, f.GetId(), b.Edit, now))
 	case *wire.Frame_Recall:
@@ -275,6 +303,23 @@ func (a *userActor) onCatchup(ctx actor.Context, key sessionKey) {
 		return
 	}
 	a.perform(ctx, a.st.catchupPage(key, entries, pageLimit))
+}
+
+// readAll returns every entry after seq (for recounts; bounded by the log
+// since the read position, which is what is unread).
+func (a *userActor) readAll(after persistence.Seq) ([]*wire.Entry, error) {
+	var out []*wire.Entry
+	for {
+		page, err := a.read(after, pageLimit)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page...)
+		if len(page) < pageLimit {
+			return out, nil
+		}
+		after = persistence.Seq(page[len(page)-1].GetSeq())
+	}
 }
 
 // read returns up to limit decoded entries after seq.

@@ -367,7 +367,7 @@ func clientBody(f *wire.Frame) bool {
 	case *wire.Frame_Login, *wire.Frame_Send, *wire.Frame_Sync, *wire.Frame_CursorAck,
 		*wire.Frame_Ping, *wire.Frame_Logout, *wire.Frame_Recall, *wire.Frame_Edit,
 		*wire.Frame_MarkRead, *wire.Frame_ConversationOp, *wire.Frame_SetWill,
-		*wire.Frame_ListDevices, *wire.Frame_History:
+		*wire.Frame_ListDevices, *wire.Frame_History, *wire.Frame_ListConversations:
 		return true
 	}
 	return false

@@ -1179,6 +1179,132 @@ func (x *EditDeliver) GetOriginSeq() uint64 {
 	return 0
 }
 
+// A user's state of one conversation, stored with every append that
+// changes it (persistence keeps it as opaque bytes per conversation key).
+type ConvState struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Conversation   *wire.Conversation     `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`                            // from this user's side
+	Unread         uint32                 `protobuf:"varint,2,opt,name=unread,proto3" json:"unread,omitempty"`                                       // others' messages after read_seq
+	UnreadMentions uint32                 `protobuf:"varint,3,opt,name=unread_mentions,json=unreadMentions,proto3" json:"unread_mentions,omitempty"` // of those, the ones mentioning this user
+	ReadSeq        uint64                 `protobuf:"varint,4,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	LastMessage    *wire.Message          `protobuf:"bytes,5,opt,name=last_message,json=lastMessage,proto3" json:"last_message,omitempty"`
+	LastSeq        uint64                 `protobuf:"varint,6,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"` // seq of last_message in this user's log
+	Pinned         bool                   `protobuf:"varint,7,opt,name=pinned,proto3" json:"pinned,omitempty"`
+	Muted          bool                   `protobuf:"varint,8,opt,name=muted,proto3" json:"muted,omitempty"`
+	Marks          []string               `protobuf:"bytes,9,rep,name=marks,proto3" json:"marks,omitempty"`
+	Deleted        bool                   `protobuf:"varint,10,opt,name=deleted,proto3" json:"deleted,omitempty"`                         // removed from the list until a new message
+	ClearedSeq     uint64                 `protobuf:"varint,11,opt,name=cleared_seq,json=clearedSeq,proto3" json:"cleared_seq,omitempty"` // history hides entries up to here
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ConvState) Reset() {
+	*x = ConvState{}
+	mi := &file_actorpb_actor_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConvState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConvState) ProtoMessage() {}
+
+func (x *ConvState) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConvState.ProtoReflect.Descriptor instead.
+func (*ConvState) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ConvState) GetConversation() *wire.Conversation {
+	if x != nil {
+		return x.Conversation
+	}
+	return nil
+}
+
+func (x *ConvState) GetUnread() uint32 {
+	if x != nil {
+		return x.Unread
+	}
+	return 0
+}
+
+func (x *ConvState) GetUnreadMentions() uint32 {
+	if x != nil {
+		return x.UnreadMentions
+	}
+	return 0
+}
+
+func (x *ConvState) GetReadSeq() uint64 {
+	if x != nil {
+		return x.ReadSeq
+	}
+	return 0
+}
+
+func (x *ConvState) GetLastMessage() *wire.Message {
+	if x != nil {
+		return x.LastMessage
+	}
+	return nil
+}
+
+func (x *ConvState) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+func (x *ConvState) GetPinned() bool {
+	if x != nil {
+		return x.Pinned
+	}
+	return false
+}
+
+func (x *ConvState) GetMuted() bool {
+	if x != nil {
+		return x.Muted
+	}
+	return false
+}
+
+func (x *ConvState) GetMarks() []string {
+	if x != nil {
+		return x.Marks
+	}
+	return nil
+}
+
+func (x *ConvState) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+func (x *ConvState) GetClearedSeq() uint64 {
+	if x != nil {
+		return x.ClearedSeq
+	}
+	return 0
+}
+
 var File_actorpb_actor_proto protoreflect.FileDescriptor
 
 const file_actorpb_actor_proto_rawDesc = "" +
@@ -1271,7 +1397,21 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\tfrom_user\x18\x01 \x01(\tR\bfromUser\x121\n" +
 	"\amessage\x18\x02 \x01(\v2\x17.tandem.wire.v1.MessageR\amessage\x12\x1d\n" +
 	"\n" +
-	"origin_seq\x18\x03 \x01(\x04R\toriginSeqB+Z)github.com/tandem-im/tandem/proto/actorpbb\x06proto3"
+	"origin_seq\x18\x03 \x01(\x04R\toriginSeq\"\xff\x02\n" +
+	"\tConvState\x12@\n" +
+	"\fconversation\x18\x01 \x01(\v2\x1c.tandem.wire.v1.ConversationR\fconversation\x12\x16\n" +
+	"\x06unread\x18\x02 \x01(\rR\x06unread\x12'\n" +
+	"\x0funread_mentions\x18\x03 \x01(\rR\x0eunreadMentions\x12\x19\n" +
+	"\bread_seq\x18\x04 \x01(\x04R\areadSeq\x12:\n" +
+	"\flast_message\x18\x05 \x01(\v2\x17.tandem.wire.v1.MessageR\vlastMessage\x12\x19\n" +
+	"\blast_seq\x18\x06 \x01(\x04R\alastSeq\x12\x16\n" +
+	"\x06pinned\x18\a \x01(\bR\x06pinned\x12\x14\n" +
+	"\x05muted\x18\b \x01(\bR\x05muted\x12\x14\n" +
+	"\x05marks\x18\t \x03(\tR\x05marks\x12\x18\n" +
+	"\adeleted\x18\n" +
+	" \x01(\bR\adeleted\x12\x1f\n" +
+	"\vcleared_seq\x18\v \x01(\x04R\n" +
+	"clearedSeqB+Z)github.com/tandem-im/tandem/proto/actorpbb\x06proto3"
 
 var (
 	file_actorpb_actor_proto_rawDescOnce sync.Once
@@ -1285,7 +1425,7 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 	return file_actorpb_actor_proto_rawDescData
 }
 
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_actorpb_actor_proto_goTypes = []any{
 	(*SessionRef)(nil),        // 0: tandem.actor.v1.SessionRef
 	(*LoginRequest)(nil),      // 1: tandem.actor.v1.LoginRequest
@@ -1307,41 +1447,44 @@ var file_actorpb_actor_proto_goTypes = []any{
 	(*PolicyChanged)(nil),     // 17: tandem.actor.v1.PolicyChanged
 	(*RecallDeliver)(nil),     // 18: tandem.actor.v1.RecallDeliver
 	(*EditDeliver)(nil),       // 19: tandem.actor.v1.EditDeliver
-	nil,                       // 20: tandem.actor.v1.PolicyChanged.LimitsEntry
-	(*wire.Login)(nil),        // 21: tandem.wire.v1.Login
-	(*wire.Frame)(nil),        // 22: tandem.wire.v1.Frame
-	(*wire.Error)(nil),        // 23: tandem.wire.v1.Error
-	(*wire.Kick)(nil),         // 24: tandem.wire.v1.Kick
-	(*wire.Message)(nil),      // 25: tandem.wire.v1.Message
-	(*wire.DeviceInfo)(nil),   // 26: tandem.wire.v1.DeviceInfo
-	(*wire.Conversation)(nil), // 27: tandem.wire.v1.Conversation
+	(*ConvState)(nil),         // 20: tandem.actor.v1.ConvState
+	nil,                       // 21: tandem.actor.v1.PolicyChanged.LimitsEntry
+	(*wire.Login)(nil),        // 22: tandem.wire.v1.Login
+	(*wire.Frame)(nil),        // 23: tandem.wire.v1.Frame
+	(*wire.Error)(nil),        // 24: tandem.wire.v1.Error
+	(*wire.Kick)(nil),         // 25: tandem.wire.v1.Kick
+	(*wire.Message)(nil),      // 26: tandem.wire.v1.Message
+	(*wire.DeviceInfo)(nil),   // 27: tandem.wire.v1.DeviceInfo
+	(*wire.Conversation)(nil), // 28: tandem.wire.v1.Conversation
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
 	0,  // 0: tandem.actor.v1.LoginRequest.session:type_name -> tandem.actor.v1.SessionRef
-	21, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
-	22, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
+	22, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
+	23, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
 	0,  // 3: tandem.actor.v1.ClientFrame.session:type_name -> tandem.actor.v1.SessionRef
-	22, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
-	23, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
+	23, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
+	24, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
 	0,  // 6: tandem.actor.v1.SessionClosed.session:type_name -> tandem.actor.v1.SessionRef
-	22, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
-	24, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
-	25, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
-	26, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
+	23, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
+	25, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
+	26, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
+	27, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
 	8,  // 11: tandem.actor.v1.OutboxItem.deliver:type_name -> tandem.actor.v1.Deliver
 	18, // 12: tandem.actor.v1.OutboxItem.recall:type_name -> tandem.actor.v1.RecallDeliver
 	19, // 13: tandem.actor.v1.OutboxItem.edit:type_name -> tandem.actor.v1.EditDeliver
-	26, // 14: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
-	26, // 15: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
-	25, // 16: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
-	20, // 17: tandem.actor.v1.PolicyChanged.limits:type_name -> tandem.actor.v1.PolicyChanged.LimitsEntry
-	27, // 18: tandem.actor.v1.RecallDeliver.conversation:type_name -> tandem.wire.v1.Conversation
-	25, // 19: tandem.actor.v1.EditDeliver.message:type_name -> tandem.wire.v1.Message
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	27, // 14: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
+	27, // 15: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
+	26, // 16: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
+	21, // 17: tandem.actor.v1.PolicyChanged.limits:type_name -> tandem.actor.v1.PolicyChanged.LimitsEntry
+	28, // 18: tandem.actor.v1.RecallDeliver.conversation:type_name -> tandem.wire.v1.Conversation
+	26, // 19: tandem.actor.v1.EditDeliver.message:type_name -> tandem.wire.v1.Message
+	28, // 20: tandem.actor.v1.ConvState.conversation:type_name -> tandem.wire.v1.Conversation
+	26, // 21: tandem.actor.v1.ConvState.last_message:type_name -> tandem.wire.v1.Message
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
@@ -1355,7 +1498,7 @@ func file_actorpb_actor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

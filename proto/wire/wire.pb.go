@@ -391,7 +391,7 @@ func (x Kick_Reason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Kick_Reason.Descriptor instead.
 func (Kick_Reason) EnumDescriptor() ([]byte, []int) {
-	return file_wire_wire_proto_rawDescGZIP(), []int{34, 0}
+	return file_wire_wire_proto_rawDescGZIP(), []int{35, 0}
 }
 
 type Frame struct {
@@ -412,6 +412,7 @@ type Frame struct {
 	//	*Frame_SetWill
 	//	*Frame_ListDevices
 	//	*Frame_History
+	//	*Frame_ListConversations
 	//	*Frame_LoginOk
 	//	*Frame_SendAck
 	//	*Frame_SyncPage
@@ -589,6 +590,15 @@ func (x *Frame) GetHistory() *HistoryRequest {
 	return nil
 }
 
+func (x *Frame) GetListConversations() *ListConversations {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_ListConversations); ok {
+			return x.ListConversations
+		}
+	}
+	return nil
+}
+
 func (x *Frame) GetLoginOk() *LoginOk {
 	if x != nil {
 		if x, ok := x.Body.(*Frame_LoginOk); ok {
@@ -745,6 +755,10 @@ type Frame_History struct {
 	History *HistoryRequest `protobuf:"bytes,22,opt,name=history,proto3,oneof"`
 }
 
+type Frame_ListConversations struct {
+	ListConversations *ListConversations `protobuf:"bytes,23,opt,name=list_conversations,json=listConversations,proto3,oneof"` // tandem addition: answered with ConversationList
+}
+
 type Frame_LoginOk struct {
 	// server → client
 	LoginOk *LoginOk `protobuf:"bytes,40,opt,name=login_ok,json=loginOk,proto3,oneof"`
@@ -815,6 +829,8 @@ func (*Frame_SetWill) isFrame_Body() {}
 func (*Frame_ListDevices) isFrame_Body() {}
 
 func (*Frame_History) isFrame_Body() {}
+
+func (*Frame_ListConversations) isFrame_Body() {}
 
 func (*Frame_LoginOk) isFrame_Body() {}
 
@@ -2812,22 +2828,69 @@ func (x *ConversationList) GetConversations() []*ConversationState {
 	return nil
 }
 
-type ConversationState struct {
+// tandem addition: ask for the conversation list (unread > 0 only, unless
+// all is set).
+type ListConversations struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Conversation  *Conversation          `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
-	Unread        uint32                 `protobuf:"varint,2,opt,name=unread,proto3" json:"unread,omitempty"`
-	LastMessage   *Message               `protobuf:"bytes,3,opt,name=last_message,json=lastMessage,proto3" json:"last_message,omitempty"`
-	Pinned        bool                   `protobuf:"varint,4,opt,name=pinned,proto3" json:"pinned,omitempty"`
-	Muted         bool                   `protobuf:"varint,5,opt,name=muted,proto3" json:"muted,omitempty"`
-	Marks         []string               `protobuf:"bytes,6,rep,name=marks,proto3" json:"marks,omitempty"`
-	ReadSeq       uint64                 `protobuf:"varint,7,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	All           bool                   `protobuf:"varint,1,opt,name=all,proto3" json:"all,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
+func (x *ListConversations) Reset() {
+	*x = ListConversations{}
+	mi := &file_wire_wire_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConversations) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConversations) ProtoMessage() {}
+
+func (x *ListConversations) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_wire_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConversations.ProtoReflect.Descriptor instead.
+func (*ListConversations) Descriptor() ([]byte, []int) {
+	return file_wire_wire_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ListConversations) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+type ConversationState struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Conversation   *Conversation          `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	Unread         uint32                 `protobuf:"varint,2,opt,name=unread,proto3" json:"unread,omitempty"`
+	LastMessage    *Message               `protobuf:"bytes,3,opt,name=last_message,json=lastMessage,proto3" json:"last_message,omitempty"`
+	Pinned         bool                   `protobuf:"varint,4,opt,name=pinned,proto3" json:"pinned,omitempty"`
+	Muted          bool                   `protobuf:"varint,5,opt,name=muted,proto3" json:"muted,omitempty"`
+	Marks          []string               `protobuf:"bytes,6,rep,name=marks,proto3" json:"marks,omitempty"`
+	ReadSeq        uint64                 `protobuf:"varint,7,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	UnreadMentions uint32                 `protobuf:"varint,8,opt,name=unread_mentions,json=unreadMentions,proto3" json:"unread_mentions,omitempty"` // tandem addition: unread messages that mention the reader
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
 func (x *ConversationState) Reset() {
 	*x = ConversationState{}
-	mi := &file_wire_wire_proto_msgTypes[30]
+	mi := &file_wire_wire_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2839,7 +2902,7 @@ func (x *ConversationState) String() string {
 func (*ConversationState) ProtoMessage() {}
 
 func (x *ConversationState) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_wire_proto_msgTypes[30]
+	mi := &file_wire_wire_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2852,7 +2915,7 @@ func (x *ConversationState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationState.ProtoReflect.Descriptor instead.
 func (*ConversationState) Descriptor() ([]byte, []int) {
-	return file_wire_wire_proto_rawDescGZIP(), []int{30}
+	return file_wire_wire_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ConversationState) GetConversation() *Conversation {
@@ -2904,6 +2967,13 @@ func (x *ConversationState) GetReadSeq() uint64 {
 	return 0
 }
 
+func (x *ConversationState) GetUnreadMentions() uint32 {
+	if x != nil {
+		return x.UnreadMentions
+	}
+	return 0
+}
+
 type ListDevices struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2912,7 +2982,7 @@ type ListDevices struct {
 
 func (x *ListDevices) Reset() {
 	*x = ListDevices{}
-	mi := &file_wire_wire_proto_msgTypes[31]
+	mi := &file_wire_wire_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2924,7 +2994,7 @@ func (x *ListDevices) String() string {
 func (*ListDevices) ProtoMessage() {}
 
 func (x *ListDevices) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_wire_proto_msgTypes[31]
+	mi := &file_wire_wire_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2937,7 +3007,7 @@ func (x *ListDevices) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDevices.ProtoReflect.Descriptor instead.
 func (*ListDevices) Descriptor() ([]byte, []int) {
-	return file_wire_wire_proto_rawDescGZIP(), []int{31}
+	return file_wire_wire_proto_rawDescGZIP(), []int{32}
 }
 
 type DeviceInfo struct {
@@ -2955,7 +3025,7 @@ type DeviceInfo struct {
 
 func (x *DeviceInfo) Reset() {
 	*x = DeviceInfo{}
-	mi := &file_wire_wire_proto_msgTypes[32]
+	mi := &file_wire_wire_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2967,7 +3037,7 @@ func (x *DeviceInfo) String() string {
 func (*DeviceInfo) ProtoMessage() {}
 
 func (x *DeviceInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_wire_proto_msgTypes[32]
+	mi := &file_wire_wire_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2980,7 +3050,7 @@ func (x *DeviceInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceInfo.ProtoReflect.Descriptor instead.
 func (*DeviceInfo) Descriptor() ([]byte, []int) {
-	return file_wire_wire_proto_rawDescGZIP(), []int{32}
+	return file_wire_wire_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DeviceInfo) GetDeviceId() string {
@@ -3041,7 +3111,7 @@ type DeviceList struct {
 
 func (x *DeviceList) Reset() {
 	*x = DeviceList{}
-	mi := &file_wire_wire_proto_msgTypes[33]
+	mi := &file_wire_wire_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3053,7 +3123,7 @@ func (x *DeviceList) String() string {
 func (*DeviceList) ProtoMessage() {}
 
 func (x *DeviceList) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_wire_proto_msgTypes[33]
+	mi := &file_wire_wire_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3066,7 +3136,7 @@ func (x *DeviceList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceList.ProtoReflect.Descriptor instead.
 func (*DeviceList) Descriptor() ([]byte, []int) {
-	return file_wire_wire_proto_rawDescGZIP(), []int{33}
+	return file_wire_wire_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DeviceList) GetDevices() []*DeviceInfo {
@@ -3090,7 +3160,7 @@ type Kick struct {
 
 func (x *Kick) Reset() {
 	*x = Kick{}
-	mi := &file_wire_wire_proto_msgTypes[34]
+	mi := &file_wire_wire_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3102,7 +3172,7 @@ func (x *Kick) String() string {
 func (*Kick) ProtoMessage() {}
 
 func (x *Kick) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_wire_proto_msgTypes[34]
+	mi := &file_wire_wire_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3115,7 +3185,7 @@ func (x *Kick) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Kick.ProtoReflect.Descriptor instead.
 func (*Kick) Descriptor() ([]byte, []int) {
-	return file_wire_wire_proto_rawDescGZIP(), []int{34}
+	return file_wire_wire_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Kick) GetReason() Kick_Reason {
@@ -3165,7 +3235,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_wire_wire_proto_msgTypes[35]
+	mi := &file_wire_wire_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3177,7 +3247,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_wire_proto_msgTypes[35]
+	mi := &file_wire_wire_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3190,7 +3260,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_wire_wire_proto_rawDescGZIP(), []int{35}
+	return file_wire_wire_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Error) GetCode() uint32 {
@@ -3229,7 +3299,7 @@ type Ok struct {
 
 func (x *Ok) Reset() {
 	*x = Ok{}
-	mi := &file_wire_wire_proto_msgTypes[36]
+	mi := &file_wire_wire_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3241,7 +3311,7 @@ func (x *Ok) String() string {
 func (*Ok) ProtoMessage() {}
 
 func (x *Ok) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_wire_proto_msgTypes[36]
+	mi := &file_wire_wire_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3254,15 +3324,14 @@ func (x *Ok) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ok.ProtoReflect.Descriptor instead.
 func (*Ok) Descriptor() ([]byte, []int) {
-	return file_wire_wire_proto_rawDescGZIP(), []int{36}
+	return file_wire_wire_proto_rawDescGZIP(), []int{37}
 }
 
 var File_wire_wire_proto protoreflect.FileDescriptor
 
 const file_wire_wire_proto_rawDesc = "" +
 	"\n" +
-	"\x0fwire/wire.proto\x12\x0etandem.wire.v1\"\xad\n" +
-	"\n" +
+	"\x0fwire/wire.proto\x12\x0etandem.wire.v1\"\x81\v\n" +
 	"\x05Frame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12-\n" +
 	"\x05login\x18\n" +
@@ -3279,7 +3348,8 @@ const file_wire_wire_proto_rawDesc = "" +
 	"\x0fconversation_op\x18\x13 \x01(\v2\x1e.tandem.wire.v1.ConversationOpH\x00R\x0econversationOp\x124\n" +
 	"\bset_will\x18\x14 \x01(\v2\x17.tandem.wire.v1.SetWillH\x00R\asetWill\x12@\n" +
 	"\flist_devices\x18\x15 \x01(\v2\x1b.tandem.wire.v1.ListDevicesH\x00R\vlistDevices\x12:\n" +
-	"\ahistory\x18\x16 \x01(\v2\x1e.tandem.wire.v1.HistoryRequestH\x00R\ahistory\x124\n" +
+	"\ahistory\x18\x16 \x01(\v2\x1e.tandem.wire.v1.HistoryRequestH\x00R\ahistory\x12R\n" +
+	"\x12list_conversations\x18\x17 \x01(\v2!.tandem.wire.v1.ListConversationsH\x00R\x11listConversations\x124\n" +
 	"\blogin_ok\x18( \x01(\v2\x17.tandem.wire.v1.LoginOkH\x00R\aloginOk\x124\n" +
 	"\bsend_ack\x18) \x01(\v2\x17.tandem.wire.v1.SendAckH\x00R\asendAck\x127\n" +
 	"\tsync_page\x18* \x01(\v2\x18.tandem.wire.v1.SyncPageH\x00R\bsyncPage\x12*\n" +
@@ -3490,7 +3560,9 @@ const file_wire_wire_proto_rawDesc = "" +
 	"\bmessages\x18\x01 \x03(\v2\x17.tandem.wire.v1.MessageR\bmessages\x12\x19\n" +
 	"\bhas_more\x18\x02 \x01(\bR\ahasMore\"[\n" +
 	"\x10ConversationList\x12G\n" +
-	"\rconversations\x18\x01 \x03(\v2!.tandem.wire.v1.ConversationStateR\rconversations\"\x88\x02\n" +
+	"\rconversations\x18\x01 \x03(\v2!.tandem.wire.v1.ConversationStateR\rconversations\"%\n" +
+	"\x11ListConversations\x12\x10\n" +
+	"\x03all\x18\x01 \x01(\bR\x03all\"\xb1\x02\n" +
 	"\x11ConversationState\x12@\n" +
 	"\fconversation\x18\x01 \x01(\v2\x1c.tandem.wire.v1.ConversationR\fconversation\x12\x16\n" +
 	"\x06unread\x18\x02 \x01(\rR\x06unread\x12:\n" +
@@ -3498,7 +3570,8 @@ const file_wire_wire_proto_rawDesc = "" +
 	"\x06pinned\x18\x04 \x01(\bR\x06pinned\x12\x14\n" +
 	"\x05muted\x18\x05 \x01(\bR\x05muted\x12\x14\n" +
 	"\x05marks\x18\x06 \x03(\tR\x05marks\x12\x19\n" +
-	"\bread_seq\x18\a \x01(\x04R\areadSeq\"\r\n" +
+	"\bread_seq\x18\a \x01(\x04R\areadSeq\x12'\n" +
+	"\x0funread_mentions\x18\b \x01(\rR\x0eunreadMentions\"\r\n" +
 	"\vListDevices\"\xcb\x01\n" +
 	"\n" +
 	"DeviceInfo\x12\x1b\n" +
@@ -3557,7 +3630,7 @@ func file_wire_wire_proto_rawDescGZIP() []byte {
 }
 
 var file_wire_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_wire_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_wire_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_wire_wire_proto_goTypes = []any{
 	(MessageType)(0),          // 0: tandem.wire.v1.MessageType
 	(Conversation_Type)(0),    // 1: tandem.wire.v1.Conversation.Type
@@ -3595,16 +3668,17 @@ var file_wire_wire_proto_goTypes = []any{
 	(*HistoryRequest)(nil),    // 33: tandem.wire.v1.HistoryRequest
 	(*HistoryPage)(nil),       // 34: tandem.wire.v1.HistoryPage
 	(*ConversationList)(nil),  // 35: tandem.wire.v1.ConversationList
-	(*ConversationState)(nil), // 36: tandem.wire.v1.ConversationState
-	(*ListDevices)(nil),       // 37: tandem.wire.v1.ListDevices
-	(*DeviceInfo)(nil),        // 38: tandem.wire.v1.DeviceInfo
-	(*DeviceList)(nil),        // 39: tandem.wire.v1.DeviceList
-	(*Kick)(nil),              // 40: tandem.wire.v1.Kick
-	(*Error)(nil),             // 41: tandem.wire.v1.Error
-	(*Ok)(nil),                // 42: tandem.wire.v1.Ok
-	nil,                       // 43: tandem.wire.v1.Send.AttributesEntry
-	nil,                       // 44: tandem.wire.v1.Message.AttributesEntry
-	nil,                       // 45: tandem.wire.v1.Edit.AttributesEntry
+	(*ListConversations)(nil), // 36: tandem.wire.v1.ListConversations
+	(*ConversationState)(nil), // 37: tandem.wire.v1.ConversationState
+	(*ListDevices)(nil),       // 38: tandem.wire.v1.ListDevices
+	(*DeviceInfo)(nil),        // 39: tandem.wire.v1.DeviceInfo
+	(*DeviceList)(nil),        // 40: tandem.wire.v1.DeviceList
+	(*Kick)(nil),              // 41: tandem.wire.v1.Kick
+	(*Error)(nil),             // 42: tandem.wire.v1.Error
+	(*Ok)(nil),                // 43: tandem.wire.v1.Ok
+	nil,                       // 44: tandem.wire.v1.Send.AttributesEntry
+	nil,                       // 45: tandem.wire.v1.Message.AttributesEntry
+	nil,                       // 46: tandem.wire.v1.Edit.AttributesEntry
 }
 var file_wire_wire_proto_depIdxs = []int32{
 	7,  // 0: tandem.wire.v1.Frame.login:type_name -> tandem.wire.v1.Login
@@ -3618,64 +3692,65 @@ var file_wire_wire_proto_depIdxs = []int32{
 	19, // 8: tandem.wire.v1.Frame.mark_read:type_name -> tandem.wire.v1.MarkRead
 	20, // 9: tandem.wire.v1.Frame.conversation_op:type_name -> tandem.wire.v1.ConversationOp
 	21, // 10: tandem.wire.v1.Frame.set_will:type_name -> tandem.wire.v1.SetWill
-	37, // 11: tandem.wire.v1.Frame.list_devices:type_name -> tandem.wire.v1.ListDevices
+	38, // 11: tandem.wire.v1.Frame.list_devices:type_name -> tandem.wire.v1.ListDevices
 	33, // 12: tandem.wire.v1.Frame.history:type_name -> tandem.wire.v1.HistoryRequest
-	8,  // 13: tandem.wire.v1.Frame.login_ok:type_name -> tandem.wire.v1.LoginOk
-	15, // 14: tandem.wire.v1.Frame.send_ack:type_name -> tandem.wire.v1.SendAck
-	31, // 15: tandem.wire.v1.Frame.sync_page:type_name -> tandem.wire.v1.SyncPage
-	29, // 16: tandem.wire.v1.Frame.push:type_name -> tandem.wire.v1.Push
-	11, // 17: tandem.wire.v1.Frame.pong:type_name -> tandem.wire.v1.Pong
-	41, // 18: tandem.wire.v1.Frame.error:type_name -> tandem.wire.v1.Error
-	40, // 19: tandem.wire.v1.Frame.kick:type_name -> tandem.wire.v1.Kick
-	42, // 20: tandem.wire.v1.Frame.ok:type_name -> tandem.wire.v1.Ok
-	39, // 21: tandem.wire.v1.Frame.device_list:type_name -> tandem.wire.v1.DeviceList
-	34, // 22: tandem.wire.v1.Frame.history_page:type_name -> tandem.wire.v1.HistoryPage
-	35, // 23: tandem.wire.v1.Frame.conversation_list:type_name -> tandem.wire.v1.ConversationList
-	1,  // 24: tandem.wire.v1.Conversation.type:type_name -> tandem.wire.v1.Conversation.Type
-	12, // 25: tandem.wire.v1.Send.conversation:type_name -> tandem.wire.v1.Conversation
-	43, // 26: tandem.wire.v1.Send.attributes:type_name -> tandem.wire.v1.Send.AttributesEntry
-	13, // 27: tandem.wire.v1.Send.options:type_name -> tandem.wire.v1.SendOptions
-	12, // 28: tandem.wire.v1.Message.conversation:type_name -> tandem.wire.v1.Conversation
-	44, // 29: tandem.wire.v1.Message.attributes:type_name -> tandem.wire.v1.Message.AttributesEntry
-	13, // 30: tandem.wire.v1.Message.options:type_name -> tandem.wire.v1.SendOptions
-	12, // 31: tandem.wire.v1.Recall.conversation:type_name -> tandem.wire.v1.Conversation
-	12, // 32: tandem.wire.v1.Edit.conversation:type_name -> tandem.wire.v1.Conversation
-	45, // 33: tandem.wire.v1.Edit.attributes:type_name -> tandem.wire.v1.Edit.AttributesEntry
-	12, // 34: tandem.wire.v1.MarkRead.conversation:type_name -> tandem.wire.v1.Conversation
-	12, // 35: tandem.wire.v1.ConversationOp.conversation:type_name -> tandem.wire.v1.Conversation
-	2,  // 36: tandem.wire.v1.ConversationOp.op:type_name -> tandem.wire.v1.ConversationOp.Op
-	12, // 37: tandem.wire.v1.SetWill.conversation:type_name -> tandem.wire.v1.Conversation
-	14, // 38: tandem.wire.v1.SetWill.message:type_name -> tandem.wire.v1.Send
-	16, // 39: tandem.wire.v1.Entry.message:type_name -> tandem.wire.v1.Message
-	23, // 40: tandem.wire.v1.Entry.recall:type_name -> tandem.wire.v1.RecallEvent
-	24, // 41: tandem.wire.v1.Entry.edit:type_name -> tandem.wire.v1.EditEvent
-	25, // 42: tandem.wire.v1.Entry.read:type_name -> tandem.wire.v1.ReadEvent
-	26, // 43: tandem.wire.v1.Entry.receipt:type_name -> tandem.wire.v1.ReceiptEvent
-	20, // 44: tandem.wire.v1.Entry.conversation_op:type_name -> tandem.wire.v1.ConversationOp
-	27, // 45: tandem.wire.v1.Entry.group:type_name -> tandem.wire.v1.GroupEvent
-	28, // 46: tandem.wire.v1.Entry.device:type_name -> tandem.wire.v1.DeviceEvent
-	12, // 47: tandem.wire.v1.RecallEvent.conversation:type_name -> tandem.wire.v1.Conversation
-	16, // 48: tandem.wire.v1.EditEvent.message:type_name -> tandem.wire.v1.Message
-	12, // 49: tandem.wire.v1.ReadEvent.conversation:type_name -> tandem.wire.v1.Conversation
-	12, // 50: tandem.wire.v1.ReceiptEvent.conversation:type_name -> tandem.wire.v1.Conversation
-	3,  // 51: tandem.wire.v1.GroupEvent.kind:type_name -> tandem.wire.v1.GroupEvent.Kind
-	4,  // 52: tandem.wire.v1.DeviceEvent.kind:type_name -> tandem.wire.v1.DeviceEvent.Kind
-	38, // 53: tandem.wire.v1.DeviceEvent.device:type_name -> tandem.wire.v1.DeviceInfo
-	22, // 54: tandem.wire.v1.Push.entries:type_name -> tandem.wire.v1.Entry
-	16, // 55: tandem.wire.v1.Push.transient:type_name -> tandem.wire.v1.Message
-	22, // 56: tandem.wire.v1.SyncPage.entries:type_name -> tandem.wire.v1.Entry
-	12, // 57: tandem.wire.v1.HistoryRequest.conversation:type_name -> tandem.wire.v1.Conversation
-	16, // 58: tandem.wire.v1.HistoryPage.messages:type_name -> tandem.wire.v1.Message
-	36, // 59: tandem.wire.v1.ConversationList.conversations:type_name -> tandem.wire.v1.ConversationState
-	12, // 60: tandem.wire.v1.ConversationState.conversation:type_name -> tandem.wire.v1.Conversation
-	16, // 61: tandem.wire.v1.ConversationState.last_message:type_name -> tandem.wire.v1.Message
-	38, // 62: tandem.wire.v1.DeviceList.devices:type_name -> tandem.wire.v1.DeviceInfo
-	5,  // 63: tandem.wire.v1.Kick.reason:type_name -> tandem.wire.v1.Kick.Reason
-	64, // [64:64] is the sub-list for method output_type
-	64, // [64:64] is the sub-list for method input_type
-	64, // [64:64] is the sub-list for extension type_name
-	64, // [64:64] is the sub-list for extension extendee
-	0,  // [0:64] is the sub-list for field type_name
+	36, // 13: tandem.wire.v1.Frame.list_conversations:type_name -> tandem.wire.v1.ListConversations
+	8,  // 14: tandem.wire.v1.Frame.login_ok:type_name -> tandem.wire.v1.LoginOk
+	15, // 15: tandem.wire.v1.Frame.send_ack:type_name -> tandem.wire.v1.SendAck
+	31, // 16: tandem.wire.v1.Frame.sync_page:type_name -> tandem.wire.v1.SyncPage
+	29, // 17: tandem.wire.v1.Frame.push:type_name -> tandem.wire.v1.Push
+	11, // 18: tandem.wire.v1.Frame.pong:type_name -> tandem.wire.v1.Pong
+	42, // 19: tandem.wire.v1.Frame.error:type_name -> tandem.wire.v1.Error
+	41, // 20: tandem.wire.v1.Frame.kick:type_name -> tandem.wire.v1.Kick
+	43, // 21: tandem.wire.v1.Frame.ok:type_name -> tandem.wire.v1.Ok
+	40, // 22: tandem.wire.v1.Frame.device_list:type_name -> tandem.wire.v1.DeviceList
+	34, // 23: tandem.wire.v1.Frame.history_page:type_name -> tandem.wire.v1.HistoryPage
+	35, // 24: tandem.wire.v1.Frame.conversation_list:type_name -> tandem.wire.v1.ConversationList
+	1,  // 25: tandem.wire.v1.Conversation.type:type_name -> tandem.wire.v1.Conversation.Type
+	12, // 26: tandem.wire.v1.Send.conversation:type_name -> tandem.wire.v1.Conversation
+	44, // 27: tandem.wire.v1.Send.attributes:type_name -> tandem.wire.v1.Send.AttributesEntry
+	13, // 28: tandem.wire.v1.Send.options:type_name -> tandem.wire.v1.SendOptions
+	12, // 29: tandem.wire.v1.Message.conversation:type_name -> tandem.wire.v1.Conversation
+	45, // 30: tandem.wire.v1.Message.attributes:type_name -> tandem.wire.v1.Message.AttributesEntry
+	13, // 31: tandem.wire.v1.Message.options:type_name -> tandem.wire.v1.SendOptions
+	12, // 32: tandem.wire.v1.Recall.conversation:type_name -> tandem.wire.v1.Conversation
+	12, // 33: tandem.wire.v1.Edit.conversation:type_name -> tandem.wire.v1.Conversation
+	46, // 34: tandem.wire.v1.Edit.attributes:type_name -> tandem.wire.v1.Edit.AttributesEntry
+	12, // 35: tandem.wire.v1.MarkRead.conversation:type_name -> tandem.wire.v1.Conversation
+	12, // 36: tandem.wire.v1.ConversationOp.conversation:type_name -> tandem.wire.v1.Conversation
+	2,  // 37: tandem.wire.v1.ConversationOp.op:type_name -> tandem.wire.v1.ConversationOp.Op
+	12, // 38: tandem.wire.v1.SetWill.conversation:type_name -> tandem.wire.v1.Conversation
+	14, // 39: tandem.wire.v1.SetWill.message:type_name -> tandem.wire.v1.Send
+	16, // 40: tandem.wire.v1.Entry.message:type_name -> tandem.wire.v1.Message
+	23, // 41: tandem.wire.v1.Entry.recall:type_name -> tandem.wire.v1.RecallEvent
+	24, // 42: tandem.wire.v1.Entry.edit:type_name -> tandem.wire.v1.EditEvent
+	25, // 43: tandem.wire.v1.Entry.read:type_name -> tandem.wire.v1.ReadEvent
+	26, // 44: tandem.wire.v1.Entry.receipt:type_name -> tandem.wire.v1.ReceiptEvent
+	20, // 45: tandem.wire.v1.Entry.conversation_op:type_name -> tandem.wire.v1.ConversationOp
+	27, // 46: tandem.wire.v1.Entry.group:type_name -> tandem.wire.v1.GroupEvent
+	28, // 47: tandem.wire.v1.Entry.device:type_name -> tandem.wire.v1.DeviceEvent
+	12, // 48: tandem.wire.v1.RecallEvent.conversation:type_name -> tandem.wire.v1.Conversation
+	16, // 49: tandem.wire.v1.EditEvent.message:type_name -> tandem.wire.v1.Message
+	12, // 50: tandem.wire.v1.ReadEvent.conversation:type_name -> tandem.wire.v1.Conversation
+	12, // 51: tandem.wire.v1.ReceiptEvent.conversation:type_name -> tandem.wire.v1.Conversation
+	3,  // 52: tandem.wire.v1.GroupEvent.kind:type_name -> tandem.wire.v1.GroupEvent.Kind
+	4,  // 53: tandem.wire.v1.DeviceEvent.kind:type_name -> tandem.wire.v1.DeviceEvent.Kind
+	39, // 54: tandem.wire.v1.DeviceEvent.device:type_name -> tandem.wire.v1.DeviceInfo
+	22, // 55: tandem.wire.v1.Push.entries:type_name -> tandem.wire.v1.Entry
+	16, // 56: tandem.wire.v1.Push.transient:type_name -> tandem.wire.v1.Message
+	22, // 57: tandem.wire.v1.SyncPage.entries:type_name -> tandem.wire.v1.Entry
+	12, // 58: tandem.wire.v1.HistoryRequest.conversation:type_name -> tandem.wire.v1.Conversation
+	16, // 59: tandem.wire.v1.HistoryPage.messages:type_name -> tandem.wire.v1.Message
+	37, // 60: tandem.wire.v1.ConversationList.conversations:type_name -> tandem.wire.v1.ConversationState
+	12, // 61: tandem.wire.v1.ConversationState.conversation:type_name -> tandem.wire.v1.Conversation
+	16, // 62: tandem.wire.v1.ConversationState.last_message:type_name -> tandem.wire.v1.Message
+	39, // 63: tandem.wire.v1.DeviceList.devices:type_name -> tandem.wire.v1.DeviceInfo
+	5,  // 64: tandem.wire.v1.Kick.reason:type_name -> tandem.wire.v1.Kick.Reason
+	65, // [65:65] is the sub-list for method output_type
+	65, // [65:65] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_wire_wire_proto_init() }
@@ -3697,6 +3772,7 @@ func file_wire_wire_proto_init() {
 		(*Frame_SetWill)(nil),
 		(*Frame_ListDevices)(nil),
 		(*Frame_History)(nil),
+		(*Frame_ListConversations)(nil),
 		(*Frame_LoginOk)(nil),
 		(*Frame_SendAck)(nil),
 		(*Frame_SyncPage)(nil),
@@ -3725,7 +3801,7 @@ func file_wire_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_wire_proto_rawDesc), len(file_wire_wire_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   40,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
