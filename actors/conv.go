@@ -55,6 +55,18 @@ func (s *userState) noteMessage(e *wire.Entry) persistence.Conv {
 	return convRecord(cs)
 }
 
+// noteIncoming is noteMessage for a message delivered from the peer: it
+// also remembers a requested receipt.
+func (s *userState) noteIncoming(e *wire.Entry) persistence.Conv {
+	rec := s.noteMessage(e)
+	cs := s.convs[rec.Key]
+	if e.GetMessage().GetOptions().GetReceiptRequested() {
+		wantReceipt(cs, e)
+		rec = convRecord(cs)
+	}
+	return rec
+}
+
 // noteChanged updates the conversation of a message that was recalled or
 // edited in this log (changed is the rewritten entry) and returns the
 // record to write, or nil if nothing changed.
@@ -129,9 +141,10 @@ func (s *userState) markRead(key sessionKey, reqID uint64, mr *wire.MarkRead, la
 		return []effect{ok} // not forward: nothing changes
 	}
 	cs.ReadSeq = upTo
-	return s.appendConvEntry(cs, &wire.Entry{Kind: &wire.Entry_Read{Read: &wire.ReadEvent{
+	receipts := s.receiptRead(cs, now)
+	return append(s.appendConvEntry(cs, &wire.Entry{Kind: &wire.Entry_Read{Read: &wire.ReadEvent{
 		Conversation: cs.GetConversation(), UpToSeq: upTo, Unread: cs.GetUnread(),
-	}}}, now, ok)
+	}}}, now, ok), receipts...)
 }
 
 // needsLater reports whether a MarkRead is partial, so the shell must read

@@ -468,16 +468,18 @@ func (s *userState) appendEntries(entries []*wire.Entry, req persistence.AppendR
 	return s.submit(req, c)
 }
 
-func (s *userState) cursorAck(key sessionKey, seq uint64) {
+func (s *userState) cursorAck(key sessionKey, seq uint64, now time.Time) []effect {
 	sess := s.sessions[key]
 	if sess == nil {
-		return
+		return nil
 	}
 	c := min(persistence.Seq(seq), s.committed)
-	if c > sess.cursor {
-		sess.cursor = c
-		s.cursors[sess.info.GetDeviceId()] = c
+	if c <= sess.cursor {
+		return nil
 	}
+	sess.cursor = c
+	s.cursors[sess.info.GetDeviceId()] = c
+	return s.receiptsDelivered(c, now)
 }
 
 func (s *userState) flushCursor(sess *session) {
@@ -659,7 +661,7 @@ func (s *userState) deliver(d *actorpb.Deliver, now time.Time) []effect {
 	return []effect{s.submit(persistence.AppendRequest{
 		Entries: []persistence.Entry{{Seq: seq, TimeMS: t, Data: mustMarshal(entry)}},
 		Dedup:   []persistence.DedupKey{{Key: "m:" + id, Seq: seq}},
-		Convs:   []persistence.Conv{s.noteMessage(entry)},
+		Convs:   []persistence.Conv{s.noteIncoming(entry)},
 	}, &commit{
 		lastSeq:    seq,
 		entries:    []*wire.Entry{entry},

@@ -441,7 +441,7 @@ func TestCursorAckClampedAndFlushed(t *testing.T) {
 	h := newHarness(t, "alice")
 	h.login(1, "phone", false, 0)
 	h.completeAppends(h.st.send(sk(1), 1, directSend("c1", "alice", "note to self"), t0))
-	h.st.cursorAck(sk(1), 1000) // beyond the log: clamped
+	h.st.cursorAck(sk(1), 1000, t0) // beyond the log: clamped
 	r := appends(h.st.tick(t0))
 	if len(r) != 1 || len(r[0].Devices) != 1 || r[0].Devices[0].Cursor != h.st.committed || r[0].Devices[0].Data != nil {
 		t.Fatalf("cursor flush = %+v, want cursor %d (the log's end) without rewriting the record", r, h.st.committed)

@@ -94,6 +94,8 @@ func (a *userActor) Receive(ctx actor.Context) {
 		a.perform(ctx, a.st.transient(m))
 	case *actorpb.RecallDeliver:
 		a.perform(ctx, a.st.recallDelivered(m, now))
+	case *actorpb.ReceiptDeliver:
+		a.perform(ctx, a.st.receipt(m, now))
 	case *actorpb.EditDeliver:
 		a.perform(ctx, a.st.editDelivered(m, now))
 	case tickMsg:
@@ -275,8 +277,8 @@ func (a *userActor) onFrame(ctx actor.Context, m *actorpb.ClientFrame, now time.
 	case *wire.Frame_ListDevices:
 		a.perform(ctx, a.st.listDevices(key, f.GetId()))
 	case *wire.Frame_CursorAck:
-		a.st.cursorAck(key, b.CursorAck.GetSeq())
-		a.perform(ctx, []effect{a.st.reply(key, &wire.Frame{Id: f.GetId(), Body: &wire.Frame_Ok{Ok: &wire.Ok{}}})})
+		effs := a.st.cursorAck(key, b.CursorAck.GetSeq(), now)
+		a.perform(ctx, append([]effect{a.st.reply(key, &wire.Frame{Id: f.GetId(), Body: &wire.Frame_Ok{Ok: &wire.Ok{}}})}, effs...))
 	default:
 		a.perform(ctx, []effect{a.st.replyErr(key, f.GetId(), wire.CodeInvalidArgument,
 			fmt.Sprintf("%s is not available on this server yet", frameName(f)))})
@@ -377,6 +379,8 @@ func (a *userActor) perform(ctx actor.Context, effs []effect) {
 		case effWillTimer:
 			self, root, msg := a.self, a.rt.sys.Root, willDue{device: e.device, loginID: e.loginID}
 			time.AfterFunc(e.after, func() { root.Send(self, msg) })
+		case effReceipt:
+			a.rt.courier.send(e.to, e.msg) // the sender's actor is active or re-activates: receipts are for offline senders too
 		case effTransient:
 			// Only online users can see it: don't activate an offline one
 			// (activation is a store write). One node: presence is exact.

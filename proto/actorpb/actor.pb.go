@@ -1182,20 +1182,22 @@ func (x *EditDeliver) GetOriginSeq() uint64 {
 // A user's state of one conversation, stored with every append that
 // changes it (persistence keeps it as opaque bytes per conversation key).
 type ConvState struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	Conversation   *wire.Conversation     `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`                            // from this user's side
-	Unread         uint32                 `protobuf:"varint,2,opt,name=unread,proto3" json:"unread,omitempty"`                                       // others' messages after read_seq
-	UnreadMentions uint32                 `protobuf:"varint,3,opt,name=unread_mentions,json=unreadMentions,proto3" json:"unread_mentions,omitempty"` // of those, the ones mentioning this user
-	ReadSeq        uint64                 `protobuf:"varint,4,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
-	LastMessage    *wire.Message          `protobuf:"bytes,5,opt,name=last_message,json=lastMessage,proto3" json:"last_message,omitempty"`
-	LastSeq        uint64                 `protobuf:"varint,6,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"` // seq of last_message in this user's log
-	Pinned         bool                   `protobuf:"varint,7,opt,name=pinned,proto3" json:"pinned,omitempty"`
-	Muted          bool                   `protobuf:"varint,8,opt,name=muted,proto3" json:"muted,omitempty"`
-	Marks          []string               `protobuf:"bytes,9,rep,name=marks,proto3" json:"marks,omitempty"`
-	Deleted        bool                   `protobuf:"varint,10,opt,name=deleted,proto3" json:"deleted,omitempty"`                         // removed from the list until a new message
-	ClearedSeq     uint64                 `protobuf:"varint,11,opt,name=cleared_seq,json=clearedSeq,proto3" json:"cleared_seq,omitempty"` // history hides entries up to here
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	Conversation        *wire.Conversation     `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`                            // from this user's side
+	Unread              uint32                 `protobuf:"varint,2,opt,name=unread,proto3" json:"unread,omitempty"`                                       // others' messages after read_seq
+	UnreadMentions      uint32                 `protobuf:"varint,3,opt,name=unread_mentions,json=unreadMentions,proto3" json:"unread_mentions,omitempty"` // of those, the ones mentioning this user
+	ReadSeq             uint64                 `protobuf:"varint,4,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	LastMessage         *wire.Message          `protobuf:"bytes,5,opt,name=last_message,json=lastMessage,proto3" json:"last_message,omitempty"`
+	LastSeq             uint64                 `protobuf:"varint,6,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"` // seq of last_message in this user's log
+	Pinned              bool                   `protobuf:"varint,7,opt,name=pinned,proto3" json:"pinned,omitempty"`
+	Muted               bool                   `protobuf:"varint,8,opt,name=muted,proto3" json:"muted,omitempty"`
+	Marks               []string               `protobuf:"bytes,9,rep,name=marks,proto3" json:"marks,omitempty"`
+	Deleted             bool                   `protobuf:"varint,10,opt,name=deleted,proto3" json:"deleted,omitempty"`                                                      // removed from the list until a new message
+	ClearedSeq          uint64                 `protobuf:"varint,11,opt,name=cleared_seq,json=clearedSeq,proto3" json:"cleared_seq,omitempty"`                              // history hides entries up to here
+	ReceiptDeliveredSeq uint64                 `protobuf:"varint,12,opt,name=receipt_delivered_seq,json=receiptDeliveredSeq,proto3" json:"receipt_delivered_seq,omitempty"` // newest receipt-requested message from the peer not yet reported delivered
+	ReceiptReadSeq      uint64                 `protobuf:"varint,13,opt,name=receipt_read_seq,json=receiptReadSeq,proto3" json:"receipt_read_seq,omitempty"`                // ... not yet reported read
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ConvState) Reset() {
@@ -1305,6 +1307,83 @@ func (x *ConvState) GetClearedSeq() uint64 {
 	return 0
 }
 
+func (x *ConvState) GetReceiptDeliveredSeq() uint64 {
+	if x != nil {
+		return x.ReceiptDeliveredSeq
+	}
+	return 0
+}
+
+func (x *ConvState) GetReceiptReadSeq() uint64 {
+	if x != nil {
+		return x.ReceiptReadSeq
+	}
+	return 0
+}
+
+// Recipient's user actor → sender's: the recipient's devices got (or read)
+// the sender's receipt-requested messages. Best effort (a lost receipt is
+// superseded by the next one).
+type ReceiptDeliver struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	FromUser          string                 `protobuf:"bytes,1,opt,name=from_user,json=fromUser,proto3" json:"from_user,omitempty"` // the recipient
+	LastDeliveredAtMs int64                  `protobuf:"varint,2,opt,name=last_delivered_at_ms,json=lastDeliveredAtMs,proto3" json:"last_delivered_at_ms,omitempty"`
+	LastReadAtMs      int64                  `protobuf:"varint,3,opt,name=last_read_at_ms,json=lastReadAtMs,proto3" json:"last_read_at_ms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ReceiptDeliver) Reset() {
+	*x = ReceiptDeliver{}
+	mi := &file_actorpb_actor_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiptDeliver) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiptDeliver) ProtoMessage() {}
+
+func (x *ReceiptDeliver) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiptDeliver.ProtoReflect.Descriptor instead.
+func (*ReceiptDeliver) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ReceiptDeliver) GetFromUser() string {
+	if x != nil {
+		return x.FromUser
+	}
+	return ""
+}
+
+func (x *ReceiptDeliver) GetLastDeliveredAtMs() int64 {
+	if x != nil {
+		return x.LastDeliveredAtMs
+	}
+	return 0
+}
+
+func (x *ReceiptDeliver) GetLastReadAtMs() int64 {
+	if x != nil {
+		return x.LastReadAtMs
+	}
+	return 0
+}
+
 var File_actorpb_actor_proto protoreflect.FileDescriptor
 
 const file_actorpb_actor_proto_rawDesc = "" +
@@ -1397,7 +1476,7 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\tfrom_user\x18\x01 \x01(\tR\bfromUser\x121\n" +
 	"\amessage\x18\x02 \x01(\v2\x17.tandem.wire.v1.MessageR\amessage\x12\x1d\n" +
 	"\n" +
-	"origin_seq\x18\x03 \x01(\x04R\toriginSeq\"\xff\x02\n" +
+	"origin_seq\x18\x03 \x01(\x04R\toriginSeq\"\xdd\x03\n" +
 	"\tConvState\x12@\n" +
 	"\fconversation\x18\x01 \x01(\v2\x1c.tandem.wire.v1.ConversationR\fconversation\x12\x16\n" +
 	"\x06unread\x18\x02 \x01(\rR\x06unread\x12'\n" +
@@ -1411,7 +1490,13 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\adeleted\x18\n" +
 	" \x01(\bR\adeleted\x12\x1f\n" +
 	"\vcleared_seq\x18\v \x01(\x04R\n" +
-	"clearedSeqB+Z)github.com/tandem-im/tandem/proto/actorpbb\x06proto3"
+	"clearedSeq\x122\n" +
+	"\x15receipt_delivered_seq\x18\f \x01(\x04R\x13receiptDeliveredSeq\x12(\n" +
+	"\x10receipt_read_seq\x18\r \x01(\x04R\x0ereceiptReadSeq\"\x85\x01\n" +
+	"\x0eReceiptDeliver\x12\x1b\n" +
+	"\tfrom_user\x18\x01 \x01(\tR\bfromUser\x12/\n" +
+	"\x14last_delivered_at_ms\x18\x02 \x01(\x03R\x11lastDeliveredAtMs\x12%\n" +
+	"\x0flast_read_at_ms\x18\x03 \x01(\x03R\flastReadAtMsB+Z)github.com/tandem-im/tandem/proto/actorpbb\x06proto3"
 
 var (
 	file_actorpb_actor_proto_rawDescOnce sync.Once
@@ -1425,7 +1510,7 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 	return file_actorpb_actor_proto_rawDescData
 }
 
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_actorpb_actor_proto_goTypes = []any{
 	(*SessionRef)(nil),        // 0: tandem.actor.v1.SessionRef
 	(*LoginRequest)(nil),      // 1: tandem.actor.v1.LoginRequest
@@ -1448,38 +1533,39 @@ var file_actorpb_actor_proto_goTypes = []any{
 	(*RecallDeliver)(nil),     // 18: tandem.actor.v1.RecallDeliver
 	(*EditDeliver)(nil),       // 19: tandem.actor.v1.EditDeliver
 	(*ConvState)(nil),         // 20: tandem.actor.v1.ConvState
-	nil,                       // 21: tandem.actor.v1.PolicyChanged.LimitsEntry
-	(*wire.Login)(nil),        // 22: tandem.wire.v1.Login
-	(*wire.Frame)(nil),        // 23: tandem.wire.v1.Frame
-	(*wire.Error)(nil),        // 24: tandem.wire.v1.Error
-	(*wire.Kick)(nil),         // 25: tandem.wire.v1.Kick
-	(*wire.Message)(nil),      // 26: tandem.wire.v1.Message
-	(*wire.DeviceInfo)(nil),   // 27: tandem.wire.v1.DeviceInfo
-	(*wire.Conversation)(nil), // 28: tandem.wire.v1.Conversation
+	(*ReceiptDeliver)(nil),    // 21: tandem.actor.v1.ReceiptDeliver
+	nil,                       // 22: tandem.actor.v1.PolicyChanged.LimitsEntry
+	(*wire.Login)(nil),        // 23: tandem.wire.v1.Login
+	(*wire.Frame)(nil),        // 24: tandem.wire.v1.Frame
+	(*wire.Error)(nil),        // 25: tandem.wire.v1.Error
+	(*wire.Kick)(nil),         // 26: tandem.wire.v1.Kick
+	(*wire.Message)(nil),      // 27: tandem.wire.v1.Message
+	(*wire.DeviceInfo)(nil),   // 28: tandem.wire.v1.DeviceInfo
+	(*wire.Conversation)(nil), // 29: tandem.wire.v1.Conversation
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
 	0,  // 0: tandem.actor.v1.LoginRequest.session:type_name -> tandem.actor.v1.SessionRef
-	22, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
-	23, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
+	23, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
+	24, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
 	0,  // 3: tandem.actor.v1.ClientFrame.session:type_name -> tandem.actor.v1.SessionRef
-	23, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
-	24, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
+	24, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
+	25, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
 	0,  // 6: tandem.actor.v1.SessionClosed.session:type_name -> tandem.actor.v1.SessionRef
-	23, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
-	25, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
-	26, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
-	27, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
+	24, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
+	26, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
+	27, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
+	28, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
 	8,  // 11: tandem.actor.v1.OutboxItem.deliver:type_name -> tandem.actor.v1.Deliver
 	18, // 12: tandem.actor.v1.OutboxItem.recall:type_name -> tandem.actor.v1.RecallDeliver
 	19, // 13: tandem.actor.v1.OutboxItem.edit:type_name -> tandem.actor.v1.EditDeliver
-	27, // 14: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
-	27, // 15: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
-	26, // 16: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
-	21, // 17: tandem.actor.v1.PolicyChanged.limits:type_name -> tandem.actor.v1.PolicyChanged.LimitsEntry
-	28, // 18: tandem.actor.v1.RecallDeliver.conversation:type_name -> tandem.wire.v1.Conversation
-	26, // 19: tandem.actor.v1.EditDeliver.message:type_name -> tandem.wire.v1.Message
-	28, // 20: tandem.actor.v1.ConvState.conversation:type_name -> tandem.wire.v1.Conversation
-	26, // 21: tandem.actor.v1.ConvState.last_message:type_name -> tandem.wire.v1.Message
+	28, // 14: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
+	28, // 15: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
+	27, // 16: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
+	22, // 17: tandem.actor.v1.PolicyChanged.limits:type_name -> tandem.actor.v1.PolicyChanged.LimitsEntry
+	29, // 18: tandem.actor.v1.RecallDeliver.conversation:type_name -> tandem.wire.v1.Conversation
+	27, // 19: tandem.actor.v1.EditDeliver.message:type_name -> tandem.wire.v1.Message
+	29, // 20: tandem.actor.v1.ConvState.conversation:type_name -> tandem.wire.v1.Conversation
+	27, // 21: tandem.actor.v1.ConvState.last_message:type_name -> tandem.wire.v1.Message
 	22, // [22:22] is the sub-list for method output_type
 	22, // [22:22] is the sub-list for method input_type
 	22, // [22:22] is the sub-list for extension type_name
@@ -1498,7 +1584,7 @@ func file_actorpb_actor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

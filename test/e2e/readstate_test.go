@@ -180,3 +180,36 @@ func TestConversationOpsSync(t *testing.T) {
 		t.Fatalf("carol after a new message: %v", c)
 	}
 }
+
+// TestReceipts: with receipt_requested, alice's devices learn when bob's
+// device acked the message (delivered) and when bob marked it read.
+func TestReceipts(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	ws, api := n.wsURL(), n.apiURL()
+	a1 := dial(t, ws, api, "alice", "a1", devOpts{platform: "ios"})
+	a2 := dial(t, ws, api, "alice", "a2", devOpts{platform: "web"})
+	b1 := dial(t, ws, api, "bob", "b1", devOpts{platform: "web"})
+	ctx := ctxT(t, 20*time.Second)
+	m := text("bob", "rr-1", "did you get this?")
+	m.Options = &wire.SendOptions{ReceiptRequested: true}
+	if _, err := a1.Send(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	receipt := func(d *device, read bool) func() bool {
+		return func() bool {
+			for _, e := range d.all() {
+				if r := e.GetReceipt(); r != nil && r.GetConversation().GetId() == "bob" && r.GetLastDeliveredAtMs() > 0 && (!read || r.GetLastReadAtMs() > 0) {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	// bob's client acks its cursor by itself (batched): "delivered".
+	waitFor(t, 10*time.Second, receipt(a2, false), func() string { return "no delivered receipt: " + fmtEntries(a2.all()) })
+	if _, err := b1.Request(ctx, &wire.Frame{Body: &wire.Frame_MarkRead{MarkRead: &wire.MarkRead{
+		Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "alice"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, receipt(a1, true), func() string { return "no read receipt: " + fmtEntries(a1.all()) })
+}
