@@ -58,7 +58,7 @@ func (s *userState) edit(key sessionKey, reqID uint64, ed *wire.Edit, now time.T
 		theirs.Conversation = &wire.Conversation{Type: wire.Conversation_DIRECT, Id: s.user}
 		theirs.Mentioned = theirs.GetMentionAll() || contains(theirs.GetMentionList(), peer)
 		item := &actorpb.OutboxItem{ToUser: peer, Edit: &actorpb.EditDeliver{FromUser: s.user, Message: theirs, OriginSeq: uint64(seq)}}
-		req.OutboxPut = []persistence.OutboxItem{{Seq: seq, Key: peer, Data: mustMarshal(item)}}
+		req.OutboxPut = []persistence.OutboxItem{outboxPut(item)}
 		c.fanout = []*actorpb.OutboxItem{item}
 	}
 	s.changing[id] = true

@@ -23,6 +23,18 @@ func originSeq(it *actorpb.OutboxItem) persistence.Seq {
 	return persistence.Seq(it.GetDeliver().GetOriginSeq())
 }
 
+// outboxRef names an outbox item in the store and in the actor: the
+// originating entry's seq (0 when the sender's log has no entry for it),
+// the recipient and the message.
+func outboxRef(it *actorpb.OutboxItem) persistence.OutboxRef {
+	return persistence.OutboxRef{Seq: originSeq(it), Key: it.GetToUser() + "/" + itemMessageID(it)}
+}
+
+func outboxPut(it *actorpb.OutboxItem) persistence.OutboxItem {
+	r := outboxRef(it)
+	return persistence.OutboxItem{Seq: r.Seq, Key: r.Key, Data: mustMarshal(it)}
+}
+
 // itemMessageID is the message an outbox item is about.
 func itemMessageID(it *actorpb.OutboxItem) string {
 	switch {
@@ -117,7 +129,7 @@ func (s *userState) applyRecall(orig *wire.Entry, by string, now time.Time, afte
 			FromUser: s.user, MessageId: m.GetMessageId(), By: by, OriginSeq: uint64(s.lastSeq),
 			Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: s.user},
 		}}
-		req.OutboxPut = []persistence.OutboxItem{{Seq: s.lastSeq, Key: peer, Data: mustMarshal(item)}}
+		req.OutboxPut = []persistence.OutboxItem{outboxPut(item)}
 		c.fanout = []*actorpb.OutboxItem{item}
 	}
 	s.changing[m.GetMessageId()] = true

@@ -42,7 +42,7 @@ type userState struct {
 	delivering map[string]bool         // message ID → in-flight delivery
 	changing   map[string]bool         // message ID → recall or edit in flight
 
-	outbox     map[persistence.Seq]*outboxEntry // fan-outs awaiting DeliverAck
+	outbox     map[persistence.OutboxRef]*outboxEntry // fan-outs awaiting DeliverAck
 	outboxDone []persistence.OutboxRef          // confirmed, not yet deleted in the store
 	cursors    map[string]persistence.Seq       // device → cursor, not yet flushed
 	wills      map[string]*pendingWill          // device → will waiting out its grace period
@@ -166,7 +166,7 @@ func newUserState(user string, cfg Config, rd logReader, newID func() string) *u
 		sending:    make(map[string]*pendingSend),
 		delivering: make(map[string]bool),
 		changing:   make(map[string]bool),
-		outbox:     make(map[persistence.Seq]*outboxEntry),
+		outbox:     make(map[persistence.OutboxRef]*outboxEntry),
 		cursors:    make(map[string]persistence.Seq),
 		wills:      make(map[string]*pendingWill),
 		convs:      make(map[string]*actorpb.ConvState),
@@ -183,8 +183,7 @@ func (s *userState) activated(epoch persistence.Epoch, last persistence.Seq, las
 	}
 	var effs []effect
 	for _, it := range outbox {
-		seq := originSeq(it)
-		s.outbox[seq] = &outboxEntry{item: it, sentAt: now, attempts: 1}
+		s.outbox[outboxRef(it)] = &outboxEntry{item: it, sentAt: now, attempts: 1}
 		effs = append(effs, effDeliver{item: it})
 	}
 	return effs
@@ -608,7 +607,7 @@ func (s *userState) send(key sessionKey, reqID uint64, m *wire.Send, now time.Ti
 		theirs.Conversation = &wire.Conversation{Type: wire.Conversation_DIRECT, Id: s.user}
 		theirs.Mentioned = mentions(m, peer)
 		item := &actorpb.OutboxItem{ToUser: peer, Deliver: &actorpb.Deliver{FromUser: s.user, Message: theirs, OriginSeq: uint64(seq)}}
-		req.OutboxPut = []persistence.OutboxItem{{Seq: seq, Key: peer, Data: mustMarshal(item)}}
+		req.OutboxPut = []persistence.OutboxItem{outboxPut(item)}
 		c.fanout = []*actorpb.OutboxItem{item}
 	}
 	s.sending[cmid] = &pendingSend{
@@ -675,13 +674,12 @@ func (s *userState) deliver(d *actorpb.Deliver, now time.Time) []effect {
 // deliverAck records that a fan-out is durable on the other side; the
 // outbox item is deleted with the next flush.
 func (s *userState) deliverAck(a *actorpb.DeliverAck) []effect {
-	seq := persistence.Seq(a.GetOriginSeq())
-	e := s.outbox[seq]
-	if e == nil || e.item.GetToUser() != a.GetToUser() || itemMessageID(e.item) != a.GetMessageId() {
+	ref := persistence.OutboxRef{Seq: persistence.Seq(a.GetOriginSeq()), Key: a.GetToUser() + "/" + a.GetMessageId()}
+	if s.outbox[ref] == nil {
 		return nil // a repeat, or not ours
 	}
-	delete(s.outbox, seq)
-	s.outboxDone = append(s.outboxDone, persistence.OutboxRef{Seq: seq, Key: a.GetToUser()})
+	delete(s.outbox, ref)
+	s.outboxDone = append(s.outboxDone, ref)
 	if len(s.outboxDone) >= flushBatch {
 		return []effect{s.flush()}
 	}
@@ -721,7 +719,7 @@ func (s *userState) appendDone(err error, now time.Time) []effect {
 		effs = append(effs, s.pushLive(c.entries, c.skip)...)
 	}
 	for _, it := range c.fanout {
-		s.outbox[originSeq(it)] = &outboxEntry{item: it, sentAt: now, attempts: 1}
+		s.outbox[outboxRef(it)] = &outboxEntry{item: it, sentAt: now, attempts: 1}
 		effs = append(effs, effDeliver{item: it})
 	}
 	if c.deliverKey != "" {

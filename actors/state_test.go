@@ -148,7 +148,7 @@ func TestSendAckCarbonDeliver(t *testing.T) {
 	if len(r.Dedup) != 2 || r.Dedup[0] != (persistence.DedupKey{Key: "c:c1", Seq: seq}) || r.Dedup[1] != (persistence.DedupKey{Key: "m:M0001", Seq: seq}) {
 		t.Fatalf("dedup = %+v", r.Dedup)
 	}
-	if len(r.OutboxPut) != 1 || r.OutboxPut[0].Key != "bob" || r.OutboxPut[0].Seq != seq {
+	if len(r.OutboxPut) != 1 || r.OutboxPut[0].Key != "bob/M0001" || r.OutboxPut[0].Seq != seq {
 		t.Fatalf("outbox put = %+v: the fan-out must be pending in the same append", r.OutboxPut)
 	}
 	if got := framesTo(effs, 1); len(got) != 0 {
@@ -312,7 +312,7 @@ func TestOutboxConfirmRedriveAndFlush(t *testing.T) {
 		t.Fatal("re-driven after confirmation")
 	}
 	r := appends(effs)
-	if len(r) != 1 || len(r[0].OutboxDone) != 1 || r[0].OutboxDone[0] != (persistence.OutboxRef{Seq: seq, Key: "bob"}) || len(r[0].Entries) != 0 {
+	if len(r) != 1 || len(r[0].OutboxDone) != 1 || r[0].OutboxDone[0] != (persistence.OutboxRef{Seq: seq, Key: "bob/M0001"}) || len(r[0].Entries) != 0 {
 		t.Fatalf("flush = %+v", r)
 	}
 	// An ack for something else changes nothing.
