@@ -99,13 +99,13 @@ func asClosed(err error, ce *wsutil.ClosedError) bool {
 	return ok
 }
 
-// readReply reads the next frame that is not an unsolicited push or page
-// (device events can be pushed at any time).
+// readReply reads the next frame that is not an unsolicited push, page or
+// conversation list (device events can be pushed at any time).
 func (c *rawConn) readReply() (*wire.Frame, ws.StatusCode) {
 	c.t.Helper()
 	for {
 		f, code := c.read()
-		if f == nil || f.GetId() != 0 || (f.GetPush() == nil && f.GetSyncPage() == nil) {
+		if f == nil || f.GetId() != 0 || (f.GetPush() == nil && f.GetSyncPage() == nil && f.GetConversationList() == nil) {
 			return f, code
 		}
 	}
