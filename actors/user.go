@@ -268,6 +268,8 @@ func (a *userActor) onFrame(ctx actor.Context, m *actorpb.ClientFrame, now time.
 	case *wire.Frame_ListConversations:
 		a.perform(ctx, []effect{a.st.reply(key, &wire.Frame{Id: f.GetId(), Body: &wire.Frame_ConversationList{
 			ConversationList: a.st.conversationList(b.ListConversations.GetAll())}})})
+	case *wire.Frame_History:
+		a.onHistory(ctx, key, f.GetId(), b.History)
 	case *wire.Frame_Edit:
 		a.perform(ctx, a.st.edit(key, f.GetId(), b.Edit, now))
 	case *wire.Frame_Recall:
@@ -305,6 +307,28 @@ func (a *userActor) onCatchup(ctx actor.Context, key sessionKey) {
 		return
 	}
 	a.perform(ctx, a.st.catchupPage(key, entries, pageLimit))
+}
+
+// onHistory answers a HistoryRequest: the conversation's messages, newest
+// first, as they are now (recalled ones as tombstones, edited ones with
+// their latest content), none from before a clear-history.
+func (a *userActor) onHistory(ctx actor.Context, key sessionKey, reqID uint64, h *wire.HistoryRequest) {
+	before, code, err := a.st.historyStart(h)
+	if err != nil {
+		a.perform(ctx, []effect{a.st.replyErr(key, reqID, code, err.Error())})
+		return
+	}
+	limit := int(h.GetLimit())
+	if limit <= 0 || limit > maxHistoryLimit {
+		limit = maxHistoryLimit
+	}
+	msgs, more, err := historyScan(convKey(h.GetConversation()), a.st.clearedSeq(h.GetConversation()), before, limit, a.read)
+	if err != nil {
+		a.log.Error("history read failed", "err", err)
+		a.perform(ctx, []effect{a.st.replyErr(key, reqID, wire.CodeUnavailable, "storage unavailable; retry")})
+		return
+	}
+	a.perform(ctx, []effect{a.st.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_HistoryPage{HistoryPage: &wire.HistoryPage{Messages: msgs, HasMore: more}}})})
 }
 
 // readAll returns every entry after seq (for recounts; bounded by the log

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -237,5 +238,88 @@ func TestEdit(t *testing.T) {
 	audit.waitMessages(t, 1)
 	if m := audit.msgs()[0].GetMessage(); string(m.GetContent()) != "hello world" || !m.GetEdited() {
 		t.Fatalf("alice's log has %v", m)
+	}
+}
+
+// TestHistory: HistoryRequest pages a conversation newest first, with
+// recalled messages as tombstones and edited ones with their latest
+// content; clear history hides what came before, for that user only.
+func TestHistory(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	ws, api := n.wsURL(), n.apiURL()
+	a := dial(t, ws, api, "alice", "a1", devOpts{platform: "ios"})
+	b := dial(t, ws, api, "bob", "b1", devOpts{platform: "web"})
+	c := dial(t, ws, api, "carol", "c1", devOpts{platform: "web"})
+	ctx := ctxT(t, 30*time.Second)
+	var ids []string
+	for i := range 25 {
+		ack, err := a.Send(ctx, text("bob", fmt.Sprint("h", i), fmt.Sprint("msg ", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, ack.GetMessageId())
+		if i%5 == 0 { // interleave another conversation in bob's log
+			if _, err := c.Send(ctx, text("bob", fmt.Sprint("x", i), "noise")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	b.waitMessages(t, 30)
+	conv := &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}
+	if rep, err := a.Request(ctx, &wire.Frame{Body: &wire.Frame_Recall{Recall: &wire.Recall{Conversation: conv, MessageId: ids[24]}}}); err != nil || rep.GetOk() == nil {
+		t.Fatalf("recall: %v %v", rep, err)
+	}
+	if rep, err := a.Request(ctx, &wire.Frame{Body: &wire.Frame_Edit{Edit: &wire.Edit{Conversation: conv, MessageId: ids[23], Content: []byte("edited")}}}); err != nil || rep.GetOk() == nil {
+		t.Fatalf("edit: %v %v", rep, err)
+	}
+	history := func(d *device, peer, before string, limit uint32) *wire.HistoryPage {
+		rep, err := d.Request(ctx, &wire.Frame{Body: &wire.Frame_History{History: &wire.HistoryRequest{
+			Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: peer}, BeforeMessageId: before, Limit: limit}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep.GetHistoryPage()
+	}
+	// bob reads alice's conversation in pages of 10.
+	var got []*wire.Message
+	before := ""
+	for page := 0; ; page++ {
+		p := history(b, "alice", before, 10)
+		got = append(got, p.GetMessages()...)
+		if !p.GetHasMore() || page > 5 {
+			break
+		}
+		before = p.GetMessages()[len(p.GetMessages())-1].GetMessageId()
+	}
+	if len(got) != 25 {
+		t.Fatalf("bob's history of alice has %d messages, want 25", len(got))
+	}
+	for i, m := range got {
+		if want := ids[24-i]; m.GetMessageId() != want {
+			t.Fatalf("history[%d] = %s, want %s (newest first)", i, m.GetMessageId(), want)
+		}
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		p := history(b, "alice", "", 2)
+		return len(p.GetMessages()) == 2 && p.GetMessages()[0].GetRecalled() && string(p.GetMessages()[1].GetContent()) == "edited"
+	}, func() string { return fmt.Sprint("bob's newest history: ", history(b, "alice", "", 2)) })
+	if m := history(b, "alice", "", 1).GetMessages()[0]; len(m.GetContent()) != 0 {
+		t.Fatalf("recalled message in history still has content: %v", m)
+	}
+	// bob clears the conversation: his history is empty, alice's is not.
+	if rep, err := b.Request(ctx, &wire.Frame{Body: &wire.Frame_ConversationOp{ConversationOp: &wire.ConversationOp{
+		Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "alice"}, Op: wire.ConversationOp_CLEAR_HISTORY}}}); err != nil || rep.GetOk() == nil {
+		t.Fatalf("clear: %v %v", rep, err)
+	}
+	if p := history(b, "alice", "", 10); len(p.GetMessages()) != 0 || p.GetHasMore() {
+		t.Fatalf("bob's history after clearing: %v", p)
+	}
+	if p := history(a, "bob", "", 10); len(p.GetMessages()) != 10 {
+		t.Fatalf("alice's history after bob cleared his: %d messages", len(p.GetMessages()))
+	}
+	// Bad requests.
+	if _, err := b.Request(ctx, &wire.Frame{Body: &wire.Frame_History{History: &wire.HistoryRequest{
+		Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "alice"}, BeforeMessageId: "nope"}}}); err == nil {
+		t.Fatal("history before an unknown message answered")
 	}
 }

@@ -1,0 +1,77 @@
+package actors
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/tandem-im/tandem/persistence"
+	"github.com/tandem-im/tandem/proto/wire"
+)
+
+// fakeLogEntries is a log of n entries: every third a message with alice,
+// the others messages with carol.
+func fakeLogEntries(n int) []*wire.Entry {
+	var out []*wire.Entry
+	for i := 1; i <= n; i++ {
+		peer := "carol"
+		if i%3 == 0 {
+			peer = "alice"
+		}
+		out = append(out, &wire.Entry{Seq: uint64(i), Kind: &wire.Entry_Message{Message: &wire.Message{
+			MessageId: fmt.Sprint("m", i), Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: peer},
+		}}})
+	}
+	return out
+}
+
+func reader(log []*wire.Entry) func(persistence.Seq, int) ([]*wire.Entry, error) {
+	return func(after persistence.Seq, n int) ([]*wire.Entry, error) {
+		var out []*wire.Entry
+		for _, e := range log {
+			if e.GetSeq() > uint64(after) && len(out) < n {
+				out = append(out, e)
+			}
+		}
+		return out, nil
+	}
+}
+
+func TestHistoryScan(t *testing.T) {
+	log := fakeLogEntries(1000)
+	msgs, more, err := historyScan("d:alice", 0, 1001, 10, reader(log))
+	if err != nil || len(msgs) != 10 || !more || msgs[0].GetMessageId() != "m999" || msgs[9].GetMessageId() != "m972" {
+		t.Fatalf("first page: %d msgs, more %v, first %s last %s", len(msgs), more, msgs[0].GetMessageId(), msgs[len(msgs)-1].GetMessageId())
+	}
+	// Next page from the oldest one: continues without overlap.
+	msgs2, _, _ := historyScan("d:alice", 0, 972, 10, reader(log))
+	if msgs2[0].GetMessageId() != "m969" {
+		t.Fatalf("second page starts at %s, want m969", msgs2[0].GetMessageId())
+	}
+	// The whole conversation: 333 messages, then no more.
+	all, more, _ := historyScan("d:alice", 0, 1001, 1000, reader(log))
+	if len(all) != 333 || more {
+		t.Fatalf("whole history: %d messages, more %v", len(all), more)
+	}
+	// Cleared history hides up to the clear.
+	after, _, _ := historyScan("d:alice", 900, 1001, 1000, reader(log))
+	if len(after) != 33 || after[len(after)-1].GetMessageId() != "m903" {
+		t.Fatalf("after a clear at 900: %d messages, oldest %s", len(after), after[len(after)-1].GetMessageId())
+	}
+	// A sparse conversation in a long log: once a message is found, the
+	// page stops at the scan budget with has_more; with nothing found yet
+	// it scans on to the start.
+	long := fakeLogEntries(20000)
+	for _, e := range long {
+		e.GetMessage().Conversation.Id = "carol"
+	}
+	long[5].GetMessage().Conversation.Id = "alice"
+	long[19990].GetMessage().Conversation.Id = "alice"
+	few, more, _ := historyScan("d:alice", 0, 20001, 10, reader(long))
+	if len(few) != 1 || few[0].GetMessageId() != "m19991" || !more {
+		t.Fatalf("budget: %v, more %v; want the newest message and more", few, more)
+	}
+	rest, more, _ := historyScan("d:alice", 0, 19991, 10, reader(long))
+	if len(rest) != 1 || rest[0].GetMessageId() != "m6" || more {
+		t.Fatalf("continuation: %v, more %v; want the old message found past the budget", rest, more)
+	}
+}
