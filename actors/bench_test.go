@@ -21,7 +21,7 @@ func BenchmarkLoginKick(b *testing.B) {
 	for b.Loop() {
 		i++
 		l := &wire.Login{DeviceId: fmt.Sprint("phone", i%2), Platform: "ios", LoginExt: "x"}
-		_, effs := st.login(sk(i), &actorpb.LoginRequest{Login: l}, t0, 1)
+		_, effs := st.login(sk(i), &actorpb.LoginRequest{Login: l}, t0, 1, 1)
 		for _, e := range effs {
 			if _, ok := e.(effAppend); ok {
 				st.appendDone(nil, t0)
@@ -44,7 +44,7 @@ func BenchmarkSessionMemory(b *testing.B) {
 		for i := range users {
 			st := newUserState(fmt.Sprint("user", i), Config{}, &fakeLog{}, NewMessageID)
 			st.activated(1, 0, 0, nil, t0)
-			st.login(sk(uint64(i)), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "device-1234", Platform: "web", AppVersion: "1.2.3"}}, t0, 1)
+			st.login(sk(uint64(i)), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "device-1234", Platform: "web", AppVersion: "1.2.3"}}, t0, 1, 1)
 			st.commits = nil // as after the commit
 			users[i] = st
 		}
@@ -54,7 +54,7 @@ func BenchmarkSessionMemory(b *testing.B) {
 		before = heapInUse()
 		one := newUserState("many", Config{Policy: Policy{Limits: map[Class]int{ClassWeb: 1000}}}, &fakeLog{}, NewMessageID)
 		for i := range 1000 {
-			one.login(sk(uint64(i)), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: fmt.Sprint("tab-", i), Platform: "web", AppVersion: "1.2.3"}}, t0, 1)
+			one.login(sk(uint64(i)), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: fmt.Sprint("tab-", i), Platform: "web", AppVersion: "1.2.3"}}, t0, 1, 1)
 			one.commits = nil
 		}
 		perSession := float64(heapInUse()-before) / 1000

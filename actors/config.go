@@ -25,6 +25,8 @@ type Config struct {
 	// RecallWindow: a sender may recall a message only this long after it
 	// was sent; 0 means no limit. The server API may always recall.
 	RecallWindow time.Duration
+	// Now is the clock (nil: time.Now); tests move it to age entries out.
+	Now func() time.Time
 }
 
 // Defaults.
@@ -51,6 +53,9 @@ func (c Config) withDefaults() Config {
 		c.RequestTimeout = DefaultRequestTimeout
 	}
 	c.Policy = c.Policy.withDefaults()
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 	return c
 }
 

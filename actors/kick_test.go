@@ -88,7 +88,7 @@ func runKickScript(t *testing.T, path string) {
 			nextSID++
 			key := sk(nextSID)
 			devOf[nextSID] = l.DeviceId
-			reply, effs := st.login(key, &actorpb.LoginRequest{Login: l}, t0, 1)
+			reply, effs := st.login(key, &actorpb.LoginRequest{Login: l}, t0, 1, 1)
 			lastReply, lastKicks, lastExt, lastPlatform = reply, nil, l.LoginExt, l.Platform
 			for _, e := range effs {
 				if k, ok := e.(effKick); ok {
@@ -164,7 +164,7 @@ func TestPolicyChangeKicksExcess(t *testing.T) {
 	for i, d := range []struct{ dev, platform, tag string }{
 		{"t1", "web", ""}, {"t2", "web", "office"}, {"t3", "web", ""}, {"phone", "ios", "office"}, {"t4", "web", ""},
 	} {
-		_, effs := h.st.login(sk(uint64(i+1)), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: d.dev, Platform: d.platform, Tag: d.tag}}, t0, 1)
+		_, effs := h.st.login(sk(uint64(i+1)), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: d.dev, Platform: d.platform, Tag: d.tag}}, t0, 1, 1)
 		h.completeAppends(effs)
 	}
 	kickedBy := func(effs []effect) []string {
@@ -195,7 +195,7 @@ func TestPolicyChangeKicksExcess(t *testing.T) {
 		t.Fatal("single must leave the newest session")
 	}
 	// And later logins follow the new policy.
-	_, effs := h.st.login(sk(9), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "x", Platform: "web"}}, t0, 1)
+	_, effs := h.st.login(sk(9), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "x", Platform: "web"}}, t0, 1, 1)
 	if len(effs) == 0 || h.st.sessions[sk(5)] != nil {
 		t.Fatal("a login under single must kick the other session")
 	}

@@ -25,6 +25,7 @@ type Store interface {
 	Append(req persistence.AppendRequest, done func(error))
 	Read(ctx context.Context, user string, after persistence.Seq, limit int) ([]persistence.Entry, error)
 	FirstSeqSince(ctx context.Context, user string, t time.Time) (persistence.Seq, error)
+	FirstSeq(ctx context.Context, user string) (persistence.Seq, error)
 	LookupDedup(ctx context.Context, user, key string) (persistence.Seq, bool, error)
 	Outbox(ctx context.Context, user string) ([]persistence.OutboxItem, error)
 	OutboxUsers(ctx context.Context, after string, limit int) ([]string, error)
@@ -82,6 +83,8 @@ func NewRuntime(cfg Config, store Store, hooks Publisher, reg prometheus.Registe
 	}
 	return r
 }
+
+func (r *Runtime) now() time.Time { return r.cfg.Now() }
 
 // KickPolicy returns the current kick policy: mode and per-class limits.
 func (r *Runtime) KickPolicy() (string, map[string]int) {

@@ -43,10 +43,10 @@ type userState struct {
 	changing   map[string]bool         // message ID → recall or edit in flight
 
 	outbox     map[persistence.OutboxRef]*outboxEntry // fan-outs awaiting DeliverAck
-	outboxDone []persistence.OutboxRef          // confirmed, not yet deleted in the store
-	cursors    map[string]persistence.Seq       // device → cursor, not yet flushed
-	wills      map[string]*pendingWill          // device → will waiting out its grace period
-	convs      map[string]*actorpb.ConvState    // conversation key → state (all of them, loaded at activation)
+	outboxDone []persistence.OutboxRef                // confirmed, not yet deleted in the store
+	cursors    map[string]persistence.Seq             // device → cursor, not yet flushed
+	wills      map[string]*pendingWill                // device → will waiting out its grace period
+	convs      map[string]*actorpb.ConvState          // conversation key → state (all of them, loaded at activation)
 
 	failed bool // an append failed: the actor is stopping
 }
@@ -213,7 +213,10 @@ func lostSession(key sessionKey) effect {
 // login registers a session and answers LoginOk. compFrom is the first seq
 // of the offline-compensation window; the shell computes it only when
 // needsCompensation says so.
-func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Time, compFrom persistence.Seq) (*wire.Frame, []effect) {
+//
+// first is the oldest seq still retained: a cursor older than it gets
+// cursor_too_old and the compensation window.
+func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Time, compFrom, first persistence.Seq) (*wire.Frame, []effect) {
 	l := req.GetLogin()
 	class, _ := PlatformClass(l.GetPlatform())
 	live := make([]liveLogin, 0, len(s.sessions))
@@ -276,9 +279,10 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 		ServerTimeMs:     now.UnixMilli(),
 		HeartbeatSeconds: int32(s.cfg.HeartbeatTimeout / time.Second / 2),
 	}
-	if s.needsCompensation(l) {
+	if s.needsCompensation(l, first) {
 		sess.next = compFrom
 		ok.CompensationFromSeq = uint64(compFrom)
+		ok.CursorTooOld = cursorTooOld(l, first) && persistence.Seq(l.GetCursor()) <= s.committed
 	} else {
 		sess.next = persistence.Seq(l.GetCursor()) + 1
 		sess.cursor = persistence.Seq(l.GetCursor())
@@ -301,8 +305,13 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 // needsCompensation: a device without a cursor (new, reinstalled), or with
 // a cursor beyond the log (not this user's, or a wiped device), gets the
 // compensation window instead of a catch-up from its cursor.
-func (s *userState) needsCompensation(l *wire.Login) bool {
-	return !l.GetHasCursor() || persistence.Seq(l.GetCursor()) > s.committed
+func (s *userState) needsCompensation(l *wire.Login, first persistence.Seq) bool {
+	return !l.GetHasCursor() || persistence.Seq(l.GetCursor()) > s.committed || cursorTooOld(l, first)
+}
+
+// cursorTooOld: entries right after the cursor were removed by retention.
+func cursorTooOld(l *wire.Login, first persistence.Seq) bool {
+	return l.GetHasCursor() && persistence.Seq(l.GetCursor())+1 < first
 }
 
 // catchupPage sends one page of the login catch-up (entries read after

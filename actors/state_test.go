@@ -63,7 +63,7 @@ func (h *harness) login(sid uint64, device string, hasCursor bool, cursor uint64
 		platform = "ios"
 	}
 	req := &actorpb.LoginRequest{Login: &wire.Login{DeviceId: device, Platform: platform, HasCursor: hasCursor, Cursor: cursor}}
-	reply, effs := h.st.login(sk(sid), req, t0, 1)
+	reply, effs := h.st.login(sk(sid), req, t0, 1, 1)
 	// The login writes the device record, then asks for the first page.
 	h.completeAppends(effs)
 	h.st.catchupPage(sk(sid), nil, pageLimit)
@@ -363,7 +363,7 @@ func TestSeqsDenseAndTimeMonotonic(t *testing.T) {
 func TestCatchupPagesThenLive(t *testing.T) {
 	h := newHarness(t, "bob")
 	h.st.activated(1, 450, 0, nil, t0)
-	reply, effs := h.st.login(sk(1), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "d", Platform: "web", HasCursor: true, Cursor: 100}}, t0, 0)
+	reply, effs := h.st.login(sk(1), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "d", Platform: "web", HasCursor: true, Cursor: 100}}, t0, 0, 1)
 	if reply.GetLoginOk().GetLastSeq() != 450 || reply.GetLoginOk().GetCompensationFromSeq() != 0 {
 		t.Fatalf("LoginOk = %v", reply)
 	}
@@ -409,7 +409,7 @@ func TestLoginCompensationAndCursorBeyondLog(t *testing.T) {
 		{DeviceId: "new", Platform: "ios"},
 		{DeviceId: "wiped", Platform: "ios", HasCursor: true, Cursor: 99},
 	} {
-		reply, _ := h.st.login(sk(uint64(len(l.DeviceId))), &actorpb.LoginRequest{Login: l}, t0, 7)
+		reply, _ := h.st.login(sk(uint64(len(l.DeviceId))), &actorpb.LoginRequest{Login: l}, t0, 7, 1)
 		if got := reply.GetLoginOk().GetCompensationFromSeq(); got != 7 {
 			t.Fatalf("%s: compensation_from_seq = %d, want 7", l.DeviceId, got)
 		}
@@ -422,7 +422,7 @@ func TestLoginCompensationAndCursorBeyondLog(t *testing.T) {
 func TestSameDeviceReplacesItself(t *testing.T) {
 	h := newHarness(t, "alice")
 	h.login(1, "phone", false, 0)
-	_, effs := h.st.login(sk(2), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "phone", Platform: "ios", LoginExt: "new one"}}, t0, 1)
+	_, effs := h.st.login(sk(2), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "phone", Platform: "ios", LoginExt: "new one"}}, t0, 1, 1)
 	var kicked *wire.Kick
 	for _, e := range effs {
 		if k, ok := e.(effKick); ok && k.key == sk(1) {
@@ -522,7 +522,7 @@ func TestDeviceEventsInLog(t *testing.T) {
 		t.Fatalf("a login must write one LOGGED_IN entry, lastSeq = %d", h.st.lastSeq)
 	}
 	// A second device logs in: the live phone is told.
-	_, effs := h.st.login(sk(2), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "laptop", Platform: "macos", LoginExt: "MBP"}}, t0, 1)
+	_, effs := h.st.login(sk(2), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "laptop", Platform: "macos", LoginExt: "MBP"}}, t0, 1, 1)
 	pushed := framesTo(h.completeAppends(effs), 1)
 	if len(pushed) != 1 || pushed[0].GetPush().GetEntries()[0].GetDevice().GetKind() != wire.DeviceEvent_LOGGED_IN ||
 		pushed[0].GetPush().GetEntries()[0].GetDevice().GetDevice().GetLoginExt() != "MBP" {
@@ -531,7 +531,7 @@ func TestDeviceEventsInLog(t *testing.T) {
 	h.st.catchupPage(sk(2), nil, pageLimit)
 
 	// A new phone kicks the old one: KICKED then LOGGED_IN, one append.
-	_, effs = h.st.login(sk(3), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "phone2", Platform: "android"}}, t0, 1)
+	_, effs = h.st.login(sk(3), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "phone2", Platform: "android"}}, t0, 1, 1)
 	r := appends(effs)
 	if len(r) != 1 || len(r[0].Entries) != 2 {
 		t.Fatalf("kicking login appended %+v, want KICKED and LOGGED_IN in one append", r)
@@ -581,7 +581,7 @@ func lastPresence(effs []effect) (devs []string, found bool) {
 func TestPresenceAndWebhookEvents(t *testing.T) {
 	h := newHarness(t, "alice")
 	login := func(sid uint64, dev, platform string) []effect {
-		_, effs := h.st.login(sk(sid), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: dev, Platform: platform}}, t0, 1)
+		_, effs := h.st.login(sk(sid), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: dev, Platform: platform}}, t0, 1, 1)
 		h.st.catchupPage(sk(sid), nil, pageLimit)
 		return effs
 	}
@@ -668,5 +668,21 @@ func TestTransientSendNeverStored(t *testing.T) {
 	// The same client message ID twice: two transients (no dedup, nothing to dedup against).
 	if peer, _ := transients(h.st.send(sk(1), 5, m, t0)); len(peer) != 1 {
 		t.Fatal("second transient not sent")
+	}
+}
+
+func TestCursorTooOld(t *testing.T) {
+	h := newHarness(t, "bob")
+	h.st.activated(1, 50, 0, nil, t0)
+	// Entries up to 19 were removed by retention: first retained is 20.
+	reply, _ := h.st.login(sk(1), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "d", Platform: "web", HasCursor: true, Cursor: 10}}, t0, 20, 20)
+	lo := reply.GetLoginOk()
+	if !lo.GetCursorTooOld() || lo.GetCompensationFromSeq() != 20 || h.st.sessions[sk(1)].next != 20 {
+		t.Fatalf("LoginOk %v, want cursor_too_old and compensation from 20", lo)
+	}
+	// A cursor right before the first retained entry is fine.
+	reply, _ = h.st.login(sk(2), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "e", Platform: "web", HasCursor: true, Cursor: 19}}, t0, 0, 20)
+	if lo := reply.GetLoginOk(); lo.GetCursorTooOld() || lo.GetCompensationFromSeq() != 0 {
+		t.Fatalf("cursor 19 with first 20: %v", lo)
 	}
 }

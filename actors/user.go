@@ -57,7 +57,7 @@ func (a *userActor) Receive(ctx actor.Context) {
 		a.refuse(ctx)
 		return
 	}
-	now := time.Now()
+	now := a.rt.now()
 	switch m := ctx.Message().(type) {
 	case *actorpb.LoginRequest:
 		a.onLogin(ctx, m, now)
@@ -183,7 +183,7 @@ func (a *userActor) load(init *cluster.ClusterInit) (*userState, []effect, error
 		a.log.Info("re-driving pending fan-outs", "count", len(outbox))
 	}
 	st := newUserState(a.user, a.rt.cfg, storeReader{a.rt.store, a.user}, NewMessageID)
-	effs := st.activated(epoch, last, lastTime, outbox, time.Now(), convs...)
+	effs := st.activated(epoch, last, lastTime, outbox, a.rt.now(), convs...)
 	return st, effs, nil
 }
 
@@ -204,8 +204,16 @@ func (a *userActor) refuse(ctx actor.Context) {
 }
 
 func (a *userActor) onLogin(ctx actor.Context, m *actorpb.LoginRequest, now time.Time) {
-	var comp persistence.Seq
-	if a.st.needsCompensation(m.GetLogin()) {
+	var comp, first persistence.Seq
+	if m.GetLogin().GetHasCursor() {
+		var err error
+		if first, err = a.firstSeq(); err != nil {
+			a.log.Error("retention lookup failed", "err", err)
+			ctx.Respond(&actorpb.LoginResult{Reply: wire.ErrFrame(0, wire.CodeUnavailable, "storage unavailable; retry")})
+			return
+		}
+	}
+	if a.st.needsCompensation(m.GetLogin(), first) {
 		since := now.Add(-time.Duration(a.st.cfg.CompensationDays) * 24 * time.Hour)
 		rctx, cancel := context.WithTimeout(context.Background(), a.st.cfg.RequestTimeout)
 		seq, err := a.rt.store.FirstSeqSince(rctx, a.user, since)
@@ -218,7 +226,7 @@ func (a *userActor) onLogin(ctx actor.Context, m *actorpb.LoginRequest, now time
 		comp = seq
 	}
 	a.st.cfg.Policy = *a.rt.policy.Load() // the server API may have changed it
-	reply, effs := a.st.login(keyOf(m.GetSession()), m, now, comp)
+	reply, effs := a.st.login(keyOf(m.GetSession()), m, now, comp, first)
 	ok := reply.GetLoginOk() != nil
 	ctx.Respond(&actorpb.LoginResult{Reply: reply, Ok: ok})
 	if ok {
@@ -244,6 +252,16 @@ func (a *userActor) onFrame(ctx actor.Context, m *actorpb.ClientFrame, now time.
 		limit := int(b.Sync.GetLimit())
 		if limit <= 0 || limit > pageLimit {
 			limit = pageLimit
+		}
+		first, err := a.firstSeq()
+		if err != nil {
+			a.perform(ctx, []effect{a.st.replyErr(key, f.GetId(), wire.CodeUnavailable, "storage unavailable; retry")})
+			return
+		}
+		if b.Sync.GetAfterSeq()+1 < uint64(first) {
+			a.perform(ctx, []effect{a.st.replyErr(key, f.GetId(), wire.CodeCursorTooOld,
+				fmt.Sprintf("entries up to seq %d were removed by retention: log in without a cursor", first-1))})
+			return
 		}
 		entries, err := a.read(persistence.Seq(b.Sync.GetAfterSeq()), limit)
 		if err != nil {
@@ -302,7 +320,7 @@ func (a *userActor) onCatchup(ctx actor.Context, key sessionKey) {
 	entries, err := a.read(sess.next-1, pageLimit)
 	if err != nil {
 		a.log.Error("catch-up read failed", "err", err)
-		a.st.closed(key, false, time.Now())
+		a.st.closed(key, false, a.rt.now())
 		a.perform(ctx, []effect{lostSession(key)})
 		return
 	}
@@ -329,6 +347,12 @@ func (a *userActor) onHistory(ctx actor.Context, key sessionKey, reqID uint64, h
 		return
 	}
 	a.perform(ctx, []effect{a.st.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_HistoryPage{HistoryPage: &wire.HistoryPage{Messages: msgs, HasMore: more}}})})
+}
+
+func (a *userActor) firstSeq() (persistence.Seq, error) {
+	rctx, cancel := context.WithTimeout(context.Background(), a.rt.cfg.RequestTimeout)
+	defer cancel()
+	return a.rt.store.FirstSeq(rctx, a.user)
 }
 
 // readAll returns every entry after seq (for recounts; bounded by the log

@@ -126,7 +126,7 @@ func TestTransientFromPeerPushedLiveOnly(t *testing.T) {
 	h := newHarness(t, "bob")
 	h.login(1, "phone", false, 0)
 	// A second session still catching up does not get it.
-	h.st.login(sk(2), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "web", Platform: "web"}}, t0, 1)
+	h.st.login(sk(2), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "web", Platform: "web"}}, t0, 1, 1)
 	effs := h.st.transient(&actorpb.TransientDeliver{FromUser: "alice", Message: &wire.Message{MessageId: "w", Will: true}})
 	if len(framesTo(effs, 1)) != 1 || len(framesTo(effs, 2)) != 0 || len(appends(effs)) != 0 {
 		t.Fatalf("transient effects %v", effs)

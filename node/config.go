@@ -36,11 +36,15 @@ type Config struct {
 	HeartbeatTimeout time.Duration // default 60 s
 	RecallWindow     time.Duration // senders may recall for this long; 0: no limit
 	CompensationDays int           // default 1, max 7
-	Retention        time.Duration // default 30 days (validated; trimming is not implemented yet)
+	Retention        time.Duration // default 30 days: older entries are removed (TTL) and never read
 
 	// UnsafeMultiNodeBadger lets a multi-node cluster run on badger: each
 	// node's data dies with it. Refused without this flag.
 	UnsafeMultiNodeBadger bool
+
+	// Now is the clock of the actors and the store (nil: time.Now). Only
+	// tests set it, to age entries past the retention window.
+	Now func() time.Time
 }
 
 // Defaults.
@@ -115,6 +119,7 @@ func (c Config) actors() actors.Config {
 		HeartbeatTimeout: c.HeartbeatTimeout,
 		CompensationDays: c.CompensationDays,
 		RecallWindow:     c.RecallWindow,
+		Now:              c.Now,
 		Policy:           actors.Policy{Mode: actors.PolicyMode(c.KickPolicy), Limits: limits},
 	}
 }

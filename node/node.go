@@ -116,7 +116,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 		return nil, err
 	}
 
-	n.store, err = persistence.OpenBadger(filepath.Join(cfg.DataDir, "badger"), persistence.BadgerOptions{}, log.With("component", "badger"))
+	n.store, err = persistence.OpenBadger(filepath.Join(cfg.DataDir, "badger"), persistence.BadgerOptions{Retention: cfg.Retention, Now: cfg.Now}, log.With("component", "badger"))
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -39,14 +40,33 @@ type BadgerOptions struct {
 	// than the cap fails with ErrTooLarge.
 	MaxBatchBytes int64
 	// MaxBatchEntries caps the key writes of one commit: log entries plus
-	// side-effect keys. 0 or anything above badger's limit means just
-	// under badger's limit (about 26,000 with 16 MiB memtables).
+	// side-effect keys, plus with Retention one high-water-mark write per
+	// append that writes log entries or rewrites. 0 or anything above
+	// badger's limit means just under badger's limit (about 26,000 with
+	// 16 MiB memtables).
 	MaxBatchEntries int
 
 	// MaxCachedUsers bounds the committer's per-user {epoch, last seq}
 	// cache; users beyond it are evicted after a batch and reloaded from
-	// disk when next written (a point read and a reverse seek). 0: 262,144.
+	// disk when next written (point reads and a reverse seek). 0: 262,144.
 	MaxCachedUsers int
+
+	// Retention is how long log entries are kept, counted from each
+	// entry's own TimeMS; 0 (the default) keeps them forever. Readers
+	// (Read, FirstSeq, FirstSeqSince) treat an entry with TimeMS before
+	// Now() - Retention as gone. Log entries and dedup keys are written
+	// with a badger TTL that ends ttlMargin after that, so compaction
+	// reclaims their space but the TTL never hides an entry the time
+	// filter would still return. Outbox, device, conversation, epoch and
+	// high-water-mark keys never expire. Seqs are never reused: the
+	// highest seq appended is kept in a key of its own.
+	Retention time.Duration
+	// Now is the clock of the retention filter; nil means time.Now.
+	// Tests set it to move time without sleeping. Badger's TTL always
+	// follows the real clock: a Now ahead of it only makes the filter
+	// hide entries earlier, which is safe; one more than ttlMargin behind
+	// it lets the TTL hide entries the filter would still return.
+	Now func() time.Time
 }
 
 const (
@@ -55,6 +75,13 @@ const (
 	// batchMargin keeps a commit clear of badger's ErrTxnTooBig: badger's
 	// limit also counts its own transaction marker entry.
 	batchMargin = 4 << 10
+	// ttlMargin is how much longer than Retention the badger TTL of log
+	// entries and dedup keys runs. The TTL must end after the time filter
+	// hides an entry, never before: TTL decides nothing, it only frees
+	// space. The margin covers the rounding of expiry up to whole seconds
+	// and a difference of up to an hour between Now and the system clock
+	// (the one badger's expiry follows).
+	ttlMargin = time.Hour
 )
 
 // Validate reports every invalid field in one joined error.
@@ -75,6 +102,7 @@ func (o BadgerOptions) Validate() error {
 	neg("MaxBatchBytes", o.MaxBatchBytes)
 	neg("MaxBatchEntries", int64(o.MaxBatchEntries))
 	neg("MaxCachedUsers", int64(o.MaxCachedUsers))
+	neg("Retention", int64(o.Retention))
 	if o.MemTableSize > 0 && o.MemTableSize < 1<<20 {
 		errs = append(errs, fmt.Errorf("persistence: MemTableSize must be at least 1 MiB, got %d", o.MemTableSize))
 	}
@@ -136,9 +164,11 @@ type Badger struct {
 	// Set by OpenBadger, then read-only.
 	db        *badger.DB
 	log       *slog.Logger
-	maxBytes  int64 // per commit, estimated as badger does (plus slack)
-	maxWrites int   // key writes per commit
-	maxUsers  int   // cached user states
+	maxBytes  int64            // per commit, estimated as badger does (plus slack)
+	maxWrites int              // key writes per commit
+	maxUsers  int              // cached user states
+	retention time.Duration    // 0: keep forever
+	now       func() time.Time // retention clock
 	wg        sync.WaitGroup
 
 	// Any goroutine may submit; only the committer drains.
@@ -212,7 +242,12 @@ func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Badger, e
 		maxBytes:  db.MaxBatchSize() - batchMargin,
 		maxWrites: int(db.MaxBatchCount()) - 2,
 		maxUsers:  opts.MaxCachedUsers,
+		retention: opts.Retention,
+		now:       opts.Now,
 		users:     make(map[string]userState),
+	}
+	if b.now == nil {
+		b.now = time.Now
 	}
 	if opts.MaxBatchBytes > 0 && opts.MaxBatchBytes < b.maxBytes {
 		b.maxBytes = opts.MaxBatchBytes

@@ -40,27 +40,36 @@ func openBadger(t testing.TB, dir string, opts persistence.BadgerOptions) *persi
 }
 
 // harness opens every store in its own t.TempDir and reopens it in the
-// same directory.
+// same directory with the same options (retention and clock included).
 func harness(opts persistence.BadgerOptions) storetest.Harness {
+	type opened struct {
+		dir  string
+		opts persistence.BadgerOptions
+	}
 	var mu sync.Mutex
-	dirs := make(map[persistence.Store]string)
-	open := func(t *testing.T, dir string) persistence.Store {
+	stores := make(map[persistence.Store]opened)
+	open := func(t *testing.T, dir string, opts persistence.BadgerOptions) persistence.Store {
 		b := openBadger(t, dir, opts)
 		mu.Lock()
-		dirs[b] = dir
+		stores[b] = opened{dir, opts}
 		mu.Unlock()
 		return b
 	}
 	return storetest.Harness{
-		Open: func(t *testing.T) persistence.Store { return open(t, t.TempDir()) },
+		Open: func(t *testing.T) persistence.Store { return open(t, t.TempDir(), opts) },
 		Reopen: func(t *testing.T, old persistence.Store) persistence.Store {
 			mu.Lock()
-			dir, ok := dirs[old]
+			o, ok := stores[old]
 			mu.Unlock()
 			if !ok {
 				t.Fatal("Reopen of a store this harness did not open")
 			}
-			return open(t, dir)
+			return open(t, o.dir, o.opts)
+		},
+		OpenWithRetention: func(t *testing.T, retention time.Duration, now func() time.Time) persistence.Store {
+			o := opts
+			o.Retention, o.Now = retention, now
+			return open(t, t.TempDir(), o)
 		},
 	}
 }
@@ -332,11 +341,21 @@ func retryChild(t *testing.T, dir string) {
 // BenchmarkGroupCommit: users each keep one 200-byte append in flight, as
 // actors pipelining their appends do; one iteration submits one append
 // (waiting first for that user's previous one). msgs/s counts durable
-// entries; msgs/commit how many share one fsync.
+// entries; msgs/commit how many share one fsync. The ",retention" runs
+// store with a 30-day retention (TTLs and a high-water mark per user and
+// commit).
 func BenchmarkGroupCommit(b *testing.B) {
-	for _, users := range []int{64, 256} {
-		b.Run(fmt.Sprint("users=", users), func(b *testing.B) {
-			s := openBadger(b, b.TempDir(), persistence.BadgerOptions{})
+	for _, run := range []struct {
+		users     int
+		retention time.Duration
+	}{{64, 0}, {256, 0}, {64, 30 * 24 * time.Hour}, {256, 30 * 24 * time.Hour}} {
+		name := fmt.Sprint("users=", run.users)
+		if run.retention > 0 {
+			name += ",retention"
+		}
+		users := run.users
+		b.Run(name, func(b *testing.B) {
+			s := openBadger(b, b.TempDir(), persistence.BadgerOptions{Retention: run.retention})
 			epochs := make([]persistence.Epoch, users)
 			names := make([]string, users)
 			results := make([]chan error, users)

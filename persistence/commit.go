@@ -6,14 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
 
 // mutation is one key write of a commit.
 type mutation struct {
-	key, val []byte
-	del      bool
+	key, val  []byte
+	del       bool
+	expiresAt uint64 // badger TTL in Unix seconds; 0: never expires
 }
 
 // writeCost is the size badger charges a write against its transaction
@@ -41,6 +43,7 @@ type op struct {
 	n           int
 	maxRewrite  Seq // highest seq rewritten; must already be in the log
 	muts        []mutation
+	hwm         int // index in muts of the high-water-mark write (its value is set by the committer); -1: none
 	size        int64
 	err         error // found while encoding; delivered in submission order
 
@@ -53,8 +56,9 @@ type op struct {
 }
 
 // userState is what the committer knows of a user: the current epoch (0:
-// never activated) and the last seq in the log. It always equals what is
-// committed on disk between batches.
+// never activated) and the last seq ever appended to the log (see lastSeq;
+// entries may have expired since). It always equals what is committed on
+// disk between batches.
 type userState struct {
 	epoch Epoch
 	last  Seq
@@ -74,17 +78,25 @@ type chunk struct {
 // encodeAppend turns req into its key writes. It runs on the submitting
 // goroutine, so the committer only applies and checks. Errors are the
 // caller's (bad IDs, non-consecutive entries).
-func encodeAppend(req *AppendRequest) ([]mutation, int64, error) {
+//
+// keep > 0 is the retention plus ttlMargin: log entries then expire keep
+// after their own TimeMS and dedup keys keep after the later of nowMS and
+// the newest entry time of req; and a request that writes log keys also
+// writes the user's high-water mark, muts[hwm], whose value the committer
+// fills in with the user's last seq (-1: no such write).
+func encodeAppend(req *AppendRequest, keep time.Duration, nowMS int64) (muts []mutation, size int64, hwm int, err error) {
+	hwm = -1
 	user := req.User
 	if err := checkUser(user); err != nil {
-		return nil, 0, err
+		return nil, 0, hwm, err
 	}
 	for i := 1; i < len(req.Entries); i++ {
 		if req.Entries[i].Seq != req.Entries[i-1].Seq+1 {
-			return nil, 0, fmt.Errorf("%w: user %q append has seq %d after %d",
+			return nil, 0, hwm, fmt.Errorf("%w: user %q append has seq %d after %d",
 				ErrSeqGap, user, req.Entries[i].Seq, req.Entries[i-1].Seq)
 		}
 	}
+	writesLog := len(req.Entries)+len(req.Rewrites) > 0
 
 	// One buffer for every key and value of the request.
 	n := 0
@@ -93,31 +105,31 @@ func encodeAppend(req *AppendRequest) ([]mutation, int64, error) {
 	}
 	for _, e := range req.Rewrites {
 		if e.Seq == 0 {
-			return nil, 0, fmt.Errorf("%w: user %q rewrite of seq 0", ErrNotInLog, user)
+			return nil, 0, hwm, fmt.Errorf("%w: user %q rewrite of seq 0", ErrNotInLog, user)
 		}
 		n += logKeyLen(user) + 8 + len(e.Data)
 	}
 	for _, d := range req.Dedup {
 		if err := checkTail("dedup key", d.Key); err != nil {
-			return nil, 0, err
+			return nil, 0, hwm, err
 		}
 		n += userPrefixLen(user) + len(d.Key) + 8
 	}
 	for _, o := range req.OutboxPut {
 		if err := checkTail("outbox key", o.Key); err != nil {
-			return nil, 0, err
+			return nil, 0, hwm, err
 		}
 		n += outboxKeyLen(user, o.Key) + len(o.Data)
 	}
 	for _, o := range req.OutboxDone {
 		if err := checkTail("outbox key", o.Key); err != nil {
-			return nil, 0, err
+			return nil, 0, hwm, err
 		}
 		n += outboxKeyLen(user, o.Key)
 	}
 	for _, d := range req.Devices {
 		if err := checkDevice(d.DeviceID); err != nil {
-			return nil, 0, err
+			return nil, 0, hwm, err
 		}
 		n += deviceKeyLen(user, d.DeviceID) + 8
 		if d.Data != nil {
@@ -126,40 +138,65 @@ func encodeAppend(req *AppendRequest) ([]mutation, int64, error) {
 	}
 	for _, c := range req.Convs {
 		if err := checkTail("conversation key", c.Key); err != nil {
-			return nil, 0, err
+			return nil, 0, hwm, err
 		}
 		n += userPrefixLen(user) + len(c.Key) + len(c.Data)
 	}
 
+	nHWM := 0
+	if keep > 0 && writesLog {
+		nHWM = 1
+		n += userPrefixLen(user) + 8
+	}
+
 	buf := make([]byte, 0, n)
-	muts := make([]mutation, 0, len(req.Entries)+len(req.Rewrites)+len(req.Dedup)+len(req.OutboxPut)+
-		len(req.OutboxDone)+2*len(req.Devices)+len(req.Convs))
-	var size int64
+	muts = make([]mutation, 0, len(req.Entries)+len(req.Rewrites)+len(req.Dedup)+len(req.OutboxPut)+
+		len(req.OutboxDone)+2*len(req.Devices)+len(req.Convs)+nHWM)
 	// cut returns buf[from:] capped so later appends cannot reach it.
 	cut := func(from int) []byte { return buf[from:len(buf):len(buf)] }
-	add := func(kFrom, vFrom int, del bool) {
+	add := func(kFrom, vFrom int, del bool, expires uint64) {
 		k, v := buf[kFrom:vFrom:vFrom], cut(vFrom)
 		if del {
 			v = nil
 		}
-		muts = append(muts, mutation{key: k, val: v, del: del})
+		muts = append(muts, mutation{key: k, val: v, del: del, expiresAt: expires})
 		size += writeCost(k, v)
 	}
+	// ttl returns the expiry of a key kept until keep after timeMS.
+	ttl := func(timeMS int64) uint64 {
+		if keep <= 0 {
+			return 0
+		}
+		return expiresAt(timeMS, keep)
+	}
 
+	newest := nowMS
 	for _, e := range append(req.Entries[:len(req.Entries):len(req.Entries)], req.Rewrites...) {
 		k := len(buf)
 		buf = appendLogKey(buf, user, e.Seq)
 		v := len(buf)
 		buf = binary.BigEndian.AppendUint64(buf, uint64(e.TimeMS))
 		buf = append(buf, e.Data...)
-		add(k, v, false)
+		add(k, v, false, ttl(e.TimeMS))
+		newest = max(newest, e.TimeMS)
 	}
+	if nHWM > 0 {
+		k := len(buf)
+		buf = appendUserPrefix(buf, tagHWM, user)
+		v := len(buf)
+		buf = binary.BigEndian.AppendUint64(buf, 0) // set by the committer
+		hwm = len(muts)
+		add(k, v, false, 0)
+	}
+	// A dedup key outlives the entries of its append, and its write: it
+	// may name an entry that has aged out, never the other way round.
+	dedupTTL := ttl(newest)
 	for _, d := range req.Dedup {
 		k := len(buf)
 		buf = appendDedupKey(buf, user, d.Key)
 		v := len(buf)
 		buf = binary.BigEndian.AppendUint64(buf, uint64(d.Seq))
-		add(k, v, false)
+		add(k, v, false, dedupTTL)
 	}
 	// Puts before deletes: an item put and done in one request is gone.
 	for _, o := range req.OutboxPut {
@@ -167,12 +204,12 @@ func encodeAppend(req *AppendRequest) ([]mutation, int64, error) {
 		buf = appendOutboxKey(buf, user, o.Seq, o.Key)
 		v := len(buf)
 		buf = append(buf, o.Data...)
-		add(k, v, false)
+		add(k, v, false, 0)
 	}
 	for _, o := range req.OutboxDone {
 		k := len(buf)
 		buf = appendOutboxKey(buf, user, o.Seq, o.Key)
-		add(k, len(buf), true)
+		add(k, len(buf), true, 0)
 	}
 	for _, d := range req.Devices {
 		if d.Data != nil {
@@ -180,22 +217,22 @@ func encodeAppend(req *AppendRequest) ([]mutation, int64, error) {
 			buf = appendDeviceKey(buf, user, d.DeviceID, deviceRecord)
 			v := len(buf)
 			buf = append(buf, d.Data...)
-			add(k, v, false)
+			add(k, v, false, 0)
 		}
 		k := len(buf)
 		buf = appendDeviceKey(buf, user, d.DeviceID, deviceCursor)
 		v := len(buf)
 		buf = binary.BigEndian.AppendUint64(buf, uint64(d.Cursor))
-		add(k, v, false)
+		add(k, v, false, 0)
 	}
 	for _, c := range req.Convs {
 		k := len(buf)
 		buf = appendConvKey(buf, user, c.Key)
 		v := len(buf)
 		buf = append(buf, c.Data...)
-		add(k, v, false)
+		add(k, v, false, 0)
 	}
-	return muts, size, nil
+	return muts, size, hwm, nil
 }
 
 // submit queues o for the committer, or fails it at once with ErrClosed.
@@ -222,7 +259,12 @@ func (b *Badger) Append(req AppendRequest, done func(error)) {
 	if o.n > 0 {
 		o.first, o.last = req.Entries[0].Seq, req.Entries[o.n-1].Seq
 	}
-	o.muts, o.size, o.err = encodeAppend(&req)
+	var keep time.Duration
+	var nowMS int64
+	if b.retention > 0 {
+		keep, nowMS = b.retention+ttlMargin, b.now().UnixMilli()
+	}
+	o.muts, o.size, o.hwm, o.err = encodeAppend(&req, keep, nowMS)
 	b.submit(o)
 }
 
@@ -254,7 +296,7 @@ func (b *Badger) Activate(ctx context.Context, user, owner string) (Epoch, Seq, 
 		return 0, 0, err
 	}
 	ch := make(chan error, 1)
-	o := &op{kind: opActivate, user: user, owner: owner, done: func(err error) { ch <- err }}
+	o := &op{kind: opActivate, user: user, owner: owner, hwm: -1, done: func(err error) { ch <- err }}
 	o.size = int64(userPrefixLen(user)+8+len(owner)) + 12 // writeCost of the epoch write
 	b.submit(o)
 	select {
@@ -329,6 +371,10 @@ func (b *Badger) stage(o *op, retry bool) {
 		b.report(o, err)
 		return
 	}
+	if o.hwm >= 0 {
+		// Never lower than the stored mark: next.last started from it.
+		binary.BigEndian.PutUint64(o.muts[o.hwm].val, uint64(next.last))
+	}
 	if c.txn == nil {
 		c.txn = b.db.NewTransaction(true)
 	}
@@ -357,11 +403,20 @@ func (b *Badger) stage(o *op, retry bool) {
 	c.writes += max(len(o.muts), 1)
 }
 
+// set writes m into txn. Several writes of one key in one transaction (the
+// high-water mark of a user's appends in one batch) leave one write, the
+// last.
 func set(txn *badger.Txn, m mutation) error {
-	if m.del {
+	switch {
+	case m.del:
 		return txn.Delete(m.key)
+	case m.expiresAt != 0:
+		e := badger.NewEntry(m.key, m.val)
+		e.ExpiresAt = m.expiresAt
+		return txn.SetEntry(e)
+	default:
+		return txn.Set(m.key, m.val)
 	}
-	return txn.Set(m.key, m.val)
 }
 
 // check validates o against the user's state and returns the state after
@@ -428,19 +483,42 @@ func loadUserState(txn *badger.Txn, user string) (userState, error) {
 			return st, fmt.Errorf("read epoch: %w", err)
 		}
 	}
-	st.last = lastSeq(txn, user)
-	return st, nil
+	st.last, err = lastSeq(txn, user)
+	return st, err
 }
 
-// lastSeq finds the user's last log seq with a reverse seek (0: empty log).
-func lastSeq(txn *badger.Txn, user string) Seq {
+// lastSeq returns the user's last log seq (0: none ever appended): the
+// larger of the last log key, found with a reverse seek, and the stored
+// high-water mark, a point read. The mark is the answer once every log key
+// has expired; the seek is, for logs written without retention (no mark,
+// or a stale one: those keys never expire).
+func lastSeq(txn *badger.Txn, user string) (Seq, error) {
+	var last Seq
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: userPrefix(tagLog, user), Reverse: true})
-	defer it.Close()
 	it.Seek(logKey(user, math.MaxUint64))
-	if !it.Valid() {
-		return 0
+	if it.Valid() {
+		last = seqFromLogKey(it.Item().Key())
 	}
-	return seqFromLogKey(it.Item().Key())
+	it.Close()
+
+	item, err := txn.Get(hwmKey(user))
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return last, nil
+	case err != nil:
+		return 0, fmt.Errorf("read high-water mark: %w", err)
+	}
+	err = item.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("high-water mark of %d bytes", len(v))
+		}
+		last = max(last, Seq(binary.BigEndian.Uint64(v)))
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read high-water mark: %w", err)
+	}
+	return last, nil
 }
 
 // rebuild discards the open transaction and writes the staged ops again

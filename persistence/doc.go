@@ -8,9 +8,33 @@
 // calls Activate before it serves a user, then submits one AppendRequest
 // per step — new log entries plus their side effects — and acks its
 // devices only after the append is durable. Readers (catch-up, history,
-// compensation) call Read and FirstSeqSince. Store is the interface;
-// Badger is the embedded backend; storetest is the conformance suite every
-// backend runs.
+// compensation) call Read, FirstSeq and FirstSeqSince. Store is the
+// interface; Badger is the embedded backend; storetest is the conformance
+// suite every backend runs.
+//
+// # Retention
+//
+// A store may keep log entries for a retention window only
+// (BadgerOptions.Retention; the node passes --retention). Readers decide
+// what has aged out by each entry's own TimeMS against the store's clock:
+// Read skips entries with TimeMS < now - retention, FirstSeq is the first
+// seq Read can still return (last seq + 1 when none), and FirstSeqSince
+// never answers below FirstSeq. Actors compare a device's cursor c with
+// FirstSeq: c + 1 < FirstSeq means the cursor is too old and the device
+// gets the compensation window instead (SPEC.md, Sync). LookupDedup may
+// still return the seq of an aged-out entry for a while; that entry then
+// reads as missing.
+//
+// Badger deletes aged-out data with TTLs: log (L) and dedup (I) keys
+// expire an hour (ttlMargin) after the filter has hidden them, so badger's
+// expiry — which upstream reports as not always reliable across restarts —
+// never decides what a reader gets; it only lets compaction reclaim the
+// space. Outbox, device, conversation and epoch keys never expire. Seqs
+// are never reused: with retention on, every commit that writes a user's
+// log also writes the user's high-water mark (H, one small key per user
+// per commit), and the last seq is the larger of the last log key and
+// that mark, so a user whose entries have all expired still continues at
+// last + 1, also after a restart.
 //
 // # Concurrency
 //

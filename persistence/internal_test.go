@@ -79,13 +79,13 @@ func TestKeysPrefixFree(t *testing.T) {
 	users := []string{"a", "ab", "a\x00", "a\x00\x01", "\x00", "b", "a|b", strings.Repeat("x", 300), strings.Repeat("x", 301)}
 	keysOf := func(u string) [][]byte {
 		return [][]byte{
-			logKey(u, 0), logKey(u, 1<<40), epochKey(u), dedupKey(u, ""), dedupKey(u, "k"),
+			logKey(u, 0), logKey(u, 1<<40), epochKey(u), hwmKey(u), dedupKey(u, ""), dedupKey(u, "k"),
 			appendOutboxKey(nil, u, 3, "k"), appendDeviceKey(nil, u, "d", deviceCursor),
 			appendDeviceKey(nil, u, "", deviceRecord), appendConvKey(nil, u, "c"),
 		}
 	}
 	for _, u1 := range users {
-		for _, tag := range []byte{tagLog, tagEpoch, tagDedup, tagOutbox, tagDevice, tagConv} {
+		for _, tag := range []byte{tagLog, tagEpoch, tagHWM, tagDedup, tagOutbox, tagDevice, tagConv} {
 			p := userPrefix(tag, u1)
 			for _, u2 := range users {
 				for _, k := range keysOf(u2) {

@@ -11,13 +11,19 @@ import (
 // ("a" → 0x0001 'a', "ab" → 0x0002 'a' 'b'). Integers are big-endian so
 // byte order is numeric order.
 //
-//	L user seq(8)                 → timeMS(8) data     sync log
+//	L user seq(8)                 → timeMS(8) data     sync log          (TTL)
 //	E user                        → epoch(8) owner     ownership
-//	I user key                    → seq(8)             dedup index
+//	H user                        → seq(8)             high-water mark
+//	I user key                    → seq(8)             dedup index       (TTL)
 //	O user seq(8) key             → data               pending outbox
 //	D user len(2) device 'r'      → data               device record
 //	D user len(2) device 'c'      → seq(8)             device cursor
 //	C user convKey                → data               conversation state
+//
+// With BadgerOptions.Retention set, L and I keys are written with a badger
+// TTL (see expiresAt) and H holds the highest seq ever appended, so the
+// last seq survives every L key expiring; H is written only then. Keys
+// without (TTL) never expire.
 //
 // The last component of a key (dedup key, outbox key, conversation key) is
 // not length-prefixed: nothing follows it, so it cannot bleed into another
@@ -26,6 +32,7 @@ import (
 const (
 	tagLog    = 'L'
 	tagEpoch  = 'E'
+	tagHWM    = 'H'
 	tagDedup  = 'I'
 	tagOutbox = 'O'
 	tagDevice = 'D'
@@ -96,6 +103,8 @@ func seqFromLogKey(k []byte) Seq {
 }
 
 func epochKey(user string) []byte { return userPrefix(tagEpoch, user) }
+
+func hwmKey(user string) []byte { return userPrefix(tagHWM, user) }
 
 func appendDedupKey(b []byte, user, key string) []byte {
 	return append(appendUserPrefix(b, tagDedup, user), key...)

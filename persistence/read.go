@@ -12,7 +12,10 @@ import (
 )
 
 // Read implements Store. limit <= 0 returns no entries. The returned
-// entries and their Data belong to the caller.
+// entries and their Data belong to the caller. With retention, entries
+// with TimeMS before the cutoff are skipped whether or not badger has
+// expired them yet; a cursor behind the retained part starts with a binary
+// search for it rather than a walk over aged-out entries.
 func (b *Badger) Read(ctx context.Context, user string, after Seq, limit int) ([]Entry, error) {
 	if err := checkUser(user); err != nil {
 		return nil, err
@@ -20,6 +23,7 @@ func (b *Badger) Read(ctx context.Context, user string, after Seq, limit int) ([
 	if limit <= 0 || after == math.MaxUint64 {
 		return nil, nil
 	}
+	cutoff := b.cutoffMS()
 	var out []Entry
 	err := b.view(ctx, func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{
@@ -28,7 +32,27 @@ func (b *Badger) Read(ctx context.Context, user string, after Seq, limit int) ([
 			Prefix:         userPrefix(tagLog, user),
 		})
 		defer it.Close()
-		for it.Seek(logKey(user, after+1)); it.Valid() && len(out) < limit; it.Next() {
+		it.Seek(logKey(user, after+1))
+		if cutoff != math.MinInt64 && it.Valid() {
+			var ts int64
+			if err := it.Item().Value(func(v []byte) error {
+				var err error
+				ts, err = decodeTime(v)
+				return err
+			}); err != nil {
+				return fmt.Errorf("seq %d: %w", seqFromLogKey(it.Item().Key()), err)
+			}
+			if ts < cutoff {
+				first, err := firstSince(txn, user, cutoff)
+				if err != nil {
+					return err
+				}
+				if first > after+1 {
+					it.Seek(logKey(user, first))
+				}
+			}
+		}
+		for ; it.Valid() && len(out) < limit; it.Next() {
 			item := it.Item()
 			e := Entry{Seq: seqFromLogKey(item.Key())}
 			if err := item.Value(func(v []byte) error {
@@ -37,6 +61,11 @@ func (b *Badger) Read(ctx context.Context, user string, after Seq, limit int) ([
 				return err
 			}); err != nil {
 				return fmt.Errorf("seq %d: %w", e.Seq, err)
+			}
+			// Times are non-decreasing, so after the seek this is only a
+			// guard (e.g. a rewrite that moved an entry's time back).
+			if e.TimeMS < cutoff {
+				continue
 			}
 			out = append(out, e)
 		}
@@ -59,77 +88,101 @@ func decodeLogValue(v []byte) (timeMS int64, data []byte, err error) {
 	return timeMS, data, nil
 }
 
-// FirstSeqSince implements Store: a binary search over the log by seek, as
-// TimeMS is non-decreasing along it. The log may start after seq 1 (once
-// trimmed); each probe takes the first entry at or after its seq.
+// FirstSeqSince implements Store: firstSince for the later of t and the
+// retention cutoff.
 func (b *Badger) FirstSeqSince(ctx context.Context, user string, t time.Time) (Seq, error) {
 	if err := checkUser(user); err != nil {
 		return 0, err
 	}
 	// Entry time is whole milliseconds: TimeMS >= t ⇔ TimeMS >= ceil(t).
-	ms := t.UnixMilli()
-	if time.UnixMilli(ms).Before(t) {
-		ms++
-	}
+	ms := max(ceilMS(t), b.cutoffMS())
 	var res Seq
 	err := b.view(ctx, func(txn *badger.Txn) error {
-		last := lastSeq(txn, user)
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: userPrefix(tagLog, user)})
-		defer it.Close()
-		// probe returns the first entry with seq >= s (ok false: none).
-		probe := func(s Seq) (Seq, int64, bool, error) {
-			it.Seek(logKey(user, s))
-			if !it.Valid() {
-				return 0, 0, false, nil
-			}
-			item := it.Item()
-			var ts int64
-			err := item.Value(func(v []byte) error {
-				var err error
-				ts, err = decodeTime(v)
-				return err
-			})
-			return seqFromLogKey(item.Key()), ts, true, err
-		}
-		first, _, ok, err := probe(0)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			res = last + 1
-			return nil
-		}
-		// Smallest x in [first, last+1] whose first entry at or after x
-		// has TimeMS >= ms (x = last+1 always qualifies: there is none).
-		lo, hi := first, last+1
-		for lo < hi {
-			mid := lo + (hi-lo)/2
-			_, ts, ok, err := probe(mid)
-			if err != nil {
-				return err
-			}
-			if !ok || ts >= ms {
-				hi = mid
-			} else {
-				lo = mid + 1
-			}
-		}
-		res = last + 1
-		if lo <= last {
-			s, _, ok, err := probe(lo)
-			if err != nil {
-				return err
-			}
-			if ok {
-				res = s
-			}
-		}
-		return nil
+		var err error
+		res, err = firstSince(txn, user, ms)
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("persistence: first seq of %q since %v: %w", user, t, err)
 	}
 	return res, nil
+}
+
+// FirstSeq implements Store: firstSince for the retention cutoff, the
+// first stored entry without retention.
+func (b *Badger) FirstSeq(ctx context.Context, user string) (Seq, error) {
+	if err := checkUser(user); err != nil {
+		return 0, err
+	}
+	ms := b.cutoffMS()
+	var res Seq
+	err := b.view(ctx, func(txn *badger.Txn) error {
+		var err error
+		res, err = firstSince(txn, user, ms)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("persistence: first retained seq of %q: %w", user, err)
+	}
+	return res, nil
+}
+
+// firstSince returns the seq of the first entry with TimeMS >= ms, or the
+// last seq + 1 (high-water mark included) if there is none: a binary
+// search over the log by seek, as TimeMS is non-decreasing along it. The
+// log may start after seq 1 (once expired); each probe takes the first
+// entry at or after its seq.
+func firstSince(txn *badger.Txn, user string, ms int64) (Seq, error) {
+	last, err := lastSeq(txn, user)
+	if err != nil {
+		return 0, err
+	}
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: userPrefix(tagLog, user)})
+	defer it.Close()
+	// probe returns the first entry with seq >= s (ok false: none).
+	probe := func(s Seq) (Seq, int64, bool, error) {
+		it.Seek(logKey(user, s))
+		if !it.Valid() {
+			return 0, 0, false, nil
+		}
+		item := it.Item()
+		var ts int64
+		err := item.Value(func(v []byte) error {
+			var err error
+			ts, err = decodeTime(v)
+			return err
+		})
+		return seqFromLogKey(item.Key()), ts, true, err
+	}
+	first, _, ok, err := probe(0)
+	if err != nil || !ok {
+		return last + 1, err
+	}
+	// Smallest x in [first, last+1] whose first entry at or after x has
+	// TimeMS >= ms (x = last+1 always qualifies: there is none).
+	lo, hi := first, last+1
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		_, ts, ok, err := probe(mid)
+		if err != nil {
+			return 0, err
+		}
+		if !ok || ts >= ms {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	if lo <= last {
+		s, _, ok, err := probe(lo)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			return s, nil
+		}
+	}
+	return last + 1, nil
 }
 
 func decodeTime(v []byte) (int64, error) {
@@ -139,7 +192,9 @@ func decodeTime(v []byte) (int64, error) {
 	return int64(binary.BigEndian.Uint64(v)), nil
 }
 
-// LookupDedup implements Store.
+// LookupDedup implements Store. With retention a key is found until its
+// TTL ends, ttlMargin past the retention window of its append, so it may
+// name an entry Read no longer returns.
 func (b *Badger) LookupDedup(ctx context.Context, user, key string) (Seq, bool, error) {
 	if err := checkUser(user); err != nil {
 		return 0, false, err

@@ -12,7 +12,9 @@ import (
 // user's log single-writer (DESIGN.md §6).
 type Epoch uint64
 
-// Seq is a position in one user's sync log: dense from 1, never reused.
+// Seq is a position in one user's sync log: dense from 1, never reused —
+// not even once every entry of the user has aged out of the retention
+// window and the store has been reopened.
 type Seq uint64
 
 var (
@@ -33,13 +35,18 @@ var (
 // Entry is one stored sync-log entry. Data is opaque to the store (the
 // actors keep a marshalled wire.Entry in it).
 type Entry struct {
-	Seq    Seq
-	TimeMS int64 // server time, non-decreasing within one user's log
+	Seq Seq
+	// TimeMS is server time in Unix milliseconds, non-decreasing within
+	// one user's log. Retention counts from it: the entry ages out once
+	// TimeMS < now - retention.
+	TimeMS int64
 	Data   []byte
 }
 
 // DedupKey indexes an entry under an idempotency key (the sender's client
-// message ID, or a delivered message's server ID).
+// message ID, or a delivered message's server ID). With retention the key
+// is kept at least as long as the entries of its append, and removed some
+// time after them (see LookupDedup).
 type DedupKey struct {
 	Key string
 	Seq Seq
@@ -96,10 +103,20 @@ type AppendRequest struct {
 // Store is what the user and group actors need from storage. Every method
 // may be called concurrently. Appends of one user are applied in the order
 // they were submitted.
+//
+// A store may keep log entries for a retention window only (set when it is
+// opened, e.g. BadgerOptions.Retention; none: entries are kept forever).
+// An entry whose TimeMS is older than now - retention has aged out: Read
+// no longer returns it, FirstSeq moves past it, and the store may delete
+// it (and the dedup keys of its append) at any time after. The retention
+// applies to the log only: epochs, outbox items, devices and conversation
+// states are kept until overwritten or deleted. Seqs go on from the last
+// one ever appended, aged out or not.
 type Store interface {
 	// Activate makes owner the user's writer: it bumps and returns the
-	// user's epoch and returns the last seq in the log (0 if empty). A
-	// write with an older epoch fails with ErrFenced from then on.
+	// user's epoch and returns the last seq ever appended to the log (0
+	// if none), also when those entries have aged out. A write with an
+	// older epoch fails with ErrFenced from then on.
 	Activate(ctx context.Context, user, owner string) (Epoch, Seq, error)
 
 	// Append submits req for group commit and returns at once; done is
@@ -115,14 +132,33 @@ type Store interface {
 	// AppendSync submits req and waits for it to be durable.
 	AppendSync(ctx context.Context, req AppendRequest) error
 
-	// Read returns up to limit entries with seq > after, in seq order.
+	// Read returns up to limit entries with seq > after, in seq order,
+	// skipping entries that have aged out. So the first entry returned
+	// may be later than after + 1 (a cursor older than the retention
+	// window); compare the cursor with FirstSeq to tell.
 	Read(ctx context.Context, user string, after Seq, limit int) ([]Entry, error)
 
-	// FirstSeqSince returns the seq of the first entry with TimeMS >= t, or
-	// last seq + 1 if there is none.
+	// FirstSeq returns the seq of the first entry Read can still return
+	// (the oldest entry that has not aged out), or last seq + 1 if there
+	// is none — no entry, or all aged out. last is as Activate returns
+	// it. A reader whose cursor c has c + 1 < FirstSeq has missed entries
+	// that are gone ("cursor too old"). FirstSeq does not move backward
+	// (entry times are non-decreasing and so is the store's clock).
+	FirstSeq(ctx context.Context, user string) (Seq, error)
+
+	// FirstSeqSince returns the seq of the first entry with TimeMS >= t
+	// that has not aged out, or last seq + 1 if there is none. It is
+	// never less than FirstSeq: for a t older than the retention window
+	// it returns FirstSeq.
 	FirstSeqSince(ctx context.Context, user string, t time.Time) (Seq, error)
 
-	// LookupDedup returns the seq indexed under key, if any.
+	// LookupDedup returns the seq indexed under key, if any. With
+	// retention a key may outlive its entry for a while (the badger store
+	// keeps it up to an hour past its append's window): the seq returned
+	// is then below FirstSeq and Read no longer returns that entry. The
+	// caller must cope with that — the key is still a duplicate, of a
+	// message that has aged out. Once the key is gone too, a late retry
+	// of that message is not recognised.
 	LookupDedup(ctx context.Context, user, key string) (Seq, bool, error)
 
 	// Outbox returns the user's pending outbox items in seq order.

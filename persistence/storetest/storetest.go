@@ -24,6 +24,18 @@
 //   - after Close every method fails with an error matching ErrClosed
 //     (Append through done), and nothing hangs;
 //   - AppendSync and Activate with a context already done return its error.
+//
+// The retention tests (Harness.OpenWithRetention) hold backends to these:
+//   - an entry has aged out once its TimeMS < now - retention, now from
+//     the clock the store was opened with; the boundary itself is kept;
+//   - aged-out entries are never returned, even if the backend has not
+//     deleted them, and entries appended already aged out are never
+//     returned either; the seq still moves on;
+//   - the last seq (Activate, the seq check of appends, "last seq + 1" of
+//     FirstSeq and FirstSeqSince) counts aged-out entries, also after a
+//     reopen, and also for appends checked without a new Activate;
+//   - outbox items, devices and conversation states do not age out; a
+//     dedup key may outlive its entry, but never names another seq.
 package storetest
 
 import (
@@ -47,9 +59,16 @@ type Harness struct {
 	// Close must be harmless.
 	Open func(t *testing.T) persistence.Store
 	// Reopen returns a store over the data of old, which the suite has
-	// closed, and registers its Close like Open. Nil skips the tests that
-	// need it.
+	// closed, and registers its Close like Open. The new store is
+	// configured as old was: for a store from OpenWithRetention, the same
+	// retention and clock. Nil skips the tests that need it.
 	Reopen func(t *testing.T, old persistence.Store) persistence.Store
+	// OpenWithRetention returns a new, empty store that keeps log entries
+	// for retention (> 0) measured against now, and registers its Close
+	// like Open. Nil skips the retention tests. The suite's clocks start
+	// at the real time and only move forward; the entries it appends are
+	// timed by them, or already older than the window when appended.
+	OpenWithRetention func(t *testing.T, retention time.Duration, now func() time.Time) persistence.Store
 }
 
 // waitTimeout bounds every wait for a done callback: a store that never
@@ -84,8 +103,13 @@ func Run(t *testing.T, h Harness) {
 		{"PrefixUsers", testPrefixUsers},
 		{"FirstSeqSince", testFirstSeqSince},
 		{"AppendSyncContext", testAppendSyncContext},
+		{"FirstSeq", testFirstSeq},
 		{"Reopen", testReopen},
 		{"Close", testClose},
+		{"RetentionRead", testRetentionRead},
+		{"RetentionAgedAtAppend", testRetentionAgedAtAppend},
+		{"RetentionReopen", testRetentionReopen},
+		{"RetentionFirstSeqSince", testRetentionFirstSeqSince},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, h) })
@@ -719,6 +743,9 @@ func testPrefixUsers(t *testing.T, h Harness) {
 		if err != nil || since != 1 {
 			t.Errorf("user %q: FirstSeqSince(0) = %d, %v; want 1", u, since, err)
 		}
+		if first, err := s.FirstSeq(ctxT(t), u); err != nil || first != 1 {
+			t.Errorf("user %q: FirstSeq = %d, %v; want 1", u, first, err)
+		}
 		if _, last := activate(t, s, u); last != persistence.Seq(n) {
 			t.Errorf("user %q: Activate = seq %d, want %d", u, last, n)
 		}
@@ -884,6 +911,7 @@ func testClose(t *testing.T, h Harness) {
 		"Activate":      func() error { _, _, err := s.Activate(ctx, "u", "o"); return err },
 		"Read":          func() error { _, err := s.Read(ctx, "u", 0, 10); return err },
 		"FirstSeqSince": func() error { _, err := s.FirstSeqSince(ctx, "u", time.UnixMilli(0)); return err },
+		"FirstSeq":      func() error { _, err := s.FirstSeq(ctx, "u"); return err },
 		"LookupDedup":   func() error { _, _, err := s.LookupDedup(ctx, "u", "k"); return err },
 		"Outbox":        func() error { _, err := s.Outbox(ctx, "u"); return err },
 		"Devices":       func() error { _, err := s.Devices(ctx, "u"); return err },

@@ -5,11 +5,13 @@ package e2e
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tandem-im/tandem/node"
 	"github.com/tandem-im/tandem/proto/wire"
 )
 
@@ -321,5 +323,56 @@ func TestHistory(t *testing.T) {
 	if _, err := b.Request(ctx, &wire.Frame{Body: &wire.Frame_History{History: &wire.HistoryRequest{
 		Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "alice"}, BeforeMessageId: "nope"}}}); err == nil {
 		t.Fatal("history before an unknown message answered")
+	}
+}
+
+// TestRetention: entries older than the retention window are gone; a
+// device whose cursor is older gets cursor_too_old and the compensation
+// window, a gap pull into the removed range gets CURSOR_TOO_OLD, and seqs
+// are never reused.
+func TestRetention(t *testing.T) {
+	var offset atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	n := startNodeWith(t, t.TempDir(), func(c *node.Config) { c.Now = clock; c.Retention = 48 * time.Hour; c.CompensationDays = 1 })
+	ws, api := n.wsURL(), n.apiURL()
+	a := dial(t, ws, api, "alice", "a1", devOpts{platform: "ios"})
+	b2 := dial(t, ws, api, "bob", "b2", devOpts{platform: "ios"})
+	ctx := ctxT(t, 20*time.Second)
+	for i := range 5 {
+		if _, err := a.Send(ctx, text("bob", fmt.Sprint("old", i), "old")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b2.waitMessages(t, 5)
+	oldCursor := b2.Cursor()
+	b2.Close()
+
+	offset.Store(int64(72 * time.Hour)) // everything so far is past the 48 h window
+	ack, err := a.Send(ctx, text("bob", "new", "after the window"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.GetSeq() <= 6 {
+		t.Fatalf("alice's seq after everything aged out: %d, want it to continue", ack.GetSeq())
+	}
+
+	b2 = dial(t, ws, api, "bob", "b2", devOpts{platform: "ios", hasCursor: true, cursor: 2})
+	lo := b2.LoginOk()
+	if !lo.GetCursorTooOld() || lo.GetCompensationFromSeq() <= oldCursor {
+		t.Fatalf("LoginOk %v for cursor 2: want cursor_too_old and compensation after the removed entries (old cursor %d)", lo, oldCursor)
+	}
+	b2.waitMessages(t, 1)
+	if m := b2.msgs()[0].GetMessage(); m.GetClientMessageId() != "new" {
+		t.Fatalf("device got %v, want only the retained message", m)
+	}
+	rep, err := b2.Request(ctx, &wire.Frame{Body: &wire.Frame_Sync{Sync: &wire.SyncRequest{AfterSeq: 1, Limit: 10}}})
+	if err == nil || rep != nil && rep.GetError() == nil {
+		t.Fatalf("gap pull into the removed range answered %v", rep)
+	}
+	if !strings.Contains(err.Error(), "CURSOR_TOO_OLD") {
+		t.Fatalf("gap pull into the removed range: %v, want CURSOR_TOO_OLD", err)
+	}
+	if got := messageIDs(t, n, "bob"); len(got) != 1 {
+		t.Fatalf("bob's readable log holds %d messages, want 1", len(got))
 	}
 }
