@@ -120,6 +120,42 @@ func (r *Runtime) SetKickPolicy(ctx context.Context, mode string, limits map[str
 	return nil
 }
 
+// SendAs sends a message as user for the server API and returns the
+// answer (SendAck or Error). With includeSender the message goes through
+// the sender's log (the sender's devices get it; acked once durable there,
+// delivered to the peer by the outbox); without, it is stored straight
+// into the peer's log and the sender's devices never see it.
+func (r *Runtime) SendAs(ctx context.Context, from string, m *wire.Send, includeSender bool) (*wire.Frame, error) {
+	if m.GetConversation().GetType() == wire.Conversation_DIRECT && !includeSender && !m.GetOptions().GetTransient() {
+		return r.apiCall(ctx, m.GetConversation().GetId(), &actorpb.ApiDeliver{FromUser: from, Send: m})
+	}
+	return r.apiCall(ctx, from, &actorpb.ApiSend{Send: m, IncludeSender: includeSender})
+}
+
+// RecallAs recalls a message of user for the server API (no time limit).
+func (r *Runtime) RecallAs(ctx context.Context, user string, rc *wire.Recall) (*wire.Frame, error) {
+	return r.apiCall(ctx, user, &actorpb.ApiRecall{Recall: rc})
+}
+
+func (r *Runtime) apiCall(ctx context.Context, user string, msg any) (*wire.Frame, error) {
+	if !ValidID(user) {
+		return wire.ErrFrame(0, wire.CodeInvalidArgument, "user ID must be 1-64 bytes of [A-Za-z0-9_.@:-]"), nil
+	}
+	timeout := r.cfg.RequestTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	res, err := r.cl.Request(user, UserKind, msg, cluster.WithTimeout(timeout))
+	if err != nil {
+		return nil, fmt.Errorf("request to %q: %w", user, err)
+	}
+	ar, ok := res.(*actorpb.ApiResult)
+	if !ok {
+		return nil, fmt.Errorf("request to %q: unexpected answer %T", user, res)
+	}
+	return ar.GetReply(), nil
+}
+
 func policyFromProto(m *actorpb.PolicyChanged) Policy {
 	p := Policy{Mode: PolicyMode(m.GetMode()), Limits: map[Class]int{}}
 	for c, n := range m.GetLimits() {

@@ -562,11 +562,17 @@ func (s *userState) send(key sessionKey, reqID uint64, m *wire.Send, now time.Ti
 	if sess == nil {
 		return []effect{lostSession(key)}
 	}
+	return s.sendFrom(key, sess.info.GetDeviceId(), &key, true, reqID, m, now)
+}
+
+// sendFrom sends m for the requester key (a device session, or the server
+// API), as device, pushing carbons to every live session but skip.
+func (s *userState) sendFrom(key sessionKey, device string, skip *sessionKey, ownDevices bool, reqID uint64, m *wire.Send, now time.Time) []effect {
 	if code, err := validateSend(m); err != nil {
 		return []effect{s.replyErr(key, reqID, code, err.Error())}
 	}
 	if m.GetOptions().GetTransient() {
-		return s.sendTransient(sess, key, reqID, m, now)
+		return s.sendTransient(device, key, skip, ownDevices, reqID, m, now)
 	}
 	cmid := m.GetClientMessageId()
 	if p := s.sending[cmid]; p != nil {
@@ -590,7 +596,7 @@ func (s *userState) send(key sessionKey, reqID uint64, m *wire.Send, now time.Ti
 		MessageId:       s.newID(),
 		ClientMessageId: cmid,
 		Sender:          s.user,
-		SenderDevice:    sess.info.GetDeviceId(),
+		SenderDevice:    device,
 		Conversation:    &wire.Conversation{Type: wire.Conversation_DIRECT, Id: peer},
 		Type:            m.GetType(),
 		Content:         m.GetContent(),
@@ -610,7 +616,7 @@ func (s *userState) send(key sessionKey, reqID uint64, m *wire.Send, now time.Ti
 		Dedup:   []persistence.DedupKey{{Key: "c:" + cmid, Seq: seq}, {Key: "m:" + msg.MessageId, Seq: seq}},
 		Convs:   []persistence.Conv{s.noteMessage(entry)},
 	}
-	c := &commit{lastSeq: seq, entries: []*wire.Entry{entry}, skip: &key, sendKey: cmid}
+	c := &commit{lastSeq: seq, entries: []*wire.Entry{entry}, skip: skip, sendKey: cmid}
 	if peer != s.user { // a note to self has no other party
 		theirs := proto.Clone(msg).(*wire.Message)
 		theirs.Conversation = &wire.Conversation{Type: wire.Conversation_DIRECT, Id: s.user}

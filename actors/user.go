@@ -40,6 +40,20 @@ type userActor struct {
 	self  *actor.PID
 	armed bool // a tick timer is pending
 	dead  bool // activation failed or an append failed: refuse everything
+
+	// Server API requests waiting for their answer (see apiAddr).
+	api     map[uint64]*actor.PID
+	apiNext uint64
+}
+
+// apiWait registers the sender of the current message as an API waiter.
+func (a *userActor) apiWait(ctx actor.Context) uint64 {
+	if a.api == nil {
+		a.api = map[uint64]*actor.PID{}
+	}
+	a.apiNext++
+	a.api[a.apiNext] = ctx.Sender()
+	return a.apiNext
 }
 
 func (a *userActor) Receive(ctx actor.Context) {
@@ -74,6 +88,12 @@ func (a *userActor) Receive(ctx actor.Context) {
 		a.perform(ctx, a.st.deliverAck(m))
 	case *actorpb.InspectRequest:
 		ctx.Respond(a.inspect())
+	case *actorpb.ApiSend:
+		a.perform(ctx, a.st.apiSend(a.apiWait(ctx), m.GetSend(), m.GetIncludeSender(), now))
+	case *actorpb.ApiDeliver:
+		a.perform(ctx, a.st.apiDeliver(a.apiWait(ctx), m.GetFromUser(), m.GetSend(), now))
+	case *actorpb.ApiRecall:
+		a.perform(ctx, a.st.apiRecall(a.apiWait(ctx), m.GetRecall(), now))
 	case *actorpb.PolicyChanged:
 		a.perform(ctx, a.st.applyPolicy(policyFromProto(m), now))
 	case *actorpb.AdminKick:
@@ -196,6 +216,8 @@ func (a *userActor) refuse(ctx actor.Context) {
 		a.perform(ctx, []effect{lostSession(keyOf(m.GetSession()))})
 	case *actorpb.AdminKick:
 		ctx.Respond(&actorpb.AdminKickResult{})
+	case *actorpb.ApiSend, *actorpb.ApiDeliver, *actorpb.ApiRecall:
+		ctx.Respond(&actorpb.ApiResult{Reply: wire.ErrFrame(0, wire.CodeUnavailable, "user temporarily unavailable; retry")})
 	case *actorpb.SessionClosed, *actorpb.InspectRequest:
 		if ctx.Sender() != nil {
 			ctx.Respond(&actorpb.Done{Error: wire.Err(wire.CodeUnavailable, "user temporarily unavailable")})
@@ -415,6 +437,15 @@ func (a *userActor) perform(ctx actor.Context, effs []effect) {
 			self, root := a.self, a.rt.sys.Root
 			a.rt.store.Append(e.req, func(err error) { root.Send(self, appendDone{err: err}) })
 		case effPush:
+			if e.gw.addr == apiAddr {
+				for _, t := range e.sids {
+					if pid := a.api[t]; pid != nil {
+						delete(a.api, t)
+						ctx.Send(pid, &actorpb.ApiResult{Reply: e.frames[0]})
+					}
+				}
+				continue
+			}
 			ctx.Send(actor.NewPID(e.gw.addr, e.gw.id), &actorpb.SessionPush{SessionIds: e.sids, Frames: e.frames, UserId: a.user})
 		case effKick:
 			ctx.Send(actor.NewPID(e.key.addr, e.key.id), &actorpb.SessionKick{SessionId: e.key.sid, Kick: e.kick})

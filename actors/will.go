@@ -140,14 +140,14 @@ func (s *userState) fireWill(w will, now time.Time) []effect {
 // sendTransient handles a transient Send (typing, status...): pushed to the
 // online devices of the conversation — the peer's and this user's other
 // ones — now, and nowhere else: no seq, no store, no retry, no dedup.
-func (s *userState) sendTransient(sess *session, key sessionKey, reqID uint64, m *wire.Send, now time.Time) []effect {
+func (s *userState) sendTransient(device string, key sessionKey, skip *sessionKey, ownDevices bool, reqID uint64, m *wire.Send, now time.Time) []effect {
 	peer := m.GetConversation().GetId()
 	t := now.UnixMilli()
 	mine := &wire.Message{
 		MessageId:       s.newID(),
 		ClientMessageId: m.GetClientMessageId(),
 		Sender:          s.user,
-		SenderDevice:    sess.info.GetDeviceId(),
+		SenderDevice:    device,
 		Conversation:    &wire.Conversation{Type: wire.Conversation_DIRECT, Id: peer},
 		Type:            m.GetType(),
 		Content:         m.GetContent(),
@@ -159,7 +159,9 @@ func (s *userState) sendTransient(sess *session, key sessionKey, reqID uint64, m
 		ServerTimeMs:    t,
 	}
 	effs := []effect{s.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_SendAck{SendAck: &wire.SendAck{MessageId: mine.MessageId, ServerTimeMs: t}}})}
-	effs = append(effs, s.pushTransientExcept(mine, &key)...)
+	if ownDevices {
+		effs = append(effs, s.pushTransientExcept(mine, skip)...)
+	}
 	if peer != s.user {
 		theirs := proto.Clone(mine).(*wire.Message)
 		theirs.Conversation = &wire.Conversation{Type: wire.Conversation_DIRECT, Id: s.user}

@@ -43,6 +43,7 @@ type Config struct {
 	AdminKey   string // required
 	Minter     TokenMinter
 	Sessions   Sessions
+	Messages   Messages
 	Gatherer   prometheus.Gatherer // for /metrics; default: a new empty registry
 	Ready      func() error        // nil error = ready; default: always ready
 	ValidID    func(string) bool   // checks user IDs
@@ -61,8 +62,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.AdminKey == "" {
 		return nil, errors.New("api: admin key required")
 	}
-	if cfg.Minter == nil || cfg.ValidID == nil || cfg.Sessions == nil {
-		return nil, errors.New("api: token minter, sessions and ID validator required")
+	if cfg.Minter == nil || cfg.ValidID == nil || cfg.Sessions == nil || cfg.Messages == nil {
+		return nil, errors.New("api: token minter, sessions, messages and ID validator required")
 	}
 	if cfg.Addr == "" {
 		cfg.Addr = ":7401"
@@ -90,6 +91,9 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle("DELETE /v1/users/{user}/devices", s.admin(s.kick))
 	s.mux.Handle("DELETE /v1/users/{user}/devices/{device}", s.admin(s.kick))
 	s.mux.Handle("POST /v1/online-status", s.admin(s.onlineStatus))
+	s.mux.Handle("POST /v1/messages", s.admin(s.sendMessage(false)))
+	s.mux.Handle("POST /v1/transient", s.admin(s.sendMessage(true)))
+	s.mux.Handle("POST /v1/recall", s.admin(s.recall))
 	s.mux.Handle("GET /v1/kick-policy", s.admin(s.getPolicy))
 	s.mux.Handle("PUT /v1/kick-policy", s.admin(s.putPolicy))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -22,6 +22,21 @@ import (
 // offline, and "broken" fails.
 type fakeSessions struct{}
 
+// fakeMessages answers sends from "alice" with an ack and everybody else's
+// with FORBIDDEN (the real rules are tested end to end).
+type fakeMessages struct{}
+
+func (fakeMessages) SendAs(_ context.Context, from string, m *wire.Send, include bool) (*wire.Frame, error) {
+	if from != "alice" {
+		return wire.ErrFrame(0, wire.CodeForbidden, "no"), nil
+	}
+	return &wire.Frame{Body: &wire.Frame_SendAck{SendAck: &wire.SendAck{MessageId: "M-" + m.GetClientMessageId(), Seq: 7}}}, nil
+}
+
+func (fakeMessages) RecallAs(context.Context, string, *wire.Recall) (*wire.Frame, error) {
+	return &wire.Frame{Body: &wire.Frame_Ok{Ok: &wire.Ok{}}}, nil
+}
+
 func (fakeSessions) KickPolicy() (string, map[string]int) {
 	return "per_class", map[string]int{"web": 10}
 }
@@ -66,7 +81,7 @@ func newTestServer(t *testing.T, ready func() error) (*httptest.Server, *auth.Ke
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_test_total", Help: "t"})
 	reg.MustRegister(c)
 	c.Add(3)
-	s, err := New(Config{AdminKey: "adm", Minter: keys, Gatherer: reg, Ready: ready, Sessions: fakeSessions{},
+	s, err := New(Config{AdminKey: "adm", Minter: keys, Gatherer: reg, Ready: ready, Sessions: fakeSessions{}, Messages: fakeMessages{},
 		ValidID: func(s string) bool { return s != "" && !strings.Contains(s, " ") }})
 	if err != nil {
 		t.Fatal(err)
@@ -239,5 +254,31 @@ func TestKickPolicyRoutes(t *testing.T) {
 	}
 	if code, m := do(t, "PUT", ts.URL+"/v1/kick-policy", "", `{"mode":"single"}`); code != 401 {
 		t.Fatalf("without key: %d %v", code, m)
+	}
+}
+
+func TestMessageRoutes(t *testing.T) {
+	ts, _ := newTestServer(t, nil)
+	code, m := do(t, "POST", ts.URL+"/v1/messages", "adm", `{"from":"alice","conversation":{"type":"direct","id":"bob"},"type":1,"content":"aGk=","client_message_id":"x1","include_sender":true}`)
+	if code != 200 || m["message_id"] != "M-x1" || m["seq"] != float64(7) {
+		t.Fatalf("send: %d %v", code, m)
+	}
+	if code, m := do(t, "POST", ts.URL+"/v1/messages", "adm", `{"from":"mallory","conversation":{"type":"direct","id":"bob"},"type":1}`); code != 403 || errName(m) != "FORBIDDEN" {
+		t.Fatalf("actor error passed through: %d %v", code, m)
+	}
+	for name, body := range map[string]string{
+		"bad from":   `{"from":"a b","conversation":{"type":"direct","id":"bob"},"type":1}`,
+		"bad type":   `{"from":"alice","conversation":{"type":"channel","id":"bob"},"type":1}`,
+		"bad base64": `{"from":"alice","conversation":{"type":"direct","id":"bob"},"type":1,"content":"***"}`,
+	} {
+		if code, m := do(t, "POST", ts.URL+"/v1/messages", "adm", body); code != 400 || errName(m) != "INVALID_ARGUMENT" {
+			t.Fatalf("%s: %d %v", name, code, m)
+		}
+	}
+	if code, m := do(t, "POST", ts.URL+"/v1/recall", "adm", `{"from":"alice","conversation":{"type":"direct","id":"bob"},"message_id":"M1"}`); code != 200 || m["status"] != "recalled" {
+		t.Fatalf("recall: %d %v", code, m)
+	}
+	if code, _ := do(t, "POST", ts.URL+"/v1/transient", "", `{}`); code != 401 {
+		t.Fatalf("transient without key: %d", code)
 	}
 }

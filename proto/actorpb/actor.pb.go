@@ -1384,6 +1384,199 @@ func (x *ReceiptDeliver) GetLastReadAtMs() int64 {
 	return 0
 }
 
+// HTTP API → user actors. Answered with ApiResult once durable.
+type ApiSend struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Send          *wire.Send             `protobuf:"bytes,1,opt,name=send,proto3" json:"send,omitempty"` // to the sender's actor (include_sender)
+	IncludeSender bool                   `protobuf:"varint,2,opt,name=include_sender,json=includeSender,proto3" json:"include_sender,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApiSend) Reset() {
+	*x = ApiSend{}
+	mi := &file_actorpb_actor_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApiSend) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApiSend) ProtoMessage() {}
+
+func (x *ApiSend) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApiSend.ProtoReflect.Descriptor instead.
+func (*ApiSend) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ApiSend) GetSend() *wire.Send {
+	if x != nil {
+		return x.Send
+	}
+	return nil
+}
+
+func (x *ApiSend) GetIncludeSender() bool {
+	if x != nil {
+		return x.IncludeSender
+	}
+	return false
+}
+
+type ApiDeliver struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FromUser      string                 `protobuf:"bytes,1,opt,name=from_user,json=fromUser,proto3" json:"from_user,omitempty"`
+	Send          *wire.Send             `protobuf:"bytes,2,opt,name=send,proto3" json:"send,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApiDeliver) Reset() {
+	*x = ApiDeliver{}
+	mi := &file_actorpb_actor_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApiDeliver) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApiDeliver) ProtoMessage() {}
+
+func (x *ApiDeliver) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApiDeliver.ProtoReflect.Descriptor instead.
+func (*ApiDeliver) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ApiDeliver) GetFromUser() string {
+	if x != nil {
+		return x.FromUser
+	}
+	return ""
+}
+
+func (x *ApiDeliver) GetSend() *wire.Send {
+	if x != nil {
+		return x.Send
+	}
+	return nil
+}
+
+type ApiRecall struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Recall        *wire.Recall           `protobuf:"bytes,1,opt,name=recall,proto3" json:"recall,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApiRecall) Reset() {
+	*x = ApiRecall{}
+	mi := &file_actorpb_actor_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApiRecall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApiRecall) ProtoMessage() {}
+
+func (x *ApiRecall) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApiRecall.ProtoReflect.Descriptor instead.
+func (*ApiRecall) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ApiRecall) GetRecall() *wire.Recall {
+	if x != nil {
+		return x.Recall
+	}
+	return nil
+}
+
+type ApiResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reply         *wire.Frame            `protobuf:"bytes,1,opt,name=reply,proto3" json:"reply,omitempty"` // SendAck, Ok or Error
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApiResult) Reset() {
+	*x = ApiResult{}
+	mi := &file_actorpb_actor_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApiResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApiResult) ProtoMessage() {}
+
+func (x *ApiResult) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApiResult.ProtoReflect.Descriptor instead.
+func (*ApiResult) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ApiResult) GetReply() *wire.Frame {
+	if x != nil {
+		return x.Reply
+	}
+	return nil
+}
+
 var File_actorpb_actor_proto protoreflect.FileDescriptor
 
 const file_actorpb_actor_proto_rawDesc = "" +
@@ -1496,7 +1689,18 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x0eReceiptDeliver\x12\x1b\n" +
 	"\tfrom_user\x18\x01 \x01(\tR\bfromUser\x12/\n" +
 	"\x14last_delivered_at_ms\x18\x02 \x01(\x03R\x11lastDeliveredAtMs\x12%\n" +
-	"\x0flast_read_at_ms\x18\x03 \x01(\x03R\flastReadAtMsB+Z)github.com/tandem-im/tandem/proto/actorpbb\x06proto3"
+	"\x0flast_read_at_ms\x18\x03 \x01(\x03R\flastReadAtMs\"Z\n" +
+	"\aApiSend\x12(\n" +
+	"\x04send\x18\x01 \x01(\v2\x14.tandem.wire.v1.SendR\x04send\x12%\n" +
+	"\x0einclude_sender\x18\x02 \x01(\bR\rincludeSender\"S\n" +
+	"\n" +
+	"ApiDeliver\x12\x1b\n" +
+	"\tfrom_user\x18\x01 \x01(\tR\bfromUser\x12(\n" +
+	"\x04send\x18\x02 \x01(\v2\x14.tandem.wire.v1.SendR\x04send\";\n" +
+	"\tApiRecall\x12.\n" +
+	"\x06recall\x18\x01 \x01(\v2\x16.tandem.wire.v1.RecallR\x06recall\"8\n" +
+	"\tApiResult\x12+\n" +
+	"\x05reply\x18\x01 \x01(\v2\x15.tandem.wire.v1.FrameR\x05replyB+Z)github.com/tandem-im/tandem/proto/actorpbb\x06proto3"
 
 var (
 	file_actorpb_actor_proto_rawDescOnce sync.Once
@@ -1510,7 +1714,7 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 	return file_actorpb_actor_proto_rawDescData
 }
 
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_actorpb_actor_proto_goTypes = []any{
 	(*SessionRef)(nil),        // 0: tandem.actor.v1.SessionRef
 	(*LoginRequest)(nil),      // 1: tandem.actor.v1.LoginRequest
@@ -1534,43 +1738,53 @@ var file_actorpb_actor_proto_goTypes = []any{
 	(*EditDeliver)(nil),       // 19: tandem.actor.v1.EditDeliver
 	(*ConvState)(nil),         // 20: tandem.actor.v1.ConvState
 	(*ReceiptDeliver)(nil),    // 21: tandem.actor.v1.ReceiptDeliver
-	nil,                       // 22: tandem.actor.v1.PolicyChanged.LimitsEntry
-	(*wire.Login)(nil),        // 23: tandem.wire.v1.Login
-	(*wire.Frame)(nil),        // 24: tandem.wire.v1.Frame
-	(*wire.Error)(nil),        // 25: tandem.wire.v1.Error
-	(*wire.Kick)(nil),         // 26: tandem.wire.v1.Kick
-	(*wire.Message)(nil),      // 27: tandem.wire.v1.Message
-	(*wire.DeviceInfo)(nil),   // 28: tandem.wire.v1.DeviceInfo
-	(*wire.Conversation)(nil), // 29: tandem.wire.v1.Conversation
+	(*ApiSend)(nil),           // 22: tandem.actor.v1.ApiSend
+	(*ApiDeliver)(nil),        // 23: tandem.actor.v1.ApiDeliver
+	(*ApiRecall)(nil),         // 24: tandem.actor.v1.ApiRecall
+	(*ApiResult)(nil),         // 25: tandem.actor.v1.ApiResult
+	nil,                       // 26: tandem.actor.v1.PolicyChanged.LimitsEntry
+	(*wire.Login)(nil),        // 27: tandem.wire.v1.Login
+	(*wire.Frame)(nil),        // 28: tandem.wire.v1.Frame
+	(*wire.Error)(nil),        // 29: tandem.wire.v1.Error
+	(*wire.Kick)(nil),         // 30: tandem.wire.v1.Kick
+	(*wire.Message)(nil),      // 31: tandem.wire.v1.Message
+	(*wire.DeviceInfo)(nil),   // 32: tandem.wire.v1.DeviceInfo
+	(*wire.Conversation)(nil), // 33: tandem.wire.v1.Conversation
+	(*wire.Send)(nil),         // 34: tandem.wire.v1.Send
+	(*wire.Recall)(nil),       // 35: tandem.wire.v1.Recall
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
 	0,  // 0: tandem.actor.v1.LoginRequest.session:type_name -> tandem.actor.v1.SessionRef
-	23, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
-	24, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
+	27, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
+	28, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
 	0,  // 3: tandem.actor.v1.ClientFrame.session:type_name -> tandem.actor.v1.SessionRef
-	24, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
-	25, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
+	28, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
+	29, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
 	0,  // 6: tandem.actor.v1.SessionClosed.session:type_name -> tandem.actor.v1.SessionRef
-	24, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
-	26, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
-	27, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
-	28, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
+	28, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
+	30, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
+	31, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
+	32, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
 	8,  // 11: tandem.actor.v1.OutboxItem.deliver:type_name -> tandem.actor.v1.Deliver
 	18, // 12: tandem.actor.v1.OutboxItem.recall:type_name -> tandem.actor.v1.RecallDeliver
 	19, // 13: tandem.actor.v1.OutboxItem.edit:type_name -> tandem.actor.v1.EditDeliver
-	28, // 14: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
-	28, // 15: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
-	27, // 16: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
-	22, // 17: tandem.actor.v1.PolicyChanged.limits:type_name -> tandem.actor.v1.PolicyChanged.LimitsEntry
-	29, // 18: tandem.actor.v1.RecallDeliver.conversation:type_name -> tandem.wire.v1.Conversation
-	27, // 19: tandem.actor.v1.EditDeliver.message:type_name -> tandem.wire.v1.Message
-	29, // 20: tandem.actor.v1.ConvState.conversation:type_name -> tandem.wire.v1.Conversation
-	27, // 21: tandem.actor.v1.ConvState.last_message:type_name -> tandem.wire.v1.Message
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	32, // 14: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
+	32, // 15: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
+	31, // 16: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
+	26, // 17: tandem.actor.v1.PolicyChanged.limits:type_name -> tandem.actor.v1.PolicyChanged.LimitsEntry
+	33, // 18: tandem.actor.v1.RecallDeliver.conversation:type_name -> tandem.wire.v1.Conversation
+	31, // 19: tandem.actor.v1.EditDeliver.message:type_name -> tandem.wire.v1.Message
+	33, // 20: tandem.actor.v1.ConvState.conversation:type_name -> tandem.wire.v1.Conversation
+	31, // 21: tandem.actor.v1.ConvState.last_message:type_name -> tandem.wire.v1.Message
+	34, // 22: tandem.actor.v1.ApiSend.send:type_name -> tandem.wire.v1.Send
+	34, // 23: tandem.actor.v1.ApiDeliver.send:type_name -> tandem.wire.v1.Send
+	35, // 24: tandem.actor.v1.ApiRecall.recall:type_name -> tandem.wire.v1.Recall
+	28, // 25: tandem.actor.v1.ApiResult.reply:type_name -> tandem.wire.v1.Frame
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
@@ -1584,7 +1798,7 @@ func file_actorpb_actor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -202,3 +202,65 @@ func TestPolicyChangeByAPI(t *testing.T) {
 		t.Fatalf("survivor got %v, want LOGIN_CONFLICT under the new limit", f)
 	}
 }
+
+// TestServerAPISend: send as a user through the server API. With
+// include_sender the sender's online devices get it now and offline ones
+// at their next login; without, only the recipient has it. A retry with
+// the same client_message_id makes no second message; the API can recall.
+func TestServerAPISend(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	ws, api := n.wsURL(), n.apiURL()
+	a1 := dial(t, ws, api, "alice", "a1", devOpts{platform: "ios"})
+	a2 := dial(t, ws, api, "alice", "a2", devOpts{platform: "web"})
+	a2cursor := a2.Cursor()
+	a2.Close()
+	b := dial(t, ws, api, "bob", "b1", devOpts{platform: "web"})
+
+	body := `{"from":"alice","conversation":{"type":"direct","id":"bob"},"type":1,"content":"aGVsbG8=","client_message_id":"sys-1","include_sender":true}`
+	code, m := apiDo(t, "POST", api+"/v1/messages", body)
+	if code != 200 || m["message_id"] == "" || m["seq"] == nil {
+		t.Fatalf("send with include_sender: %d %v", code, m)
+	}
+	id := m["message_id"].(string)
+	if code, again := apiDo(t, "POST", api+"/v1/messages", body); code != 200 || again["message_id"] != id || again["duplicate"] != true {
+		t.Fatalf("retry: %d %v, want the same message marked duplicate", code, again)
+	}
+	b.waitMessages(t, 1)
+	a1.waitMessages(t, 1) // the online sender device gets it now
+	a2 = dial(t, ws, api, "alice", "a2", devOpts{platform: "web", hasCursor: true, cursor: a2cursor})
+	a2.waitMessages(t, 1) // the offline one at its next login
+	if got := b.msgs()[0].GetMessage(); got.GetMessageId() != id || string(got.GetContent()) != "hello" || got.GetSenderDevice() != "" {
+		t.Fatalf("bob got %v", got)
+	}
+
+	// Without include_sender: bob only.
+	code, m = apiDo(t, "POST", api+"/v1/messages", `{"from":"alice","conversation":{"type":"direct","id":"bob"},"type":1,"content":"c2VjcmV0","client_message_id":"sys-2"}`)
+	if code != 200 {
+		t.Fatalf("send without include_sender: %d %v", code, m)
+	}
+	b.waitMessages(t, 2)
+	if got := messageIDs(t, n, "alice"); len(got) != 1 {
+		t.Fatalf("alice's log holds %d messages, want only the include_sender one", len(got))
+	}
+
+	// The API recalls the first one: gone for everybody.
+	code, m = apiDo(t, "POST", api+"/v1/recall", `{"from":"alice","conversation":{"type":"direct","id":"bob"},"message_id":"`+id+`"}`)
+	if code != 200 {
+		t.Fatalf("recall: %d %v", code, m)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		for _, e := range b.all() {
+			if e.GetRecall().GetMessageId() == id {
+				return true
+			}
+		}
+		return false
+	}, func() string { return "bob never got the API recall" })
+
+	// Transient: online devices only.
+	code, m = apiDo(t, "POST", api+"/v1/transient", `{"from":"alice","conversation":{"type":"direct","id":"bob"},"type":1000,"content":"dHlwaW5n"}`)
+	if code != 200 {
+		t.Fatalf("transient: %d %v", code, m)
+	}
+	waitFor(t, 10*time.Second, func() bool { return len(b.allTransient()) == 1 }, func() string { return "bob never got the transient" })
+}
