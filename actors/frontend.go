@@ -78,6 +78,16 @@ func (f *Frontend) request(ctx context.Context, user string, msg any) (any, erro
 
 // Frame sends one post-login frame to the user's actor.
 func (f *Frontend) Frame(sid uint64, user string, fr *wire.Frame) {
+	// Group messages go to the group actor, the ordering point; the
+	// sender's own devices get the message through the fan-out.
+	if c := fr.GetSend().GetConversation(); c.GetType() == wire.Conversation_GROUP && ValidID(c.GetId()) {
+		if pid := f.rt.cl.Get(c.GetId(), GroupKind); pid != nil {
+			f.rt.sys.Root.Send(pid, &actorpb.ClientFrame{Session: f.ref(sid), Frame: fr, UserId: user})
+			return
+		}
+		f.rt.gatewaySend(sid, wire.ErrFrame(fr.GetId(), wire.CodeUnavailable, "group service unavailable; retry"))
+		return
+	}
 	pid := f.rt.cl.Get(user, UserKind)
 	if pid == nil {
 		f.rt.gatewaySend(sid, wire.ErrFrame(fr.GetId(), wire.CodeUnavailable, "user service unavailable; retry"))

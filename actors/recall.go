@@ -15,6 +15,8 @@ import (
 // fans out (the message, or the recall/edit event).
 func originSeq(it *actorpb.OutboxItem) persistence.Seq {
 	switch {
+	case it.GetGroupEvent() != nil:
+		return persistence.Seq(it.GetGroupEvent().GetOriginSeq())
 	case it.GetRecall() != nil:
 		return persistence.Seq(it.GetRecall().GetOriginSeq())
 	case it.GetEdit() != nil:
@@ -38,6 +40,8 @@ func outboxPut(it *actorpb.OutboxItem) persistence.OutboxItem {
 // itemMessageID is the message an outbox item is about.
 func itemMessageID(it *actorpb.OutboxItem) string {
 	switch {
+	case it.GetGroupEvent() != nil:
+		return groupEventID(it.GetGroupEvent())
 	case it.GetRecall() != nil:
 		return it.GetRecall().GetMessageId()
 	case it.GetEdit() != nil:
@@ -49,6 +53,8 @@ func itemMessageID(it *actorpb.OutboxItem) string {
 // itemMessage is what the courier carries for an outbox item.
 func itemMessage(it *actorpb.OutboxItem) proto.Message {
 	switch {
+	case it.GetGroupEvent() != nil:
+		return it.GetGroupEvent()
 	case it.GetRecall() != nil:
 		return it.GetRecall()
 	case it.GetEdit() != nil:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -132,6 +133,40 @@ func (r *Runtime) SendAs(ctx context.Context, from string, m *wire.Send, include
 	return r.apiCall(ctx, from, &actorpb.ApiSend{Send: m, IncludeSender: includeSender})
 }
 
+// GroupOp runs op ("create", "add", "remove", "dismiss") on group for the
+// server API and returns the group's name and members after it.
+func (r *Runtime) GroupOp(ctx context.Context, group, op, by, name string, members []string) (string, []string, *wire.Error, error) {
+	ops := map[string]actorpb.GroupCommand_Op{"create": actorpb.GroupCommand_CREATE, "add": actorpb.GroupCommand_ADD,
+		"remove": actorpb.GroupCommand_REMOVE, "dismiss": actorpb.GroupCommand_DISMISS}
+	o, ok := ops[op]
+	if !ok {
+		return "", nil, wire.Err(wire.CodeInvalidArgument, "unknown group operation"), nil
+	}
+	st, werr, err := r.Group(ctx, group, &actorpb.GroupCommand{Op: o, By: by, Name: name, Members: members})
+	return st.GetName(), st.GetMembers(), werr, err
+}
+
+// Group runs a membership command on group (create, add, remove,
+// dismiss) and returns the group's state after it.
+func (r *Runtime) Group(ctx context.Context, group string, c *actorpb.GroupCommand) (*actorpb.GroupState, *wire.Error, error) {
+	if !ValidID(group) {
+		return nil, wire.Err(wire.CodeInvalidArgument, "group ID must be 1-64 bytes of [A-Za-z0-9_.@:-]"), nil
+	}
+	timeout := r.cfg.RequestTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	res, err := r.cl.Request(group, GroupKind, c, cluster.WithTimeout(timeout))
+	if err != nil {
+		return nil, nil, fmt.Errorf("group %q: %w", group, err)
+	}
+	gr, ok := res.(*actorpb.GroupResult)
+	if !ok {
+		return nil, nil, fmt.Errorf("group %q: unexpected answer %T", group, res)
+	}
+	return gr.GetState(), gr.GetError(), nil
+}
+
 // RecallAs recalls a message of user for the server API (no time limit).
 func (r *Runtime) RecallAs(ctx context.Context, user string, rc *wire.Recall) (*wire.Frame, error) {
 	return r.apiCall(ctx, user, &actorpb.ApiRecall{Recall: rc})
@@ -193,7 +228,8 @@ func (r *Runtime) Kick(ctx context.Context, user, device string) ([]*wire.Device
 // Kinds returns the cluster kinds this package implements.
 func (r *Runtime) Kinds() []*cluster.Kind {
 	props := actor.PropsFromProducer(func() actor.Actor { return &userActor{rt: r} })
-	return []*cluster.Kind{cluster.NewKind(UserKind, props)}
+	groups := actor.PropsFromProducer(func() actor.Actor { return &groupActor{rt: r} })
+	return []*cluster.Kind{cluster.NewKind(UserKind, props), cluster.NewKind(GroupKind, groups)}
 }
 
 // Start spawns the node's gateway actor over sessions and starts the
@@ -235,8 +271,12 @@ func (r *Runtime) redriveOutboxes(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			if r.cl.Get(u, UserKind) == nil {
-				r.log.Warn("could not activate user with pending fan-outs", "user", u)
+			kind, id := UserKind, u
+			if g, ok := strings.CutPrefix(u, groupNS); ok {
+				kind, id = GroupKind, g
+			}
+			if r.cl.Get(id, kind) == nil {
+				r.log.Warn("could not activate an owner of pending fan-outs", "kind", kind, "identity", id)
 			}
 			n++
 		}
@@ -298,6 +338,7 @@ type courier struct {
 
 type courierMsg struct {
 	identity string
+	kind     string
 	msg      any
 }
 
@@ -314,9 +355,11 @@ func newCourier(cl *cluster.Cluster, log *slog.Logger, m *metrics) *courier {
 	return c
 }
 
-func (c *courier) send(identity string, msg any) {
+func (c *courier) send(identity string, msg any) { c.sendKind(UserKind, identity, msg) }
+
+func (c *courier) sendKind(kind, identity string, msg any) {
 	select {
-	case c.q <- courierMsg{identity, msg}:
+	case c.q <- courierMsg{identity: identity, kind: kind, msg: msg}:
 	default:
 		c.metrics.courierDrops.Inc()
 	}
@@ -324,10 +367,10 @@ func (c *courier) send(identity string, msg any) {
 
 func (c *courier) work() {
 	for m := range c.q {
-		pid := c.cl.Get(m.identity, UserKind)
+		pid := c.cl.Get(m.identity, m.kind)
 		if pid == nil {
 			c.metrics.courierDrops.Inc()
-			c.log.Warn("courier: no activation for user", "user", m.identity)
+			c.log.Warn("courier: no activation", "kind", m.kind, "identity", m.identity)
 			continue
 		}
 		c.cl.ActorSystem.Root.Send(pid, m.msg)

@@ -133,8 +133,9 @@ type (
 	}
 	effDeliver    struct{ item *actorpb.OutboxItem }
 	effDeliverAck struct {
-		to  string
-		ack *actorpb.DeliverAck
+		to   string
+		kind string // "" = UserKind; GroupKind for a group's fan-out
+		ack  *actorpb.DeliverAck
 	}
 	// effCatchup asks the shell to read the next catch-up page.
 	effCatchup struct{ key sessionKey }
@@ -662,8 +663,12 @@ func (s *userState) deliver(d *actorpb.Deliver, now time.Time) []effect {
 	if err != nil {
 		return nil // the sender's outbox re-drives it
 	}
+	ackTo, ackKind := d.GetFromUser(), ""
+	if g := d.GetViaGroup(); g != "" {
+		ackTo, ackKind = g, GroupKind
+	}
 	if prior != nil {
-		return []effect{effDeliverAck{to: d.GetFromUser(), ack: &actorpb.DeliverAck{
+		return []effect{effDeliverAck{to: ackTo, kind: ackKind, ack: &actorpb.DeliverAck{
 			ToUser: s.user, MessageId: id, OriginSeq: d.GetOriginSeq(), Seq: prior.GetSeq(),
 		}}}
 	}
@@ -680,7 +685,7 @@ func (s *userState) deliver(d *actorpb.Deliver, now time.Time) []effect {
 		lastSeq:    seq,
 		entries:    []*wire.Entry{entry},
 		deliverKey: id,
-		deliverAcks: []effDeliverAck{{to: d.GetFromUser(), ack: &actorpb.DeliverAck{
+		deliverAcks: []effDeliverAck{{to: ackTo, kind: ackKind, ack: &actorpb.DeliverAck{
 			ToUser: s.user, MessageId: id, OriginSeq: d.GetOriginSeq(), Seq: uint64(seq),
 		}}},
 	})}

@@ -116,6 +116,8 @@ func (a *userActor) Receive(ctx actor.Context) {
 		a.perform(ctx, a.st.recallDelivered(m, now))
 	case *actorpb.ReceiptDeliver:
 		a.perform(ctx, a.st.receipt(m, now))
+	case *actorpb.GroupEventDeliver:
+		a.perform(ctx, a.st.groupEvent(m, now))
 	case *actorpb.EditDeliver:
 		a.perform(ctx, a.st.editDelivered(m, now))
 	case tickMsg:
@@ -452,7 +454,11 @@ func (a *userActor) perform(ctx actor.Context, effs []effect) {
 		case effDeliver:
 			a.rt.courier.send(e.item.GetToUser(), itemMessage(e.item))
 		case effDeliverAck:
-			a.rt.courier.send(e.to, e.ack)
+			kind := e.kind
+			if kind == "" {
+				kind = UserKind
+			}
+			a.rt.courier.sendKind(kind, e.to, e.ack)
 		case effCatchup:
 			ctx.Send(a.self, catchupStep{key: e.key})
 		case effWillTimer:

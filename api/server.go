@@ -44,6 +44,7 @@ type Config struct {
 	Minter     TokenMinter
 	Sessions   Sessions
 	Messages   Messages
+	Groups     Groups
 	Gatherer   prometheus.Gatherer // for /metrics; default: a new empty registry
 	Ready      func() error        // nil error = ready; default: always ready
 	ValidID    func(string) bool   // checks user IDs
@@ -62,7 +63,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.AdminKey == "" {
 		return nil, errors.New("api: admin key required")
 	}
-	if cfg.Minter == nil || cfg.ValidID == nil || cfg.Sessions == nil || cfg.Messages == nil {
+	if cfg.Minter == nil || cfg.ValidID == nil || cfg.Sessions == nil || cfg.Messages == nil || cfg.Groups == nil {
 		return nil, errors.New("api: token minter, sessions, messages and ID validator required")
 	}
 	if cfg.Addr == "" {
@@ -94,6 +95,10 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle("POST /v1/messages", s.admin(s.sendMessage(false)))
 	s.mux.Handle("POST /v1/transient", s.admin(s.sendMessage(true)))
 	s.mux.Handle("POST /v1/recall", s.admin(s.recall))
+	s.mux.Handle("POST /v1/groups", s.admin(s.createGroup))
+	s.mux.Handle("POST /v1/groups/{group}/members", s.admin(s.addMembers))
+	s.mux.Handle("DELETE /v1/groups/{group}/members/{user}", s.admin(s.removeMember))
+	s.mux.Handle("DELETE /v1/groups/{group}", s.admin(s.dismissGroup))
 	s.mux.Handle("GET /v1/kick-policy", s.admin(s.getPolicy))
 	s.mux.Handle("PUT /v1/kick-policy", s.admin(s.putPolicy))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -22,6 +22,15 @@ import (
 // offline, and "broken" fails.
 type fakeSessions struct{}
 
+type fakeGroups struct{}
+
+func (fakeGroups) GroupOp(_ context.Context, group, op, _, name string, members []string) (string, []string, *wire.Error, error) {
+	if group == "missing" {
+		return "", nil, wire.Err(wire.CodeNotFound, "no such group"), nil
+	}
+	return name, members, nil, nil
+}
+
 // fakeMessages answers sends from "alice" with an ack and everybody else's
 // with FORBIDDEN (the real rules are tested end to end).
 type fakeMessages struct{}
@@ -81,7 +90,7 @@ func newTestServer(t *testing.T, ready func() error) (*httptest.Server, *auth.Ke
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_test_total", Help: "t"})
 	reg.MustRegister(c)
 	c.Add(3)
-	s, err := New(Config{AdminKey: "adm", Minter: keys, Gatherer: reg, Ready: ready, Sessions: fakeSessions{}, Messages: fakeMessages{},
+	s, err := New(Config{AdminKey: "adm", Minter: keys, Gatherer: reg, Ready: ready, Sessions: fakeSessions{}, Messages: fakeMessages{}, Groups: fakeGroups{},
 		ValidID: func(s string) bool { return s != "" && !strings.Contains(s, " ") }})
 	if err != nil {
 		t.Fatal(err)
@@ -280,5 +289,25 @@ func TestMessageRoutes(t *testing.T) {
 	}
 	if code, _ := do(t, "POST", ts.URL+"/v1/transient", "", `{}`); code != 401 {
 		t.Fatalf("transient without key: %d", code)
+	}
+}
+
+func TestGroupRoutes(t *testing.T) {
+	ts, _ := newTestServer(t, nil)
+	code, m := do(t, "POST", ts.URL+"/v1/groups", "adm", `{"group_id":"g1","name":"team","members":["a","b"]}`)
+	if code != 200 || m["group_id"] != "g1" || len(m["members"].([]any)) != 2 {
+		t.Fatalf("create: %d %v", code, m)
+	}
+	if code, m := do(t, "POST", ts.URL+"/v1/groups/missing/members", "adm", `{"user_ids":["c"]}`); code != 404 || errName(m) != "NOT_FOUND" {
+		t.Fatalf("add to missing: %d %v", code, m)
+	}
+	if code, m := do(t, "POST", ts.URL+"/v1/groups", "adm", `{"group_id":"bad id"}`); code != 400 || errName(m) != "INVALID_ARGUMENT" {
+		t.Fatalf("bad id: %d %v", code, m)
+	}
+	if code, _ := do(t, "DELETE", ts.URL+"/v1/groups/g1/members/b", "adm", ""); code != 200 {
+		t.Fatalf("remove: %d", code)
+	}
+	if code, _ := do(t, "DELETE", ts.URL+"/v1/groups/g1", "adm", ""); code != 200 {
+		t.Fatalf("dismiss: %d", code)
 	}
 }

@@ -36,6 +36,7 @@ var (
 	_ api.TokenMinter      = (*auth.Keys)(nil)
 	_ api.Sessions         = (*actors.Runtime)(nil)
 	_ api.Messages         = (*actors.Runtime)(nil)
+	_ api.Groups           = (*actors.Runtime)(nil)
 	_ actors.Publisher     = (*webhook.Sender)(nil)
 )
 
@@ -164,7 +165,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 		return nil, fmt.Errorf("start actors runtime: %w", err)
 	}
 	n.apiSrv, err = api.New(api.Config{
-		AdminKey: n.AdminKey, Minter: keys, Sessions: n.rt, Messages: n.rt, Gatherer: reg, ValidID: actors.ValidID,
+		AdminKey: n.AdminKey, Minter: keys, Sessions: n.rt, Messages: n.rt, Groups: n.rt, Gatherer: reg, ValidID: actors.ValidID,
 		Logger: log.With("component", "api"),
 	})
 	if err != nil {

@@ -27,6 +27,61 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type GroupCommand_Op int32
+
+const (
+	GroupCommand_OP_UNSPECIFIED GroupCommand_Op = 0
+	GroupCommand_CREATE         GroupCommand_Op = 1
+	GroupCommand_ADD            GroupCommand_Op = 2
+	GroupCommand_REMOVE         GroupCommand_Op = 3
+	GroupCommand_DISMISS        GroupCommand_Op = 4
+)
+
+// Enum value maps for GroupCommand_Op.
+var (
+	GroupCommand_Op_name = map[int32]string{
+		0: "OP_UNSPECIFIED",
+		1: "CREATE",
+		2: "ADD",
+		3: "REMOVE",
+		4: "DISMISS",
+	}
+	GroupCommand_Op_value = map[string]int32{
+		"OP_UNSPECIFIED": 0,
+		"CREATE":         1,
+		"ADD":            2,
+		"REMOVE":         3,
+		"DISMISS":        4,
+	}
+)
+
+func (x GroupCommand_Op) Enum() *GroupCommand_Op {
+	p := new(GroupCommand_Op)
+	*p = x
+	return p
+}
+
+func (x GroupCommand_Op) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (GroupCommand_Op) Descriptor() protoreflect.EnumDescriptor {
+	return file_actorpb_actor_proto_enumTypes[0].Descriptor()
+}
+
+func (GroupCommand_Op) Type() protoreflect.EnumType {
+	return &file_actorpb_actor_proto_enumTypes[0]
+}
+
+func (x GroupCommand_Op) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use GroupCommand_Op.Descriptor instead.
+func (GroupCommand_Op) EnumDescriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{27, 0}
+}
+
 // A device session on some node's gateway: the gateway actor's address and
 // the node-local session number.
 type SessionRef struct {
@@ -216,6 +271,7 @@ type ClientFrame struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Session       *SessionRef            `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
 	Frame         *wire.Frame            `protobuf:"bytes,2,opt,name=frame,proto3" json:"frame,omitempty"`
+	UserId        string                 `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"` // the session's user (for frames sent to a group actor)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -262,6 +318,13 @@ func (x *ClientFrame) GetFrame() *wire.Frame {
 		return x.Frame
 	}
 	return nil
+}
+
+func (x *ClientFrame) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
 }
 
 // Plain answer to a request that has no other result.
@@ -483,6 +546,7 @@ type Deliver struct {
 	FromUser      string                 `protobuf:"bytes,1,opt,name=from_user,json=fromUser,proto3" json:"from_user,omitempty"`
 	Message       *wire.Message          `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`                       // conversation already from the recipient's side
 	OriginSeq     uint64                 `protobuf:"varint,3,opt,name=origin_seq,json=originSeq,proto3" json:"origin_seq,omitempty"` // the entry's seq in the sender's log
+	ViaGroup      string                 `protobuf:"bytes,4,opt,name=via_group,json=viaGroup,proto3" json:"via_group,omitempty"`     // set when a group fans out: ack the group, not the sender
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -536,6 +600,13 @@ func (x *Deliver) GetOriginSeq() uint64 {
 		return x.OriginSeq
 	}
 	return 0
+}
+
+func (x *Deliver) GetViaGroup() string {
+	if x != nil {
+		return x.ViaGroup
+	}
+	return ""
 }
 
 // Recipient → sender: the message is durable in the recipient's log.
@@ -719,6 +790,7 @@ type OutboxItem struct {
 	Deliver       *Deliver               `protobuf:"bytes,2,opt,name=deliver,proto3" json:"deliver,omitempty"` // one of deliver, recall, edit
 	Recall        *RecallDeliver         `protobuf:"bytes,3,opt,name=recall,proto3" json:"recall,omitempty"`
 	Edit          *EditDeliver           `protobuf:"bytes,4,opt,name=edit,proto3" json:"edit,omitempty"`
+	GroupEvent    *GroupEventDeliver     `protobuf:"bytes,5,opt,name=group_event,json=groupEvent,proto3" json:"group_event,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -777,6 +849,13 @@ func (x *OutboxItem) GetRecall() *RecallDeliver {
 func (x *OutboxItem) GetEdit() *EditDeliver {
 	if x != nil {
 		return x.Edit
+	}
+	return nil
+}
+
+func (x *OutboxItem) GetGroupEvent() *GroupEventDeliver {
+	if x != nil {
+		return x.GroupEvent
 	}
 	return nil
 }
@@ -1577,6 +1656,258 @@ func (x *ApiResult) GetReply() *wire.Frame {
 	return nil
 }
 
+// A group's membership and name, stored in the group's own namespace.
+type GroupState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Members       []string               `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	Owner         string                 `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
+	Dismissed     bool                   `protobuf:"varint,4,opt,name=dismissed,proto3" json:"dismissed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupState) Reset() {
+	*x = GroupState{}
+	mi := &file_actorpb_actor_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupState) ProtoMessage() {}
+
+func (x *GroupState) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupState.ProtoReflect.Descriptor instead.
+func (*GroupState) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GroupState) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GroupState) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *GroupState) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *GroupState) GetDismissed() bool {
+	if x != nil {
+		return x.Dismissed
+	}
+	return false
+}
+
+// HTTP API → group actor.
+type GroupCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Op            GroupCommand_Op        `protobuf:"varint,1,opt,name=op,proto3,enum=tandem.actor.v1.GroupCommand_Op" json:"op,omitempty"`
+	By            string                 `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"`
+	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Members       []string               `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupCommand) Reset() {
+	*x = GroupCommand{}
+	mi := &file_actorpb_actor_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupCommand) ProtoMessage() {}
+
+func (x *GroupCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupCommand.ProtoReflect.Descriptor instead.
+func (*GroupCommand) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GroupCommand) GetOp() GroupCommand_Op {
+	if x != nil {
+		return x.Op
+	}
+	return GroupCommand_OP_UNSPECIFIED
+}
+
+func (x *GroupCommand) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *GroupCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GroupCommand) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type GroupResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *wire.Error            `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	State         *GroupState            `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupResult) Reset() {
+	*x = GroupResult{}
+	mi := &file_actorpb_actor_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupResult) ProtoMessage() {}
+
+func (x *GroupResult) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupResult.ProtoReflect.Descriptor instead.
+func (*GroupResult) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GroupResult) GetError() *wire.Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *GroupResult) GetState() *GroupState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+// Group actor → member's user actor: log this membership change (outbox,
+// answered with DeliverAck{message_id: "ge:" + group + "/" + origin_seq}).
+type GroupEventDeliver struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	Event         *wire.GroupEvent       `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	OriginSeq     uint64                 `protobuf:"varint,3,opt,name=origin_seq,json=originSeq,proto3" json:"origin_seq,omitempty"` // the event's seq in the group's log
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupEventDeliver) Reset() {
+	*x = GroupEventDeliver{}
+	mi := &file_actorpb_actor_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupEventDeliver) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupEventDeliver) ProtoMessage() {}
+
+func (x *GroupEventDeliver) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupEventDeliver.ProtoReflect.Descriptor instead.
+func (*GroupEventDeliver) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *GroupEventDeliver) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *GroupEventDeliver) GetEvent() *wire.GroupEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *GroupEventDeliver) GetOriginSeq() uint64 {
+	if x != nil {
+		return x.OriginSeq
+	}
+	return 0
+}
+
 var File_actorpb_actor_proto protoreflect.FileDescriptor
 
 const file_actorpb_actor_proto_rawDesc = "" +
@@ -1596,10 +1927,11 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x10token_expires_ms\x18\x04 \x01(\x03R\x0etokenExpiresMs\"J\n" +
 	"\vLoginResult\x12+\n" +
 	"\x05reply\x18\x01 \x01(\v2\x15.tandem.wire.v1.FrameR\x05reply\x12\x0e\n" +
-	"\x02ok\x18\x02 \x01(\bR\x02ok\"q\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok\"\x8a\x01\n" +
 	"\vClientFrame\x125\n" +
 	"\asession\x18\x01 \x01(\v2\x1b.tandem.actor.v1.SessionRefR\asession\x12+\n" +
-	"\x05frame\x18\x02 \x01(\v2\x15.tandem.wire.v1.FrameR\x05frame\"3\n" +
+	"\x05frame\x18\x02 \x01(\v2\x15.tandem.wire.v1.FrameR\x05frame\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\"3\n" +
 	"\x04Done\x12+\n" +
 	"\x05error\x18\x01 \x01(\v2\x15.tandem.wire.v1.ErrorR\x05error\"^\n" +
 	"\rSessionClosed\x125\n" +
@@ -1613,12 +1945,13 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\vSessionKick\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\x04R\tsessionId\x12(\n" +
-	"\x04kick\x18\x02 \x01(\v2\x14.tandem.wire.v1.KickR\x04kick\"x\n" +
+	"\x04kick\x18\x02 \x01(\v2\x14.tandem.wire.v1.KickR\x04kick\"\x95\x01\n" +
 	"\aDeliver\x12\x1b\n" +
 	"\tfrom_user\x18\x01 \x01(\tR\bfromUser\x121\n" +
 	"\amessage\x18\x02 \x01(\v2\x17.tandem.wire.v1.MessageR\amessage\x12\x1d\n" +
 	"\n" +
-	"origin_seq\x18\x03 \x01(\x04R\toriginSeq\"u\n" +
+	"origin_seq\x18\x03 \x01(\x04R\toriginSeq\x12\x1b\n" +
+	"\tvia_group\x18\x04 \x01(\tR\bviaGroup\"u\n" +
 	"\n" +
 	"DeliverAck\x12\x17\n" +
 	"\ato_user\x18\x01 \x01(\tR\x06toUser\x12\x1d\n" +
@@ -1632,13 +1965,15 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\blast_seq\x18\x01 \x01(\x04R\alastSeq\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x126\n" +
 	"\bsessions\x18\x03 \x03(\v2\x1a.tandem.wire.v1.DeviceInfoR\bsessions\x12%\n" +
-	"\x0epending_fanout\x18\x04 \x01(\rR\rpendingFanout\"\xc3\x01\n" +
+	"\x0epending_fanout\x18\x04 \x01(\rR\rpendingFanout\"\x88\x02\n" +
 	"\n" +
 	"OutboxItem\x12\x17\n" +
 	"\ato_user\x18\x01 \x01(\tR\x06toUser\x122\n" +
 	"\adeliver\x18\x02 \x01(\v2\x18.tandem.actor.v1.DeliverR\adeliver\x126\n" +
 	"\x06recall\x18\x03 \x01(\v2\x1e.tandem.actor.v1.RecallDeliverR\x06recall\x120\n" +
-	"\x04edit\x18\x04 \x01(\v2\x1c.tandem.actor.v1.EditDeliverR\x04edit\"x\n" +
+	"\x04edit\x18\x04 \x01(\v2\x1c.tandem.actor.v1.EditDeliverR\x04edit\x12C\n" +
+	"\vgroup_event\x18\x05 \x01(\v2\".tandem.actor.v1.GroupEventDeliverR\n" +
+	"groupEvent\"x\n" +
 	"\fDeviceRecord\x12.\n" +
 	"\x04info\x18\x01 \x01(\v2\x1a.tandem.wire.v1.DeviceInfoR\x04info\x12\x16\n" +
 	"\x06cursor\x18\x02 \x01(\x04R\x06cursor\x12 \n" +
@@ -1700,7 +2035,34 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\tApiRecall\x12.\n" +
 	"\x06recall\x18\x01 \x01(\v2\x16.tandem.wire.v1.RecallR\x06recall\"8\n" +
 	"\tApiResult\x12+\n" +
-	"\x05reply\x18\x01 \x01(\v2\x15.tandem.wire.v1.FrameR\x05replyB+Z)github.com/tandem-im/tandem/proto/actorpbb\x06proto3"
+	"\x05reply\x18\x01 \x01(\v2\x15.tandem.wire.v1.FrameR\x05reply\"n\n" +
+	"\n" +
+	"GroupState\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\amembers\x18\x02 \x03(\tR\amembers\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\x12\x1c\n" +
+	"\tdismissed\x18\x04 \x01(\bR\tdismissed\"\xc6\x01\n" +
+	"\fGroupCommand\x120\n" +
+	"\x02op\x18\x01 \x01(\x0e2 .tandem.actor.v1.GroupCommand.OpR\x02op\x12\x0e\n" +
+	"\x02by\x18\x02 \x01(\tR\x02by\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x18\n" +
+	"\amembers\x18\x04 \x03(\tR\amembers\"F\n" +
+	"\x02Op\x12\x12\n" +
+	"\x0eOP_UNSPECIFIED\x10\x00\x12\n" +
+	"\n" +
+	"\x06CREATE\x10\x01\x12\a\n" +
+	"\x03ADD\x10\x02\x12\n" +
+	"\n" +
+	"\x06REMOVE\x10\x03\x12\v\n" +
+	"\aDISMISS\x10\x04\"m\n" +
+	"\vGroupResult\x12+\n" +
+	"\x05error\x18\x01 \x01(\v2\x15.tandem.wire.v1.ErrorR\x05error\x121\n" +
+	"\x05state\x18\x02 \x01(\v2\x1b.tandem.actor.v1.GroupStateR\x05state\"\x7f\n" +
+	"\x11GroupEventDeliver\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x120\n" +
+	"\x05event\x18\x02 \x01(\v2\x1a.tandem.wire.v1.GroupEventR\x05event\x12\x1d\n" +
+	"\n" +
+	"origin_seq\x18\x03 \x01(\x04R\toriginSeqB+Z)github.com/tandem-im/tandem/proto/actorpbb\x06proto3"
 
 var (
 	file_actorpb_actor_proto_rawDescOnce sync.Once
@@ -1714,77 +2076,89 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 	return file_actorpb_actor_proto_rawDescData
 }
 
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_actorpb_actor_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_actorpb_actor_proto_goTypes = []any{
-	(*SessionRef)(nil),        // 0: tandem.actor.v1.SessionRef
-	(*LoginRequest)(nil),      // 1: tandem.actor.v1.LoginRequest
-	(*LoginResult)(nil),       // 2: tandem.actor.v1.LoginResult
-	(*ClientFrame)(nil),       // 3: tandem.actor.v1.ClientFrame
-	(*Done)(nil),              // 4: tandem.actor.v1.Done
-	(*SessionClosed)(nil),     // 5: tandem.actor.v1.SessionClosed
-	(*SessionPush)(nil),       // 6: tandem.actor.v1.SessionPush
-	(*SessionKick)(nil),       // 7: tandem.actor.v1.SessionKick
-	(*Deliver)(nil),           // 8: tandem.actor.v1.Deliver
-	(*DeliverAck)(nil),        // 9: tandem.actor.v1.DeliverAck
-	(*InspectRequest)(nil),    // 10: tandem.actor.v1.InspectRequest
-	(*InspectResult)(nil),     // 11: tandem.actor.v1.InspectResult
-	(*OutboxItem)(nil),        // 12: tandem.actor.v1.OutboxItem
-	(*DeviceRecord)(nil),      // 13: tandem.actor.v1.DeviceRecord
-	(*AdminKick)(nil),         // 14: tandem.actor.v1.AdminKick
-	(*AdminKickResult)(nil),   // 15: tandem.actor.v1.AdminKickResult
-	(*TransientDeliver)(nil),  // 16: tandem.actor.v1.TransientDeliver
-	(*PolicyChanged)(nil),     // 17: tandem.actor.v1.PolicyChanged
-	(*RecallDeliver)(nil),     // 18: tandem.actor.v1.RecallDeliver
-	(*EditDeliver)(nil),       // 19: tandem.actor.v1.EditDeliver
-	(*ConvState)(nil),         // 20: tandem.actor.v1.ConvState
-	(*ReceiptDeliver)(nil),    // 21: tandem.actor.v1.ReceiptDeliver
-	(*ApiSend)(nil),           // 22: tandem.actor.v1.ApiSend
-	(*ApiDeliver)(nil),        // 23: tandem.actor.v1.ApiDeliver
-	(*ApiRecall)(nil),         // 24: tandem.actor.v1.ApiRecall
-	(*ApiResult)(nil),         // 25: tandem.actor.v1.ApiResult
-	nil,                       // 26: tandem.actor.v1.PolicyChanged.LimitsEntry
-	(*wire.Login)(nil),        // 27: tandem.wire.v1.Login
-	(*wire.Frame)(nil),        // 28: tandem.wire.v1.Frame
-	(*wire.Error)(nil),        // 29: tandem.wire.v1.Error
-	(*wire.Kick)(nil),         // 30: tandem.wire.v1.Kick
-	(*wire.Message)(nil),      // 31: tandem.wire.v1.Message
-	(*wire.DeviceInfo)(nil),   // 32: tandem.wire.v1.DeviceInfo
-	(*wire.Conversation)(nil), // 33: tandem.wire.v1.Conversation
-	(*wire.Send)(nil),         // 34: tandem.wire.v1.Send
-	(*wire.Recall)(nil),       // 35: tandem.wire.v1.Recall
+	(GroupCommand_Op)(0),      // 0: tandem.actor.v1.GroupCommand.Op
+	(*SessionRef)(nil),        // 1: tandem.actor.v1.SessionRef
+	(*LoginRequest)(nil),      // 2: tandem.actor.v1.LoginRequest
+	(*LoginResult)(nil),       // 3: tandem.actor.v1.LoginResult
+	(*ClientFrame)(nil),       // 4: tandem.actor.v1.ClientFrame
+	(*Done)(nil),              // 5: tandem.actor.v1.Done
+	(*SessionClosed)(nil),     // 6: tandem.actor.v1.SessionClosed
+	(*SessionPush)(nil),       // 7: tandem.actor.v1.SessionPush
+	(*SessionKick)(nil),       // 8: tandem.actor.v1.SessionKick
+	(*Deliver)(nil),           // 9: tandem.actor.v1.Deliver
+	(*DeliverAck)(nil),        // 10: tandem.actor.v1.DeliverAck
+	(*InspectRequest)(nil),    // 11: tandem.actor.v1.InspectRequest
+	(*InspectResult)(nil),     // 12: tandem.actor.v1.InspectResult
+	(*OutboxItem)(nil),        // 13: tandem.actor.v1.OutboxItem
+	(*DeviceRecord)(nil),      // 14: tandem.actor.v1.DeviceRecord
+	(*AdminKick)(nil),         // 15: tandem.actor.v1.AdminKick
+	(*AdminKickResult)(nil),   // 16: tandem.actor.v1.AdminKickResult
+	(*TransientDeliver)(nil),  // 17: tandem.actor.v1.TransientDeliver
+	(*PolicyChanged)(nil),     // 18: tandem.actor.v1.PolicyChanged
+	(*RecallDeliver)(nil),     // 19: tandem.actor.v1.RecallDeliver
+	(*EditDeliver)(nil),       // 20: tandem.actor.v1.EditDeliver
+	(*ConvState)(nil),         // 21: tandem.actor.v1.ConvState
+	(*ReceiptDeliver)(nil),    // 22: tandem.actor.v1.ReceiptDeliver
+	(*ApiSend)(nil),           // 23: tandem.actor.v1.ApiSend
+	(*ApiDeliver)(nil),        // 24: tandem.actor.v1.ApiDeliver
+	(*ApiRecall)(nil),         // 25: tandem.actor.v1.ApiRecall
+	(*ApiResult)(nil),         // 26: tandem.actor.v1.ApiResult
+	(*GroupState)(nil),        // 27: tandem.actor.v1.GroupState
+	(*GroupCommand)(nil),      // 28: tandem.actor.v1.GroupCommand
+	(*GroupResult)(nil),       // 29: tandem.actor.v1.GroupResult
+	(*GroupEventDeliver)(nil), // 30: tandem.actor.v1.GroupEventDeliver
+	nil,                       // 31: tandem.actor.v1.PolicyChanged.LimitsEntry
+	(*wire.Login)(nil),        // 32: tandem.wire.v1.Login
+	(*wire.Frame)(nil),        // 33: tandem.wire.v1.Frame
+	(*wire.Error)(nil),        // 34: tandem.wire.v1.Error
+	(*wire.Kick)(nil),         // 35: tandem.wire.v1.Kick
+	(*wire.Message)(nil),      // 36: tandem.wire.v1.Message
+	(*wire.DeviceInfo)(nil),   // 37: tandem.wire.v1.DeviceInfo
+	(*wire.Conversation)(nil), // 38: tandem.wire.v1.Conversation
+	(*wire.Send)(nil),         // 39: tandem.wire.v1.Send
+	(*wire.Recall)(nil),       // 40: tandem.wire.v1.Recall
+	(*wire.GroupEvent)(nil),   // 41: tandem.wire.v1.GroupEvent
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
-	0,  // 0: tandem.actor.v1.LoginRequest.session:type_name -> tandem.actor.v1.SessionRef
-	27, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
-	28, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
-	0,  // 3: tandem.actor.v1.ClientFrame.session:type_name -> tandem.actor.v1.SessionRef
-	28, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
-	29, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
-	0,  // 6: tandem.actor.v1.SessionClosed.session:type_name -> tandem.actor.v1.SessionRef
-	28, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
-	30, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
-	31, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
-	32, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
-	8,  // 11: tandem.actor.v1.OutboxItem.deliver:type_name -> tandem.actor.v1.Deliver
-	18, // 12: tandem.actor.v1.OutboxItem.recall:type_name -> tandem.actor.v1.RecallDeliver
-	19, // 13: tandem.actor.v1.OutboxItem.edit:type_name -> tandem.actor.v1.EditDeliver
-	32, // 14: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
-	32, // 15: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
-	31, // 16: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
-	26, // 17: tandem.actor.v1.PolicyChanged.limits:type_name -> tandem.actor.v1.PolicyChanged.LimitsEntry
-	33, // 18: tandem.actor.v1.RecallDeliver.conversation:type_name -> tandem.wire.v1.Conversation
-	31, // 19: tandem.actor.v1.EditDeliver.message:type_name -> tandem.wire.v1.Message
-	33, // 20: tandem.actor.v1.ConvState.conversation:type_name -> tandem.wire.v1.Conversation
-	31, // 21: tandem.actor.v1.ConvState.last_message:type_name -> tandem.wire.v1.Message
-	34, // 22: tandem.actor.v1.ApiSend.send:type_name -> tandem.wire.v1.Send
-	34, // 23: tandem.actor.v1.ApiDeliver.send:type_name -> tandem.wire.v1.Send
-	35, // 24: tandem.actor.v1.ApiRecall.recall:type_name -> tandem.wire.v1.Recall
-	28, // 25: tandem.actor.v1.ApiResult.reply:type_name -> tandem.wire.v1.Frame
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	1,  // 0: tandem.actor.v1.LoginRequest.session:type_name -> tandem.actor.v1.SessionRef
+	32, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
+	33, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
+	1,  // 3: tandem.actor.v1.ClientFrame.session:type_name -> tandem.actor.v1.SessionRef
+	33, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
+	34, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
+	1,  // 6: tandem.actor.v1.SessionClosed.session:type_name -> tandem.actor.v1.SessionRef
+	33, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
+	35, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
+	36, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
+	37, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
+	9,  // 11: tandem.actor.v1.OutboxItem.deliver:type_name -> tandem.actor.v1.Deliver
+	19, // 12: tandem.actor.v1.OutboxItem.recall:type_name -> tandem.actor.v1.RecallDeliver
+	20, // 13: tandem.actor.v1.OutboxItem.edit:type_name -> tandem.actor.v1.EditDeliver
+	30, // 14: tandem.actor.v1.OutboxItem.group_event:type_name -> tandem.actor.v1.GroupEventDeliver
+	37, // 15: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
+	37, // 16: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
+	36, // 17: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
+	31, // 18: tandem.actor.v1.PolicyChanged.limits:type_name -> tandem.actor.v1.PolicyChanged.LimitsEntry
+	38, // 19: tandem.actor.v1.RecallDeliver.conversation:type_name -> tandem.wire.v1.Conversation
+	36, // 20: tandem.actor.v1.EditDeliver.message:type_name -> tandem.wire.v1.Message
+	38, // 21: tandem.actor.v1.ConvState.conversation:type_name -> tandem.wire.v1.Conversation
+	36, // 22: tandem.actor.v1.ConvState.last_message:type_name -> tandem.wire.v1.Message
+	39, // 23: tandem.actor.v1.ApiSend.send:type_name -> tandem.wire.v1.Send
+	39, // 24: tandem.actor.v1.ApiDeliver.send:type_name -> tandem.wire.v1.Send
+	40, // 25: tandem.actor.v1.ApiRecall.recall:type_name -> tandem.wire.v1.Recall
+	33, // 26: tandem.actor.v1.ApiResult.reply:type_name -> tandem.wire.v1.Frame
+	0,  // 27: tandem.actor.v1.GroupCommand.op:type_name -> tandem.actor.v1.GroupCommand.Op
+	34, // 28: tandem.actor.v1.GroupResult.error:type_name -> tandem.wire.v1.Error
+	27, // 29: tandem.actor.v1.GroupResult.state:type_name -> tandem.actor.v1.GroupState
+	41, // 30: tandem.actor.v1.GroupEventDeliver.event:type_name -> tandem.wire.v1.GroupEvent
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
@@ -1797,13 +2171,14 @@ func file_actorpb_actor_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   27,
+			NumEnums:      1,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_actorpb_actor_proto_goTypes,
 		DependencyIndexes: file_actorpb_actor_proto_depIdxs,
+		EnumInfos:         file_actorpb_actor_proto_enumTypes,
 		MessageInfos:      file_actorpb_actor_proto_msgTypes,
 	}.Build()
 	File_actorpb_actor_proto = out.File

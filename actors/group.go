@@ -1,0 +1,473 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tandem-im/tandem/persistence"
+	"github.com/tandem-im/tandem/proto/actorpb"
+	"github.com/tandem-im/tandem/proto/wire"
+)
+
+// GroupKind is the cluster kind of group actors (DESIGN.md §4): a group
+// holds its membership and is the ordering point of its messages. A
+// message is appended once to the group's own log, with one outbox item
+// per member, then delivered into every member's sync log (idempotent by
+// message ID); membership changes are GroupEvent entries in every affected
+// member's log. The group's data lives in the store under the namespace
+// groupNS + group ID, which no user ID can take.
+const GroupKind = "group"
+
+const (
+	groupNS       = "\x00g:"
+	maxGroupSize  = 10000
+	groupStateKey = "state"
+)
+
+func groupUser(id string) string { return groupNS + id }
+
+// groupState is a group actor's state. Pure except for the dedup reads
+// through rd; only the actor's goroutine touches it.
+type groupState struct {
+	id    string
+	rd    logReader
+	newID func() string
+
+	epoch              persistence.Epoch
+	lastSeq, committed persistence.Seq
+	lastTime           int64
+	st                 *actorpb.GroupState // nil: no such group
+
+	commits    []*commit
+	sending    map[string]*pendingSend // "from/cmid" → in flight
+	outbox     map[persistence.OutboxRef]*outboxEntry
+	outboxDone []persistence.OutboxRef
+}
+
+func (g *groupState) isMember(u string) bool {
+	return g.st != nil && !g.st.GetDismissed() && slices.Contains(g.st.GetMembers(), u)
+}
+
+func (g *groupState) submit(req persistence.AppendRequest, c *commit) effect {
+	req.User, req.Epoch = groupUser(g.id), g.epoch
+	g.commits = append(g.commits, c)
+	return effAppend{req: req}
+}
+
+func (g *groupState) reply(key sessionKey, f *wire.Frame) effect {
+	return effPush{gw: key.gw(), sids: []uint64{key.sid}, frames: []*wire.Frame{f}}
+}
+
+func (g *groupState) nextTime(now time.Time) int64 {
+	t := max(now.UnixMilli(), g.lastTime)
+	g.lastTime = t
+	return t
+}
+
+// send handles a group Send from a member's device: only members may send;
+// de-duplicated on (sender, client message ID); acked (seq 0: the entry's
+// seq in the sender's own log arrives with the entry) once the message and
+// its fan-out are durable in the group's log.
+func (g *groupState) send(key sessionKey, reqID uint64, from, device string, m *wire.Send, now time.Time) []effect {
+	if code, err := validateGroupSend(m); err != nil {
+		return []effect{g.reply(key, wire.ErrFrame(reqID, code, err.Error()))}
+	}
+	if !g.isMember(from) {
+		return []effect{g.reply(key, wire.ErrFrame(reqID, wire.CodeNotGroupMember, "only members may send to this group"))}
+	}
+	dk := "c:" + from + "/" + m.GetClientMessageId()
+	if p := g.sending[dk]; p != nil {
+		p.waiters = append(p.waiters, waiter{key, reqID})
+		return nil
+	}
+	prior, err := g.rd.entryByKey(dk)
+	if err != nil {
+		return []effect{g.reply(key, wire.ErrFrame(reqID, wire.CodeUnavailable, "storage unavailable; retry"))}
+	}
+	if pm := prior.GetMessage(); pm != nil {
+		return []effect{g.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_SendAck{SendAck: &wire.SendAck{
+			MessageId: pm.GetMessageId(), ServerTimeMs: pm.GetServerTimeMs(), Duplicate: true}}})}
+	}
+	t := g.nextTime(now)
+	conv := &wire.Conversation{Type: wire.Conversation_GROUP, Id: g.id}
+	msg := &wire.Message{
+		MessageId: g.newID(), ClientMessageId: m.GetClientMessageId(), Sender: from, SenderDevice: device,
+		Conversation: conv, Type: m.GetType(), Content: m.GetContent(), Attributes: m.GetAttributes(),
+		MentionList: m.GetMentionList(), MentionAll: m.GetMentionAll(), Options: m.GetOptions(), ServerTimeMs: t,
+	}
+	g.lastSeq++
+	seq := g.lastSeq
+	entry := &wire.Entry{Seq: uint64(seq), ServerTimeMs: t, Kind: &wire.Entry_Message{Message: msg}}
+	req := persistence.AppendRequest{
+		Entries: []persistence.Entry{{Seq: seq, TimeMS: t, Data: mustMarshal(entry)}},
+		Dedup:   []persistence.DedupKey{{Key: dk, Seq: seq}, {Key: "m:" + msg.MessageId, Seq: seq}},
+	}
+	c := &commit{lastSeq: seq, sendKey: dk}
+	for _, member := range g.st.GetMembers() {
+		copyMsg := proto.Clone(msg).(*wire.Message)
+		copyMsg.Mentioned = member != from && (m.GetMentionAll() || contains(m.GetMentionList(), member))
+		item := &actorpb.OutboxItem{ToUser: member, Deliver: &actorpb.Deliver{FromUser: from, Message: copyMsg, OriginSeq: uint64(seq), ViaGroup: g.id}}
+		req.OutboxPut = append(req.OutboxPut, outboxPut(item))
+		c.fanout = append(c.fanout, item)
+	}
+	g.sending[dk] = &pendingSend{ack: &wire.SendAck{MessageId: msg.MessageId, ServerTimeMs: t}, waiters: []waiter{{key, reqID}}}
+	return []effect{g.submit(req, c)}
+}
+
+func validateGroupSend(m *wire.Send) (wire.Code, error) {
+	if m.GetOptions().GetTransient() {
+		return wire.CodeInvalidArgument, fmt.Errorf("transient group messages are not available yet")
+	}
+	if m.GetOptions().GetReceiptRequested() {
+		return wire.CodeInvalidArgument, fmt.Errorf("receipts are one-to-one only")
+	}
+	cp := proto.Clone(m).(*wire.Send)
+	cp.Conversation = &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "group"} // the other rules are the same
+	return validateSend(cp)
+}
+
+// command handles create, add, remove and dismiss from the server API.
+func (g *groupState) command(token uint64, c *actorpb.GroupCommand, now time.Time) []effect {
+	key := apiKey(token)
+	fail := func(code wire.Code, msg string) []effect {
+		return []effect{g.reply(key, wire.ErrFrame(0, code, msg))}
+	}
+	for _, u := range c.GetMembers() {
+		if !ValidID(u) {
+			return fail(wire.CodeInvalidArgument, fmt.Sprintf("member %q is not a valid user ID", truncate(u, 40)))
+		}
+	}
+	var kind wire.GroupEvent_Kind
+	var notify []string // members whose logs get the event
+	next := proto.Clone(g.st).(*actorpb.GroupState)
+	switch c.GetOp() {
+	case actorpb.GroupCommand_CREATE:
+		if g.st != nil && !g.st.GetDismissed() {
+			return fail(wire.CodeInvalidArgument, "the group exists")
+		}
+		members := dedupStrings(c.GetMembers())
+		if len(members) == 0 || len(members) > maxGroupSize {
+			return fail(wire.CodeInvalidArgument, fmt.Sprintf("a group has 1-%d members", maxGroupSize))
+		}
+		next = &actorpb.GroupState{Name: c.GetName(), Members: members, Owner: c.GetBy()}
+		kind, notify = wire.GroupEvent_CREATED, members
+	case actorpb.GroupCommand_ADD, actorpb.GroupCommand_REMOVE, actorpb.GroupCommand_DISMISS:
+		if g.st == nil || g.st.GetDismissed() {
+			return fail(wire.CodeNotFound, "no such group")
+		}
+		switch c.GetOp() {
+		case actorpb.GroupCommand_ADD:
+			added := slices.DeleteFunc(dedupStrings(c.GetMembers()), func(u string) bool { return slices.Contains(g.st.GetMembers(), u) })
+			if len(added) == 0 {
+				return []effect{g.reply(key, &wire.Frame{Body: &wire.Frame_Ok{Ok: &wire.Ok{}}})}
+			}
+			if len(g.st.GetMembers())+len(added) > maxGroupSize {
+				return fail(wire.CodeInvalidArgument, fmt.Sprintf("a group has at most %d members", maxGroupSize))
+			}
+			next.Members = append(next.Members, added...)
+			kind, notify = wire.GroupEvent_JOINED, next.Members
+			c = &actorpb.GroupCommand{Op: c.GetOp(), By: c.GetBy(), Members: added}
+		case actorpb.GroupCommand_REMOVE:
+			next.Members = slices.DeleteFunc(next.Members, func(u string) bool { return slices.Contains(c.GetMembers(), u) })
+			if len(next.Members) == len(g.st.GetMembers()) {
+				return fail(wire.CodeNotFound, "not a member")
+			}
+			kind, notify = wire.GroupEvent_REMOVED, g.st.GetMembers() // the removed ones learn it too
+		default:
+			next.Dismissed = true
+			kind, notify = wire.GroupEvent_DISMISSED, g.st.GetMembers()
+		}
+	default:
+		return fail(wire.CodeInvalidArgument, "unknown group command")
+	}
+	g.st = next
+	t := g.nextTime(now)
+	g.lastSeq++
+	seq := g.lastSeq
+	ev := &wire.GroupEvent{GroupId: g.id, Kind: kind, Members: c.GetMembers(), By: c.GetBy(), Name: next.GetName()}
+	entry := &wire.Entry{Seq: uint64(seq), ServerTimeMs: t, Kind: &wire.Entry_Group{Group: ev}}
+	req := persistence.AppendRequest{
+		Entries: []persistence.Entry{{Seq: seq, TimeMS: t, Data: mustMarshal(entry)}},
+		Convs:   []persistence.Conv{{Key: groupStateKey, Data: mustMarshal(next)}},
+	}
+	cm := &commit{lastSeq: seq, after: []effect{g.reply(key, &wire.Frame{Body: &wire.Frame_Ok{Ok: &wire.Ok{}}})}}
+	for _, u := range notify {
+		item := &actorpb.OutboxItem{ToUser: u, GroupEvent: &actorpb.GroupEventDeliver{GroupId: g.id, Event: ev, OriginSeq: uint64(seq)}}
+		req.OutboxPut = append(req.OutboxPut, outboxPut(item))
+		cm.fanout = append(cm.fanout, item)
+	}
+	return []effect{g.submit(req, cm)}
+}
+
+func dedupStrings(in []string) []string {
+	var out []string
+	for _, s := range in {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// appendDone completes the oldest append: acks, then the fan-out.
+func (g *groupState) appendDone(err error, now time.Time) []effect {
+	if len(g.commits) == 0 {
+		return nil
+	}
+	c := g.commits[0]
+	g.commits = g.commits[1:]
+	if err != nil {
+		// Nothing after a failed append is durable: senders retry (their
+		// client message IDs de-duplicate), API callers get UNAVAILABLE
+		// from the stop, and the next activation starts from the store.
+		var effs []effect
+		for _, p := range g.sending {
+			for _, w := range p.waiters {
+				effs = append(effs, g.reply(w.key, wire.ErrFrame(w.reqID, wire.CodeUnavailable, "message not stored; retry")))
+			}
+		}
+		g.sending, g.commits = map[string]*pendingSend{}, nil
+		return append(effs, effStop{reason: err.Error()})
+	}
+	g.committed = max(g.committed, c.lastSeq)
+	var effs []effect
+	if p := g.sending[c.sendKey]; c.sendKey != "" && p != nil {
+		for i, w := range p.waiters {
+			ack := proto.Clone(p.ack).(*wire.SendAck)
+			ack.Duplicate = i > 0
+			effs = append(effs, g.reply(w.key, &wire.Frame{Id: w.reqID, Body: &wire.Frame_SendAck{SendAck: ack}}))
+		}
+		delete(g.sending, c.sendKey)
+	}
+	effs = append(effs, c.after...)
+	for _, it := range c.fanout {
+		g.outbox[outboxRef(it)] = &outboxEntry{item: it, sentAt: now, attempts: 1}
+		effs = append(effs, effDeliver{item: it})
+	}
+	return effs
+}
+
+func (g *groupState) deliverAck(a *actorpb.DeliverAck) []effect {
+	ref := persistence.OutboxRef{Seq: persistence.Seq(a.GetOriginSeq()), Key: a.GetToUser() + "/" + a.GetMessageId()}
+	if g.outbox[ref] == nil {
+		return nil
+	}
+	delete(g.outbox, ref)
+	g.outboxDone = append(g.outboxDone, ref)
+	if len(g.outboxDone) >= flushBatch {
+		return []effect{g.flush()}
+	}
+	return nil
+}
+
+func (g *groupState) flush() effect {
+	req := persistence.AppendRequest{OutboxDone: g.outboxDone}
+	g.outboxDone = nil
+	return g.submit(req, &commit{})
+}
+
+func (g *groupState) tick(now time.Time) []effect {
+	var effs []effect
+	for _, e := range g.outbox {
+		if now.Sub(e.sentAt) >= redriveDelay(e.attempts) {
+			e.sentAt = now
+			e.attempts++
+			effs = append(effs, effDeliver{item: e.item})
+		}
+	}
+	if len(g.outboxDone) > 0 {
+		effs = append(effs, g.flush())
+	}
+	return effs
+}
+
+func (g *groupState) idle() bool {
+	return len(g.commits) == 0 && len(g.outbox) == 0 && len(g.outboxDone) == 0
+}
+
+// groupActor is the shell of groupState.
+type groupActor struct {
+	rt      *Runtime
+	id      string
+	log     *slog.Logger
+	g       *groupState
+	self    *actor.PID
+	armed   bool
+	dead    bool
+	api     map[uint64]*actor.PID
+	apiNext uint64
+}
+
+func (a *groupActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *cluster.ClusterInit:
+		a.activate(ctx, m.Identity.GetIdentity())
+		return
+	case *actor.Started, *actor.Stopping, *actor.Stopped, *actor.Restarting:
+		return
+	}
+	if a.dead || a.g == nil {
+		switch ctx.Message().(type) {
+		case *actorpb.GroupCommand:
+			ctx.Respond(&actorpb.GroupResult{Error: wire.Err(wire.CodeUnavailable, "group temporarily unavailable; retry")})
+		}
+		return
+	}
+	now := a.rt.now()
+	switch m := ctx.Message().(type) {
+	case *actorpb.ClientFrame:
+		key := keyOf(m.GetSession())
+		if s := m.GetFrame().GetSend(); s != nil {
+			a.perform(ctx, a.g.send(key, m.GetFrame().GetId(), m.GetUserId(), "", s, now))
+		}
+	case *actorpb.GroupCommand:
+		if a.api == nil {
+			a.api = map[uint64]*actor.PID{}
+		}
+		a.apiNext++
+		a.api[a.apiNext] = ctx.Sender()
+		a.perform(ctx, a.g.command(a.apiNext, m, now))
+	case *actorpb.DeliverAck:
+		a.perform(ctx, a.g.deliverAck(m))
+	case appendDone:
+		if m.err != nil {
+			a.log.Error("group append failed; stopping", "err", m.err)
+		}
+		a.perform(ctx, a.g.appendDone(m.err, now))
+	case tickMsg:
+		a.armed = false
+		a.perform(ctx, a.g.tick(now))
+	case *actor.ReceiveTimeout:
+		if a.g.idle() {
+			ctx.Poison(ctx.Self())
+			return
+		}
+	}
+	if (len(a.g.outbox) > 0 || len(a.g.outboxDone) > 0) && !a.armed && !a.dead {
+		a.armed = true
+		self, root := ctx.Self(), a.rt.sys.Root
+		time.AfterFunc(tickEvery, func() { root.Send(self, tickMsg{}) })
+	}
+}
+
+func (a *groupActor) activate(ctx actor.Context, id string) {
+	a.id, a.self = id, ctx.Self()
+	a.log = a.rt.log.With("group", id)
+	rctx, cancel := context.WithTimeout(context.Background(), a.rt.cfg.RequestTimeout)
+	defer cancel()
+	ns := groupUser(id)
+	owner := a.rt.sys.Address() + "/" + a.rt.sys.ID
+	epoch, last, err := a.rt.store.Activate(rctx, ns, owner)
+	if err == nil {
+		a.g = &groupState{id: id, rd: storeReader{a.rt.store, ns}, newID: NewMessageID, epoch: epoch, lastSeq: last, committed: last,
+			sending: map[string]*pendingSend{}, outbox: map[persistence.OutboxRef]*outboxEntry{}}
+		var convs []persistence.Conv
+		if convs, err = a.rt.store.Convs(rctx, ns); err == nil {
+			for _, c := range convs {
+				if c.Key == groupStateKey {
+					var st actorpb.GroupState
+					if err = proto.Unmarshal(c.Data, &st); err == nil {
+						a.g.st = &st
+					}
+				}
+			}
+		}
+	}
+	var items []persistence.OutboxItem
+	if err == nil {
+		items, err = a.rt.store.Outbox(rctx, ns)
+	}
+	if err != nil {
+		a.log.Error("group activation failed", "err", err)
+		a.dead = true
+		ctx.Poison(ctx.Self())
+		return
+	}
+	var effs []effect
+	for _, it := range items {
+		var oi actorpb.OutboxItem
+		if err := proto.Unmarshal(it.Data, &oi); err != nil {
+			a.log.Error("bad outbox item", "err", err)
+			continue
+		}
+		a.g.outbox[outboxRef(&oi)] = &outboxEntry{item: &oi, sentAt: a.rt.now(), attempts: 1}
+		effs = append(effs, effDeliver{item: &oi})
+	}
+	if len(items) > 0 {
+		a.log.Info("re-driving pending group fan-outs", "count", len(items))
+	}
+	ctx.SetReceiveTimeout(a.rt.cfg.IdleTimeout)
+	a.perform(ctx, effs)
+}
+
+func (a *groupActor) perform(ctx actor.Context, effs []effect) {
+	for _, e := range effs {
+		switch e := e.(type) {
+		case effAppend:
+			self, root := a.self, a.rt.sys.Root
+			a.rt.store.Append(e.req, func(err error) { root.Send(self, appendDone{err: err}) })
+		case effPush:
+			if e.gw.addr == apiAddr {
+				for _, t := range e.sids {
+					if pid := a.api[t]; pid != nil {
+						delete(a.api, t)
+						res := &actorpb.GroupResult{State: a.g.st}
+						if er := e.frames[0].GetError(); er != nil {
+							res = &actorpb.GroupResult{Error: er}
+						}
+						ctx.Send(pid, res)
+					}
+				}
+				continue
+			}
+			ctx.Send(actor.NewPID(e.gw.addr, e.gw.id), &actorpb.SessionPush{SessionIds: e.sids, Frames: e.frames})
+		case effDeliver:
+			a.rt.courier.send(e.item.GetToUser(), itemMessage(e.item))
+		case effStop:
+			a.dead = true
+			for t, pid := range a.api {
+				ctx.Send(pid, &actorpb.GroupResult{Error: wire.Err(wire.CodeUnavailable, "group restarting; retry")})
+				delete(a.api, t)
+			}
+			ctx.Stop(a.self)
+		}
+	}
+}
+
+// groupEventID names a membership event for dedup and acks.
+func groupEventID(e *actorpb.GroupEventDeliver) string {
+	return fmt.Sprintf("ge:%s/%d", e.GetGroupId(), e.GetOriginSeq())
+}
+
+// groupEvent logs a membership change in this member's log, once.
+func (s *userState) groupEvent(e *actorpb.GroupEventDeliver, now time.Time) []effect {
+	id := groupEventID(e)
+	if !ValidID(e.GetGroupId()) || e.GetEvent() == nil || s.delivering[id] {
+		return nil
+	}
+	ack := func(seq uint64) effDeliverAck {
+		return effDeliverAck{to: e.GetGroupId(), kind: GroupKind, ack: &actorpb.DeliverAck{ToUser: s.user, MessageId: id, OriginSeq: e.GetOriginSeq(), Seq: seq}}
+	}
+	seq, found, err := s.rd.indexed(id)
+	if err != nil {
+		return nil // re-driven
+	}
+	if found {
+		return []effect{ack(uint64(seq))}
+	}
+	t := s.nextTime(now)
+	s.lastSeq++
+	entry := &wire.Entry{Seq: uint64(s.lastSeq), ServerTimeMs: t, Kind: &wire.Entry_Group{Group: e.GetEvent()}}
+	s.delivering[id] = true
+	return []effect{s.submit(persistence.AppendRequest{
+		Entries: []persistence.Entry{{Seq: s.lastSeq, TimeMS: t, Data: mustMarshal(entry)}},
+		Dedup:   []persistence.DedupKey{{Key: id, Seq: s.lastSeq}},
+	}, &commit{lastSeq: s.lastSeq, entries: []*wire.Entry{entry}, deliverKey: id, deliverAcks: []effDeliverAck{ack(uint64(s.lastSeq))}})}
+}

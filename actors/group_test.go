@@ -1,0 +1,95 @@
+package actors
+
+import (
+	"testing"
+	"time"
+
+	"github.com/tandem-im/tandem/persistence"
+	"github.com/tandem-im/tandem/proto/actorpb"
+	"github.com/tandem-im/tandem/proto/wire"
+)
+
+func newGroup(t *testing.T) *groupState {
+	g := &groupState{id: "g", rd: &fakeLog{byKey: map[string]*wire.Entry{}}, newID: NewMessageID, epoch: 1,
+		sending: map[string]*pendingSend{}, outbox: map[persistence.OutboxRef]*outboxEntry{}}
+	effs := g.command(1, &actorpb.GroupCommand{Op: actorpb.GroupCommand_CREATE, Name: "n", Members: []string{"a", "b", "c"}}, t0)
+	if len(appends(effs)) != 1 {
+		t.Fatalf("create: %v", effs)
+	}
+	g.appendDone(nil, t0)
+	g.outbox = map[persistence.OutboxRef]*outboxEntry{} // the CREATED events are not what these tests look at
+	return g
+}
+
+func TestGroupSendFanOut(t *testing.T) {
+	g := newGroup(t)
+	m := &wire.Send{ClientMessageId: "c1", Conversation: &wire.Conversation{Type: wire.Conversation_GROUP, Id: "g"}, Type: 1, MentionList: []string{"b"}}
+	if f := framesTo(g.send(sk(9), 1, "mallory", "", m, t0), 9); len(f) != 1 || f[0].GetError().GetName() != "NOT_GROUP_MEMBER" {
+		t.Fatalf("non-member: %v", f)
+	}
+	effs := g.send(sk(1), 2, "a", "phone", m, t0)
+	r := appends(effs)
+	if len(r) != 1 || len(r[0].Entries) != 1 || len(r[0].OutboxPut) != 3 {
+		t.Fatalf("group send wrote %+v, want the message once and one outbox item per member", r)
+	}
+	if f := framesTo(effs, 1); len(f) != 0 {
+		t.Fatal("acked before durable")
+	}
+	done := g.appendDone(nil, t0)
+	if f := framesTo(done, 1); len(f) != 1 || f[0].GetSendAck().GetMessageId() == "" {
+		t.Fatalf("ack %v", f)
+	}
+	d := delivers(done)
+	if len(d) != 3 {
+		t.Fatalf("fan-out to %d members, want 3", len(d))
+	}
+	for _, it := range d {
+		dl := it.GetDeliver()
+		if dl.GetViaGroup() != "g" || dl.GetMessage().GetConversation().GetId() != "g" ||
+			dl.GetMessage().GetMentioned() != (it.GetToUser() == "b") {
+			t.Fatalf("delivery %v", it)
+		}
+	}
+	// Unconfirmed deliveries are re-driven; confirmed ones are not.
+	id := d[0].GetDeliver().GetMessage().GetMessageId()
+	g.deliverAck(&actorpb.DeliverAck{ToUser: "a", MessageId: id, OriginSeq: d[0].GetDeliver().GetOriginSeq()})
+	if again := delivers(g.tick(t0.Add(2 * time.Second))); len(again) != 2 {
+		t.Fatalf("re-driven %d, want the 2 unconfirmed", len(again))
+	}
+}
+
+func TestGroupMembership(t *testing.T) {
+	g := newGroup(t)
+	effs := g.command(2, &actorpb.GroupCommand{Op: actorpb.GroupCommand_ADD, Members: []string{"d", "a"}}, t0)
+	r := appends(effs)
+	if len(r) != 1 || len(r[0].OutboxPut) != 4 {
+		t.Fatalf("add wrote %+v, want JOINED to all 4 members", r)
+	}
+	g.appendDone(nil, t0)
+	if !g.isMember("d") || len(g.st.GetMembers()) != 4 {
+		t.Fatalf("members %v", g.st.GetMembers())
+	}
+	effs = g.command(3, &actorpb.GroupCommand{Op: actorpb.GroupCommand_REMOVE, Members: []string{"b"}}, t0)
+	if r := appends(effs); len(r[0].OutboxPut) != 4 {
+		t.Fatalf("remove must tell the removed member too: %+v", r)
+	}
+	g.appendDone(nil, t0)
+	if g.isMember("b") {
+		t.Fatal("b still a member")
+	}
+	for name, c := range map[string]*actorpb.GroupCommand{
+		"create twice":  {Op: actorpb.GroupCommand_CREATE, Members: []string{"a"}},
+		"remove absent": {Op: actorpb.GroupCommand_REMOVE, Members: []string{"zz"}},
+		"bad member":    {Op: actorpb.GroupCommand_ADD, Members: []string{"a b"}},
+	} {
+		f := framesTo(g.command(4, c, t0), 4)
+		if len(f) != 1 || f[0].GetError() == nil {
+			t.Fatalf("%s: %v", name, f)
+		}
+	}
+	g.command(5, &actorpb.GroupCommand{Op: actorpb.GroupCommand_DISMISS}, t0)
+	g.appendDone(nil, t0)
+	if g.isMember("a") {
+		t.Fatal("members of a dismissed group may still send")
+	}
+}
