@@ -26,9 +26,11 @@ import (
 const GroupKind = "group"
 
 const (
-	groupNS       = "\x00g:"
-	maxGroupSize  = 10000
-	groupStateKey = "state"
+	groupNS      = "\x00g:"
+	maxGroupSize = 10000
+	// maxEventMembers bounds the member list a GroupEvent carries.
+	maxEventMembers = 100
+	groupStateKey   = "state"
 )
 
 func groupUser(id string) string { return groupNS + id }
@@ -191,7 +193,12 @@ func (g *groupState) command(token uint64, c *actorpb.GroupCommand, now time.Tim
 	t := g.nextTime(now)
 	g.lastSeq++
 	seq := g.lastSeq
-	ev := &wire.GroupEvent{GroupId: g.id, Kind: kind, Members: c.GetMembers(), By: c.GetBy(), Name: next.GetName()}
+	ev := &wire.GroupEvent{GroupId: g.id, Kind: kind, By: c.GetBy(), Name: next.GetName()}
+	if len(c.GetMembers()) <= maxEventMembers {
+		// The event goes into every member's log: a long list would make
+		// a big group's fan-out quadratic. Longer lists are left out.
+		ev.Members = c.GetMembers()
+	}
 	entry := &wire.Entry{Seq: uint64(seq), ServerTimeMs: t, Kind: &wire.Entry_Group{Group: ev}}
 	req := persistence.AppendRequest{
 		Entries: []persistence.Entry{{Seq: seq, TimeMS: t, Data: mustMarshal(entry)}},
