@@ -77,6 +77,9 @@ func (s *userState) ownMessage(key sessionKey, reqID uint64, conv *wire.Conversa
 	if m == nil || (conv != nil && conv.GetId() != "" && !proto.Equal(conv, m.GetConversation())) {
 		return nil, []effect{s.replyErr(key, reqID, wire.CodeNotFound, fmt.Sprintf("no message %s in this conversation", truncate(id, 40)))}
 	}
+	if m.GetConversation().GetType() == wire.Conversation_GROUP {
+		return nil, []effect{s.replyErr(key, reqID, wire.CodeInvalidArgument, "recall and edit of group messages are not available yet")}
+	}
 	if m.GetSender() != s.user {
 		return nil, []effect{s.replyErr(key, reqID, wire.CodeForbidden, "only the sender may change a message")}
 	}

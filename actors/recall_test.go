@@ -159,3 +159,18 @@ func TestRecallDelivered(t *testing.T) {
 		t.Fatalf("late copy of a recalled message: %v, want only an ack", late)
 	}
 }
+
+func TestGroupMessageChangesRefused(t *testing.T) {
+	h := newHarness(t, "alice")
+	h.login(1, "phone", false, 0)
+	h.log.byKey["m:G1"] = &wire.Entry{Seq: 3, Kind: &wire.Entry_Message{Message: &wire.Message{
+		MessageId: "G1", Sender: "alice", Conversation: &wire.Conversation{Type: wire.Conversation_GROUP, Id: "team"}}}}
+	for name, effs := range map[string][]effect{
+		"recall": h.st.recall(sk(1), 2, &wire.Recall{MessageId: "G1"}, t0),
+		"edit":   h.st.edit(sk(1), 2, &wire.Edit{MessageId: "G1", Content: []byte("x")}, t0),
+	} {
+		if f := framesTo(effs, 1); len(f) != 1 || f[0].GetError().GetName() != "INVALID_ARGUMENT" || len(appends(effs)) != 0 {
+			t.Fatalf("%s of a group message: %v", name, f)
+		}
+	}
+}
