@@ -68,20 +68,7 @@ func (s *userState) apiDeliver(token uint64, from string, m *wire.Send, now time
 		}}})}
 	}
 	t := s.nextTime(now)
-	msg := &wire.Message{
-		MessageId:       s.newID(),
-		ClientMessageId: m.GetClientMessageId(),
-		Sender:          from,
-		Conversation:    &wire.Conversation{Type: wire.Conversation_DIRECT, Id: from},
-		Type:            m.GetType(),
-		Content:         m.GetContent(),
-		Attributes:      m.GetAttributes(),
-		MentionList:     m.GetMentionList(),
-		MentionAll:      m.GetMentionAll(),
-		Mentioned:       mentions(m, s.user),
-		Options:         m.GetOptions(),
-		ServerTimeMs:    t,
-	}
+	msg := messageOf(m, s.newID(), from, "", &wire.Conversation{Type: wire.Conversation_DIRECT, Id: from}, s.user, t)
 	s.lastSeq++
 	seq := s.lastSeq
 	entry := &wire.Entry{Seq: uint64(seq), ServerTimeMs: t, Kind: &wire.Entry_Message{Message: msg}}

@@ -99,11 +99,7 @@ func (g *groupState) send(key sessionKey, reqID uint64, from, device string, m *
 	}
 	t := g.nextTime(now)
 	conv := &wire.Conversation{Type: wire.Conversation_GROUP, Id: g.id}
-	msg := &wire.Message{
-		MessageId: g.newID(), ClientMessageId: m.GetClientMessageId(), Sender: from, SenderDevice: device,
-		Conversation: conv, Type: m.GetType(), Content: m.GetContent(), Attributes: m.GetAttributes(),
-		MentionList: m.GetMentionList(), MentionAll: m.GetMentionAll(), Options: m.GetOptions(), ServerTimeMs: t,
-	}
+	msg := messageOf(m, g.newID(), from, device, conv, "", t)
 	g.lastSeq++
 	seq := g.lastSeq
 	entry := &wire.Entry{Seq: uint64(seq), ServerTimeMs: t, Kind: &wire.Entry_Message{Message: msg}}

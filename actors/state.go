@@ -512,7 +512,7 @@ func validateSend(m *wire.Send) (wire.Code, error) {
 			return wire.CodeInvalidArgument, err
 		}
 	case wire.Conversation_GROUP:
-		return wire.CodeInvalidArgument, fmt.Errorf("group conversations are not available on this server yet")
+		return wire.CodeInvalidArgument, fmt.Errorf("group messages are sent by devices only for now (not through the server API or as wills)")
 	default:
 		return wire.CodeInvalidArgument, fmt.Errorf("conversation type must be DIRECT or GROUP")
 	}
@@ -542,6 +542,26 @@ const (
 	maxMentions   = 500
 	maxAttributes = 64
 )
+
+// messageOf builds the stored message of a Send: reader is whose copy it is
+// (for the mentioned flag; "" for none).
+func messageOf(m *wire.Send, id, sender, device string, conv *wire.Conversation, reader string, t int64) *wire.Message {
+	return &wire.Message{
+		MessageId:       id,
+		ClientMessageId: m.GetClientMessageId(),
+		Sender:          sender,
+		SenderDevice:    device,
+		Conversation:    conv,
+		Type:            m.GetType(),
+		Content:         m.GetContent(),
+		Attributes:      m.GetAttributes(),
+		MentionList:     m.GetMentionList(),
+		MentionAll:      m.GetMentionAll(),
+		Mentioned:       reader != "" && mentions(m, reader),
+		Options:         m.GetOptions(),
+		ServerTimeMs:    t,
+	}
+}
 
 func mentions(m *wire.Send, reader string) bool {
 	if m.GetMentionAll() {
@@ -593,21 +613,7 @@ func (s *userState) sendFrom(key sessionKey, device string, skip *sessionKey, ow
 
 	peer := m.GetConversation().GetId()
 	t := s.nextTime(now)
-	msg := &wire.Message{
-		MessageId:       s.newID(),
-		ClientMessageId: cmid,
-		Sender:          s.user,
-		SenderDevice:    device,
-		Conversation:    &wire.Conversation{Type: wire.Conversation_DIRECT, Id: peer},
-		Type:            m.GetType(),
-		Content:         m.GetContent(),
-		Attributes:      m.GetAttributes(),
-		MentionList:     m.GetMentionList(),
-		MentionAll:      m.GetMentionAll(),
-		Mentioned:       mentions(m, s.user),
-		Options:         m.GetOptions(),
-		ServerTimeMs:    t,
-	}
+	msg := messageOf(m, s.newID(), s.user, device, &wire.Conversation{Type: wire.Conversation_DIRECT, Id: peer}, s.user, t)
 	s.lastSeq++
 	seq := s.lastSeq
 	entry := &wire.Entry{Seq: uint64(seq), ServerTimeMs: t, Kind: &wire.Entry_Message{Message: msg}}

@@ -143,21 +143,7 @@ func (s *userState) fireWill(w will, now time.Time) []effect {
 func (s *userState) sendTransient(device string, key sessionKey, skip *sessionKey, ownDevices bool, reqID uint64, m *wire.Send, now time.Time) []effect {
 	peer := m.GetConversation().GetId()
 	t := now.UnixMilli()
-	mine := &wire.Message{
-		MessageId:       s.newID(),
-		ClientMessageId: m.GetClientMessageId(),
-		Sender:          s.user,
-		SenderDevice:    device,
-		Conversation:    &wire.Conversation{Type: wire.Conversation_DIRECT, Id: peer},
-		Type:            m.GetType(),
-		Content:         m.GetContent(),
-		Attributes:      m.GetAttributes(),
-		MentionList:     m.GetMentionList(),
-		MentionAll:      m.GetMentionAll(),
-		Mentioned:       mentions(m, s.user),
-		Options:         m.GetOptions(),
-		ServerTimeMs:    t,
-	}
+	mine := messageOf(m, s.newID(), s.user, device, &wire.Conversation{Type: wire.Conversation_DIRECT, Id: peer}, s.user, t)
 	effs := []effect{s.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_SendAck{SendAck: &wire.SendAck{MessageId: mine.MessageId, ServerTimeMs: t}}})}
 	if ownDevices {
 		effs = append(effs, s.pushTransientExcept(mine, skip)...)
