@@ -63,9 +63,6 @@ func (s *userState) historyStart(h *wire.HistoryRequest) (persistence.Seq, wire.
 	if code, err := checkConversation(h.GetConversation()); err != nil {
 		return 0, code, err
 	}
-	if h.GetConversation().GetType() == wire.Conversation_GROUP {
-		return 0, wire.CodeInvalidArgument, fmt.Errorf("group history is not available on this server yet")
-	}
 	id := h.GetBeforeMessageId()
 	if id == "" {
 		return s.committed + 1, 0, nil

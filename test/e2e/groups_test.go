@@ -112,6 +112,24 @@ func TestGroup200(t *testing.T) {
 	if msgs, _ := groupMessages(t, n, "late", "big"); len(msgs) != 0 {
 		t.Fatalf("a late joiner sees %d older messages", len(msgs))
 	}
+	// History of the group: a member's log has both messages, newest
+	// first; the late joiner's has none.
+	history := func(user string) []*wire.Message {
+		d := dial(t, n.wsURL(), n.apiURL(), user, "hist", devOpts{platform: "pad", hasCursor: true, cursor: 0})
+		defer d.Close()
+		rep, err := d.Request(ctx, &wire.Frame{Body: &wire.Frame_History{History: &wire.HistoryRequest{
+			Conversation: &wire.Conversation{Type: wire.Conversation_GROUP, Id: "big"}, Limit: 10}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep.GetHistoryPage().GetMessages()
+	}
+	if h := history("m042"); len(h) != 2 || h[0].GetMessageId() != ack2.GetMessageId() {
+		t.Fatalf("m042's group history: %v", h)
+	}
+	if h := history("late"); len(h) != 0 {
+		t.Fatalf("the late joiner's group history: %v", h)
+	}
 	// Removal: the removed member learns it and may no longer send.
 	if code, _ := apiDo(t, "DELETE", n.apiURL()+"/v1/groups/big/members/m199", ""); code != 200 {
 		t.Fatalf("remove: %d", code)
