@@ -167,6 +167,12 @@ func (r *Runtime) Group(ctx context.Context, group string, c *actorpb.GroupComma
 	return gr.GetState(), gr.GetError(), nil
 }
 
+// History reads user's history of a conversation for the server API
+// (answer: HistoryPage or Error).
+func (r *Runtime) History(ctx context.Context, user string, h *wire.HistoryRequest) (*wire.Frame, error) {
+	return r.apiCall(ctx, user, &actorpb.ApiHistory{Request: h})
+}
+
 // RecallAs recalls a message of user for the server API (no time limit).
 func (r *Runtime) RecallAs(ctx context.Context, user string, rc *wire.Recall) (*wire.Frame, error) {
 	return r.apiCall(ctx, user, &actorpb.ApiRecall{Recall: rc})

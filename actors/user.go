@@ -94,6 +94,8 @@ func (a *userActor) Receive(ctx actor.Context) {
 		a.perform(ctx, a.st.apiDeliver(a.apiWait(ctx), m.GetFromUser(), m.GetSend(), now))
 	case *actorpb.ApiRecall:
 		a.perform(ctx, a.st.apiRecall(a.apiWait(ctx), m.GetRecall(), now))
+	case *actorpb.ApiHistory:
+		a.onHistory(ctx, apiKey(a.apiWait(ctx)), 0, m.GetRequest())
 	case *actorpb.PolicyChanged:
 		a.perform(ctx, a.st.applyPolicy(policyFromProto(m), now))
 	case *actorpb.AdminKick:
@@ -218,7 +220,7 @@ func (a *userActor) refuse(ctx actor.Context) {
 		a.perform(ctx, []effect{lostSession(keyOf(m.GetSession()))})
 	case *actorpb.AdminKick:
 		ctx.Respond(&actorpb.AdminKickResult{})
-	case *actorpb.ApiSend, *actorpb.ApiDeliver, *actorpb.ApiRecall:
+	case *actorpb.ApiSend, *actorpb.ApiDeliver, *actorpb.ApiRecall, *actorpb.ApiHistory:
 		ctx.Respond(&actorpb.ApiResult{Reply: wire.ErrFrame(0, wire.CodeUnavailable, "user temporarily unavailable; retry")})
 	case *actorpb.SessionClosed, *actorpb.InspectRequest:
 		if ctx.Sender() != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/tandem-im/tandem/proto/wire"
@@ -16,6 +17,7 @@ import (
 type Messages interface {
 	SendAs(ctx context.Context, from string, m *wire.Send, includeSender bool) (*wire.Frame, error)
 	RecallAs(ctx context.Context, user string, r *wire.Recall) (*wire.Frame, error)
+	History(ctx context.Context, user string, h *wire.HistoryRequest) (*wire.Frame, error)
 }
 
 type conversationJSON struct {
@@ -132,4 +134,65 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // crypto/rand never fails on Linux
 	return hex.EncodeToString(b)
+}
+
+type historyMessage struct {
+	MessageID       string            `json:"message_id"`
+	ClientMessageID string            `json:"client_message_id,omitempty"`
+	Sender          string            `json:"sender"`
+	SenderDevice    string            `json:"sender_device,omitempty"`
+	Type            int32             `json:"type"`
+	Content         []byte            `json:"content,omitempty"`
+	Attributes      map[string]string `json:"attributes,omitempty"`
+	MentionList     []string          `json:"mention_list,omitempty"`
+	MentionAll      bool              `json:"mention_all,omitempty"`
+	ServerTimeMS    int64             `json:"server_time_ms"`
+	Edited          bool              `json:"edited,omitempty"`
+	Recalled        bool              `json:"recalled,omitempty"`
+}
+
+// GET /v1/users/{user}/history?conversation_type=&conversation_id=&before=&limit=
+func (s *Server) history(w http.ResponseWriter, r *http.Request) {
+	u := s.pathUser(w, r)
+	if u == "" {
+		return
+	}
+	q := r.URL.Query()
+	conv, ok := conversationJSON{Type: q.Get("conversation_type"), ID: q.Get("conversation_id")}.wire()
+	if !ok || !s.cfg.ValidID(conv.GetId()) {
+		writeErr(w, wire.CodeInvalidArgument, "conversation_type (direct or group) and conversation_id are required")
+		return
+	}
+	limit := 0
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 100 {
+			writeErr(w, wire.CodeInvalidArgument, "limit must be 1-100")
+			return
+		}
+		limit = n
+	}
+	reply, err := s.cfg.Messages.History(r.Context(), u, &wire.HistoryRequest{Conversation: conv, BeforeMessageId: q.Get("before"), Limit: uint32(limit)})
+	if err != nil {
+		s.cfg.Logger.Warn("history failed", "user", u, "err", err)
+		writeErr(w, wire.CodeUnavailable, "the user's actor did not answer; retry")
+		return
+	}
+	if e := reply.GetError(); e != nil {
+		writeErr(w, wire.Code(e.GetCode()), e.GetMessage())
+		return
+	}
+	page := reply.GetHistoryPage()
+	out := struct {
+		Messages []historyMessage `json:"messages"`
+		HasMore  bool             `json:"has_more"`
+	}{Messages: []historyMessage{}, HasMore: page.GetHasMore()}
+	for _, m := range page.GetMessages() {
+		out.Messages = append(out.Messages, historyMessage{
+			MessageID: m.GetMessageId(), ClientMessageID: m.GetClientMessageId(), Sender: m.GetSender(), SenderDevice: m.GetSenderDevice(),
+			Type: m.GetType(), Content: m.GetContent(), Attributes: m.GetAttributes(), MentionList: m.GetMentionList(),
+			MentionAll: m.GetMentionAll(), ServerTimeMS: m.GetServerTimeMs(), Edited: m.GetEdited(), Recalled: m.GetRecalled(),
+		})
+	}
+	writeJSON(w, http.StatusOK, out)
 }

@@ -95,6 +95,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle("POST /v1/messages", s.admin(s.sendMessage(false)))
 	s.mux.Handle("POST /v1/transient", s.admin(s.sendMessage(true)))
 	s.mux.Handle("POST /v1/recall", s.admin(s.recall))
+	s.mux.Handle("GET /v1/users/{user}/history", s.admin(s.history))
 	s.mux.Handle("POST /v1/groups", s.admin(s.createGroup))
 	s.mux.Handle("POST /v1/groups/{group}/members", s.admin(s.addMembers))
 	s.mux.Handle("DELETE /v1/groups/{group}/members/{user}", s.admin(s.removeMember))

@@ -42,6 +42,11 @@ func (fakeMessages) SendAs(_ context.Context, from string, m *wire.Send, include
 	return &wire.Frame{Body: &wire.Frame_SendAck{SendAck: &wire.SendAck{MessageId: "M-" + m.GetClientMessageId(), Seq: 7}}}, nil
 }
 
+func (fakeMessages) History(_ context.Context, user string, h *wire.HistoryRequest) (*wire.Frame, error) {
+	return &wire.Frame{Body: &wire.Frame_HistoryPage{HistoryPage: &wire.HistoryPage{HasMore: true, Messages: []*wire.Message{
+		{MessageId: "M9", Sender: user, Content: []byte(h.GetConversation().GetId()), Recalled: h.GetLimit() == 7}}}}}, nil
+}
+
 func (fakeMessages) RecallAs(context.Context, string, *wire.Recall) (*wire.Frame, error) {
 	return &wire.Frame{Body: &wire.Frame_Ok{Ok: &wire.Ok{}}}, nil
 }
@@ -309,5 +314,23 @@ func TestGroupRoutes(t *testing.T) {
 	}
 	if code, _ := do(t, "DELETE", ts.URL+"/v1/groups/g1", "adm", ""); code != 200 {
 		t.Fatalf("dismiss: %d", code)
+	}
+}
+
+func TestHistoryRoute(t *testing.T) {
+	ts, _ := newTestServer(t, nil)
+	code, m := do(t, "GET", ts.URL+"/v1/users/alice/history?conversation_type=direct&conversation_id=bob&limit=7", "adm", "")
+	msgs, _ := m["messages"].([]any)
+	if code != 200 || len(msgs) != 1 || m["has_more"] != true {
+		t.Fatalf("history: %d %v", code, m)
+	}
+	first := msgs[0].(map[string]any)
+	if first["content"] != "Ym9i" || first["recalled"] != true || first["sender"] != "alice" {
+		t.Fatalf("history message %v", first)
+	}
+	for _, q := range []string{"conversation_type=direct", "conversation_type=x&conversation_id=bob", "conversation_type=direct&conversation_id=bob&limit=0", "conversation_type=direct&conversation_id=bob&limit=abc"} {
+		if code, m := do(t, "GET", ts.URL+"/v1/users/alice/history?"+q, "adm", ""); code != 400 || errName(m) != "INVALID_ARGUMENT" {
+			t.Fatalf("%s: %d %v", q, code, m)
+		}
 	}
 }

@@ -1908,6 +1908,51 @@ func (x *GroupEventDeliver) GetOriginSeq() uint64 {
 	return 0
 }
 
+// HTTP API → user actor: read history (answered with ApiResult{HistoryPage}).
+type ApiHistory struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Request       *wire.HistoryRequest   `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApiHistory) Reset() {
+	*x = ApiHistory{}
+	mi := &file_actorpb_actor_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApiHistory) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApiHistory) ProtoMessage() {}
+
+func (x *ApiHistory) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApiHistory.ProtoReflect.Descriptor instead.
+func (*ApiHistory) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ApiHistory) GetRequest() *wire.HistoryRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
 var File_actorpb_actor_proto protoreflect.FileDescriptor
 
 const file_actorpb_actor_proto_rawDesc = "" +
@@ -2062,7 +2107,10 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x120\n" +
 	"\x05event\x18\x02 \x01(\v2\x1a.tandem.wire.v1.GroupEventR\x05event\x12\x1d\n" +
 	"\n" +
-	"origin_seq\x18\x03 \x01(\x04R\toriginSeqB+Z)github.com/tandem-im/tandem/proto/actorpbb\x06proto3"
+	"origin_seq\x18\x03 \x01(\x04R\toriginSeq\"F\n" +
+	"\n" +
+	"ApiHistory\x128\n" +
+	"\arequest\x18\x01 \x01(\v2\x1e.tandem.wire.v1.HistoryRequestR\arequestB+Z)github.com/tandem-im/tandem/proto/actorpbb\x06proto3"
 
 var (
 	file_actorpb_actor_proto_rawDescOnce sync.Once
@@ -2077,88 +2125,91 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 }
 
 var file_actorpb_actor_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_actorpb_actor_proto_goTypes = []any{
-	(GroupCommand_Op)(0),      // 0: tandem.actor.v1.GroupCommand.Op
-	(*SessionRef)(nil),        // 1: tandem.actor.v1.SessionRef
-	(*LoginRequest)(nil),      // 2: tandem.actor.v1.LoginRequest
-	(*LoginResult)(nil),       // 3: tandem.actor.v1.LoginResult
-	(*ClientFrame)(nil),       // 4: tandem.actor.v1.ClientFrame
-	(*Done)(nil),              // 5: tandem.actor.v1.Done
-	(*SessionClosed)(nil),     // 6: tandem.actor.v1.SessionClosed
-	(*SessionPush)(nil),       // 7: tandem.actor.v1.SessionPush
-	(*SessionKick)(nil),       // 8: tandem.actor.v1.SessionKick
-	(*Deliver)(nil),           // 9: tandem.actor.v1.Deliver
-	(*DeliverAck)(nil),        // 10: tandem.actor.v1.DeliverAck
-	(*InspectRequest)(nil),    // 11: tandem.actor.v1.InspectRequest
-	(*InspectResult)(nil),     // 12: tandem.actor.v1.InspectResult
-	(*OutboxItem)(nil),        // 13: tandem.actor.v1.OutboxItem
-	(*DeviceRecord)(nil),      // 14: tandem.actor.v1.DeviceRecord
-	(*AdminKick)(nil),         // 15: tandem.actor.v1.AdminKick
-	(*AdminKickResult)(nil),   // 16: tandem.actor.v1.AdminKickResult
-	(*TransientDeliver)(nil),  // 17: tandem.actor.v1.TransientDeliver
-	(*PolicyChanged)(nil),     // 18: tandem.actor.v1.PolicyChanged
-	(*RecallDeliver)(nil),     // 19: tandem.actor.v1.RecallDeliver
-	(*EditDeliver)(nil),       // 20: tandem.actor.v1.EditDeliver
-	(*ConvState)(nil),         // 21: tandem.actor.v1.ConvState
-	(*ReceiptDeliver)(nil),    // 22: tandem.actor.v1.ReceiptDeliver
-	(*ApiSend)(nil),           // 23: tandem.actor.v1.ApiSend
-	(*ApiDeliver)(nil),        // 24: tandem.actor.v1.ApiDeliver
-	(*ApiRecall)(nil),         // 25: tandem.actor.v1.ApiRecall
-	(*ApiResult)(nil),         // 26: tandem.actor.v1.ApiResult
-	(*GroupState)(nil),        // 27: tandem.actor.v1.GroupState
-	(*GroupCommand)(nil),      // 28: tandem.actor.v1.GroupCommand
-	(*GroupResult)(nil),       // 29: tandem.actor.v1.GroupResult
-	(*GroupEventDeliver)(nil), // 30: tandem.actor.v1.GroupEventDeliver
-	nil,                       // 31: tandem.actor.v1.PolicyChanged.LimitsEntry
-	(*wire.Login)(nil),        // 32: tandem.wire.v1.Login
-	(*wire.Frame)(nil),        // 33: tandem.wire.v1.Frame
-	(*wire.Error)(nil),        // 34: tandem.wire.v1.Error
-	(*wire.Kick)(nil),         // 35: tandem.wire.v1.Kick
-	(*wire.Message)(nil),      // 36: tandem.wire.v1.Message
-	(*wire.DeviceInfo)(nil),   // 37: tandem.wire.v1.DeviceInfo
-	(*wire.Conversation)(nil), // 38: tandem.wire.v1.Conversation
-	(*wire.Send)(nil),         // 39: tandem.wire.v1.Send
-	(*wire.Recall)(nil),       // 40: tandem.wire.v1.Recall
-	(*wire.GroupEvent)(nil),   // 41: tandem.wire.v1.GroupEvent
+	(GroupCommand_Op)(0),        // 0: tandem.actor.v1.GroupCommand.Op
+	(*SessionRef)(nil),          // 1: tandem.actor.v1.SessionRef
+	(*LoginRequest)(nil),        // 2: tandem.actor.v1.LoginRequest
+	(*LoginResult)(nil),         // 3: tandem.actor.v1.LoginResult
+	(*ClientFrame)(nil),         // 4: tandem.actor.v1.ClientFrame
+	(*Done)(nil),                // 5: tandem.actor.v1.Done
+	(*SessionClosed)(nil),       // 6: tandem.actor.v1.SessionClosed
+	(*SessionPush)(nil),         // 7: tandem.actor.v1.SessionPush
+	(*SessionKick)(nil),         // 8: tandem.actor.v1.SessionKick
+	(*Deliver)(nil),             // 9: tandem.actor.v1.Deliver
+	(*DeliverAck)(nil),          // 10: tandem.actor.v1.DeliverAck
+	(*InspectRequest)(nil),      // 11: tandem.actor.v1.InspectRequest
+	(*InspectResult)(nil),       // 12: tandem.actor.v1.InspectResult
+	(*OutboxItem)(nil),          // 13: tandem.actor.v1.OutboxItem
+	(*DeviceRecord)(nil),        // 14: tandem.actor.v1.DeviceRecord
+	(*AdminKick)(nil),           // 15: tandem.actor.v1.AdminKick
+	(*AdminKickResult)(nil),     // 16: tandem.actor.v1.AdminKickResult
+	(*TransientDeliver)(nil),    // 17: tandem.actor.v1.TransientDeliver
+	(*PolicyChanged)(nil),       // 18: tandem.actor.v1.PolicyChanged
+	(*RecallDeliver)(nil),       // 19: tandem.actor.v1.RecallDeliver
+	(*EditDeliver)(nil),         // 20: tandem.actor.v1.EditDeliver
+	(*ConvState)(nil),           // 21: tandem.actor.v1.ConvState
+	(*ReceiptDeliver)(nil),      // 22: tandem.actor.v1.ReceiptDeliver
+	(*ApiSend)(nil),             // 23: tandem.actor.v1.ApiSend
+	(*ApiDeliver)(nil),          // 24: tandem.actor.v1.ApiDeliver
+	(*ApiRecall)(nil),           // 25: tandem.actor.v1.ApiRecall
+	(*ApiResult)(nil),           // 26: tandem.actor.v1.ApiResult
+	(*GroupState)(nil),          // 27: tandem.actor.v1.GroupState
+	(*GroupCommand)(nil),        // 28: tandem.actor.v1.GroupCommand
+	(*GroupResult)(nil),         // 29: tandem.actor.v1.GroupResult
+	(*GroupEventDeliver)(nil),   // 30: tandem.actor.v1.GroupEventDeliver
+	(*ApiHistory)(nil),          // 31: tandem.actor.v1.ApiHistory
+	nil,                         // 32: tandem.actor.v1.PolicyChanged.LimitsEntry
+	(*wire.Login)(nil),          // 33: tandem.wire.v1.Login
+	(*wire.Frame)(nil),          // 34: tandem.wire.v1.Frame
+	(*wire.Error)(nil),          // 35: tandem.wire.v1.Error
+	(*wire.Kick)(nil),           // 36: tandem.wire.v1.Kick
+	(*wire.Message)(nil),        // 37: tandem.wire.v1.Message
+	(*wire.DeviceInfo)(nil),     // 38: tandem.wire.v1.DeviceInfo
+	(*wire.Conversation)(nil),   // 39: tandem.wire.v1.Conversation
+	(*wire.Send)(nil),           // 40: tandem.wire.v1.Send
+	(*wire.Recall)(nil),         // 41: tandem.wire.v1.Recall
+	(*wire.GroupEvent)(nil),     // 42: tandem.wire.v1.GroupEvent
+	(*wire.HistoryRequest)(nil), // 43: tandem.wire.v1.HistoryRequest
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
 	1,  // 0: tandem.actor.v1.LoginRequest.session:type_name -> tandem.actor.v1.SessionRef
-	32, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
-	33, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
+	33, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
+	34, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
 	1,  // 3: tandem.actor.v1.ClientFrame.session:type_name -> tandem.actor.v1.SessionRef
-	33, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
-	34, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
+	34, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
+	35, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
 	1,  // 6: tandem.actor.v1.SessionClosed.session:type_name -> tandem.actor.v1.SessionRef
-	33, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
-	35, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
-	36, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
-	37, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
+	34, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
+	36, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
+	37, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
+	38, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
 	9,  // 11: tandem.actor.v1.OutboxItem.deliver:type_name -> tandem.actor.v1.Deliver
 	19, // 12: tandem.actor.v1.OutboxItem.recall:type_name -> tandem.actor.v1.RecallDeliver
 	20, // 13: tandem.actor.v1.OutboxItem.edit:type_name -> tandem.actor.v1.EditDeliver
 	30, // 14: tandem.actor.v1.OutboxItem.group_event:type_name -> tandem.actor.v1.GroupEventDeliver
-	37, // 15: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
-	37, // 16: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
-	36, // 17: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
-	31, // 18: tandem.actor.v1.PolicyChanged.limits:type_name -> tandem.actor.v1.PolicyChanged.LimitsEntry
-	38, // 19: tandem.actor.v1.RecallDeliver.conversation:type_name -> tandem.wire.v1.Conversation
-	36, // 20: tandem.actor.v1.EditDeliver.message:type_name -> tandem.wire.v1.Message
-	38, // 21: tandem.actor.v1.ConvState.conversation:type_name -> tandem.wire.v1.Conversation
-	36, // 22: tandem.actor.v1.ConvState.last_message:type_name -> tandem.wire.v1.Message
-	39, // 23: tandem.actor.v1.ApiSend.send:type_name -> tandem.wire.v1.Send
-	39, // 24: tandem.actor.v1.ApiDeliver.send:type_name -> tandem.wire.v1.Send
-	40, // 25: tandem.actor.v1.ApiRecall.recall:type_name -> tandem.wire.v1.Recall
-	33, // 26: tandem.actor.v1.ApiResult.reply:type_name -> tandem.wire.v1.Frame
+	38, // 15: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
+	38, // 16: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
+	37, // 17: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
+	32, // 18: tandem.actor.v1.PolicyChanged.limits:type_name -> tandem.actor.v1.PolicyChanged.LimitsEntry
+	39, // 19: tandem.actor.v1.RecallDeliver.conversation:type_name -> tandem.wire.v1.Conversation
+	37, // 20: tandem.actor.v1.EditDeliver.message:type_name -> tandem.wire.v1.Message
+	39, // 21: tandem.actor.v1.ConvState.conversation:type_name -> tandem.wire.v1.Conversation
+	37, // 22: tandem.actor.v1.ConvState.last_message:type_name -> tandem.wire.v1.Message
+	40, // 23: tandem.actor.v1.ApiSend.send:type_name -> tandem.wire.v1.Send
+	40, // 24: tandem.actor.v1.ApiDeliver.send:type_name -> tandem.wire.v1.Send
+	41, // 25: tandem.actor.v1.ApiRecall.recall:type_name -> tandem.wire.v1.Recall
+	34, // 26: tandem.actor.v1.ApiResult.reply:type_name -> tandem.wire.v1.Frame
 	0,  // 27: tandem.actor.v1.GroupCommand.op:type_name -> tandem.actor.v1.GroupCommand.Op
-	34, // 28: tandem.actor.v1.GroupResult.error:type_name -> tandem.wire.v1.Error
+	35, // 28: tandem.actor.v1.GroupResult.error:type_name -> tandem.wire.v1.Error
 	27, // 29: tandem.actor.v1.GroupResult.state:type_name -> tandem.actor.v1.GroupState
-	41, // 30: tandem.actor.v1.GroupEventDeliver.event:type_name -> tandem.wire.v1.GroupEvent
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	42, // 30: tandem.actor.v1.GroupEventDeliver.event:type_name -> tandem.wire.v1.GroupEvent
+	43, // 31: tandem.actor.v1.ApiHistory.request:type_name -> tandem.wire.v1.HistoryRequest
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
@@ -2172,7 +2223,7 @@ func file_actorpb_actor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

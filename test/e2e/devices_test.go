@@ -257,6 +257,13 @@ func TestServerAPISend(t *testing.T) {
 		return false
 	}, func() string { return "bob never got the API recall" })
 
+	// History through the API: bob's view, newest first, the recall applied.
+	code, m = apiDo(t, "GET", api+"/v1/users/bob/history?conversation_type=direct&conversation_id=alice&limit=10", "")
+	hist, _ := m["messages"].([]any)
+	if code != 200 || len(hist) != 2 || hist[1].(map[string]any)["message_id"] != id || hist[1].(map[string]any)["recalled"] != true {
+		t.Fatalf("history: %d %v", code, m)
+	}
+
 	// Transient: online devices only.
 	code, m = apiDo(t, "POST", api+"/v1/transient", `{"from":"alice","conversation":{"type":"direct","id":"bob"},"type":1000,"content":"dHlwaW5n"}`)
 	if code != 200 {
