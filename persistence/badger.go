@@ -373,3 +373,14 @@ func (g badgerLogger) Errorf(f string, a ...any)   { g.logf(slog.LevelError, f, 
 func (g badgerLogger) Warningf(f string, a ...any) { g.logf(slog.LevelWarn, f, a...) }
 func (g badgerLogger) Infof(f string, a ...any)    { g.logf(slog.LevelDebug, f, a...) }
 func (g badgerLogger) Debugf(f string, a ...any)   { g.logf(slog.LevelDebug-4, f, a...) }
+
+// Compact merges the LSM tree's levels into one, dropping versions no reader
+// can see any more (overwritten values such as recalled content, expired
+// entries) from the files. It blocks while it runs: for maintenance and
+// tests, not the hot path.
+func (b *Badger) Compact() error {
+	if err := b.db.Flatten(2); err != nil {
+		return fmt.Errorf("persistence: flatten: %w", err)
+	}
+	return nil
+}
