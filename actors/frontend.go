@@ -80,7 +80,11 @@ func (f *Frontend) request(ctx context.Context, user string, msg any) (any, erro
 func (f *Frontend) Frame(sid uint64, user string, fr *wire.Frame) {
 	// Group messages go to the group actor, the ordering point; the
 	// sender's own devices get the message through the fan-out.
-	if c := fr.GetSend().GetConversation(); c.GetType() == wire.Conversation_GROUP && ValidID(c.GetId()) {
+	c := fr.GetSend().GetConversation()
+	if c == nil {
+		c = fr.GetRecall().GetConversation()
+	}
+	if c.GetType() == wire.Conversation_GROUP && ValidID(c.GetId()) {
 		if pid := f.rt.cl.Get(c.GetId(), GroupKind); pid != nil {
 			f.rt.sys.Root.Send(pid, &actorpb.ClientFrame{Session: f.ref(sid), Frame: fr, UserId: user})
 			return

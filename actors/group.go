@@ -119,6 +119,57 @@ func (g *groupState) send(key sessionKey, reqID uint64, from, device string, m *
 	return []effect{g.submit(req, c)}
 }
 
+// recall handles a member's Recall of a group message: only its sender;
+// the content is erased from the group's log and every member's copy
+// (RecallDeliver through the outbox, idempotent at each member).
+func (g *groupState) recall(key sessionKey, reqID uint64, from string, r *wire.Recall, window time.Duration, now time.Time) []effect {
+	id := r.GetMessageId()
+	fail := func(code wire.Code, msg string) []effect {
+		return []effect{g.reply(key, wire.ErrFrame(reqID, code, msg))}
+	}
+	if id == "" {
+		return fail(wire.CodeInvalidArgument, "message_id is required")
+	}
+	orig, err := g.rd.entryByKey("m:" + id)
+	if err != nil {
+		return fail(wire.CodeUnavailable, "storage unavailable; retry")
+	}
+	m := orig.GetMessage()
+	if m == nil {
+		return fail(wire.CodeNotFound, "no such message in this group")
+	}
+	if m.GetSender() != from {
+		return fail(wire.CodeForbidden, "only the sender may recall a message")
+	}
+	ok := g.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_Ok{Ok: &wire.Ok{}}})
+	if m.GetRecalled() {
+		return []effect{ok}
+	}
+	if window > 0 && now.Sub(time.UnixMilli(m.GetServerTimeMs())) > window {
+		return fail(wire.CodeRecallWindowPassed, fmt.Sprintf("messages can be recalled for %s after sending", window))
+	}
+	erased := proto.Clone(orig).(*wire.Entry)
+	em := erased.GetMessage()
+	em.Content, em.Attributes, em.MentionList, em.MentionAll, em.Recalled = nil, nil, nil, false, true
+	t := g.nextTime(now)
+	g.lastSeq++
+	seq := g.lastSeq
+	conv := &wire.Conversation{Type: wire.Conversation_GROUP, Id: g.id}
+	ev := &wire.Entry{Seq: uint64(seq), ServerTimeMs: t, Kind: &wire.Entry_Recall{Recall: &wire.RecallEvent{Conversation: conv, MessageId: id, By: from}}}
+	req := persistence.AppendRequest{
+		Entries:  []persistence.Entry{{Seq: seq, TimeMS: t, Data: mustMarshal(ev)}},
+		Rewrites: []persistence.Entry{{Seq: persistence.Seq(erased.GetSeq()), TimeMS: erased.GetServerTimeMs(), Data: mustMarshal(erased)}},
+	}
+	c := &commit{lastSeq: seq, after: []effect{ok}}
+	for _, member := range g.st.GetMembers() {
+		item := &actorpb.OutboxItem{ToUser: member, Recall: &actorpb.RecallDeliver{
+			FromUser: from, MessageId: id, Conversation: conv, By: from, OriginSeq: uint64(seq), ViaGroup: g.id}}
+		req.OutboxPut = append(req.OutboxPut, outboxPut(item))
+		c.fanout = append(c.fanout, item)
+	}
+	return []effect{g.submit(req, c)}
+}
+
 func validateGroupSend(m *wire.Send) (wire.Code, error) {
 	if m.GetOptions().GetTransient() {
 		return wire.CodeInvalidArgument, fmt.Errorf("transient group messages are not available yet")
@@ -327,8 +378,11 @@ func (a *groupActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actorpb.ClientFrame:
 		key := keyOf(m.GetSession())
-		if s := m.GetFrame().GetSend(); s != nil {
-			a.perform(ctx, a.g.send(key, m.GetFrame().GetId(), m.GetUserId(), "", s, now))
+		switch b := m.GetFrame().GetBody().(type) {
+		case *wire.Frame_Send:
+			a.perform(ctx, a.g.send(key, m.GetFrame().GetId(), m.GetUserId(), "", b.Send, now))
+		case *wire.Frame_Recall:
+			a.perform(ctx, a.g.recall(key, m.GetFrame().GetId(), m.GetUserId(), b.Recall, a.rt.cfg.RecallWindow, now))
 		}
 	case *actorpb.GroupCommand:
 		if a.api == nil {

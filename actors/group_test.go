@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/tandem-im/tandem/persistence"
 	"github.com/tandem-im/tandem/proto/actorpb"
 	"github.com/tandem-im/tandem/proto/wire"
@@ -91,5 +93,36 @@ func TestGroupMembership(t *testing.T) {
 	g.appendDone(nil, t0)
 	if g.isMember("a") {
 		t.Fatal("members of a dismissed group may still send")
+	}
+}
+
+func TestGroupRecall(t *testing.T) {
+	g := newGroup(t)
+	m := &wire.Send{ClientMessageId: "c1", Conversation: &wire.Conversation{Type: wire.Conversation_GROUP, Id: "g"}, Type: 1, Content: []byte("oops")}
+	effs := g.send(sk(1), 2, "a", "", m, t0)
+	r := appends(effs)
+	var stored wire.Entry
+	if err := proto.Unmarshal(r[0].Entries[0].Data, &stored); err != nil {
+		t.Fatal(err)
+	}
+	g.appendDone(nil, t0)
+	g.rd.(*fakeLog).byKey["m:"+stored.GetMessage().GetMessageId()] = &stored
+	id := stored.GetMessage().GetMessageId()
+	if f := framesTo(g.recall(sk(2), 3, "b", &wire.Recall{MessageId: id}, 0, t0), 2); len(f) != 1 || f[0].GetError().GetName() != "FORBIDDEN" {
+		t.Fatalf("recall by another member: %v", f)
+	}
+	effs = g.recall(sk(1), 4, "a", &wire.Recall{MessageId: id}, 0, t0)
+	r = appends(effs)
+	if len(r) != 1 || len(r[0].Rewrites) != 1 || len(r[0].OutboxPut) != 3 {
+		t.Fatalf("group recall wrote %+v", r)
+	}
+	done := g.appendDone(nil, t0)
+	if f := framesTo(done, 1); len(f) != 1 || f[0].GetOk() == nil {
+		t.Fatalf("recaller got %v", f)
+	}
+	for _, it := range delivers(done) {
+		if it.GetRecall().GetViaGroup() != "g" || it.GetRecall().GetMessageId() != id {
+			t.Fatalf("recall fan-out %v", it)
+		}
 	}
 }

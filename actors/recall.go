@@ -78,7 +78,9 @@ func (s *userState) ownMessage(key sessionKey, reqID uint64, conv *wire.Conversa
 		return nil, []effect{s.replyErr(key, reqID, wire.CodeNotFound, fmt.Sprintf("no message %s in this conversation", truncate(id, 40)))}
 	}
 	if m.GetConversation().GetType() == wire.Conversation_GROUP {
-		return nil, []effect{s.replyErr(key, reqID, wire.CodeInvalidArgument, "recall and edit of group messages are not available yet")}
+		// Group recalls go to the group actor (the frontend routes them);
+		// group edits are not available yet.
+		return nil, []effect{s.replyErr(key, reqID, wire.CodeInvalidArgument, "edit of group messages is not available yet; recall them through the group")}
 	}
 	if m.GetSender() != s.user {
 		return nil, []effect{s.replyErr(key, reqID, wire.CodeForbidden, "only the sender may change a message")}
@@ -153,8 +155,12 @@ func (s *userState) recallDelivered(r *actorpb.RecallDeliver, now time.Time) []e
 	if id == "" || !ValidID(r.GetFromUser()) || s.changing[id] {
 		return nil
 	}
+	ackTo, ackKind := r.GetFromUser(), ""
+	if g := r.GetViaGroup(); g != "" {
+		ackTo, ackKind = g, GroupKind
+	}
 	ack := func(seq uint64) effDeliverAck {
-		return effDeliverAck{to: r.GetFromUser(), ack: &actorpb.DeliverAck{ToUser: s.user, MessageId: id, OriginSeq: r.GetOriginSeq(), Seq: seq}}
+		return effDeliverAck{to: ackTo, kind: ackKind, ack: &actorpb.DeliverAck{ToUser: s.user, MessageId: id, OriginSeq: r.GetOriginSeq(), Seq: seq}}
 	}
 	done, err := s.rd.entryByKey("r:" + id)
 	if err != nil {

@@ -1129,6 +1129,7 @@ type RecallDeliver struct {
 	Conversation  *wire.Conversation     `protobuf:"bytes,3,opt,name=conversation,proto3" json:"conversation,omitempty"` // from the recipient's side
 	By            string                 `protobuf:"bytes,4,opt,name=by,proto3" json:"by,omitempty"`
 	OriginSeq     uint64                 `protobuf:"varint,5,opt,name=origin_seq,json=originSeq,proto3" json:"origin_seq,omitempty"`
+	ViaGroup      string                 `protobuf:"bytes,6,opt,name=via_group,json=viaGroup,proto3" json:"via_group,omitempty"` // a group's fan-out: ack the group
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1196,6 +1197,13 @@ func (x *RecallDeliver) GetOriginSeq() uint64 {
 		return x.OriginSeq
 	}
 	return 0
+}
+
+func (x *RecallDeliver) GetViaGroup() string {
+	if x != nil {
+		return x.ViaGroup
+	}
+	return ""
 }
 
 type EditDeliver struct {
@@ -2036,7 +2044,7 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x06limits\x18\x02 \x03(\v2*.tandem.actor.v1.PolicyChanged.LimitsEntryR\x06limits\x1a9\n" +
 	"\vLimitsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xbc\x01\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xd9\x01\n" +
 	"\rRecallDeliver\x12\x1b\n" +
 	"\tfrom_user\x18\x01 \x01(\tR\bfromUser\x12\x1d\n" +
 	"\n" +
@@ -2044,7 +2052,8 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\fconversation\x18\x03 \x01(\v2\x1c.tandem.wire.v1.ConversationR\fconversation\x12\x0e\n" +
 	"\x02by\x18\x04 \x01(\tR\x02by\x12\x1d\n" +
 	"\n" +
-	"origin_seq\x18\x05 \x01(\x04R\toriginSeq\"|\n" +
+	"origin_seq\x18\x05 \x01(\x04R\toriginSeq\x12\x1b\n" +
+	"\tvia_group\x18\x06 \x01(\tR\bviaGroup\"|\n" +
 	"\vEditDeliver\x12\x1b\n" +
 	"\tfrom_user\x18\x01 \x01(\tR\bfromUser\x121\n" +
 	"\amessage\x18\x02 \x01(\v2\x17.tandem.wire.v1.MessageR\amessage\x12\x1d\n" +

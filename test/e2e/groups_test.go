@@ -143,3 +143,47 @@ func TestGroup200(t *testing.T) {
 		t.Fatalf("a removed member's send: %v", err)
 	}
 }
+
+// TestGroupRecall: the sender recalls a group message; every member's log,
+// including a member offline at the time, ends with the message erased.
+func TestGroupRecall(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	if code, m := apiDo(t, "POST", n.apiURL()+"/v1/groups", `{"group_id":"trio","members":["ann","ben","cid"]}`); code != 200 {
+		t.Fatalf("create: %d %v", code, m)
+	}
+	ctx := ctxT(t, 20*time.Second)
+	ann := dial(t, n.wsURL(), n.apiURL(), "ann", "a", devOpts{platform: "ios"})
+	cid := dial(t, n.wsURL(), n.apiURL(), "cid", "c", devOpts{platform: "ios"})
+	cidCursor := cid.Cursor()
+	cid.Close()
+	ack, err := ann.Send(ctx, groupSend("trio", "t1", "regret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ben := dial(t, n.wsURL(), n.apiURL(), "ben", "b", devOpts{platform: "ios", hasCursor: true, cursor: 0})
+	ben.waitMessages(t, 1)
+	if _, err := ben.Request(ctx, &wire.Frame{Body: &wire.Frame_Recall{Recall: &wire.Recall{
+		Conversation: &wire.Conversation{Type: wire.Conversation_GROUP, Id: "trio"}, MessageId: ack.GetMessageId()}}}); err == nil {
+		t.Fatal("ben recalled ann's message")
+	}
+	if rep, err := ann.Request(ctx, &wire.Frame{Body: &wire.Frame_Recall{Recall: &wire.Recall{
+		Conversation: &wire.Conversation{Type: wire.Conversation_GROUP, Id: "trio"}, MessageId: ack.GetMessageId()}}}); err != nil || rep.GetOk() == nil {
+		t.Fatalf("recall: %v %v", rep, err)
+	}
+	for _, u := range []string{"ann", "ben", "cid"} {
+		waitFor(t, 10*time.Second, func() bool {
+			msgs, _ := groupMessages(t, n, u, "trio")
+			m := msgs[ack.GetMessageId()]
+			return m != nil && m.GetRecalled() && len(m.GetContent()) == 0
+		}, func() string { return u + "'s copy was never erased" })
+	}
+	cid = dial(t, n.wsURL(), n.apiURL(), "cid", "c", devOpts{platform: "ios", hasCursor: true, cursor: cidCursor})
+	waitFor(t, 10*time.Second, func() bool {
+		for _, e := range cid.all() {
+			if e.GetRecall().GetMessageId() == ack.GetMessageId() {
+				return true
+			}
+		}
+		return false
+	}, func() string { return "the offline member never got the RecallEvent" })
+}
