@@ -84,6 +84,18 @@ func (g *groupState) send(key sessionKey, reqID uint64, from, device string, m *
 	if !g.isMember(from) {
 		return []effect{g.reply(key, wire.ErrFrame(reqID, wire.CodeNotGroupMember, "only members may send to this group"))}
 	}
+	if m.GetOptions().GetTransient() {
+		// Online members only, now; never stored or retried.
+		t := now.UnixMilli()
+		msg := messageOf(m, g.newID(), from, device, &wire.Conversation{Type: wire.Conversation_GROUP, Id: g.id}, "", t)
+		effs := []effect{g.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_SendAck{SendAck: &wire.SendAck{MessageId: msg.MessageId, ServerTimeMs: t}}})}
+		for _, member := range g.st.GetMembers() {
+			cp := proto.Clone(msg).(*wire.Message)
+			cp.Mentioned = member != from && (m.GetMentionAll() || contains(m.GetMentionList(), member))
+			effs = append(effs, effTransient{to: member, msg: &actorpb.TransientDeliver{FromUser: from, Message: cp}})
+		}
+		return effs
+	}
 	dk := "c:" + from + "/" + m.GetClientMessageId()
 	if p := g.sending[dk]; p != nil {
 		p.waiters = append(p.waiters, waiter{key, reqID})
@@ -171,9 +183,6 @@ func (g *groupState) recall(key sessionKey, reqID uint64, from string, r *wire.R
 }
 
 func validateGroupSend(m *wire.Send) (wire.Code, error) {
-	if m.GetOptions().GetTransient() {
-		return wire.CodeInvalidArgument, fmt.Errorf("transient group messages are not available yet")
-	}
 	if m.GetOptions().GetReceiptRequested() {
 		return wire.CodeInvalidArgument, fmt.Errorf("receipts are one-to-one only")
 	}
@@ -487,6 +496,10 @@ func (a *groupActor) perform(ctx actor.Context, effs []effect) {
 			ctx.Send(actor.NewPID(e.gw.addr, e.gw.id), &actorpb.SessionPush{SessionIds: e.sids, Frames: e.frames})
 		case effDeliver:
 			a.rt.courier.send(e.item.GetToUser(), itemMessage(e.item))
+		case effTransient:
+			if len(a.rt.presence.get(e.to)) > 0 { // online members only
+				a.rt.courier.send(e.to, e.msg)
+			}
 		case effStop:
 			a.dead = true
 			for t, pid := range a.api {

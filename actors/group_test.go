@@ -126,3 +126,17 @@ func TestGroupRecall(t *testing.T) {
 		}
 	}
 }
+
+func TestGroupTransient(t *testing.T) {
+	g := newGroup(t)
+	m := &wire.Send{ClientMessageId: "typing", Conversation: &wire.Conversation{Type: wire.Conversation_GROUP, Id: "g"}, Type: 1,
+		Options: &wire.SendOptions{Transient: true}}
+	effs := g.send(sk(1), 2, "a", "", m, t0)
+	if len(appends(effs)) != 0 || len(g.outbox) != 0 {
+		t.Fatal("a transient group message was stored or queued for retry")
+	}
+	peer, _ := transients(effs)
+	if len(peer) != 3 || framesTo(effs, 1)[0].GetSendAck().GetSeq() != 0 {
+		t.Fatalf("transient to %d members, ack %v", len(peer), framesTo(effs, 1))
+	}
+}

@@ -187,3 +187,23 @@ func TestGroupRecall(t *testing.T) {
 		return false
 	}, func() string { return "the offline member never got the RecallEvent" })
 }
+
+// TestGroupTransient: a transient group message reaches online members
+// only and is never stored.
+func TestGroupTransient(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	if code, m := apiDo(t, "POST", n.apiURL()+"/v1/groups", `{"group_id":"duo","members":["ann","ben","cid"]}`); code != 200 {
+		t.Fatalf("create: %d %v", code, m)
+	}
+	ann := dial(t, n.wsURL(), n.apiURL(), "ann", "a", devOpts{platform: "ios"})
+	ben := dial(t, n.wsURL(), n.apiURL(), "ben", "b", devOpts{platform: "ios"})
+	m := groupSend("duo", "typing", "ann is typing")
+	m.Options = &wire.SendOptions{Transient: true}
+	if ack, err := ann.Send(ctxT(t, 10*time.Second), m); err != nil || ack.GetSeq() != 0 {
+		t.Fatalf("transient group send: %v %v", ack, err)
+	}
+	waitFor(t, 10*time.Second, func() bool { return len(ben.allTransient()) == 1 }, func() string { return "ben never got it" })
+	if msgs, _ := groupMessages(t, n, "cid", "duo"); len(msgs) != 0 {
+		t.Fatalf("cid (offline) has %d group messages, want none", len(msgs))
+	}
+}
