@@ -87,8 +87,12 @@ func (s *userState) editDelivered(e *actorpb.EditDeliver, now time.Time) []effec
 	if id == "" || !ValidID(e.GetFromUser()) || s.changing[id] {
 		return nil
 	}
+	ackTo, ackKind := e.GetFromUser(), ""
+	if g := e.GetViaGroup(); g != "" {
+		ackTo, ackKind = g, GroupKind
+	}
 	ack := func(seq uint64) effect {
-		return effDeliverAck{to: e.GetFromUser(), ack: &actorpb.DeliverAck{ToUser: s.user, MessageId: id, OriginSeq: e.GetOriginSeq(), Seq: seq}}
+		return effDeliverAck{to: ackTo, kind: ackKind, ack: &actorpb.DeliverAck{ToUser: s.user, MessageId: id, OriginSeq: e.GetOriginSeq(), Seq: seq}}
 	}
 	applied, found, err := s.rd.indexed("v:" + id)
 	if err != nil {

@@ -84,6 +84,9 @@ func (f *Frontend) Frame(sid uint64, user string, fr *wire.Frame) {
 	if c == nil {
 		c = fr.GetRecall().GetConversation()
 	}
+	if c == nil {
+		c = fr.GetEdit().GetConversation()
+	}
 	if c.GetType() == wire.Conversation_GROUP && ValidID(c.GetId()) {
 		if pid := f.rt.cl.Get(c.GetId(), GroupKind); pid != nil {
 			f.rt.sys.Root.Send(pid, &actorpb.ClientFrame{Session: f.ref(sid), Frame: fr, UserId: user})

@@ -182,6 +182,52 @@ func (g *groupState) recall(key sessionKey, reqID uint64, from string, r *wire.R
 	return []effect{g.submit(req, c)}
 }
 
+// edit handles a member's Edit of a group message: only its sender; the
+// new content replaces the old in the group's log and every member's copy
+// (EditDeliver through the outbox; a member never applies an older edit
+// over a newer one).
+func (g *groupState) edit(key sessionKey, reqID uint64, from string, ed *wire.Edit, now time.Time) []effect {
+	id := ed.GetMessageId()
+	fail := func(code wire.Code, msg string) []effect {
+		return []effect{g.reply(key, wire.ErrFrame(reqID, code, msg))}
+	}
+	if t := ed.GetType(); t < 0 || (t > int32(wire.MessageType_LOCATION) && t < 1000) {
+		return fail(wire.CodeInvalidArgument, fmt.Sprintf("message type %d: use 1-6, >= 1000, or 0 to keep it", t))
+	}
+	orig, err := g.rd.entryByKey("m:" + id)
+	if err != nil {
+		return fail(wire.CodeUnavailable, "storage unavailable; retry")
+	}
+	m := orig.GetMessage()
+	switch {
+	case m == nil:
+		return fail(wire.CodeNotFound, "no such message in this group")
+	case m.GetSender() != from:
+		return fail(wire.CodeForbidden, "only the sender may edit a message")
+	case m.GetRecalled():
+		return fail(wire.CodeForbidden, "the message was recalled")
+	}
+	updated := proto.Clone(orig).(*wire.Entry)
+	applyEdit(updated.GetMessage(), ed.GetType(), ed.GetContent(), ed.GetAttributes())
+	t := g.nextTime(now)
+	g.lastSeq++
+	seq := g.lastSeq
+	ev := &wire.Entry{Seq: uint64(seq), ServerTimeMs: t, Kind: &wire.Entry_Edit{Edit: &wire.EditEvent{Message: updated.GetMessage()}}}
+	req := persistence.AppendRequest{
+		Entries:  []persistence.Entry{{Seq: seq, TimeMS: t, Data: mustMarshal(ev)}},
+		Rewrites: []persistence.Entry{{Seq: persistence.Seq(updated.GetSeq()), TimeMS: updated.GetServerTimeMs(), Data: mustMarshal(updated)}},
+	}
+	c := &commit{lastSeq: seq, after: []effect{g.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_Ok{Ok: &wire.Ok{}}})}}
+	for _, member := range g.st.GetMembers() {
+		cp := proto.Clone(updated.GetMessage()).(*wire.Message)
+		cp.Mentioned = member != from && (cp.GetMentionAll() || contains(cp.GetMentionList(), member))
+		item := &actorpb.OutboxItem{ToUser: member, Edit: &actorpb.EditDeliver{FromUser: from, Message: cp, OriginSeq: uint64(seq), ViaGroup: g.id}}
+		req.OutboxPut = append(req.OutboxPut, outboxPut(item))
+		c.fanout = append(c.fanout, item)
+	}
+	return []effect{g.submit(req, c)}
+}
+
 func validateGroupSend(m *wire.Send) (wire.Code, error) {
 	if m.GetOptions().GetReceiptRequested() {
 		return wire.CodeInvalidArgument, fmt.Errorf("receipts are one-to-one only")
@@ -392,6 +438,8 @@ func (a *groupActor) Receive(ctx actor.Context) {
 			a.perform(ctx, a.g.send(key, m.GetFrame().GetId(), m.GetUserId(), "", b.Send, now))
 		case *wire.Frame_Recall:
 			a.perform(ctx, a.g.recall(key, m.GetFrame().GetId(), m.GetUserId(), b.Recall, a.rt.cfg.RecallWindow, now))
+		case *wire.Frame_Edit:
+			a.perform(ctx, a.g.edit(key, m.GetFrame().GetId(), m.GetUserId(), b.Edit, now))
 		}
 	case *actorpb.GroupCommand:
 		if a.api == nil {

@@ -140,3 +140,29 @@ func TestGroupTransient(t *testing.T) {
 		t.Fatalf("transient to %d members, ack %v", len(peer), framesTo(effs, 1))
 	}
 }
+
+func TestGroupEdit(t *testing.T) {
+	g := newGroup(t)
+	m := &wire.Send{ClientMessageId: "c1", Conversation: &wire.Conversation{Type: wire.Conversation_GROUP, Id: "g"}, Type: 1, Content: []byte("teh")}
+	r := appends(g.send(sk(1), 2, "a", "", m, t0))
+	var stored wire.Entry
+	if err := proto.Unmarshal(r[0].Entries[0].Data, &stored); err != nil {
+		t.Fatal(err)
+	}
+	g.appendDone(nil, t0)
+	g.rd.(*fakeLog).byKey["m:"+stored.GetMessage().GetMessageId()] = &stored
+	id := stored.GetMessage().GetMessageId()
+	if f := framesTo(g.edit(sk(2), 3, "b", &wire.Edit{MessageId: id, Content: []byte("x")}, t0), 2); len(f) != 1 || f[0].GetError().GetName() != "FORBIDDEN" {
+		t.Fatalf("edit by another member: %v", f)
+	}
+	effs := g.edit(sk(1), 4, "a", &wire.Edit{MessageId: id, Content: []byte("the")}, t0)
+	if r := appends(effs); len(r) != 1 || len(r[0].Rewrites) != 1 || len(r[0].OutboxPut) != 3 {
+		t.Fatalf("group edit wrote %+v", r)
+	}
+	done := g.appendDone(nil, t0)
+	for _, it := range delivers(done) {
+		if it.GetEdit().GetViaGroup() != "g" || string(it.GetEdit().GetMessage().GetContent()) != "the" || !it.GetEdit().GetMessage().GetEdited() {
+			t.Fatalf("edit fan-out %v", it)
+		}
+	}
+}

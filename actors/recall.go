@@ -80,7 +80,7 @@ func (s *userState) ownMessage(key sessionKey, reqID uint64, conv *wire.Conversa
 	if m.GetConversation().GetType() == wire.Conversation_GROUP {
 		// Group recalls go to the group actor (the frontend routes them);
 		// group edits are not available yet.
-		return nil, []effect{s.replyErr(key, reqID, wire.CodeInvalidArgument, "edit of group messages is not available yet; recall them through the group")}
+		return nil, []effect{s.replyErr(key, reqID, wire.CodeInvalidArgument, "group messages are recalled and edited through the group")}
 	}
 	if m.GetSender() != s.user {
 		return nil, []effect{s.replyErr(key, reqID, wire.CodeForbidden, "only the sender may change a message")}

@@ -1211,6 +1211,7 @@ type EditDeliver struct {
 	FromUser      string                 `protobuf:"bytes,1,opt,name=from_user,json=fromUser,proto3" json:"from_user,omitempty"`
 	Message       *wire.Message          `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"` // new content, conversation from the recipient's side
 	OriginSeq     uint64                 `protobuf:"varint,3,opt,name=origin_seq,json=originSeq,proto3" json:"origin_seq,omitempty"`
+	ViaGroup      string                 `protobuf:"bytes,4,opt,name=via_group,json=viaGroup,proto3" json:"via_group,omitempty"` // a group's fan-out: ack the group
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1264,6 +1265,13 @@ func (x *EditDeliver) GetOriginSeq() uint64 {
 		return x.OriginSeq
 	}
 	return 0
+}
+
+func (x *EditDeliver) GetViaGroup() string {
+	if x != nil {
+		return x.ViaGroup
+	}
+	return ""
 }
 
 // A user's state of one conversation, stored with every append that
@@ -2053,12 +2061,13 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x02by\x18\x04 \x01(\tR\x02by\x12\x1d\n" +
 	"\n" +
 	"origin_seq\x18\x05 \x01(\x04R\toriginSeq\x12\x1b\n" +
-	"\tvia_group\x18\x06 \x01(\tR\bviaGroup\"|\n" +
+	"\tvia_group\x18\x06 \x01(\tR\bviaGroup\"\x99\x01\n" +
 	"\vEditDeliver\x12\x1b\n" +
 	"\tfrom_user\x18\x01 \x01(\tR\bfromUser\x121\n" +
 	"\amessage\x18\x02 \x01(\v2\x17.tandem.wire.v1.MessageR\amessage\x12\x1d\n" +
 	"\n" +
-	"origin_seq\x18\x03 \x01(\x04R\toriginSeq\"\xdd\x03\n" +
+	"origin_seq\x18\x03 \x01(\x04R\toriginSeq\x12\x1b\n" +
+	"\tvia_group\x18\x04 \x01(\tR\bviaGroup\"\xdd\x03\n" +
 	"\tConvState\x12@\n" +
 	"\fconversation\x18\x01 \x01(\v2\x1c.tandem.wire.v1.ConversationR\fconversation\x12\x16\n" +
 	"\x06unread\x18\x02 \x01(\rR\x06unread\x12'\n" +

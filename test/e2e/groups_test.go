@@ -148,8 +148,8 @@ func TestGroup200(t *testing.T) {
 	}
 }
 
-// TestGroupRecall: the sender recalls a group message; every member's log,
-// including a member offline at the time, ends with the message erased.
+// TestGroupRecall: the sender edits, then recalls a group message; every
+// member's log, including a member offline at the time, follows.
 func TestGroupRecall(t *testing.T) {
 	n := startNode(t, t.TempDir())
 	if code, m := apiDo(t, "POST", n.apiURL()+"/v1/groups", `{"group_id":"trio","members":["ann","ben","cid"]}`); code != 200 {
@@ -166,6 +166,18 @@ func TestGroupRecall(t *testing.T) {
 	}
 	ben := dial(t, n.wsURL(), n.apiURL(), "ben", "b", devOpts{platform: "ios", hasCursor: true, cursor: 0})
 	ben.waitMessages(t, 1)
+	// First an edit: every member's copy gets the new content.
+	if rep, err := ann.Request(ctx, &wire.Frame{Body: &wire.Frame_Edit{Edit: &wire.Edit{
+		Conversation: &wire.Conversation{Type: wire.Conversation_GROUP, Id: "trio"}, MessageId: ack.GetMessageId(), Content: []byte("second thoughts")}}}); err != nil || rep.GetOk() == nil {
+		t.Fatalf("group edit: %v %v", rep, err)
+	}
+	for _, u := range []string{"ann", "ben", "cid"} {
+		waitFor(t, 10*time.Second, func() bool {
+			msgs, _ := groupMessages(t, n, u, "trio")
+			m := msgs[ack.GetMessageId()]
+			return m != nil && m.GetEdited() && string(m.GetContent()) == "second thoughts"
+		}, func() string { return u + "'s copy was never edited" })
+	}
 	if _, err := ben.Request(ctx, &wire.Frame{Body: &wire.Frame_Recall{Recall: &wire.Recall{
 		Conversation: &wire.Conversation{Type: wire.Conversation_GROUP, Id: "trio"}, MessageId: ack.GetMessageId()}}}); err == nil {
 		t.Fatal("ben recalled ann's message")
