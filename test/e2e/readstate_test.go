@@ -188,6 +188,9 @@ func TestReceipts(t *testing.T) {
 	ws, api := n.wsURL(), n.apiURL()
 	a1 := dial(t, ws, api, "alice", "a1", devOpts{platform: "ios"})
 	a2 := dial(t, ws, api, "alice", "a2", devOpts{platform: "web"})
+	a3 := dial(t, ws, api, "alice", "a3", devOpts{platform: "macos"})
+	a3cursor := a3.Cursor()
+	a3.Close() // offline while the receipts happen
 	b1 := dial(t, ws, api, "bob", "b1", devOpts{platform: "web"})
 	ctx := ctxT(t, 20*time.Second)
 	m := text("bob", "rr-1", "did you get this?")
@@ -212,4 +215,7 @@ func TestReceipts(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, receipt(a1, true), func() string { return "no read receipt: " + fmtEntries(a1.all()) })
+	// The device that was offline gets both at its next sync.
+	a3 = dial(t, ws, api, "alice", "a3", devOpts{platform: "macos", hasCursor: true, cursor: a3cursor})
+	waitFor(t, 10*time.Second, receipt(a3, true), func() string { return "offline device never got the receipts: " + fmtEntries(a3.all()) })
 }
