@@ -3,6 +3,9 @@ package actors
 import (
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/tandem-im/tandem/persistence"
 	"github.com/tandem-im/tandem/proto/wire"
 )
@@ -14,6 +17,41 @@ import (
 const apiAddr = "\x00api"
 
 func apiKey(token uint64) sessionKey { return sessionKey{addr: apiAddr, sid: token} }
+
+// apiWaiters are the server API requests an actor holds until their answer
+// (the futures of blocking cluster requests). Only the actor's goroutine
+// touches it.
+type apiWaiters struct {
+	pids map[uint64]*actor.PID
+	next uint64
+}
+
+// wait registers the requester of the current message and returns its token.
+func (w *apiWaiters) wait(ctx actor.Context) uint64 {
+	if w.pids == nil {
+		w.pids = map[uint64]*actor.PID{}
+	}
+	w.next++
+	w.pids[w.next] = ctx.Sender()
+	return w.next
+}
+
+// answer sends each waiting token in tokens its answer, once.
+func (w *apiWaiters) answer(ctx actor.Context, tokens []uint64, msg proto.Message) {
+	for _, t := range tokens {
+		if pid := w.pids[t]; pid != nil {
+			delete(w.pids, t)
+			ctx.Send(pid, msg)
+		}
+	}
+}
+
+// appendAsync submits req to the store; its completion comes back to self
+// as appendDone.
+func appendAsync(rt *Runtime, self *actor.PID, req persistence.AppendRequest) {
+	root := rt.sys.Root
+	rt.store.Append(req, func(err error) { root.Send(self, appendDone{err: err}) })
+}
 
 // apiSend sends m as this user for the server API. Stored messages go into
 // this user's log (the user's devices get them: include_sender); a

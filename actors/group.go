@@ -403,15 +403,14 @@ func (g *groupState) idle() bool {
 
 // groupActor is the shell of groupState.
 type groupActor struct {
-	rt      *Runtime
-	id      string
-	log     *slog.Logger
-	g       *groupState
-	self    *actor.PID
-	armed   bool
-	dead    bool
-	api     map[uint64]*actor.PID
-	apiNext uint64
+	rt    *Runtime
+	id    string
+	log   *slog.Logger
+	g     *groupState
+	self  *actor.PID
+	armed bool
+	dead  bool
+	api   apiWaiters
 }
 
 func (a *groupActor) Receive(ctx actor.Context) {
@@ -442,12 +441,7 @@ func (a *groupActor) Receive(ctx actor.Context) {
 			a.perform(ctx, a.g.edit(key, m.GetFrame().GetId(), m.GetUserId(), b.Edit, now))
 		}
 	case *actorpb.GroupCommand:
-		if a.api == nil {
-			a.api = map[uint64]*actor.PID{}
-		}
-		a.apiNext++
-		a.api[a.apiNext] = ctx.Sender()
-		a.perform(ctx, a.g.command(a.apiNext, m, now))
+		a.perform(ctx, a.g.command(a.api.wait(ctx), m, now))
 	case *actorpb.DeliverAck:
 		a.perform(ctx, a.g.deliverAck(m))
 	case appendDone:
@@ -525,20 +519,14 @@ func (a *groupActor) perform(ctx actor.Context, effs []effect) {
 	for _, e := range effs {
 		switch e := e.(type) {
 		case effAppend:
-			self, root := a.self, a.rt.sys.Root
-			a.rt.store.Append(e.req, func(err error) { root.Send(self, appendDone{err: err}) })
+			appendAsync(a.rt, a.self, e.req)
 		case effPush:
 			if e.gw.addr == apiAddr {
-				for _, t := range e.sids {
-					if pid := a.api[t]; pid != nil {
-						delete(a.api, t)
-						res := &actorpb.GroupResult{State: a.g.st}
-						if er := e.frames[0].GetError(); er != nil {
-							res = &actorpb.GroupResult{Error: er}
-						}
-						ctx.Send(pid, res)
-					}
+				res := &actorpb.GroupResult{State: a.g.st}
+				if er := e.frames[0].GetError(); er != nil {
+					res = &actorpb.GroupResult{Error: er}
 				}
+				a.api.answer(ctx, e.sids, res)
 				continue
 			}
 			ctx.Send(actor.NewPID(e.gw.addr, e.gw.id), &actorpb.SessionPush{SessionIds: e.sids, Frames: e.frames})
@@ -550,10 +538,11 @@ func (a *groupActor) perform(ctx actor.Context, effs []effect) {
 			}
 		case effStop:
 			a.dead = true
-			for t, pid := range a.api {
-				ctx.Send(pid, &actorpb.GroupResult{Error: wire.Err(wire.CodeUnavailable, "group restarting; retry")})
-				delete(a.api, t)
+			var waiting []uint64
+			for t := range a.api.pids {
+				waiting = append(waiting, t)
 			}
+			a.api.answer(ctx, waiting, &actorpb.GroupResult{Error: wire.Err(wire.CodeUnavailable, "group restarting; retry")})
 			ctx.Stop(a.self)
 		}
 	}

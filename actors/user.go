@@ -41,19 +41,7 @@ type userActor struct {
 	armed bool // a tick timer is pending
 	dead  bool // activation failed or an append failed: refuse everything
 
-	// Server API requests waiting for their answer (see apiAddr).
-	api     map[uint64]*actor.PID
-	apiNext uint64
-}
-
-// apiWait registers the sender of the current message as an API waiter.
-func (a *userActor) apiWait(ctx actor.Context) uint64 {
-	if a.api == nil {
-		a.api = map[uint64]*actor.PID{}
-	}
-	a.apiNext++
-	a.api[a.apiNext] = ctx.Sender()
-	return a.apiNext
+	api apiWaiters // server API requests waiting for their answer (see apiAddr)
 }
 
 func (a *userActor) Receive(ctx actor.Context) {
@@ -89,13 +77,13 @@ func (a *userActor) Receive(ctx actor.Context) {
 	case *actorpb.InspectRequest:
 		ctx.Respond(a.inspect())
 	case *actorpb.ApiSend:
-		a.perform(ctx, a.st.apiSend(a.apiWait(ctx), m.GetSend(), m.GetIncludeSender(), now))
+		a.perform(ctx, a.st.apiSend(a.api.wait(ctx), m.GetSend(), m.GetIncludeSender(), now))
 	case *actorpb.ApiDeliver:
-		a.perform(ctx, a.st.apiDeliver(a.apiWait(ctx), m.GetFromUser(), m.GetSend(), now))
+		a.perform(ctx, a.st.apiDeliver(a.api.wait(ctx), m.GetFromUser(), m.GetSend(), now))
 	case *actorpb.ApiRecall:
-		a.perform(ctx, a.st.apiRecall(a.apiWait(ctx), m.GetRecall(), now))
+		a.perform(ctx, a.st.apiRecall(a.api.wait(ctx), m.GetRecall(), now))
 	case *actorpb.ApiHistory:
-		a.onHistory(ctx, apiKey(a.apiWait(ctx)), 0, m.GetRequest())
+		a.onHistory(ctx, apiKey(a.api.wait(ctx)), 0, m.GetRequest())
 	case *actorpb.PolicyChanged:
 		a.perform(ctx, a.st.applyPolicy(policyFromProto(m), now))
 	case *actorpb.AdminKick:
@@ -438,16 +426,10 @@ func (a *userActor) perform(ctx actor.Context, effs []effect) {
 	for _, e := range effs {
 		switch e := e.(type) {
 		case effAppend:
-			self, root := a.self, a.rt.sys.Root
-			a.rt.store.Append(e.req, func(err error) { root.Send(self, appendDone{err: err}) })
+			appendAsync(a.rt, a.self, e.req)
 		case effPush:
 			if e.gw.addr == apiAddr {
-				for _, t := range e.sids {
-					if pid := a.api[t]; pid != nil {
-						delete(a.api, t)
-						ctx.Send(pid, &actorpb.ApiResult{Reply: e.frames[0]})
-					}
-				}
+				a.api.answer(ctx, e.sids, &actorpb.ApiResult{Reply: e.frames[0]})
 				continue
 			}
 			ctx.Send(actor.NewPID(e.gw.addr, e.gw.id), &actorpb.SessionPush{SessionIds: e.sids, Frames: e.frames, UserId: a.user})
