@@ -5,6 +5,7 @@ package e2e
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,6 +113,7 @@ func TestLoginRace(t *testing.T) {
 		close  ws.StatusCode
 	}
 	results := make([]result, logins)
+	var answered atomic.Int32 // connections that got their first frame
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	conns := make([]*rawConn, logins)
@@ -131,15 +133,26 @@ func TestLoginRace(t *testing.T) {
 					results[i].close = code
 					return
 				}
+				if len(results[i].frames) == 0 {
+					answered.Add(1)
+				}
 				results[i].frames = append(results[i].frames, f)
 			}
 		})
 	}
 	close(start)
 
-	// Once the logins settled, a message to carol must reach exactly the
-	// live tabs.
-	time.Sleep(500 * time.Millisecond)
+	// Once every login was answered and the policy left 10 sessions, a
+	// message to carol must reach exactly the live tabs.
+	waitFor(t, 20*time.Second, func() bool {
+		if answered.Load() != logins {
+			return false
+		}
+		_, m := apiDo(t, "GET", api+"/v1/users/carol/devices", "")
+		devs, _ := m["devices"].([]any)
+		return len(devs) == 10
+	}, func() string { return fmt.Sprintf("%d of %d logins answered", answered.Load(), logins) })
+	time.Sleep(200 * time.Millisecond) // the survivors' catch-up pages
 	dave := dial(t, wsURL, api, "dave", "d1", devOpts{})
 	if _, err := dave.Send(ctxT(t, 10*time.Second), text("carol", "to-carol", "who is still here?")); err != nil {
 		t.Fatal(err)
@@ -164,7 +177,7 @@ func TestLoginRace(t *testing.T) {
 		}
 		gotPush := false
 		for j, f := range r.frames {
-			for _, e := range f.GetPush().GetEntries() {
+			for _, e := range append(f.GetPush().GetEntries(), f.GetSyncPage().GetEntries()...) {
 				if e.GetMessage().GetClientMessageId() == "to-carol" {
 					gotPush = true
 					if kickAt >= 0 && j > kickAt {
