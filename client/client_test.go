@@ -7,57 +7,25 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/tandem-im/tandem/internal/leakcheck"
 	"github.com/tandem-im/tandem/proto/wire"
 )
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		// Everything the tests started must be gone, the fake server's
-		// goroutines included.
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			gs := packageGoroutines("tandem/client.")
-			if len(gs) == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				fmt.Fprintf(os.Stderr, "leaked goroutines:\n\n%s\n", strings.Join(gs, "\n\n"))
-				code = 1
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	os.Exit(code)
+	// Everything the tests started must be gone, the fake server's
+	// goroutines included.
+	leakcheck.Main(m, 5*time.Second, "tandem/client.")
 }
 
 // packageGoroutines returns the stacks of goroutines other than the
-// current one that run code whose name contains pattern (test functions
-// excluded).
-func packageGoroutines(pattern string) []string {
-	buf := make([]byte, 4<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var out []string
-	for i, g := range strings.Split(string(buf), "\n\n") {
-		if i == 0 || !strings.Contains(g, pattern) {
-			continue // i == 0 is the calling goroutine
-		}
-		if strings.Contains(g, "testing.tRunner") || strings.Contains(g, "testing.(*M)") {
-			continue
-		}
-		out = append(out, g)
-	}
-	return out
-}
+// current one that run code whose name contains pattern.
+func packageGoroutines(pattern string) []string { return leakcheck.Matching(pattern) }
 
 // ---------------------------------------------------------------- helpers
 

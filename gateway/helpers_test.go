@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -19,20 +17,12 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tandem-im/tandem/internal/leakcheck"
 	"github.com/tandem-im/tandem/proto/wire"
 )
 
 // TestMain fails the run if any server goroutine outlives the tests.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaked := waitNoServerGoroutines(5 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "leaked gateway goroutines:\n%s\n", leaked)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { leakcheck.Main(m, 5*time.Second, serverGoroutineMarks...) }
 
 // serverGoroutineMarks identify goroutines the Server starts.
 var serverGoroutineMarks = []string{
@@ -46,24 +36,7 @@ var serverGoroutineMarks = []string{
 // waitNoServerGoroutines waits up to d for every server goroutine to be
 // gone and returns the stacks of those left.
 func waitNoServerGoroutines(d time.Duration) string {
-	deadline := time.Now().Add(d)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var left []string
-		for g := range strings.SplitSeq(string(buf), "\n\n") {
-			for _, mark := range serverGoroutineMarks {
-				if strings.Contains(g, mark) {
-					left = append(left, g)
-					break
-				}
-			}
-		}
-		if len(left) == 0 || time.Now().After(deadline) {
-			return strings.Join(left, "\n\n")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return strings.Join(leakcheck.Wait(d, serverGoroutineMarks...), "\n\n")
 }
 
 // fakeHandler stands in for the actors. Tokens: "ok:<user>" logs in as

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tandem-im/tandem/internal/leakcheck"
 )
 
 const testSecret = "test-secret"
@@ -456,7 +458,7 @@ func TestStopBoundedAndNoLeak(t *testing.T) {
 	}
 	unblock()
 	srv.Close()
-	if gs := waitNoGoroutines(2 * time.Second); len(gs) > 0 {
+	if gs := leakcheck.Wait(2*time.Second, "tandem/api/webhook."); len(gs) > 0 {
 		t.Errorf("goroutines left after Run returned:\n\n%s", strings.Join(gs, "\n\n"))
 	}
 }
