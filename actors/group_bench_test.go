@@ -5,18 +5,14 @@ package actors_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
 	pcluster "github.com/asynkron/protoactor-go/cluster"
 
 	"github.com/tandem-im/tandem/actors"
-	"github.com/tandem-im/tandem/cluster"
-	"github.com/tandem-im/tandem/persistence"
 	"github.com/tandem-im/tandem/proto/actorpb"
 	"github.com/tandem-im/tandem/proto/wire"
 )
@@ -65,24 +61,8 @@ func BenchmarkGroupFanout(b *testing.B) {
 }
 
 func benchGroup(b *testing.B, size int) {
-	log := slog.New(slog.DiscardHandler)
-	store, err := persistence.OpenBadger(b.TempDir(), persistence.BadgerOptions{}, log)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer store.Close()
-	rt := actors.NewRuntime(actors.Config{}, store, nil, nil, log)
-	sys := actor.NewActorSystem(actor.WithLoggerFactory(cluster.LoggerFactory(log)))
-	m, err := cluster.Start(context.Background(), sys, cluster.Options{RemoteAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", Logger: log}, rt.Kinds()...)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Stop(true)
 	clock := &pushClock{members: size, seen: map[string]int{}, last: map[string]time.Time{}, acks: make(chan struct{}, 1)}
-	if err := rt.Start(m.Cluster(), clock); err != nil {
-		b.Fatal(err)
-	}
-	defer rt.Stop()
+	rt, m, sys := startBenchNode(b, clock)
 
 	var members []string
 	for i := range size {

@@ -33,24 +33,8 @@ func (c *countingSessions) Kick(uint64, *wire.Kick) bool       { c.kicks.Add(1);
 // LOGGED_IN; devices log in with the last seq they saw, so catch-up is
 // short. Run: go test -run x -bench ActorLoginKick -benchtime 5s ./actors/
 func BenchmarkActorLoginKick(b *testing.B) {
-	log := slog.New(slog.DiscardHandler)
-	store, err := persistence.OpenBadger(b.TempDir(), persistence.BadgerOptions{}, log)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer store.Close()
-	rt := actors.NewRuntime(actors.Config{}, store, nil, nil, log)
-	sys := actor.NewActorSystem(actor.WithLoggerFactory(cluster.LoggerFactory(log)))
-	m, err := cluster.Start(context.Background(), sys, cluster.Options{RemoteAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", Logger: log}, rt.Kinds()...)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Stop(true)
 	sessions := &countingSessions{}
-	if err := rt.Start(m.Cluster(), sessions); err != nil {
-		b.Fatal(err)
-	}
-	defer rt.Stop()
+	_, m, sys := startBenchNode(b, sessions)
 
 	const users, callers = 64, 32
 	var sid atomic.Uint64
@@ -93,4 +77,29 @@ func BenchmarkActorLoginKick(b *testing.B) {
 	b.ReportMetric(float64(i)/el.Seconds(), "logins/s")
 	// Kicks reach the gateway actor asynchronously; most logins kick.
 	b.ReportMetric(float64(sessions.kicks.Load())/float64(i), "kicks/login")
+}
+
+// startBenchNode runs the actors of one node — badger with fsync on, a
+// one-member cluster, the runtime over sessions — and stops them when b
+// ends.
+func startBenchNode(b *testing.B, sessions actors.SessionTable) (*actors.Runtime, *cluster.Member, *actor.ActorSystem) {
+	b.Helper()
+	log := slog.New(slog.DiscardHandler)
+	store, err := persistence.OpenBadger(b.TempDir(), persistence.BadgerOptions{}, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { store.Close() })
+	rt := actors.NewRuntime(actors.Config{}, store, nil, nil, log)
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(cluster.LoggerFactory(log)))
+	m, err := cluster.Start(context.Background(), sys, cluster.Options{RemoteAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", Logger: log}, rt.Kinds()...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.Stop(true) })
+	if err := rt.Start(m.Cluster(), sessions); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(rt.Stop)
+	return rt, m, sys
 }
