@@ -26,7 +26,7 @@ import (
 const GroupKind = "group"
 
 const (
-	groupNS      = "\x00g:"
+	groupNS      = "#g:" // "#" is outside the ID alphabet; valid PostgreSQL text (no NUL)
 	maxGroupSize = 10000
 	// maxEventMembers bounds the member list a GroupEvent carries.
 	maxEventMembers = 100

@@ -257,7 +257,7 @@ func TestGroupFanoutKill9(t *testing.T) {
 	sender.Close()
 	// How much of the fan-out was left (timing decides; logged, not asserted).
 	if st, err := persistence.OpenBadger(filepath.Join(dir, "badger"), persistence.BadgerOptions{}, nil); err == nil {
-		items, _ := st.Outbox(context.Background(), "\x00g:crash")
+		items, _ := st.Outbox(context.Background(), "#g:crash")
 		t.Logf("pending group outbox items at the kill: %d (of 400: 200 CREATED events + 200 deliveries)", len(items))
 		st.Close()
 	}
