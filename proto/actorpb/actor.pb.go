@@ -1064,8 +1064,11 @@ func (x *TransientDeliver) GetMessage() *wire.Message {
 	return nil
 }
 
-// HTTP API → online user actors: the kick policy changed; sessions beyond
-// the new limits are kicked with reason POLICY.
+// The kick policy changed (ADR 0003). Any node's server API → every node's
+// presence actor, as a request answered with Done: the node stores it as
+// its current policy and passes it on to its activations with live
+// sessions. Presence actor → user actor: sessions beyond the new limits
+// are kicked with reason POLICY.
 type PolicyChanged struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Mode          string                 `protobuf:"bytes,1,opt,name=mode,proto3" json:"mode,omitempty"`                                                                                // single, per_class, tag
@@ -1969,6 +1972,223 @@ func (x *ApiHistory) GetRequest() *wire.HistoryRequest {
 	return nil
 }
 
+// Any node → every node's presence actor (ADR 0003): which of these users
+// have live sessions on an activation of yours? Answered with
+// PresenceResult, which lists the online ones only.
+type PresenceQuery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserIds       []string               `protobuf:"bytes,1,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"` // at most 500
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceQuery) Reset() {
+	*x = PresenceQuery{}
+	mi := &file_actorpb_actor_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceQuery) ProtoMessage() {}
+
+func (x *PresenceQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceQuery.ProtoReflect.Descriptor instead.
+func (*PresenceQuery) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *PresenceQuery) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+type PresenceResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Users         []*UserPresence        `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceResult) Reset() {
+	*x = PresenceResult{}
+	mi := &file_actorpb_actor_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceResult) ProtoMessage() {}
+
+func (x *PresenceResult) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceResult.ProtoReflect.Descriptor instead.
+func (*PresenceResult) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *PresenceResult) GetUsers() []*UserPresence {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+type UserPresence struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`    // the activation's epoch: if two nodes report a user, the higher one wins
+	Devices       []*wire.DeviceInfo     `protobuf:"bytes,3,rep,name=devices,proto3" json:"devices,omitempty"` // live sessions, oldest login first
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserPresence) Reset() {
+	*x = UserPresence{}
+	mi := &file_actorpb_actor_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserPresence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserPresence) ProtoMessage() {}
+
+func (x *UserPresence) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserPresence.ProtoReflect.Descriptor instead.
+func (*UserPresence) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *UserPresence) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *UserPresence) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *UserPresence) GetDevices() []*wire.DeviceInfo {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+// A user or group actor → every node's presence actor (ADR 0003): push a
+// never-stored message to those of to_users that have live sessions on an
+// activation of that node. Nothing is activated, nothing is retried; a node
+// with none of them drops it.
+type TransientRelay struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ToUsers []string               `protobuf:"bytes,1,rep,name=to_users,json=toUsers,proto3" json:"to_users,omitempty"`
+	Deliver *TransientDeliver      `protobuf:"bytes,2,opt,name=deliver,proto3" json:"deliver,omitempty"`
+	// A group's message: set each recipient's message.mentioned from the
+	// message's mention_list and mention_all (never for the sender).
+	MentionPerRecipient bool `protobuf:"varint,3,opt,name=mention_per_recipient,json=mentionPerRecipient,proto3" json:"mention_per_recipient,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *TransientRelay) Reset() {
+	*x = TransientRelay{}
+	mi := &file_actorpb_actor_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransientRelay) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransientRelay) ProtoMessage() {}
+
+func (x *TransientRelay) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransientRelay.ProtoReflect.Descriptor instead.
+func (*TransientRelay) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *TransientRelay) GetToUsers() []string {
+	if x != nil {
+		return x.ToUsers
+	}
+	return nil
+}
+
+func (x *TransientRelay) GetDeliver() *TransientDeliver {
+	if x != nil {
+		return x.Deliver
+	}
+	return nil
+}
+
+func (x *TransientRelay) GetMentionPerRecipient() bool {
+	if x != nil {
+		return x.MentionPerRecipient
+	}
+	return false
+}
+
 var File_actorpb_actor_proto protoreflect.FileDescriptor
 
 const file_actorpb_actor_proto_rawDesc = "" +
@@ -2128,7 +2348,19 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"origin_seq\x18\x03 \x01(\x04R\toriginSeq\"F\n" +
 	"\n" +
 	"ApiHistory\x128\n" +
-	"\arequest\x18\x01 \x01(\v2\x1e.tandem.wire.v1.HistoryRequestR\arequestB+Z)github.com/tandem-im/tandem/proto/actorpbb\x06proto3"
+	"\arequest\x18\x01 \x01(\v2\x1e.tandem.wire.v1.HistoryRequestR\arequest\"*\n" +
+	"\rPresenceQuery\x12\x19\n" +
+	"\buser_ids\x18\x01 \x03(\tR\auserIds\"E\n" +
+	"\x0ePresenceResult\x123\n" +
+	"\x05users\x18\x01 \x03(\v2\x1d.tandem.actor.v1.UserPresenceR\x05users\"s\n" +
+	"\fUserPresence\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x124\n" +
+	"\adevices\x18\x03 \x03(\v2\x1a.tandem.wire.v1.DeviceInfoR\adevices\"\x9c\x01\n" +
+	"\x0eTransientRelay\x12\x19\n" +
+	"\bto_users\x18\x01 \x03(\tR\atoUsers\x12;\n" +
+	"\adeliver\x18\x02 \x01(\v2!.tandem.actor.v1.TransientDeliverR\adeliver\x122\n" +
+	"\x15mention_per_recipient\x18\x03 \x01(\bR\x13mentionPerRecipientB+Z)github.com/tandem-im/tandem/proto/actorpbb\x06proto3"
 
 var (
 	file_actorpb_actor_proto_rawDescOnce sync.Once
@@ -2143,7 +2375,7 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 }
 
 var file_actorpb_actor_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_actorpb_actor_proto_goTypes = []any{
 	(GroupCommand_Op)(0),        // 0: tandem.actor.v1.GroupCommand.Op
 	(*SessionRef)(nil),          // 1: tandem.actor.v1.SessionRef
@@ -2177,57 +2409,64 @@ var file_actorpb_actor_proto_goTypes = []any{
 	(*GroupResult)(nil),         // 29: tandem.actor.v1.GroupResult
 	(*GroupEventDeliver)(nil),   // 30: tandem.actor.v1.GroupEventDeliver
 	(*ApiHistory)(nil),          // 31: tandem.actor.v1.ApiHistory
-	nil,                         // 32: tandem.actor.v1.PolicyChanged.LimitsEntry
-	(*wire.Login)(nil),          // 33: tandem.wire.v1.Login
-	(*wire.Frame)(nil),          // 34: tandem.wire.v1.Frame
-	(*wire.Error)(nil),          // 35: tandem.wire.v1.Error
-	(*wire.Kick)(nil),           // 36: tandem.wire.v1.Kick
-	(*wire.Message)(nil),        // 37: tandem.wire.v1.Message
-	(*wire.DeviceInfo)(nil),     // 38: tandem.wire.v1.DeviceInfo
-	(*wire.Conversation)(nil),   // 39: tandem.wire.v1.Conversation
-	(*wire.Send)(nil),           // 40: tandem.wire.v1.Send
-	(*wire.Recall)(nil),         // 41: tandem.wire.v1.Recall
-	(*wire.GroupEvent)(nil),     // 42: tandem.wire.v1.GroupEvent
-	(*wire.HistoryRequest)(nil), // 43: tandem.wire.v1.HistoryRequest
+	(*PresenceQuery)(nil),       // 32: tandem.actor.v1.PresenceQuery
+	(*PresenceResult)(nil),      // 33: tandem.actor.v1.PresenceResult
+	(*UserPresence)(nil),        // 34: tandem.actor.v1.UserPresence
+	(*TransientRelay)(nil),      // 35: tandem.actor.v1.TransientRelay
+	nil,                         // 36: tandem.actor.v1.PolicyChanged.LimitsEntry
+	(*wire.Login)(nil),          // 37: tandem.wire.v1.Login
+	(*wire.Frame)(nil),          // 38: tandem.wire.v1.Frame
+	(*wire.Error)(nil),          // 39: tandem.wire.v1.Error
+	(*wire.Kick)(nil),           // 40: tandem.wire.v1.Kick
+	(*wire.Message)(nil),        // 41: tandem.wire.v1.Message
+	(*wire.DeviceInfo)(nil),     // 42: tandem.wire.v1.DeviceInfo
+	(*wire.Conversation)(nil),   // 43: tandem.wire.v1.Conversation
+	(*wire.Send)(nil),           // 44: tandem.wire.v1.Send
+	(*wire.Recall)(nil),         // 45: tandem.wire.v1.Recall
+	(*wire.GroupEvent)(nil),     // 46: tandem.wire.v1.GroupEvent
+	(*wire.HistoryRequest)(nil), // 47: tandem.wire.v1.HistoryRequest
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
 	1,  // 0: tandem.actor.v1.LoginRequest.session:type_name -> tandem.actor.v1.SessionRef
-	33, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
-	34, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
+	37, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
+	38, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
 	1,  // 3: tandem.actor.v1.ClientFrame.session:type_name -> tandem.actor.v1.SessionRef
-	34, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
-	35, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
+	38, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
+	39, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
 	1,  // 6: tandem.actor.v1.SessionClosed.session:type_name -> tandem.actor.v1.SessionRef
-	34, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
-	36, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
-	37, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
-	38, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
+	38, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
+	40, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
+	41, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
+	42, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
 	9,  // 11: tandem.actor.v1.OutboxItem.deliver:type_name -> tandem.actor.v1.Deliver
 	19, // 12: tandem.actor.v1.OutboxItem.recall:type_name -> tandem.actor.v1.RecallDeliver
 	20, // 13: tandem.actor.v1.OutboxItem.edit:type_name -> tandem.actor.v1.EditDeliver
 	30, // 14: tandem.actor.v1.OutboxItem.group_event:type_name -> tandem.actor.v1.GroupEventDeliver
-	38, // 15: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
-	38, // 16: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
-	37, // 17: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
-	32, // 18: tandem.actor.v1.PolicyChanged.limits:type_name -> tandem.actor.v1.PolicyChanged.LimitsEntry
-	39, // 19: tandem.actor.v1.RecallDeliver.conversation:type_name -> tandem.wire.v1.Conversation
-	37, // 20: tandem.actor.v1.EditDeliver.message:type_name -> tandem.wire.v1.Message
-	39, // 21: tandem.actor.v1.ConvState.conversation:type_name -> tandem.wire.v1.Conversation
-	37, // 22: tandem.actor.v1.ConvState.last_message:type_name -> tandem.wire.v1.Message
-	40, // 23: tandem.actor.v1.ApiSend.send:type_name -> tandem.wire.v1.Send
-	40, // 24: tandem.actor.v1.ApiDeliver.send:type_name -> tandem.wire.v1.Send
-	41, // 25: tandem.actor.v1.ApiRecall.recall:type_name -> tandem.wire.v1.Recall
-	34, // 26: tandem.actor.v1.ApiResult.reply:type_name -> tandem.wire.v1.Frame
+	42, // 15: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
+	42, // 16: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
+	41, // 17: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
+	36, // 18: tandem.actor.v1.PolicyChanged.limits:type_name -> tandem.actor.v1.PolicyChanged.LimitsEntry
+	43, // 19: tandem.actor.v1.RecallDeliver.conversation:type_name -> tandem.wire.v1.Conversation
+	41, // 20: tandem.actor.v1.EditDeliver.message:type_name -> tandem.wire.v1.Message
+	43, // 21: tandem.actor.v1.ConvState.conversation:type_name -> tandem.wire.v1.Conversation
+	41, // 22: tandem.actor.v1.ConvState.last_message:type_name -> tandem.wire.v1.Message
+	44, // 23: tandem.actor.v1.ApiSend.send:type_name -> tandem.wire.v1.Send
+	44, // 24: tandem.actor.v1.ApiDeliver.send:type_name -> tandem.wire.v1.Send
+	45, // 25: tandem.actor.v1.ApiRecall.recall:type_name -> tandem.wire.v1.Recall
+	38, // 26: tandem.actor.v1.ApiResult.reply:type_name -> tandem.wire.v1.Frame
 	0,  // 27: tandem.actor.v1.GroupCommand.op:type_name -> tandem.actor.v1.GroupCommand.Op
-	35, // 28: tandem.actor.v1.GroupResult.error:type_name -> tandem.wire.v1.Error
+	39, // 28: tandem.actor.v1.GroupResult.error:type_name -> tandem.wire.v1.Error
 	27, // 29: tandem.actor.v1.GroupResult.state:type_name -> tandem.actor.v1.GroupState
-	42, // 30: tandem.actor.v1.GroupEventDeliver.event:type_name -> tandem.wire.v1.GroupEvent
-	43, // 31: tandem.actor.v1.ApiHistory.request:type_name -> tandem.wire.v1.HistoryRequest
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	46, // 30: tandem.actor.v1.GroupEventDeliver.event:type_name -> tandem.wire.v1.GroupEvent
+	47, // 31: tandem.actor.v1.ApiHistory.request:type_name -> tandem.wire.v1.HistoryRequest
+	34, // 32: tandem.actor.v1.PresenceResult.users:type_name -> tandem.actor.v1.UserPresence
+	42, // 33: tandem.actor.v1.UserPresence.devices:type_name -> tandem.wire.v1.DeviceInfo
+	17, // 34: tandem.actor.v1.TransientRelay.deliver:type_name -> tandem.actor.v1.TransientDeliver
+	35, // [35:35] is the sub-list for method output_type
+	35, // [35:35] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
@@ -2241,7 +2480,7 @@ func file_actorpb_actor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   32,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
