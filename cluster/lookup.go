@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,6 +150,19 @@ func (l *Lookup) Ready() <-chan struct{} { return l.ready }
 // Owner returns the remote address of the member that owns identity of
 // kind under this node's current view, or "".
 func (l *Lookup) Owner(identity, kind string) string { return l.view().owner(kind, identity) }
+
+// Members returns the remote addresses of the members in this node's
+// current view (this node included once it has joined), sorted. The
+// slice is the caller's.
+func (l *Lookup) Members() []string {
+	ms := l.view().members()
+	out := make([]string, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, m.Address())
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
 
 // Get returns the PID of the activation of ci, activating it on its owner
 // if needed. It blocks up to the cluster's request timeout and returns nil

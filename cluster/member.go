@@ -284,6 +284,10 @@ func (m *Member) Blocked() <-chan struct{} { return m.provider.Blocked() }
 // kind in this member's current view ("" if none supports kind).
 func (m *Member) Owner(identity, kind string) string { return m.lookup.Owner(identity, kind) }
 
+// Members returns the remote addresses of the members in this member's
+// current view, itself included, sorted. It never blocks.
+func (m *Member) Members() []string { return m.lookup.Members() }
+
 // PID returns the PID of the activation of identity, activating it on its
 // owner if needed; cached PIDs return without blocking. Bounded by ctx, or
 // by the request timeout if ctx has no deadline.
