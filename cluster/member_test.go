@@ -399,6 +399,13 @@ func TestThreeMembers(t *testing.T) {
 		t.Errorf("double activations: %v", doubles)
 	}
 	t.Logf("placement: %v", perNode)
+	want := []string{a.Address(), b.Address(), c.Address()}
+	slices.Sort(want)
+	for _, m := range ms {
+		if got := m.Members(); !slices.Equal(got, want) {
+			t.Errorf("%s: Members() = %v, want %v", m.Address(), got, want)
+		}
+	}
 	if t.Failed() {
 		t.FailNow()
 	}
