@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +25,10 @@ type Client struct {
 	done      chan struct{}  // closed when the client stopped for good
 	closeOnce sync.Once
 
+	// Only the goroutine that connects: Dial's caller, then run.
+	eps *endpoints
+	cur int // index of the endpoint of the latest session
+
 	nextID atomic.Uint64
 	st     counters
 
@@ -34,6 +37,7 @@ type Client struct {
 	// closed while sess is set and replaced when it drops.
 	sess *session
 	up   chan struct{}
+	url  string // endpoint of the latest session
 	// In-flight requests by frame id. sends survive reconnects (resent
 	// with the same client message ID); calls fail when their session
 	// drops.
@@ -114,7 +118,8 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		c.seq.setBase(opts.Cursor)
 		c.delivered, c.acked = opts.Cursor, opts.Cursor
 	}
-	s, ok, err := c.connect(ctx, false)
+	c.eps = newEndpoints(opts.URLs, startIndex(&opts, len(opts.URLs)))
+	s, ok, err := c.dialFirst(ctx)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -126,6 +131,33 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	c.wg.Go(func() { c.run(s) })
 	c.wg.Go(c.housekeep)
 	return c, nil
+}
+
+// dialFirst makes the first login, trying each endpoint once from the
+// device's start index until one accepts. A login the server refuses for
+// good (a bad token) ends it at once.
+func (c *Client) dialFirst(ctx context.Context) (*session, *wire.LoginOk, error) {
+	var errs []error
+	for attempt := 1; attempt <= len(c.eps.urls); attempt++ {
+		i := c.eps.pick(time.Now())
+		s, ok, err := c.connect(ctx, c.eps.urls[i], false)
+		if err == nil {
+			c.cur = i
+			return s, ok, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil || c.fatalLogin(err) || attempt == len(c.eps.urls) {
+			break
+		}
+		if goingAwayCode(closeCode(nil, err)) {
+			c.eps.goingAway(i, time.Now())
+		}
+		c.onReconnect(ReconnectEvent{Kind: ReconnectFailed, URL: c.eps.urls[i], Attempt: attempt, Err: err})
+	}
+	if len(errs) == 1 {
+		return nil, nil, errs[0]
+	}
+	return nil, nil, errors.Join(errs...)
 }
 
 // Close ends the client without a Logout: it acks the cursor, closes the
@@ -243,6 +275,14 @@ func (c *Client) Cursor() uint64 {
 	return c.delivered
 }
 
+// URL is the endpoint of the current connection (the last one while
+// reconnecting).
+func (c *Client) URL() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.url
+}
+
 // Connected reports whether a logged-in connection is up.
 func (c *Client) Connected() bool {
 	c.mu.Lock()
@@ -257,7 +297,8 @@ func (c *Client) Unacked() int {
 	return len(c.sends)
 }
 
-// Kicked is the last Kick the server sent, or nil.
+// Kicked is the last Kick the server sent (one that allowed a reconnect
+// included), or nil.
 func (c *Client) Kicked() *wire.Kick {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -292,8 +333,8 @@ func (c *Client) Stats() Stats {
 
 // ---------------------------------------------------------------- connection
 
-// connect dials and logs in. It runs on Dial's caller, then on run.
-func (c *Client) connect(ctx context.Context, reconnect bool) (*session, *wire.LoginOk, error) {
+// connect dials url and logs in. It runs on Dial's caller, then on run.
+func (c *Client) connect(ctx context.Context, url string, reconnect bool) (*session, *wire.LoginOk, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	defer cancel()
 	token := c.opts.Token
@@ -304,7 +345,7 @@ func (c *Client) connect(ctx context.Context, reconnect bool) (*session, *wire.L
 		}
 		token = t
 	}
-	s, err := dialSession(ctx, c.opts.URL, c.opts.JSON, c.opts.RequestTimeout)
+	s, err := dialSession(ctx, url, c.opts.JSON, c.opts.RequestTimeout)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -375,6 +416,7 @@ func (c *Client) install(s *session, ok *wire.LoginOk) bool {
 	c.pullID = 0
 	c.pullNotBefore = time.Time{}
 	c.sess = s
+	c.url = s.url
 	close(c.up)
 	select {
 	case c.wake <- struct{}{}:
@@ -415,105 +457,6 @@ func (c *Client) drop(s *session) *wire.Kick {
 		p.finish(nil, ErrConnectionLost)
 	}
 	return kick
-}
-
-// run owns the reading side: it reads s until it drops, then reconnects
-// (or stops the client) and reads the next session.
-func (c *Client) run(s *session) {
-	flaps := 0 // sessions in a row that died young: back off from further
-	for s != nil {
-		start := time.Now()
-		err := c.readLoop(s)
-		kick := c.drop(s)
-		if reason := c.stopReason(kick, err); reason != nil {
-			c.finish(reason)
-			return
-		}
-		if time.Since(start) < c.opts.BackoffMax {
-			flaps++
-		} else {
-			flaps = 0
-		}
-		c.onError(fmt.Errorf("client: connection lost, reconnecting: %w", err))
-		s = c.redial(flaps)
-	}
-}
-
-func (c *Client) stopReason(kick *wire.Kick, err error) error {
-	c.mu.Lock()
-	stopping := c.stopping
-	c.mu.Unlock()
-	switch {
-	case stopping || c.ctx.Err() != nil:
-		return ErrClosed
-	case kick != nil && !kick.GetMayReconnect():
-		return &KickError{Kick: kick}
-	case !c.opts.Reconnect:
-		return fmt.Errorf("%w: %w", ErrConnectionLost, err)
-	}
-	return nil
-}
-
-// redial reconnects with back-off, starting at attempt first; nil if the
-// client stopped meanwhile.
-func (c *Client) redial(first int) *session {
-	for attempt := first; ; attempt++ {
-		t := time.NewTimer(c.backoff(attempt))
-		select {
-		case <-c.ctx.Done():
-			t.Stop()
-			c.finish(ErrClosed)
-			return nil
-		case <-t.C:
-		}
-		s, ok, err := c.connect(c.ctx, true)
-		if err == nil {
-			if !c.install(s, ok) {
-				s.close()
-				c.finish(ErrClosed)
-				return nil
-			}
-			c.st.reconnects.Add(1)
-			c.log.Info("reconnected", "attempt", attempt-first+1, "last_seq", ok.GetLastSeq())
-			if c.opts.OnLogin != nil {
-				c.opts.OnLogin(ok)
-			}
-			return s
-		}
-		if c.ctx.Err() != nil {
-			c.finish(ErrClosed)
-			return nil
-		}
-		if c.fatalLogin(err) {
-			c.finish(err)
-			return nil
-		}
-		c.onError(fmt.Errorf("client: reconnect attempt %d: %w", attempt-first+1, err))
-	}
-}
-
-// fatalLogin: the server refused the login for a reason retrying won't fix
-// (LOGIN_CONFLICT: the slot is taken and a reconnect never kicks).
-func (c *Client) fatalLogin(err error) bool {
-	var e *Error
-	if !errors.As(err, &e) {
-		return false // network, timeouts
-	}
-	if e.Temporary() || (e.Code() == wire.CodeTokenExpired && c.opts.TokenFunc != nil) {
-		return false
-	}
-	return true
-}
-
-// backoff is exponential from BackoffMin to BackoffMax with jitter
-// (uniform in [d/2, d]).
-func (c *Client) backoff(attempt int) time.Duration {
-	d := c.opts.BackoffMin << min(attempt, 20)
-	if d <= 0 || d > c.opts.BackoffMax {
-		d = c.opts.BackoffMax
-	}
-	half := d / 2
-	return half + rand.N(half+1)
 }
 
 // finish stops the client for good with err and fails what is in flight.
@@ -685,7 +628,11 @@ func (c *Client) tickPing(s *session) {
 	}
 	c.mu.Unlock()
 	if dead {
-		c.onError(fmt.Errorf("client: no pong within %s, dropping the connection", c.opts.RequestTimeout))
+		err := fmt.Errorf("client: no pong within %s, dropping the connection", c.opts.RequestTimeout)
+		c.mu.Lock()
+		s.why = err
+		c.mu.Unlock()
+		c.log.Info("connection dead", "url", s.url, "err", err)
 		s.close()
 		return
 	}

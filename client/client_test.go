@@ -45,6 +45,7 @@ type recorder struct {
 	logins     []*wire.LoginOk
 	transients []*wire.Message
 	errs       []error
+	reconnects []ReconnectEvent
 }
 
 func (r *recorder) hook(o *Options) {
@@ -74,6 +75,23 @@ func (r *recorder) hook(o *Options) {
 		defer r.mu.Unlock()
 		r.errs = append(r.errs, err)
 	}
+	o.OnReconnect = func(ev ReconnectEvent) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.reconnects = append(r.reconnects, ev)
+	}
+}
+
+func (r *recorder) errList() []error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.errs)
+}
+
+func (r *recorder) events() []ReconnectEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.reconnects)
 }
 
 func (r *recorder) counts() (logins, kicks, transients int) {

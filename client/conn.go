@@ -26,6 +26,7 @@ var (
 // session; the Client outlives them.
 type session struct {
 	// Set by dialSession, then read-only.
+	url          string // the endpoint
 	nc           net.Conn
 	json         bool
 	writeTimeout time.Duration
@@ -50,6 +51,7 @@ type session struct {
 	pingID   uint64    // outstanding Ping, 0 if none
 	pingAt   time.Time // when the last Ping was sent (or the login)
 	kick     *wire.Kick
+	why      error // why the client closed it (a dead connection), nil if it did not
 }
 
 // dialSession opens the WebSocket with the subprotocol the options ask for.
@@ -71,6 +73,7 @@ func dialSession(ctx context.Context, url string, jsonMode bool, writeTimeout ti
 		br = bufio.NewReaderSize(nc, 4096)
 	}
 	s := &session{
+		url:          url,
 		nc:           nc,
 		json:         jsonMode,
 		writeTimeout: writeTimeout,

@@ -28,6 +28,19 @@
 // same client message ID; the server answers a resend with the original
 // ids and duplicate set. Transient sends are never resent.
 //
+// # Endpoints and reconnects
+//
+// Options.URLs lists gateways of one cluster; any node serves any user,
+// and the user's log, seqs and send de-duplication live in the cluster,
+// not in the node. A device starts at a hashed offset in the list and
+// moves to the next endpoint when a connection breaks or a dial fails; it
+// logs in again on the same node after close code 4017 (session lost) and
+// leaves a node that closes with 4015 SHUTDOWN or 4018 NODE_DRAINING for
+// another one. Moving is invisible to the app: the cursor, the seq buffer
+// and the unacked sends carry over, so OnEntry goes on in seq order with
+// no entry twice and every stored send is acked once (a resend's ack has
+// duplicate set). OnReconnect reports the steps (endpoints.go, reconnect.go).
+//
 // # Concurrency
 //
 // A Client may be used from many goroutines. It owns two goroutines: run,
@@ -37,7 +50,8 @@
 // goroutines and returns after they exited.
 //
 // Callbacks in Options run on the reader goroutine, one at a time (except
-// OnError, which housekeep may call too, and the first OnLogin, which runs
-// before Dial returns). They must not block on the client: no Send,
+// OnError, which housekeep may call too, and the first OnLogin and
+// OnReconnect events of failed first attempts, which run before Dial
+// returns). They must not block on the client: no Send,
 // Request, Logout or Close from a callback (SendAsync is fine).
 package client

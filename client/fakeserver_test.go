@@ -23,10 +23,13 @@ import (
 // sender's other sessions, delivery to a DIRECT peer), gap pulls, cursor
 // acks, pings, logout and kicks. Tests inject gaps, duplicates, drops and
 // kicks through its helpers. Every client frame is recorded.
+//
+// A fake server may listen on several endpoints (addEndpoint) that share
+// its state, like the nodes of a cluster share the users' logs: tests kill
+// or drain one endpoint and watch the client move to another.
 type fakeServer struct {
 	t   *testing.T
-	ln  net.Listener
-	url string
+	url string // the first endpoint's
 	wg  sync.WaitGroup
 
 	mu sync.Mutex
@@ -38,11 +41,14 @@ type fakeServer struct {
 	swallowSends    int         // store the next N sends, answer nothing, drop the connection
 	refuseReconnect bool        // answer reconnect logins with LOGIN_CONFLICT
 	pullFaults      []wire.Code // answer the next gap pulls with these errors; 0: an empty page
+	holdAcks        bool        // store sends but answer nothing (an ack lost with its node)
 	// State.
+	eps         []*fakeEndpoint
 	logs        map[string][]*wire.Entry
 	dedup       map[string]*wire.SendAck
 	sessions    []*fakeSess
 	logins      []*wire.Login
+	loginEps    []int // the endpoint of each login
 	recv        []recvFrame
 	cursorAcks  map[string][]uint64 // by device ID
 	wrongOpcode int
@@ -51,11 +57,19 @@ type fakeServer struct {
 
 type recvFrame struct {
 	user, device string
+	ep           int
 	f            *wire.Frame
+}
+
+// fakeEndpoint is one listener of a fakeServer ("a node").
+type fakeEndpoint struct {
+	ln  net.Listener
+	url string
 }
 
 type fakeSess struct {
 	srv          *fakeServer
+	ep           int // index of the endpoint it came through
 	nc           net.Conn
 	json         bool
 	user, device string
@@ -65,14 +79,8 @@ type fakeSess struct {
 
 func newFakeServer(t *testing.T) *fakeServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv := &fakeServer{
 		t:            t,
-		ln:           ln,
-		url:          "ws://" + ln.Addr().String() + "/ws",
 		pageSize:     200,
 		compFrom:     1,
 		compAnnounce: true,
@@ -80,26 +88,44 @@ func newFakeServer(t *testing.T) *fakeServer {
 		dedup:        map[string]*wire.SendAck{},
 		cursorAcks:   map[string][]uint64{},
 	}
-	srv.wg.Go(srv.acceptLoop)
+	srv.url = srv.addEndpoint()
 	t.Cleanup(srv.close)
 	return srv
 }
 
-func (srv *fakeServer) acceptLoop() {
+// addEndpoint starts listening on another loopback port sharing the
+// server's state and returns its URL.
+func (srv *fakeServer) addEndpoint() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		srv.t.Fatal(err)
+	}
+	ep := &fakeEndpoint{ln: ln, url: "ws://" + ln.Addr().String() + "/ws"}
+	srv.mu.Lock()
+	i := len(srv.eps)
+	srv.eps = append(srv.eps, ep)
+	srv.mu.Unlock()
+	srv.wg.Go(func() { srv.acceptLoop(i, ln) })
+	return ep.url
+}
+
+func (srv *fakeServer) acceptLoop(ep int, ln net.Listener) {
 	for {
-		nc, err := srv.ln.Accept()
+		nc, err := ln.Accept()
 		if err != nil {
 			return
 		}
-		srv.wg.Go(func() { srv.serve(nc) })
+		srv.wg.Go(func() { srv.serve(ep, nc) })
 	}
 }
 
 // close stops listening, drops every connection and waits for the
 // server's goroutines.
 func (srv *fakeServer) close() {
-	srv.ln.Close()
 	srv.mu.Lock()
+	for _, ep := range srv.eps {
+		ep.ln.Close()
+	}
 	for _, ss := range srv.sessions {
 		ss.nc.Close()
 	}
@@ -107,7 +133,51 @@ func (srv *fakeServer) close() {
 	srv.wg.Wait()
 }
 
-func (srv *fakeServer) serve(nc net.Conn) {
+// killEndpoint is a node crash: endpoint i stops listening (dials are
+// refused) and its connections drop without a close frame.
+func (srv *fakeServer) killEndpoint(i int) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	srv.eps[i].ln.Close()
+	for _, ss := range srv.sessions {
+		if ss.ep == i {
+			ss.live = false
+			ss.nc.Close()
+		}
+	}
+}
+
+// kickEndpoint sends k to every live session of endpoint i and closes
+// them with its close code (a node draining, say).
+func (srv *fakeServer) kickEndpoint(i int, k *wire.Kick) {
+	srv.mu.Lock()
+	var out []*fakeSess
+	for _, ss := range srv.sessions {
+		if ss.ep == i && ss.live {
+			out = append(out, ss)
+		}
+	}
+	srv.mu.Unlock()
+	for _, ss := range out {
+		ss.kick(k)
+	}
+}
+
+// endpointOf returns the index of the endpoint with url.
+func (srv *fakeServer) endpointOf(url string) int {
+	srv.t.Helper()
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for i, ep := range srv.eps {
+		if ep.url == url {
+			return i
+		}
+	}
+	srv.t.Fatalf("no endpoint %q", url)
+	return -1
+}
+
+func (srv *fakeServer) serve(ep int, nc net.Conn) {
 	defer nc.Close()
 	u := ws.Upgrader{Protocol: func(p []byte) bool {
 		return string(p) == SubprotocolProto || string(p) == SubprotocolJSON
@@ -116,7 +186,7 @@ func (srv *fakeServer) serve(nc net.Conn) {
 	if err != nil {
 		return
 	}
-	ss := &fakeSess{srv: srv, nc: nc, json: hs.Protocol == SubprotocolJSON}
+	ss := &fakeSess{srv: srv, ep: ep, nc: nc, json: hs.Protocol == SubprotocolJSON}
 	f, err := ss.read()
 	if err != nil {
 		return
@@ -146,6 +216,7 @@ func (srv *fakeServer) login(ss *fakeSess, f *wire.Frame) bool {
 		return false
 	}
 	srv.logins = append(srv.logins, l)
+	srv.loginEps = append(srv.loginEps, ss.ep)
 	user, ok := strings.CutPrefix(l.GetToken(), "tok-")
 	if !ok {
 		ss.write(wire.ErrFrame(f.GetId(), wire.CodeBadToken, "bad token"))
@@ -197,7 +268,7 @@ func (srv *fakeServer) pageLocked(user string, after uint64, limit int) (*wire.S
 func (srv *fakeServer) handle(ss *fakeSess, f *wire.Frame) {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
-	srv.recv = append(srv.recv, recvFrame{ss.user, ss.device, f})
+	srv.recv = append(srv.recv, recvFrame{ss.user, ss.device, ss.ep, f})
 	switch b := f.GetBody().(type) {
 	case *wire.Frame_Send:
 		srv.sendLocked(ss, f.GetId(), b.Send)
@@ -272,7 +343,7 @@ func (srv *fakeServer) sendLocked(ss *fakeSess, id uint64, m *wire.Send) {
 	swallow := srv.swallowSends > 0
 	if swallow {
 		srv.swallowSends--
-	} else {
+	} else if !srv.holdAcks {
 		ss.write(&wire.Frame{Id: id, Body: &wire.Frame_SendAck{SendAck: ack}})
 	}
 	for _, o := range srv.liveLocked(ss.user) {
@@ -377,6 +448,27 @@ func (srv *fakeServer) loginList() []*wire.Login {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	return slices.Clone(srv.logins)
+}
+
+// loginEndpoints returns the endpoint of every login so far.
+func (srv *fakeServer) loginEndpoints() []int {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return slices.Clone(srv.loginEps)
+}
+
+// sendsOn returns, for every Send frame device wrote, its client message
+// ID and the endpoint it came through.
+func (srv *fakeServer) sendsOn(device string) (ids []string, eps []int) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for _, r := range srv.recv {
+		if m := r.f.GetSend(); m != nil && r.device == device {
+			ids = append(ids, m.GetClientMessageId())
+			eps = append(eps, r.ep)
+		}
+	}
+	return ids, eps
 }
 
 func (srv *fakeServer) acksOf(device string) []uint64 {

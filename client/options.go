@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/tandem-im/tandem/proto/wire"
@@ -38,7 +39,15 @@ const (
 // Options configure one device session. The zero value of every optional
 // field means its default.
 type Options struct {
-	// URL of the gateway, e.g. "ws://127.0.0.1:7400/ws". Required.
+	// URLs of the gateways, e.g. "ws://10.0.0.1:7400/ws": any node of a
+	// cluster serves any user. The first login goes to one chosen by a hash
+	// of DeviceID and Token (at random with TokenFunc), so devices spread
+	// over the list; if it fails, Dial tries the others. A dropped
+	// connection, a refused dial or a Kick that allows reconnecting moves
+	// the client to the next one (see Reconnect).
+	URLs []string
+	// URL is one gateway: the same as URLs with one element. If both are
+	// set, URL is put before URLs (and not repeated).
 	URL string
 	// Token is the login JWT. TokenFunc, if set, is called before every
 	// login instead (refresh for reconnects). One of them is required.
@@ -65,7 +74,19 @@ type Options struct {
 
 	// Reconnect redials with back-off and jitter after a dropped
 	// connection (not after Close, Logout, a Kick with may_reconnect false
-	// or a login the server refuses for good).
+	// or a login the server refuses for good), and logs in again with the
+	// same device ID, the cursor and Login.reconnect set. The app sees no
+	// error: entries go on in seq order from the cursor, and unacked sends
+	// are written again with their client message IDs (OnReconnect
+	// reports the steps).
+	//
+	// Which endpoint comes next: after a broken connection or a failed
+	// attempt, the next one in URLs (rotating). After a Kick or close
+	// that asks to log in again on a healthy node (close code 4017
+	// SESSION_LOST, 4014 heartbeat timeout), the same one first. After
+	// close code 4015 SHUTDOWN or 4018 NODE_DRAINING the node is going
+	// away: another one, and that one is avoided for a while if there is
+	// any other. The back-off grows with every round through the list.
 	Reconnect  bool
 	BackoffMin time.Duration // first reconnect delay; default 100 ms
 	BackoffMax time.Duration // default 5 s
@@ -102,15 +123,23 @@ type Options struct {
 	OnEntry func(*wire.Entry)
 	// OnTransient gets transient messages (Push.transient).
 	OnTransient func(*wire.Message)
-	// OnKick gets the Kick frame the server sends before closing.
+	// OnKick gets a Kick frame that ends the client: may_reconnect false,
+	// or any kick without Reconnect. A Kick with may_reconnect true while
+	// Reconnect is set is part of a reconnect: OnReconnect gets it.
 	OnKick func(*wire.Kick)
 	// OnLogin gets every LoginOk, the first one and those of reconnects.
 	OnLogin func(*wire.LoginOk)
+	// OnReconnect observes automatic reconnects: the drop, each failed
+	// attempt, the new login. They are not errors; Err and the in-flight
+	// requests show what the app has to act on. It may also run on the
+	// goroutine of Dial (failed first attempts on other endpoints).
+	OnReconnect func(ReconnectEvent)
 	// OnFrame gets unsolicited frames the client does not consume itself
 	// (ConversationList after compensation, frame types added later).
 	OnFrame func(*wire.Frame)
-	// OnError gets non-fatal problems: a dropped connection, a failed
-	// reconnect attempt, an undecodable frame, an Error frame with id 0.
+	// OnError gets non-fatal problems: an undecodable frame, an Error
+	// frame with id 0, a failed gap pull. Drops and reconnect attempts go
+	// to OnReconnect instead.
 	// It may also run on the client's housekeeping goroutine.
 	OnError func(error)
 
@@ -120,8 +149,11 @@ type Options struct {
 
 func (o *Options) validate() error {
 	var errs []error
-	if o.URL == "" {
-		errs = append(errs, errors.New("client: options: URL is required"))
+	if o.URL == "" && len(o.URLs) == 0 {
+		errs = append(errs, errors.New("client: options: URL or URLs is required"))
+	}
+	if slices.Contains(o.URLs, "") {
+		errs = append(errs, errors.New("client: options: empty URL in URLs"))
 	}
 	if o.Token == "" && o.TokenFunc == nil {
 		errs = append(errs, errors.New("client: options: Token or TokenFunc is required"))
@@ -158,5 +190,21 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	o.URLs = o.endpointList()
 	return o
+}
+
+// endpointList is URLs with URL first if it is not among them, without
+// repeats.
+func (o *Options) endpointList() []string {
+	var out []string
+	if o.URL != "" {
+		out = append(out, o.URL)
+	}
+	for _, u := range o.URLs {
+		if !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	return out
 }

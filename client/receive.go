@@ -65,7 +65,9 @@ func (c *Client) handleUnsolicited(s *session, f *wire.Frame) {
 		c.mu.Unlock()
 		c.log.Info("kicked", "reason", b.Kick.GetReason().String(), "close_code", b.Kick.GetCloseCode(),
 			"may_reconnect", b.Kick.GetMayReconnect())
-		if c.opts.OnKick != nil {
+		if c.opts.OnKick != nil && !(b.Kick.GetMayReconnect() && c.opts.Reconnect) {
+			// A kick that allows reconnecting is part of a reconnect
+			// (OnReconnect), not news for the app.
 			c.opts.OnKick(b.Kick)
 		}
 	case *wire.Frame_Error:
