@@ -978,8 +978,13 @@ type LoginOk struct {
 	HeartbeatSeconds    int32                  `protobuf:"varint,4,opt,name=heartbeat_seconds,json=heartbeatSeconds,proto3" json:"heartbeat_seconds,omitempty"`            // ping at least this often
 	CompensationFromSeq uint64                 `protobuf:"varint,5,opt,name=compensation_from_seq,json=compensationFromSeq,proto3" json:"compensation_from_seq,omitempty"` // set when the device had no cursor or a cursor too old
 	CursorTooOld        bool                   `protobuf:"varint,6,opt,name=cursor_too_old,json=cursorTooOld,proto3" json:"cursor_too_old,omitempty"`                      // the cursor was older than retention
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// tandem addition: the cursor was beyond the user's log (last_seq): the
+	// store lost entries or was restored from a backup. The device must drop
+	// what it stored above last_seq (seqs will be reused for new entries)
+	// and rebuild from the compensation window, which comes with it.
+	CursorAhead   bool `protobuf:"varint,7,opt,name=cursor_ahead,json=cursorAhead,proto3" json:"cursor_ahead,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LoginOk) Reset() {
@@ -1050,6 +1055,13 @@ func (x *LoginOk) GetCompensationFromSeq() uint64 {
 func (x *LoginOk) GetCursorTooOld() bool {
 	if x != nil {
 		return x.CursorTooOld
+	}
+	return false
+}
+
+func (x *LoginOk) GetCursorAhead() bool {
+	if x != nil {
+		return x.CursorAhead
 	}
 	return false
 }
@@ -3376,14 +3388,15 @@ const file_wire_wire_proto_rawDesc = "" +
 	"\tlogin_ext\x18\t \x01(\tR\bloginExt\x12\x1f\n" +
 	"\vapp_version\x18\n" +
 	" \x01(\tR\n" +
-	"appVersion\"\xec\x01\n" +
+	"appVersion\"\x8f\x02\n" +
 	"\aLoginOk\x12\x19\n" +
 	"\blogin_id\x18\x01 \x01(\tR\aloginId\x12\x19\n" +
 	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\x12$\n" +
 	"\x0eserver_time_ms\x18\x03 \x01(\x03R\fserverTimeMs\x12+\n" +
 	"\x11heartbeat_seconds\x18\x04 \x01(\x05R\x10heartbeatSeconds\x122\n" +
 	"\x15compensation_from_seq\x18\x05 \x01(\x04R\x13compensationFromSeq\x12$\n" +
-	"\x0ecursor_too_old\x18\x06 \x01(\bR\fcursorTooOld\"\b\n" +
+	"\x0ecursor_too_old\x18\x06 \x01(\bR\fcursorTooOld\x12!\n" +
+	"\fcursor_ahead\x18\a \x01(\bR\vcursorAhead\"\b\n" +
 	"\x06Logout\"\x06\n" +
 	"\x04Ping\",\n" +
 	"\x04Pong\x12$\n" +
