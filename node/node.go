@@ -205,6 +205,13 @@ func (n *Node) serve(ctx context.Context, f func() error) {
 func (n *Node) WSAddr() string  { return n.wsLn.Addr().String() }
 func (n *Node) APIAddr() string { return n.apiLn.Addr().String() }
 
+// GossipAddr is the bound memberlist address: the seed to give other nodes.
+func (n *Node) GossipAddr() string { return n.member.GossipAddress() }
+
+// ClusterMembers is the number of members in this node's current cluster
+// topology, itself included.
+func (n *Node) ClusterMembers() int { return n.member.Cluster().MemberList.Members().Len() }
+
 // Stop stops the node in order and returns the first serving error.
 func (n *Node) Stop() error {
 	n.stopOnce.Do(n.teardown)
