@@ -35,6 +35,16 @@ const (
 
 func groupUser(id string) string { return groupNS + id }
 
+// effGroupTransient pushes a never-stored group message to the online
+// members among to, wherever they are online; each member's copy gets
+// its own mentioned flag from the message's mention list.
+type effGroupTransient struct {
+	to  []string
+	msg *actorpb.TransientDeliver
+}
+
+func (effGroupTransient) isEffect() {}
+
 // groupState is a group actor's state. Pure except for the dedup reads
 // through rd; only the actor's goroutine touches it.
 type groupState struct {
@@ -88,13 +98,11 @@ func (g *groupState) send(key sessionKey, reqID uint64, from, device string, m *
 		// Online members only, now; never stored or retried.
 		t := now.UnixMilli()
 		msg := messageOf(m, g.newID(), from, device, &wire.Conversation{Type: wire.Conversation_GROUP, Id: g.id}, "", t)
-		effs := []effect{g.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_SendAck{SendAck: &wire.SendAck{MessageId: msg.MessageId, ServerTimeMs: t}}})}
-		for _, member := range g.st.GetMembers() {
-			cp := proto.Clone(msg).(*wire.Message)
-			cp.Mentioned = member != from && (m.GetMentionAll() || contains(m.GetMentionList(), member))
-			effs = append(effs, effTransient{to: member, msg: &actorpb.TransientDeliver{FromUser: from, Message: cp}})
+		// Each member's mentioned flag is set where it is delivered.
+		return []effect{
+			g.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_SendAck{SendAck: &wire.SendAck{MessageId: msg.MessageId, ServerTimeMs: t}}}),
+			effGroupTransient{to: slices.Clone(g.st.GetMembers()), msg: &actorpb.TransientDeliver{FromUser: from, Message: msg}},
 		}
-		return effs
 	}
 	dk := "c:" + from + "/" + m.GetClientMessageId()
 	if p := g.sending[dk]; p != nil {
@@ -532,10 +540,8 @@ func (a *groupActor) perform(ctx actor.Context, effs []effect) {
 			ctx.Send(actor.NewPID(e.gw.addr, e.gw.id), &actorpb.SessionPush{SessionIds: e.sids, Frames: e.frames})
 		case effDeliver:
 			a.rt.courier.send(e.item.GetToUser(), itemMessage(e.item))
-		case effTransient:
-			if len(a.rt.presence.get(e.to)) > 0 { // online members only
-				a.rt.courier.send(e.to, e.msg)
-			}
+		case effGroupTransient:
+			a.rt.relayTransient(e.to, e.msg, true) // online members only, through whichever node they are on
 		case effStop:
 			a.dead = true
 			var waiting []uint64

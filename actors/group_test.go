@@ -135,9 +135,17 @@ func TestGroupTransient(t *testing.T) {
 	if len(appends(effs)) != 0 || len(g.outbox) != 0 {
 		t.Fatal("a transient group message was stored or queued for retry")
 	}
-	peer, _ := transients(effs)
-	if len(peer) != 3 || framesTo(effs, 1)[0].GetSendAck().GetSeq() != 0 {
-		t.Fatalf("transient to %d members, ack %v", len(peer), framesTo(effs, 1))
+	var sent []effGroupTransient
+	for _, e := range effs {
+		if gt, ok := e.(effGroupTransient); ok {
+			sent = append(sent, gt)
+		}
+	}
+	if len(sent) != 1 || len(sent[0].to) != 3 || framesTo(effs, 1)[0].GetSendAck().GetSeq() != 0 {
+		t.Fatalf("transient %v, ack %v; want one relay to the 3 members", sent, framesTo(effs, 1))
+	}
+	if m := sent[0].msg; m.GetFromUser() != "a" || m.GetMessage().GetConversation().GetId() != "g" || m.GetMessage().GetMentioned() {
+		t.Fatalf("relayed %v", m)
 	}
 }
 

@@ -97,7 +97,7 @@ func startBenchNode(b *testing.B, sessions actors.SessionTable) (*actors.Runtime
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { m.Stop(true) })
-	if err := rt.Start(m.Cluster(), sessions); err != nil {
+	if err := rt.Start(m.Cluster(), sessions, m); err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(rt.Stop)

@@ -13,7 +13,6 @@ import (
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tandem-im/tandem/api/webhook"
 	"github.com/tandem-im/tandem/persistence"
 	"github.com/tandem-im/tandem/proto/actorpb"
 	"github.com/tandem-im/tandem/proto/wire"
@@ -40,19 +39,15 @@ type SessionTable interface {
 	Kick(sessionID uint64, k *wire.Kick) bool
 }
 
-// Publisher sends events to the app backend (webhook.Sender satisfies
-// it). Publish must not block.
-type Publisher interface {
-	Publish(ev webhook.Event) bool
-}
-
 // GatewayActorName is the name of the per-node gateway actor: user actors
 // anywhere in the cluster push to address/"gateway".
 const GatewayActorName = "gateway"
 
 // Runtime holds what every actor of this node shares: configuration, the
-// store, the courier, the gateway actor. Build it with NewRuntime, pass
-// Kinds to the cluster, then Start it with the started cluster.
+// store, the courier, the gateway actor, the presence table and actor.
+// Build it with NewRuntime, pass Kinds to the cluster, then Start it with
+// the started cluster. Its exported methods may be called concurrently;
+// the blocking ones (a ctx first) are for non-actor callers only.
 type Runtime struct {
 	cfg      Config
 	store    Store
@@ -65,8 +60,10 @@ type Runtime struct {
 	// Set by Start, then read-only.
 	sys     *actor.ActorSystem
 	cl      *cluster.Cluster
+	members Membership // nil: this node only
 	courier *courier
 	gateway *actor.PID
+	presPID *actor.PID // this node's presence actor
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
@@ -97,28 +94,37 @@ func (r *Runtime) KickPolicy() (string, map[string]int) {
 	return string(p.Mode), limits
 }
 
-// SetKickPolicy replaces the node's kick policy until the next restart
-// (the --kick-policy/--class-limits flags set it at start). Every online
-// user's actor on this node applies it at once: sessions the new policy no
-// longer allows are kicked (reason POLICY), oldest first. Limits not named
-// keep their defaults.
-func (r *Runtime) SetKickPolicy(ctx context.Context, mode string, limits map[string]int) error {
+// SetKickPolicy replaces the kick policy on every member of the cluster
+// until each one restarts (the --kick-policy/--class-limits flags set it at
+// start; a node that joins later starts with its flags). Every online
+// user's actor applies it at once: sessions the new policy no longer
+// allows are kicked (reason POLICY), oldest first. Limits not named keep
+// their defaults. An invalid policy is refused with a wire error; a member
+// that does not answer in time gives ErrUnavailable (the members that did
+// answer have applied it; repeating the call is harmless).
+func (r *Runtime) SetKickPolicy(ctx context.Context, mode string, limits map[string]int) (*wire.Error, error) {
 	p := Policy{Mode: PolicyMode(mode), Limits: map[Class]int{}}
 	for c, n := range limits {
 		p.Limits[Class(c)] = n
 	}
 	if err := p.Validate(); err != nil {
-		return err
+		return wire.Err(wire.CodeInvalidArgument, err.Error()), nil
 	}
 	p = p.withDefaults()
-	r.policy.Store(&p)
-	msg := &actorpb.PolicyChanged{Mode: string(p.Mode), Limits: map[string]int32{}}
-	for c, n := range p.Limits {
-		msg.Limits[string(c)] = int32(n)
+	answers, err := r.askAll(ctx, policyToProto(p), func() any { return &actorpb.Done{Error: r.applyPolicy(p)} })
+	if err != nil {
+		return nil, fmt.Errorf("kick policy: %w", err)
 	}
-	r.presence.each(func(user string) { r.courier.send(user, msg) })
-	r.log.Info("kick policy changed", "policy", p.String())
-	return nil
+	for _, a := range answers {
+		d, ok := a.(*actorpb.Done)
+		if !ok {
+			return nil, fmt.Errorf("kick policy: unexpected answer %T", a)
+		}
+		if d.GetError() != nil {
+			return d.GetError(), nil
+		}
+	}
+	return nil, nil
 }
 
 // SendAs sends a message as user for the server API and returns the
@@ -205,15 +211,17 @@ func policyFromProto(m *actorpb.PolicyChanged) Policy {
 	return p.withDefaults()
 }
 
-// Devices returns the live sessions of user (nil: offline), without
-// activating the user's actor.
-func (r *Runtime) Devices(user string) []*wire.DeviceInfo { return r.presence.get(user) }
-
 // Kick forces the user's sessions of device (all if device is "") offline
-// with kick reason ADMIN and returns the sessions it ended. An offline user
-// is not activated.
+// with kick reason ADMIN and returns the sessions it ended. The user's
+// actor decides, wherever it lives; a user offline everywhere in the
+// cluster is not activated. A member that does not answer the presence
+// question gives ErrUnavailable.
 func (r *Runtime) Kick(ctx context.Context, user, device string) ([]*wire.DeviceInfo, error) {
-	if len(r.presence.get(user)) == 0 {
+	ds, err := r.Devices(ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("kick %q: %w", user, err)
+	}
+	if len(ds) == 0 {
 		return nil, nil
 	}
 	timeout := r.cfg.RequestTimeout
@@ -238,19 +246,30 @@ func (r *Runtime) Kinds() []*cluster.Kind {
 	return []*cluster.Kind{cluster.NewKind(UserKind, props), cluster.NewKind(GroupKind, groups)}
 }
 
-// Start spawns the node's gateway actor over sessions and starts the
-// courier. Stop undoes it.
-func (r *Runtime) Start(cl *cluster.Cluster, sessions SessionTable) error {
-	r.cl, r.sys = cl, cl.ActorSystem
+// Start spawns the node's gateway actor over sessions and its presence
+// actor, and starts the courier; members lists the cluster for
+// cluster-wide questions (nil: this node is the whole cluster). Stop
+// undoes it.
+func (r *Runtime) Start(cl *cluster.Cluster, sessions SessionTable, members Membership) error {
+	r.cl, r.sys, r.members = cl, cl.ActorSystem, members
 	r.courier = newCourier(cl, r.log, r.metrics)
 	pid, err := r.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
 		return &gatewayActor{sessions: sessions, rt: r}
 	}), GatewayActorName)
 	if err != nil {
 		r.courier.stop()
-		return err
+		return fmt.Errorf("spawn the gateway actor: %w", err)
 	}
 	r.gateway = pid
+	pres, err := r.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
+		return &presenceActor{rt: r}
+	}), PresenceActorName)
+	if err != nil {
+		r.courier.stop()
+		_ = r.sys.Root.StopFuture(r.gateway).Wait() // only a timeout can fail; nothing to do about it
+		return fmt.Errorf("spawn the presence actor: %w", err)
+	}
+	r.presPID = pres
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	r.wg.Go(func() { r.redriveOutboxes(ctx) })
@@ -293,7 +312,7 @@ func (r *Runtime) redriveOutboxes(ctx context.Context) {
 	}
 }
 
-// Stop stops the courier and the gateway actor.
+// Stop stops the courier, the presence actor and the gateway actor.
 func (r *Runtime) Stop() {
 	if r.cancel != nil {
 		r.cancel()
@@ -302,8 +321,10 @@ func (r *Runtime) Stop() {
 	if r.courier != nil {
 		r.courier.stop()
 	}
-	if r.gateway != nil {
-		_ = r.sys.Root.StopFuture(r.gateway).Wait() // only a timeout can fail; nothing to do about it
+	for _, pid := range []*actor.PID{r.presPID, r.gateway} {
+		if pid != nil {
+			_ = r.sys.Root.StopFuture(pid).Wait() // only a timeout can fail; nothing to do about it
+		}
 	}
 }
 
@@ -390,6 +411,7 @@ func (c *courier) stop() {
 
 type metrics struct {
 	activations, logins, loginConflicts, sends, appendFailures, courierDrops prometheus.Counter
+	presenceFailures                                                         prometheus.Counter
 	activeUsers                                                              prometheus.Gauge
 }
 
@@ -401,10 +423,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		sends:          prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_sends_total", Help: "Send frames received by user actors."}),
 		appendFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_append_failures_total", Help: "Failed log appends (fenced or storage errors); each stops its actor."}),
 		courierDrops:   prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_courier_drops_total", Help: "Actor-to-actor messages dropped (queue full or no activation); re-driven by the outbox."}),
-		activeUsers:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "tandem_active_users", Help: "User actors active on this node."}),
+		presenceFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_presence_unavailable_total",
+			Help: "Cluster-wide questions (online status, devices, force offline, kick policy) refused because a member did not answer in time."}),
+		activeUsers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tandem_active_users", Help: "User actors active on this node."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.activations, m.logins, m.loginConflicts, m.sends, m.appendFailures, m.courierDrops, m.activeUsers)
+		reg.MustRegister(m.activations, m.logins, m.loginConflicts, m.sends, m.appendFailures, m.courierDrops, m.presenceFailures, m.activeUsers)
 	}
 	return m
 }

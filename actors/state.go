@@ -7,7 +7,6 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/tandem-im/tandem/api/webhook"
 	"github.com/tandem-im/tandem/persistence"
 	"github.com/tandem-im/tandem/proto/actorpb"
 	"github.com/tandem-im/tandem/proto/wire"
@@ -141,8 +140,8 @@ type (
 	effCatchup struct{ key sessionKey }
 	// effStop stops the actor (after the effects before it).
 	effStop struct{ reason string }
-	// effNotify publishes a webhook event to the app backend.
-	effNotify struct{ ev webhook.Event }
+	// effNotify publishes a session event to the app backend.
+	effNotify struct{ ev Event }
 	// effPresence publishes the user's live sessions (none: offline).
 	effPresence struct{ devices []*wire.DeviceInfo }
 )
@@ -243,10 +242,10 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 	var events []*wire.Entry
 	for _, k := range d.kick {
 		events = append(events, s.deviceEvent(wire.DeviceEvent_KICKED, s.sessions[k].info, now))
-		effs = append(effs, s.notify(webhook.DeviceKicked, s.sessions[k].info, newInfo, wire.Kick_LOGIN_CONFLICT.String(), now))
+		effs = append(effs, s.notify(EventDeviceKicked, s.sessions[k].info, newInfo, wire.Kick_LOGIN_CONFLICT.String(), now))
 	}
 	for _, k := range d.replace {
-		effs = append(effs, s.notify(webhook.DeviceLogout, s.sessions[k].info, nil, "replaced", now))
+		effs = append(effs, s.notify(EventDeviceLogout, s.sessions[k].info, nil, "replaced", now))
 	}
 	for _, k := range append(d.replace, d.kick...) {
 		effs = append(effs, effKick{key: k, kick: &wire.Kick{
@@ -295,9 +294,9 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 	effs = append(effs, s.appendEntries(events, persistence.AppendRequest{
 		Devices: []persistence.Device{{DeviceID: sess.info.DeviceId, Data: rec, Cursor: sess.cursor}},
 	}))
-	effs = append(effs, s.notify(webhook.DeviceLogin, sess.info, nil, "", now))
+	effs = append(effs, s.notify(EventDeviceLogin, sess.info, nil, "", now))
 	if !wasOnline {
-		effs = append(effs, s.notify(webhook.UserOnline, sess.info, nil, "", now))
+		effs = append(effs, s.notify(EventUserOnline, sess.info, nil, "", now))
 	}
 	effs = append(effs, s.presence(), effCatchup{key: key})
 	return &wire.Frame{Body: &wire.Frame_LoginOk{LoginOk: ok}}, effs
@@ -369,9 +368,9 @@ func (s *userState) closed(key sessionKey, logout bool, now time.Time) []effect 
 		reason = "logout"
 		effs = append(effs, s.appendEntries([]*wire.Entry{s.deviceEvent(wire.DeviceEvent_LOGGED_OUT, sess.info, now)}, persistence.AppendRequest{}))
 	}
-	effs = append(effs, s.notify(webhook.DeviceLogout, sess.info, nil, reason, now))
+	effs = append(effs, s.notify(EventDeviceLogout, sess.info, nil, reason, now))
 	if len(s.sessions) == 0 {
-		effs = append(effs, s.notify(webhook.UserOffline, sess.info, nil, reason, now))
+		effs = append(effs, s.notify(EventUserOffline, sess.info, nil, reason, now))
 	}
 	return append(effs, s.presence())
 }
@@ -394,7 +393,7 @@ func (s *userState) applyPolicy(p Policy, now time.Time) []effect {
 		sess := s.sessions[k]
 		events = append(events, s.deviceEvent(wire.DeviceEvent_KICKED, sess.info, now))
 		effs = append(effs, effKick{key: k, kick: &wire.Kick{Reason: wire.Kick_POLICY, CloseCode: wire.CloseKickedByPolicy}},
-			s.notify(webhook.DeviceKicked, sess.info, nil, wire.Kick_POLICY.String(), now))
+			s.notify(EventDeviceKicked, sess.info, nil, wire.Kick_POLICY.String(), now))
 		s.flushCursor(sess)
 		delete(s.sessions, k)
 	}
@@ -423,24 +422,20 @@ func (s *userState) adminKick(device string, now time.Time) ([]*wire.DeviceInfo,
 		kicked = append(kicked, sess.info)
 		events = append(events, s.deviceEvent(wire.DeviceEvent_KICKED, sess.info, now))
 		effs = append(effs, effKick{key: k, kick: &wire.Kick{Reason: wire.Kick_ADMIN, CloseCode: wire.CloseKickedByAdmin}},
-			s.notify(webhook.DeviceKicked, sess.info, nil, wire.Kick_ADMIN.String(), now))
+			s.notify(EventDeviceKicked, sess.info, nil, wire.Kick_ADMIN.String(), now))
 		s.flushCursor(sess)
 		delete(s.sessions, k)
 	}
 	effs = append(effs, s.appendEntries(events, persistence.AppendRequest{}))
 	if len(s.sessions) == 0 {
-		effs = append(effs, s.notify(webhook.UserOffline, kicked[len(kicked)-1], nil, wire.Kick_ADMIN.String(), now))
+		effs = append(effs, s.notify(EventUserOffline, kicked[len(kicked)-1], nil, wire.Kick_ADMIN.String(), now))
 	}
 	return kicked, append(effs, s.presence())
 }
 
-// notify builds a webhook event about one device.
-func (s *userState) notify(t webhook.Type, dev, by *wire.DeviceInfo, reason string, now time.Time) effect {
-	ev := webhook.Event{Type: t, UserID: s.user, Device: hookDevice(dev), Reason: reason, AtMS: now.UnixMilli()}
-	if by != nil {
-		ev.KickedBy = hookDevice(by)
-	}
-	return effNotify{ev: ev}
+// notify builds a session event about one device for the app backend.
+func (s *userState) notify(t EventType, dev, by *wire.DeviceInfo, reason string, now time.Time) effect {
+	return effNotify{ev: Event{Type: t, UserID: s.user, Device: dev, KickedBy: by, Reason: reason, AtMS: now.UnixMilli()}}
 }
 
 // presence publishes the live sessions, oldest login first.

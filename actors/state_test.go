@@ -560,7 +560,7 @@ func notifications(effs []effect) []string {
 	var out []string
 	for _, e := range effs {
 		if n, ok := e.(effNotify); ok {
-			out = append(out, fmt.Sprintf("%s:%s:%s", n.ev.Type, n.ev.Device.DeviceID, n.ev.Reason))
+			out = append(out, fmt.Sprintf("%s:%s:%s", n.ev.Type, n.ev.Device.GetDeviceId(), n.ev.Reason))
 		}
 	}
 	return out
@@ -601,8 +601,8 @@ func TestPresenceAndWebhookEvents(t *testing.T) {
 		t.Fatalf("kicking login notified %s", got)
 	}
 	for _, e := range effs {
-		if n, ok := e.(effNotify); ok && n.ev.Type == "device.kicked" && n.ev.KickedBy.DeviceID != "phone2" {
-			t.Fatalf("kick event names %q as the kicker", n.ev.KickedBy.DeviceID)
+		if n, ok := e.(effNotify); ok && n.ev.Type == "device.kicked" && n.ev.KickedBy.GetDeviceId() != "phone2" {
+			t.Fatalf("kick event names %q as the kicker", n.ev.KickedBy.GetDeviceId())
 		}
 	}
 	if devs, _ := lastPresence(effs); fmt.Sprint(devs) != "[web1 phone2]" {

@@ -49,10 +49,17 @@ func (a *userActor) Receive(ctx actor.Context) {
 	case *cluster.ClusterInit:
 		a.activate(ctx, m)
 		return
-	case *actor.Started, *actor.Stopping, *actor.Restarting:
+	case *actor.Started, *actor.Stopping:
 		return
-	case *actor.Stopped:
-		a.rt.metrics.activeUsers.Dec()
+	case *actor.Stopped, *actor.Restarting:
+		// No activation here any more (a restarted instance never gets
+		// ClusterInit): its sessions must not look online.
+		if a.self != nil {
+			a.rt.presence.clear(a.user, a.self)
+		}
+		if _, ok := m.(*actor.Stopped); ok {
+			a.rt.metrics.activeUsers.Dec()
+		}
 		return
 	}
 	if a.dead || a.st == nil {
@@ -451,18 +458,18 @@ func (a *userActor) perform(ctx actor.Context, effs []effect) {
 		case effReceipt:
 			a.rt.courier.send(e.to, e.msg) // the sender's actor is active or re-activates: receipts are for offline senders too
 		case effTransient:
-			// Only online users can see it: don't activate an offline one
-			// (activation is a store write). One node: presence is exact.
-			if len(a.rt.presence.get(e.to)) > 0 {
-				a.rt.courier.send(e.to, e.msg)
-			}
+			// Only online users can see it, and they may be online through
+			// any node: every node's presence actor hands it to the
+			// recipient's activation if it has sessions there. An offline
+			// recipient is not activated (activation is a store write).
+			a.rt.relayTransient([]string{e.to}, e.msg, false)
 		case effNotify:
 			if a.rt.hooks != nil {
 				e.ev.Node = a.rt.sys.Address()
 				a.rt.hooks.Publish(e.ev)
 			}
 		case effPresence:
-			a.rt.presence.set(a.user, e.devices)
+			a.rt.presence.set(a.user, a.st.epoch, a.self, e.devices)
 		case effStop:
 			a.dead = true
 			a.log.Warn("user actor stopping", "reason", e.reason)

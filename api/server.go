@@ -24,17 +24,21 @@ type TokenMinter interface {
 }
 
 // Sessions is what the API needs from the user actors (actors.Runtime
-// satisfies it).
+// satisfies it). Every answer is cluster-wide, whichever node is asked; an
+// error means it could not be complete (a node did not answer) and is
+// reported as UNAVAILABLE, never as "offline".
 type Sessions interface {
-	// Devices returns the user's live sessions; nil when offline.
-	Devices(user string) []*wire.DeviceInfo
+	// OnlineStatus returns the live sessions of each of users that is
+	// online (offline users are absent), oldest login first.
+	OnlineStatus(ctx context.Context, users []string) (map[string][]*wire.DeviceInfo, error)
 	// Kick ends the user's sessions of device (all if "") with kick reason
 	// ADMIN and returns the sessions it ended.
 	Kick(ctx context.Context, user, device string) ([]*wire.DeviceInfo, error)
-	// KickPolicy returns the kick policy; SetKickPolicy replaces it (an
-	// invalid one is refused with an error for the client).
+	// KickPolicy returns the kick policy; SetKickPolicy replaces it on
+	// every node (an invalid one is refused with a wire error for the
+	// client).
 	KickPolicy() (mode string, limits map[string]int)
-	SetKickPolicy(ctx context.Context, mode string, limits map[string]int) error
+	SetKickPolicy(ctx context.Context, mode string, limits map[string]int) (*wire.Error, error)
 }
 
 // Config configures the server API. Zero value fields mean defaults.

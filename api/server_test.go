@@ -19,7 +19,8 @@ import (
 
 // fakeSessions stands in for the actors (the real ones are tested end to
 // end in test/e2e): alice has a phone and a laptop, everybody else is
-// offline, and "broken" fails.
+// offline, "broken" fails to be kicked, and a question about "partitioned"
+// fails as if a node did not answer.
 type fakeSessions struct{}
 
 type fakeGroups struct{}
@@ -55,17 +56,30 @@ func (fakeSessions) KickPolicy() (string, map[string]int) {
 	return "per_class", map[string]int{"web": 10}
 }
 
-func (fakeSessions) SetKickPolicy(_ context.Context, mode string, _ map[string]int) error {
-	if mode != "single" && mode != "per_class" && mode != "tag" {
-		return errors.New("kick policy: bad mode")
+func (fakeSessions) SetKickPolicy(_ context.Context, mode string, _ map[string]int) (*wire.Error, error) {
+	if mode == "partitioned" {
+		return nil, errors.New("actors: a cluster member did not answer")
 	}
-	return nil
+	if mode != "single" && mode != "per_class" && mode != "tag" {
+		return wire.Err(wire.CodeInvalidArgument, "kick policy: bad mode"), nil
+	}
+	return nil, nil
 }
 
-func (fakeSessions) Devices(user string) []*wire.DeviceInfo {
-	if user != "alice" {
-		return nil
+func (fakeSessions) OnlineStatus(_ context.Context, users []string) (map[string][]*wire.DeviceInfo, error) {
+	out := map[string][]*wire.DeviceInfo{}
+	for _, u := range users {
+		switch u {
+		case "partitioned":
+			return nil, errors.New("actors: a cluster member did not answer")
+		case "alice":
+			out[u] = aliceDevices()
+		}
 	}
+	return out, nil
+}
+
+func aliceDevices() []*wire.DeviceInfo {
 	return []*wire.DeviceInfo{
 		{DeviceId: "phone", Platform: "ios", LoginId: "L1", SinceMs: 1},
 		{DeviceId: "laptop", Platform: "macos", LoginId: "L2", SinceMs: 2, LoginExt: "MBP"},
@@ -77,7 +91,10 @@ func (f fakeSessions) Kick(_ context.Context, user, device string) ([]*wire.Devi
 		return nil, errors.New("timeout")
 	}
 	var out []*wire.DeviceInfo
-	for _, d := range f.Devices(user) {
+	if user != "alice" {
+		return nil, nil
+	}
+	for _, d := range aliceDevices() {
 		if device == "" || d.GetDeviceId() == device {
 			out = append(out, d)
 		}
@@ -219,6 +236,9 @@ func TestDeviceRoutes(t *testing.T) {
 	if code, m := do(t, "GET", ts.URL+"/v1/users/a%20b/devices", "adm", ""); code != 400 || errName(m) != "INVALID_ARGUMENT" {
 		t.Fatalf("bad user: %d %v", code, m)
 	}
+	if code, m := do(t, "GET", ts.URL+"/v1/users/partitioned/devices", "adm", ""); code != 503 || errName(m) != "UNAVAILABLE" {
+		t.Fatalf("a node did not answer: %d %v, want UNAVAILABLE rather than offline", code, m)
+	}
 
 	code, m = do(t, "DELETE", ts.URL+"/v1/users/alice/devices/laptop", "adm", "")
 	if k, _ := m["kicked"].([]any); code != 200 || len(k) != 1 || k[0].(map[string]any)["device_id"] != "laptop" {
@@ -247,6 +267,9 @@ func TestOnlineStatus(t *testing.T) {
 	if bob["user_id"] != "bob" || bob["online"] != false || alice["online"] != true || len(alice["devices"].([]any)) != 2 {
 		t.Fatalf("status answers %v", users)
 	}
+	if code, m := do(t, "POST", ts.URL+"/v1/online-status", "adm", `{"user_ids":["bob","partitioned"]}`); code != 503 || errName(m) != "UNAVAILABLE" {
+		t.Fatalf("a node did not answer: %d %v, want UNAVAILABLE rather than offline", code, m)
+	}
 	many := `{"user_ids":[` + strings.Repeat(`"u",`, MaxStatusUsers) + `"u"]}`
 	for name, body := range map[string]string{"empty": `{"user_ids":[]}`, "too many": many, "bad id": `{"user_ids":["a b"]}`} {
 		if code, m := do(t, "POST", ts.URL+"/v1/online-status", "adm", body); code != 400 || errName(m) != "INVALID_ARGUMENT" {
@@ -265,6 +288,9 @@ func TestKickPolicyRoutes(t *testing.T) {
 	}
 	if code, m := do(t, "PUT", ts.URL+"/v1/kick-policy", "adm", `{"mode":"lottery"}`); code != 400 || errName(m) != "INVALID_ARGUMENT" {
 		t.Fatalf("bad mode: %d %v", code, m)
+	}
+	if code, m := do(t, "PUT", ts.URL+"/v1/kick-policy", "adm", `{"mode":"partitioned"}`); code != 503 || errName(m) != "UNAVAILABLE" {
+		t.Fatalf("a node did not confirm: %d %v", code, m)
 	}
 	if code, m := do(t, "PUT", ts.URL+"/v1/kick-policy", "", `{"mode":"single"}`); code != 401 {
 		t.Fatalf("without key: %d %v", code, m)

@@ -46,14 +46,26 @@ func (s *Server) pathUser(w http.ResponseWriter, r *http.Request) string {
 	return u
 }
 
-// GET /v1/users/{user}/devices: the user's live sessions.
+// GET /v1/users/{user}/devices: the user's live sessions, on any node.
 func (s *Server) listDevices(w http.ResponseWriter, r *http.Request) {
 	u := s.pathUser(w, r)
 	if u == "" {
 		return
 	}
-	ds := s.cfg.Sessions.Devices(u)
+	st, err := s.cfg.Sessions.OnlineStatus(r.Context(), []string{u})
+	if err != nil {
+		s.presenceFailed(w, "devices", err)
+		return
+	}
+	ds := st[u]
 	writeJSON(w, http.StatusOK, userDevices{UserID: u, Online: len(ds) > 0, Devices: devicesJSON(ds)})
+}
+
+// presenceFailed answers a cluster-wide question that could not be
+// completed: temporary, never a silently wrong "offline".
+func (s *Server) presenceFailed(w http.ResponseWriter, what string, err error) {
+	s.cfg.Logger.Warn(what+" failed", "err", err)
+	writeErr(w, wire.CodeUnavailable, "a cluster node did not answer in time, so online status is unknown; retry")
 }
 
 type kickResponse struct {
@@ -75,7 +87,7 @@ func (s *Server) kick(w http.ResponseWriter, r *http.Request) {
 	kicked, err := s.cfg.Sessions.Kick(r.Context(), u, dev)
 	if err != nil {
 		s.cfg.Logger.Warn("force offline failed", "user", u, "device", dev, "err", err)
-		writeErr(w, wire.CodeUnavailable, "the user's actor did not answer; retry")
+		writeErr(w, wire.CodeUnavailable, "a cluster node or the user's actor did not answer; retry")
 		return
 	}
 	if dev != "" && len(kicked) == 0 {
@@ -93,7 +105,8 @@ type statusResponse struct {
 	Users []userDevices `json:"users"`
 }
 
-// POST /v1/online-status: batch status with per-device detail.
+// POST /v1/online-status: batch status with per-device detail, in the
+// order asked, answered for users on any node.
 func (s *Server) onlineStatus(w http.ResponseWriter, r *http.Request) {
 	var req statusRequest
 	if !readJSON(w, r, &req) {
@@ -103,13 +116,20 @@ func (s *Server) onlineStatus(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, wire.CodeInvalidArgument, "user_ids must hold 1-500 user IDs")
 		return
 	}
-	out := statusResponse{Users: make([]userDevices, 0, len(req.UserIDs))}
 	for _, u := range req.UserIDs {
 		if !s.cfg.ValidID(u) {
 			writeErr(w, wire.CodeInvalidArgument, "user_ids holds an invalid user ID: "+truncate(u, 80))
 			return
 		}
-		ds := s.cfg.Sessions.Devices(u)
+	}
+	st, err := s.cfg.Sessions.OnlineStatus(r.Context(), req.UserIDs)
+	if err != nil {
+		s.presenceFailed(w, "online status", err)
+		return
+	}
+	out := statusResponse{Users: make([]userDevices, 0, len(req.UserIDs))}
+	for _, u := range req.UserIDs {
+		ds := st[u]
 		out.Users = append(out.Users, userDevices{UserID: u, Online: len(ds) > 0, Devices: devicesJSON(ds)})
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -133,15 +153,22 @@ func (s *Server) getPolicy(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, policyJSON{Mode: mode, Limits: limits})
 }
 
-// PUT /v1/kick-policy: replace the policy until restart; sessions it no
-// longer allows are kicked (reason POLICY).
+// PUT /v1/kick-policy: replace the policy on every node until it
+// restarts (not persisted); sessions it no longer allows are kicked
+// (reason POLICY).
 func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request) {
 	var req policyJSON
 	if !readJSON(w, r, &req) {
 		return
 	}
-	if err := s.cfg.Sessions.SetKickPolicy(r.Context(), req.Mode, req.Limits); err != nil {
-		writeErr(w, wire.CodeInvalidArgument, err.Error())
+	werr, err := s.cfg.Sessions.SetKickPolicy(r.Context(), req.Mode, req.Limits)
+	if err != nil {
+		s.cfg.Logger.Warn("kick policy change failed", "err", err)
+		writeErr(w, wire.CodeUnavailable, "a cluster node did not confirm the new policy (the others applied it); retry")
+		return
+	}
+	if werr != nil {
+		writeErr(w, wire.Code(werr.GetCode()), werr.GetMessage())
 		return
 	}
 	mode, limits := s.cfg.Sessions.KickPolicy()

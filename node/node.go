@@ -37,7 +37,8 @@ var (
 	_ api.Sessions         = (*actors.Runtime)(nil)
 	_ api.Messages         = (*actors.Runtime)(nil)
 	_ api.Groups           = (*actors.Runtime)(nil)
-	_ actors.Publisher     = (*webhook.Sender)(nil)
+	_ actors.Publisher     = hookPublisher{}
+	_ actors.Membership    = (*cluster.Member)(nil)
 )
 
 // Node is one running node.
@@ -142,7 +143,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 
 	var hooks actors.Publisher
 	if n.hooks.Enabled() {
-		hooks = n.hooks
+		hooks = hookPublisher{n.hooks}
 	}
 	n.rt = actors.NewRuntime(cfg.actors(), n.store, hooks, reg, log.With("component", "actors"))
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(cluster.LoggerFactory(log.With("component", "protoactor"))))
@@ -161,7 +162,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 		HeartbeatTimeout: cfg.actors().HeartbeatTimeout, // the same value LoginOk.heartbeat_seconds is derived from
 		Logger:           log.With("component", "gateway"),
 	}, n.rt.Frontend(keys))
-	if err := n.rt.Start(n.member.Cluster(), n.gw); err != nil {
+	if err := n.rt.Start(n.member.Cluster(), n.gw, n.member); err != nil {
 		return nil, fmt.Errorf("start actors runtime: %w", err)
 	}
 	n.apiSrv, err = api.New(api.Config{
@@ -204,6 +205,10 @@ func (n *Node) serve(ctx context.Context, f func() error) {
 // WSAddr and APIAddr are the bound listener addresses.
 func (n *Node) WSAddr() string  { return n.wsLn.Addr().String() }
 func (n *Node) APIAddr() string { return n.apiLn.Addr().String() }
+
+// Member is the node's cluster member (tests use it to find the node that
+// owns an identity).
+func (n *Node) Member() *cluster.Member { return n.member }
 
 // GossipAddr is the bound memberlist address: the seed to give other nodes.
 func (n *Node) GossipAddr() string { return n.member.GossipAddress() }
