@@ -35,7 +35,7 @@
 // not in the node. A device starts at a hashed offset in the list and
 // moves to the next endpoint when a connection breaks or a dial fails; it
 // logs in again on the same node after close code 4017 (session lost) and
-// leaves a node that closes with 4015 SHUTDOWN or 4018 NODE_DRAINING for
+// leaves a node that closes with 4015 SHUTDOWN (node draining) for
 // another one. Moving is invisible to the app: the cursor, the seq buffer
 // and the unacked sends carry over, so OnEntry goes on in seq order with
 // no entry twice and every stored send is acked once (a resend's ack has

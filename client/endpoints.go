@@ -11,11 +11,6 @@ import (
 	"github.com/tandem-im/tandem/proto/wire"
 )
 
-// closeNodeDraining (4018 NODE_DRAINING) is the close code of a node that
-// is draining or shutting down and asks its sessions to reconnect to
-// another node (may_reconnect). Treated like wire.CloseShutdown (4015).
-const closeNodeDraining = 4018
-
 // drainAvoid is how long an endpoint that said it is going away is passed
 // over while another one is available.
 const drainAvoid = 30 * time.Second
@@ -94,7 +89,7 @@ func closeCode(kick *wire.Kick, err error) int {
 
 // goingAwayCode: the node is draining or stopping; reconnect elsewhere.
 func goingAwayCode(code int) bool {
-	return code == wire.CloseShutdown || code == closeNodeDraining
+	return code == wire.CloseShutdown
 }
 
 // sameNodeCode: the node is fine but dropped this session's state (its

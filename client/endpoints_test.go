@@ -213,7 +213,7 @@ func TestFailoverToAnotherEndpoint(t *testing.T) {
 	}
 }
 
-// A node that drains closes its sessions with 4018 (with or without a
+// A node that drains closes its sessions with 4015 (with or without a
 // Kick first): the client moves to another endpoint, does not tell OnKick,
 // and keeps away from the draining one while another is available. 4017
 // (session lost) logs in again on the same node.
@@ -229,8 +229,7 @@ func TestReconnectByCloseCode(t *testing.T) {
 		kick bool
 		want outcome
 	}{
-		{"4018 kick", closeNodeDraining, true, moves},
-		{"4018 close frame only", closeNodeDraining, false, moves},
+		{"4015 close frame only", wire.CloseShutdown, false, moves},
 		{"4015 shutdown kick", wire.CloseShutdown, true, moves},
 		{"4017 session lost", wire.CloseSessionLost, true, stays},
 	} {

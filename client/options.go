@@ -84,7 +84,7 @@ type Options struct {
 	// attempt, the next one in URLs (rotating). After a Kick or close
 	// that asks to log in again on a healthy node (close code 4017
 	// SESSION_LOST, 4014 heartbeat timeout), the same one first. After
-	// close code 4015 SHUTDOWN or 4018 NODE_DRAINING the node is going
+	// close code 4015 SHUTDOWN (draining) the node is going
 	// away: another one, and that one is avoided for a while if there is
 	// any other. The back-off grows with every round through the list.
 	Reconnect  bool
