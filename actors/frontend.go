@@ -62,6 +62,14 @@ func (f *Frontend) Login(ctx context.Context, sid uint64, fr *wire.Frame) (*wire
 	}
 	reply := r.GetReply()
 	reply.Id = fr.GetId()
+	if r.GetOk() {
+		// Remember where the session's actor lives: if that member is
+		// lost, the session is told to log in again (failover.go). The
+		// PID is in the lookup's cache after the request.
+		if pid := f.rt.cl.Get(user, UserKind); pid != nil {
+			f.rt.homes.set(sid, pid.Address)
+		}
+	}
 	return reply, user, r.GetOk()
 }
 
@@ -105,6 +113,7 @@ func (f *Frontend) Frame(sid uint64, user string, fr *wire.Frame) {
 
 // Logout ends the session at the user's actor (the will is discarded).
 func (f *Frontend) Logout(ctx context.Context, sid uint64, user string) error {
+	f.rt.homes.drop(sid)
 	res, err := f.request(ctx, user, &actorpb.SessionClosed{Session: f.ref(sid), Logout: true})
 	if err != nil {
 		return fmt.Errorf("logout of %q: %w", user, err)
@@ -117,6 +126,7 @@ func (f *Frontend) Logout(ctx context.Context, sid uint64, user string) error {
 
 // Closed tells the user's actor that a session dropped.
 func (f *Frontend) Closed(sid uint64, user string) {
+	f.rt.homes.drop(sid)
 	f.rt.courier.send(user, &actorpb.SessionClosed{Session: f.ref(sid)})
 }
 

@@ -64,6 +64,8 @@ type Runtime struct {
 	courier *courier
 	gateway *actor.PID
 	presPID *actor.PID // this node's presence actor
+	unwatch func()     // ends the topology subscription (failover.go)
+	homes   sessionHomes
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
@@ -272,14 +274,21 @@ func (r *Runtime) Start(cl *cluster.Cluster, sessions SessionTable, members Memb
 	r.presPID = pres
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
-	r.wg.Go(func() { r.redriveOutboxes(ctx) })
+	r.wg.Go(func() { r.redriveOutboxes(ctx, false) })
+	r.unwatch = r.watchTopology(ctx)
 	return nil
 }
 
 // redriveOutboxes activates every user with pending fan-outs, so messages
 // acked before a crash reach their recipients even if the sender never
-// comes back (activation re-drives the outbox).
-func (r *Runtime) redriveOutboxes(ctx context.Context) {
+// comes back (activation re-drives the outbox). With ownedOnly it
+// activates only the identities this node owns now (after a member left:
+// every survivor scans, each activates its share).
+func (r *Runtime) redriveOutboxes(ctx context.Context, ownedOnly bool) {
+	owner, _ := r.cl.Config.IdentityLookup.(interface {
+		Owner(identity, kind string) string
+	})
+	self := r.sys.Address()
 	after, n := "", 0
 	for ctx.Err() == nil {
 		users, err := r.store.OutboxUsers(ctx, after, 256)
@@ -300,6 +309,9 @@ func (r *Runtime) redriveOutboxes(ctx context.Context) {
 			if g, ok := strings.CutPrefix(u, groupNS); ok {
 				kind, id = GroupKind, g
 			}
+			if ownedOnly && owner != nil && owner.Owner(id, kind) != self {
+				continue
+			}
 			if r.cl.Get(id, kind) == nil {
 				r.log.Warn("could not activate an owner of pending fan-outs", "kind", kind, "identity", id)
 			}
@@ -314,6 +326,9 @@ func (r *Runtime) redriveOutboxes(ctx context.Context) {
 
 // Stop stops the courier, the presence actor and the gateway actor.
 func (r *Runtime) Stop() {
+	if r.unwatch != nil {
+		r.unwatch()
+	}
 	if r.cancel != nil {
 		r.cancel()
 	}

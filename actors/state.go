@@ -283,6 +283,7 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 		sess.next = compFrom
 		ok.CompensationFromSeq = uint64(compFrom)
 		ok.CursorTooOld = cursorTooOld(l, first) && persistence.Seq(l.GetCursor()) <= s.committed
+		ok.CursorAhead = cursorAhead(l, s.committed)
 	} else {
 		sess.next = persistence.Seq(l.GetCursor()) + 1
 		sess.cursor = persistence.Seq(l.GetCursor())
@@ -307,6 +308,14 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 // compensation window instead of a catch-up from its cursor.
 func (s *userState) needsCompensation(l *wire.Login, first persistence.Seq) bool {
 	return !l.GetHasCursor() || persistence.Seq(l.GetCursor()) > s.committed || cursorTooOld(l, first)
+}
+
+// cursorAhead: the device has seqs the log does not (the store lost data
+// or was restored from a backup). Never accepted silently: the device is
+// told to drop what it has above LoginOk.last_seq and gets the
+// compensation window.
+func cursorAhead(l *wire.Login, committed persistence.Seq) bool {
+	return l.GetHasCursor() && persistence.Seq(l.GetCursor()) > committed
 }
 
 // cursorTooOld: entries right after the cursor were removed by retention.

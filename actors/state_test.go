@@ -408,9 +408,21 @@ func TestLoginCompensationAndCursorBeyondLog(t *testing.T) {
 	for _, l := range []*wire.Login{
 		{DeviceId: "new", Platform: "ios"},
 		{DeviceId: "wiped", Platform: "ios", HasCursor: true, Cursor: 99},
+		{DeviceId: "at-end", Platform: "ios", HasCursor: true, Cursor: 10},
 	} {
 		reply, _ := h.st.login(sk(uint64(len(l.DeviceId))), &actorpb.LoginRequest{Login: l}, t0, 7, 1)
-		if got := reply.GetLoginOk().GetCompensationFromSeq(); got != 7 {
+		ok := reply.GetLoginOk()
+		// A cursor beyond the log (10) is never accepted silently.
+		if ahead := l.GetCursor() > 10; ok.GetCursorAhead() != ahead {
+			t.Fatalf("%s: cursor_ahead = %v, want %v", l.DeviceId, ok.GetCursorAhead(), ahead)
+		}
+		if l.GetDeviceId() == "at-end" {
+			if ok.GetCompensationFromSeq() != 0 || h.st.sessions[sk(uint64(len(l.DeviceId)))].next != 11 {
+				t.Fatalf("at-end: %v, catch-up from %d; want a plain catch-up from 11", ok, h.st.sessions[sk(uint64(len(l.DeviceId)))].next)
+			}
+			continue
+		}
+		if got := ok.GetCompensationFromSeq(); got != 7 {
 			t.Fatalf("%s: compensation_from_seq = %d, want 7", l.DeviceId, got)
 		}
 		if next := h.st.sessions[sk(uint64(len(l.DeviceId)))].next; next != 7 {

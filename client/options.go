@@ -128,6 +128,10 @@ type Options struct {
 	// Reconnect is set is part of a reconnect: OnReconnect gets it.
 	OnKick func(*wire.Kick)
 	// OnLogin gets every LoginOk, the first one and those of reconnects.
+	// With CursorAhead set the server's log ends below what this device
+	// had (a restored store): entries above LoginOk.LastSeq that the app
+	// stored are gone and their seqs will be reused; drop them. The client
+	// itself restarts at the compensation window that comes with it.
 	OnLogin func(*wire.LoginOk)
 	// OnReconnect observes automatic reconnects: the drop, each failed
 	// attempt, the new login. They are not errors; Err and the in-flight
