@@ -26,6 +26,26 @@
 // When its member leaves or dies, the next request activates it on the
 // new owner.
 //
+// # Security and readiness
+//
+// Cluster keys (Options.Keys, ParseKeys; auth.go) authenticate all
+// traffic between members: memberlist encrypts and authenticates gossip
+// with them (keyring: the first key encrypts, all decrypt), and the actor
+// remote runs over mutual TLS whose CA is derived from each key and the
+// cluster name (HKDF → ed25519); each member issues itself a short-lived
+// leaf from its primary key's CA and accepts peers whose leaf chains to
+// the CA of any of its keys. Without keys both listeners must be on
+// loopback and Seeds must be empty (Options.Validate).
+//
+// Member.Ready says whether a member is in the cluster it was configured
+// for: one with seeds is not ready until a compatible peer has been in its
+// topology. Start fails (ErrRefused) when a reachable seed keeps refusing
+// the gossip handshake (another key or cluster name), and (ErrMismatch)
+// when at its first join at least as many peers disagree on Options.Agree
+// (e.g. the JWT secret; only fingerprints travel in the node meta) as
+// agree; members always leave a member that disagrees out of their
+// topology.
+//
 // # Activations
 //
 // A kind's actor receives *cluster.ClusterInit (protoactor's) after
@@ -36,8 +56,9 @@
 //
 // # Concurrency
 //
-// Member, Provider and Lookup methods may be called concurrently; Start
-// and Stop block (about 1 s and 2 s, protoactor sleeps). Member.Request,
+// Member, Provider and Lookup methods may be called concurrently (Ready
+// never blocks); Start and Stop block (about 1 s and 2 s, protoactor
+// sleeps; a Start refused by its seeds about 3 s). Member.Request,
 // Member.PID and Lookup.GetContext block up to their deadline and must
 // not be called from memberlist callbacks. Provider callbacks from
 // memberlist never block and never call into protoactor: they signal one

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,22 +14,42 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	pcluster "github.com/asynkron/protoactor-go/cluster"
 	"github.com/asynkron/protoactor-go/remote"
-	"google.golang.org/grpc"
+	"github.com/hashicorp/memberlist"
 )
 
 // MaxMessageSize is the largest gRPC message (one remote batch) a member
 // accepts. gRPC's default of 4 MiB silently dropped large batches.
 const MaxMessageSize = 64 << 20
 
-// Options configure a member. The zero value means defaults.
+// Options configure a member. The zero value means defaults: a single
+// member on loopback.
 type Options struct {
-	Name            string // cluster name, also the memberlist label; default "tandem"
-	RemoteAddr      string // protoactor remote listen host:port; default 127.0.0.1:7402; port 0 picks one
-	AdvertiseRemote string // optional host[:port] other members dial
-	GossipAddr      string // memberlist bind host:port; default :7946; port 0 picks one
-	AdvertiseGossip string // optional memberlist host:port others use
+	// Name is the cluster name; default "tandem". Members of differently
+	// named clusters drop each other's gossip (memberlist label) and refuse
+	// each other's remote connections (it is part of the derived CA).
+	Name string
+	// RemoteAddr is where protoactor's remote listens, host:port; default
+	// 127.0.0.1:7402; port 0 picks one. An empty or unspecified host
+	// listens on every interface and advertises AdvertiseRemote, else this
+	// host's first private IPv4 address.
+	RemoteAddr      string
+	AdvertiseRemote string // optional host[:port] other members dial; a wildcard bind without it uses AdvertiseGossip's host
+	// GossipAddr is memberlist's bind host:port (TCP and UDP); default
+	// 127.0.0.1:7946; port 0 picks one. Advertised like RemoteAddr.
+	GossipAddr      string
+	AdvertiseGossip string // optional host:port others use (port 0: the bound one); a wildcard bind without it uses AdvertiseRemote's host
 	Seeds           []string
-	RequestTimeout  time.Duration // default for Request and lookups; default 2 s
+	// Keys are the cluster keys, primary first (ParseKeys): they encrypt
+	// and authenticate gossip, and the remote runs over mutual TLS with
+	// certificates derived from them. Required with Seeds; without keys
+	// both listeners must be on loopback.
+	Keys [][]byte
+	// Agree holds settings that must be equal on every member (name →
+	// value, e.g. "--jwt-secret" → the secret); only fingerprints travel.
+	// Members that differ are left out of each other's topology, and a new
+	// member outvoted at its first join fails to start (ErrMismatch).
+	Agree          map[string]string
+	RequestTimeout time.Duration // default for Request and lookups; default 2 s
 	// HeartbeatExpiration is how long protoactor's gossip may miss a
 	// member's heartbeat before blocking it for good; keep it well above
 	// memberlist's detection time. Default 60 s.
@@ -43,6 +64,7 @@ type Options struct {
 
 // Validate reports everything wrong with o at once.
 func (o Options) Validate() error {
+	o = o.withDefaults()
 	var errs []error
 	for _, a := range []struct{ what, addr string }{
 		{"remote address", o.RemoteAddr}, {"gossip address", o.GossipAddr}, {"gossip advertise address", o.AdvertiseGossip},
@@ -54,10 +76,39 @@ func (o Options) Validate() error {
 			errs = append(errs, fmt.Errorf("cluster: %s %q: %w", a.what, a.addr, err))
 		}
 	}
+	for _, a := range []struct{ what, addr string }{
+		{"remote advertise address", o.AdvertiseRemote}, {"gossip advertise address", o.AdvertiseGossip},
+	} {
+		host := a.addr
+		if h, _, err := splitPort(a.addr); err == nil {
+			host = h
+		}
+		if a.addr != "" && (host == "" || net.ParseIP(host).IsUnspecified()) {
+			errs = append(errs, fmt.Errorf("cluster: %s %q: other members cannot dial an unspecified host", a.what, a.addr))
+		}
+	}
 	for _, s := range o.Seeds {
 		if s == "" {
 			errs = append(errs, errors.New("cluster: empty seed address"))
 		}
+	}
+	for i, k := range o.Keys {
+		if err := validKey(k); err != nil {
+			errs = append(errs, fmt.Errorf("cluster: key %d: %w", i+1, err))
+		}
+	}
+	if len(o.Keys) == 0 {
+		if len(o.Seeds) > 0 {
+			errs = append(errs, errors.New("cluster: seeds given without a cluster key: gossip and the actor remote would accept anyone who reaches them"))
+		}
+		for _, a := range []struct{ what, addr string }{{"remote address", o.RemoteAddr}, {"gossip address", o.GossipAddr}} {
+			if h, _, err := splitPort(a.addr); err == nil && !isLoopback(h) {
+				errs = append(errs, fmt.Errorf("cluster: %s %q is not loopback: without a cluster key anyone who reaches it could join or drive this node", a.what, a.addr))
+			}
+		}
+	}
+	if len(o.Name) > memberlist.LabelMaxSize {
+		errs = append(errs, fmt.Errorf("cluster: name is %d bytes, at most %d", len(o.Name), memberlist.LabelMaxSize))
 	}
 	if o.RequestTimeout < 0 {
 		errs = append(errs, fmt.Errorf("cluster: negative request timeout %v", o.RequestTimeout))
@@ -73,7 +124,7 @@ func (o Options) withDefaults() Options {
 		o.RemoteAddr = "127.0.0.1:7402"
 	}
 	if o.GossipAddr == "" {
-		o.GossipAddr = ":7946"
+		o.GossipAddr = "127.0.0.1:7946"
 	}
 	if o.RequestTimeout == 0 {
 		o.RequestTimeout = 2 * time.Second
@@ -115,19 +166,41 @@ func Start(ctx context.Context, sys *actor.ActorSystem, opts Options, kinds ...*
 		return nil, err
 	}
 	opts = opts.withDefaults()
-	host, port, advertised, err := remoteEndpoint(opts.RemoteAddr, opts.AdvertiseRemote)
+	// A wildcard bind without its own advertise address borrows the
+	// other listener's advertised host before guessing a private IP.
+	advRemote, advGossip := opts.AdvertiseRemote, opts.AdvertiseGossip
+	if advRemote == "" && wildcard(opts.RemoteAddr) {
+		advRemote = hostOf(advGossip)
+	}
+	if advGossip == "" && wildcard(opts.GossipAddr) && hostOf(advRemote) != "" {
+		advGossip = net.JoinHostPort(hostOf(advRemote), "0")
+	}
+	host, port, advertised, err := remoteEndpoint(opts.RemoteAddr, advRemote)
 	if err != nil {
 		return nil, err
 	}
-	rc := remote.Configure(host, port, remote.WithServerOptions(grpc.MaxRecvMsgSize(MaxMessageSize)))
+	gossipAdvertised, err := gossipEndpoint(opts.GossipAddr, advGossip)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkAdvertised(opts.Seeds, cmp.Or(advertised, net.JoinHostPort(host, strconv.Itoa(port))), cmp.Or(gossipAdvertised, opts.GossipAddr)); err != nil {
+		return nil, err
+	}
+	serverOpts, dialOpts, err := remoteOptions(opts.Keys, opts.Name, sys.ID)
+	if err != nil {
+		return nil, err
+	}
+	rc := remote.Configure(host, port, remote.WithServerOptions(serverOpts...), remote.WithDialOptions(dialOpts...))
 	if advertised != "" {
 		rc.AdvertisedHost = advertised
 	}
 	provider := NewProvider(ProviderConfig{
 		ClusterName:   opts.Name,
 		BindAddr:      opts.GossipAddr,
-		AdvertiseAddr: opts.AdvertiseGossip,
+		AdvertiseAddr: gossipAdvertised,
 		Seeds:         opts.Seeds,
+		Keys:          opts.Keys,
+		Agree:         opts.Agree,
 		Timings:       opts.Timings,
 		Logger:        opts.Logger,
 		OnBlocked:     opts.OnBlocked,
@@ -159,8 +232,20 @@ func Start(ctx context.Context, sys *actor.ActorSystem, opts Options, kinds ...*
 		}
 		return nil, fmt.Errorf("cluster: waiting for the first topology: %w", ctx.Err())
 	}
-	m.log.Info("cluster member started", "remote_addr", m.Address(), "gossip_addr", provider.GossipAddr(),
-		"id", sys.ID, "cluster", opts.Name, "seeds", opts.Seeds)
+	if err := provider.startErr(); err != nil {
+		// Leave first (an outvoted member did join memberlist), then stop
+		// like a crash: nobody placed anything here.
+		if serr := provider.Shutdown(true); serr != nil {
+			m.log.Warn("cluster start refused: leave", "err", serr)
+		}
+		if serr := m.Stop(false); serr != nil {
+			m.log.Warn("cluster start refused: stop", "err", serr)
+		}
+		return nil, err
+	}
+	m.log.Info("cluster member started", "remote_advertised", m.Address(), "remote_bind", net.JoinHostPort(host, strconv.Itoa(port)),
+		"gossip_advertised", provider.GossipAddr(), "gossip_bind", opts.GossipAddr,
+		"id", sys.ID, "cluster", opts.Name, "seeds", opts.Seeds, "authenticated", len(opts.Keys) > 0, "ready", m.Ready())
 	return m, nil
 }
 
@@ -239,6 +324,66 @@ func freePort(host string) (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// gossipEndpoint returns what memberlist advertises for bind: advertise
+// if given, else nothing for a specific host (memberlist advertises the
+// bound address), else this host's private IP with the bound port.
+func gossipEndpoint(bind, advertise string) (string, error) {
+	if advertise != "" {
+		return advertise, nil
+	}
+	host, _, err := splitPort(bind)
+	if err != nil {
+		return "", fmt.Errorf("cluster: gossip address %q: %w", bind, err)
+	}
+	if host != "" && !net.ParseIP(host).IsUnspecified() {
+		return "", nil
+	}
+	return net.JoinHostPort(privateIP(), "0"), nil // port 0: the bound one
+}
+
+// wildcard reports whether the listen address addr binds every interface.
+func wildcard(addr string) bool {
+	host, _, err := splitPort(addr)
+	return err == nil && (host == "" || net.ParseIP(host).IsUnspecified())
+}
+
+// hostOf returns the host of host[:port] ("" for "").
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
+
+// checkAdvertised refuses to advertise a loopback address when a seed is
+// on another host: peers there would dial themselves.
+func checkAdvertised(seeds []string, advertised ...string) error {
+	remoteSeed := ""
+	for _, s := range seeds {
+		host, _, err := net.SplitHostPort(s)
+		if err != nil {
+			host = s
+		}
+		if !isLoopback(host) {
+			remoteSeed = s
+			break
+		}
+	}
+	if remoteSeed == "" {
+		return nil
+	}
+	for _, a := range advertised {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			host = a
+		}
+		if isLoopback(host) {
+			return fmt.Errorf("cluster: this node would advertise %s, a loopback address, to peers such as seed %s: bind to a routable address or set the advertise addresses", a, remoteSeed)
+		}
+	}
+	return nil
+}
+
 // privateIP returns this host's first private IPv4 address, else its first
 // non-loopback one, else 127.0.0.1.
 func privateIP() string {
@@ -273,6 +418,14 @@ func (m *Member) GossipAddress() string { return m.provider.GossipAddr() }
 
 // ID returns the member ID (the actor system ID; new in every process).
 func (m *Member) ID() string { return m.sys.ID }
+
+// Ready returns nil when this member is part of the cluster it was
+// configured for, else why not (wrapping ErrNotJoined, ErrRefused,
+// ErrMismatch, ErrBlocked or ErrStopped). A member without seeds is ready;
+// one with seeds becomes ready once it has had a compatible peer in its
+// topology, and stays ready when its peers die afterwards (it is then the
+// cluster). Never blocks; may be called concurrently.
+func (m *Member) Ready() error { return m.provider.Ready() }
 
 // Blocked is closed when the cluster has cut this member off for good
 // (protoactor blocks a member it once saw leave, e.g. after a false

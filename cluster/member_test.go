@@ -126,31 +126,49 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
 }
 
+// testKey is the cluster key of the test members: gossip is encrypted
+// and the remote runs over mutual TLS, as in production.
+var testKey = []byte("tandem-test-cluster-key-32-bytes")
+
 // startMember starts a member with the echo kind on 127.0.0.1, ports
-// picked by the kernel; cleanup stops it if the test has not.
+// picked by the kernel, keyed with testKey; cleanup stops it if the test
+// has not.
 func startMember(t *testing.T, reg *registry, seeds ...string) *Member {
 	t.Helper()
+	m, err := tryStartMember(reg, func(o *Options) { o.Seeds = seeds })
+	if err != nil {
+		t.Fatalf("start member: %v", err)
+	}
+	cleanupMember(t, reg, m)
+	return m
+}
+
+// tryStartMember starts a member like startMember after edit has changed
+// its options; the caller stops it.
+func tryStartMember(reg *registry, edit func(*Options)) (*Member, error) {
 	log := testLogger()
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(LoggerFactory(log)))
 	kind := pcluster.NewKind(echoKind, actor.PropsFromProducer(func() actor.Actor { return &echo{reg: reg} }))
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	m, err := Start(ctx, sys, Options{
+	o := Options{
 		RemoteAddr: "127.0.0.1:0",
 		GossipAddr: "127.0.0.1:0",
-		Seeds:      seeds,
+		Keys:       [][]byte{testKey},
 		Logger:     log,
-	}, kind)
-	if err != nil {
-		t.Fatalf("start member: %v", err)
 	}
+	edit(&o)
+	return Start(ctx, sys, o, kind)
+}
+
+// cleanupMember stops m at cleanup if the test has not.
+func cleanupMember(t *testing.T, reg *registry, m *Member) {
 	t.Cleanup(func() {
 		if err := m.Stop(true); err != nil {
 			t.Logf("stop %s: %v", m.Address(), err)
 		}
 		reg.check(t)
 	})
-	return m
 }
 
 // startMembers starts the first member, then the others in parallel
@@ -355,6 +373,7 @@ func TestLonelySeeds(t *testing.T) {
 		RemoteAddr: "127.0.0.1:0",
 		GossipAddr: fmt.Sprint("127.0.0.1:", gossip),
 		Seeds:      []string{fmt.Sprint("127.0.0.1:", gossip), fmt.Sprint("127.0.0.1:", dead)},
+		Keys:       [][]byte{testKey},
 		Logger:     log,
 	}, kind)
 	if err != nil {

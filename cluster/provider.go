@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,16 +19,42 @@ import (
 )
 
 // Timings tune failure detection and joining. The zero value means LAN
-// defaults that detect a crashed member in about a second.
+// defaults: a crashed member is declared dead after 2-3 s (at most about
+// 4 s when no other peer confirms the suspicion), and a member that stalls
+// (GC, CPU starvation on a busy 2-core node) for up to about 2 s refutes
+// the suspicion in time. memberlist's Lifeguard extensions stay on: a
+// member that notices it is slow stretches its own probe timeouts (up to
+// 8x) instead of accusing healthy peers, and 3 peers probe indirectly
+// before anyone is suspected.
 type Timings struct {
-	ProbeInterval  time.Duration // memberlist; default 250 ms
-	ProbeTimeout   time.Duration // memberlist; default 200 ms
-	SuspicionMult  int           // memberlist; default 2 (suspect for 2 probe intervals)
-	GossipInterval time.Duration // memberlist; default 100 ms
-	PushPull       time.Duration // memberlist full state sync; default 15 s
-	TCPTimeout     time.Duration // memberlist join/push-pull dial; default 2 s
-	JoinRetry      time.Duration // while alone with seeds; default 1 s
-	Resync         time.Duration // topology rebuild without events; default 1 s
+	ProbeInterval time.Duration // memberlist; default 500 ms
+	ProbeTimeout  time.Duration // memberlist; default 400 ms
+	// SuspicionMult: a suspect has SuspicionMult probe intervals (scaled
+	// by log10 of the cluster size) to refute; default 3. Until
+	// SuspicionMult-2 other members confirm, the timeout starts
+	// SuspicionMaxMult times longer (default 2) and shrinks as they do.
+	SuspicionMult    int
+	SuspicionMaxMult int
+	GossipInterval   time.Duration // memberlist; default 100 ms
+	PushPull         time.Duration // memberlist full state sync; default 15 s
+	TCPTimeout       time.Duration // memberlist join/push-pull dial; default 2 s
+	JoinRetry        time.Duration // while alone with seeds; default 1 s
+	Resync           time.Duration // topology rebuild without events; default 1 s
+}
+
+// WANTimings are memberlist's WAN settings, for members that talk across
+// data centres or that are too loaded for the LAN defaults: a crash is
+// detected in about 30 s.
+func WANTimings() Timings {
+	return Timings{
+		ProbeInterval:    5 * time.Second,
+		ProbeTimeout:     3 * time.Second,
+		SuspicionMult:    6,
+		SuspicionMaxMult: 6,
+		GossipInterval:   500 * time.Millisecond,
+		PushPull:         60 * time.Second,
+		TCPTimeout:       10 * time.Second,
+	}
 }
 
 func (t Timings) withDefaults() Timings {
@@ -35,15 +63,18 @@ func (t Timings) withDefaults() Timings {
 			*d = v
 		}
 	}
-	def(&t.ProbeInterval, 250*time.Millisecond)
-	def(&t.ProbeTimeout, 200*time.Millisecond)
+	def(&t.ProbeInterval, 500*time.Millisecond)
+	def(&t.ProbeTimeout, 400*time.Millisecond)
 	def(&t.GossipInterval, 100*time.Millisecond)
 	def(&t.PushPull, 15*time.Second)
 	def(&t.TCPTimeout, 2*time.Second)
 	def(&t.JoinRetry, time.Second)
 	def(&t.Resync, time.Second)
 	if t.SuspicionMult <= 0 {
-		t.SuspicionMult = 2
+		t.SuspicionMult = 3
+	}
+	if t.SuspicionMaxMult <= 0 {
+		t.SuspicionMaxMult = 2
 	}
 	return t
 }
@@ -54,8 +85,16 @@ type ProviderConfig struct {
 	BindAddr      string   // memberlist host:port; port 0 picks one
 	AdvertiseAddr string   // optional host:port others should use
 	Seeds         []string // memberlist host:port of members to join
-	Timings       Timings
-	Logger        *slog.Logger
+	// Keys encrypt and authenticate gossip (memberlist keyring): the first
+	// encrypts, all decrypt. Empty: gossip in the clear (loopback only).
+	Keys [][]byte
+	// Agree holds settings that must be equal on every member (name →
+	// value). Only fingerprints travel; a member with other values is left
+	// out of the topology, and one that finds itself outvoted at its first
+	// join fails to start.
+	Agree   map[string]string
+	Timings Timings
+	Logger  *slog.Logger
 	// OnBlocked, if set, is called once (from the provider's goroutine; it
 	// must not block) when another member reports that protoactor blocks
 	// this member; see Provider.Blocked.
@@ -72,7 +111,12 @@ type Provider struct {
 	// Set by StartMember, then read-only.
 	c    *pcluster.Cluster
 	ml   *memberlist.Memberlist
+	tr   *dialCounter
 	base nodeMeta // this node's meta without Blocked
+
+	// Join progress for Ready and Start: written by join and run, read by
+	// anyone; it has its own lock.
+	state joinState
 
 	meta atomic.Pointer[[]byte] // read by memberlist, replaced by run
 	kick chan struct{}          // size 1; memberlist callbacks only signal
@@ -103,6 +147,7 @@ func NewProvider(cfg ProviderConfig) *Provider {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Agree = fingerprints(cfg.ClusterName, cfg.Agree)
 	return &Provider{
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -121,6 +166,8 @@ type nodeMeta struct {
 	Port    int      `json:"port"`
 	Kinds   []string `json:"kinds"`
 	Blocked []string `json:"blocked,omitempty"` // alive members protoactor blocks here
+	// Fingerprints of the settings that must agree (ProviderConfig.Agree).
+	Agree map[string]string `json:"agree,omitempty"`
 }
 
 // encodeMeta marshals m, dropping Blocked entries from the end until it
@@ -166,23 +213,36 @@ func (p *Provider) StartMember(c *pcluster.Cluster) error {
 	kinds := c.GetClusterKinds()
 	slices.Sort(kinds)
 	p.c = c
-	p.base = nodeMeta{ID: c.ActorSystem.ID, Host: host, Port: port, Kinds: kinds}
+	p.base = nodeMeta{ID: c.ActorSystem.ID, Host: host, Port: port, Kinds: kinds, Agree: p.cfg.Agree}
 	meta, err := encodeMeta(p.base, memberlist.MetaMaxSize)
 	if err != nil {
 		return err
 	}
 	p.meta.Store(&meta)
+	p.state.update(func(s *joinState) { s.started = time.Now() })
 
 	mc, err := p.memberlistConfig(c.ActorSystem.ID)
 	if err != nil {
 		return err
 	}
+	if p.tr, err = newTransport(mc); err != nil {
+		return err
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		if serr := p.tr.Shutdown(); serr != nil {
+			p.log.Debug("gossip transport shutdown", "err", serr)
+		}
 		return fmt.Errorf("cluster: start memberlist on %s: %w", p.cfg.BindAddr, err)
 	}
 	p.ml = ml
-	p.log.Info("memberlist started", "gossip_addr", p.GossipAddr(), "remote_addr", c.ActorSystem.Address(), "id", c.ActorSystem.ID)
+	keyIDs := make([]string, len(p.cfg.Keys))
+	for i, k := range p.cfg.Keys {
+		keyIDs[i] = KeyID(k)
+	}
+	p.log.Info("memberlist started", "gossip_bind", net.JoinHostPort(mc.BindAddr, strconv.Itoa(mc.BindPort)),
+		"gossip_advertised", p.GossipAddr(), "remote_advertised", c.ActorSystem.Address(), "id", c.ActorSystem.ID,
+		"encrypted", len(p.cfg.Keys) > 0, "key_ids", keyIDs)
 
 	p.runDone.Go(p.run)
 	p.joinDone.Go(p.join)
@@ -207,11 +267,20 @@ func (p *Provider) memberlistConfig(name string) (*memberlist.Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cluster: gossip advertise address: %w", err)
 		}
-		mc.AdvertiseAddr, mc.AdvertisePort = ahost, aport
+		mc.AdvertiseAddr, mc.AdvertisePort = ahost, aport // port 0: the bound one
+	}
+	if len(p.cfg.Keys) > 0 {
+		kr, err := memberlist.NewKeyring(p.cfg.Keys[1:], p.cfg.Keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("cluster: gossip keyring: %w", err)
+		}
+		mc.Keyring = kr
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	}
 	mc.ProbeInterval = t.ProbeInterval
 	mc.ProbeTimeout = t.ProbeTimeout
 	mc.SuspicionMult = t.SuspicionMult
+	mc.SuspicionMaxTimeoutMult = t.SuspicionMaxMult
 	mc.GossipInterval = t.GossipInterval
 	mc.PushPullInterval = t.PushPull
 	mc.TCPTimeout = t.TCPTimeout
@@ -250,6 +319,28 @@ func (p *Provider) GossipAddr() string { return p.ml.LocalNode().Address() }
 // (a new process has a new ID).
 func (p *Provider) Blocked() <-chan struct{} { return p.blocked }
 
+// Ready returns nil when this member is part of the cluster it was
+// configured for (see Member.Ready), else why not.
+func (p *Provider) Ready() error {
+	select {
+	case <-p.blocked:
+		return ErrBlocked
+	default:
+	}
+	if p.stopping.Load() {
+		return ErrStopped
+	}
+	return p.state.ready()
+}
+
+// startErr returns why Start must fail, if it must. Valid once the first
+// join attempt is over (joinTried).
+func (p *Provider) startErr() error {
+	p.state.mu.Lock()
+	defer p.state.mu.Unlock()
+	return p.state.fatal
+}
+
 // beginStop marks the member as stopping: a block seen from now on is
 // the expected result of leaving, not a reason to restart.
 func (p *Provider) beginStop() { p.stopping.Store(true) }
@@ -284,6 +375,12 @@ func (p *Provider) Shutdown(graceful bool) error {
 // join joins the seeds, and again whenever this node is alone, so a
 // member whose seeds were not up yet (or that outlived all its peers)
 // finds the cluster when they come back. No seeds: a cluster of one.
+//
+// It classifies each failed attempt for Ready: no seed reachable, or a
+// seed that accepted the connection and then refused the handshake (other
+// cluster key or cluster name). The first attempt ends Start's wait, except
+// that refusals are retried startRefusals times and then fail Start, as
+// does being outvoted on Agree at the first join.
 func (p *Provider) join() {
 	var once sync.Once
 	attempted := func() { once.Do(func() { close(p.joinTried) }) }
@@ -295,10 +392,15 @@ func (p *Provider) join() {
 			seeds = append(seeds, s)
 		}
 	}
+	p.state.update(func(s *joinState) { s.needPeers = len(seeds) > 0 })
 	if len(seeds) == 0 {
 		return
 	}
-	failures := 0
+	var (
+		failures, refusals int
+		lastKind           error
+		tried              bool
+	)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -308,25 +410,106 @@ func (p *Provider) join() {
 		case <-timer.C:
 		}
 		if p.ml.NumMembers() <= 1 {
+			dials := p.tr.connected.Load()
 			n, err := p.ml.Join(seeds)
+			var why error
 			switch {
 			case p.ml.NumMembers() > 1:
 				p.log.Info("joined cluster", "seeds_contacted", n, "members", p.ml.NumMembers(), "failed_attempts", failures)
-				failures = 0
+				failures, refusals = 0, 0
+				if !tried {
+					if err := p.checkPeers(); err != nil {
+						p.state.update(func(s *joinState) { s.fatal = err })
+					}
+				}
 			case err == nil:
 				// A seed answered but we are still alone: it was this node
 				// under another name, or a node as alone as we are.
+				why = errors.New("seeds answered but no other member is up yet")
 				p.log.Debug("seeds answered but no peers yet", "seeds", seeds)
-			case failures == 0:
-				p.log.Warn("no seed answered; retrying in the background", "seeds", seeds, "err", err)
+			case p.tr.connected.Load() > dials:
+				refusals++
 				failures++
+				why = fmt.Errorf("%w: a seed accepted the connection but refused the gossip handshake, so it runs with another cluster key or cluster name (or it is not a tandem gossip port); seeds %v: %s", ErrRefused, seeds, oneLine(err))
 			default:
+				refusals = 0
 				failures++
+				why = fmt.Errorf("%w: no seed reachable (seeds %v): %s", ErrNotJoined, seeds, oneLine(err))
 			}
+			if k := kindOf(why); k != lastKind && k != errAlone && k != nil {
+				// Log each new kind of failure once; Ready keeps the latest.
+				p.log.Warn("not joined; retrying in the background", "seeds", seeds, "reason", why)
+				lastKind = k
+			} else if k == nil {
+				lastKind = nil
+			}
+			p.state.update(func(s *joinState) { s.last = why })
 		}
-		attempted()
+		if !tried && (refusals == 0 || refusals >= startRefusals) {
+			tried = true
+			if refusals > 0 {
+				p.state.update(func(s *joinState) { s.fatal = s.last })
+			}
+			attempted()
+		}
 		timer.Reset(p.cfg.Timings.JoinRetry)
 	}
+}
+
+// kindOf returns the sentinel err wraps (nil for nil or others).
+func kindOf(err error) error {
+	for _, k := range []error{ErrRefused, ErrNotJoined} {
+		if errors.Is(err, k) {
+			return k
+		}
+	}
+	if err != nil {
+		return errAlone
+	}
+	return nil
+}
+
+var errAlone = errors.New("cluster: alone")
+
+// checkPeers runs right after this member's first join: it refuses to
+// start when at least as many peers disagree with its Agree settings as
+// agree (it is the odd one out; the peers ignore it anyway).
+func (p *Provider) checkPeers() error {
+	var agree int
+	var disagree []string
+	diff := map[string]bool{}
+	for _, n := range p.ml.Members() {
+		m, err := decodeMeta(n.Meta)
+		if err != nil || m.ID == p.base.ID {
+			continue
+		}
+		if d := differing(p.base.Agree, m.Agree); len(d) > 0 {
+			disagree = append(disagree, net.JoinHostPort(m.Host, strconv.Itoa(m.Port)))
+			for _, s := range d {
+				diff[s] = true
+			}
+			continue
+		}
+		agree++
+	}
+	if len(disagree) == 0 || agree > len(disagree) {
+		return nil
+	}
+	return fmt.Errorf("%w: this node's %s differs from that of members %s (%d agree with this node): give every node the same value",
+		ErrMismatch, strings.Join(slices.Sorted(maps.Keys(diff)), ", "), strings.Join(disagree, ", "), agree)
+}
+
+// oneLine flattens memberlist's multi-line join errors ("2 errors
+// occurred:\n\t* failed to join …") for a log line or an HTTP answer.
+func oneLine(err error) string {
+	var parts []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		l = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "* "))
+		if l != "" && !strings.HasSuffix(l, " occurred:") {
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 // run rebuilds protoactor's topology from memberlist on every kick and
@@ -352,17 +535,28 @@ func (p *Provider) run() {
 
 // sync hands protoactor the full member set, publishes which alive
 // members protoactor blocks here, and checks whether anyone blocks us.
+// Members whose Agree fingerprints differ from ours are left out.
 func (p *Provider) sync() {
 	nodes := p.ml.Members()
 	members := make([]*pcluster.Member, 0, len(nodes))
 	known := make(map[string]struct{}, len(nodes))
+	strangers := map[string]string{}
 	blockedBy := ""
 	for _, n := range nodes {
 		known[n.Name] = struct{}{}
+		_, seen := p.known[n.Name]
 		m, err := decodeMeta(n.Meta)
 		if err != nil {
-			if _, seen := p.known[n.Name]; !seen {
+			if !seen {
 				p.log.Warn("ignoring memberlist node", "node", n.Name, "addr", n.Address(), "err", err)
+			}
+			continue
+		}
+		if d := differing(p.base.Agree, m.Agree); len(d) > 0 {
+			why := fmt.Sprintf("member %s at %s has a different %s", m.ID, net.JoinHostPort(m.Host, strconv.Itoa(m.Port)), strings.Join(d, ", "))
+			strangers[n.Name] = why
+			if !seen {
+				p.log.Error("leaving an incompatible member out of the cluster", "node", n.Name, "gossip_addr", n.Address(), "reason", why)
 			}
 			continue
 		}
@@ -372,6 +566,12 @@ func (p *Provider) sync() {
 		}
 	}
 	p.logChanges(known)
+	p.state.update(func(s *joinState) {
+		s.strangers = strangers
+		if len(members) > 1 {
+			s.joined = true
+		}
+	})
 	p.c.MemberList.UpdateClusterTopology(members)
 	p.advertiseBlocked(members)
 	if blockedBy != "" && !p.stopping.Load() {
