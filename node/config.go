@@ -5,12 +5,14 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/tandem-im/tandem/actors"
 	"github.com/tandem-im/tandem/api/webhook"
+	"github.com/tandem-im/tandem/cluster"
 )
 
 // Config is one node's configuration. The zero value means defaults, except
@@ -19,13 +21,25 @@ type Config struct {
 	DataDir    string   // badger data and generated secrets; default "data"
 	WSAddr     string   // client WebSocket listener; default ":7400"
 	APIAddr    string   // HTTP server API; default ":7401"
-	GossipAddr string   // memberlist; default ":7946"
-	RemoteAddr string   // actor remote; default "127.0.0.1:7402"
+	GossipAddr string   // memberlist bind; default 127.0.0.1:7946, with Seeds :7946
+	RemoteAddr string   // actor remote bind; default 127.0.0.1:7402, with Seeds :7402
 	Seeds      []string // memberlist seeds (host:port)
 	AdminKey   string   // server API key; generated into DataDir if empty
 	JWTSecret  string   // HS256 secret (≥ 16 bytes); generated into DataDir if empty
 	Store      string   // "badger" (default) or a postgres:// URL
 	LogLevel   string   // debug, info (default), warn, error
+
+	// StorePoolSize is the most PostgreSQL connections the node opens
+	// (0: DefaultStorePoolSize). Ignored for badger.
+	StorePoolSize int
+
+	// Cluster security and addressing (see docs/cluster-security.md).
+	ClusterName     string // must match across nodes; default "tandem"
+	ClusterKey      string // base64 keys (16/24/32 bytes), comma-separated, primary first; required with Seeds
+	ClusterKeyFile  string // file holding ClusterKey's value instead
+	AdvertiseGossip string // host:port other nodes use for gossip; default: the bind address, or a private IP for a wildcard bind
+	AdvertiseRemote string // host[:port] other nodes dial for the actor remote; default as AdvertiseGossip
+	GossipProfile   string // failure detection: lan (default, ~2-3 s) or wan (~30 s)
 
 	WebhookURL    string // app backend endpoint for online/offline/kick events; empty: none
 	WebhookSecret string // HMAC-SHA256 key for the X-Tandem-Signature header (required with a URL)
@@ -51,9 +65,17 @@ type Config struct {
 const (
 	DefaultWSAddr     = ":7400"
 	DefaultAPIAddr    = ":7401"
-	DefaultGossipAddr = ":7946"
+	DefaultGossipAddr = "127.0.0.1:7946"
 	DefaultRemoteAddr = "127.0.0.1:7402"
 	DefaultRetention  = 30 * 24 * time.Hour
+)
+
+// With --seeds the gossip and remote defaults listen on every interface
+// (advertising a private IP) and cluster traffic is authenticated by the
+// cluster key; a single node listens on loopback only.
+const (
+	DefaultClusterGossipAddr = ":7946"
+	DefaultClusterRemoteAddr = ":7402"
 )
 
 func (c Config) withDefaults() Config {
@@ -65,8 +87,13 @@ func (c Config) withDefaults() Config {
 	def(&c.DataDir, "data")
 	def(&c.WSAddr, DefaultWSAddr)
 	def(&c.APIAddr, DefaultAPIAddr)
+	if len(c.Seeds) > 0 {
+		def(&c.GossipAddr, DefaultClusterGossipAddr)
+		def(&c.RemoteAddr, DefaultClusterRemoteAddr)
+	}
 	def(&c.GossipAddr, DefaultGossipAddr)
 	def(&c.RemoteAddr, DefaultRemoteAddr)
+	def(&c.GossipProfile, "lan")
 	def(&c.Store, "badger")
 	def(&c.LogLevel, "info")
 	if c.Retention == 0 {
@@ -79,16 +106,16 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
-	if c.Store != "badger" {
-		if strings.HasPrefix(c.Store, "postgres://") || strings.HasPrefix(c.Store, "postgresql://") {
-			errs = append(errs, errors.New("--store: the PostgreSQL backend is not available in this build yet; use badger"))
-		} else {
-			errs = append(errs, fmt.Errorf("--store %q: use badger or a postgres:// URL", c.Store))
-		}
+	if c.Store != "badger" && !c.postgres() {
+		errs = append(errs, fmt.Errorf("--store %q: use badger or a postgres:// URL", redactURL(c.Store)))
+	}
+	if c.StorePoolSize < 0 || c.StorePoolSize > 1000 {
+		errs = append(errs, fmt.Errorf("--store-pool-size %d: use 1-1000 (0: default %d)", c.StorePoolSize, DefaultStorePoolSize))
 	}
 	if len(c.Seeds) > 0 && c.Store == "badger" && !c.UnsafeMultiNodeBadger {
 		errs = append(errs, errors.New("--seeds with --store badger: a multi-node cluster on badger loses a node's data with the node; use PostgreSQL or pass --unsafe-multi-node-badger"))
 	}
+	errs = append(errs, c.validateCluster()...)
 	if c.JWTSecret != "" && len(c.JWTSecret) < 16 {
 		errs = append(errs, errors.New("--jwt-secret must be at least 16 bytes"))
 	}
@@ -111,6 +138,72 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// validateCluster checks the cluster flags (c has its defaults).
+func (c Config) validateCluster() []error {
+	var errs []error
+	keys, err := c.clusterKeys()
+	switch {
+	case err != nil:
+		errs = append(errs, err)
+	case len(c.Seeds) > 0 && len(keys) == 0:
+		errs = append(errs, errors.New("--seeds requires --cluster-key or --cluster-key-file: without a key anyone who reaches the gossip and remote ports could join or drive the cluster (generate one with: head -c32 /dev/urandom | base64)"))
+		return errs
+	}
+	if c.GossipProfile != "lan" && c.GossipProfile != "wan" {
+		errs = append(errs, fmt.Errorf("--gossip-profile %q: use lan or wan", c.GossipProfile))
+	}
+	if err == nil {
+		if err := c.cluster(keys).Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// clusterKeys parses --cluster-key or the file --cluster-key-file names;
+// nil without either.
+func (c Config) clusterKeys() ([][]byte, error) {
+	s := c.ClusterKey
+	switch {
+	case c.ClusterKey != "" && c.ClusterKeyFile != "":
+		return nil, errors.New("--cluster-key and --cluster-key-file: give one")
+	case c.ClusterKeyFile != "":
+		b, err := os.ReadFile(c.ClusterKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--cluster-key-file: %w", err)
+		}
+		if s = strings.TrimSpace(string(b)); s == "" {
+			return nil, fmt.Errorf("--cluster-key-file %s is empty", c.ClusterKeyFile)
+		}
+	case s == "":
+		return nil, nil
+	}
+	keys, err := cluster.ParseKeys(s)
+	if err != nil {
+		return nil, fmt.Errorf("--cluster-key: %w", err)
+	}
+	return keys, nil
+}
+
+// cluster returns the cluster options for c (defaults applied) and keys;
+// Start adds the logger and the settings that must agree.
+func (c Config) cluster(keys [][]byte) cluster.Options {
+	t := cluster.Timings{}
+	if c.GossipProfile == "wan" {
+		t = cluster.WANTimings()
+	}
+	return cluster.Options{
+		Name:            c.ClusterName,
+		RemoteAddr:      c.RemoteAddr,
+		AdvertiseRemote: c.AdvertiseRemote,
+		GossipAddr:      c.GossipAddr,
+		AdvertiseGossip: c.AdvertiseGossip,
+		Seeds:           c.Seeds,
+		Keys:            keys,
+		Timings:         t,
+	}
 }
 
 func (c Config) actors() actors.Config {
@@ -141,12 +234,19 @@ func ParseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.DataDir, "data-dir", "data", "folder for the embedded store and generated secrets")
 	fs.StringVar(&c.WSAddr, "ws-addr", DefaultWSAddr, "client WebSocket listen address (path /ws)")
 	fs.StringVar(&c.APIAddr, "api-addr", DefaultAPIAddr, "HTTP server API listen address")
-	fs.StringVar(&c.GossipAddr, "gossip-addr", DefaultGossipAddr, "memberlist gossip bind address")
-	fs.StringVar(&c.RemoteAddr, "remote-addr", DefaultRemoteAddr, "actor remote address (host:port reachable by the other nodes)")
-	fs.StringVar(&seeds, "seeds", "", "comma-separated gossip addresses of other nodes")
+	fs.StringVar(&c.GossipAddr, "gossip-addr", "", "memberlist gossip bind address, TCP and UDP (default "+DefaultGossipAddr+"; with --seeds "+DefaultClusterGossipAddr+")")
+	fs.StringVar(&c.RemoteAddr, "remote-addr", "", "actor remote bind address (default "+DefaultRemoteAddr+"; with --seeds "+DefaultClusterRemoteAddr+")")
+	fs.StringVar(&seeds, "seeds", "", "comma-separated gossip addresses of other nodes (requires --cluster-key)")
+	fs.StringVar(&c.ClusterName, "cluster-name", "tandem", "cluster name; nodes with another name are refused")
+	fs.StringVar(&c.ClusterKey, "cluster-key", "", "base64 cluster keys of 16, 24 or 32 bytes, comma-separated, primary first (head -c32 /dev/urandom | base64); encrypts gossip and authenticates the actor remote")
+	fs.StringVar(&c.ClusterKeyFile, "cluster-key-file", "", "file holding the --cluster-key value")
+	fs.StringVar(&c.AdvertiseGossip, "advertise-gossip", "", "gossip host:port other nodes use (default: the bind address, or this host's private IP for a wildcard bind)")
+	fs.StringVar(&c.AdvertiseRemote, "advertise-remote", "", "actor remote host[:port] other nodes dial (default: as for --advertise-gossip)")
+	fs.StringVar(&c.GossipProfile, "gossip-profile", "lan", "failure detection: lan (a crashed node is noticed in 2-3 s) or wan (about 30 s, for slow links)")
 	fs.StringVar(&c.AdminKey, "admin-key", "", "server API admin key (generated into the data dir if empty)")
 	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret for login tokens, >= 16 bytes (generated into the data dir if empty)")
-	fs.StringVar(&c.Store, "store", "badger", "badger, or a postgres:// URL")
+	fs.StringVar(&c.Store, "store", "badger", "badger, or a postgres:// URL (several hosts with target_session_attrs=read-write for failover)")
+	fs.IntVar(&c.StorePoolSize, "store-pool-size", DefaultStorePoolSize, "PostgreSQL connections per node")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&c.HeartbeatTimeout, "heartbeat-timeout", actors.DefaultHeartbeatTimeout, "drop a session silent this long")
 	fs.IntVar(&c.CompensationDays, "compensation-days", actors.DefaultCompensationDays, "days of history a device without a cursor gets (1-7)")
@@ -189,4 +289,25 @@ func ParseFlags(args []string) (Config, error) {
 		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 	return c, c.Validate()
+}
+
+// DefaultStorePoolSize is the PostgreSQL pool per node: the committer's
+// connections plus readers (notes/postgres.md: keep it small, 16-32).
+const DefaultStorePoolSize = 16
+
+// postgres reports whether the store is a PostgreSQL URL.
+func (c Config) postgres() bool {
+	return strings.HasPrefix(c.Store, "postgres://") || strings.HasPrefix(c.Store, "postgresql://")
+}
+
+// redactURL hides the password of a store URL for messages and logs.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
 }

@@ -1,15 +1,22 @@
 package node
 
 import (
+	"bytes"
+	"encoding/base64"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tandem-im/tandem/cluster"
 )
 
 func TestParseFlagsDefaultsAndEnv(t *testing.T) {
 	t.Setenv("TANDEM_WS_ADDR", "127.0.0.1:9000")
 	t.Setenv("TANDEM_COMPENSATION_DAYS", "3")
 	t.Setenv("TANDEM_API_ADDR", "127.0.0.1:9999") // the flag below wins
+	t.Setenv("TANDEM_CLUSTER_KEY", testClusterKey)
 	c, err := ParseFlags([]string{"--api-addr", "127.0.0.1:9001", "--seeds", "a:1, b:2", "--unsafe-multi-node-badger"})
 	if err != nil {
 		t.Fatal(err)
@@ -32,6 +39,15 @@ func TestValidateRefuses(t *testing.T) {
 		want string
 	}{
 		{"multi-node badger", []string{"--seeds", "x:1"}, "unsafe-multi-node-badger"},
+		{"seeds without a key", []string{"--seeds", "x:1", "--unsafe-multi-node-badger"}, "--seeds requires --cluster-key"},
+		{"key not base64", []string{"--cluster-key", "%%%"}, "--cluster-key: cluster: key 1 is not base64"},
+		{"key too short", []string{"--cluster-key", "c2hvcnQ="}, "5 bytes, want 16, 24 or 32"},
+		{"key and key file", []string{"--cluster-key", testClusterKey, "--cluster-key-file", "k"}, "give one"},
+		{"missing key file", []string{"--cluster-key-file", "/nonexistent/key"}, "--cluster-key-file"},
+		{"open remote without a key", []string{"--remote-addr", ":7402"}, `remote address ":7402" is not loopback`},
+		{"open gossip without a key", []string{"--gossip-addr", "0.0.0.0:7946"}, "is not loopback"},
+		{"gossip profile", []string{"--gossip-profile", "mars"}, "--gossip-profile"},
+		{"unspecified advertise", []string{"--cluster-key", testClusterKey, "--advertise-remote", "0.0.0.0"}, "unspecified host"},
 		{"postgres not yet", []string{"--store", "postgres://x/y"}, "PostgreSQL"},
 		{"unknown store", []string{"--store", "mysql"}, "--store"},
 		{"short secret", []string{"--jwt-secret", "short"}, "16 bytes"},
@@ -54,6 +70,40 @@ func TestValidateRefuses(t *testing.T) {
 	t.Setenv("TANDEM_HEARTBEAT_TIMEOUT", "soon")
 	if _, err := ParseFlags(nil); err == nil || !strings.Contains(err.Error(), "TANDEM_HEARTBEAT_TIMEOUT") {
 		t.Fatalf("a bad environment value must be named: %v", err)
+	}
+}
+
+// testClusterKey is base64 of 32 bytes.
+const testClusterKey = "dGFuZGVtLXRlc3QtY2x1c3Rlci1rZXktMzItYnl0ZXM="
+
+func TestClusterDefaults(t *testing.T) {
+	single := Config{}.withDefaults()
+	if single.GossipAddr != "127.0.0.1:7946" || single.RemoteAddr != "127.0.0.1:7402" {
+		t.Errorf("a single node binds gossip %s and remote %s, want loopback", single.GossipAddr, single.RemoteAddr)
+	}
+	multi := Config{Seeds: []string{"10.0.0.2:7946"}}.withDefaults()
+	if multi.GossipAddr != ":7946" || multi.RemoteAddr != ":7402" {
+		t.Errorf("a clustered node binds gossip %s and remote %s, want every interface", multi.GossipAddr, multi.RemoteAddr)
+	}
+
+	file := filepath.Join(t.TempDir(), "cluster-key")
+	k2 := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 16))
+	if err := os.WriteFile(file, []byte(testClusterKey+","+k2+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := ParseFlags([]string{"--seeds", "10.0.0.2:7946", "--unsafe-multi-node-badger", "--cluster-key-file", file,
+		"--advertise-gossip", "10.0.0.1:7946", "--advertise-remote", "10.0.0.1", "--gossip-profile", "wan", "--cluster-name", "eu"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := c.clusterKeys()
+	if err != nil || len(keys) != 2 || len(keys[0]) != 32 || len(keys[1]) != 16 {
+		t.Fatalf("keyring from file: %d keys, %v", len(keys), err)
+	}
+	o := c.withDefaults().cluster(keys)
+	if o.Name != "eu" || o.AdvertiseGossip != "10.0.0.1:7946" || o.AdvertiseRemote != "10.0.0.1" || o.GossipAddr != ":7946" ||
+		o.Timings.ProbeInterval != cluster.WANTimings().ProbeInterval {
+		t.Errorf("cluster options %+v", o)
 	}
 }
 

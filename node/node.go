@@ -99,9 +99,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 		log = slog.New(slog.DiscardHandler)
 	}
 	n = &Node{cfg: cfg, log: log, done: make(chan struct{})}
+	started := n // the error returns below set n to nil
 	defer func() {
 		if err != nil {
-			n.teardown()
+			started.teardown()
 		}
 	}()
 
@@ -147,12 +148,16 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	}
 	n.rt = actors.NewRuntime(cfg.actors(), n.store, hooks, reg, log.With("component", "actors"))
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(cluster.LoggerFactory(log.With("component", "protoactor"))))
-	n.member, err = cluster.Start(ctx, sys, cluster.Options{
-		RemoteAddr: cfg.RemoteAddr,
-		GossipAddr: cfg.GossipAddr,
-		Seeds:      cfg.Seeds,
-		Logger:     log.With("component", "cluster"),
-	}, n.rt.Kinds()...)
+	clusterKeys, err := cfg.clusterKeys()
+	if err != nil {
+		return nil, err
+	}
+	copts := cfg.cluster(clusterKeys)
+	copts.Logger = log.With("component", "cluster")
+	// Nodes that disagree on these refuse each other (a token minted on one
+	// node must verify on every node).
+	copts.Agree = map[string]string{"--jwt-secret": n.JWTSecret}
+	n.member, err = cluster.Start(ctx, sys, copts, n.rt.Kinds()...)
 	if err != nil {
 		return nil, fmt.Errorf("start cluster member: %w", err)
 	}
@@ -167,6 +172,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	}
 	n.apiSrv, err = api.New(api.Config{
 		AdminKey: n.AdminKey, Minter: keys, Sessions: n.rt, Messages: n.rt, Groups: n.rt, Gatherer: reg, ValidID: actors.ValidID,
+		Ready:  n.member.Ready, // not ready while not joined to the configured cluster, saying why
 		Logger: log.With("component", "api"),
 	})
 	if err != nil {
@@ -187,7 +193,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 
 	log.Info("tandem node started",
 		"ws", "ws://"+n.WSAddr()+"/ws", "api", "http://"+n.APIAddr(),
-		"gossip", cfg.GossipAddr, "remote", n.member.Address(),
+		"gossip", n.member.GossipAddress(), "remote", n.member.Address(),
 		"store", "badger:"+filepath.Join(cfg.DataDir, "badger"))
 	return n, nil
 }

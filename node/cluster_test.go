@@ -1,0 +1,148 @@
+//go:build !race
+
+// These tests start protoactor cluster members, which have data races of
+// their own: they stay out of the race run.
+
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandem-im/tandem/cluster"
+)
+
+// startTestNode starts a node on loopback ports picked by the kernel, after
+// edit; cleanup stops it.
+func startTestNode(t *testing.T, edit func(*Config)) (*Node, error) {
+	t.Helper()
+	cfg := Config{
+		DataDir:    t.TempDir(),
+		WSAddr:     "127.0.0.1:0",
+		APIAddr:    "127.0.0.1:0",
+		GossipAddr: "127.0.0.1:0",
+		RemoteAddr: "127.0.0.1:0",
+		AdminKey:   "node-test-admin-key",
+		JWTSecret:  "node-test-jwt-secret-0123456789",
+		ClusterKey: testClusterKey,
+	}
+	edit(&cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	n, err := Start(ctx, cfg, nil)
+	if err == nil {
+		t.Cleanup(func() { n.Stop() })
+	}
+	return n, err
+}
+
+// readyz returns /readyz's status code and body.
+func readyz(t *testing.T, n *Node) (int, string) {
+	t.Helper()
+	res, err := http.Get("http://" + n.APIAddr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.StatusCode, string(b)
+}
+
+// TestNodeJWTSecretMismatchRefused: a node whose JWT secret differs from
+// the cluster's fails to start and says so; the cluster stays as it was.
+func TestNodeJWTSecretMismatchRefused(t *testing.T) {
+	a, err := startTestNode(t, func(*Config) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := readyz(t, a); code != http.StatusOK {
+		t.Fatalf("first node not ready: %d %s", code, body)
+	}
+	_, err = startTestNode(t, func(c *Config) {
+		c.Seeds = []string{a.GossipAddr()}
+		c.UnsafeMultiNodeBadger = true
+		c.JWTSecret = "another-jwt-secret-0123456789"
+	})
+	if !errors.Is(err, cluster.ErrMismatch) || !strings.Contains(err.Error(), "--jwt-secret differs") {
+		t.Fatalf("start with another JWT secret: %v; want a --jwt-secret mismatch", err)
+	}
+	t.Logf("refused: %v", err)
+	if n := a.ClusterMembers(); n != 1 {
+		t.Errorf("the first node lists %d members", n)
+	}
+	if code, body := readyz(t, a); code != http.StatusOK {
+		t.Errorf("first node no longer ready: %d %s", code, body)
+	}
+}
+
+// TestNodeNotReadyUntilJoined: a node whose seeds are unreachable serves
+// but /readyz says it is not ready, and why.
+func TestNodeNotReadyUntilJoined(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	n, err := startTestNode(t, func(c *Config) {
+		c.Seeds = []string{dead}
+		c.UnsafeMultiNodeBadger = true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, body := readyz(t, n)
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "no seed reachable") {
+		t.Fatalf("/readyz = %d %s; want 503 saying no seed is reachable", code, body)
+	}
+	t.Logf("/readyz: %d %s", code, body)
+}
+
+// TestSingleNodeListensOnLoopback: with the default gossip and remote
+// addresses a node listens on 127.0.0.1 only. It needs ports 7946 and
+// 7402 free, and skips otherwise.
+func TestSingleNodeListensOnLoopback(t *testing.T) {
+	n, err := startTestNode(t, func(c *Config) {
+		c.GossipAddr, c.RemoteAddr, c.ClusterKey = "", "", ""
+	})
+	if err != nil {
+		if strings.Contains(err.Error(), "address already in use") {
+			t.Skipf("default ports busy: %v", err)
+		}
+		t.Fatal(err)
+	}
+	if g, r := n.GossipAddr(), n.Member().Address(); g != DefaultGossipAddr || r != DefaultRemoteAddr {
+		t.Fatalf("gossip %s, remote %s; want %s and %s", g, r, DefaultGossipAddr, DefaultRemoteAddr)
+	}
+	// Nothing answers on the other interfaces.
+	ifaces, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, a := range ifaces {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || ipn.IP.IsLoopback() || ipn.IP.To4() == nil {
+			continue
+		}
+		for _, port := range []string{"7946", "7402"} {
+			addr := net.JoinHostPort(ipn.IP.String(), port)
+			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+				c.Close()
+				t.Errorf("%s accepts connections", addr)
+			}
+			checked++
+		}
+	}
+	t.Logf("checked %d non-loopback addresses: %s", checked, fmt.Sprint(ifaces))
+}
