@@ -331,9 +331,13 @@ func TestAnyNodeAnswersForAnyUser(t *testing.T) {
 				t.Fatalf("resend through another node: %d %v, want a duplicate of %s", code, m, ids[i])
 			}
 		}
-		// lee's history, read through every node, has all three, newest first.
-		slices.Reverse(ids)
+		// lee's history, read through every node, has all three (in lee's
+		// log order: a message delivered through kim's outbox may land after
+		// a later direct one), the same on every node.
+		slices.Sort(ids)
+		var last string
 		waitFor(t, 10*time.Second, func() bool {
+			var answers []string
 			for _, nd := range nodes {
 				code, m := apiDo(t, "GET", nd.apiURL()+"/v1/users/"+lee+"/history?conversation_type=direct&conversation_id="+kim, "")
 				var got []string
@@ -341,12 +345,17 @@ func TestAnyNodeAnswersForAnyUser(t *testing.T) {
 				for _, x := range msgs {
 					got = append(got, x.(map[string]any)["message_id"].(string))
 				}
-				if code != 200 || !slices.Equal(got, ids) {
+				answers = append(answers, fmt.Sprint(got))
+				if slices.Sort(got); code != 200 || !slices.Equal(got, ids) {
+					last = fmt.Sprint(answers)
 					return false
 				}
 			}
-			return true
-		}, func() string { return "lee's history differs between nodes or lacks messages " + fmt.Sprint(ids) })
+			last = fmt.Sprint(answers)
+			return answers[0] == answers[1] && answers[1] == answers[2]
+		}, func() string {
+			return "lee's history through each node: " + last + ", want the same, holding " + fmt.Sprint(ids)
+		})
 		// kim's own log has the include_sender ones only (nodes 0 and 2).
 		code, m := apiDo(t, "GET", c.apiURL()+"/v1/users/"+kim+"/history?conversation_type=direct&conversation_id="+lee, "")
 		if msgs, _ := m["messages"].([]any); code != 200 || len(msgs) != 2 {
