@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -28,10 +27,6 @@ type Config struct {
 	JWTSecret  string   // HS256 secret (≥ 16 bytes); generated into DataDir if empty
 	Store      string   // "badger" (default) or a postgres:// URL
 	LogLevel   string   // debug, info (default), warn, error
-
-	// StorePoolSize is the most PostgreSQL connections the node opens
-	// (0: DefaultStorePoolSize). Ignored for badger.
-	StorePoolSize int
 
 	// Cluster security and addressing (see docs/cluster-security.md).
 	ClusterName     string // must match across nodes; default "tandem"
@@ -106,11 +101,12 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
-	if c.Store != "badger" && !c.postgres() {
-		errs = append(errs, fmt.Errorf("--store %q: use badger or a postgres:// URL", redactURL(c.Store)))
-	}
-	if c.StorePoolSize < 0 || c.StorePoolSize > 1000 {
-		errs = append(errs, fmt.Errorf("--store-pool-size %d: use 1-1000 (0: default %d)", c.StorePoolSize, DefaultStorePoolSize))
+	if c.Store != "badger" {
+		if strings.HasPrefix(c.Store, "postgres://") || strings.HasPrefix(c.Store, "postgresql://") {
+			errs = append(errs, errors.New("--store: the PostgreSQL backend is not available in this build yet; use badger"))
+		} else {
+			errs = append(errs, fmt.Errorf("--store %q: use badger or a postgres:// URL", c.Store))
+		}
 	}
 	if len(c.Seeds) > 0 && c.Store == "badger" && !c.UnsafeMultiNodeBadger {
 		errs = append(errs, errors.New("--seeds with --store badger: a multi-node cluster on badger loses a node's data with the node; use PostgreSQL or pass --unsafe-multi-node-badger"))
@@ -245,8 +241,7 @@ func ParseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.GossipProfile, "gossip-profile", "lan", "failure detection: lan (a crashed node is noticed in 2-3 s) or wan (about 30 s, for slow links)")
 	fs.StringVar(&c.AdminKey, "admin-key", "", "server API admin key (generated into the data dir if empty)")
 	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret for login tokens, >= 16 bytes (generated into the data dir if empty)")
-	fs.StringVar(&c.Store, "store", "badger", "badger, or a postgres:// URL (several hosts with target_session_attrs=read-write for failover)")
-	fs.IntVar(&c.StorePoolSize, "store-pool-size", DefaultStorePoolSize, "PostgreSQL connections per node")
+	fs.StringVar(&c.Store, "store", "badger", "badger, or a postgres:// URL")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&c.HeartbeatTimeout, "heartbeat-timeout", actors.DefaultHeartbeatTimeout, "drop a session silent this long")
 	fs.IntVar(&c.CompensationDays, "compensation-days", actors.DefaultCompensationDays, "days of history a device without a cursor gets (1-7)")
@@ -289,25 +284,4 @@ func ParseFlags(args []string) (Config, error) {
 		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 	return c, c.Validate()
-}
-
-// DefaultStorePoolSize is the PostgreSQL pool per node: the committer's
-// connections plus readers (notes/postgres.md: keep it small, 16-32).
-const DefaultStorePoolSize = 16
-
-// postgres reports whether the store is a PostgreSQL URL.
-func (c Config) postgres() bool {
-	return strings.HasPrefix(c.Store, "postgres://") || strings.HasPrefix(c.Store, "postgresql://")
-}
-
-// redactURL hides the password of a store URL for messages and logs.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
 }
