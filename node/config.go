@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -28,6 +29,10 @@ type Config struct {
 	Store      string   // "badger" (default) or a postgres:// URL
 	LogLevel   string   // debug, info (default), warn, error
 
+	// StorePoolSize is the most PostgreSQL connections the node opens
+	// (0: DefaultStorePoolSize). Ignored for badger.
+	StorePoolSize int
+
 	// Cluster security and addressing (see docs/cluster-security.md).
 	ClusterName     string // must match across nodes; default "tandem"
 	ClusterKey      string // base64 keys (16/24/32 bytes), comma-separated, primary first; required with Seeds
@@ -43,6 +48,9 @@ type Config struct {
 	ClassLimits string // per_class limits, e.g. "mobile=1,web=4"; unnamed classes keep their defaults
 
 	HeartbeatTimeout time.Duration // default 60 s
+	// ShutdownTimeout bounds Stop: steps still running then are
+	// abandoned (logged). Default 5 s.
+	ShutdownTimeout  time.Duration
 	RecallWindow     time.Duration // senders may recall for this long; 0: no limit
 	CompensationDays int           // default 1, max 7
 	Retention        time.Duration // default 30 days: older entries are removed (TTL) and never read
@@ -94,6 +102,9 @@ func (c Config) withDefaults() Config {
 	if c.Retention == 0 {
 		c.Retention = DefaultRetention
 	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
 	return c
 }
 
@@ -101,12 +112,14 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
-	if c.Store != "badger" {
-		if strings.HasPrefix(c.Store, "postgres://") || strings.HasPrefix(c.Store, "postgresql://") {
-			errs = append(errs, errors.New("--store: the PostgreSQL backend is not available in this build yet; use badger"))
-		} else {
-			errs = append(errs, fmt.Errorf("--store %q: use badger or a postgres:// URL", c.Store))
-		}
+	if c.Store != "badger" && !c.postgres() {
+		errs = append(errs, fmt.Errorf("--store %q: use badger or a postgres:// URL", redactURL(c.Store)))
+	}
+	if c.ShutdownTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--shutdown-timeout %s: must not be negative", c.ShutdownTimeout))
+	}
+	if c.StorePoolSize < 0 || c.StorePoolSize > 1000 {
+		errs = append(errs, fmt.Errorf("--store-pool-size %d: use 1-1000 (0: default %d)", c.StorePoolSize, DefaultStorePoolSize))
 	}
 	if len(c.Seeds) > 0 && c.Store == "badger" && !c.UnsafeMultiNodeBadger {
 		errs = append(errs, errors.New("--seeds with --store badger: a multi-node cluster on badger loses a node's data with the node; use PostgreSQL or pass --unsafe-multi-node-badger"))
@@ -241,8 +254,10 @@ func ParseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.GossipProfile, "gossip-profile", "lan", "failure detection: lan (a crashed node is noticed in 2-3 s) or wan (about 30 s, for slow links)")
 	fs.StringVar(&c.AdminKey, "admin-key", "", "server API admin key (generated into the data dir if empty)")
 	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret for login tokens, >= 16 bytes (generated into the data dir if empty)")
-	fs.StringVar(&c.Store, "store", "badger", "badger, or a postgres:// URL")
+	fs.StringVar(&c.Store, "store", "badger", "badger, or a postgres:// URL (several hosts with target_session_attrs=read-write for failover)")
+	fs.IntVar(&c.StorePoolSize, "store-pool-size", DefaultStorePoolSize, "PostgreSQL connections per node")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "stop within this long after SIGTERM; steps still running are abandoned (acked messages are already durable)")
 	fs.DurationVar(&c.HeartbeatTimeout, "heartbeat-timeout", actors.DefaultHeartbeatTimeout, "drop a session silent this long")
 	fs.IntVar(&c.CompensationDays, "compensation-days", actors.DefaultCompensationDays, "days of history a device without a cursor gets (1-7)")
 	fs.DurationVar(&c.RecallWindow, "recall-window", 0, "how long after sending a sender may recall (0: no limit)")
@@ -285,3 +300,27 @@ func ParseFlags(args []string) (Config, error) {
 	}
 	return c, c.Validate()
 }
+
+// DefaultStorePoolSize is the PostgreSQL pool per node: the committer's
+// connections plus readers (notes/postgres.md: keep it small, 16-32).
+const DefaultStorePoolSize = 16
+
+// postgres reports whether the store is a PostgreSQL URL.
+func (c Config) postgres() bool {
+	return strings.HasPrefix(c.Store, "postgres://") || strings.HasPrefix(c.Store, "postgresql://")
+}
+
+// redactURL hides the password of a store URL for messages and logs.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+// DefaultShutdownTimeout bounds a node's stop.
+const DefaultShutdownTimeout = 5 * time.Second

@@ -7,14 +7,13 @@ import (
 
 	"github.com/tandem-im/tandem/api/webhook"
 	"github.com/tandem-im/tandem/gateway"
-	"github.com/tandem-im/tandem/persistence"
 )
 
 // statsCollector exports the gateway's and the store's own counters at
 // scrape time (neither package depends on Prometheus).
 type statsCollector struct {
 	gw    *gateway.Server
-	store *persistence.Badger
+	store func() storeStats
 }
 
 var (
@@ -70,7 +69,7 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	for code, n := range g.Closes {
 		counter(descCloses, n, strconv.Itoa(code))
 	}
-	s := c.store.Stats()
+	s := c.store()
 	counter(descCommits, s.Commits)
 	counter(descOps, s.Ops)
 	counter(descEntries, s.Entries)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,12 +25,10 @@ import (
 	"github.com/tandem-im/tandem/auth"
 	"github.com/tandem-im/tandem/cluster"
 	"github.com/tandem-im/tandem/gateway"
-	"github.com/tandem-im/tandem/persistence"
 )
 
 // The concrete types satisfy the interfaces their consumers declare.
 var (
-	_ actors.Store         = (*persistence.Badger)(nil)
 	_ actors.SessionTable  = (*gateway.Server)(nil)
 	_ gateway.Handler      = (*actors.Frontend)(nil)
 	_ actors.TokenVerifier = (*auth.Keys)(nil)
@@ -45,13 +44,14 @@ var (
 type Node struct {
 	cfg    Config
 	log    *slog.Logger
-	store  *persistence.Badger
+	store  nodeStore
 	member *cluster.Member
 	rt     *actors.Runtime
 	gw     *gateway.Server
 	apiSrv *api.Server
 	hooks  *webhook.Sender
 
+	storeStats  func() storeStats
 	hooksCancel context.CancelFunc
 	hooksDone   chan struct{}
 
@@ -62,6 +62,8 @@ type Node struct {
 	err         error
 	stopOnce    sync.Once
 	done        chan struct{}
+
+	abandoned []string // shutdown steps that missed the deadline
 
 	// AdminKey and JWTSecret as used (generated ones included).
 	AdminKey, JWTSecret string
@@ -120,9 +122,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 		return nil, err
 	}
 
-	n.store, err = persistence.OpenBadger(filepath.Join(cfg.DataDir, "badger"), persistence.BadgerOptions{Retention: cfg.Retention, Now: cfg.Now}, log.With("component", "badger"))
+	var storeDesc string
+	n.store, n.storeStats, storeDesc, err = openStore(ctx, cfg, log)
 	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
+		return nil, err
 	}
 
 	reg := prometheus.NewRegistry()
@@ -178,7 +181,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	if err != nil {
 		return nil, err
 	}
-	reg.MustRegister(statsCollector{gw: n.gw, store: n.store})
+	reg.MustRegister(statsCollector{gw: n.gw, store: n.storeStats})
 
 	if n.wsLn, err = net.Listen("tcp", cfg.WSAddr); err != nil {
 		return nil, fmt.Errorf("listen for WebSockets: %w", err)
@@ -194,7 +197,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	log.Info("tandem node started",
 		"ws", "ws://"+n.WSAddr()+"/ws", "api", "http://"+n.APIAddr(),
 		"gossip", n.member.GossipAddress(), "remote", n.member.Address(),
-		"store", "badger:"+filepath.Join(cfg.DataDir, "badger"))
+		"store", storeDesc)
 	return n, nil
 }
 
@@ -230,10 +233,32 @@ func (n *Node) Stop() error {
 }
 
 func (n *Node) teardown() {
-	if n.cancel != nil {
-		n.cancel() // gateway closes its sessions, API shuts down; both close their listeners
+	start := time.Now()
+	budget := n.cfg.ShutdownTimeout
+	// step runs f for at most limit (and what is left of the budget): a
+	// step that hangs (a peer that left at the same moment, a store that
+	// does not answer) is abandoned with a log line, so the process ends
+	// in bounded time. Nothing acked depends on a step finishing: acks
+	// follow durability.
+	step := func(name string, limit time.Duration, f func()) {
+		limit = min(limit, budget-time.Since(start))
+		done := make(chan struct{})
+		t0 := time.Now()
+		go func() { defer close(done); f() }()
+		select {
+		case <-done:
+			n.log.Debug("shutdown step done", "step", name, "took", time.Since(t0))
+		case <-time.After(max(limit, 0)):
+			n.log.Warn("shutdown step abandoned: the deadline passed", "step", name, "waited", time.Since(t0))
+			n.abandoned = append(n.abandoned, name)
+		}
 	}
-	n.wg.Wait()
+	step("gateway and API drain", 2*time.Second, func() {
+		if n.cancel != nil {
+			n.cancel() // gateway closes its sessions (4015), API shuts down; both close their listeners
+		}
+		n.wg.Wait()
+	})
 	if n.cancel == nil { // failed before serving
 		for _, ln := range []net.Listener{n.wsLn, n.apiLn} {
 			if ln != nil {
@@ -242,23 +267,34 @@ func (n *Node) teardown() {
 		}
 	}
 	if n.rt != nil {
-		n.rt.Stop()
+		step("actors runtime", time.Second, n.rt.Stop)
 	}
 	if n.member != nil {
-		if err := n.member.Stop(true); err != nil {
-			n.log.Warn("cluster member stop", "err", err)
-		}
+		step("cluster leave", 2500*time.Millisecond, func() {
+			if err := n.member.Stop(true); err != nil {
+				n.log.Warn("cluster member stop", "err", err)
+			}
+		})
 	}
 	if n.hooksCancel != nil { // after the actors: their last events are drained
-		n.hooksCancel()
-		<-n.hooksDone
+		step("webhooks", 500*time.Millisecond, func() {
+			n.hooksCancel()
+			<-n.hooksDone
+		})
 	}
 	if n.store != nil {
-		if err := n.store.Close(); err != nil {
-			n.log.Error("closing the store", "err", err)
-		}
+		step("store close", budget, func() {
+			if err := n.store.Close(); err != nil {
+				n.log.Error("closing the store", "err", err)
+			}
+		})
 	}
+	n.log.Info("node stopped", "took", time.Since(start), "abandoned", n.abandoned)
 }
+
+// Abandoned lists the shutdown steps Stop gave up waiting for (nil: a
+// clean stop).
+func (n *Node) Abandoned() []string { return n.abandoned }
 
 // secret returns v, or the secret stored in dir/name, or a new one written
 // there (mode 0600) so restarts keep tokens and keys valid.

@@ -21,6 +21,12 @@ func main() {
 		os.Exit(2)
 	}
 	log := node.Logger(cfg, os.Stderr)
+	go func() {
+		// After the first signal, a second one ends the process at once
+		// (the default action) instead of waiting for the stop deadline.
+		<-ctx.Done()
+		stop()
+	}()
 	if err := node.Run(ctx, cfg, log); err != nil {
 		log.Error("server stopped", "err", err)
 		os.Exit(1)

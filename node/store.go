@@ -1,0 +1,65 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/tandem-im/tandem/actors"
+	"github.com/tandem-im/tandem/persistence"
+	"github.com/tandem-im/tandem/persistence/postgres"
+)
+
+var (
+	_ actors.Store = (*persistence.Badger)(nil)
+	_ actors.Store = (*postgres.Store)(nil)
+)
+
+// nodeStore is the store as the node holds it: what the actors need, a
+// Close, and the counters /metrics exports.
+type nodeStore interface {
+	actors.Store
+	Close() error
+}
+
+// storeStats are the counters both backends keep.
+type storeStats struct {
+	Commits, Ops, Entries, Failed uint64
+	Queued, LastCommitOps         int
+}
+
+// storeOpenTimeout bounds opening the store: an unreachable PostgreSQL
+// fails the start with a clear error instead of hanging it.
+const storeOpenTimeout = 30 * time.Second
+
+// openStore opens the configured backend (cfg has its defaults) and
+// returns it with its stats function and a description for the logs.
+func openStore(ctx context.Context, cfg Config, log *slog.Logger) (nodeStore, func() storeStats, string, error) {
+	if cfg.postgres() {
+		ctx, cancel := context.WithTimeout(ctx, storeOpenTimeout)
+		defer cancel()
+		s, err := postgres.Open(ctx, cfg.Store, postgres.Options{
+			PoolSize: cfg.StorePoolSize, Retention: cfg.Retention, Now: cfg.Now, Logger: log.With("component", "postgres"),
+		})
+		if err != nil {
+			return nil, nil, "", fmt.Errorf("open the PostgreSQL store %s: %w", redactURL(cfg.Store), err)
+		}
+		stats := func() storeStats {
+			st := s.Stats()
+			return storeStats{st.Commits, st.Ops, st.Entries, st.Failed, st.Queued, st.LastCommitOps}
+		}
+		return s, stats, "postgres:" + redactURL(cfg.Store), nil
+	}
+	dir := filepath.Join(cfg.DataDir, "badger")
+	s, err := persistence.OpenBadger(dir, persistence.BadgerOptions{Retention: cfg.Retention, Now: cfg.Now}, log.With("component", "badger"))
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("open the badger store in %s: %w", dir, err)
+	}
+	stats := func() storeStats {
+		st := s.Stats()
+		return storeStats{st.Commits, st.Ops, st.Entries, st.Failed, st.Queued, st.LastCommitOps}
+	}
+	return s, stats, "badger:" + dir, nil
+}
