@@ -42,8 +42,7 @@ type Server struct {
 	dataDir string
 	binDir  string
 	cred    *syscall.Credential // nil: the test's own user
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed once the postmaster has been waited for
+	extra   [][2]string         // settings of WithSetting
 
 	// appName is the standby's application_name ("" for a primary) and
 	// primary the server it streams from; set by StartStandby.
@@ -51,6 +50,8 @@ type Server struct {
 	primary *Server
 
 	mu      sync.Mutex
+	cmd     *exec.Cmd     // the running (or last) postmaster
+	exited  chan struct{} // closed once cmd has been waited for
 	removed bool
 }
 
@@ -93,7 +94,17 @@ func (s *Server) Port() int { return s.port }
 func (s *Server) Dir() string { return s.dir }
 
 // PID is the postmaster's process ID.
-func (s *Server) PID() int { return s.cmd.Process.Pid }
+func (s *Server) PID() int {
+	cmd, _ := s.proc()
+	return cmd.Process.Pid
+}
+
+// proc returns the current postmaster and its exit signal.
+func (s *Server) proc() (*exec.Cmd, chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd, s.exited
+}
 
 // URL returns a connection URL for database db as the superuser over TCP.
 func (s *Server) URL(db string) string {
@@ -165,10 +176,33 @@ func (s *Server) Stop() { s.signal(syscall.SIGINT) }
 // exit on their own. Nothing is flushed beyond what was committed.
 func (s *Server) Kill() { s.signal(syscall.SIGKILL) }
 
+// Restart starts a stopped or killed server again on its data directory
+// and port (crash recovery runs after a Kill) and waits until it accepts
+// connections; it fails t if it does not. The backends of a killed
+// postmaster may take a moment to exit: starting is retried meanwhile.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	if s.Running() {
+		t.Fatalf("pgtest: restart of the server on port %d, which is running", s.port)
+	}
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		err := s.launchOn(s.port, s.extra)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pgtest: restart: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // Running reports whether the postmaster has not exited.
 func (s *Server) Running() bool {
+	_, exited := s.proc()
 	select {
-	case <-s.exited:
+	case <-exited:
 		return false
 	default:
 		return true
@@ -179,15 +213,16 @@ func (s *Server) signal(sig syscall.Signal) {
 	if !s.Running() {
 		return
 	}
+	cmd, exited := s.proc()
 	// Signal the PID this package started, never anything by name.
-	if err := s.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		_ = s.cmd.Process.Kill() // the wait below decides; Kill's error says no more
+	if err := cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		_ = cmd.Process.Kill() // the wait below decides; Kill's error says no more
 	}
 	select {
-	case <-s.exited:
+	case <-exited:
 	case <-time.After(stopTimeout):
-		_ = s.cmd.Process.Kill() // a server that ignores SIGINT is killed; the wait below reports a hang
-		<-s.exited
+		_ = cmd.Process.Kill() // a server that ignores SIGINT is killed; waiting again below
+		<-exited
 	}
 }
 
@@ -385,6 +420,7 @@ host  replication all 127.0.0.1/32 trust
 // launch starts the postmaster on a free port and waits until it accepts
 // connections. A port taken between choosing and binding is retried.
 func (s *Server) launch(extra [][2]string) error {
+	s.extra = extra
 	var err error
 	for range 5 {
 		var port int
@@ -450,7 +486,12 @@ func (s *Server) launchOn(port int, extra [][2]string) error {
 		_ = cmd.Wait() // the exit status of a stopped or killed server says nothing useful
 		close(exited)
 	}()
-	s.cmd, s.exited, s.port = cmd, exited, port
+	s.mu.Lock()
+	s.cmd, s.exited = cmd, exited
+	s.mu.Unlock()
+	if s.port != port {
+		s.port = port // only while starting: Restart keeps the port
+	}
 
 	if err := s.waitReady(); err != nil {
 		s.Kill()

@@ -26,6 +26,7 @@ func connect(t *testing.T, url string) *pgx.Conn {
 }
 
 func TestStartConnectKill(t *testing.T) {
+	t.Parallel()
 	s := Start(t)
 	conn := connect(t, s.URL("postgres"))
 	var fsync, sync string
@@ -77,8 +78,24 @@ func TestStartConnectKill(t *testing.T) {
 	s.Stop() // no-op once exited
 }
 
+// TestStopKeepsCommitted: committed data survives a kill and a restart;
+// Close removes the directory.
 func TestStopKeepsCommitted(t *testing.T) {
+	t.Parallel()
 	s := Start(t)
+	conn := connect(t, s.URL("postgres"))
+	if _, err := conn.Exec(t.Context(), "CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)"); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(t.Context())
+	s.Kill()
+	s.Restart(t)
+	again := connect(t, s.URL("postgres"))
+	var v int
+	if err := again.QueryRow(t.Context(), "SELECT v FROM kept").Scan(&v); err != nil || v != 7 {
+		t.Fatalf("after kill and restart: %d, %v; want 7", v, err)
+	}
+	again.Close(t.Context())
 	s.Stop()
 	if s.Running() {
 		t.Fatal("still running after Stop")
@@ -105,6 +122,7 @@ func TestShared(t *testing.T) {
 // replicated) is on the standby after the primary is killed and the
 // standby promoted; a multi-host URL finds the new primary.
 func TestStandbyPromote(t *testing.T) {
+	t.Parallel()
 	p := Start(t)
 	sb := StartStandby(t, p)
 	url := p.CreateDB(t, "app")

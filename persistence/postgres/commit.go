@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tandem-im/tandem/persistence"
 )
@@ -448,9 +450,9 @@ type userState struct {
 	last  persistence.Seq
 }
 
-// commitBatch runs one group commit:
+// commitBatch runs one group commit, in two round trips:
 //
-//  1. BEGIN; lock the rows of the batch's users in tandem_users, in
+//  1. BEGIN, and lock the rows of the batch's users in tandem_users, in
 //     user_id order (so concurrent batches, here or on other nodes, cannot
 //     deadlock), reading their epoch and last seq;
 //  2. check each op against its user's state in submission order, as the
@@ -459,9 +461,10 @@ type userState struct {
 //     it;
 //  3. one statement writes everything of the ops that passed: per user it
 //     checks epoch and last seq again (and moves last seq) in
-//     tandem_users, and every insert, update and delete of the statement
-//     writes only the rows of users that passed that check;
-//  4. COMMIT.
+//     tandem_users, every insert, update and delete of the statement
+//     writes only the rows of users that passed that check, and the
+//     statement fails unless all of them did; then COMMIT, pipelined with
+//     the statement.
 //
 // Any error fails every op that passed step 2 (the ones that did not have
 // their own error already).
@@ -485,12 +488,15 @@ func (s *Store) commitBatch(ctx context.Context, b *batch, locked func()) error 
 		b.staged = s.failEarly(b.ops)
 		return err
 	}
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return fail(fmt.Errorf("begin: %w", err))
+		return fail(fmt.Errorf("connect: %w", err))
 	}
-	defer rollback(tx)
-	states, err := lockUsers(ctx, tx, users)
+	defer release(conn)
+	var lb pgx.Batch
+	lb.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
+	lb.Queue(lockSQL, users)
+	states, err := lockUsers(conn.SendBatch(ctx, &lb), len(users))
 	locked()
 	if err != nil {
 		return fail(err)
@@ -517,45 +523,79 @@ func (s *Store) commitBatch(ctx context.Context, b *batch, locked func()) error 
 		b.entries += o.n
 	}
 	if len(b.staged) == 0 {
-		return nil // nothing to write: the rollback releases the locks
+		return nil // nothing to write: release rolls back, freeing the locks
 	}
-	var nFence, nLog int64
-	if err := tx.QueryRow(ctx, writeSQL, w.args()...).Scan(&nFence, &nLog); err != nil {
-		return fmt.Errorf("write: %w", err)
-	}
-	if int(nFence) != len(w.fUser) || int(nLog) != len(w.lUser) {
-		// The rows are locked: this cannot happen unless something else
-		// writes the tables. Write nothing.
-		return fmt.Errorf("write: %d of %d users passed the fence, %d of %d log rows inserted; rolled back",
-			nFence, len(w.fUser), nLog, len(w.lUser))
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit (outcome unknown): %w", err)
+	var wb pgx.Batch
+	wb.Queue(writeSQL, w.args()...)
+	wb.Queue("COMMIT")
+	res := conn.SendBatch(ctx, &wb)
+	_, werr := res.Exec()
+	tag, cerr := res.Exec()
+	closeErr := res.Close()
+	switch {
+	case werr != nil:
+		return fmt.Errorf("write%s: %w", unknownOutcome(werr), werr)
+	case cerr != nil:
+		return fmt.Errorf("commit%s: %w", unknownOutcome(cerr), cerr)
+	case tag.String() != "COMMIT":
+		return fmt.Errorf("commit: the server answered %q", tag.String())
+	case closeErr != nil:
+		return fmt.Errorf("commit%s: %w", unknownOutcome(closeErr), closeErr)
 	}
 	return nil
+}
+
+// unknownOutcome says so for an error that is not the server's answer (a
+// lost connection, a timeout): the transaction may have committed.
+func unknownOutcome(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return ""
+	}
+	return " (outcome unknown)"
+}
+
+// release returns conn to the pool, first rolling back a transaction left
+// open by a failure; a connection that cannot is discarded by the pool.
+func release(conn *pgxpool.Conn) {
+	if pc := conn.Conn().PgConn(); !pc.IsClosed() && !pc.IsBusy() && pc.TxStatus() != 'I' {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, _ = conn.Exec(ctx, "ROLLBACK") // if this fails too, Release discards the connection
+		cancel()
+	}
+	conn.Release()
 }
 
 const lockSQL = `SELECT user_id, epoch, last_seq FROM tandem_users
 WHERE user_id = ANY($1::text[]) ORDER BY user_id FOR UPDATE`
 
-// lockUsers locks the users' rows (in user_id order) and returns their
-// states; users without a row are absent (never activated).
-func lockUsers(ctx context.Context, tx pgx.Tx, users []string) (map[string]userState, error) {
-	rows, err := tx.Query(ctx, lockSQL, users)
-	if err != nil {
-		return nil, fmt.Errorf("lock %d users: %w", len(users), err)
-	}
-	states := make(map[string]userState, len(users))
-	var user string
-	var epoch, last int64
-	_, err = pgx.ForEachRow(rows, []any{&user, &epoch, &last}, func() error {
-		states[user] = userState{epoch: persistence.Epoch(epoch), last: persistence.Seq(last)}
+// lockUsers reads the results of BEGIN and lockSQL: the users' states;
+// users without a row are absent (never activated).
+func lockUsers(res pgx.BatchResults, n int) (map[string]userState, error) {
+	states := make(map[string]userState, n)
+	err := func() error {
+		if _, err := res.Exec(); err != nil {
+			return fmt.Errorf("begin: %w", err)
+		}
+		rows, err := res.Query()
+		if err != nil {
+			return fmt.Errorf("lock %d users: %w", n, err)
+		}
+		var user string
+		var epoch, last int64
+		_, err = pgx.ForEachRow(rows, []any{&user, &epoch, &last}, func() error {
+			states[user] = userState{epoch: persistence.Epoch(epoch), last: persistence.Seq(last)}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("lock %d users: %w", n, err)
+		}
 		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("lock %d users: %w", len(users), err)
+	}()
+	if cerr := res.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("lock %d users: %w", n, cerr)
 	}
-	return states, nil
+	return states, err
 }
 
 // check validates o against its user's state and returns the state after

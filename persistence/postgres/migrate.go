@@ -88,21 +88,21 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) (from, to int, err error) 
 	latest := len(ms)
 	tx, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
-		return 0, 0, fmt.Errorf("postgres: begin migration: %w", err)
+		return 0, 0, fmt.Errorf("begin migration: %w", err)
 	}
 	defer rollback(tx)
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))", int32(migrateLockKey)); err != nil {
-		return 0, 0, fmt.Errorf("postgres: take the migration lock: %w", err)
+		return 0, 0, fmt.Errorf("take the migration lock: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS tandem_schema_version (
 		version    integer PRIMARY KEY,
 		name       text NOT NULL,
 		applied_at timestamptz NOT NULL DEFAULT now()
 	)`); err != nil {
-		return 0, 0, fmt.Errorf("postgres: create tandem_schema_version: %w", err)
+		return 0, 0, fmt.Errorf("create tandem_schema_version: %w", err)
 	}
 	if err := tx.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM tandem_schema_version").Scan(&from); err != nil {
-		return 0, 0, fmt.Errorf("postgres: read the schema version: %w", err)
+		return 0, 0, fmt.Errorf("read the schema version: %w", err)
 	}
 	if from > latest {
 		return from, from, fmt.Errorf("%w: the database is at schema version %d, this binary knows versions up to %d; run a tandem release that knows version %d",
@@ -110,14 +110,14 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) (from, to int, err error) 
 	}
 	for _, m := range ms[from:] {
 		if _, err := tx.Exec(ctx, m.sql); err != nil {
-			return from, from, fmt.Errorf("postgres: apply migration %s: %w", m.name, err)
+			return from, from, fmt.Errorf("apply migration %s: %w", m.name, err)
 		}
 		if _, err := tx.Exec(ctx, "INSERT INTO tandem_schema_version (version, name) VALUES ($1, $2)", m.version, m.name); err != nil {
-			return from, from, fmt.Errorf("postgres: record migration %s: %w", m.name, err)
+			return from, from, fmt.Errorf("record migration %s: %w", m.name, err)
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return from, from, fmt.Errorf("postgres: commit migrations %d..%d: %w", from+1, latest, err)
+		return from, from, fmt.Errorf("commit migrations %d..%d: %w", from+1, latest, err)
 	}
 	return from, latest, nil
 }

@@ -229,10 +229,18 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	// The fence relies on READ COMMITTED row locking (FOR UPDATE waits,
 	// then sees the committed row), whatever the server's default.
 	rp["default_transaction_isolation"] = "read committed"
+	// The store's statements are prepared once per connection and keyed
+	// by user: a generic plan (index probes per user) fits every call and
+	// spares planning the group-commit statement on every batch.
+	rp["plan_cache_mode"] = "force_generic_plan"
 
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: open pool: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: open %s: connect: %w", describe(cfg), err)
 	}
 	from, to, err := migrate(ctx, pool)
 	if err != nil {

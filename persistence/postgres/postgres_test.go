@@ -102,12 +102,14 @@ func harness(opts postgres.Options) storetest.Harness {
 }
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	storetest.Run(t, harness(postgres.Options{}))
 }
 
 // TestConformanceTight runs the suite with commits capped near the suite's
 // largest append, one batch in flight and a small pool.
 func TestConformanceTight(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("second conformance run")
 	}

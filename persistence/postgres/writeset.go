@@ -19,8 +19,9 @@ import (
 // fence is the set of users whose tandem_users row has the epoch and last
 // seq the committer checked against (moving last_seq for the users whose
 // log grows); every write of the statement is limited to those users. The
-// rows are locked by the batch (lockSQL), so every user passes: the counts
-// returned are a check of that. Within one statement each row is written
+// rows are locked by the batch (lockSQL), so every user passes: the
+// statement fails (tandem_check) if one did not, or if a log row was not
+// inserted, so that the COMMIT sent after it cannot commit a partial batch. Within one statement each row is written
 // at most once: writeSet merges the ops of a batch (later writes of a key
 // win, an outbox put and done of one item leave only the last, a rewrite
 // of an entry appended in the same batch changes the insert).
@@ -81,7 +82,10 @@ const writeSQL = `WITH fv AS (
 	ON CONFLICT (user_id, conv_key) DO UPDATE SET data = excluded.data
 	RETURNING 1
 )
-SELECT (SELECT count(*) FROM fence), (SELECT count(*) FROM ins_log)`
+SELECT tandem_check(
+	(SELECT count(*) FROM fence) = coalesce(cardinality($1::text[]), 0) AND
+	(SELECT count(*) FROM ins_log) = coalesce(cardinality($5::text[]), 0),
+	'group commit: a user failed the fence, or a log row was not inserted')`
 
 type seqKey struct {
 	user string

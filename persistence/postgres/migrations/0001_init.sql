@@ -69,3 +69,16 @@ CREATE TABLE tandem_convs (
     data     bytea NOT NULL,
     PRIMARY KEY (user_id, conv_key)
 );
+
+-- tandem_check fails the statement (and so the transaction) unless ok:
+-- the group-commit statement checks with it that every user passed the
+-- fence, so its COMMIT can be sent in the same round trip.
+CREATE FUNCTION tandem_check(ok boolean, what text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF ok IS NOT TRUE THEN
+        RAISE EXCEPTION 'tandem: check failed: %', what;
+    END IF;
+    RETURN true;
+END
+$$;
