@@ -14,12 +14,15 @@
 // ErrSchemaTooNew). Tables are created in the connection's current schema
 // (the first of its search_path), all named tandem_*:
 //
-//	tandem_users   (user_id)                 epoch, owner, last_seq   ownership and high-water mark
-//	tandem_log     (user_id, seq)            time_ms, data            sync log; index (user_id, time_ms, seq)
-//	tandem_dedup   (user_id, dedup_key)      seq, time_ms             idempotency keys
+//	tandem_users   (user_id)                  epoch, owner, last_seq  ownership, high-water mark
+//	tandem_log     (user_id, seq)             time_ms, data           sync log; index (user_id, time_ms, seq)
+//	tandem_dedup   (user_id, dedup_key)       seq, time_ms            idempotency keys
 //	tandem_outbox  (user_id, seq, outbox_key) data                    pending fan-outs
-//	tandem_devices (user_id, device_id)      data (NULL: none), cursor_seq
-//	tandem_convs   (user_id, conv_key)       data                     conversation states
+//	tandem_devices (user_id, device_id)       data (NULL: none), cursor_seq
+//	tandem_convs   (user_id, conv_key)        data                    conversation states
+//
+// plus tandem_check(ok, what), a function that fails the statement unless
+// ok (see below).
 //
 // Every primary key starts with user_id and every statement names its
 // users, so the tables could be distributed by user_id (Citus); the one
@@ -36,25 +39,29 @@
 // queues it. One committer goroutine cuts the queue into batches (at most
 // MaxBatchRows rows and MaxBatchBytes) and hands each to a worker, with up
 // to Pipeline batches in flight: while one commits, the next is sent and
-// the queue accumulates the one after. A batch is one transaction:
+// the queue accumulates the one after. A batch is one transaction, in two
+// round trips:
 //
-//  1. lock the batch's users' tandem_users rows in user_id order (SELECT
-//     … ORDER BY user_id FOR UPDATE), reading epoch and last seq; the
-//     batches take their locks in batch order, and sorted locks cannot
-//     deadlock with other batches, here or on other nodes;
-//  2. check each append against its user's state in submission order: an
+//  1. BEGIN, and lock the batch's users' tandem_users rows in user_id
+//     order (SELECT … ORDER BY user_id FOR UPDATE), reading epoch and last
+//     seq. Batches take their locks in batch order (a batch starts once
+//     the one ahead of it holds its locks), and sorted locks cannot
+//     deadlock with other batches, here or on other nodes.
+//  2. Check each append against its user's state in submission order: an
 //     epoch other than the current one fails with persistence.ErrFenced, a
 //     first seq other than last + 1 with persistence.ErrSeqGap, a rewrite
-//     past the last seq with persistence.ErrNotInLog; such an append fails
+//     past the last seq with persistence.ErrNotInLog. Such an append fails
 //     alone — other users of the batch are unaffected — and the same
 //     user's later appends are checked against the state without it, so
-//     the ones that depended on it fail the seq check;
-//  3. one statement (writeSQL) writes every append that passed, as
-//     multi-row unnest(array) inserts, updates and deletes: it checks each
-//     user's epoch and last seq again and moves last_seq in tandem_users,
-//     and every write of the statement is limited to the users that passed
-//     that check — the fence is in the same statement as every insert;
-//  4. COMMIT, then the done callbacks, in submission order.
+//     the ones that depended on it fail the seq check.
+//  3. One statement (writeSQL) writes every append that passed, as
+//     multi-row unnest(array) inserts, updates and deletes, merged so that
+//     each row is written once. It checks each user's epoch and last seq
+//     again and moves last_seq in tandem_users, every write of the
+//     statement is limited to the users that passed that check — the
+//     fence is in the same statement as every insert — and the statement
+//     fails unless all of them passed. COMMIT goes in the same round trip.
+//  4. The done callbacks, in submission order.
 //
 // Activate is one statement of its own (INSERT … ON CONFLICT DO UPDATE SET
 // epoch = epoch + 1 … RETURNING epoch, last_seq), outside the committer:

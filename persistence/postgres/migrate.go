@@ -94,12 +94,21 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) (from, to int, err error) 
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))", int32(migrateLockKey)); err != nil {
 		return 0, 0, fmt.Errorf("take the migration lock: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS tandem_schema_version (
-		version    integer PRIMARY KEY,
-		name       text NOT NULL,
-		applied_at timestamptz NOT NULL DEFAULT now()
-	)`); err != nil {
-		return 0, 0, fmt.Errorf("create tandem_schema_version: %w", err)
+	// Created only if missing: a role without the CREATE privilege can
+	// open a database that is already at the latest version.
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables
+		WHERE schemaname = current_schema() AND tablename = 'tandem_schema_version')`).Scan(&exists); err != nil {
+		return 0, 0, fmt.Errorf("look for tandem_schema_version: %w", err)
+	}
+	if !exists {
+		if _, err := tx.Exec(ctx, `CREATE TABLE tandem_schema_version (
+			version    integer PRIMARY KEY,
+			name       text NOT NULL,
+			applied_at timestamptz NOT NULL DEFAULT now()
+		)`); err != nil {
+			return 0, 0, fmt.Errorf("create tandem_schema_version: %w", err)
+		}
 	}
 	if err := tx.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM tandem_schema_version").Scan(&from); err != nil {
 		return 0, 0, fmt.Errorf("read the schema version: %w", err)

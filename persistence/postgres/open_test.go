@@ -187,7 +187,7 @@ func TestOptionsValidate(t *testing.T) {
 	if err := (postgres.Options{}).Validate(); err != nil {
 		t.Fatalf("zero options: %v", err)
 	}
-	err := postgres.Options{PoolSize: 2, Pipeline: 4, MaxBatchRows: -1}.Validate()
+	err := postgres.Options{PoolSize: -2, Pipeline: 4, MaxBatchRows: -1}.Validate()
 	if err == nil {
 		t.Fatal("invalid options accepted")
 	}

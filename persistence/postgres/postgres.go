@@ -25,7 +25,10 @@ var ErrInvalidKey = errors.New("postgres: key not storable as text")
 // Options configures Open. The zero value means the defaults.
 type Options struct {
 	// PoolSize is the most connections the store opens: the committer's
-	// (Pipeline of them) plus readers and activations. 0: 16.
+	// (one per batch in flight, see Pipeline) plus readers and
+	// activations. 0: 16. A pool no larger than Pipeline works, with less
+	// overlap: a batch takes its connection only once the batch ahead of it
+	// holds its row locks.
 	PoolSize int
 
 	// Retention is how long log entries are kept, counted from each
@@ -110,9 +113,6 @@ func (o Options) Validate() error {
 	neg("ConnectTimeout", int64(o.ConnectTimeout))
 	neg("SweepGrace", int64(o.SweepGrace))
 	neg("SweepBatch", int64(o.SweepBatch))
-	if d := o.withDefaults(); d.PoolSize <= d.Pipeline {
-		errs = append(errs, fmt.Errorf("postgres: PoolSize (%d) must exceed Pipeline (%d): readers need a connection too", d.PoolSize, d.Pipeline))
-	}
 	return errors.Join(errs...)
 }
 
