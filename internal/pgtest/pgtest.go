@@ -200,7 +200,10 @@ func (s *Server) Restart(t testing.TB) {
 
 // Running reports whether the postmaster has not exited.
 func (s *Server) Running() bool {
-	_, exited := s.proc()
+	cmd, exited := s.proc()
+	if cmd == nil {
+		return false // never started
+	}
 	select {
 	case <-exited:
 		return false

@@ -194,6 +194,7 @@ func (s *Store) encode(req *persistence.AppendRequest) *op {
 	if o.rows > s.opts.MaxBatchRows || o.bytes > s.opts.MaxBatchBytes {
 		o.err = fmt.Errorf("%w: user %q append of %d bytes in %d rows; a commit holds at most %d bytes, %d rows",
 			persistence.ErrTooLarge, o.user, o.bytes, o.rows, s.opts.MaxBatchBytes, s.opts.MaxBatchRows)
+		o.rows, o.bytes = 0, 0 // it writes nothing: no reason to cut a batch before it
 		return o
 	}
 
@@ -310,8 +311,8 @@ func (s *Store) commitLoop() {
 }
 
 // cut takes the longest prefix of the queue within the batch caps (at
-// least one op: a single op over the caps was failed by encode). Called
-// with mu held.
+// least one op; an op over the caps alone was failed by encode and counts
+// nothing). Called with mu held.
 func (s *Store) cut() *batch {
 	b := &batch{locked: make(chan struct{}), finished: make(chan struct{})}
 	rows, k := 0, 0

@@ -187,6 +187,25 @@ func TestServerKilledDuringCommits(t *testing.T) {
 		t.Errorf("stats %+v: no append failed after the kill", st)
 	}
 
+	// Close with appends queued and the server gone: every done is called,
+	// with an error, and Close returns.
+	var r results
+	for i := range 1000 {
+		r.submit(s, persistence.AppendRequest{User: ws[i%len(ws)].user, Epoch: 1, Entries: entry(persistence.Seq(i+1), []byte("late"))})
+	}
+	start := time.Now()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, err := range r.wait(t) {
+		if err == nil {
+			t.Fatalf("append %d acked with the server down", i)
+		}
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("Close with the server down took %v", took)
+	}
+
 	srv.Restart(t)
 	checkDurable(t, openStore(t, url, postgres.Options{}), ws)
 }
