@@ -376,6 +376,12 @@ type courier struct {
 	q       chan courierMsg
 	wg      sync.WaitGroup
 	once    sync.Once
+
+	// Senders hold mu for reading; stop holds it to close q, so that a
+	// late send (a session closing while the node stops) is dropped, not
+	// a send on a closed channel.
+	mu     sync.RWMutex
+	closed bool
 }
 
 type courierMsg struct {
@@ -400,6 +406,12 @@ func newCourier(cl *cluster.Cluster, log *slog.Logger, m *metrics) *courier {
 func (c *courier) send(identity string, msg any) { c.sendKind(UserKind, identity, msg) }
 
 func (c *courier) sendKind(kind, identity string, msg any) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		c.metrics.courierDrops.Inc()
+		return
+	}
 	select {
 	case c.q <- courierMsg{identity: identity, kind: kind, msg: msg}:
 	default:
@@ -420,7 +432,12 @@ func (c *courier) work() {
 }
 
 func (c *courier) stop() {
-	c.once.Do(func() { close(c.q) })
+	c.once.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		close(c.q)
+		c.mu.Unlock()
+	})
 	c.wg.Wait()
 }
 

@@ -481,6 +481,11 @@ func (m *Member) withTimeout(ctx context.Context) (context.Context, context.Canc
 	return context.WithTimeout(ctx, m.timeout)
 }
 
+// Leave announces this member's departure to its peers (they stop
+// routing to it within a gossip round) without stopping anything here;
+// call it first in a graceful shutdown, then drain, then Stop(true).
+func (m *Member) Leave() { m.provider.Leave(time.Second) }
+
 // Stop stops the member and its actor system (do not use sys afterwards).
 // Graceful stops local activations, then leaves memberlist so peers
 // re-place this member's identities at once, then stops remoting; it

@@ -137,6 +137,8 @@ type Provider struct {
 	stopping     atomic.Bool
 	shutdownOnce sync.Once
 	shutdownErr  error
+	stopRunOnce  sync.Once
+	left         atomic.Bool // Leave announced the departure
 }
 
 var _ pcluster.ClusterProvider = (*Provider)(nil)
@@ -345,19 +347,43 @@ func (p *Provider) startErr() error {
 // the expected result of leaving, not a reason to restart.
 func (p *Provider) beginStop() { p.stopping.Store(true) }
 
+// stopRun stops the topology goroutine (once): this member's own view
+// stays as it was.
+func (p *Provider) stopRun() {
+	p.stopRunOnce.Do(func() {
+		p.beginStop()
+		close(p.stop)
+		p.runDone.Wait()
+	})
+}
+
+// Leave announces that this member is going away, before it stops: peers
+// drop it from their topology at once and route its identities to their
+// new owners, while this member's own view stays frozen (its topology
+// goroutine stops) so its local work drains against the old view. Shutdown
+// then skips the announcement. A leave nobody heard is not an error: peers
+// detect the failure instead.
+func (p *Provider) Leave(timeout time.Duration) {
+	p.stopRun()
+	if p.ml == nil || p.left.Swap(true) {
+		return
+	}
+	if err := p.ml.Leave(timeout); err != nil {
+		p.log.Warn("leave not acknowledged; peers will detect the failure", "err", err)
+	}
+}
+
 // Shutdown stops the goroutines and memberlist; graceful first announces
 // the leave (ml.Leave, up to 2 s) so peers drop this member at once
 // instead of detecting a failure (an unheard leave is only logged). Safe
 // to call more than once.
 func (p *Provider) Shutdown(graceful bool) error {
 	p.shutdownOnce.Do(func() {
-		p.beginStop()
-		close(p.stop)
-		p.runDone.Wait()
+		p.stopRun()
 		if p.ml == nil {
 			return
 		}
-		if graceful {
+		if graceful && !p.left.Load() {
 			// A leave nobody heard (peers stopping at the same time, or a
 			// partition) is not an error: peers then detect the failure.
 			if err := p.ml.Leave(2 * time.Second); err != nil {

@@ -240,8 +240,16 @@ func (n *Node) teardown() {
 	// does not answer) is abandoned with a log line, so the process ends
 	// in bounded time. Nothing acked depends on a step finishing: acks
 	// follow durability.
+	// The store's close keeps a second of its own: it flushes what the
+	// actors wrote last (durable already, but a clean close spares the
+	// next start a recovery).
+	const storeReserve = time.Second
 	step := func(name string, limit time.Duration, f func()) {
-		limit = min(limit, budget-time.Since(start))
+		if name != "store close" {
+			limit = min(limit, budget-storeReserve-time.Since(start))
+		} else {
+			limit = max(min(limit, budget-time.Since(start)), storeReserve)
+		}
 		done := make(chan struct{})
 		t0 := time.Now()
 		go func() { defer close(done); f() }()
@@ -253,7 +261,19 @@ func (n *Node) teardown() {
 			n.abandoned = append(n.abandoned, name)
 		}
 	}
-	step("gateway and API drain", 2*time.Second, func() {
+	left := false
+	if n.member != nil && n.cancel != nil {
+		// Peers first: they stop routing here and re-place this node's
+		// users, so the devices drained next log in where their users'
+		// new activations will be, and this node's stale activations are
+		// fenced by those, never acking again.
+		step("cluster leave announcement", time.Second, func() {
+			n.member.Leave()
+			time.Sleep(100 * time.Millisecond) // a gossip round for the news to spread
+		})
+		left = true
+	}
+	step("gateway and API drain", 1500*time.Millisecond, func() {
 		if n.cancel != nil {
 			n.cancel() // gateway closes its sessions (4015), API shuts down; both close their listeners
 		}
@@ -267,17 +287,19 @@ func (n *Node) teardown() {
 		}
 	}
 	if n.rt != nil {
-		step("actors runtime", time.Second, n.rt.Stop)
+		step("actors runtime", 500*time.Millisecond, n.rt.Stop)
 	}
 	if n.member != nil {
-		step("cluster leave", 2500*time.Millisecond, func() {
-			if err := n.member.Stop(true); err != nil {
+		// After the announcement the peers have blocked this member:
+		// protoactor's graceful stop would only wait on them.
+		step("cluster stop", 2500*time.Millisecond, func() {
+			if err := n.member.Stop(!left); err != nil {
 				n.log.Warn("cluster member stop", "err", err)
 			}
 		})
 	}
 	if n.hooksCancel != nil { // after the actors: their last events are drained
-		step("webhooks", 500*time.Millisecond, func() {
+		step("webhooks", 300*time.Millisecond, func() {
 			n.hooksCancel()
 			<-n.hooksDone
 		})

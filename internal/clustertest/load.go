@@ -151,6 +151,9 @@ type Stats struct {
 	// LongestGap is the longest time any sender waited between two acks
 	// (or from at to its first ack after it).
 	LongestGap time.Duration
+	// GapSender and GapEnd say whose gap it was and when it ended.
+	GapSender string
+	GapEnd    time.Time
 	// FirstAckAfter is, per sender, the time from at to its first ack
 	// sent after at, sorted; Max is the slowest sender's.
 	FirstAckAfter []time.Duration
@@ -175,7 +178,9 @@ func (l *Load) Stats(at time.Time) Stats {
 	for _, acks := range by {
 		sort.Slice(acks, func(i, j int) bool { return acks[i].Acked.Before(acks[j].Acked) })
 		for i := 1; i < len(acks); i++ {
-			st.LongestGap = max(st.LongestGap, acks[i].Acked.Sub(acks[i-1].Acked))
+			if d := acks[i].Acked.Sub(acks[i-1].Acked); d > st.LongestGap {
+				st.LongestGap, st.GapSender, st.GapEnd = d, acks[i].From, acks[i].Acked
+			}
 		}
 		if !at.IsZero() {
 			for _, a := range acks {

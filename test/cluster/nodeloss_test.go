@@ -76,6 +76,7 @@ func TestRollingRestart(t *testing.T) {
 			t.Errorf("node %d exited with %d after SIGTERM", i, code)
 		}
 		stops = append(stops, took)
+		t.Logf("node %d stopped at %s", i, time.Now().Format("15:04:05.000"))
 		c.Restart(i)
 		time.Sleep(time.Second)
 	}
@@ -83,8 +84,8 @@ func TestRollingRestart(t *testing.T) {
 	load.Stop()
 	st := load.Stats(time.Time{})
 	n := load.Verify(t, c.Node(0).WSURL(), c.Token)
-	t.Logf("rolling restart: %d acked, %d sends failed/timed out (never acked); SIGTERM → exit %v; longest send→ack gap %v; 0 lost",
-		n, load.Failed(), stops, st.LongestGap)
+	t.Logf("rolling restart: %d acked, %d sends failed/timed out (never acked); SIGTERM → exit %v; longest send→ack gap %v (%s, ended %s); 0 lost",
+		n, load.Failed(), stops, st.LongestGap, st.GapSender, st.GapEnd.Format("15:04:05.000"))
 	for i, d := range stops {
 		if d > 10*time.Second {
 			t.Errorf("node %d took %v to stop after SIGTERM", i, d)
