@@ -9,15 +9,18 @@
 // first use), then CreateDB or CreateSchema for an empty place to work, and
 // hands the returned URL to the code under test. StartStandby adds a
 // synchronous streaming standby to a server, Promote turns it into a
-// primary, Kill stops a server the hard way (SIGKILL of the postmaster),
-// so a test can fail over the way notes/postgres.md measured it.
+// primary, Kill stops a server the hard way (SIGKILL of the postmaster)
+// and Restart starts it again on its data, so a test can crash or fail
+// over the way notes/postgres.md measured it. URLs names several servers in
+// one URL with target_session_attrs=read-write, as a client of such a
+// cluster connects.
 //
 // # Processes and files
 //
 // The binaries are found under /usr/lib/postgresql/*/bin (the highest
 // version; PGTEST_BINDIR overrides). initdb and postgres refuse to run as
-// root: when the test runs as root they run as the OS user postgres (the
-// package creates it), or else as a system user tandem-pg created with
+// root: when the test runs as root they run as the OS user postgres (Debian's
+// postgresql package creates it), or else as a system user tandem-pg created with
 // useradd. Each server lives in its own temporary directory, owned by that
 // user: the data directory, the unix socket and postgres.log. It listens
 // on 127.0.0.1 on a free port with trust authentication for 127.0.0.1 and

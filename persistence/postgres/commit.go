@@ -493,7 +493,7 @@ func (s *Store) commitBatch(ctx context.Context, b *batch, locked func()) error 
 	if err != nil {
 		return fail(fmt.Errorf("connect: %w", err))
 	}
-	defer release(conn)
+	defer s.release(conn)
 	var lb pgx.Batch
 	lb.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
 	lb.Queue(lockSQL, users)
@@ -558,10 +558,12 @@ func unknownOutcome(err error) string {
 
 // release returns conn to the pool, first rolling back a transaction left
 // open by a failure; a connection that cannot is discarded by the pool.
-func release(conn *pgxpool.Conn) {
+func (s *Store) release(conn *pgxpool.Conn) {
 	if pc := conn.Conn().PgConn(); !pc.IsClosed() && !pc.IsBusy() && pc.TxStatus() != 'I' {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, _ = conn.Exec(ctx, "ROLLBACK") // if this fails too, Release discards the connection
+		if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+			s.log.Debug("rollback after a failed group commit failed; the connection is discarded", "err", err)
+		}
 		cancel()
 	}
 	conn.Release()

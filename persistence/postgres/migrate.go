@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"path"
 	"slices"
 	"strconv"
@@ -80,7 +81,7 @@ func SchemaVersion() int {
 // first of its search_path) to the latest version and returns the
 // versions before and after. It holds a transaction-scoped advisory lock
 // while it reads and applies, so concurrent Opens migrate once.
-func migrate(ctx context.Context, pool *pgxpool.Pool) (from, to int, err error) {
+func migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) (from, to int, err error) {
 	ms, err := migrations()
 	if err != nil {
 		return 0, 0, err
@@ -90,7 +91,7 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) (from, to int, err error) 
 	if err != nil {
 		return 0, 0, fmt.Errorf("begin migration: %w", err)
 	}
-	defer rollback(tx)
+	defer rollback(tx, log)
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))", int32(migrateLockKey)); err != nil {
 		return 0, 0, fmt.Errorf("take the migration lock: %w", err)
 	}

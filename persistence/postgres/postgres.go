@@ -242,7 +242,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: open %s: connect: %w", describe(cfg), err)
 	}
-	from, to, err := migrate(ctx, pool)
+	from, to, err := migrate(ctx, pool, opts.Logger)
 	if err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: open %s: %w", describe(cfg), err)
@@ -392,10 +392,12 @@ func checkUser(user string) error {
 	return checkText("user ID", user, maxIDLen)
 }
 
-// rollback ends tx if Commit has not: a no-op after Commit, and on a
-// broken connection the pool discards the connection anyway.
-func rollback(tx pgx.Tx) {
+// rollback ends tx if Commit has not (after Commit it is a no-op). If
+// that fails the connection is broken, and the pool discards it.
+func rollback(tx pgx.Tx, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = tx.Rollback(ctx) // see above: nothing left to report
+	if err := tx.Rollback(ctx); err != nil && !errors.Is(err, pgx.ErrTxClosed) {
+		log.Debug("rollback failed; the connection is discarded", "err", err)
+	}
 }
