@@ -182,6 +182,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 		return nil, err
 	}
 	reg.MustRegister(statsCollector{gw: n.gw, store: n.storeStats})
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tandem_cluster_members", Help: "Members in this node's cluster topology, itself included.",
+	}, func() float64 { return float64(n.ClusterMembers()) }))
 
 	if n.wsLn, err = net.Listen("tcp", cfg.WSAddr); err != nil {
 		return nil, fmt.Errorf("listen for WebSockets: %w", err)
