@@ -335,6 +335,7 @@ func (s *Store) cut() *batch {
 // within a batch, in submission order: so each user's completions come in
 // submission order. It frees the batch's pipeline slot afterwards.
 func (s *Store) completeLoop() {
+	lastExpiry := time.Now()
 	for b := range s.completions {
 		<-b.finished
 		s.inFlight.Add(-1)
@@ -361,6 +362,10 @@ func (s *Store) completeLoop() {
 			o.done(o.res)
 		}
 		<-s.slots
+		if now := time.Now(); now.Sub(lastExpiry) > time.Minute {
+			s.expirePoison(now)
+			lastExpiry = now
+		}
 	}
 }
 
@@ -369,15 +374,21 @@ func (s *Store) poisonUsers(ops []*op, err error) {
 	now := time.Now()
 	s.poisonMu.Lock()
 	defer s.poisonMu.Unlock()
-	for u, p := range s.poisoned {
-		if now.Sub(p.at) > poisonTTL {
-			delete(s.poisoned, u)
-		}
-	}
 	for _, o := range ops {
 		p := s.poisoned[o.user]
 		if o.epoch >= p.epoch {
 			s.poisoned[o.user] = poison{epoch: o.epoch, err: err, at: now}
+		}
+	}
+}
+
+// expirePoison forgets users poisoned more than poisonTTL ago.
+func (s *Store) expirePoison(now time.Time) {
+	s.poisonMu.Lock()
+	defer s.poisonMu.Unlock()
+	for u, p := range s.poisoned {
+		if now.Sub(p.at) > poisonTTL {
+			delete(s.poisoned, u)
 		}
 	}
 }
@@ -542,6 +553,11 @@ func (s *Store) commitBatch(ctx context.Context, b *batch, locked func()) error 
 		return fmt.Errorf("commit: the server answered %q", tag.String())
 	case closeErr != nil:
 		return fmt.Errorf("commit%s: %w", unknownOutcome(closeErr), closeErr)
+	}
+	if s.afterCommit != nil {
+		if err := s.afterCommit(); err != nil {
+			return fmt.Errorf("commit (outcome unknown): %w", err)
+		}
 	}
 	return nil
 }

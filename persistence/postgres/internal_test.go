@@ -1,10 +1,12 @@
 package postgres
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -75,5 +77,59 @@ func TestWriteFenceAtomic(t *testing.T) {
 	}
 	if got, err := s.Read(ctx, "u", 0, 10); err != nil || len(got) != 1 {
 		t.Fatalf("Read = %v, %v", got, err)
+	}
+}
+
+// TestUnknownOutcomePoisons: a batch whose COMMIT's outcome is unknown
+// fails its appends; the user's later appends with that epoch fail too —
+// also one already committed in the next batch of the pipeline — until
+// the user is activated again.
+func TestUnknownOutcomePoisons(t *testing.T) {
+	url := pgtest.Shared(t).CreateSchema(t, "postgres", fmt.Sprint("internal", internalSchemas.Add(1)))
+	s, err := Open(t.Context(), url, Options{MaxBatchRows: 1}) // one append per batch
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := t.Context()
+	e, _, err := s.Activate(ctx, "u", "o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var commits atomic.Int32
+	s.afterCommit = func() error {
+		if commits.Add(1) == 1 {
+			// Late, so that the next batch is checked and committed
+			// before this one is known to have failed.
+			time.Sleep(300 * time.Millisecond)
+			return errors.New("connection lost before COMMIT's answer")
+		}
+		return nil
+	}
+	entry := func(seq persistence.Seq) []persistence.Entry {
+		return []persistence.Entry{{Seq: seq, TimeMS: int64(seq), Data: []byte("x")}}
+	}
+	errs := make(chan error, 2)
+	for seq := persistence.Seq(1); seq <= 2; seq++ {
+		s.Append(persistence.AppendRequest{User: "u", Epoch: e, Entries: entry(seq)}, func(err error) { errs <- err })
+	}
+	for i := range 2 {
+		if err := <-errs; err == nil || !strings.Contains(err.Error(), "outcome unknown") {
+			t.Fatalf("append %d: err = %v, want the unknown outcome", i+1, err)
+		}
+	}
+	// Both are durable in fact: the second batch saw the first committed.
+	if got, err := s.Read(ctx, "u", 0, 10); err != nil || len(got) != 2 {
+		t.Fatalf("Read = %d entries, %v; want 2", len(got), err)
+	}
+	if err := s.AppendSync(ctx, persistence.AppendRequest{User: "u", Epoch: e, Entries: entry(3)}); err == nil {
+		t.Fatal("a later append with the same epoch succeeded")
+	}
+	e2, last, err := s.Activate(ctx, "u", "o")
+	if err != nil || last != 2 {
+		t.Fatalf("Activate = seq %d, %v; want 2", last, err)
+	}
+	if err := s.AppendSync(ctx, persistence.AppendRequest{User: "u", Epoch: e2, Entries: entry(3)}); err != nil {
+		t.Fatalf("append after activating again: %v", err)
 	}
 }

@@ -183,6 +183,11 @@ type Store struct {
 
 	closeOnce sync.Once
 
+	// afterCommit, if set (tests only, before the first Append), runs
+	// after each group commit's COMMIT; an error fails the batch as if
+	// the connection had been lost with the COMMIT's answer.
+	afterCommit func() error
+
 	// Counters; any goroutine.
 	nCommits     atomic.Uint64
 	nOps         atomic.Uint64
