@@ -153,10 +153,13 @@ func (o Options) withDefaults() Options {
 // contract.
 type Store struct {
 	// Set by Open, then read-only.
-	pool *pgxpool.Pool
-	opts Options // with defaults
-	log  *slog.Logger
-	wg   sync.WaitGroup // committer, batch workers, completer, sweeper
+	pool      *pgxpool.Pool
+	opts      Options // with defaults
+	log       *slog.Logger
+	wg        sync.WaitGroup     // committer, batch workers, completer, sweeper
+	life      context.Context    // ends when Close starts: reads and activations abort
+	endLife   context.CancelFunc // called by Close
+	stopSweep context.CancelFunc // called by Close
 
 	// Any goroutine may submit; only the committer drains.
 	mu      sync.Mutex
@@ -174,12 +177,9 @@ type Store struct {
 	poisoned map[string]poison
 
 	// Readers and activations hold gate shared while they use the pool;
-	// Close cancels life (aborting them), then takes gate exclusively.
+	// Close ends life (aborting them), then takes gate exclusively.
 	gate       sync.RWMutex
 	gateClosed bool
-	life       context.Context
-	endLife    context.CancelFunc
-	stopSweep  context.CancelFunc
 
 	closeOnce sync.Once
 
