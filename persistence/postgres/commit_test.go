@@ -96,7 +96,8 @@ func (r *results) wait(t *testing.T) []error {
 
 // TestGroupCommitBatches: concurrent appends of many users share
 // transactions — counted by the store and by the server's transaction
-// IDs — and so do pipelined appends of one user.
+// IDs — and so do pipelined appends of one user. Not parallel: other
+// tests' transactions on the shared server would count.
 func TestGroupCommitBatches(t *testing.T) {
 	url := newURL(t)
 	s := openStore(t, url, postgres.Options{})
@@ -163,6 +164,7 @@ func TestGroupCommitBatches(t *testing.T) {
 // ones depending on them) fail while the other users' appends commit, in
 // one transaction.
 func TestFenceInMixedBatch(t *testing.T) {
+	t.Parallel()
 	url := newURL(t)
 	s := openStore(t, url, postgres.Options{Pipeline: 1})
 	other := openStore(t, url, postgres.Options{}) // another node on the same database
@@ -228,6 +230,7 @@ func TestFenceInMixedBatch(t *testing.T) {
 // one dedup key and conversation twice) stores what applying them in
 // order would.
 func TestBatchMerge(t *testing.T) {
+	t.Parallel()
 	s := openStore(t, newURL(t), postgres.Options{Pipeline: 1})
 	ctx := t.Context()
 	eh, _ := activate(t, s, "holder")
@@ -292,6 +295,7 @@ func TestBatchMerge(t *testing.T) {
 // invalid UTF-8, too long) are refused with ErrInvalidKey, alone, and
 // nothing of the append is stored.
 func TestInvalidKeys(t *testing.T) {
+	t.Parallel()
 	s := openStore(t, newURL(t), postgres.Options{})
 	ctx := t.Context()
 	e, _ := activate(t, s, "u")
@@ -378,6 +382,7 @@ func TestInvalidKeys(t *testing.T) {
 // TestBatchCaps: an append over the caps fails with ErrTooLarge and its
 // dependents with ErrSeqGap; batches stay within the caps.
 func TestBatchCaps(t *testing.T) {
+	t.Parallel()
 	s := openStore(t, newURL(t), postgres.Options{MaxBatchRows: 10, MaxBatchBytes: 4 << 10})
 	ctx := t.Context()
 	e, _ := activate(t, s, "u")
@@ -418,6 +423,7 @@ func TestBatchCaps(t *testing.T) {
 // done is called exactly once, Close returns, appends after it fail with
 // ErrClosed, and what was acked is in the database.
 func TestCloseUnderLoad(t *testing.T) {
+	t.Parallel()
 	url := newURL(t)
 	s, err := postgres.Open(t.Context(), url, postgres.Options{Logger: testLogger()})
 	if err != nil {
@@ -491,6 +497,7 @@ func TestCloseUnderLoad(t *testing.T) {
 // TestActivateAcrossStores: two stores on one database are two nodes; an
 // activation on one fences the other's appends, pipelined ones included.
 func TestActivateAcrossStores(t *testing.T) {
+	t.Parallel()
 	url := newURL(t)
 	a := openStore(t, url, postgres.Options{})
 	b := openStore(t, url, postgres.Options{})

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -32,6 +33,7 @@ func openInternal(t *testing.T) (*Store, string) {
 // as a whole: none of the other users' rows are written either, so the
 // COMMIT pipelined after it cannot commit a partial batch.
 func TestWriteFenceAtomic(t *testing.T) {
+	t.Parallel()
 	s, url := openInternal(t)
 	ctx := t.Context()
 	eu, _, err := s.Activate(ctx, "u", "o")
@@ -85,6 +87,7 @@ func TestWriteFenceAtomic(t *testing.T) {
 // also one already committed in the next batch of the pipeline — until
 // the user is activated again.
 func TestUnknownOutcomePoisons(t *testing.T) {
+	t.Parallel()
 	url := pgtest.Shared(t).CreateSchema(t, "postgres", fmt.Sprint("internal", internalSchemas.Add(1)))
 	s, err := Open(t.Context(), url, Options{MaxBatchRows: 1}) // one append per batch
 	if err != nil {
@@ -98,13 +101,23 @@ func TestUnknownOutcomePoisons(t *testing.T) {
 	}
 	var commits atomic.Int32
 	s.afterCommit = func() error {
-		if commits.Add(1) == 1 {
-			// Late, so that the next batch is checked and committed
-			// before this one is known to have failed.
-			time.Sleep(300 * time.Millisecond)
-			return errors.New("connection lost before COMMIT's answer")
+		if commits.Add(1) > 1 {
+			return nil
 		}
-		return nil
+		// Fail late: once the next batch (seq 2) has been checked and
+		// committed, before this one is known to have failed.
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			var last int64
+			if err := s.pool.QueryRow(context.Background(), "SELECT last_seq FROM tandem_users WHERE user_id = 'u'").Scan(&last); err != nil {
+				return err
+			}
+			if last == 2 {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return errors.New("connection lost before COMMIT's answer")
 	}
 	entry := func(seq persistence.Seq) []persistence.Entry {
 		return []persistence.Entry{{Seq: seq, TimeMS: int64(seq), Data: []byte("x")}}

@@ -39,6 +39,7 @@ func schemaVersions(t *testing.T, url string) []int {
 // stores open it at once; opening again is a no-op that keeps the data; a
 // schema newer than the binary is refused, naming both versions.
 func TestMigrations(t *testing.T) {
+	t.Parallel()
 	latest := postgres.SchemaVersion()
 	if latest < 1 {
 		t.Fatalf("SchemaVersion() = %d", latest)
@@ -184,6 +185,7 @@ func TestOpenUnreachable(t *testing.T) {
 }
 
 func TestOptionsValidate(t *testing.T) {
+	t.Parallel()
 	if err := (postgres.Options{}).Validate(); err != nil {
 		t.Fatalf("zero options: %v", err)
 	}

@@ -54,6 +54,7 @@ func timedEntries(first persistence.Seq, n int, at time.Time) []persistence.Entr
 // and their dedup keys once those are as old, in bounded statements; the
 // log goes on at last + 1 after everything is deleted.
 func TestSweep(t *testing.T) {
+	t.Parallel()
 	const day = 24 * time.Hour
 	url := newURL(t)
 	clk := newTestClock()
@@ -137,6 +138,7 @@ func TestSweep(t *testing.T) {
 
 // TestSweepLoop: the background sweeper runs every SweepInterval.
 func TestSweepLoop(t *testing.T) {
+	t.Parallel()
 	url := newURL(t)
 	clk := newTestClock()
 	s := openStore(t, url, postgres.Options{Retention: time.Hour, Now: clk.Now, SweepInterval: 20 * time.Millisecond, SweepGrace: time.Minute})
