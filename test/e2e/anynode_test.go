@@ -15,6 +15,7 @@ import (
 
 	"github.com/tandem-im/tandem/actors"
 	"github.com/tandem-im/tandem/internal/clustertest"
+	"github.com/tandem-im/tandem/internal/pgtest"
 	"github.com/tandem-im/tandem/node"
 	"github.com/tandem-im/tandem/proto/wire"
 )
@@ -23,11 +24,8 @@ import (
 // in-process nodes, users deliberately owned by one node and connected
 // through another, every question asked through every node.
 //
-// The nodes run on badger with UnsafeMultiNodeBadger, each on its own data
-// dir: a user's log lives on the node that owns it. Nothing here depends on
-// shared history (all nodes are up before the first activation, so owners
-// do not move). Move to the shared store once the PostgreSQL backend is
-// in.
+// The nodes share one real PostgreSQL database, as a production cluster
+// does.
 
 // startAnyNodeCluster starts n in-process nodes joined into one cluster
 // (internal/clustertest) with this package's admin key and JWT secret,
@@ -35,8 +33,9 @@ import (
 func startAnyNodeCluster(t *testing.T, n int) []*testNode {
 	t.Helper()
 	var out []*testNode
+	url := pgtest.Start(t).CreateDB(t, "anynode")
 	for _, nd := range clustertest.StartInProcess(t, n, func(_ int, c *node.Config) {
-		c.AdminKey, c.JWTSecret = adminKey, jwtSecret
+		c.AdminKey, c.JWTSecret, c.Store = adminKey, jwtSecret, url
 	}) {
 		out = append(out, &testNode{Node: nd})
 	}
