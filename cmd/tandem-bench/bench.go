@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,8 +67,10 @@ type bench struct {
 	clock atomic.Pointer[clock]
 
 	// Any goroutine (client callbacks).
-	clientErrors atomic.Uint64
-	kicks        atomic.Uint64
+	clientErrors atomic.Uint64 // OnError
+	kicks        atomic.Uint64 // OnKick: kicks that ended a client
+	drops        atomic.Uint64 // OnReconnect ReconnectDropped
+	failedDials  atomic.Uint64 // OnReconnect ReconnectFailed
 	samplesMu    sync.Mutex
 	samples      []string
 }
@@ -91,8 +94,10 @@ func (c *clock) second(d time.Duration) int { return int((d - c.warmupEnd) / tim
 // pair is sender i sending to receiver i.
 type pair struct {
 	// Set by setup, then read-only.
-	sender, receiver string
-	send, recv       *client.Client
+	sender, receiver     string
+	send, recv           *client.Client
+	sendNode, recvNode   int // index in target.wsURLs chosen for each device
+	sendFirst, recvFirst int // where each device logged in first; -1: not one of them
 
 	// Only the pair's sender goroutine until it returns; then read-only.
 	next        uint64 // number of the next message
@@ -109,6 +114,7 @@ type pair struct {
 	ackedInWindow     uint64   // acks that arrived in the window
 	ackedBySecond     []uint64 // the same by second of the window
 	deliveredInWindow uint64   // deliveries in the window
+	deliveredBySecond []uint64 // the same by second of the window
 	measuredAcked     uint64
 	measuredDelivered uint64
 	sendErrors        uint64
@@ -121,10 +127,13 @@ func newRunID() string { return strings.ToLower(rand.Text()[:6]) }
 func (b *bench) setup(ctx context.Context) error {
 	ttl := max(time.Hour, 2*(b.cfg.Warmup+b.cfg.Duration+2*b.cfg.Drain))
 	b.pairs = make([]*pair, b.cfg.Pairs)
+	nodes := len(b.target.wsURLs)
 	for i := range b.pairs {
 		b.pairs[i] = &pair{
 			sender:   fmt.Sprintf("bench-s%d-%s", i, b.runID),
 			receiver: fmt.Sprintf("bench-r%d-%s", i, b.runID),
+			sendNode: senderNode(i, nodes),
+			recvNode: receiverNode(i, nodes),
 		}
 	}
 	// The first failure cancels the rest and is the one reported.
@@ -153,25 +162,39 @@ func (b *bench) setup(ctx context.Context) error {
 	if firstErr != nil {
 		return fmt.Errorf("set up the pairs: %w", firstErr)
 	}
-	return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if n := b.misplaced(); n > 0 {
+		b.log.Warn("devices did not log in first on the node chosen for them (has the client's start index changed? see spread.go)", "devices", n)
+	}
+	return nil
 }
 
 func (b *bench) dialPair(ctx context.Context, p *pair, ttl time.Duration) error {
 	var err error
-	if p.recv, err = b.dial(ctx, p.receiver, ttl, func(e *wire.Entry) { b.onEntry(p, e) }); err != nil {
+	if p.recv, err = b.dial(ctx, p.receiver, p.recvNode, ttl, func(e *wire.Entry) { b.onEntry(p, e) }); err != nil {
 		return err
 	}
-	p.send, err = b.dial(ctx, p.sender, ttl, nil)
-	return err
+	p.recvFirst = b.nodeOf(p.recv)
+	if p.send, err = b.dial(ctx, p.sender, p.sendNode, ttl, nil); err != nil {
+		return err
+	}
+	p.sendFirst = b.nodeOf(p.send)
+	return nil
 }
 
-func (b *bench) dial(ctx context.Context, user string, ttl time.Duration, onEntry func(*wire.Entry)) (*client.Client, error) {
-	tok, err := client.MintToken(ctx, b.target.apiURL, b.target.adminKey, user, ttl)
+// dial logs user's device in on the given node (index in target.wsURLs)
+// with every node's URL for reconnects, and waits for its catch-up. The
+// token comes from the node's API, or the API list's node%len one.
+func (b *bench) dial(ctx context.Context, user string, node int, ttl time.Duration, onEntry func(*wire.Entry)) (*client.Client, error) {
+	api := b.target.apiURLs[node%len(b.target.apiURLs)]
+	tok, err := client.MintToken(ctx, api, b.target.adminKey, user, ttl)
 	if err != nil {
 		return nil, err
 	}
 	c, err := client.Dial(ctx, client.Options{
-		URL:         b.target.wsURL,
+		URLs:        deviceURLs(b.target.wsURLs, node, deviceID, tok),
 		Token:       tok,
 		DeviceID:    deviceID,
 		Platform:    platform,
@@ -180,7 +203,8 @@ func (b *bench) dial(ctx context.Context, user string, ttl time.Duration, onEntr
 		KeepEntries: -1,
 		OnEntry:     onEntry,
 		OnError:     b.onError,
-		OnKick:      func(*wire.Kick) { b.kicks.Add(1) },
+		OnKick:      b.onKick,
+		OnReconnect: b.onReconnect,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", user, err)
@@ -190,6 +214,26 @@ func (b *bench) dial(ctx context.Context, user string, ttl time.Duration, onEntr
 		return nil, fmt.Errorf("%s catch-up: %w", user, err)
 	}
 	return c, nil
+}
+
+// nodeOf is the index in target.wsURLs of c's current (or last)
+// connection, -1 if it is none of them.
+func (b *bench) nodeOf(c *client.Client) int {
+	return slices.Index(b.target.wsURLs, c.URL())
+}
+
+// misplaced counts the devices whose first login was not on their node.
+func (b *bench) misplaced() int {
+	n := 0
+	for _, p := range b.pairs {
+		if p.sendFirst != p.sendNode {
+			n++
+		}
+		if p.recvFirst != p.recvNode {
+			n++
+		}
+	}
+	return n
 }
 
 func (b *bench) closeClients() {
@@ -219,6 +263,7 @@ func (b *bench) measure(ctx context.Context) (*Result, error) {
 	ck := &clock{start: time.Now(), warmupEnd: b.cfg.Warmup, end: b.cfg.Warmup + b.cfg.Duration}
 	for _, p := range b.pairs {
 		p.ackedBySecond = make([]uint64, ck.seconds())
+		p.deliveredBySecond = make([]uint64, ck.seconds())
 	}
 	b.clock.Store(ck)
 	sctx, cancel := context.WithCancel(ctx)
@@ -243,13 +288,13 @@ func (b *bench) measure(ctx context.Context) (*Result, error) {
 	if err := sleepUntil(ctx, ck, ck.warmupEnd); err != nil {
 		return abort(err)
 	}
-	cpu0, wall0 := cpuTime(), time.Now()
+	cpu0, wall0, proc0 := cpuTime(), time.Now(), sampleCPU(b.cfg.CPUPIDs)
 	stopProfile, err := b.startProfile()
 	if err != nil {
 		return abort(err)
 	}
 	err = sleepUntil(ctx, ck, ck.end)
-	cpu1, wall1 := cpuTime(), time.Now()
+	cpu1, wall1, proc1 := cpuTime(), time.Now(), sampleCPU(b.cfg.CPUPIDs)
 	stopProfile()
 	if err != nil {
 		return abort(err)
@@ -271,17 +316,28 @@ func (b *bench) measure(ctx context.Context) (*Result, error) {
 	}
 	watcher.Wait()
 
-	// Every acked measured message must reach its receiver.
-	deadline := time.Now().Add(b.cfg.Drain)
-	for b.undelivered() > 0 && time.Now().Before(deadline) {
-		select {
-		case <-ctx.Done():
-			return abort(ctx.Err())
-		case <-time.After(pollEvery):
+	// Every acked measured message must reach its receiver: those that
+	// did not within the drain time are lost. Whether they are gone or
+	// only late, a further wait (Late) tells.
+	if err := b.waitDelivered(ctx, b.cfg.Drain); err != nil {
+		return abort(err)
+	}
+	lost := b.undeliveredByPair()
+	if n := sum(lost); n > 0 && b.cfg.Late > 0 {
+		b.log.Warn("acked messages not delivered within the drain time (lost); waiting for late deliveries", "lost", n, "late", b.cfg.Late)
+		if err := b.waitDelivered(ctx, b.cfg.Late); err != nil {
+			return abort(err)
 		}
 	}
-	res := b.result(ck)
+	res := b.result(ck, lost)
 	res.CPU.ProcessCores = (cpu1 - cpu0).Seconds() / wall1.Sub(wall0).Seconds()
+	if err := cpuBetween(&res.CPU, b.cfg.CPUPIDs, proc0, proc1); err != nil {
+		if len(b.cfg.CPUPIDs) > 0 {
+			b.log.Warn("CPU of the watched processes", "err", err)
+		} else {
+			b.log.Debug("machine CPU", "err", err)
+		}
+	}
 	return res, nil
 }
 
@@ -395,6 +451,7 @@ func (b *bench) onEntry(p *pair, e *wire.Entry) {
 	p.delivered.set(n)
 	if ck.inWindow(now) {
 		p.deliveredInWindow++
+		p.deliveredBySecond[ck.second(now)]++
 	}
 	if ck.inWindow(sentAt) {
 		p.measuredDelivered++
@@ -408,9 +465,31 @@ func (b *bench) other(p *pair, e *wire.Entry) {
 	b.log.Debug("other entry", "receiver", p.receiver, "seq", e.GetSeq(), "kind", fmt.Sprintf("%T", e.GetKind()))
 }
 
+// onError counts the clients' non-fatal problems: undecodable frames,
+// Error frames with id 0, failed gap pulls.
 func (b *bench) onError(err error) {
 	b.clientErrors.Add(1)
 	b.sample(err)
+}
+
+// onKick counts kicks that ended a client (a kick that allows reconnecting
+// is part of a reconnect: onReconnect).
+func (b *bench) onKick(k *wire.Kick) {
+	b.kicks.Add(1)
+	b.sample(fmt.Errorf("kicked: %s (close code %d)", k.GetReason(), k.GetCloseCode()))
+}
+
+// onReconnect counts drops and failed dials; successful reconnects are in
+// client.Stats. A failed first dial during setup counts too.
+func (b *bench) onReconnect(ev client.ReconnectEvent) {
+	switch ev.Kind {
+	case client.ReconnectDropped:
+		b.drops.Add(1)
+		b.sample(fmt.Errorf("reconnect: dropped from %s (close code %d): %v", ev.URL, ev.CloseCode, ev.Err))
+	case client.ReconnectFailed:
+		b.failedDials.Add(1)
+		b.sample(fmt.Errorf("reconnect: attempt %d on %s failed (close code %d): %v", ev.Attempt, ev.URL, ev.CloseCode, ev.Err))
+	}
 }
 
 // sample keeps the first few distinct error messages and logs them.
@@ -430,16 +509,38 @@ func (b *bench) sample(err error) {
 	b.log.Warn("client error", "err", err)
 }
 
-// undelivered counts measured messages acked but not (yet) delivered.
-// The senders must have returned.
-func (b *bench) undelivered() uint64 {
-	var lost uint64
-	for _, p := range b.pairs {
+// waitDelivered waits up to d until every acked measured message was
+// delivered. The senders must have returned.
+func (b *bench) waitDelivered(ctx context.Context, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for sum(b.undeliveredByPair()) > 0 && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pollEvery):
+		}
+	}
+	return nil
+}
+
+// undeliveredByPair counts, by pair, the measured messages acked but not
+// (yet) delivered. The senders must have returned.
+func (b *bench) undeliveredByPair() []uint64 {
+	out := make([]uint64, len(b.pairs))
+	for i, p := range b.pairs {
 		p.mu.Lock()
-		lost += p.acked.countAndNot(&p.delivered, p.first, p.last)
+		out[i] = p.acked.countAndNot(&p.delivered, p.first, p.last)
 		p.mu.Unlock()
 	}
-	return lost
+	return out
+}
+
+func sum(ns []uint64) uint64 {
+	var s uint64
+	for _, n := range ns {
+		s += n
+	}
+	return s
 }
 
 func (b *bench) startProfile() (stop func(), err error) {

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
 
 // Config is one benchmark run. Zero fields mean their defaults, except
-// Warmup (0 is no warm-up; the flag defaults to DefaultWarmup).
+// Warmup and Late (0 is none; the flags default to DefaultWarmup and
+// DefaultLate).
 type Config struct {
 	Pairs    int           // sender→receiver pairs
 	Window   int           // sends in flight per sender
@@ -19,14 +22,21 @@ type Config struct {
 	Warmup   time.Duration // sending before the measured time, not measured
 	Size     int           // content bytes per message (≥ minSize)
 	Drain    time.Duration // after the senders stop: wait this long for acks, then as long again for deliveries
+	Late     time.Duration // if some acked messages were lost (not delivered within Drain), wait this much longer to tell late from gone; 0: don't
 
 	JSONPath     string // write the result here as JSON ("" = don't)
 	JSONProtocol bool   // "tandem.v1.json" instead of binary protobuf
 
-	// External target; empty WSURL means an in-process node.
-	WSURL    string // ws://host:7400/ws
-	APIURL   string // http://host:7401
+	// External target: one node, or the nodes of one cluster. Empty WSURLs
+	// means an in-process node. Devices spread over WSURLs (spread.go);
+	// a device on node i mints its token at APIURLs[i % len(APIURLs)].
+	WSURLs   []string // ws://host:7400/ws, one per node
+	APIURLs  []string // http://host:7401; one is enough
 	AdminKey string
+
+	// CPUPIDs: processes whose CPU over the measured window is reported
+	// (with their descendants, from /proc), by label, e.g. the nodes.
+	CPUPIDs []watchedPID
 
 	// In-process node only.
 	DataDir string // parent of the temporary data dir ("" = the system's temp dir)
@@ -44,6 +54,7 @@ const (
 	DefaultWarmup   = 2 * time.Second
 	DefaultSize     = 100
 	DefaultDrain    = 5 * time.Second
+	DefaultLate     = 60 * time.Second
 
 	// minSize: the content carries the message number and its send time.
 	minSize = 16
@@ -71,25 +82,35 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// external reports whether the run targets a node started elsewhere.
-func (c Config) external() bool { return c.WSURL != "" }
+// external reports whether the run targets nodes started elsewhere.
+func (c Config) external() bool { return len(c.WSURLs) > 0 }
 
 // Validate returns every problem at once.
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
-	if c.Pairs < 0 || c.Window < 0 || c.Size < 0 || c.Duration < 0 || c.Drain < 0 || c.Warmup < 0 {
-		errs = append(errs, errors.New("-pairs, -window, -size, -duration, -warmup and -drain must not be negative"))
+	if c.Pairs < 0 || c.Window < 0 || c.Size < 0 || c.Duration < 0 || c.Drain < 0 || c.Warmup < 0 || c.Late < 0 {
+		errs = append(errs, errors.New("-pairs, -window, -size, -duration, -warmup, -drain and -late must not be negative"))
 	}
 	if c.Size > 0 && (c.Size < minSize || c.Size > maxSize) {
 		errs = append(errs, fmt.Errorf("-size %d: must be between %d and %d bytes", c.Size, minSize, maxSize))
 	}
 	if c.external() {
-		if !strings.HasPrefix(c.WSURL, "ws://") && !strings.HasPrefix(c.WSURL, "wss://") {
-			errs = append(errs, fmt.Errorf("-ws %q: want ws://host:port/ws", c.WSURL))
+		for i, u := range c.WSURLs {
+			if !strings.HasPrefix(u, "ws://") && !strings.HasPrefix(u, "wss://") {
+				errs = append(errs, fmt.Errorf("-ws %q: want ws://host:port/ws", u))
+			}
+			if slices.Contains(c.WSURLs[:i], u) {
+				errs = append(errs, fmt.Errorf("-ws %q: listed twice (one URL per node)", u))
+			}
 		}
-		if !strings.HasPrefix(c.APIURL, "http://") && !strings.HasPrefix(c.APIURL, "https://") {
-			errs = append(errs, fmt.Errorf("-api %q: an external node needs its server API, http://host:port", c.APIURL))
+		if len(c.APIURLs) == 0 {
+			errs = append(errs, errors.New("-api: an external node needs its server API, http://host:port"))
+		}
+		for _, u := range c.APIURLs {
+			if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+				errs = append(errs, fmt.Errorf("-api %q: want the server API, http://host:port", u))
+			}
 		}
 		if c.AdminKey == "" {
 			errs = append(errs, errors.New("-admin-key: an external node needs its admin key to mint tokens"))
@@ -97,7 +118,7 @@ func (c Config) Validate() error {
 		if c.Keep || c.DataDir != "" {
 			errs = append(errs, errors.New("-keep and -data-dir apply to the in-process node only"))
 		}
-	} else if c.APIURL != "" || c.AdminKey != "" {
+	} else if len(c.APIURLs) > 0 || c.AdminKey != "" {
 		errs = append(errs, errors.New("-api and -admin-key need -ws (an external node)"))
 	}
 	var l slog.Level
@@ -109,7 +130,10 @@ func (c Config) Validate() error {
 
 // parseFlags reads the command line into a validated Config.
 func parseFlags(args []string) (Config, error) {
-	var c Config
+	var (
+		c             Config
+		ws, api, pids string
+	)
 	fs := flag.NewFlagSet("tandem-bench", flag.ContinueOnError)
 	fs.IntVar(&c.Pairs, "pairs", DefaultPairs, "sender→receiver pairs (users bench-s<i>-<run> → bench-r<i>-<run>)")
 	fs.IntVar(&c.Window, "window", DefaultWindow, "max unacked sends per sender")
@@ -117,11 +141,13 @@ func parseFlags(args []string) (Config, error) {
 	fs.DurationVar(&c.Warmup, "warmup", DefaultWarmup, "sending time before the measured window, not measured")
 	fs.IntVar(&c.Size, "size", DefaultSize, fmt.Sprintf("message content bytes (%d-%d)", minSize, maxSize))
 	fs.DurationVar(&c.Drain, "drain", DefaultDrain, "after the senders stop, wait up to this long for acks, then as long for deliveries")
+	fs.DurationVar(&c.Late, "late", DefaultLate, "if acked messages were not delivered within -drain (lost), wait up to this much longer to count which of them were only late (0: don't)")
 	fs.StringVar(&c.JSONPath, "json", "", "write the result as JSON to this file (its directory is created)")
 	fs.BoolVar(&c.JSONProtocol, "json-protocol", false, "use the tandem.v1.json subprotocol instead of binary protobuf")
-	fs.StringVar(&c.WSURL, "ws", "", "external node's WebSocket URL, e.g. ws://127.0.0.1:7400/ws (default: an in-process node)")
-	fs.StringVar(&c.APIURL, "api", "", "external node's server API, e.g. http://127.0.0.1:7401")
+	fs.StringVar(&ws, "ws", "", "external node's WebSocket URL, e.g. ws://127.0.0.1:7400/ws, or a comma-separated list, one per node of a cluster: devices spread over them (default: an in-process node)")
+	fs.StringVar(&api, "api", "", "external node's server API, e.g. http://127.0.0.1:7401, or a comma-separated list (one is enough to mint tokens)")
 	fs.StringVar(&c.AdminKey, "admin-key", "", "external node's admin key")
+	fs.StringVar(&pids, "cpu-pids", "", "report the CPU over the measured window of these processes and their descendants (Linux /proc), as label=pid,... e.g. node0=4242,postgres=4200")
 	fs.StringVar(&c.DataDir, "data-dir", "", "in-process node: parent of its temporary data dir (default: the system's temp dir)")
 	fs.BoolVar(&c.Keep, "keep", false, "in-process node: keep its data dir")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of the measured window to this file")
@@ -132,10 +158,44 @@ func parseFlags(args []string) (Config, error) {
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
+	c.WSURLs, c.APIURLs = splitList(ws), splitList(api)
+	var err error
+	if c.CPUPIDs, err = parseWatched(pids); err != nil {
+		return Config{}, err
+	}
 	if c.Pairs == 0 || c.Window == 0 || c.Size == 0 || c.Duration == 0 {
 		return Config{}, errors.New("-pairs, -window, -size and -duration must be positive")
 	}
 	return c, c.Validate()
+}
+
+// splitList splits a comma-separated flag value; blanks around the
+// commas are dropped, and so is an empty value.
+func splitList(v string) []string {
+	var out []string
+	for f := range strings.SplitSeq(v, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// parseWatched reads -cpu-pids: label=pid,...
+func parseWatched(v string) ([]watchedPID, error) {
+	var out []watchedPID
+	for _, f := range splitList(v) {
+		label, pid, ok := strings.Cut(f, "=")
+		n, err := strconv.Atoi(pid)
+		if !ok || label == "" || err != nil || n <= 0 {
+			return nil, fmt.Errorf("-cpu-pids %q: want label=pid", f)
+		}
+		if slices.ContainsFunc(out, func(w watchedPID) bool { return w.Label == label }) {
+			return nil, fmt.Errorf("-cpu-pids: label %q used twice", label)
+		}
+		out = append(out, watchedPID{Label: label, PID: n})
+	}
+	return out, nil
 }
 
 // newLogger writes text logs at cfg's level to w.

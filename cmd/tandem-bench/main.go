@@ -1,8 +1,9 @@
 // Command tandem-bench measures durable one-to-one messaging over loopback
 // WebSockets: N sender→receiver pairs of Go clients, each sender keeping up
-// to W sends in flight, against an in-process node (fsync on) or an
-// external one. It prints a summary and optionally writes it as JSON; see
-// bench/README.md for what each figure means. Flags: `tandem-bench -h`.
+// to W sends in flight, against an in-process node (fsync on), an
+// external one, or the nodes of an external cluster (devices spread over
+// them, spread.go). It prints a summary and optionally writes it as JSON;
+// see bench/README.md for what each figure means. Flags: `tandem-bench -h`.
 package main
 
 import (

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -42,7 +43,7 @@ func TestRunInProcess(t *testing.T) {
 	if res.Throughput.Acked == 0 || m.Acked == 0 {
 		t.Errorf("nothing acked: throughput %+v, messages %+v", res.Throughput, m)
 	}
-	if m.Delivered != m.Acked || m.Lost != 0 || m.Unacked != 0 {
+	if m.Delivered != m.Acked || m.Lost != 0 || m.Late != 0 || m.Missing != 0 || m.Unacked != 0 {
 		t.Errorf("measured messages %+v: want every one acked and delivered", m)
 	}
 	if res.AckLatency.Count != m.Acked || res.Delivery.Count != m.Delivered {
@@ -63,7 +64,7 @@ func TestRunInProcess(t *testing.T) {
 	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatalf("the JSON result does not parse: %v", err)
 	}
-	if back.Config.Pairs != 2 || back.Config.Target != "in-process" || back.Messages != m {
+	if back.Config.Pairs != 2 || back.Config.Target != "in-process" || !reflect.DeepEqual(back.Messages, m) {
 		t.Errorf("JSON round trip: config %+v, messages %+v; want pairs 2 in-process, %+v", back.Config, back.Messages, m)
 	}
 

@@ -11,11 +11,13 @@ import (
 	"github.com/tandem-im/tandem/node"
 )
 
-// target is the node under test.
+// target is the node, or the nodes of a cluster, under test.
 type target struct {
-	wsURL, apiURL, adminKey string
-	external                bool
-	dataDir                 string // in-process only
+	wsURLs   []string // one per node
+	apiURLs  []string // at least one
+	adminKey string
+	external bool
+	dataDir  string // in-process only
 	// stop stops an in-process node and removes its data dir unless kept;
 	// a no-op for an external node.
 	stop func() error
@@ -23,11 +25,11 @@ type target struct {
 
 // startTarget starts an in-process node on a fresh temporary data dir with
 // the default store options (fsync on) and loopback ports chosen by the
-// kernel, or describes the external node of cfg.
+// kernel, or describes the external node(s) of cfg.
 func startTarget(ctx context.Context, cfg Config, log *slog.Logger) (*target, error) {
 	if cfg.external() {
 		return &target{
-			wsURL: cfg.WSURL, apiURL: cfg.APIURL, adminKey: cfg.AdminKey, external: true,
+			wsURLs: cfg.WSURLs, apiURLs: cfg.APIURLs, adminKey: cfg.AdminKey, external: true,
 			stop: func() error { return nil },
 		}, nil
 	}
@@ -55,8 +57,8 @@ func startTarget(ctx context.Context, cfg Config, log *slog.Logger) (*target, er
 		return nil, fmt.Errorf("start the in-process node: %w", err)
 	}
 	return &target{
-		wsURL:    "ws://" + n.WSAddr() + "/ws",
-		apiURL:   "http://" + n.APIAddr(),
+		wsURLs:   []string{"ws://" + n.WSAddr() + "/ws"},
+		apiURLs:  []string{"http://" + n.APIAddr()},
 		adminKey: n.AdminKey,
 		dataDir:  dir,
 		stop: func() error {

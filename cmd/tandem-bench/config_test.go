@@ -1,0 +1,53 @@
+package main
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestParseFlagsCluster(t *testing.T) {
+	c, err := parseFlags([]string{
+		"-ws", "ws://127.0.0.1:7400/ws, ws://127.0.0.1:7410/ws,ws://127.0.0.1:7420/ws",
+		"-api", "http://127.0.0.1:7401",
+		"-admin-key", "k",
+		"-cpu-pids", "node0=10,postgres=20",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"ws://127.0.0.1:7400/ws", "ws://127.0.0.1:7410/ws", "ws://127.0.0.1:7420/ws"}; !slices.Equal(c.WSURLs, want) {
+		t.Errorf("WSURLs %q, want %q", c.WSURLs, want)
+	}
+	if want := []string{"http://127.0.0.1:7401"}; !slices.Equal(c.APIURLs, want) {
+		t.Errorf("APIURLs %q, want %q", c.APIURLs, want)
+	}
+	if want := []watchedPID{{"node0", 10}, {"postgres", 20}}; !slices.Equal(c.CPUPIDs, want) {
+		t.Errorf("CPUPIDs %v, want %v", c.CPUPIDs, want)
+	}
+
+	c, err = parseFlags(nil)
+	if err != nil || c.external() {
+		t.Errorf("no flags: %+v, %v; want an in-process node", c, err)
+	}
+}
+
+func TestParseFlagsErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-ws", "ws://a/ws,ws://a/ws", "-api", "http://a", "-admin-key", "k"}, "listed twice"},
+		{[]string{"-ws", "ws://a/ws,http://b/ws", "-api", "http://a", "-admin-key", "k"}, `-ws "http://b/ws"`},
+		{[]string{"-ws", "ws://a/ws", "-admin-key", "k"}, "-api"},
+		{[]string{"-ws", "ws://a/ws", "-api", "http://a,b", "-admin-key", "k"}, `-api "b"`},
+		{[]string{"-api", "http://a"}, "need -ws"},
+		{[]string{"-cpu-pids", "node0"}, "label=pid"},
+		{[]string{"-cpu-pids", "a=1,a=2"}, "used twice"},
+	} {
+		_, err := parseFlags(tc.args)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want one mentioning %s", tc.args, err, tc.want)
+		}
+	}
+}
