@@ -128,6 +128,7 @@ func (s *userState) editDelivered(e *actorpb.EditDeliver, now time.Time) []effec
 		// Edited before the message arrived: the EditEvent carries it whole,
 		// and the late copy (old content) is never stored.
 		req.Dedup = append(req.Dedup, persistence.DedupKey{Key: "m:" + id, Seq: seq})
+		s.delivered.add(id, seq) // deliveredBefore must see it too (no store read for fresh IDs)
 	}
 	s.changing[id] = true
 	return []effect{s.submit(req, &commit{lastSeq: seq, entries: []*wire.Entry{ev}, recallKey: id, deliverAcks: []effDeliverAck{ack(uint64(seq)).(effDeliverAck)}})}

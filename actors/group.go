@@ -568,6 +568,9 @@ func (s *userState) groupEvent(e *actorpb.GroupEventDeliver, now time.Time) []ef
 	ack := func(seq uint64) effDeliverAck {
 		return effDeliverAck{to: e.GetGroupId(), kind: GroupKind, ack: &actorpb.DeliverAck{ToUser: s.user, MessageId: id, OriginSeq: e.GetOriginSeq(), Seq: seq}}
 	}
+	if seq, ok := s.delivered.get(id); ok {
+		return []effect{ack(uint64(seq))} // a repeat of a recent one: no store read
+	}
 	seq, found, err := s.rd.indexed(id)
 	if err != nil {
 		return nil // re-driven

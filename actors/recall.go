@@ -194,6 +194,7 @@ func (s *userState) recallDelivered(r *actorpb.RecallDeliver, now time.Time) []e
 	} else if orig == nil {
 		// Recalled before it arrived: its Deliver will find this index.
 		req.Dedup = append(req.Dedup, persistence.DedupKey{Key: "m:" + id, Seq: seq})
+		s.delivered.add(id, seq) // deliveredBefore must see it too (no store read for fresh IDs)
 	}
 	s.changing[id] = true
 	return []effect{s.submit(req, &commit{lastSeq: seq, entries: []*wire.Entry{ev}, recallKey: id, deliverAcks: []effDeliverAck{ack(uint64(seq))}})}

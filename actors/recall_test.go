@@ -1,6 +1,8 @@
 package actors
 
 import (
+	"errors"
+	"github.com/oklog/ulid/v2"
 	"testing"
 	"time"
 
@@ -172,5 +174,35 @@ func TestGroupMessageChangesRefused(t *testing.T) {
 		if f := framesTo(effs, 1); len(f) != 1 || f[0].GetError().GetName() != "INVALID_ARGUMENT" || len(appends(effs)) != 0 {
 			t.Fatalf("%s of a group message: %v", name, f)
 		}
+	}
+}
+
+// With the store read skipped for freshly minted IDs (deliveredBefore), a
+// recall or an edit that arrived before its message must still keep the
+// late copy out: the early change registers the ID in memory.
+func TestEarlyChangeSeenWithoutStoreRead(t *testing.T) {
+	for _, kind := range []string{"recall", "edit"} {
+		t.Run(kind, func(t *testing.T) {
+			h := newHarness(t, "bob")
+			h.st.fresh = time.Now().Add(-time.Hour) // activated long before the message was minted
+			id := ulid.Make().String()
+			conv := &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "alice"}
+			var effs []effect
+			if kind == "recall" {
+				effs = h.st.recallDelivered(&actorpb.RecallDeliver{FromUser: "alice", MessageId: id, By: "alice", OriginSeq: 10, Conversation: conv}, t0)
+			} else {
+				effs = h.st.editDelivered(&actorpb.EditDeliver{FromUser: "alice", OriginSeq: 10,
+					Message: &wire.Message{MessageId: id, Sender: "alice", Conversation: conv, Content: []byte("new")}}, t0)
+			}
+			if len(appends(effs)) != 1 {
+				t.Fatalf("early %s appended %v", kind, appends(effs))
+			}
+			h.completeAppends(effs)
+			h.log.err = errors.New("no store read expected") // only memory may answer now
+			late := h.st.deliver(&actorpb.Deliver{FromUser: "alice", OriginSeq: 3, Message: &wire.Message{MessageId: id, Content: []byte("late")}}, t0)
+			if len(appends(late)) != 0 || len(late) != 1 {
+				t.Fatalf("late copy after an early %s: %v, want only an ack", kind, late)
+			}
+		})
 	}
 }

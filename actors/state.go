@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/oklog/ulid/v2"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tandem-im/tandem/persistence"
@@ -39,7 +40,13 @@ type userState struct {
 
 	sending    map[string]*pendingSend // client message ID → in-flight send
 	delivering map[string]bool         // message ID → in-flight delivery
-	changing   map[string]bool         // message ID → recall or edit in flight
+	delivered  recentIndex             // deliveries this activation committed, newest few
+	ackLatency ackLatency              // how long fan-outs take to be confirmed
+	// fresh is set by the shell (real time, unlike the injectable clock):
+	// messages whose IDs were minted after it cannot have been delivered
+	// by an earlier activation (see deliveredBefore).
+	fresh    time.Time
+	changing map[string]bool // message ID → recall or edit in flight
 
 	outbox     map[persistence.OutboxRef]*outboxEntry // fan-outs awaiting DeliverAck
 	outboxDone []persistence.OutboxRef                // confirmed, not yet deleted in the store
@@ -669,13 +676,21 @@ func (s *userState) deliver(d *actorpb.Deliver, now time.Time) []effect {
 	if s.delivering[id] {
 		return nil // in flight: its commit answers
 	}
-	prior, err := s.rd.entryByKey("m:" + id)
-	if err != nil {
-		return nil // the sender's outbox re-drives it
-	}
 	ackTo, ackKind := d.GetFromUser(), ""
 	if g := d.GetViaGroup(); g != "" {
 		ackTo, ackKind = g, GroupKind
+	}
+	if seq, ok := s.delivered.get(id); ok {
+		// A repeat of a recent delivery (the sender's outbox re-sent it
+		// before our ack arrived): answered without a store read, so
+		// repeats cost little when deliveries lag.
+		return []effect{effDeliverAck{to: ackTo, kind: ackKind, ack: &actorpb.DeliverAck{
+			ToUser: s.user, MessageId: id, OriginSeq: d.GetOriginSeq(), Seq: uint64(seq),
+		}}}
+	}
+	prior, err := s.deliveredBefore(id)
+	if err != nil {
+		return nil // the sender's outbox re-drives it
 	}
 	if prior != nil {
 		return []effect{effDeliverAck{to: ackTo, kind: ackKind, ack: &actorpb.DeliverAck{
@@ -704,9 +719,19 @@ func (s *userState) deliver(d *actorpb.Deliver, now time.Time) []effect {
 // deliverAck records that a fan-out is durable on the other side; the
 // outbox item is deleted with the next flush.
 func (s *userState) deliverAck(a *actorpb.DeliverAck) []effect {
+	return s.deliverAckAt(a, time.Time{})
+}
+
+// deliverAckAt is deliverAck that also learns how long fan-outs take to be
+// confirmed (a zero now learns nothing), which spaces the re-sends.
+func (s *userState) deliverAckAt(a *actorpb.DeliverAck, now time.Time) []effect {
 	ref := persistence.OutboxRef{Seq: persistence.Seq(a.GetOriginSeq()), Key: a.GetToUser() + "/" + a.GetMessageId()}
-	if s.outbox[ref] == nil {
+	e := s.outbox[ref]
+	if e == nil {
 		return nil // a repeat, or not ours
+	}
+	if !now.IsZero() && e.attempts == 1 {
+		s.ackLatency.observe(now.Sub(e.sentAt))
 	}
 	delete(s.outbox, ref)
 	s.outboxDone = append(s.outboxDone, ref)
@@ -754,6 +779,7 @@ func (s *userState) appendDone(err error, now time.Time) []effect {
 	}
 	if c.deliverKey != "" {
 		delete(s.delivering, c.deliverKey)
+		s.delivered.add(c.deliverKey, c.lastSeq)
 	}
 	if c.recallKey != "" {
 		delete(s.changing, c.recallKey)
@@ -819,7 +845,7 @@ func (s *userState) pushLive(entries []*wire.Entry, skip *sessionKey) []effect {
 func (s *userState) tick(now time.Time) []effect {
 	var effs []effect
 	for _, e := range s.outbox {
-		if now.Sub(e.sentAt) >= redriveDelay(e.attempts) {
+		if now.Sub(e.sentAt) >= s.ackLatency.redriveDelay(e.attempts) {
 			e.sentAt = now
 			e.attempts++
 			effs = append(effs, effDeliver{item: e.item})
@@ -834,6 +860,38 @@ func (s *userState) tick(now time.Time) []effect {
 func redriveDelay(attempts int) time.Duration {
 	d := time.Second << min(attempts-1, 5) // 1 s … 32 s
 	return d
+}
+
+// ackLatency is a moving average of how long first sends of fan-outs took
+// to be confirmed. Re-sends wait for several times that (at least the
+// fixed back-off): when recipients lag — a busy cluster, a slow store —
+// their queues still hold the first copies, and re-sending everything
+// every second would only multiply the work that makes them lag. A
+// recipient that is gone sends no confirmations, so the average keeps the
+// value it had while things were healthy, and re-sends come early.
+type ackLatency struct{ avg time.Duration }
+
+func (l *ackLatency) observe(d time.Duration) {
+	if d < 0 {
+		return
+	}
+	if l.avg == 0 {
+		l.avg = d
+		return
+	}
+	l.avg += (d - l.avg) / 8
+}
+
+// maxFirstRedrive caps how long a first re-send may wait, however slow
+// confirmations have been.
+const maxFirstRedrive = 30 * time.Second
+
+func (l *ackLatency) redriveDelay(attempts int) time.Duration {
+	base := redriveDelay(1)
+	if adaptive := min(4*l.avg, maxFirstRedrive); adaptive > base {
+		base = adaptive
+	}
+	return min(base<<min(attempts-1, 5), 2*maxFirstRedrive)
 }
 
 // flush writes pending cursors and outbox deletions in one append.
@@ -864,4 +922,76 @@ func mustMarshal(m proto.Message) []byte {
 		panic(fmt.Sprintf("marshal %T: %v", m, err)) // only invalid UTF-8 in a string field can fail
 	}
 	return b
+}
+
+// recentIndex remembers the last recentSize keys added, with their seqs:
+// a bounded, in-memory front for the store's dedup index. It allocates on
+// first use. Only the actor's goroutine touches it.
+type recentIndex struct {
+	seqs map[string]persistence.Seq
+	ring []string // keys in insertion order, a ring once full
+	next int      // where the next key goes once full
+	// forgottenMS is the newest ULID time among the keys evicted (keys
+	// that are not ULIDs — group events — are not messages and do not
+	// count).
+	forgottenMS int64
+}
+
+// recentSize bounds recentIndex: enough for the deliveries a sender has in
+// flight to one recipient (its send window) and a little more.
+const recentSize = 64
+
+func (r *recentIndex) get(key string) (persistence.Seq, bool) {
+	seq, ok := r.seqs[key]
+	return seq, ok
+}
+
+func (r *recentIndex) add(key string, seq persistence.Seq) {
+	if r.seqs == nil {
+		r.seqs = make(map[string]persistence.Seq, recentSize)
+	}
+	if _, ok := r.seqs[key]; ok {
+		r.seqs[key] = seq
+		return
+	}
+	if len(r.ring) < recentSize {
+		r.ring = append(r.ring, key)
+	} else {
+		old := r.ring[r.next]
+		delete(r.seqs, old)
+		if ms, ok := ulidMS(old); ok {
+			r.forgottenMS = max(r.forgottenMS, ms)
+		}
+		r.ring[r.next] = key
+		r.next = (r.next + 1) % recentSize
+	}
+	r.seqs[key] = seq
+}
+
+// clockSkew bounds how far the clocks of two nodes may disagree: message
+// IDs are ULIDs minted with the sender's node's clock.
+const clockSkew = 5 * time.Second
+
+// deliveredBefore returns the entry under which message id is already in
+// this log, or nil. It reads the store's dedup index unless the answer is
+// known without it: a message minted (by its ID's time) more than
+// clockSkew after this activation began cannot have been delivered by an
+// earlier activation — the epoch fence stopped those before this one
+// started — nor by this one if it is newer than every delivery the
+// bounded index has forgotten.
+func (s *userState) deliveredBefore(id string) (*wire.Entry, error) {
+	if ms, ok := ulidMS(id); ok && !s.fresh.IsZero() &&
+		ms >= s.fresh.Add(clockSkew).UnixMilli() && ms > s.delivered.forgottenMS {
+		return nil, nil
+	}
+	return s.rd.entryByKey("m:" + id)
+}
+
+// ulidMS returns the time of a ULID message ID in Unix milliseconds.
+func ulidMS(id string) (int64, bool) {
+	u, err := ulid.ParseStrict(id)
+	if err != nil {
+		return 0, false
+	}
+	return int64(u.Time()), true
 }

@@ -1,8 +1,10 @@
 package actors
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"github.com/oklog/ulid/v2"
 	"strings"
 	"testing"
 	"time"
@@ -697,4 +699,137 @@ func TestCursorTooOld(t *testing.T) {
 	if lo := reply.GetLoginOk(); lo.GetCursorTooOld() || lo.GetCompensationFromSeq() != 0 {
 		t.Fatalf("cursor 19 with first 20: %v", lo)
 	}
+}
+
+// A repeated Deliver of a message this activation stored is answered from
+// memory (no store read, nothing appended); one older than the bounded
+// index falls back to the store's dedup index.
+func TestRepeatedDeliverAnsweredFromMemory(t *testing.T) {
+	h := newHarness(t, "bob")
+	deliver := func(id string) []effect {
+		return h.st.deliver(&actorpb.Deliver{FromUser: "alice", OriginSeq: 7, Message: &wire.Message{MessageId: id}}, t0)
+	}
+	acks := func(effs []effect) []uint64 {
+		var out []uint64
+		for _, e := range effs {
+			if a, ok := e.(effDeliverAck); ok {
+				out = append(out, a.ack.GetSeq())
+			}
+		}
+		return out
+	}
+	first := h.completeAppends(deliver("m1"))
+	if got := acks(first); len(got) != 1 || got[0] != 1 {
+		t.Fatalf("first delivery acks %v, want [1]", got)
+	}
+	h.log.err = errors.New("the store must not be read for a recent repeat")
+	again := deliver("m1")
+	if len(appends(again)) != 0 {
+		t.Fatal("a repeat was appended again")
+	}
+	if got := acks(again); len(got) != 1 || got[0] != 1 {
+		t.Fatalf("repeat acks %v, want [1] (from memory)", got)
+	}
+
+	// Push m1 out of the bounded index: a repeat now asks the store.
+	h.log.err = nil
+	for i := range recentSize {
+		h.completeAppends(deliver(fmt.Sprintf("n%d", i)))
+	}
+	if _, ok := h.st.delivered.get("m1"); ok {
+		t.Fatal("the index kept more than recentSize keys")
+	}
+	h.log.byKey["m:m1"] = &wire.Entry{Seq: 1}
+	if got := acks(deliver("m1")); len(got) != 1 || got[0] != 1 {
+		t.Fatalf("old repeat acks %v, want [1] (from the store)", got)
+	}
+}
+
+// A message minted well after the activation began is known to be new
+// without a store read; one minted around or before it, or older than a
+// delivery the bounded index forgot, is looked up.
+func TestDeliveredBeforeSkipsReadOnlyWhenSound(t *testing.T) {
+	h := newHarness(t, "bob")
+	start := time.Now()
+	h.st.fresh = start
+	mint := func(at time.Time) string { return ulid.MustNew(ulid.Timestamp(at), rand.Reader).String() }
+	h.log.err = errors.New("store read")
+
+	if e, err := h.st.deliveredBefore(mint(start.Add(clockSkew + time.Second))); e != nil || err != nil {
+		t.Fatalf("new message: %v, %v; want no read", e, err)
+	}
+	for _, at := range []time.Time{start.Add(-time.Hour), start, start.Add(clockSkew / 2)} {
+		if _, err := h.st.deliveredBefore(mint(at)); err == nil {
+			t.Fatalf("message minted at %v (activation %v): not looked up", at, start)
+		}
+	}
+	if _, err := h.st.deliveredBefore("not-a-ulid"); err == nil {
+		t.Fatal("a non-ULID ID was not looked up")
+	}
+	// Forgetting a delivery minted at T makes messages up to T uncertain.
+	late := start.Add(2 * clockSkew)
+	h.st.delivered.forgottenMS = late.UnixMilli()
+	if _, err := h.st.deliveredBefore(mint(late)); err == nil {
+		t.Fatal("a message as old as a forgotten delivery was not looked up")
+	}
+	if _, err := h.st.deliveredBefore(mint(late.Add(time.Millisecond))); err != nil {
+		t.Fatalf("a message newer than every forgotten delivery: %v", err)
+	}
+}
+
+// Re-sends of unconfirmed fan-outs wait several times the recent
+// confirmation time: lagging recipients are not flooded with copies of
+// what is still in their queues.
+func TestRedriveWaitsForSlowConfirmations(t *testing.T) {
+	var l ackLatency
+	if d := l.redriveDelay(1); d != time.Second {
+		t.Fatalf("no confirmations seen: first re-send after %v, want 1s", d)
+	}
+	for range 50 {
+		l.observe(5 * time.Second) // confirmations take 5 s
+	}
+	if d := l.redriveDelay(1); d < 15*time.Second || d > maxFirstRedrive {
+		t.Fatalf("confirmations take 5 s: first re-send after %v", d)
+	}
+	if d := l.redriveDelay(10); d != 2*maxFirstRedrive {
+		t.Fatalf("tenth re-send after %v, want the %v cap", d, 2*maxFirstRedrive)
+	}
+
+	// Through the state: an ack 5 s after the send teaches it, and the
+	// next unconfirmed item is not re-sent after 1 s.
+	h := newHarness(t, "alice")
+	h.login(1, "phone", false, 0)
+	send := func(cmid string, at time.Time) {
+		effs := h.st.send(sk(1), 1, directSend(cmid, "bob", "x"), at)
+		for _, e := range effs {
+			if _, ok := e.(effAppend); ok {
+				h.st.appendDone(nil, at)
+			}
+		}
+	}
+	for i := range 20 {
+		at := t0.Add(time.Duration(i) * time.Minute)
+		send(fmt.Sprintf("c%d", i), at)
+		for ref, e := range h.st.outbox {
+			h.st.deliverAckAt(&actorpb.DeliverAck{ToUser: "bob", MessageId: e.item.GetDeliver().GetMessage().GetMessageId(), OriginSeq: uint64(ref.Seq)}, at.Add(5*time.Second))
+		}
+	}
+	late := t0.Add(time.Hour)
+	send("slow", late)
+	if redriven := h.st.tick(late.Add(2 * time.Second)); countDelivers(redriven) != 0 {
+		t.Fatalf("re-sent after 2 s although confirmations take 5 s: %v", redriven)
+	}
+	if redriven := h.st.tick(late.Add(maxFirstRedrive)); countDelivers(redriven) != 1 {
+		t.Fatalf("not re-sent after %v: %v", maxFirstRedrive, redriven)
+	}
+}
+
+func countDelivers(effs []effect) int {
+	n := 0
+	for _, e := range effs {
+		if _, ok := e.(effDeliver); ok {
+			n++
+		}
+	}
+	return n
 }

@@ -80,7 +80,7 @@ func (a *userActor) Receive(ctx actor.Context) {
 	case *actorpb.Deliver:
 		a.perform(ctx, a.st.deliver(m, now))
 	case *actorpb.DeliverAck:
-		a.perform(ctx, a.st.deliverAck(m))
+		a.perform(ctx, a.st.deliverAckAt(m, a.rt.now()))
 	case *actorpb.InspectRequest:
 		ctx.Respond(a.inspect())
 	case *actorpb.ApiSend:
@@ -202,6 +202,7 @@ func (a *userActor) load(init *cluster.ClusterInit) (*userState, []effect, error
 		a.log.Info("re-driving pending fan-outs", "count", len(outbox))
 	}
 	st := newUserState(a.user, a.rt.cfg, storeReader{a.rt.store, a.user}, NewMessageID)
+	st.fresh = time.Now() // after Activate: real time, as in message IDs (not the injectable clock)
 	effs := st.activated(epoch, last, lastTime, outbox, a.rt.now(), convs...)
 	return st, effs, nil
 }

@@ -19,16 +19,17 @@ import (
 )
 
 // Timings tune failure detection and joining. The zero value means LAN
-// defaults: a crashed member is declared dead after 2-3 s (at most about
-// 4 s when no other peer confirms the suspicion), and a member that stalls
-// (GC, CPU starvation on a busy 2-core node) for up to about 2 s refutes
-// the suspicion in time. memberlist's Lifeguard extensions stay on: a
+// defaults: a crashed member is declared dead after about 1.6-2.5 s (at
+// most about 3.5 s when no other peer confirms the suspicion), so its
+// users are serving again elsewhere within about 3 s, and a member that
+// stalls (GC, CPU starvation on a busy 2-core node) for up to about 1.5 s
+// refutes the suspicion in time. memberlist's Lifeguard extensions stay on: a
 // member that notices it is slow stretches its own probe timeouts (up to
 // 8x) instead of accusing healthy peers, and 3 peers probe indirectly
 // before anyone is suspected.
 type Timings struct {
-	ProbeInterval time.Duration // memberlist; default 500 ms
-	ProbeTimeout  time.Duration // memberlist; default 400 ms
+	ProbeInterval time.Duration // memberlist; default 400 ms
+	ProbeTimeout  time.Duration // memberlist; default 300 ms
 	// SuspicionMult: a suspect has SuspicionMult probe intervals (scaled
 	// by log10 of the cluster size) to refute; default 3. Until
 	// SuspicionMult-2 other members confirm, the timeout starts
@@ -63,8 +64,8 @@ func (t Timings) withDefaults() Timings {
 			*d = v
 		}
 	}
-	def(&t.ProbeInterval, 500*time.Millisecond)
-	def(&t.ProbeTimeout, 400*time.Millisecond)
+	def(&t.ProbeInterval, 400*time.Millisecond)
+	def(&t.ProbeTimeout, 300*time.Millisecond)
 	def(&t.GossipInterval, 100*time.Millisecond)
 	def(&t.PushPull, 15*time.Second)
 	def(&t.TCPTimeout, 2*time.Second)

@@ -8,6 +8,8 @@
 package cluster_test
 
 import (
+	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +17,24 @@ import (
 	"github.com/tandem-im/tandem/internal/clustertest"
 	"github.com/tandem-im/tandem/internal/pgtest"
 )
+
+// faultPairs and faultTime size the fault tests: small in CI, bigger from
+// the benchmark command (bench/README.md): TANDEM_FAULT_PAIRS (default 6)
+// sender→receiver pairs, TANDEM_FAULT_SECONDS (default 1) scaling every
+// load phase.
+func faultPairs() int {
+	if n, err := strconv.Atoi(os.Getenv("TANDEM_FAULT_PAIRS")); err == nil && n > 0 {
+		return n
+	}
+	return 6
+}
+
+func faultTime(d time.Duration) time.Duration {
+	if f, err := strconv.ParseFloat(os.Getenv("TANDEM_FAULT_SECONDS"), 64); err == nil && f > 0 {
+		return time.Duration(f * float64(d))
+	}
+	return d
+}
 
 // pgCluster starts a PostgreSQL server and n nodes on it.
 func pgCluster(t *testing.T, n int, db string) (*clustertest.Cluster, *pgtest.Server) {
@@ -35,21 +55,22 @@ func pgCluster(t *testing.T, n int, db string) (*clustertest.Cluster, *pgtest.Se
 // a survivor by fresh devices: 0 lost, no hole, no duplicate.
 func TestNodeLoss(t *testing.T) {
 	c, _ := pgCluster(t, 3, "nodeloss")
-	load := clustertest.NewLoad(t, "loss", 6, c.WSURLs(), c.Token)
+	pairs := faultPairs()
+	load := clustertest.NewLoad(t, "loss", pairs, c.WSURLs(), c.Token)
 	load.Start()
-	time.Sleep(3 * time.Second)
+	time.Sleep(faultTime(3 * time.Second))
 	before := len(load.Ledger())
 	killed := time.Now()
 	c.Kill(1)
-	time.Sleep(6 * time.Second)
+	time.Sleep(faultTime(6 * time.Second))
 	load.Stop()
 
 	st := load.Stats(killed)
 	if before == 0 || st.Acked == before {
 		t.Fatalf("acks before the kill %d, after %d: the load did not run on both sides of the kill", before, st.Acked)
 	}
-	if len(st.FirstAckAfter) != 6 {
-		t.Fatalf("only %d of 6 senders got an ack after the kill", len(st.FirstAckAfter))
+	if len(st.FirstAckAfter) != pairs {
+		t.Fatalf("only %d of %d senders got an ack after the kill", len(st.FirstAckAfter), pairs)
 	}
 	n := load.Verify(t, c.Node(2).WSURL(), c.Token)
 	t.Logf("node loss: %d acked (%d before the kill), %d sends failed/timed out (never acked); kill → first ack per sender %v (slowest %v); longest send→ack gap %v; 0 lost",
@@ -66,9 +87,9 @@ func TestNodeLoss(t *testing.T) {
 // elsewhere), each stop takes at most a few seconds, and the ledger holds.
 func TestRollingRestart(t *testing.T) {
 	c, _ := pgCluster(t, 3, "rolling")
-	load := clustertest.NewLoad(t, "roll", 6, c.WSURLs(), c.Token)
+	load := clustertest.NewLoad(t, "roll", faultPairs(), c.WSURLs(), c.Token)
 	load.Start()
-	time.Sleep(2 * time.Second)
+	time.Sleep(faultTime(2 * time.Second))
 	var stops []time.Duration
 	for i := range 3 {
 		code, took := c.Term(i)
@@ -78,9 +99,9 @@ func TestRollingRestart(t *testing.T) {
 		stops = append(stops, took)
 		t.Logf("node %d stopped at %s", i, time.Now().Format("15:04:05.000"))
 		c.Restart(i)
-		time.Sleep(time.Second)
+		time.Sleep(faultTime(time.Second))
 	}
-	time.Sleep(2 * time.Second)
+	time.Sleep(faultTime(2 * time.Second))
 	load.Stop()
 	st := load.Stats(time.Time{})
 	n := load.Verify(t, c.Node(0).WSURL(), c.Token)

@@ -24,22 +24,23 @@ func TestPostgresFailover(t *testing.T) {
 		Nodes: 3,
 		Flags: func(int) []string { return []string{"--store", url, "--store-pool-size", "8"} },
 	})
-	load := clustertest.NewLoad(t, "pgfo", 6, c.WSURLs(), c.Token)
+	pairs := faultPairs()
+	load := clustertest.NewLoad(t, "pgfo", pairs, c.WSURLs(), c.Token)
 	load.Start()
-	time.Sleep(3 * time.Second)
+	time.Sleep(faultTime(3 * time.Second))
 	before := len(load.Ledger())
 	killed := time.Now()
 	primary.Kill()
 	time.Sleep(500 * time.Millisecond)
 	standby.Promote(t)
 	promoted := time.Since(killed)
-	time.Sleep(8 * time.Second)
+	time.Sleep(faultTime(8 * time.Second))
 	load.Stop()
 
 	st := load.Stats(killed)
-	if len(st.FirstAckAfter) != 6 {
-		t.Fatalf("only %d of 6 senders got an ack after the failover (%d acked before the kill, %d in all, %d failed)",
-			len(st.FirstAckAfter), before, st.Acked, load.Failed())
+	if len(st.FirstAckAfter) != pairs {
+		t.Fatalf("only %d of %d senders got an ack after the failover (%d acked before the kill, %d in all, %d failed)",
+			len(st.FirstAckAfter), pairs, before, st.Acked, load.Failed())
 	}
 	n := load.Verify(t, c.Node(1).WSURL(), c.Token)
 	t.Logf("PostgreSQL failover: %d acked (%d before the kill), %d sends failed/timed out (never acked); promoted %v after the kill; kill → first ack per sender %v; longest send→ack gap %v; 0 lost",
