@@ -58,10 +58,16 @@ func (s *userState) noteMessage(e *wire.Entry) persistence.Conv {
 // noteIncoming is noteMessage for a message delivered from the peer: it
 // also remembers a requested receipt.
 func (s *userState) noteIncoming(e *wire.Entry) persistence.Conv {
+	return s.noteDelivered(e, 0)
+}
+
+// noteDelivered is noteIncoming for a message whose seq in the sender's
+// log is known (originSeq), so a receipt can name it.
+func (s *userState) noteDelivered(e *wire.Entry, originSeq uint64) persistence.Conv {
 	rec := s.noteMessage(e)
 	cs := s.convs[rec.Key]
 	if e.GetMessage().GetOptions().GetReceiptRequested() {
-		wantReceipt(cs, e)
+		wantReceipt(cs, e, originSeq)
 		rec = convRecord(cs)
 	}
 	return rec
@@ -198,8 +204,9 @@ func (s *userState) conversationOp(key sessionKey, reqID uint64, op *wire.Conver
 		return []effect{s.replyErr(key, reqID, wire.CodeInvalidArgument, fmt.Sprintf("unknown conversation op %d", op.GetOp()))}
 	}
 	ok := s.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_Ok{Ok: &wire.Ok{}}})
+	receipts := s.receiptRead(cs, now) // delete and clear read everything
 	logged := proto.Clone(op).(*wire.ConversationOp)
-	return s.appendConvEntry(cs, &wire.Entry{Kind: &wire.Entry_ConversationOp{ConversationOp: logged}}, now, ok)
+	return append(s.appendConvEntry(cs, &wire.Entry{Kind: &wire.Entry_ConversationOp{ConversationOp: logged}}, now, ok), receipts...)
 }
 
 // appendConvEntry logs e (seq and time assigned here) with cs's record and

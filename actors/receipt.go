@@ -9,30 +9,69 @@ import (
 )
 
 // Receipts (one-to-one, when the sender asked): the recipient's actor
-// remembers, per conversation, the newest receipt-requested message not yet
-// reported delivered and not yet reported read. A cursor ack past it
-// reports "delivered"; a mark-read past it reports "read". The sender's
-// actor logs a ReceiptEvent for the sender's devices.
+// remembers, per conversation, the receipt-requested messages from the
+// peer not yet reported read (ConvState.pending_receipts, oldest first).
+// Whenever a device's cursor ack passes some not yet reported delivered,
+// the peer gets a "delivered" receipt; whenever the read position passes
+// some, a "read" receipt (read implies delivered). A receipt names the
+// newest message it covers (message ID, seq in the sender's log): it holds
+// for that one and every earlier one. The sender's actor logs a
+// ReceiptEvent for the sender's devices.
+
+// maxPendingReceipts bounds the pending list of one conversation (it is
+// written with every append to it). Past the bound the second-oldest is
+// dropped: the oldest stays, so the first move past any of them still
+// reports, and a later receipt covers the dropped ones.
+const maxPendingReceipts = 32
 
 // wantReceipt records a receipt-requested message just delivered into
-// this log (cs is its conversation).
-func wantReceipt(cs *actorpb.ConvState, e *wire.Entry) {
-	if m := e.GetMessage(); m.GetOptions().GetReceiptRequested() && m.GetConversation().GetType() == wire.Conversation_DIRECT {
-		cs.ReceiptDeliveredSeq = e.GetSeq()
-		cs.ReceiptReadSeq = e.GetSeq()
+// this log (cs is its conversation; originSeq its seq in the sender's log,
+// 0 if unknown).
+func wantReceipt(cs *actorpb.ConvState, e *wire.Entry, originSeq uint64) {
+	m := e.GetMessage()
+	if !m.GetOptions().GetReceiptRequested() || m.GetConversation().GetType() != wire.Conversation_DIRECT {
+		return
+	}
+	upgradeReceipts(cs)
+	cs.PendingReceipts = append(cs.PendingReceipts, &actorpb.PendingReceipt{
+		Seq: e.GetSeq(), MessageId: m.GetMessageId(), OriginSeq: originSeq,
+	})
+	if len(cs.PendingReceipts) > maxPendingReceipts {
+		cs.PendingReceipts = append(cs.PendingReceipts[:1], cs.PendingReceipts[2:]...)
 	}
 }
 
+// upgradeReceipts turns the single pending seqs of a record written before
+// pending_receipts into a list entry (no message ID or sender seq known).
+func upgradeReceipts(cs *actorpb.ConvState) {
+	if seq := cs.GetReceiptReadSeq(); seq != 0 {
+		cs.PendingReceipts = append([]*actorpb.PendingReceipt{{Seq: seq, Delivered: cs.GetReceiptDeliveredSeq() == 0}}, cs.PendingReceipts...)
+	}
+	cs.ReceiptReadSeq, cs.ReceiptDeliveredSeq = 0, 0
+}
+
 // receiptsDelivered reports delivery of every pending receipt at or below
-// a device's new cursor.
+// a device's new cursor: one receipt per conversation, up to the newest.
 func (s *userState) receiptsDelivered(cursor persistence.Seq, now time.Time) []effect {
 	var effs []effect
 	var convs []persistence.Conv
 	for _, cs := range s.convs {
-		if seq := cs.GetReceiptDeliveredSeq(); seq != 0 && seq <= uint64(cursor) {
-			cs.ReceiptDeliveredSeq = 0
+		if cs.GetReceiptReadSeq() == 0 && len(cs.GetPendingReceipts()) == 0 {
+			continue
+		}
+		upgradeReceipts(cs)
+		var newest *actorpb.PendingReceipt
+		for _, p := range cs.GetPendingReceipts() {
+			if p.GetSeq() > uint64(cursor) {
+				break
+			}
+			if !p.GetDelivered() {
+				p.Delivered, newest = true, p
+			}
+		}
+		if newest != nil {
 			convs = append(convs, convRecord(cs))
-			effs = append(effs, effTransientReceipt(cs, s.user, now.UnixMilli(), 0))
+			effs = append(effs, effTransientReceipt(cs, s.user, newest, now.UnixMilli(), 0))
 		}
 	}
 	if len(convs) > 0 {
@@ -41,22 +80,30 @@ func (s *userState) receiptsDelivered(cursor persistence.Seq, now time.Time) []e
 	return effs
 }
 
-// receiptRead reports "read" for cs if its pending receipt is at or below
-// the new read position; the caller writes cs.
+// receiptRead reports "read" for cs if its read position passed pending
+// receipts (they are dropped); the caller writes cs.
 func (s *userState) receiptRead(cs *actorpb.ConvState, now time.Time) []effect {
-	if seq := cs.GetReceiptReadSeq(); seq != 0 && seq <= cs.GetReadSeq() {
-		cs.ReceiptReadSeq = 0
-		if cs.GetReceiptDeliveredSeq() != 0 && cs.GetReceiptDeliveredSeq() <= cs.GetReadSeq() {
-			cs.ReceiptDeliveredSeq = 0 // read implies delivered
-		}
-		return []effect{effTransientReceipt(cs, s.user, now.UnixMilli(), now.UnixMilli())}
+	upgradeReceipts(cs)
+	pending := cs.GetPendingReceipts()
+	n := 0
+	for n < len(pending) && pending[n].GetSeq() <= cs.GetReadSeq() {
+		n++
 	}
-	return nil
+	if n == 0 {
+		return nil
+	}
+	newest := pending[n-1]
+	cs.PendingReceipts = pending[n:]
+	if len(cs.PendingReceipts) == 0 {
+		cs.PendingReceipts = nil
+	}
+	return []effect{effTransientReceipt(cs, s.user, newest, now.UnixMilli(), now.UnixMilli())}
 }
 
-func effTransientReceipt(cs *actorpb.ConvState, me string, deliveredAt, readAt int64) effect {
+func effTransientReceipt(cs *actorpb.ConvState, me string, upTo *actorpb.PendingReceipt, deliveredAt, readAt int64) effect {
 	return effReceipt{to: cs.GetConversation().GetId(), msg: &actorpb.ReceiptDeliver{
 		FromUser: me, LastDeliveredAtMs: deliveredAt, LastReadAtMs: readAt,
+		UpToMessageId: upTo.GetMessageId(), UpToOriginSeq: upTo.GetOriginSeq(),
 	}}
 }
 
@@ -78,10 +125,16 @@ func (s *userState) receipt(r *actorpb.ReceiptDeliver, now time.Time) []effect {
 	if delivered == 0 {
 		delivered = r.GetLastReadAtMs() // read implies delivered
 	}
+	upTo := r.GetUpToMessageId()
+	if len(upTo) > 64 {
+		upTo = "" // not one of our IDs: do not log it
+	}
 	e := &wire.Entry{Kind: &wire.Entry_Receipt{Receipt: &wire.ReceiptEvent{
 		Conversation:      &wire.Conversation{Type: wire.Conversation_DIRECT, Id: r.GetFromUser()},
 		LastDeliveredAtMs: delivered,
 		LastReadAtMs:      r.GetLastReadAtMs(),
+		UpToMessageId:     upTo,
+		UpToSenderSeq:     r.GetUpToOriginSeq(),
 	}}}
 	e.ServerTimeMs = s.nextTime(now)
 	s.lastSeq++

@@ -705,7 +705,7 @@ func (s *userState) deliver(d *actorpb.Deliver, now time.Time) []effect {
 	return []effect{s.submit(persistence.AppendRequest{
 		Entries: []persistence.Entry{{Seq: seq, TimeMS: t, Data: mustMarshal(entry)}},
 		Dedup:   []persistence.DedupKey{{Key: "m:" + id, Seq: seq}},
-		Convs:   []persistence.Conv{s.noteIncoming(entry)},
+		Convs:   []persistence.Conv{s.noteDelivered(entry, d.GetOriginSeq())},
 	}, &commit{
 		lastSeq:    seq,
 		entries:    []*wire.Entry{entry},

@@ -79,7 +79,7 @@ func (x GroupCommand_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use GroupCommand_Op.Descriptor instead.
 func (GroupCommand_Op) EnumDescriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{27, 0}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{28, 0}
 }
 
 // A device session on some node's gateway: the gateway actor's address and
@@ -1294,8 +1294,12 @@ type ConvState struct {
 	ClearedSeq          uint64                 `protobuf:"varint,11,opt,name=cleared_seq,json=clearedSeq,proto3" json:"cleared_seq,omitempty"`                              // history hides entries up to here
 	ReceiptDeliveredSeq uint64                 `protobuf:"varint,12,opt,name=receipt_delivered_seq,json=receiptDeliveredSeq,proto3" json:"receipt_delivered_seq,omitempty"` // newest receipt-requested message from the peer not yet reported delivered
 	ReceiptReadSeq      uint64                 `protobuf:"varint,13,opt,name=receipt_read_seq,json=receiptReadSeq,proto3" json:"receipt_read_seq,omitempty"`                // ... not yet reported read
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Receipt-requested messages from the peer not yet reported read, oldest
+	// first, at most a few dozen (supersedes receipt_delivered_seq and
+	// receipt_read_seq, which are only read from older records).
+	PendingReceipts []*PendingReceipt `protobuf:"bytes,14,rep,name=pending_receipts,json=pendingReceipts,proto3" json:"pending_receipts,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ConvState) Reset() {
@@ -1419,6 +1423,82 @@ func (x *ConvState) GetReceiptReadSeq() uint64 {
 	return 0
 }
 
+func (x *ConvState) GetPendingReceipts() []*PendingReceipt {
+	if x != nil {
+		return x.PendingReceipts
+	}
+	return nil
+}
+
+// A receipt-requested message from the peer, in the recipient's ConvState.
+type PendingReceipt struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"` // in the recipient's log
+	MessageId     string                 `protobuf:"bytes,2,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	OriginSeq     uint64                 `protobuf:"varint,3,opt,name=origin_seq,json=originSeq,proto3" json:"origin_seq,omitempty"` // in the sender's log (Deliver.origin_seq)
+	Delivered     bool                   `protobuf:"varint,4,opt,name=delivered,proto3" json:"delivered,omitempty"`                  // already reported delivered
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PendingReceipt) Reset() {
+	*x = PendingReceipt{}
+	mi := &file_actorpb_actor_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PendingReceipt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PendingReceipt) ProtoMessage() {}
+
+func (x *PendingReceipt) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PendingReceipt.ProtoReflect.Descriptor instead.
+func (*PendingReceipt) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PendingReceipt) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *PendingReceipt) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *PendingReceipt) GetOriginSeq() uint64 {
+	if x != nil {
+		return x.OriginSeq
+	}
+	return 0
+}
+
+func (x *PendingReceipt) GetDelivered() bool {
+	if x != nil {
+		return x.Delivered
+	}
+	return false
+}
+
 // Recipient's user actor → sender's: the recipient's devices got (or read)
 // the sender's receipt-requested messages. Best effort (a lost receipt is
 // superseded by the next one).
@@ -1427,13 +1507,17 @@ type ReceiptDeliver struct {
 	FromUser          string                 `protobuf:"bytes,1,opt,name=from_user,json=fromUser,proto3" json:"from_user,omitempty"` // the recipient
 	LastDeliveredAtMs int64                  `protobuf:"varint,2,opt,name=last_delivered_at_ms,json=lastDeliveredAtMs,proto3" json:"last_delivered_at_ms,omitempty"`
 	LastReadAtMs      int64                  `protobuf:"varint,3,opt,name=last_read_at_ms,json=lastReadAtMs,proto3" json:"last_read_at_ms,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The newest of the sender's messages the receipt covers (it and every
+	// earlier one): message ID and seq in the sender's log.
+	UpToMessageId string `protobuf:"bytes,4,opt,name=up_to_message_id,json=upToMessageId,proto3" json:"up_to_message_id,omitempty"`
+	UpToOriginSeq uint64 `protobuf:"varint,5,opt,name=up_to_origin_seq,json=upToOriginSeq,proto3" json:"up_to_origin_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReceiptDeliver) Reset() {
 	*x = ReceiptDeliver{}
-	mi := &file_actorpb_actor_proto_msgTypes[21]
+	mi := &file_actorpb_actor_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1445,7 +1529,7 @@ func (x *ReceiptDeliver) String() string {
 func (*ReceiptDeliver) ProtoMessage() {}
 
 func (x *ReceiptDeliver) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[21]
+	mi := &file_actorpb_actor_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1458,7 +1542,7 @@ func (x *ReceiptDeliver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptDeliver.ProtoReflect.Descriptor instead.
 func (*ReceiptDeliver) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{21}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReceiptDeliver) GetFromUser() string {
@@ -1482,6 +1566,20 @@ func (x *ReceiptDeliver) GetLastReadAtMs() int64 {
 	return 0
 }
 
+func (x *ReceiptDeliver) GetUpToMessageId() string {
+	if x != nil {
+		return x.UpToMessageId
+	}
+	return ""
+}
+
+func (x *ReceiptDeliver) GetUpToOriginSeq() uint64 {
+	if x != nil {
+		return x.UpToOriginSeq
+	}
+	return 0
+}
+
 // HTTP API → user actors. Answered with ApiResult once durable.
 type ApiSend struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1493,7 +1591,7 @@ type ApiSend struct {
 
 func (x *ApiSend) Reset() {
 	*x = ApiSend{}
-	mi := &file_actorpb_actor_proto_msgTypes[22]
+	mi := &file_actorpb_actor_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1505,7 +1603,7 @@ func (x *ApiSend) String() string {
 func (*ApiSend) ProtoMessage() {}
 
 func (x *ApiSend) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[22]
+	mi := &file_actorpb_actor_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1518,7 +1616,7 @@ func (x *ApiSend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiSend.ProtoReflect.Descriptor instead.
 func (*ApiSend) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{22}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ApiSend) GetSend() *wire.Send {
@@ -1545,7 +1643,7 @@ type ApiDeliver struct {
 
 func (x *ApiDeliver) Reset() {
 	*x = ApiDeliver{}
-	mi := &file_actorpb_actor_proto_msgTypes[23]
+	mi := &file_actorpb_actor_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1557,7 +1655,7 @@ func (x *ApiDeliver) String() string {
 func (*ApiDeliver) ProtoMessage() {}
 
 func (x *ApiDeliver) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[23]
+	mi := &file_actorpb_actor_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1570,7 +1668,7 @@ func (x *ApiDeliver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiDeliver.ProtoReflect.Descriptor instead.
 func (*ApiDeliver) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{23}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ApiDeliver) GetFromUser() string {
@@ -1596,7 +1694,7 @@ type ApiRecall struct {
 
 func (x *ApiRecall) Reset() {
 	*x = ApiRecall{}
-	mi := &file_actorpb_actor_proto_msgTypes[24]
+	mi := &file_actorpb_actor_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +1706,7 @@ func (x *ApiRecall) String() string {
 func (*ApiRecall) ProtoMessage() {}
 
 func (x *ApiRecall) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[24]
+	mi := &file_actorpb_actor_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,7 +1719,7 @@ func (x *ApiRecall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiRecall.ProtoReflect.Descriptor instead.
 func (*ApiRecall) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{24}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ApiRecall) GetRecall() *wire.Recall {
@@ -1640,7 +1738,7 @@ type ApiResult struct {
 
 func (x *ApiResult) Reset() {
 	*x = ApiResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[25]
+	mi := &file_actorpb_actor_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1652,7 +1750,7 @@ func (x *ApiResult) String() string {
 func (*ApiResult) ProtoMessage() {}
 
 func (x *ApiResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[25]
+	mi := &file_actorpb_actor_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1665,7 +1763,7 @@ func (x *ApiResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiResult.ProtoReflect.Descriptor instead.
 func (*ApiResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{25}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ApiResult) GetReply() *wire.Frame {
@@ -1688,7 +1786,7 @@ type GroupState struct {
 
 func (x *GroupState) Reset() {
 	*x = GroupState{}
-	mi := &file_actorpb_actor_proto_msgTypes[26]
+	mi := &file_actorpb_actor_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1700,7 +1798,7 @@ func (x *GroupState) String() string {
 func (*GroupState) ProtoMessage() {}
 
 func (x *GroupState) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[26]
+	mi := &file_actorpb_actor_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1713,7 +1811,7 @@ func (x *GroupState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupState.ProtoReflect.Descriptor instead.
 func (*GroupState) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{26}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GroupState) GetName() string {
@@ -1757,7 +1855,7 @@ type GroupCommand struct {
 
 func (x *GroupCommand) Reset() {
 	*x = GroupCommand{}
-	mi := &file_actorpb_actor_proto_msgTypes[27]
+	mi := &file_actorpb_actor_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1769,7 +1867,7 @@ func (x *GroupCommand) String() string {
 func (*GroupCommand) ProtoMessage() {}
 
 func (x *GroupCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[27]
+	mi := &file_actorpb_actor_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1782,7 +1880,7 @@ func (x *GroupCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupCommand.ProtoReflect.Descriptor instead.
 func (*GroupCommand) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{27}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GroupCommand) GetOp() GroupCommand_Op {
@@ -1823,7 +1921,7 @@ type GroupResult struct {
 
 func (x *GroupResult) Reset() {
 	*x = GroupResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[28]
+	mi := &file_actorpb_actor_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +1933,7 @@ func (x *GroupResult) String() string {
 func (*GroupResult) ProtoMessage() {}
 
 func (x *GroupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[28]
+	mi := &file_actorpb_actor_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +1946,7 @@ func (x *GroupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupResult.ProtoReflect.Descriptor instead.
 func (*GroupResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{28}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GroupResult) GetError() *wire.Error {
@@ -1878,7 +1976,7 @@ type GroupEventDeliver struct {
 
 func (x *GroupEventDeliver) Reset() {
 	*x = GroupEventDeliver{}
-	mi := &file_actorpb_actor_proto_msgTypes[29]
+	mi := &file_actorpb_actor_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1890,7 +1988,7 @@ func (x *GroupEventDeliver) String() string {
 func (*GroupEventDeliver) ProtoMessage() {}
 
 func (x *GroupEventDeliver) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[29]
+	mi := &file_actorpb_actor_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1903,7 +2001,7 @@ func (x *GroupEventDeliver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupEventDeliver.ProtoReflect.Descriptor instead.
 func (*GroupEventDeliver) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{29}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GroupEventDeliver) GetGroupId() string {
@@ -1937,7 +2035,7 @@ type ApiHistory struct {
 
 func (x *ApiHistory) Reset() {
 	*x = ApiHistory{}
-	mi := &file_actorpb_actor_proto_msgTypes[30]
+	mi := &file_actorpb_actor_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1949,7 +2047,7 @@ func (x *ApiHistory) String() string {
 func (*ApiHistory) ProtoMessage() {}
 
 func (x *ApiHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[30]
+	mi := &file_actorpb_actor_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1962,7 +2060,7 @@ func (x *ApiHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiHistory.ProtoReflect.Descriptor instead.
 func (*ApiHistory) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{30}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ApiHistory) GetRequest() *wire.HistoryRequest {
@@ -1984,7 +2082,7 @@ type PresenceQuery struct {
 
 func (x *PresenceQuery) Reset() {
 	*x = PresenceQuery{}
-	mi := &file_actorpb_actor_proto_msgTypes[31]
+	mi := &file_actorpb_actor_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1996,7 +2094,7 @@ func (x *PresenceQuery) String() string {
 func (*PresenceQuery) ProtoMessage() {}
 
 func (x *PresenceQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[31]
+	mi := &file_actorpb_actor_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2009,7 +2107,7 @@ func (x *PresenceQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceQuery.ProtoReflect.Descriptor instead.
 func (*PresenceQuery) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{31}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PresenceQuery) GetUserIds() []string {
@@ -2028,7 +2126,7 @@ type PresenceResult struct {
 
 func (x *PresenceResult) Reset() {
 	*x = PresenceResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[32]
+	mi := &file_actorpb_actor_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2040,7 +2138,7 @@ func (x *PresenceResult) String() string {
 func (*PresenceResult) ProtoMessage() {}
 
 func (x *PresenceResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[32]
+	mi := &file_actorpb_actor_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2053,7 +2151,7 @@ func (x *PresenceResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceResult.ProtoReflect.Descriptor instead.
 func (*PresenceResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{32}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PresenceResult) GetUsers() []*UserPresence {
@@ -2074,7 +2172,7 @@ type UserPresence struct {
 
 func (x *UserPresence) Reset() {
 	*x = UserPresence{}
-	mi := &file_actorpb_actor_proto_msgTypes[33]
+	mi := &file_actorpb_actor_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2086,7 +2184,7 @@ func (x *UserPresence) String() string {
 func (*UserPresence) ProtoMessage() {}
 
 func (x *UserPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[33]
+	mi := &file_actorpb_actor_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2099,7 +2197,7 @@ func (x *UserPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserPresence.ProtoReflect.Descriptor instead.
 func (*UserPresence) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{33}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UserPresence) GetUserId() string {
@@ -2140,7 +2238,7 @@ type TransientRelay struct {
 
 func (x *TransientRelay) Reset() {
 	*x = TransientRelay{}
-	mi := &file_actorpb_actor_proto_msgTypes[34]
+	mi := &file_actorpb_actor_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2152,7 +2250,7 @@ func (x *TransientRelay) String() string {
 func (*TransientRelay) ProtoMessage() {}
 
 func (x *TransientRelay) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[34]
+	mi := &file_actorpb_actor_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2165,7 +2263,7 @@ func (x *TransientRelay) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransientRelay.ProtoReflect.Descriptor instead.
 func (*TransientRelay) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{34}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TransientRelay) GetToUsers() []string {
@@ -2287,7 +2385,7 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\v2\x17.tandem.wire.v1.MessageR\amessage\x12\x1d\n" +
 	"\n" +
 	"origin_seq\x18\x03 \x01(\x04R\toriginSeq\x12\x1b\n" +
-	"\tvia_group\x18\x04 \x01(\tR\bviaGroup\"\xdd\x03\n" +
+	"\tvia_group\x18\x04 \x01(\tR\bviaGroup\"\xa9\x04\n" +
 	"\tConvState\x12@\n" +
 	"\fconversation\x18\x01 \x01(\v2\x1c.tandem.wire.v1.ConversationR\fconversation\x12\x16\n" +
 	"\x06unread\x18\x02 \x01(\rR\x06unread\x12'\n" +
@@ -2303,11 +2401,21 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\vcleared_seq\x18\v \x01(\x04R\n" +
 	"clearedSeq\x122\n" +
 	"\x15receipt_delivered_seq\x18\f \x01(\x04R\x13receiptDeliveredSeq\x12(\n" +
-	"\x10receipt_read_seq\x18\r \x01(\x04R\x0ereceiptReadSeq\"\x85\x01\n" +
+	"\x10receipt_read_seq\x18\r \x01(\x04R\x0ereceiptReadSeq\x12J\n" +
+	"\x10pending_receipts\x18\x0e \x03(\v2\x1f.tandem.actor.v1.PendingReceiptR\x0fpendingReceipts\"~\n" +
+	"\x0ePendingReceipt\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x02 \x01(\tR\tmessageId\x12\x1d\n" +
+	"\n" +
+	"origin_seq\x18\x03 \x01(\x04R\toriginSeq\x12\x1c\n" +
+	"\tdelivered\x18\x04 \x01(\bR\tdelivered\"\xd7\x01\n" +
 	"\x0eReceiptDeliver\x12\x1b\n" +
 	"\tfrom_user\x18\x01 \x01(\tR\bfromUser\x12/\n" +
 	"\x14last_delivered_at_ms\x18\x02 \x01(\x03R\x11lastDeliveredAtMs\x12%\n" +
-	"\x0flast_read_at_ms\x18\x03 \x01(\x03R\flastReadAtMs\"Z\n" +
+	"\x0flast_read_at_ms\x18\x03 \x01(\x03R\flastReadAtMs\x12'\n" +
+	"\x10up_to_message_id\x18\x04 \x01(\tR\rupToMessageId\x12'\n" +
+	"\x10up_to_origin_seq\x18\x05 \x01(\x04R\rupToOriginSeq\"Z\n" +
 	"\aApiSend\x12(\n" +
 	"\x04send\x18\x01 \x01(\v2\x14.tandem.wire.v1.SendR\x04send\x12%\n" +
 	"\x0einclude_sender\x18\x02 \x01(\bR\rincludeSender\"S\n" +
@@ -2375,7 +2483,7 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 }
 
 var file_actorpb_actor_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_actorpb_actor_proto_goTypes = []any{
 	(GroupCommand_Op)(0),        // 0: tandem.actor.v1.GroupCommand.Op
 	(*SessionRef)(nil),          // 1: tandem.actor.v1.SessionRef
@@ -2399,74 +2507,76 @@ var file_actorpb_actor_proto_goTypes = []any{
 	(*RecallDeliver)(nil),       // 19: tandem.actor.v1.RecallDeliver
 	(*EditDeliver)(nil),         // 20: tandem.actor.v1.EditDeliver
 	(*ConvState)(nil),           // 21: tandem.actor.v1.ConvState
-	(*ReceiptDeliver)(nil),      // 22: tandem.actor.v1.ReceiptDeliver
-	(*ApiSend)(nil),             // 23: tandem.actor.v1.ApiSend
-	(*ApiDeliver)(nil),          // 24: tandem.actor.v1.ApiDeliver
-	(*ApiRecall)(nil),           // 25: tandem.actor.v1.ApiRecall
-	(*ApiResult)(nil),           // 26: tandem.actor.v1.ApiResult
-	(*GroupState)(nil),          // 27: tandem.actor.v1.GroupState
-	(*GroupCommand)(nil),        // 28: tandem.actor.v1.GroupCommand
-	(*GroupResult)(nil),         // 29: tandem.actor.v1.GroupResult
-	(*GroupEventDeliver)(nil),   // 30: tandem.actor.v1.GroupEventDeliver
-	(*ApiHistory)(nil),          // 31: tandem.actor.v1.ApiHistory
-	(*PresenceQuery)(nil),       // 32: tandem.actor.v1.PresenceQuery
-	(*PresenceResult)(nil),      // 33: tandem.actor.v1.PresenceResult
-	(*UserPresence)(nil),        // 34: tandem.actor.v1.UserPresence
-	(*TransientRelay)(nil),      // 35: tandem.actor.v1.TransientRelay
-	nil,                         // 36: tandem.actor.v1.PolicyChanged.LimitsEntry
-	(*wire.Login)(nil),          // 37: tandem.wire.v1.Login
-	(*wire.Frame)(nil),          // 38: tandem.wire.v1.Frame
-	(*wire.Error)(nil),          // 39: tandem.wire.v1.Error
-	(*wire.Kick)(nil),           // 40: tandem.wire.v1.Kick
-	(*wire.Message)(nil),        // 41: tandem.wire.v1.Message
-	(*wire.DeviceInfo)(nil),     // 42: tandem.wire.v1.DeviceInfo
-	(*wire.Conversation)(nil),   // 43: tandem.wire.v1.Conversation
-	(*wire.Send)(nil),           // 44: tandem.wire.v1.Send
-	(*wire.Recall)(nil),         // 45: tandem.wire.v1.Recall
-	(*wire.GroupEvent)(nil),     // 46: tandem.wire.v1.GroupEvent
-	(*wire.HistoryRequest)(nil), // 47: tandem.wire.v1.HistoryRequest
+	(*PendingReceipt)(nil),      // 22: tandem.actor.v1.PendingReceipt
+	(*ReceiptDeliver)(nil),      // 23: tandem.actor.v1.ReceiptDeliver
+	(*ApiSend)(nil),             // 24: tandem.actor.v1.ApiSend
+	(*ApiDeliver)(nil),          // 25: tandem.actor.v1.ApiDeliver
+	(*ApiRecall)(nil),           // 26: tandem.actor.v1.ApiRecall
+	(*ApiResult)(nil),           // 27: tandem.actor.v1.ApiResult
+	(*GroupState)(nil),          // 28: tandem.actor.v1.GroupState
+	(*GroupCommand)(nil),        // 29: tandem.actor.v1.GroupCommand
+	(*GroupResult)(nil),         // 30: tandem.actor.v1.GroupResult
+	(*GroupEventDeliver)(nil),   // 31: tandem.actor.v1.GroupEventDeliver
+	(*ApiHistory)(nil),          // 32: tandem.actor.v1.ApiHistory
+	(*PresenceQuery)(nil),       // 33: tandem.actor.v1.PresenceQuery
+	(*PresenceResult)(nil),      // 34: tandem.actor.v1.PresenceResult
+	(*UserPresence)(nil),        // 35: tandem.actor.v1.UserPresence
+	(*TransientRelay)(nil),      // 36: tandem.actor.v1.TransientRelay
+	nil,                         // 37: tandem.actor.v1.PolicyChanged.LimitsEntry
+	(*wire.Login)(nil),          // 38: tandem.wire.v1.Login
+	(*wire.Frame)(nil),          // 39: tandem.wire.v1.Frame
+	(*wire.Error)(nil),          // 40: tandem.wire.v1.Error
+	(*wire.Kick)(nil),           // 41: tandem.wire.v1.Kick
+	(*wire.Message)(nil),        // 42: tandem.wire.v1.Message
+	(*wire.DeviceInfo)(nil),     // 43: tandem.wire.v1.DeviceInfo
+	(*wire.Conversation)(nil),   // 44: tandem.wire.v1.Conversation
+	(*wire.Send)(nil),           // 45: tandem.wire.v1.Send
+	(*wire.Recall)(nil),         // 46: tandem.wire.v1.Recall
+	(*wire.GroupEvent)(nil),     // 47: tandem.wire.v1.GroupEvent
+	(*wire.HistoryRequest)(nil), // 48: tandem.wire.v1.HistoryRequest
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
 	1,  // 0: tandem.actor.v1.LoginRequest.session:type_name -> tandem.actor.v1.SessionRef
-	37, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
-	38, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
+	38, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
+	39, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
 	1,  // 3: tandem.actor.v1.ClientFrame.session:type_name -> tandem.actor.v1.SessionRef
-	38, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
-	39, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
+	39, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
+	40, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
 	1,  // 6: tandem.actor.v1.SessionClosed.session:type_name -> tandem.actor.v1.SessionRef
-	38, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
-	40, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
-	41, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
-	42, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
+	39, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
+	41, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
+	42, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
+	43, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
 	9,  // 11: tandem.actor.v1.OutboxItem.deliver:type_name -> tandem.actor.v1.Deliver
 	19, // 12: tandem.actor.v1.OutboxItem.recall:type_name -> tandem.actor.v1.RecallDeliver
 	20, // 13: tandem.actor.v1.OutboxItem.edit:type_name -> tandem.actor.v1.EditDeliver
-	30, // 14: tandem.actor.v1.OutboxItem.group_event:type_name -> tandem.actor.v1.GroupEventDeliver
-	42, // 15: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
-	42, // 16: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
-	41, // 17: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
-	36, // 18: tandem.actor.v1.PolicyChanged.limits:type_name -> tandem.actor.v1.PolicyChanged.LimitsEntry
-	43, // 19: tandem.actor.v1.RecallDeliver.conversation:type_name -> tandem.wire.v1.Conversation
-	41, // 20: tandem.actor.v1.EditDeliver.message:type_name -> tandem.wire.v1.Message
-	43, // 21: tandem.actor.v1.ConvState.conversation:type_name -> tandem.wire.v1.Conversation
-	41, // 22: tandem.actor.v1.ConvState.last_message:type_name -> tandem.wire.v1.Message
-	44, // 23: tandem.actor.v1.ApiSend.send:type_name -> tandem.wire.v1.Send
-	44, // 24: tandem.actor.v1.ApiDeliver.send:type_name -> tandem.wire.v1.Send
-	45, // 25: tandem.actor.v1.ApiRecall.recall:type_name -> tandem.wire.v1.Recall
-	38, // 26: tandem.actor.v1.ApiResult.reply:type_name -> tandem.wire.v1.Frame
-	0,  // 27: tandem.actor.v1.GroupCommand.op:type_name -> tandem.actor.v1.GroupCommand.Op
-	39, // 28: tandem.actor.v1.GroupResult.error:type_name -> tandem.wire.v1.Error
-	27, // 29: tandem.actor.v1.GroupResult.state:type_name -> tandem.actor.v1.GroupState
-	46, // 30: tandem.actor.v1.GroupEventDeliver.event:type_name -> tandem.wire.v1.GroupEvent
-	47, // 31: tandem.actor.v1.ApiHistory.request:type_name -> tandem.wire.v1.HistoryRequest
-	34, // 32: tandem.actor.v1.PresenceResult.users:type_name -> tandem.actor.v1.UserPresence
-	42, // 33: tandem.actor.v1.UserPresence.devices:type_name -> tandem.wire.v1.DeviceInfo
-	17, // 34: tandem.actor.v1.TransientRelay.deliver:type_name -> tandem.actor.v1.TransientDeliver
-	35, // [35:35] is the sub-list for method output_type
-	35, // [35:35] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	31, // 14: tandem.actor.v1.OutboxItem.group_event:type_name -> tandem.actor.v1.GroupEventDeliver
+	43, // 15: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
+	43, // 16: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
+	42, // 17: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
+	37, // 18: tandem.actor.v1.PolicyChanged.limits:type_name -> tandem.actor.v1.PolicyChanged.LimitsEntry
+	44, // 19: tandem.actor.v1.RecallDeliver.conversation:type_name -> tandem.wire.v1.Conversation
+	42, // 20: tandem.actor.v1.EditDeliver.message:type_name -> tandem.wire.v1.Message
+	44, // 21: tandem.actor.v1.ConvState.conversation:type_name -> tandem.wire.v1.Conversation
+	42, // 22: tandem.actor.v1.ConvState.last_message:type_name -> tandem.wire.v1.Message
+	22, // 23: tandem.actor.v1.ConvState.pending_receipts:type_name -> tandem.actor.v1.PendingReceipt
+	45, // 24: tandem.actor.v1.ApiSend.send:type_name -> tandem.wire.v1.Send
+	45, // 25: tandem.actor.v1.ApiDeliver.send:type_name -> tandem.wire.v1.Send
+	46, // 26: tandem.actor.v1.ApiRecall.recall:type_name -> tandem.wire.v1.Recall
+	39, // 27: tandem.actor.v1.ApiResult.reply:type_name -> tandem.wire.v1.Frame
+	0,  // 28: tandem.actor.v1.GroupCommand.op:type_name -> tandem.actor.v1.GroupCommand.Op
+	40, // 29: tandem.actor.v1.GroupResult.error:type_name -> tandem.wire.v1.Error
+	28, // 30: tandem.actor.v1.GroupResult.state:type_name -> tandem.actor.v1.GroupState
+	47, // 31: tandem.actor.v1.GroupEventDeliver.event:type_name -> tandem.wire.v1.GroupEvent
+	48, // 32: tandem.actor.v1.ApiHistory.request:type_name -> tandem.wire.v1.HistoryRequest
+	35, // 33: tandem.actor.v1.PresenceResult.users:type_name -> tandem.actor.v1.UserPresence
+	43, // 34: tandem.actor.v1.UserPresence.devices:type_name -> tandem.wire.v1.DeviceInfo
+	17, // 35: tandem.actor.v1.TransientRelay.deliver:type_name -> tandem.actor.v1.TransientDeliver
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
@@ -2480,7 +2590,7 @@ func file_actorpb_actor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

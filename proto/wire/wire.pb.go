@@ -2290,8 +2290,15 @@ type ReceiptEvent struct {
 	Conversation      *Conversation          `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
 	LastDeliveredAtMs int64                  `protobuf:"varint,2,opt,name=last_delivered_at_ms,json=lastDeliveredAtMs,proto3" json:"last_delivered_at_ms,omitempty"`
 	LastReadAtMs      int64                  `protobuf:"varint,3,opt,name=last_read_at_ms,json=lastReadAtMs,proto3" json:"last_read_at_ms,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// tandem addition: the newest of the sender's receipt-requested messages
+	// this receipt covers (it and every earlier one of the conversation are
+	// read when last_read_at_ms is set, else delivered): its message ID, and
+	// its seq in the sender's log (0 if it has none, e.g. sent through the
+	// server API).
+	UpToMessageId string `protobuf:"bytes,4,opt,name=up_to_message_id,json=upToMessageId,proto3" json:"up_to_message_id,omitempty"`
+	UpToSenderSeq uint64 `protobuf:"varint,5,opt,name=up_to_sender_seq,json=upToSenderSeq,proto3" json:"up_to_sender_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReceiptEvent) Reset() {
@@ -2341,6 +2348,20 @@ func (x *ReceiptEvent) GetLastDeliveredAtMs() int64 {
 func (x *ReceiptEvent) GetLastReadAtMs() int64 {
 	if x != nil {
 		return x.LastReadAtMs
+	}
+	return 0
+}
+
+func (x *ReceiptEvent) GetUpToMessageId() string {
+	if x != nil {
+		return x.UpToMessageId
+	}
+	return ""
+}
+
+func (x *ReceiptEvent) GetUpToSenderSeq() uint64 {
+	if x != nil {
+		return x.UpToSenderSeq
 	}
 	return 0
 }
@@ -3522,11 +3543,13 @@ const file_wire_wire_proto_rawDesc = "" +
 	"\tReadEvent\x12@\n" +
 	"\fconversation\x18\x01 \x01(\v2\x1c.tandem.wire.v1.ConversationR\fconversation\x12\x1a\n" +
 	"\tup_to_seq\x18\x02 \x01(\x04R\aupToSeq\x12\x16\n" +
-	"\x06unread\x18\x03 \x01(\rR\x06unread\"\xa8\x01\n" +
+	"\x06unread\x18\x03 \x01(\rR\x06unread\"\xfa\x01\n" +
 	"\fReceiptEvent\x12@\n" +
 	"\fconversation\x18\x01 \x01(\v2\x1c.tandem.wire.v1.ConversationR\fconversation\x12/\n" +
 	"\x14last_delivered_at_ms\x18\x02 \x01(\x03R\x11lastDeliveredAtMs\x12%\n" +
-	"\x0flast_read_at_ms\x18\x03 \x01(\x03R\flastReadAtMs\"\x84\x02\n" +
+	"\x0flast_read_at_ms\x18\x03 \x01(\x03R\flastReadAtMs\x12'\n" +
+	"\x10up_to_message_id\x18\x04 \x01(\tR\rupToMessageId\x12'\n" +
+	"\x10up_to_sender_seq\x18\x05 \x01(\x04R\rupToSenderSeq\"\x84\x02\n" +
 	"\n" +
 	"GroupEvent\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x123\n" +
