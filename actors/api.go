@@ -18,6 +18,11 @@ const apiAddr = "\x00api"
 
 func apiKey(token uint64) sessionKey { return sessionKey{addr: apiAddr, sid: token} }
 
+// apiSendAddr is the pseudo gateway address of server-API sends to a
+// group's actor: their replies (SendAck or Error) go back as ApiResult,
+// while apiAddr replies of the group actor answer membership commands.
+const apiSendAddr = "\x00apisend"
+
 // apiWaiters are the server API requests an actor holds until their answer
 // (the futures of blocking cluster requests). Only the actor's goroutine
 // touches it.

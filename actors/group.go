@@ -418,7 +418,8 @@ type groupActor struct {
 	self  *actor.PID
 	armed bool
 	dead  bool
-	api   apiWaiters
+	api   apiWaiters // membership commands (GroupResult)
+	sends apiWaiters // server-API sends (ApiResult)
 }
 
 func (a *groupActor) Receive(ctx actor.Context) {
@@ -433,6 +434,8 @@ func (a *groupActor) Receive(ctx actor.Context) {
 		switch ctx.Message().(type) {
 		case *actorpb.GroupCommand:
 			ctx.Respond(&actorpb.GroupResult{Error: wire.Err(wire.CodeUnavailable, "group temporarily unavailable; retry")})
+		case *actorpb.ApiSend:
+			ctx.Respond(&actorpb.ApiResult{Reply: wire.ErrFrame(0, wire.CodeUnavailable, "group temporarily unavailable; retry")})
 		}
 		return
 	}
@@ -450,6 +453,11 @@ func (a *groupActor) Receive(ctx actor.Context) {
 		}
 	case *actorpb.GroupCommand:
 		a.perform(ctx, a.g.command(a.api.wait(ctx), m, now))
+	case *actorpb.ApiSend:
+		// The server API sends as a member (include_sender is moot: the
+		// sender is a member and gets the message through the fan-out).
+		key := sessionKey{addr: apiSendAddr, sid: a.sends.wait(ctx)}
+		a.perform(ctx, a.g.send(key, 0, m.GetFromUser(), "", m.GetSend(), now))
 	case *actorpb.DeliverAck:
 		a.perform(ctx, a.g.deliverAck(m))
 	case appendDone:
@@ -529,6 +537,10 @@ func (a *groupActor) perform(ctx actor.Context, effs []effect) {
 		case effAppend:
 			appendAsync(a.rt, a.self, e.req)
 		case effPush:
+			if e.gw.addr == apiSendAddr {
+				a.sends.answer(ctx, e.sids, &actorpb.ApiResult{Reply: e.frames[0]})
+				continue
+			}
 			if e.gw.addr == apiAddr {
 				res := &actorpb.GroupResult{State: a.g.st}
 				if er := e.frames[0].GetError(); er != nil {
@@ -549,6 +561,11 @@ func (a *groupActor) perform(ctx actor.Context, effs []effect) {
 				waiting = append(waiting, t)
 			}
 			a.api.answer(ctx, waiting, &actorpb.GroupResult{Error: wire.Err(wire.CodeUnavailable, "group restarting; retry")})
+			var sends []uint64
+			for t := range a.sends.pids {
+				sends = append(sends, t)
+			}
+			a.sends.answer(ctx, sends, &actorpb.ApiResult{Reply: wire.ErrFrame(0, wire.CodeUnavailable, "group restarting; retry with the same client_message_id")})
 			ctx.Stop(a.self)
 		}
 	}

@@ -135,6 +135,26 @@ func (r *Runtime) SetKickPolicy(ctx context.Context, mode string, limits map[str
 // delivered to the peer by the outbox); without, it is stored straight
 // into the peer's log and the sender's devices never see it.
 func (r *Runtime) SendAs(ctx context.Context, from string, m *wire.Send, includeSender bool) (*wire.Frame, error) {
+	if m.GetConversation().GetType() == wire.Conversation_GROUP {
+		// Through the group's actor, the ordering point, as a member.
+		g := m.GetConversation().GetId()
+		if !ValidID(g) || !ValidID(from) {
+			return wire.ErrFrame(0, wire.CodeInvalidArgument, "from and the group ID must be 1-64 bytes of [A-Za-z0-9_.@:-]"), nil
+		}
+		timeout := r.cfg.RequestTimeout
+		if d, ok := ctx.Deadline(); ok {
+			timeout = min(timeout, time.Until(d))
+		}
+		res, err := r.cl.Request(g, GroupKind, &actorpb.ApiSend{Send: m, FromUser: from}, cluster.WithTimeout(timeout))
+		if err != nil {
+			return nil, fmt.Errorf("send to group %q: %w", g, err)
+		}
+		ar, ok := res.(*actorpb.ApiResult)
+		if !ok {
+			return nil, fmt.Errorf("send to group %q: unexpected answer %T", g, res)
+		}
+		return ar.GetReply(), nil
+	}
 	if m.GetConversation().GetType() == wire.Conversation_DIRECT && !includeSender && !m.GetOptions().GetTransient() {
 		return r.apiCall(ctx, m.GetConversation().GetId(), &actorpb.ApiDeliver{FromUser: from, Send: m})
 	}

@@ -523,7 +523,7 @@ func validateSend(m *wire.Send) (wire.Code, error) {
 			return wire.CodeInvalidArgument, err
 		}
 	case wire.Conversation_GROUP:
-		return wire.CodeInvalidArgument, fmt.Errorf("group messages are sent by devices only for now (not through the server API or as wills)")
+		return wire.CodeInvalidArgument, fmt.Errorf("group messages go through the group (a device's Send or POST /v1/messages); a will cannot address a group")
 	default:
 		return wire.CodeInvalidArgument, fmt.Errorf("conversation type must be DIRECT or GROUP")
 	}

@@ -21,7 +21,7 @@ type Messages interface {
 }
 
 type conversationJSON struct {
-	Type string `json:"type"` // "direct" (or "DIRECT"); groups are not available yet
+	Type string `json:"type"` // "direct" or "group" (any case)
 	ID   string `json:"id"`
 }
 

@@ -1585,6 +1585,7 @@ type ApiSend struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Send          *wire.Send             `protobuf:"bytes,1,opt,name=send,proto3" json:"send,omitempty"` // to the sender's actor (include_sender)
 	IncludeSender bool                   `protobuf:"varint,2,opt,name=include_sender,json=includeSender,proto3" json:"include_sender,omitempty"`
+	FromUser      string                 `protobuf:"bytes,3,opt,name=from_user,json=fromUser,proto3" json:"from_user,omitempty"` // to a group's actor: the member who sends
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1631,6 +1632,13 @@ func (x *ApiSend) GetIncludeSender() bool {
 		return x.IncludeSender
 	}
 	return false
+}
+
+func (x *ApiSend) GetFromUser() string {
+	if x != nil {
+		return x.FromUser
+	}
+	return ""
 }
 
 type ApiDeliver struct {
@@ -2415,10 +2423,11 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x14last_delivered_at_ms\x18\x02 \x01(\x03R\x11lastDeliveredAtMs\x12%\n" +
 	"\x0flast_read_at_ms\x18\x03 \x01(\x03R\flastReadAtMs\x12'\n" +
 	"\x10up_to_message_id\x18\x04 \x01(\tR\rupToMessageId\x12'\n" +
-	"\x10up_to_origin_seq\x18\x05 \x01(\x04R\rupToOriginSeq\"Z\n" +
+	"\x10up_to_origin_seq\x18\x05 \x01(\x04R\rupToOriginSeq\"w\n" +
 	"\aApiSend\x12(\n" +
 	"\x04send\x18\x01 \x01(\v2\x14.tandem.wire.v1.SendR\x04send\x12%\n" +
-	"\x0einclude_sender\x18\x02 \x01(\bR\rincludeSender\"S\n" +
+	"\x0einclude_sender\x18\x02 \x01(\bR\rincludeSender\x12\x1b\n" +
+	"\tfrom_user\x18\x03 \x01(\tR\bfromUser\"S\n" +
 	"\n" +
 	"ApiDeliver\x12\x1b\n" +
 	"\tfrom_user\x18\x01 \x01(\tR\bfromUser\x12(\n" +
