@@ -1,12 +1,17 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/gobwas/ws"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tandem-im/tandem/proto/wire"
@@ -28,9 +33,9 @@ var (
 	errUnknownFrameType = errors.New("gateway: unknown frame type")
 )
 
-// codec is a session's outbound encoding, fixed by the subprotocol chosen
-// at upgrade. Inbound messages are decoded by their opcode whatever the
-// codec (decodeFrame).
+// codec is a session's encoding, fixed by the subprotocol chosen at
+// upgrade: it decides how inbound messages are decoded (decodeFrame) and
+// how outbound frames are encoded.
 type codec uint8
 
 const (
@@ -51,29 +56,83 @@ var (
 	marshalProto   = proto.MarshalOptions{UseCachedSize: true}
 )
 
-// decodeFrame decodes one client WebSocket message: protobuf if op is
-// binary, canonical JSON if it is text. Unknown fields are dropped, so a
-// frame whose only body field is unknown to this server has a nil body: it
-// is returned together with errUnknownFrameType (the caller still wants its
-// id). Any other failure wraps errBadFrame. p is not retained.
-func decodeFrame(op ws.OpCode, p []byte) (*wire.Frame, error) {
+// decodeFrame decodes one client WebSocket message in c's encoding. The
+// subprotocol decides, not the opcode: on tandem.v1 a message must be a
+// binary protobuf Frame (a text message is refused); on tandem.v1.json it
+// is a Frame in canonical JSON, in a text message or, as clients that
+// only send binary do, in a binary one. Unknown fields are dropped, so a
+// frame whose only body field is unknown to this server has a nil body:
+// it is returned together with errUnknownFrameType (the caller still wants
+// its id). Any other failure wraps errBadFrame, and its text says what was
+// expected. p is not retained.
+func (c codec) decodeFrame(op ws.OpCode, p []byte) (*wire.Frame, error) {
 	f := new(wire.Frame)
 	var err error
-	switch op {
-	case ws.OpBinary:
-		err = unmarshalProto.Unmarshal(p, f)
-	case ws.OpText:
-		err = unmarshalJSON.Unmarshal(p, f)
-	default:
+	switch {
+	case op != ws.OpBinary && op != ws.OpText:
 		return nil, fmt.Errorf("%w: opcode %v is not a data opcode", errBadFrame, op)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errBadFrame, err)
+	case c == codecJSON:
+		if err = unmarshalJSON.Unmarshal(p, f); err != nil {
+			return nil, fmt.Errorf("%w: this connection negotiated %s: send a Frame in canonical JSON in text messages: %w",
+				errBadFrame, SubprotocolJSON, err)
+		}
+	case op == ws.OpText:
+		return nil, fmt.Errorf("%w: this connection negotiated %s: send a protobuf Frame in binary messages, not text (or negotiate %s)",
+			errBadFrame, SubprotocolProto, SubprotocolJSON)
+	default:
+		if err = unmarshalProto.Unmarshal(p, f); err != nil {
+			return nil, fmt.Errorf("%w: this connection negotiated %s: send a protobuf Frame in binary messages: %w",
+				errBadFrame, SubprotocolProto, err)
+		}
 	}
 	if f.Body == nil {
 		return f, errUnknownFrameType
 	}
 	return f, nil
+}
+
+// requestID salvages the id of a message decodeFrame refused, so that the
+// BAD_FRAME answer can echo it; 0 if none can be read. A text message, or
+// any message on tandem.v1.json, is read as JSON: the top-level "id" of an
+// object, a decimal integer or a string holding one. A binary message is
+// then read as protobuf: the last well-formed varint field 1 before
+// anything malformed. A binary message that starts like a JSON object is
+// read only as JSON. Only error paths pay for it.
+func requestID(op ws.OpCode, p []byte) uint64 {
+	if op == ws.OpText || bytes.HasPrefix(bytes.TrimLeft(p, " \t\r\n"), []byte("{")) {
+		var v struct {
+			ID json.RawMessage `json:"id"`
+		}
+		if json.Unmarshal(p, &v) == nil && len(v.ID) > 0 {
+			raw := strings.Trim(string(v.ID), `"`)
+			if id, err := strconv.ParseUint(raw, 10, 64); err == nil {
+				return id
+			}
+		}
+		return 0
+	}
+	var id uint64
+	for len(p) > 0 {
+		num, typ, n := protowire.ConsumeTag(p)
+		if n < 0 {
+			break
+		}
+		p = p[n:]
+		if num == 1 && typ == protowire.VarintType {
+			v, m := protowire.ConsumeVarint(p)
+			if m < 0 {
+				break
+			}
+			id, p = v, p[m:]
+			continue
+		}
+		m := protowire.ConsumeFieldValue(num, typ, p)
+		if m < 0 {
+			break
+		}
+		p = p[m:]
+	}
+	return id
 }
 
 // encode returns f as one complete, unmasked, final WebSocket frame

@@ -3,7 +3,9 @@ package gateway
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/gobwas/ws"
@@ -65,7 +67,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 			if msg[0].OpCode != wantOp {
 				t.Fatalf("%v: opcode %v, want %v", c, msg[0].OpCode, wantOp)
 			}
-			got, err := decodeFrame(msg[0].OpCode, msg[0].Payload)
+			got, err := c.decodeFrame(msg[0].OpCode, msg[0].Payload)
 			if err != nil || !proto.Equal(got, f) {
 				t.Fatalf("%v: decoded %v, %v; want %v", c, got, err, f)
 			}
@@ -74,31 +76,61 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 }
 
 func TestDecodeErrors(t *testing.T) {
+	pb, _ := proto.Marshal(pingFrame(3))
 	for _, tc := range []struct {
 		name string
+		c    codec
 		op   ws.OpCode
 		p    []byte
 		want error
-		id   uint64
+		id   uint64 // of the frame (unknown type) or requestID (bad frame)
+		msg  string // in the error text
 	}{
-		{"garbage", ws.OpBinary, []byte{0xff, 0xff}, errBadFrame, 0},
-		{"truncated", ws.OpBinary, []byte{0x52, 0x05, 0x0a}, errBadFrame, 0},
-		{"invalid UTF-8 in a string", ws.OpBinary, []byte{0x52, 0x03, 0x0a, 0x01, 0xff}, errBadFrame, 0},
-		{"empty", ws.OpBinary, nil, errUnknownFrameType, 0},
-		{"unknown field only", ws.OpBinary, []byte{0x08, 0x07, 0x98, 0x06, 0x01}, errUnknownFrameType, 7},
-		{"not JSON", ws.OpText, []byte("{"), errBadFrame, 0},
-		{"JSON of another shape", ws.OpText, []byte(`{"id":"x"}`), errBadFrame, 0},
-		{"JSON, unknown field only", ws.OpText, []byte(`{"id":"9","fromTheFuture":{"a":1}}`), errUnknownFrameType, 9},
-		{"not a data opcode", ws.OpPing, nil, errBadFrame, 0},
+		{"garbage", codecProto, ws.OpBinary, []byte{0xff, 0xff}, errBadFrame, 0, "send a protobuf Frame in binary messages"},
+		{"truncated after the id", codecProto, ws.OpBinary, []byte{0x08, 0x07, 0x52, 0x05, 0x0a}, errBadFrame, 7, "tandem.v1:"},
+		{"invalid UTF-8 in a string", codecProto, ws.OpBinary, []byte{0x08, 0x0c, 0x52, 0x03, 0x0a, 0x01, 0xff}, errBadFrame, 12, ""},
+		{"empty", codecProto, ws.OpBinary, nil, errUnknownFrameType, 0, ""},
+		{"unknown field only", codecProto, ws.OpBinary, []byte{0x08, 0x07, 0x98, 0x06, 0x01}, errUnknownFrameType, 7, ""},
+		{"text on tandem.v1", codecProto, ws.OpText, []byte(`{"id":"4","ping":{}}`), errBadFrame, 4, "not text"},
+		{"not JSON", codecJSON, ws.OpText, []byte("{"), errBadFrame, 0, "tandem.v1.json: send a Frame in canonical JSON"},
+		{"JSON of another shape", codecJSON, ws.OpText, []byte(`{"id":"x"}`), errBadFrame, 0, ""},
+		{"JSON that fails after its id", codecJSON, ws.OpText, []byte(`{"id":"21","send":{"type":"x"}}`), errBadFrame, 21, ""},
+		{"JSON with a numeric id", codecJSON, ws.OpText, []byte(`{"id":22,"nope":[}`), errBadFrame, 0, ""},
+		{"JSON, unknown field only", codecJSON, ws.OpText, []byte(`{"id":"9","fromTheFuture":{"a":1}}`), errUnknownFrameType, 9, ""},
+		{"protobuf on tandem.v1.json", codecJSON, ws.OpBinary, pb, errBadFrame, 3, "send a Frame in canonical JSON in text messages"},
+		{"bad JSON in binary on tandem.v1.json", codecJSON, ws.OpBinary, []byte(` {"id":"23","ping":1}`), errBadFrame, 23, ""},
+		{"not a data opcode", codecProto, ws.OpPing, nil, errBadFrame, 0, ""},
 	} {
-		f, err := decodeFrame(tc.op, tc.p)
+		f, err := tc.c.decodeFrame(tc.op, tc.p)
 		if !errors.Is(err, tc.want) {
 			t.Errorf("%s: err %v, want %v", tc.name, err, tc.want)
 			continue
 		}
-		if tc.want == errUnknownFrameType && f.GetId() != tc.id {
-			t.Errorf("%s: id %d, want %d", tc.name, f.GetId(), tc.id)
+		if !strings.Contains(fmt.Sprint(err), tc.msg) {
+			t.Errorf("%s: err %q does not say %q", tc.name, err, tc.msg)
 		}
+		id := f.GetId()
+		if tc.want == errBadFrame {
+			if f != nil {
+				t.Errorf("%s: bad frame returned a frame %v", tc.name, f)
+			}
+			id = requestID(tc.op, tc.p)
+		}
+		if id != tc.id {
+			t.Errorf("%s: id %d, want %d", tc.name, id, tc.id)
+		}
+	}
+}
+
+// JSON in a binary message is accepted on tandem.v1.json: the
+// subprotocol decides the encoding, not the opcode.
+func TestDecodeJSONInBinaryOnJSONSubprotocol(t *testing.T) {
+	f, err := codecJSON.decodeFrame(ws.OpBinary, []byte(`{"id":"5","ping":{}}`))
+	if err != nil || f.Id != 5 || f.GetPing() == nil {
+		t.Fatalf("got %v, %v; want Ping 5", f, err)
+	}
+	if _, err := codecProto.decodeFrame(ws.OpBinary, []byte(`{"id":"5","ping":{}}`)); !errors.Is(err, errBadFrame) {
+		t.Fatalf("JSON in binary on tandem.v1: err %v, want BAD_FRAME", err)
 	}
 }
 
@@ -116,7 +148,12 @@ func FuzzDecodeFrame(f *testing.F) {
 		if text {
 			op = ws.OpText
 		}
-		fr, err := decodeFrame(op, p)
+		c := codecProto
+		if text {
+			c = codecJSON
+		}
+		fr, err := c.decodeFrame(op, p)
+		_ = requestID(op, p) // must not panic either
 		if err != nil {
 			if errors.Is(err, errUnknownFrameType) == (fr == nil) {
 				t.Fatalf("unknown frame type must come with the frame, other errors without: %v, %v", fr, err)
@@ -132,7 +169,7 @@ func FuzzDecodeFrame(f *testing.F) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			again, err := decodeFrame(h.OpCode, b[len(b)-int(h.Length):])
+			again, err := c.decodeFrame(h.OpCode, b[len(b)-int(h.Length):])
 			if err != nil || !proto.Equal(again, fr) {
 				t.Fatalf("%v: round trip gave %v, %v; want %v", c, again, err, fr)
 			}
@@ -213,13 +250,14 @@ func BenchmarkDecode(b *testing.B) {
 	js, _ := protojson.Marshal(f)
 	for _, tc := range []struct {
 		name string
+		c    codec
 		op   ws.OpCode
 		p    []byte
-	}{{SubprotocolProto, ws.OpBinary, bin}, {SubprotocolJSON, ws.OpText, js}} {
+	}{{SubprotocolProto, codecProto, ws.OpBinary, bin}, {SubprotocolJSON, codecJSON, ws.OpText, js}} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := decodeFrame(tc.op, tc.p); err != nil {
+				if _, err := tc.c.decodeFrame(tc.op, tc.p); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -12,18 +12,19 @@
 // A connection is upgraded with gobwas' zero-copy ws.Upgrader on the raw
 // net.Conn (no net/http). The subprotocol fixes the session's encoding:
 // "tandem.v1" (binary protobuf wire.Frame, the default) or
-// "tandem.v1.json" (protobuf canonical JSON in text messages). Inbound
-// messages are decoded by their opcode whatever was negotiated; outbound
-// frames always use the session's encoding.
+// "tandem.v1.json" (protobuf canonical JSON in text messages). It decides
+// how inbound messages are decoded, not their opcode: a text message on
+// tandem.v1 is refused, a binary one on tandem.v1.json is read as JSON.
+// Outbound frames always use the session's encoding.
 //
 // Each session gets a node-local id (never reused within the process). The
 // gateway enforces "Login first, and once", answers the wire Ping with
-// Pong itself, and turns Logout into Handler.Logout, Ok and a 1000 close.
+// Pong itself (before Login too: it is a keep-alive), and turns Logout into Handler.Logout, Ok and a 1000 close.
 // Every other client frame goes to Handler.Frame; replies and pushes come
 // back through Server.Deliver. Framing violations close the connection
 // with 1002 or 1007 (RFC 6455); undecodable frames, oversize frames and
-// rule violations are answered with an Error frame and the connection
-// stays. Error codes and close codes come from package wire.
+// rule violations are answered with an Error frame, carrying the
+// request's id whenever it could be read, and the connection stays. Error codes and close codes come from package wire.
 //
 // # Concurrency
 //

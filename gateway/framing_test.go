@@ -210,7 +210,7 @@ func TestWebSocketPing(t *testing.T) {
 	}
 	// An unsolicited pong is ignored; the connection goes on.
 	c.sendFrame(ws.Header{OpCode: ws.OpPong, Fin: true}, []byte("x"), false)
-	c.send(pingFrame(1))
+	c.send(&wire.Frame{Id: 1, Body: &wire.Frame_Sync{Sync: &wire.SyncRequest{}}})
 	expectError(t, c.read(), 1, wire.CodeNotLoggedIn)
 }
 

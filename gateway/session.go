@@ -113,14 +113,20 @@ func (s *session) handle(m message) bool {
 	case msgData:
 		if !closing {
 			s.srv.stats.framesIn.Add(1)
-			f, err := decodeFrame(m.op, m.payload)
+			f, err := s.codec.decodeFrame(m.op, m.payload)
+			if err != nil && f == nil {
+				// Undecodable: echo the id if one can be read.
+				f = &wire.Frame{Id: requestID(m.op, m.payload)}
+			}
 			s.frame(f, err)
 		}
 	}
 	return true
 }
 
-// frame applies the gateway's protocol rules to one decoded frame.
+// frame applies the gateway's protocol rules to one decoded frame. If err
+// is set, f holds only the id that could be read from the message (0 if
+// none), and the answer is BAD_FRAME for that id.
 func (s *session) frame(f *wire.Frame, err error) {
 	switch {
 	case errors.Is(err, errUnknownFrameType):
@@ -128,10 +134,16 @@ func (s *session) frame(f *wire.Frame, err error) {
 		return
 	case err != nil:
 		s.srv.log.Debug("bad frame", "session_id", s.id, "err", err)
-		s.reply(wire.ErrFrame(0, wire.CodeBadFrame, truncate(strings.TrimPrefix(err.Error(), "gateway: "), 200)))
+		s.reply(wire.ErrFrame(f.Id, wire.CodeBadFrame, truncate(strings.TrimPrefix(err.Error(), "gateway: "), 300)))
 		return
 	}
 
+	if _, ok := f.Body.(*wire.Frame_Ping); ok {
+		// A keep-alive, before Login as after it. Id 0 is tolerated: a
+		// heartbeat needs no correlation.
+		s.reply(&wire.Frame{Id: f.Id, Body: &wire.Frame_Pong{Pong: &wire.Pong{ServerTimeMs: time.Now().UnixMilli()}}})
+		return
+	}
 	if !s.loggedIn {
 		if _, ok := f.Body.(*wire.Frame_Login); !ok {
 			s.reply(wire.ErrFrame(f.Id, wire.CodeNotLoggedIn, "the first frame must be Login"))
@@ -145,12 +157,7 @@ func (s *session) frame(f *wire.Frame, err error) {
 		return
 	}
 
-	switch f.Body.(type) {
-	case *wire.Frame_Ping:
-		// Id 0 is tolerated here: a heartbeat needs no correlation.
-		s.reply(&wire.Frame{Id: f.Id, Body: &wire.Frame_Pong{Pong: &wire.Pong{ServerTimeMs: time.Now().UnixMilli()}}})
-		return
-	case *wire.Frame_Login:
+	if _, ok := f.Body.(*wire.Frame_Login); ok {
 		s.reply(wire.ErrFrame(f.Id, wire.CodeAlreadyLoggedIn, "this session is logged in already"))
 		return
 	}

@@ -98,8 +98,11 @@ func TestFrameBeforeLogin(t *testing.T) {
 	srv := startServer(t, Config{}, h)
 	c := dial(t, srv)
 
+	// Ping is a keep-alive, answered before Login as after it.
 	c.send(pingFrame(5))
-	expectError(t, c.read(), 5, wire.CodeNotLoggedIn)
+	if f := c.read(); f.GetPong() == nil || f.Id != 5 {
+		t.Fatalf("got %v, want Pong 5 before Login", f)
+	}
 	c.send(&wire.Frame{Id: 6, Body: &wire.Frame_Send{Send: &wire.Send{ClientMessageId: "x"}}})
 	expectError(t, c.read(), 6, wire.CodeNotLoggedIn)
 	c.send(loginFrame(0, "ok:carol"))
@@ -180,26 +183,37 @@ func TestBadPayloadKeepsConnection(t *testing.T) {
 
 	c.sendMsg(ws.OpBinary, []byte{0xff, 0xff, 0xff, 0xff})
 	expectError(t, c.read(), 0, wire.CodeBadFrame)
+	// A text message on tandem.v1: refused, saying what is expected, with
+	// the id of the JSON it holds.
 	c.sendMsg(ws.OpText, []byte("{not json"))
 	expectError(t, c.read(), 0, wire.CodeBadFrame)
+	c.sendMsg(ws.OpText, []byte(`{"id":"31","ping":{}}`))
+	f := c.read()
+	expectError(t, f, 31, wire.CodeBadFrame)
+	if msg := f.GetError().GetMessage(); !strings.Contains(msg, "send a protobuf Frame in binary messages, not text") {
+		t.Fatalf("message %q does not say what was expected", msg)
+	}
+	// Undecodable after a readable id: the id is echoed.
+	c.sendMsg(ws.OpBinary, []byte{0x08, 0x20, 0x52, 0x05, 0x0a})
+	expectError(t, c.read(), 32, wire.CodeBadFrame)
 
 	// id 7 (field 1), then field 99, which no frame type has: a frame the
 	// server does not know. Its id is still answered.
 	c.sendMsg(ws.OpBinary, []byte{0x08, 0x07, 0x98, 0x06, 0x01})
-	f := c.read()
+	f = c.read()
 	expectError(t, f, 7, wire.CodeBadFrame)
 	if msg := f.GetError().GetMessage(); msg != "unknown frame type" {
 		t.Fatalf("message %q, want %q", msg, "unknown frame type")
 	}
-	c.sendMsg(ws.OpText, []byte(`{"id":"8","fromTheFuture":{}}`))
+	c.sendMsg(ws.OpBinary, []byte{0x08, 0x08, 0x98, 0x06, 0x01})
 	expectError(t, c.read(), 8, wire.CodeBadFrame)
 
 	c.send(pingFrame(9))
 	if f := c.read(); f.GetPong() == nil {
 		t.Fatalf("got %v after bad frames, want Pong", f)
 	}
-	if st := srv.Stats(); st.Errors[wire.CodeBadFrame] < 4 {
-		t.Fatalf("stats errors = %v, want >= 4 BAD_FRAME", st.Errors)
+	if st := srv.Stats(); st.Errors[wire.CodeBadFrame] < 6 {
+		t.Fatalf("stats errors = %v, want >= 6 BAD_FRAME", st.Errors)
 	}
 }
 
@@ -453,8 +467,10 @@ func TestLoginTimeout(t *testing.T) {
 	srv := startServer(t, Config{LoginTimeout: 100 * time.Millisecond}, h)
 	start := time.Now()
 	c := dial(t, srv)
-	c.send(pingFrame(1)) // not a login: does not stop the clock
-	expectError(t, c.read(), 1, wire.CodeNotLoggedIn)
+	c.send(pingFrame(1)) // answered, but not a login: does not stop the clock
+	if f := c.read(); f.GetPong() == nil || f.Id != 1 {
+		t.Fatalf("got %v, want Pong 1", f)
+	}
 	code, _ := c.readClose()
 	if code != wire.CloseAuthFailed {
 		t.Fatalf("close code %d, want %d", code, wire.CloseAuthFailed)
@@ -497,11 +513,19 @@ func TestJSONSubprotocol(t *testing.T) {
 	if err := protojson.Unmarshal(p, f); err != nil || f.Id != 11 || f.GetLoginOk() == nil {
 		t.Fatalf("reply %s: %v, want LoginOk 11", p, err)
 	}
-	// A binary frame on a JSON session is understood; the answer is JSON.
-	b, _ := proto.Marshal(pingFrame(12))
-	c.sendMsg(ws.OpBinary, b)
+	// The subprotocol decides the encoding: JSON in a binary message is
+	// understood, protobuf is refused with its id and what was expected;
+	// the answers are JSON text.
+	c.sendMsg(ws.OpBinary, []byte(`{"id":"12","ping":{}}`))
 	if f := c.read(); f.GetPong() == nil || f.Id != 12 {
 		t.Fatalf("got %v, want Pong 12", f)
+	}
+	b, _ := proto.Marshal(pingFrame(13))
+	c.sendMsg(ws.OpBinary, b)
+	f = c.read()
+	expectError(t, f, 13, wire.CodeBadFrame)
+	if msg := f.GetError().GetMessage(); !strings.Contains(msg, "negotiated tandem.v1.json: send a Frame in canonical JSON in text messages") {
+		t.Fatalf("message %q does not say what was expected", msg)
 	}
 	srv.Deliver(onlySession(t, srv), []*wire.Frame{ackFrame(5)})
 	if f := c.read(); f.GetSendAck().GetSeq() != 5 {
