@@ -103,6 +103,10 @@ func TestFrameBeforeLogin(t *testing.T) {
 	if f := c.read(); f.GetPong() == nil || f.Id != 5 {
 		t.Fatalf("got %v, want Pong 5 before Login", f)
 	}
+	c.send(pingFrame(0)) // a bare heartbeat
+	if f := c.read(); f.GetPong() == nil || f.Id != 0 {
+		t.Fatalf("got %v, want Pong 0 before Login", f)
+	}
 	c.send(&wire.Frame{Id: 6, Body: &wire.Frame_Send{Send: &wire.Send{ClientMessageId: "x"}}})
 	expectError(t, c.read(), 6, wire.CodeNotLoggedIn)
 	c.send(loginFrame(0, "ok:carol"))
@@ -527,6 +531,11 @@ func TestJSONSubprotocol(t *testing.T) {
 	if msg := f.GetError().GetMessage(); !strings.Contains(msg, "negotiated tandem.v1.json: send a Frame in canonical JSON in text messages") {
 		t.Fatalf("message %q does not say what was expected", msg)
 	}
+	// JSON that fails to decode after its id: the id is echoed.
+	c.sendMsg(ws.OpText, []byte(`{"id":"14","send":{"type":"x"}}`))
+	expectError(t, c.read(), 14, wire.CodeBadFrame)
+	c.sendMsg(ws.OpText, []byte(`{"id":15,"ping":7}`))
+	expectError(t, c.read(), 15, wire.CodeBadFrame)
 	srv.Deliver(onlySession(t, srv), []*wire.Frame{ackFrame(5)})
 	if f := c.read(); f.GetSendAck().GetSeq() != 5 {
 		t.Fatalf("got %v, want SendAck 5", f)
