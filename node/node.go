@@ -91,10 +91,12 @@ func Logger(cfg Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}))
 }
 
-// Start builds and starts a node; Stop stops it.
+// Start builds and starts a node; Stop stops it. A failure is a
+// *StartError naming its cause (ErrAddrInUse, ErrDataDirLocked, ...), and
+// leaves nothing running.
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, &StartError{Err: err}
 	}
 	cfg = cfg.withDefaults()
 	if log == nil {
@@ -105,8 +107,21 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	defer func() {
 		if err != nil {
 			started.teardown()
+			err = &StartError{Err: err}
 		}
 	}()
+
+	// Listeners first, store and cluster after: a second node on the same
+	// ports fails at once, naming the address.
+	if n.wsLn, err = listen("WebSockets", cfg.WSAddr); err != nil {
+		return nil, err
+	}
+	if n.apiLn, err = listen("the server API", cfg.APIAddr); err != nil {
+		return nil, err
+	}
+	if err := probe(cfg); err != nil {
+		return nil, err
+	}
 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
@@ -125,7 +140,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	var storeDesc string
 	n.store, n.storeStats, storeDesc, err = openStore(ctx, cfg, log)
 	if err != nil {
-		return nil, err
+		return nil, storeErr(cfg.DataDir, err)
 	}
 
 	reg := prometheus.NewRegistry()
@@ -162,7 +177,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	copts.Agree = map[string]string{"--jwt-secret": n.JWTSecret}
 	n.member, err = cluster.Start(ctx, sys, copts, n.rt.Kinds()...)
 	if err != nil {
-		return nil, fmt.Errorf("start cluster member: %w", err)
+		return nil, clusterErr(cfg, err)
 	}
 
 	n.gw = gateway.New(gateway.Config{
@@ -186,12 +201,6 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 		Name: "tandem_cluster_members", Help: "Members in this node's cluster topology, itself included.",
 	}, func() float64 { return float64(n.ClusterMembers()) }))
 
-	if n.wsLn, err = net.Listen("tcp", cfg.WSAddr); err != nil {
-		return nil, fmt.Errorf("listen for WebSockets: %w", err)
-	}
-	if n.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
-		return nil, fmt.Errorf("listen for the server API: %w", err)
-	}
 	sctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.serve(sctx, func() error { return n.gw.Serve(sctx, n.wsLn) })
@@ -314,7 +323,11 @@ func (n *Node) teardown() {
 			}
 		})
 	}
-	n.log.Info("node stopped", "took", time.Since(start), "abandoned", n.abandoned)
+	lvl := slog.LevelInfo
+	if n.cancel == nil {
+		lvl = slog.LevelDebug // a failed start: its error is the news
+	}
+	n.log.Log(context.Background(), lvl, "node stopped", "took", time.Since(start), "abandoned", n.abandoned)
 }
 
 // Abandoned lists the shutdown steps Stop gave up waiting for (nil: a

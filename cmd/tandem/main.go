@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -28,6 +29,10 @@ func main() {
 		stop()
 	}()
 	if err := node.Run(ctx, cfg, log); err != nil {
+		if _, ok := errors.AsType[*node.StartError](err); ok {
+			fmt.Fprintln(os.Stderr, "tandem:", err) // one line naming the cause
+			os.Exit(1)
+		}
 		log.Error("server stopped", "err", err)
 		os.Exit(1)
 	}
