@@ -72,7 +72,9 @@ async function main() {
   for (let i = 1; i <= 3; i++) await a1.send(BOB, `while you were away ${i}`, `m${3 + i}${run}`);
   await b1.connect({ reconnect: true });
   const caughtUp = b1.messages().slice(bobBefore);
-  const duplicatesAfterReconnect = b1.duplicates - dupBefore;
+  // Entries delivered twice (a catch-up page and a push may overlap) were
+  // dropped by seq; informational.
+  const duplicatesDroppedOnReconnect = b1.duplicates - dupBefore;
   await b1.ackCursor();
 
   // 4. A send whose connection drops before its ack: resent after the
@@ -98,13 +100,13 @@ async function main() {
     gapPulls,
     caughtUpAfterReconnect: caughtUp.length,
     caughtUpTexts: caughtUp.map((e) => decodeText(e.message.content)),
-    duplicatesAfterReconnect,
+    duplicatesDroppedOnReconnect,
     resendDuplicate: Boolean(ack7.duplicate),
     resentAtBob: byCmid(b1, `m7${run}`).length,
     bobCursor: b1.cursor,
   };
   summary.ok = summary.carbon === 1 && summary.bobMessages === 7 && summary.bobUniqueMessages === 7 &&
-    summary.caughtUpAfterReconnect === 3 && duplicatesAfterReconnect === 0 && summary.gapPulls >= 1 && summary.resentAtBob === 1;
+    summary.caughtUpAfterReconnect === 3 && summary.gapPulls >= 1 && summary.resentAtBob === 1;
   for (const c of [a1, a2, b1]) c.close();
   return summary;
 }

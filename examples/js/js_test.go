@@ -87,16 +87,15 @@ func TestJSClient(t *testing.T) {
 	}
 
 	var sum struct {
-		OK                       bool     `json:"ok"`
-		Carbon                   int      `json:"carbon"`
-		BobMessages              int      `json:"bobMessages"`
-		BobUniqueMessages        int      `json:"bobUniqueMessages"`
-		AliceA2Messages          int      `json:"aliceA2Messages"`
-		GapPulls                 int      `json:"gapPulls"`
-		CaughtUpAfterReconnect   int      `json:"caughtUpAfterReconnect"`
-		CaughtUpTexts            []string `json:"caughtUpTexts"`
-		DuplicatesAfterReconnect int      `json:"duplicatesAfterReconnect"`
-		ResentAtBob              int      `json:"resentAtBob"`
+		OK                     bool     `json:"ok"`
+		Carbon                 int      `json:"carbon"`
+		BobMessages            int      `json:"bobMessages"`
+		BobUniqueMessages      int      `json:"bobUniqueMessages"`
+		AliceA2Messages        int      `json:"aliceA2Messages"`
+		GapPulls               int      `json:"gapPulls"`
+		CaughtUpAfterReconnect int      `json:"caughtUpAfterReconnect"`
+		CaughtUpTexts          []string `json:"caughtUpTexts"`
+		ResentAtBob            int      `json:"resentAtBob"`
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &sum); err != nil {
@@ -104,10 +103,13 @@ func TestJSClient(t *testing.T) {
 	}
 	if !sum.OK || sum.Carbon != 1 || sum.BobMessages != 7 || sum.BobUniqueMessages != 7 ||
 		sum.AliceA2Messages != 7 || sum.GapPulls < 1 || sum.CaughtUpAfterReconnect != 3 ||
-		sum.DuplicatesAfterReconnect != 0 || sum.ResentAtBob != 1 {
+		sum.ResentAtBob != 1 {
 		t.Fatalf("summary: %+v", sum)
 	}
+	// The three sends reach bob's log through alice's outbox, not
+	// necessarily in the order sent: compare them as a set.
 	want := []string{"while you were away 1", "while you were away 2", "while you were away 3"}
+	sort.Strings(sum.CaughtUpTexts)
 	if fmt.Sprint(sum.CaughtUpTexts) != fmt.Sprint(want) {
 		t.Fatalf("caught up %q, want %q", sum.CaughtUpTexts, want)
 	}
