@@ -530,25 +530,10 @@ func TestJoinKeepsSingleActivation(t *testing.T) {
 		cm       atomic.Pointer[Member]
 	)
 	worker := func(m func() *Member, seed uint64) {
-		rng := rand.New(rand.NewPCG(seed, 7))
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			mm := m()
-			if mm == nil {
-				time.Sleep(5 * time.Millisecond)
-				continue
-			}
-			id := steady[rng.IntN(len(steady))]
-			requests.Add(1)
-			if _, err := ask(mm, id, 2*time.Second); err != nil {
-				failures.Add(1)
-				firstErr.CompareAndSwap(nil, fmt.Sprintf("%s from %s: %v", id, mm.Address(), err))
-			}
-		}
+		askUntil(stop, m, steady, seed, 2*time.Second, &requests, func(mm *Member, id string, err error) {
+			failures.Add(1)
+			firstErr.CompareAndSwap(nil, fmt.Sprintf("%s from %s: %v", id, mm.Address(), err))
+		})
 	}
 	for i, m := range []*Member{a, a, b, b} {
 		wg.Go(func() { worker(func() *Member { return m }, uint64(i)) })
@@ -635,23 +620,9 @@ func TestRepeatedJoinsKeepSingleActivation(t *testing.T) {
 		cm       atomic.Pointer[Member]
 	)
 	worker := func(m func() *Member, seed uint64) {
-		rng := rand.New(rand.NewPCG(seed, 11))
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			mm := m()
-			if mm == nil {
-				time.Sleep(5 * time.Millisecond)
-				continue
-			}
-			requests.Add(1)
-			// Failures while a member leaves are retried by the caller;
-			// what this test holds is single activation.
-			_, _ = ask(mm, steady[rng.IntN(len(steady))], time.Second)
-		}
+		// Failures while a member leaves are retried by the caller; what
+		// this test holds is single activation.
+		askUntil(stop, m, steady, seed, time.Second, &requests, nil)
 	}
 	for i, m := range []*Member{ms[0], ms[0], ms[1], ms[1]} {
 		wg.Go(func() { worker(func() *Member { return m }, uint64(i)) })
@@ -696,4 +667,29 @@ func TestRepeatedJoinsKeepSingleActivation(t *testing.T) {
 		t.Fatal("no identity was ever owned by a joiner: the joins did not exercise a handover")
 	}
 	t.Logf("%d joins under load (%d requests): 0 double activations; identities owned by the joiner, summed over rounds: %d", rounds, requests.Load(), moved)
+}
+
+// askUntil asks random identities of ids through the member m returns
+// (nil: none yet) until stop is closed, counting requests; onErr, if set,
+// hears every failure.
+func askUntil(stop <-chan struct{}, m func() *Member, ids []string, seed uint64, timeout time.Duration,
+	requests *atomic.Int64, onErr func(mm *Member, id string, err error)) {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		mm := m()
+		if mm == nil {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		id := ids[rng.IntN(len(ids))]
+		requests.Add(1)
+		if _, err := ask(mm, id, timeout); err != nil && onErr != nil {
+			onErr(mm, id, err)
+		}
+	}
 }

@@ -210,28 +210,10 @@ func (l *Load) Verify(t testing.TB, wsURL string, token func(user string) string
 		if m, ok := logs[user]; ok {
 			return m
 		}
-		var mu sync.Mutex
-		var entries []*wire.Entry
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := client.Dial(ctx, client.Options{
-			URL: wsURL, Token: token(user), DeviceID: fmt.Sprintf("verify-%d", time.Now().UnixNano()), Platform: "web",
-			KeepEntries: -1,
-			OnEntry: func(e *wire.Entry) {
-				mu.Lock()
-				entries = append(entries, e)
-				mu.Unlock()
-			},
-		})
+		entries, err := ReadLog(wsURL, token(user), user)
 		if err != nil {
-			t.Fatalf("verify: dial %s at %s: %v", user, wsURL, err)
+			t.Fatalf("verify: %v", err)
 		}
-		defer c.Close()
-		if err := c.WaitCaughtUp(ctx); err != nil {
-			t.Fatalf("verify: catch-up of %s: %v", user, err)
-		}
-		mu.Lock()
-		defer mu.Unlock()
 		m := map[string]uint64{}
 		for i, e := range entries {
 			if e.GetSeq() != uint64(i+1) {
@@ -313,4 +295,33 @@ func (l *Load) Verify(t testing.TB, wsURL string, token func(user string) string
 		}
 	}
 	return len(led)
+}
+
+// ReadLog reads user's whole log through a fresh device (no cursor: the
+// compensation window, which covers a test) at wsURL, with tok, and
+// returns the entries in seq order.
+func ReadLog(wsURL, tok, user string) ([]*wire.Entry, error) {
+	var mu sync.Mutex
+	var entries []*wire.Entry
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, client.Options{
+		URL: wsURL, Token: tok, DeviceID: fmt.Sprintf("verify-%d", time.Now().UnixNano()), Platform: "web",
+		KeepEntries: -1,
+		OnEntry: func(e *wire.Entry) {
+			mu.Lock()
+			entries = append(entries, e)
+			mu.Unlock()
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial %s at %s: %w", user, wsURL, err)
+	}
+	defer c.Close()
+	if err := c.WaitCaughtUp(ctx); err != nil {
+		return nil, fmt.Errorf("catch-up of %s: %w", user, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return slices.Clone(entries), nil
 }

@@ -107,16 +107,8 @@ func TestDoubleActivationFenced(t *testing.T) {
 
 	// The log through B: dense, every acked message at its acked seq,
 	// nothing of the stale activation.
-	var entries []*wire.Entry
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	r, err := client.Dial(ctx, client.Options{URL: ws(b), Token: tok(b, "alice"), DeviceID: "reader", Platform: "web", KeepEntries: -1,
-		OnEntry: func(e *wire.Entry) { entries = append(entries, e) }})
+	entries, err := clustertest.ReadLog(ws(b), tok(b, "alice"), "alice")
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	if err := r.WaitCaughtUp(ctx); err != nil {
 		t.Fatal(err)
 	}
 	seen := 0

@@ -133,22 +133,10 @@ func TestGroupNodeLoss(t *testing.T) {
 // counts the group messages in it by message ID; it checks that the log
 // is dense.
 func groupMessageIDs(c *clustertest.Cluster, wsURL, user string) (map[string]int, error) {
-	var mu sync.Mutex
-	var entries []*wire.Entry
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cl, err := client.Dial(ctx, client.Options{URL: wsURL, Token: c.Token(user), DeviceID: fmt.Sprintf("v%d", time.Now().UnixNano()),
-		Platform: "web", KeepEntries: -1,
-		OnEntry: func(e *wire.Entry) { mu.Lock(); entries = append(entries, e); mu.Unlock() }})
+	entries, err := clustertest.ReadLog(wsURL, c.Token(user), user)
 	if err != nil {
 		return nil, err
 	}
-	defer cl.Close()
-	if err := cl.WaitCaughtUp(ctx); err != nil {
-		return nil, err
-	}
-	mu.Lock()
-	defer mu.Unlock()
 	out := map[string]int{}
 	seqs := make([]uint64, 0, len(entries))
 	for _, e := range entries {
