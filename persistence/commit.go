@@ -264,7 +264,9 @@ func (b *Badger) Append(req AppendRequest, done func(error)) {
 	if b.retention > 0 {
 		keep, nowMS = b.retention+ttlMargin, b.now().UnixMilli()
 	}
-	o.muts, o.size, o.hwm, o.err = encodeAppend(&req, keep, nowMS)
+	if req, o.err = WithFanoutMark(req); o.err == nil {
+		o.muts, o.size, o.hwm, o.err = encodeAppend(&req, keep, nowMS)
+	}
 	b.submit(o)
 }
 

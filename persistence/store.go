@@ -54,7 +54,10 @@ type DedupKey struct {
 
 // OutboxItem is a fan-out that is pending until the other side confirms
 // it: written in the same transaction as the entry (the outbox rule,
-// DESIGN.md §3), deleted by a later append's OutboxDone.
+// DESIGN.md §3), deleted by a later append's OutboxDone. Messages do not
+// use items: their log entries are the pending records and a FanoutMark
+// says how far they are confirmed. Items are for the rare fan-outs whose
+// payload the log entry does not carry (recalls, edits, group events).
 type OutboxItem struct {
 	Seq  Seq    // the originating entry's seq in this user's log
 	Key  string // distinguishes several fan-outs of one entry ("" if one)
@@ -96,8 +99,10 @@ type AppendRequest struct {
 	Dedup      []DedupKey
 	OutboxPut  []OutboxItem
 	OutboxDone []OutboxRef
-	Devices    []Device // upserts; Data nil keeps the stored record and sets only Cursor
-	Convs      []Conv   // upserts
+	// Fanout, if not nil, replaces the user's fan-out mark.
+	Fanout  *FanoutMark
+	Devices []Device // upserts; Data nil keeps the stored record and sets only Cursor
+	Convs   []Conv   // upserts
 }
 
 // Store is what the user and group actors need from storage. Every method
@@ -161,10 +166,17 @@ type Store interface {
 	// of that message is not recognised.
 	LookupDedup(ctx context.Context, user, key string) (Seq, bool, error)
 
-	// Outbox returns the user's pending outbox items in seq order.
+	// Outbox returns the user's pending outbox items in seq order. A
+	// pending fan-out mark comes first, as the item of seq 0 with the
+	// empty key (IsFanoutMark): skip it, or use FanoutMark.
 	Outbox(ctx context.Context, user string) ([]OutboxItem, error)
 
-	// OutboxUsers lists users with pending outbox items (at most limit,
+	// FanoutMark returns the user's fan-out mark (the zero mark if none
+	// was written or the last one written was not Pending).
+	FanoutMark(ctx context.Context, user string) (FanoutMark, error)
+
+	// OutboxUsers lists users with pending outbox items or a pending
+	// fan-out mark (at most limit,
 	// in the store's own stable order, starting after the user named after;
 	// "" starts at the beginning), so a node can re-drive them after a crash without
 	// waiting for those users to come back.

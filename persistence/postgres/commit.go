@@ -148,6 +148,14 @@ RETURNING u.epoch, u.last_seq`
 // submitting goroutine, so the committer only checks and writes.
 func (s *Store) encode(req *persistence.AppendRequest) *op {
 	o := &op{user: req.User, epoch: req.Epoch, n: len(req.Entries)}
+	// The fan-out mark is kept in tandem_outbox (seq 0, empty key), so
+	// OutboxUsers lists users with pending fan-outs.
+	marked, err := persistence.WithFanoutMark(*req)
+	if err != nil {
+		o.err = err
+		return o
+	}
+	req = &marked
 	if o.err = s.validate(req); o.err != nil {
 		return o
 	}

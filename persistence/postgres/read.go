@@ -168,6 +168,30 @@ func (s *Store) Outbox(ctx context.Context, user string) ([]persistence.OutboxIt
 	return out, nil
 }
 
+// FanoutMark implements persistence.Store.
+func (s *Store) FanoutMark(ctx context.Context, user string) (persistence.FanoutMark, error) {
+	if err := checkUser(user); err != nil {
+		return persistence.FanoutMark{}, err
+	}
+	var m persistence.FanoutMark
+	err := s.use(ctx, func(ctx context.Context) error {
+		var data []byte
+		err := s.pool.QueryRow(ctx, "SELECT data FROM tandem_outbox WHERE user_id = $1 AND seq = 0 AND outbox_key = ''", user).Scan(&data)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		m, err = persistence.DecodeFanoutMark(data)
+		return err
+	})
+	if err != nil {
+		return persistence.FanoutMark{}, fmt.Errorf("postgres: read fan-out mark of %q: %w", user, err)
+	}
+	return m, nil
+}
+
 // outboxUsersSQL lists distinct users with outbox items after $1, at most
 // $2, with one index probe per user (a loose index scan) rather than a
 // walk over every item.

@@ -21,6 +21,8 @@
 //     failures included;
 //   - OutboxDone in the same append as OutboxPut of the same item deletes
 //     it; Outbox is ordered by seq, then key;
+//   - a pending fan-out mark lists its user in OutboxUsers and comes back
+//     from Outbox as the item of seq 0 with the empty key;
 //   - after Close every method fails with an error matching ErrClosed
 //     (Append through done), and nothing hangs;
 //   - AppendSync and Activate with a context already done return its error.
@@ -99,6 +101,7 @@ func Run(t *testing.T, h Harness) {
 		{"SideEffectsOnly", testSideEffectsOnly},
 		{"OutboxOrder", testOutboxOrder},
 		{"OutboxUsers", testOutboxUsers},
+		{"FanoutMark", testFanoutMark},
 		{"Rewrite", testRewrite},
 		{"PrefixUsers", testPrefixUsers},
 		{"FirstSeqSince", testFirstSeqSince},
