@@ -352,6 +352,47 @@ func TestSingleMember(t *testing.T) {
 	}
 }
 
+// TestGetCachesLiveActivations checks Lookup.Get's cache: a second Get of a
+// live activation answers the same PID without activating again, and after
+// the activation passivated Get hands out a new one, never the dead PID.
+func TestGetCachesLiveActivations(t *testing.T) {
+	reg := newRegistry()
+	m := startMember(t, reg)
+	defer m.Stop(true)
+	c := m.Cluster()
+	first := c.Get("cache-0", echoKind)
+	if first == nil {
+		t.Fatal("Get: nil")
+	}
+	for range 100 {
+		if pid := c.Get("cache-0", echoKind); !pid.Equal(first) {
+			t.Fatalf("Get again: %v, want %v", pid, first)
+		}
+	}
+	waitFor(t, 2*time.Second, "the activation", func() bool { live, _, _ := reg.snapshot(); return len(live["cache-0"]) == 1 })
+	if _, total, _ := reg.snapshot(); total["cache-0"] != 1 {
+		t.Fatalf("cache-0 activated %d times, want 1", total["cache-0"])
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := m.Request(ctx, "cache-0", echoKind, wrapperspb.String("passivate")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "passivation", func() bool { live, _, _ := reg.snapshot(); return len(live["cache-0"]) == 0 })
+	second := c.Get("cache-0", echoKind)
+	if second == nil || second.Equal(first) {
+		t.Fatalf("Get after passivation: %v, the passivated PID was %v", second, first)
+	}
+	res, err := c.ActorSystem.Root.RequestFuture(second, wrapperspb.String("hi"), time.Second).Result()
+	if err != nil || res.(*wrapperspb.StringValue).Value != "cache-0@"+m.Address() {
+		t.Fatalf("request to the new PID: %v, %v", res, err)
+	}
+	if _, total, _ := reg.snapshot(); total["cache-0"] != 2 {
+		t.Fatalf("cache-0 activated %d times, want 2", total["cache-0"])
+	}
+}
+
 // TestLonelySeeds starts a member whose seeds are itself and an address
 // nobody answers on: it must form a cluster of one.
 func TestLonelySeeds(t *testing.T) {

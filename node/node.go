@@ -56,6 +56,7 @@ type Node struct {
 	hooksDone   chan struct{}
 
 	wsLn, apiLn net.Listener
+	debugLn     net.Listener // --debug-addr; nil: none
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
 	errOnce     sync.Once
@@ -118,6 +119,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	}
 	if n.apiLn, err = listen("the server API", cfg.APIAddr); err != nil {
 		return nil, err
+	}
+	if cfg.DebugAddr != "" {
+		if n.debugLn, err = listen("the debug (pprof) listener", cfg.DebugAddr); err != nil {
+			return nil, err
+		}
 	}
 	if err := probe(cfg); err != nil {
 		return nil, err
@@ -205,6 +211,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	n.cancel = cancel
 	n.serve(sctx, func() error { return n.gw.Serve(sctx, n.wsLn) })
 	n.serve(sctx, func() error { return n.apiSrv.Serve(sctx, n.apiLn) })
+	if n.debugLn != nil {
+		n.serve(sctx, func() error { return serveDebug(sctx, n.debugLn) })
+	}
 
 	log.Info("tandem node started",
 		"ws", "ws://"+n.WSAddr()+"/ws", "api", "http://"+n.APIAddr(),
@@ -292,7 +301,7 @@ func (n *Node) teardown() {
 		n.wg.Wait()
 	})
 	if n.cancel == nil { // failed before serving
-		for _, ln := range []net.Listener{n.wsLn, n.apiLn} {
+		for _, ln := range []net.Listener{n.wsLn, n.apiLn, n.debugLn} {
 			if ln != nil {
 				ln.Close() // nothing else owns it; its error means nothing here
 			}
