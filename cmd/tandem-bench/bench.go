@@ -46,6 +46,13 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 			log.Warn("stopping the target", "err", err)
 		}
 	}()
+	return runOn(ctx, cfg, log, t)
+}
+
+// runOn benchmarks t with fresh users (a new run ID) and returns the
+// result; t stays up.
+func runOn(ctx context.Context, cfg Config, log *slog.Logger, t *target) (*Result, error) {
+	cfg = cfg.withDefaults()
 	b := &bench{cfg: cfg, log: log, runID: newRunID(), target: t}
 	defer b.closeClients()
 	if err := b.setup(ctx); err != nil {
@@ -100,9 +107,10 @@ type pair struct {
 	sendFirst, recvFirst int // where each device logged in first; -1: not one of them
 
 	// Only the pair's sender goroutine until it returns; then read-only.
-	next        uint64 // number of the next message
-	first, last uint64 // the measured messages (sent in the window) are [first, last)
-	started     bool   // first is set
+	next        uint64   // number of the next message
+	first, last uint64   // the measured messages (sent, or in open loop scheduled, in the window) are [first, last)
+	started     bool     // first is set
+	pace        lateness // open loop: the sends scheduled in the window
 
 	// Receiver callbacks, when not ours.
 	foreign atomic.Uint64
@@ -269,8 +277,14 @@ func (b *bench) measure(ctx context.Context) (*Result, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var senders sync.WaitGroup
-	for _, p := range b.pairs {
-		senders.Go(func() { b.sendLoop(sctx, ck, p) })
+	for i, p := range b.pairs {
+		send := func(m *wire.Send) inFlight { return p.send.SendAsync(m) }
+		if b.cfg.Rate > 0 {
+			s := newSchedule(b.cfg.Rate, len(b.pairs), i)
+			senders.Go(func() { b.paceLoop(sctx, ck, p, s, send) })
+		} else {
+			senders.Go(func() { b.sendLoop(sctx, ck, p, send) })
+		}
 	}
 	sendersDone := make(chan struct{})
 	var watcher sync.WaitGroup
@@ -300,7 +314,8 @@ func (b *bench) measure(ctx context.Context) (*Result, error) {
 		return abort(err)
 	}
 
-	// The senders stop by themselves at the end of the window; wait for
+	// The senders stop by themselves at the end of the window (in open
+	// loop, once they have sent what was scheduled before it); wait for
 	// their last acks.
 	drain := time.NewTimer(b.cfg.Drain)
 	select {
@@ -341,9 +356,19 @@ func (b *bench) measure(ctx context.Context) (*Result, error) {
 	return res, nil
 }
 
+// inFlight is one send: *client.Pending.
+type inFlight interface {
+	Done() <-chan struct{}
+	Result() (*wire.SendAck, error)
+	ClientMessageID() string
+}
+
+// sendFunc starts one send of a pair's sender: its client's SendAsync.
+type sendFunc func(*wire.Send) inFlight
+
 // sendLoop keeps up to Window sends of p in flight until the window ends
-// or ctx is done, then waits for their outcomes.
-func (b *bench) sendLoop(ctx context.Context, ck *clock, p *pair) {
+// or ctx is done, then waits for their outcomes (closed loop).
+func (b *bench) sendLoop(ctx context.Context, ck *clock, p *pair, send sendFunc) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	sem := make(chan struct{}, b.cfg.Window)
@@ -370,7 +395,7 @@ func (b *bench) sendLoop(ctx context.Context, ck *clock, p *pair) {
 		if !p.started && at >= ck.warmupEnd {
 			p.first, p.started = n, true
 		}
-		pend := p.send.SendAsync(&wire.Send{
+		pend := send(&wire.Send{
 			ClientMessageId: prefix + strconv.FormatUint(n, 10),
 			Conversation:    conv,
 			Type:            int32(wire.MessageType_TEXT),
@@ -385,7 +410,7 @@ func (b *bench) sendLoop(ctx context.Context, ck *clock, p *pair) {
 }
 
 // content is Size bytes: the message number and its send offset (both
-// little-endian uint64), then filler.
+// little-endian uint64; in open loop the scheduled offset), then filler.
 func (b *bench) content(n uint64, at time.Duration) []byte {
 	c := make([]byte, b.cfg.Size)
 	binary.LittleEndian.PutUint64(c[0:8], n)
@@ -403,8 +428,9 @@ func parseContent(c []byte) (n uint64, at time.Duration, ok bool) {
 	return binary.LittleEndian.Uint64(c[0:8]), time.Duration(binary.LittleEndian.Uint64(c[8:16])), true
 }
 
-// onAck runs once the send of message n (sent at sentAt) is acked or failed.
-func (b *bench) onAck(ck *clock, p *pair, n uint64, sentAt time.Duration, pend *client.Pending) {
+// onAck runs once the send of message n is acked or failed. sentAt is
+// when it was sent (closed loop) or scheduled (open loop).
+func (b *bench) onAck(ck *clock, p *pair, n uint64, sentAt time.Duration, pend inFlight) {
 	now := ck.now()
 	_, err := pend.Result()
 	if err != nil && !errors.Is(err, client.ErrClosed) { // closed: an abort, or the drain time ran out (logged)

@@ -12,12 +12,15 @@ import (
 	"time"
 )
 
-// Config is one benchmark run. Zero fields mean their defaults, except
-// Warmup and Late (0 is none; the flags default to DefaultWarmup and
-// DefaultLate).
+// Config is one benchmark run, or with Sweep one run per step. Zero
+// fields mean their defaults, except Warmup and Late (0 is none; the flags
+// default to DefaultWarmup and DefaultLate).
 type Config struct {
 	Pairs    int           // sender→receiver pairs
-	Window   int           // sends in flight per sender
+	Window   int           // sends in flight per sender (DefaultWindow; DefaultOpenWindow in open loop)
+	Rate     float64       // open loop: total msgs/s over all senders, on a fixed schedule (openloop.go); 0: closed loop
+	Sweep    bool          // the closed-loop peak (unless Peak), then open loop at sweepPercents of it (sweep.go)
+	Peak     float64       // Sweep: the peak msgs/s, instead of measuring it
 	Duration time.Duration // measured time
 	Warmup   time.Duration // sending before the measured time, not measured
 	Size     int           // content bytes per message (≥ minSize)
@@ -56,6 +59,11 @@ const (
 	DefaultDrain    = 5 * time.Second
 	DefaultLate     = 60 * time.Second
 
+	// DefaultOpenWindow: in open loop the window only caps the sends in
+	// flight, so that a stalled server does not get an unbounded pile;
+	// it is generous so that the schedule, not the window, sets the pace.
+	DefaultOpenWindow = 1024
+
 	// minSize: the content carries the message number and its send time.
 	minSize = 16
 	maxSize = 1 << 20
@@ -68,6 +76,9 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	def(&c.Pairs, DefaultPairs)
+	if c.Rate > 0 {
+		def(&c.Window, DefaultOpenWindow)
+	}
 	def(&c.Window, DefaultWindow)
 	def(&c.Size, DefaultSize)
 	if c.Duration == 0 {
@@ -91,6 +102,18 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.Pairs < 0 || c.Window < 0 || c.Size < 0 || c.Duration < 0 || c.Drain < 0 || c.Warmup < 0 || c.Late < 0 {
 		errs = append(errs, errors.New("-pairs, -window, -size, -duration, -warmup, -drain and -late must not be negative"))
+	}
+	if c.Rate < 0 || c.Peak < 0 {
+		errs = append(errs, errors.New("-rate and -peak must not be negative"))
+	}
+	if c.Sweep && c.Rate > 0 {
+		errs = append(errs, errors.New("-sweep chooses the rates itself: drop -rate"))
+	}
+	if c.Peak > 0 && !c.Sweep {
+		errs = append(errs, errors.New("-peak needs -sweep"))
+	}
+	if c.Sweep && c.CPUProfile != "" {
+		errs = append(errs, errors.New("-cpuprofile covers one run: not with -sweep"))
 	}
 	if c.Size > 0 && (c.Size < minSize || c.Size > maxSize) {
 		errs = append(errs, fmt.Errorf("-size %d: must be between %d and %d bytes", c.Size, minSize, maxSize))
@@ -136,7 +159,10 @@ func parseFlags(args []string) (Config, error) {
 	)
 	fs := flag.NewFlagSet("tandem-bench", flag.ContinueOnError)
 	fs.IntVar(&c.Pairs, "pairs", DefaultPairs, "sender→receiver pairs (users bench-s<i>-<run> → bench-r<i>-<run>)")
-	fs.IntVar(&c.Window, "window", DefaultWindow, "max unacked sends per sender")
+	fs.IntVar(&c.Window, "window", 0, fmt.Sprintf("max unacked sends per sender (default %d; %d in open loop: -rate, and -sweep's steps)", DefaultWindow, DefaultOpenWindow))
+	fs.Float64Var(&c.Rate, "rate", 0, "open loop: send this many msgs/s in all, spread over the senders on a fixed schedule; latencies are measured from each message's scheduled time (default: closed loop)")
+	fs.BoolVar(&c.Sweep, "sweep", false, "latency-throughput curve: a closed-loop run for the peak, then open-loop runs at 25, 50, 75 and 100 % of it, each with its own warm-up, duration and fresh users")
+	fs.Float64Var(&c.Peak, "peak", 0, "-sweep: use this peak (msgs/s) instead of measuring it")
 	fs.DurationVar(&c.Duration, "duration", DefaultDuration, "measured time")
 	fs.DurationVar(&c.Warmup, "warmup", DefaultWarmup, "sending time before the measured window, not measured")
 	fs.IntVar(&c.Size, "size", DefaultSize, fmt.Sprintf("message content bytes (%d-%d)", minSize, maxSize))
@@ -163,7 +189,9 @@ func parseFlags(args []string) (Config, error) {
 	if c.CPUPIDs, err = parseWatched(pids); err != nil {
 		return Config{}, err
 	}
-	if c.Pairs == 0 || c.Window == 0 || c.Size == 0 || c.Duration == 0 {
+	windowSet := false
+	fs.Visit(func(f *flag.Flag) { windowSet = windowSet || f.Name == "window" })
+	if c.Pairs == 0 || (windowSet && c.Window == 0) || c.Size == 0 || c.Duration == 0 {
 		return Config{}, errors.New("-pairs, -window, -size and -duration must be positive")
 	}
 	return c, c.Validate()

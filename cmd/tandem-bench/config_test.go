@@ -44,10 +44,41 @@ func TestParseFlagsErrors(t *testing.T) {
 		{[]string{"-api", "http://a"}, "need -ws"},
 		{[]string{"-cpu-pids", "node0"}, "label=pid"},
 		{[]string{"-cpu-pids", "a=1,a=2"}, "used twice"},
+		{[]string{"-window", "0"}, "must be positive"},
+		{[]string{"-rate", "-5"}, "must not be negative"},
+		{[]string{"-sweep", "-rate", "100"}, "drop -rate"},
+		{[]string{"-peak", "100"}, "-peak needs -sweep"},
+		{[]string{"-sweep", "-cpuprofile", "x"}, "not with -sweep"},
 	} {
 		_, err := parseFlags(tc.args)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: error %v, want one mentioning %s", tc.args, err, tc.want)
 		}
+	}
+}
+
+func TestWindowDefaults(t *testing.T) {
+	// The window defaults by mode; a given one is kept in both.
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{nil, DefaultWindow},
+		{[]string{"-rate", "500"}, DefaultOpenWindow},
+		{[]string{"-window", "8"}, 8},
+		{[]string{"-rate", "500", "-window", "8"}, 8},
+	} {
+		c, err := parseFlags(tc.args)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.args, err)
+		}
+		if got := c.withDefaults().Window; got != tc.want {
+			t.Errorf("%q: window %d, want %d", tc.args, got, tc.want)
+		}
+	}
+	// A sweep keeps the window unset, so that each run gets its mode's.
+	c, err := parseFlags([]string{"-sweep", "-peak", "4000"})
+	if err != nil || !c.Sweep || c.Peak != 4000 || c.Window != 0 {
+		t.Errorf("-sweep -peak 4000: %+v, %v", c, err)
 	}
 }

@@ -1,8 +1,10 @@
 // Command tandem-bench measures durable one-to-one messaging over loopback
 // WebSockets: N sender→receiver pairs of Go clients, each sender keeping up
-// to W sends in flight, against an in-process node (fsync on), an
-// external one, or the nodes of an external cluster (devices spread over
-// them, spread.go). It prints a summary and optionally writes it as JSON;
+// to W sends in flight (closed loop) or sending on a fixed schedule at a
+// target rate (open loop, -rate: openloop.go), against an in-process node
+// (fsync on), an external one, or the nodes of an external cluster
+// (devices spread over them, spread.go). -sweep runs a latency-throughput
+// curve (sweep.go). It prints a summary and optionally writes it as JSON;
 // see bench/README.md for what each figure means. Flags: `tandem-bench -h`.
 package main
 
@@ -11,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -28,6 +31,9 @@ func main() {
 		os.Exit(2)
 	}
 	log := newLogger(cfg, os.Stderr)
+	if cfg.Sweep {
+		os.Exit(sweepMain(ctx, cfg, log))
+	}
 	res, err := run(ctx, cfg, log)
 	if err != nil {
 		log.Error("benchmark failed", "err", err)
@@ -44,4 +50,27 @@ func main() {
 		log.Error("acked messages were not delivered", "lost", res.Messages.Lost)
 		os.Exit(1)
 	}
+}
+
+// sweepMain runs -sweep and returns the exit status: 1 if it failed or
+// lost acked messages in any run.
+func sweepMain(ctx context.Context, cfg Config, log *slog.Logger) int {
+	sr, err := runSweep(ctx, cfg, log, os.Stdout)
+	if err != nil {
+		log.Error("sweep failed", "err", err)
+		return 1
+	}
+	fmt.Println()
+	sr.printCurve(os.Stdout)
+	if cfg.JSONPath != "" {
+		if err := sr.writeJSON(cfg.JSONPath); err != nil {
+			log.Error("writing the JSON result", "err", err)
+			return 1
+		}
+	}
+	if n := sr.lost(); n > 0 {
+		log.Error("acked messages were not delivered", "lost", n)
+		return 1
+	}
+	return 0
 }

@@ -79,3 +79,54 @@ func TestRunInProcess(t *testing.T) {
 		}
 	}
 }
+
+// TestRunInProcessOpenLoop: 200 msgs/s over 2 senders for a 1 s window is
+// exactly 200 scheduled messages; every one is acked and delivered, and
+// the achieved rate is near the target (a wide band: the machine may be
+// busy).
+func TestRunInProcessOpenLoop(t *testing.T) {
+	cfg := Config{
+		Pairs:    2,
+		Rate:     200,
+		Warmup:   200 * time.Millisecond,
+		Duration: time.Second,
+		Size:     64,
+		DataDir:  t.TempDir(),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	res, err := run(ctx, cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	res.print(&out)
+	t.Log("\n" + out.String())
+
+	m, o := res.Messages, res.OpenLoop
+	if res.Config.Mode != "open loop" || res.Config.RatePerSecond != 200 || res.Config.Window != DefaultOpenWindow || o == nil {
+		t.Fatalf("config %+v, open loop %+v: want an open loop at 200/s, window %d", res.Config, o, DefaultOpenWindow)
+	}
+	if m.Sent != 200 || o.Scheduled != 200 {
+		t.Errorf("sent %d, scheduled %d in the window; want 200", m.Sent, o.Scheduled)
+	}
+	if m.Acked != m.Sent || m.Delivered != m.Acked || m.Lost != 0 || m.Unacked != 0 {
+		t.Errorf("measured messages %+v: want every one acked and delivered", m)
+	}
+	if a := res.Throughput.AckedPerSecond; a < 100 || a > 300 {
+		t.Errorf("acked %.0f msgs/s, want about the target 200", a)
+	}
+	if o.AchievedPercent != 100*res.Throughput.AckedPerSecond/200 || o.LateSends > o.Scheduled {
+		t.Errorf("open loop %+v", o)
+	}
+	if res.AckLatency.Count != m.Acked || res.Delivery.Count != m.Delivered {
+		t.Errorf("latency counts %d/%d, want %d/%d", res.AckLatency.Count, res.Delivery.Count, m.Acked, m.Delivered)
+	}
+	if s := res.Throughput.SlowestSecondPercent; s <= 0 || s > 100 {
+		t.Errorf("slowest second %.1f %% of the mean, want in (0, 100]", s)
+	}
+	if p := res.Problems; p.SendErrors != 0 || p.DuplicateDeliveries != 0 {
+		t.Errorf("problems: %+v", p)
+	}
+}

@@ -23,6 +23,7 @@ type Result struct {
 	AckLatency Latency    `json:"send_to_ack_ms"`
 	Delivery   Latency    `json:"send_to_deliver_ms"`
 	Messages   Messages   `json:"measured_messages"`
+	OpenLoop   *OpenLoop  `json:"open_loop,omitempty"` // -rate only
 	Problems   Problems   `json:"problems"`
 	Placement  Placement  `json:"placement"`
 	CPU        CPU        `json:"cpu"`
@@ -39,6 +40,8 @@ type RunConfig struct {
 	Nodes           int      `json:"nodes"`
 	Fsync           string   `json:"fsync"` // "on" in-process; "unknown" for an external node
 	Protocol        string   `json:"protocol"`
+	Mode            string   `json:"mode"`                      // "closed loop", or "open loop" (-rate)
+	RatePerSecond   float64  `json:"rate_per_second,omitempty"` // open loop: the target, over all senders
 	Pairs           int      `json:"pairs"`
 	Window          int      `json:"window"`
 	SizeBytes       int      `json:"size_bytes"`
@@ -64,6 +67,28 @@ type Throughput struct {
 	// DeliveredBySecond the same for deliveries.
 	AckedBySecond     []uint64 `json:"acked_by_second"`
 	DeliveredBySecond []uint64 `json:"delivered_by_second"`
+	// SlowestSecondPercent: the slowest whole second of AckedBySecond as
+	// a percentage of their mean (the partial last second left out); 100
+	// is an even rate, and issue 10 asks for at least 50.
+	SlowestSecondPercent float64 `json:"slowest_second_percent"`
+}
+
+// OpenLoop is how an open-loop run kept to its schedule. Its figures
+// cover the messages scheduled in the measured window.
+type OpenLoop struct {
+	TargetPerSecond float64 `json:"target_per_second"`
+	// AchievedPercent: Throughput.AckedPerSecond as a percentage of the
+	// target.
+	AchievedPercent float64 `json:"achieved_percent"`
+	Scheduled       uint64  `json:"scheduled"` // sends scheduled in the window that were started
+	// LateSends started more than LateAfterMs after their scheduled time;
+	// WindowFull had to wait for a window slot (Window sends in flight)
+	// when they were due; WorstLatenessMs is the most any send started
+	// after its scheduled time.
+	LateSends       uint64  `json:"late_sends"`
+	LateAfterMs     float64 `json:"late_after_ms"`
+	WindowFull      uint64  `json:"window_full"`
+	WorstLatenessMs float64 `json:"worst_lateness_ms"`
 }
 
 // Latency of the messages sent in the measured window, in milliseconds.
@@ -180,6 +205,7 @@ func (b *bench) result(ck *clock, lost []uint64) *Result {
 		Nodes:           len(b.target.wsURLs),
 		Fsync:           "on",
 		Protocol:        "protobuf (tandem.v1)",
+		Mode:            "closed loop",
 		Pairs:           cfg.Pairs,
 		Window:          cfg.Window,
 		SizeBytes:       cfg.Size,
@@ -201,6 +227,7 @@ func (b *bench) result(ck *clock, lost []uint64) *Result {
 	if cfg.Keep {
 		r.Config.KeptDataDir = b.target.dataDir
 	}
+	var pace lateness
 
 	var ackLat, delLat hist
 	r.Throughput.AckedBySecond = make([]uint64, ck.seconds())
@@ -230,6 +257,7 @@ func (b *bench) result(ck *clock, lost []uint64) *Result {
 				Lost: lost[i], Missing: missing,
 			})
 		}
+		pace.merge(p.pace)
 		r.Problems.SendErrors += p.sendErrors
 		r.Problems.DuplicateDeliveries += p.dupDeliveries
 		p.mu.Unlock()
@@ -252,6 +280,19 @@ func (b *bench) result(ck *clock, lost []uint64) *Result {
 	secs := cfg.Duration.Seconds()
 	r.Throughput.AckedPerSecond = float64(r.Throughput.Acked) / secs
 	r.Throughput.DeliveredPerSecond = float64(r.Throughput.Delivered) / secs
+	r.Throughput.SlowestSecondPercent = slowestPercent(wholeSeconds(r.Throughput.AckedBySecond, cfg.Duration))
+	if cfg.Rate > 0 {
+		r.Config.Mode, r.Config.RatePerSecond = "open loop", cfg.Rate
+		r.OpenLoop = &OpenLoop{
+			TargetPerSecond: cfg.Rate,
+			AchievedPercent: 100 * r.Throughput.AckedPerSecond / cfg.Rate,
+			Scheduled:       pace.sends,
+			LateSends:       pace.late,
+			LateAfterMs:     ms(lateAfter),
+			WindowFull:      pace.windowFull,
+			WorstLatenessMs: ms(pace.worst),
+		}
+	}
 	r.AckLatency = latency(&ackLat)
 	r.Delivery = latency(&delLat)
 	r.Problems.ClientErrors = b.clientErrors.Load()
@@ -291,6 +332,28 @@ func (b *bench) placement() Placement {
 	return pl
 }
 
+// wholeSeconds is a by-second series of a window of duration d without
+// its last second if that one is partial (unless it is the only one).
+func wholeSeconds(s []uint64, d time.Duration) []uint64 {
+	if d%time.Second != 0 && len(s) > 1 {
+		return s[:len(s)-1]
+	}
+	return s
+}
+
+// slowestPercent is the smallest count of s as a percentage of their mean;
+// 0 if s is empty or all zero.
+func slowestPercent(s []uint64) float64 {
+	if len(s) == 0 {
+		return 0
+	}
+	mean := float64(sum(s)) / float64(len(s))
+	if mean == 0 {
+		return 0
+	}
+	return 100 * float64(slices.Min(s)) / mean
+}
+
 func latency(h *hist) Latency {
 	return Latency{
 		Count: h.n,
@@ -310,11 +373,21 @@ func (r *Result) print(w io.Writer) {
 	c := r.Config
 	fmt.Fprintf(w, "tandem-bench run %s  %s  target %s (%s, fsync %s)  %s\n",
 		c.RunID, c.Date, c.Target, strings.Join(c.WSURLs, ","), c.Fsync, c.Protocol)
-	fmt.Fprintf(w, "pairs %d  window %d  size %d B  warm-up %gs  measured %gs  GOMAXPROCS %d  %s %s/%s\n\n",
-		c.Pairs, c.Window, c.SizeBytes, c.WarmupSeconds, c.DurationSeconds, c.GOMAXPROCS, c.GoVersion, c.OS, c.Arch)
+	mode := c.Mode
+	if c.Mode == "" {
+		mode = "closed loop"
+	}
+	if c.RatePerSecond > 0 {
+		mode = fmt.Sprintf("%s at %.0f msgs/s (%.4g per sender, staggered)", c.Mode, c.RatePerSecond, c.RatePerSecond/float64(c.Pairs))
+	}
+	fmt.Fprintf(w, "%s  pairs %d  window %d  size %d B  warm-up %gs  measured %gs  GOMAXPROCS %d  %s %s/%s\n\n",
+		mode, c.Pairs, c.Window, c.SizeBytes, c.WarmupSeconds, c.DurationSeconds, c.GOMAXPROCS, c.GoVersion, c.OS, c.Arch)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "throughput\tmsgs/s\tcount\t")
+	if o := r.OpenLoop; o != nil {
+		fmt.Fprintf(tw, "target\t%.0f\t\t\n", o.TargetPerSecond)
+	}
 	fmt.Fprintf(tw, "acked\t%.0f\t%d\t\n", r.Throughput.AckedPerSecond, r.Throughput.Acked)
 	fmt.Fprintf(tw, "delivered\t%.0f\t%d\t\n", r.Throughput.DeliveredPerSecond, r.Throughput.Delivered)
 	fmt.Fprintln(tw, "\t\t\t")
@@ -327,19 +400,19 @@ func (r *Result) print(w io.Writer) {
 			l.name, l.l.P50, l.l.P90, l.l.P99, l.l.Max, l.l.Mean, l.l.Count)
 	}
 	tw.Flush()
-	if s := r.Throughput.AckedBySecond; len(s) > 0 {
-		full := s
-		if c.DurationSeconds != float64(len(s)) && len(s) > 1 {
-			full = s[:len(s)-1] // the partial last second
-		}
-		fmt.Fprintf(w, "\nacked by second of the window: slowest %d, fastest %d\n", slices.Min(full), slices.Max(full))
+	d := time.Duration(c.DurationSeconds * float64(time.Second))
+	if s := wholeSeconds(r.Throughput.AckedBySecond, d); len(s) > 0 {
+		fmt.Fprintf(w, "\nacked by second of the window: slowest %d, fastest %d; slowest second %.0f %% of the mean (target ≥ 50 %%)\n",
+			slices.Min(s), slices.Max(s), r.Throughput.SlowestSecondPercent)
 	}
-	if s := r.Throughput.DeliveredBySecond; len(s) > 0 {
-		full := s
-		if c.DurationSeconds != float64(len(s)) && len(s) > 1 {
-			full = s[:len(s)-1]
-		}
-		fmt.Fprintf(w, "delivered by second of the window: slowest %d, fastest %d\n", slices.Min(full), slices.Max(full))
+	if s := wholeSeconds(r.Throughput.DeliveredBySecond, d); len(s) > 0 {
+		fmt.Fprintf(w, "delivered by second of the window: slowest %d, fastest %d\n", slices.Min(s), slices.Max(s))
+	}
+	if o := r.OpenLoop; o != nil {
+		fmt.Fprintf(w, "open loop: acked %.0f msgs/s = %.1f %% of the target %.0f; latencies from each message's scheduled time\n",
+			r.Throughput.AckedPerSecond, o.AchievedPercent, o.TargetPerSecond)
+		fmt.Fprintf(w, "  sends scheduled in the window %d: late %d (started > %g ms after schedule), window full %d, worst lateness %.2f ms\n",
+			o.Scheduled, o.LateSends, o.LateAfterMs, o.WindowFull, o.WorstLatenessMs)
 	}
 
 	m, p := r.Messages, r.Problems
@@ -384,12 +457,17 @@ func (r *Result) print(w io.Writer) {
 
 // writeJSON writes r to path, creating its directory.
 func (r *Result) writeJSON(path string) error {
+	return writeJSONFile(path, r)
+}
+
+// writeJSONFile writes v as indented JSON to path, creating its directory.
+func writeJSONFile(path string, v any) error {
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("create %s: %w", dir, err)
 		}
 	}
-	b, err := json.MarshalIndent(r, "", "  ")
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode the result: %w", err)
 	}
