@@ -57,10 +57,25 @@ type groupState struct {
 	lastTime           int64
 	st                 *actorpb.GroupState // nil: no such group
 
-	commits    []*commit
-	sending    map[string]*pendingSend // "from/cmid" → in flight
+	commits []*commit
+	sending map[string]*pendingSend // "from/cmid" → in flight
+	// awaiting holds sends durable in the group's log whose ack waits for
+	// the message's seq in the sender's own log: the sender's member
+	// actor reports it in its DeliverAck. Keyed by message ID.
+	awaiting   map[string]*groupAck
 	outbox     map[persistence.OutboxRef]*outboxEntry
 	outboxDone []persistence.OutboxRef
+}
+
+// groupAck is a send waiting for the sender's DeliverAck. redeliver is
+// set for a repeat of a send whose fan-out is no longer tracked (the ack
+// of the original was lost): the shell re-sends it until answered.
+type groupAck struct {
+	sender    string
+	ack       *wire.SendAck
+	waiters   []waiter
+	redeliver *actorpb.OutboxItem
+	sentAt    time.Time
 }
 
 func (g *groupState) isMember(u string) bool {
@@ -84,9 +99,12 @@ func (g *groupState) nextTime(now time.Time) int64 {
 }
 
 // send handles a group Send from a member's device: only members may send;
-// de-duplicated on (sender, client message ID); acked (seq 0: the entry's
-// seq in the sender's own log arrives with the entry) once the message and
-// its fan-out are durable in the group's log.
+// de-duplicated on (sender, client message ID); acked once the message is
+// durable in the group's log and in the sender's own log, with its seq
+// there (wire.SendAck.seq): the sender's member actor appends it like
+// every member's (the fan-out) and its DeliverAck, carrying that seq,
+// releases the ack. Exactly one ack per request (repeats while in flight
+// wait for the same one, marked duplicate).
 func (g *groupState) send(key sessionKey, reqID uint64, from, device string, m *wire.Send, now time.Time) []effect {
 	if code, err := validateGroupSend(m); err != nil {
 		return []effect{g.reply(key, wire.ErrFrame(reqID, code, err.Error()))}
@@ -114,8 +132,7 @@ func (g *groupState) send(key sessionKey, reqID uint64, from, device string, m *
 		return []effect{g.reply(key, wire.ErrFrame(reqID, wire.CodeUnavailable, "storage unavailable; retry"))}
 	}
 	if pm := prior.GetMessage(); pm != nil {
-		return []effect{g.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_SendAck{SendAck: &wire.SendAck{
-			MessageId: pm.GetMessageId(), ServerTimeMs: pm.GetServerTimeMs(), Duplicate: true}}})}
+		return g.repeat(key, reqID, from, prior, now)
 	}
 	t := g.nextTime(now)
 	conv := &wire.Conversation{Type: wire.Conversation_GROUP, Id: g.id}
@@ -136,7 +153,48 @@ func (g *groupState) send(key sessionKey, reqID uint64, from, device string, m *
 		c.fanout = append(c.fanout, item)
 	}
 	g.sending[dk] = &pendingSend{ack: &wire.SendAck{MessageId: msg.MessageId, ServerTimeMs: t}, waiters: []waiter{{key, reqID}}}
+	c.sender = from
 	return []effect{g.submit(req, c)}
+}
+
+// repeat answers a repeated send of a message already in the group's log:
+// the ack needs the message's seq in the sender's log, which the sender's
+// actor tells in answer to a Deliver (idempotent: a repeat is answered
+// with the seq it has).
+func (g *groupState) repeat(key sessionKey, reqID uint64, from string, prior *wire.Entry, now time.Time) []effect {
+	pm := prior.GetMessage()
+	w := waiter{key, reqID}
+	if p := g.awaiting[pm.GetMessageId()]; p != nil {
+		p.waiters = append(p.waiters, w)
+		return nil
+	}
+	item := &actorpb.OutboxItem{ToUser: from, Deliver: &actorpb.Deliver{FromUser: from, Message: proto.Clone(pm).(*wire.Message),
+		OriginSeq: prior.GetSeq(), ViaGroup: g.id}}
+	item.Deliver.Message.Mentioned = false // the sender's own copy
+	g.awaiting[pm.GetMessageId()] = &groupAck{
+		sender:  from,
+		ack:     &wire.SendAck{MessageId: pm.GetMessageId(), ServerTimeMs: pm.GetServerTimeMs(), Duplicate: true},
+		waiters: []waiter{w}, redeliver: item, sentAt: now,
+	}
+	return []effect{effDeliver{item: item}}
+}
+
+// senderAck releases the ack a send waits for once the sender's actor
+// confirmed the message in its log at seq.
+func (g *groupState) senderAck(a *actorpb.DeliverAck) []effect {
+	p := g.awaiting[a.GetMessageId()]
+	if p == nil || p.sender != a.GetToUser() {
+		return nil
+	}
+	delete(g.awaiting, a.GetMessageId())
+	effs := make([]effect, 0, len(p.waiters))
+	for i, w := range p.waiters {
+		ack := proto.Clone(p.ack).(*wire.SendAck)
+		ack.Seq = a.GetSeq()
+		ack.Duplicate = ack.Duplicate || i > 0
+		effs = append(effs, g.reply(w.key, &wire.Frame{Id: w.reqID, Body: &wire.Frame_SendAck{SendAck: ack}}))
+	}
+	return effs
 }
 
 // recall handles a member's Recall of a group message: only its sender;
@@ -350,17 +408,19 @@ func (g *groupState) appendDone(err error, now time.Time) []effect {
 				effs = append(effs, g.reply(w.key, wire.ErrFrame(w.reqID, wire.CodeUnavailable, "message not stored; retry")))
 			}
 		}
-		g.sending, g.commits = map[string]*pendingSend{}, nil
+		for _, p := range g.awaiting {
+			for _, w := range p.waiters {
+				effs = append(effs, g.reply(w.key, wire.ErrFrame(w.reqID, wire.CodeUnavailable, "group restarting; retry with the same client_message_id")))
+			}
+		}
+		g.sending, g.awaiting, g.commits = map[string]*pendingSend{}, map[string]*groupAck{}, nil
 		return append(effs, effStop{reason: err.Error()})
 	}
 	g.committed = max(g.committed, c.lastSeq)
 	var effs []effect
 	if p := g.sending[c.sendKey]; c.sendKey != "" && p != nil {
-		for i, w := range p.waiters {
-			ack := proto.Clone(p.ack).(*wire.SendAck)
-			ack.Duplicate = i > 0
-			effs = append(effs, g.reply(w.key, &wire.Frame{Id: w.reqID, Body: &wire.Frame_SendAck{SendAck: ack}}))
-		}
+		// Durable here; the ack waits for the seq in the sender's log.
+		g.awaiting[p.ack.GetMessageId()] = &groupAck{sender: c.sender, ack: p.ack, waiters: p.waiters, sentAt: now}
 		delete(g.sending, c.sendKey)
 	}
 	effs = append(effs, c.after...)
@@ -372,16 +432,17 @@ func (g *groupState) appendDone(err error, now time.Time) []effect {
 }
 
 func (g *groupState) deliverAck(a *actorpb.DeliverAck) []effect {
+	effs := g.senderAck(a)
 	ref := persistence.OutboxRef{Seq: persistence.Seq(a.GetOriginSeq()), Key: a.GetToUser() + "/" + a.GetMessageId()}
 	if g.outbox[ref] == nil {
-		return nil
+		return effs
 	}
 	delete(g.outbox, ref)
 	g.outboxDone = append(g.outboxDone, ref)
 	if len(g.outboxDone) >= flushBatch {
-		return []effect{g.flush()}
+		return append(effs, g.flush())
 	}
-	return nil
+	return effs
 }
 
 func (g *groupState) flush() effect {
@@ -399,6 +460,12 @@ func (g *groupState) tick(now time.Time) []effect {
 			effs = append(effs, effDeliver{item: e.item})
 		}
 	}
+	for _, p := range g.awaiting {
+		if p.redeliver != nil && now.Sub(p.sentAt) >= redriveDelay(1) {
+			p.sentAt = now
+			effs = append(effs, effDeliver{item: p.redeliver})
+		}
+	}
 	if len(g.outboxDone) > 0 {
 		effs = append(effs, g.flush())
 	}
@@ -406,7 +473,7 @@ func (g *groupState) tick(now time.Time) []effect {
 }
 
 func (g *groupState) idle() bool {
-	return len(g.commits) == 0 && len(g.outbox) == 0 && len(g.outboxDone) == 0
+	return len(g.commits) == 0 && len(g.outbox) == 0 && len(g.outboxDone) == 0 && len(g.awaiting) == 0
 }
 
 // groupActor is the shell of groupState.
@@ -474,7 +541,7 @@ func (a *groupActor) Receive(ctx actor.Context) {
 			return
 		}
 	}
-	if (len(a.g.outbox) > 0 || len(a.g.outboxDone) > 0) && !a.armed && !a.dead {
+	if (len(a.g.outbox) > 0 || len(a.g.outboxDone) > 0 || len(a.g.awaiting) > 0) && !a.armed && !a.dead {
 		a.armed = true
 		self, root := ctx.Self(), a.rt.sys.Root
 		time.AfterFunc(tickEvery, func() { root.Send(self, tickMsg{}) })
@@ -491,7 +558,7 @@ func (a *groupActor) activate(ctx actor.Context, id string) {
 	epoch, last, err := a.rt.store.Activate(rctx, ns, owner)
 	if err == nil {
 		a.g = &groupState{id: id, rd: storeReader{a.rt.store, ns}, newID: NewMessageID, epoch: epoch, lastSeq: last, committed: last,
-			sending: map[string]*pendingSend{}, outbox: map[persistence.OutboxRef]*outboxEntry{}}
+			sending: map[string]*pendingSend{}, awaiting: map[string]*groupAck{}, outbox: map[persistence.OutboxRef]*outboxEntry{}}
 		var convs []persistence.Conv
 		if convs, err = a.rt.store.Convs(rctx, ns); err == nil {
 			for _, c := range convs {

@@ -13,7 +13,7 @@ import (
 
 func newGroup(t *testing.T) *groupState {
 	g := &groupState{id: "g", rd: &fakeLog{byKey: map[string]*wire.Entry{}}, newID: NewMessageID, epoch: 1,
-		sending: map[string]*pendingSend{}, outbox: map[persistence.OutboxRef]*outboxEntry{}}
+		sending: map[string]*pendingSend{}, awaiting: map[string]*groupAck{}, outbox: map[persistence.OutboxRef]*outboxEntry{}}
 	effs := g.command(1, &actorpb.GroupCommand{Op: actorpb.GroupCommand_CREATE, Name: "n", Members: []string{"a", "b", "c"}}, t0)
 	if len(appends(effs)) != 1 {
 		t.Fatalf("create: %v", effs)
@@ -38,8 +38,8 @@ func TestGroupSendFanOut(t *testing.T) {
 		t.Fatal("acked before durable")
 	}
 	done := g.appendDone(nil, t0)
-	if f := framesTo(done, 1); len(f) != 1 || f[0].GetSendAck().GetMessageId() == "" {
-		t.Fatalf("ack %v", f)
+	if f := framesTo(done, 1); len(f) != 0 {
+		t.Fatalf("acked %v before the sender's own log has the message", f)
 	}
 	d := delivers(done)
 	if len(d) != 3 {
@@ -52,11 +52,74 @@ func TestGroupSendFanOut(t *testing.T) {
 			t.Fatalf("delivery %v", it)
 		}
 	}
-	// Unconfirmed deliveries are re-driven; confirmed ones are not.
+	// Another member's confirmation does not ack the sender; the
+	// sender's does, once, with the seq in the sender's log.
 	id := d[0].GetDeliver().GetMessage().GetMessageId()
-	g.deliverAck(&actorpb.DeliverAck{ToUser: "a", MessageId: id, OriginSeq: d[0].GetDeliver().GetOriginSeq()})
-	if again := delivers(g.tick(t0.Add(2 * time.Second))); len(again) != 2 {
-		t.Fatalf("re-driven %d, want the 2 unconfirmed", len(again))
+	origin := d[0].GetDeliver().GetOriginSeq()
+	if f := framesTo(g.deliverAck(&actorpb.DeliverAck{ToUser: "b", MessageId: id, OriginSeq: origin, Seq: 7}), 1); len(f) != 0 {
+		t.Fatalf("acked on b's confirmation: %v", f)
+	}
+	ack := framesTo(g.deliverAck(&actorpb.DeliverAck{ToUser: "a", MessageId: id, OriginSeq: origin, Seq: 42}), 1)
+	if len(ack) != 1 || ack[0].GetId() != 2 || ack[0].GetSendAck().GetMessageId() != id || ack[0].GetSendAck().GetSeq() != 42 || ack[0].GetSendAck().GetDuplicate() {
+		t.Fatalf("ack %v, want one with seq 42 (the sender's log)", ack)
+	}
+	if f := framesTo(g.deliverAck(&actorpb.DeliverAck{ToUser: "a", MessageId: id, OriginSeq: origin, Seq: 42}), 1); len(f) != 0 {
+		t.Fatalf("a repeated confirmation acked again: %v", f)
+	}
+	// Unconfirmed deliveries are re-driven; confirmed ones are not.
+	if again := delivers(g.tick(t0.Add(2 * time.Second))); len(again) != 1 || again[0].GetToUser() != "c" {
+		t.Fatalf("re-driven %v, want only c's", again)
+	}
+}
+
+// TestGroupSendRepeat: a send repeated while in flight waits for the same
+// ack; one repeated after the ack asks the sender's actor for the seq again
+// (the Deliver is idempotent there) and re-asks until it answers.
+func TestGroupSendRepeat(t *testing.T) {
+	g := newGroup(t)
+	m := &wire.Send{ClientMessageId: "c1", Conversation: &wire.Conversation{Type: wire.Conversation_GROUP, Id: "g"}, Type: 1}
+	r := appends(g.send(sk(1), 2, "a", "phone", m, t0))
+	if effs := g.send(sk(1), 3, "a", "phone", m, t0); len(effs) != 0 {
+		t.Fatalf("a repeat in flight did %v", effs)
+	}
+	var stored wire.Entry
+	if err := proto.Unmarshal(r[0].Entries[0].Data, &stored); err != nil {
+		t.Fatal(err)
+	}
+	id := stored.GetMessage().GetMessageId()
+	g.appendDone(nil, t0)
+	g.rd.(*fakeLog).byKey["c:a/c1"] = &stored
+	if effs := g.send(sk(1), 4, "a", "phone", m, t0); len(effs) != 0 {
+		t.Fatalf("a repeat waiting for the sender's seq did %v", effs)
+	}
+	acks := framesTo(g.deliverAck(&actorpb.DeliverAck{ToUser: "a", MessageId: id, OriginSeq: stored.GetSeq(), Seq: 9}), 1)
+	if len(acks) != 3 {
+		t.Fatalf("acks %v, want one per request", acks)
+	}
+	for i, f := range acks {
+		if f.GetId() != uint64(i+2) || f.GetSendAck().GetSeq() != 9 || f.GetSendAck().GetDuplicate() != (i > 0) {
+			t.Fatalf("ack %d: %v", i, f)
+		}
+	}
+
+	// After the ack: the group asks the sender's actor again.
+	effs := g.send(sk(1), 5, "a", "phone", m, t0)
+	d := delivers(effs)
+	if len(d) != 1 || d[0].GetToUser() != "a" || d[0].GetDeliver().GetMessage().GetMessageId() != id || len(framesTo(effs, 1)) != 0 {
+		t.Fatalf("late repeat: %v", effs)
+	}
+	toA := 0
+	for _, it := range delivers(g.tick(t0.Add(2 * time.Second))) { // b's and c's fan-out is re-driven too
+		if it.GetToUser() == "a" {
+			toA++
+		}
+	}
+	if toA != 1 {
+		t.Fatalf("the unanswered seq question went to a %d times, want 1", toA)
+	}
+	ack := framesTo(g.deliverAck(&actorpb.DeliverAck{ToUser: "a", MessageId: id, OriginSeq: stored.GetSeq(), Seq: 9}), 1)
+	if len(ack) != 1 || ack[0].GetId() != 5 || ack[0].GetSendAck().GetSeq() != 9 || !ack[0].GetSendAck().GetDuplicate() {
+		t.Fatalf("late repeat ack %v", ack)
 	}
 }
 

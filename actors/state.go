@@ -113,6 +113,7 @@ type commit struct {
 	entries     []*wire.Entry
 	skip        *sessionKey // the sending session: it gets the ack, not the entry
 	sendKey     string      // client message ID whose waiters get the ack
+	sender      string      // a group's send: the member who sent it
 	deliverKey  string      // message ID delivered into this log
 	fanout      []*actorpb.OutboxItem
 	deliverAcks []effDeliverAck
