@@ -130,3 +130,53 @@ func TestRunInProcessOpenLoop(t *testing.T) {
 		t.Errorf("problems: %+v", p)
 	}
 }
+
+// TestSweepInProcess: a sweep with a given peak runs its four open-loop
+// steps on one in-process node, each with fresh users, and loses nothing.
+func TestSweepInProcess(t *testing.T) {
+	cfg := Config{
+		Pairs:    2,
+		Sweep:    true,
+		Peak:     400,
+		Warmup:   100 * time.Millisecond,
+		Duration: 400 * time.Millisecond,
+		Size:     64,
+		DataDir:  t.TempDir(),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var out strings.Builder
+	sr, err := runSweep(ctx, cfg, log, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sr.printCurve(&out)
+	t.Log("\n" + out.String())
+
+	s := sr.Sweep
+	if s.PeakFrom != "given" || s.PeakRun != nil || len(s.Steps) != 4 || len(s.Curve) != 4 || sr.Result != s.Steps[3] {
+		t.Fatalf("sweep %+v: want the given peak and four steps, the last one on top", s)
+	}
+	runIDs := map[string]bool{}
+	for i, r := range s.Steps {
+		rate := 100 * float64(i+1)
+		m := r.Messages
+		if r.Config.RatePerSecond != rate || s.Curve[i].TargetPerSecond != rate || s.Curve[i].Percent != 25*(i+1) {
+			t.Errorf("step %d: rate %g, curve %+v; want %g", i, r.Config.RatePerSecond, s.Curve[i], rate)
+		}
+		if want := rate * cfg.Duration.Seconds(); float64(m.Sent) < want-2 || float64(m.Sent) > want+2 {
+			t.Errorf("step %d: sent %d in the window, want %.0f", i, m.Sent, want)
+		}
+		if m.Acked != m.Sent || m.Delivered != m.Acked || m.Lost != 0 {
+			t.Errorf("step %d: measured messages %+v: want every one acked and delivered", i, m)
+		}
+		if r.Config.WSURL != s.Steps[0].Config.WSURL || runIDs[r.Config.RunID] {
+			t.Errorf("step %d: node %s, run %s; want the same node, a new run", i, r.Config.WSURL, r.Config.RunID)
+		}
+		runIDs[r.Config.RunID] = true
+	}
+	if sr.lost() != 0 {
+		t.Errorf("lost %d", sr.lost())
+	}
+}

@@ -69,8 +69,8 @@ func TestLateness(t *testing.T) {
 	ms := func(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
 	var l lateness
 	l.record(ms(10), ms(10), false)    // on time
-	l.record(ms(20), ms(21), false)    // 1 ms: a timer's wake-up, not late
-	l.record(ms(30), ms(31.5), false)  // late
+	l.record(ms(20), ms(22), false)    // 2 ms: a timer's wake-up, not late
+	l.record(ms(30), ms(32.5), false)  // late
 	l.record(ms(40), ms(140), true)    // late, waited for the window
 	l.record(ms(50), ms(140.2), false) // late: the backlog behind it
 	if want := (lateness{sends: 5, late: 3, windowFull: 1, worst: ms(100)}); l != want {

@@ -160,7 +160,7 @@ func (sr *SweepResult) printCurve(w io.Writer) {
 	s := sr.Sweep
 	fmt.Fprintf(w, "latency-throughput curve: peak %.0f msgs/s (%s); latencies in ms, open loop from each message's scheduled time\n", s.PeakPerSecond, s.PeakFrom)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "run\ttarget/s\tacked/s\tdelivered/s\tack p50\tack p99\tdeliver p50\tdeliver p99\tslowest s %\tlate sends\tworst late\tlost\t")
+	fmt.Fprintln(tw, "run\ttarget/s\tacked/s\tdelivered/s\tack p50\tack p99\tdeliver p50\tdeliver p99\tslowest s, % of mean\tlate sends\tworst late ms\tlost\t")
 	for _, pt := range s.Curve {
 		run, target, late, worst := "closed loop", "–", "–", "–"
 		if pt.Mode == "open loop" {
