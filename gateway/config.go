@@ -14,6 +14,9 @@ const (
 	DefaultPath             = "/ws"
 	DefaultMaxFrameBytes    = 1 << 20 // 1 MiB of payload per WebSocket message
 	DefaultWriteQueue       = 1024
+	DefaultMaxSessionSends  = 4096
+	DefaultMaxNodeSends     = 50000
+	DefaultMaxNodeSendBytes = 128 << 20
 	DefaultLoginTimeout     = 10 * time.Second
 	DefaultHandshakeTimeout = 5 * time.Second
 	DefaultCallTimeout      = 10 * time.Second
@@ -80,6 +83,17 @@ type Config struct {
 	// wire.CloseHeartbeatTimeout. Before Login, LoginTimeout applies
 	// instead. Default 60 s; at least 100 ms; negative turns it off.
 	HeartbeatTimeout time.Duration
+	// MaxSessionSends bounds the Sends one session may have in flight
+	// (handed on, not yet answered); one more is answered RATE_LIMITED
+	// with a retry hint. Default 4096.
+	MaxSessionSends int
+	// MaxNodeSends and MaxNodeSendBytes bound the Sends in flight on the
+	// whole node, by count and by payload bytes; past either, new Sends
+	// are answered RATE_LIMITED with a retry hint, as they are while the
+	// live heap is above 70 % of the memory limit (GOMEMLIMIT). Defaults
+	// 50,000 and 128 MiB.
+	MaxNodeSends     int
+	MaxNodeSendBytes int64
 	// Logger receives the gateway's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -99,6 +113,10 @@ func (c Config) Validate() error {
 	}
 	if c.MaxFrameBytes > maxDiscardBytes {
 		errs = append(errs, fmt.Errorf("gateway: max frame bytes %d is above %d", c.MaxFrameBytes, maxDiscardBytes))
+	}
+	if c.MaxSessionSends < 0 || c.MaxNodeSends < 0 || c.MaxNodeSendBytes < 0 {
+		errs = append(errs, fmt.Errorf("gateway: sends in flight limits (%d per session, %d and %d bytes per node) must not be negative",
+			c.MaxSessionSends, c.MaxNodeSends, c.MaxNodeSendBytes))
 	}
 	if c.WriteQueue < 0 {
 		errs = append(errs, fmt.Errorf("gateway: write queue %d is negative", c.WriteQueue))
@@ -154,6 +172,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HeartbeatTimeout == 0 {
 		c.HeartbeatTimeout = DefaultHeartbeatTimeout
+	}
+	if c.MaxSessionSends == 0 {
+		c.MaxSessionSends = DefaultMaxSessionSends
+	}
+	if c.MaxNodeSends == 0 {
+		c.MaxNodeSends = DefaultMaxNodeSends
+	}
+	if c.MaxNodeSendBytes == 0 {
+		c.MaxNodeSendBytes = DefaultMaxNodeSendBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -31,6 +31,8 @@ var serverGoroutineMarks = []string{
 	"gateway.(*outQueue).write",
 	"gateway.goroutineTransport.serve",
 	"gateway.(*wheel[...]).run",
+	"gateway.(*admission).watchHeap",
+	"gateway.(*Server).sweepSends",
 }
 
 // waitNoServerGoroutines waits up to d for every server goroutine to be

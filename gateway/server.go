@@ -31,6 +31,7 @@ type Server struct {
 	wheel *wheel[*session]
 
 	// Counters and ids; any goroutine.
+	adm    admission // sends in flight (admission.go)
 	stats  counters
 	nextID atomic.Uint64
 
@@ -62,6 +63,7 @@ func New(cfg Config, h Handler) *Server {
 		pending:  make(map[net.Conn]struct{}),
 	}
 	s.log = s.cfg.Logger
+	s.adm.maxNode, s.adm.maxBytes = int64(s.cfg.MaxNodeSends), s.cfg.MaxNodeSendBytes
 	if s.cfgErr == nil && s.cfg.HeartbeatTimeout > 0 {
 		s.wheel = newWheel[*session](s.cfg.HeartbeatTimeout, s.cfg.HeartbeatTimeout/heartbeatTicks)
 	}
@@ -108,6 +110,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.wheel != nil {
 		s.wg.Go(func() { s.wheel.run(wctx, (*session).heartbeatTimeout) })
 	}
+	s.wg.Go(func() { s.adm.watchHeap(wctx, 100*time.Millisecond) })
+	s.wg.Go(func() { s.sweepSends(wctx, 10*time.Second) })
 
 	var err error
 	backoff := time.Duration(0)
@@ -292,5 +296,7 @@ func (s *Server) Sessions() int {
 func (s *Server) Stats() Stats {
 	st := s.stats.snapshot()
 	st.Sessions = s.Sessions()
+	st.SendsInFlight, st.SendBytesInFlight = s.adm.inflight.Load(), s.adm.bytes.Load()
+	st.SendsRefused, st.MemoryPressure = s.adm.refused.Load(), s.adm.pressure.Load()
 	return st
 }

@@ -36,6 +36,7 @@ type session struct {
 	// Any goroutine.
 	closing atomic.Bool // a close was started (a hint; out decides)
 	out     outQueue
+	sends   sendSet // Sends in flight (admission.go)
 
 	// The session's place on the server's heartbeat wheel, once logged in:
 	// the read side touches it for every message, the wheel reads it.
@@ -173,6 +174,12 @@ func (s *session) frame(f *wire.Frame, err error) {
 		s.logout(f)
 		return
 	}
+	if send, ok := f.Body.(*wire.Frame_Send); ok {
+		if refuse := s.admitSend(f.Id, int64(len(send.Send.GetContent()))); refuse != nil {
+			s.reply(refuse)
+			return
+		}
+	}
 	s.srv.h.Frame(s.id, s.user, f)
 }
 
@@ -257,6 +264,7 @@ func (s *session) enqueue(b []byte) {
 
 // deliver queues frames from Server.Deliver.
 func (s *session) deliver(frames []*wire.Frame) bool {
+	s.answered(frames)
 	bs := make([][]byte, 0, len(frames))
 	for _, f := range frames {
 		if f == nil {
@@ -346,6 +354,7 @@ func (s *session) finish(abort bool) {
 	}
 	s.out.wait()
 	s.out.stop()
+	s.releaseAll()
 	if err := s.nc.Close(); err != nil && !abort {
 		s.srv.log.Debug("close connection", "session_id", s.id, "err", err)
 	}

@@ -29,6 +29,11 @@ type Stats struct {
 
 	HeartbeatTimeouts uint64 // logged-in sessions closed for being silent too long
 
+	SendsInFlight     int64  // Sends handed on and not answered yet
+	SendBytesInFlight int64  // their payload bytes
+	SendsRefused      uint64 // Sends answered RATE_LIMITED by the admission bound
+	MemoryPressure    bool   // the live heap is above 70 % of GOMEMLIMIT: new Sends are refused
+
 	// Errors counts Error frames queued to clients, by code, whoever made
 	// them (the gateway or the layers behind it).
 	Errors map[wire.Code]uint64

@@ -13,6 +13,7 @@ import (
 	"github.com/tandem-im/tandem/actors"
 	"github.com/tandem-im/tandem/api/webhook"
 	"github.com/tandem-im/tandem/cluster"
+	"github.com/tandem-im/tandem/gateway"
 )
 
 // Config is one node's configuration. The zero value means defaults, except
@@ -49,6 +50,13 @@ type Config struct {
 	ClassLimits string // per_class limits, e.g. "mobile=1,web=4"; unnamed classes keep their defaults
 
 	HeartbeatTimeout time.Duration // default 60 s
+
+	// Overload bounds (gateway.Config): Sends in flight per session and per
+	// node (count and payload bytes); past them Sends are answered
+	// RATE_LIMITED with a retry hint. Zero: the gateway's defaults.
+	MaxSessionSends  int
+	MaxNodeSends     int
+	MaxNodeSendBytes int64
 	// ShutdownTimeout bounds Stop: steps still running then are
 	// abandoned (logged). Default 5 s.
 	ShutdownTimeout  time.Duration
@@ -118,6 +126,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %s: must not be negative", c.ShutdownTimeout))
+	}
+	if c.MaxSessionSends < 0 || c.MaxNodeSends < 0 || c.MaxNodeSendBytes < 0 {
+		errs = append(errs, errors.New("--max-session-sends, --max-node-sends and --max-node-send-bytes must not be negative"))
 	}
 	if c.StorePoolSize < 0 || c.StorePoolSize > 1000 {
 		errs = append(errs, fmt.Errorf("--store-pool-size %d: use 1-1000 (0: default %d)", c.StorePoolSize, DefaultStorePoolSize))
@@ -260,6 +271,9 @@ func ParseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve Go profiles (/debug/pprof/) here, e.g. 127.0.0.1:7403; unauthenticated, so bind it to loopback (default: off)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "stop within this long after SIGTERM; steps still running are abandoned (acked messages are already durable)")
+	fs.IntVar(&c.MaxSessionSends, "max-session-sends", gateway.DefaultMaxSessionSends, "sends one session may have in flight; more are answered RATE_LIMITED")
+	fs.IntVar(&c.MaxNodeSends, "max-node-sends", gateway.DefaultMaxNodeSends, "sends the node may have in flight; more are answered RATE_LIMITED (overload is refused, not queued)")
+	fs.Int64Var(&c.MaxNodeSendBytes, "max-node-send-bytes", gateway.DefaultMaxNodeSendBytes, "payload bytes of the sends the node may have in flight")
 	fs.DurationVar(&c.HeartbeatTimeout, "heartbeat-timeout", actors.DefaultHeartbeatTimeout, "drop a session silent this long")
 	fs.IntVar(&c.CompensationDays, "compensation-days", actors.DefaultCompensationDays, "days of history a device without a cursor gets (1-7)")
 	fs.DurationVar(&c.RecallWindow, "recall-window", 0, "how long after sending a sender may recall (0: no limit)")

@@ -29,6 +29,10 @@ var (
 	descProtoErr   = prometheus.NewDesc("tandem_gateway_protocol_errors_total", "WebSocket protocol violations by clients.", nil, nil)
 	descErrors     = prometheus.NewDesc("tandem_gateway_error_frames_total", "Error frames sent, by catalogue name.", []string{"name"}, nil)
 	descCloses     = prometheus.NewDesc("tandem_gateway_closes_total", "Sessions closed, by WebSocket close code.", []string{"code"}, nil)
+	descInflight   = prometheus.NewDesc("tandem_gateway_sends_in_flight", "Sends handed to the actors and not answered yet (bounded: --max-node-sends).", nil, nil)
+	descInBytes    = prometheus.NewDesc("tandem_gateway_send_bytes_in_flight", "Payload bytes of the sends in flight (bounded: --max-node-send-bytes).", nil, nil)
+	descRefused    = prometheus.NewDesc("tandem_gateway_sends_refused_total", "Sends answered RATE_LIMITED because the session, the node or the heap was at its bound.", nil, nil)
+	descPressure   = prometheus.NewDesc("tandem_gateway_memory_pressure", "1 while the live heap is above 70 % of GOMEMLIMIT (new sends are refused).", nil, nil)
 	descCommits    = prometheus.NewDesc("tandem_store_commits_total", "Store transactions committed (one fsync each).", nil, nil)
 	descOps        = prometheus.NewDesc("tandem_store_ops_total", "Appends and activations made durable.", nil, nil)
 	descEntries    = prometheus.NewDesc("tandem_store_entries_total", "Sync-log entries made durable.", nil, nil)
@@ -40,6 +44,7 @@ var (
 func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSessions, descLoggedIn, descAccepted, descUpgraded, descHandshake,
 		descFramesIn, descFramesOut, descSlow, descWriteErr, descProtoErr, descErrors, descCloses,
+		descInflight, descInBytes, descRefused, descPressure,
 		descCommits, descOps, descEntries, descFailed, descQueued, descLastCommit} {
 		ch <- d
 	}
@@ -63,6 +68,14 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descSlow, g.SlowConsumers)
 	counter(descWriteErr, g.WriteErrors)
 	counter(descProtoErr, g.ProtocolErrors)
+	gauge(descInflight, float64(g.SendsInFlight))
+	gauge(descInBytes, float64(g.SendBytesInFlight))
+	counter(descRefused, g.SendsRefused)
+	pressure := 0.0
+	if g.MemoryPressure {
+		pressure = 1
+	}
+	gauge(descPressure, pressure)
 	for code, n := range g.Errors {
 		counter(descErrors, n, code.Name())
 	}

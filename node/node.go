@@ -189,6 +189,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	n.gw = gateway.New(gateway.Config{
 		Addr:             cfg.WSAddr,
 		HeartbeatTimeout: cfg.actors().HeartbeatTimeout, // the same value LoginOk.heartbeat_seconds is derived from
+		MaxSessionSends:  cfg.MaxSessionSends,
+		MaxNodeSends:     cfg.MaxNodeSends,
+		MaxNodeSendBytes: cfg.MaxNodeSendBytes,
 		Logger:           log.With("component", "gateway"),
 	}, n.rt.Frontend(keys))
 	if err := n.rt.Start(n.member.Cluster(), n.gw, n.member); err != nil {

@@ -3257,11 +3257,15 @@ func (x *Kick) GetMayReconnect() bool {
 }
 
 type Error struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Code          uint32                 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`           // stable numeric code from docs/errors.md
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`            // e.g. "LOGIN_CONFLICT"
-	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`      // human-readable
-	Temporary     bool                   `protobuf:"varint,4,opt,name=temporary,proto3" json:"temporary,omitempty"` // retrying the same request may succeed
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Code      uint32                 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`           // stable numeric code from docs/errors.md
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`            // e.g. "LOGIN_CONFLICT"
+	Message   string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`      // human-readable
+	Temporary bool                   `protobuf:"varint,4,opt,name=temporary,proto3" json:"temporary,omitempty"` // retrying the same request may succeed
+	// tandem addition: wait at least this long before retrying (0: no
+	// hint). Set on RATE_LIMITED when the node or the session has too many
+	// sends in flight.
+	RetryAfterMs  uint32 `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3322,6 +3326,13 @@ func (x *Error) GetTemporary() bool {
 		return x.Temporary
 	}
 	return false
+}
+
+func (x *Error) GetRetryAfterMs() uint32 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
 }
 
 type Ok struct {
@@ -3637,12 +3648,13 @@ const file_wire_wire_proto_rawDesc = "" +
 	"\x06POLICY\x10\x03\x12\x11\n" +
 	"\rSLOW_CONSUMER\x10\x04\x12\x15\n" +
 	"\x11HEARTBEAT_TIMEOUT\x10\x05\x12\f\n" +
-	"\bSHUTDOWN\x10\x06\"g\n" +
+	"\bSHUTDOWN\x10\x06\"\x8d\x01\n" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x1c\n" +
-	"\ttemporary\x18\x04 \x01(\bR\ttemporary\"\x04\n" +
+	"\ttemporary\x18\x04 \x01(\bR\ttemporary\x12$\n" +
+	"\x0eretry_after_ms\x18\x05 \x01(\rR\fretryAfterMs\"\x04\n" +
 	"\x02Ok*n\n" +
 	"\vMessageType\x12\x1c\n" +
 	"\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\b\n" +

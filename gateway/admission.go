@@ -1,0 +1,191 @@
+package gateway
+
+import (
+	"context"
+	"math"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tandem-im/tandem/proto/wire"
+)
+
+// Overload is refused at the edge, not absorbed: a Send is handed to the
+// Handler only while the session, the node and the heap have room, and is
+// otherwise answered at once with RATE_LIMITED and a retry hint. A send
+// is "in flight" from the moment it is handed over until its SendAck or
+// Error goes out (or its session ends). Bounding the sends in flight
+// bounds everything behind them: actor mailboxes, the store's queue, the
+// memory they hold and — by Little's law — how long a send waits.
+
+// Retry hints.
+const (
+	sessionRetryAfter = 100 * time.Millisecond // acks are on their way: wait for some
+	nodeRetryAfter    = 500 * time.Millisecond // the node is saturated
+)
+
+// heapPressure is the share of the memory limit (GOMEMLIMIT) the live heap
+// may reach before new sends are refused.
+const heapPressure = 0.7
+
+// admission is the node's side of the bound; sessions keep their own.
+type admission struct {
+	maxNode  int64
+	maxBytes int64
+	inflight atomic.Int64 // sends
+	bytes    atomic.Int64 // their payload bytes
+	pressure atomic.Bool  // live heap above heapPressure × the memory limit
+	refused  atomic.Uint64
+}
+
+// sendSet is one session's sends in flight by frame id.
+type sendSet struct {
+	mu  sync.Mutex
+	ids map[uint64]inflightSend
+}
+
+type inflightSend struct {
+	bytes int64
+	at    int64 // unix nanoseconds it was handed on
+}
+
+// staleSend is how long a send may stay in flight before it no longer
+// counts: a frame lost on its way to an actor (which a device resends)
+// must not hold its place for the session's lifetime.
+const staleSend = 60 * time.Second
+
+// admitSend decides whether a Send frame of n payload bytes may be handed
+// to the Handler. If not, it returns the error frame to answer with.
+func (s *session) admitSend(id uint64, n int64) *wire.Frame {
+	a := &s.srv.adm
+	max := s.srv.cfg.MaxSessionSends
+	s.sends.mu.Lock()
+	defer s.sends.mu.Unlock()
+	if _, dup := s.sends.ids[id]; dup {
+		return nil // the same id again: its answer answers both
+	}
+	var refuse *wire.Frame
+	switch {
+	case len(s.sends.ids) >= max:
+		refuse = rateLimited(id, "too many sends in flight on this session; wait for their acks", sessionRetryAfter)
+	case a.pressure.Load():
+		refuse = rateLimited(id, "the node is short of memory; retry later", nodeRetryAfter)
+	case a.inflight.Load() >= a.maxNode || a.bytes.Load()+n > a.maxBytes:
+		refuse = rateLimited(id, "the node is saturated; retry later", nodeRetryAfter)
+	}
+	if refuse != nil {
+		a.refused.Add(1)
+		return refuse
+	}
+	if s.sends.ids == nil {
+		s.sends.ids = make(map[uint64]inflightSend)
+	}
+	s.sends.ids[id] = inflightSend{bytes: n, at: time.Now().UnixNano()}
+	a.inflight.Add(1)
+	a.bytes.Add(n)
+	return nil
+}
+
+// answered notes the frames going out to the session: a SendAck or an
+// Error with the id of a send in flight ends it.
+func (s *session) answered(frames []*wire.Frame) {
+	for _, f := range frames {
+		if f == nil || f.Id == 0 {
+			continue
+		}
+		switch f.Body.(type) {
+		case *wire.Frame_SendAck, *wire.Frame_Error:
+			s.release(f.Id)
+		}
+	}
+}
+
+func (s *session) release(id uint64) {
+	s.sends.mu.Lock()
+	e, ok := s.sends.ids[id]
+	if ok {
+		delete(s.sends.ids, id)
+	}
+	s.sends.mu.Unlock()
+	if ok {
+		s.srv.adm.inflight.Add(-1)
+		s.srv.adm.bytes.Add(-e.bytes)
+	}
+}
+
+// releaseAll ends every send in flight of a session that is gone.
+func (s *session) releaseAll() { s.releaseOlder(math.MaxInt64) }
+
+// releaseOlder ends the sends in flight handed on before unix nanoseconds
+// before.
+func (s *session) releaseOlder(before int64) {
+	s.sends.mu.Lock()
+	var k, n int64
+	for id, e := range s.sends.ids {
+		if e.at < before {
+			k++
+			n += e.bytes
+			delete(s.sends.ids, id)
+		}
+	}
+	s.sends.mu.Unlock()
+	s.srv.adm.inflight.Add(-k)
+	s.srv.adm.bytes.Add(-n)
+}
+
+// sweepSends releases, every period until ctx is done, the sends that
+// have been in flight for longer than staleSend.
+func (srv *Server) sweepSends(ctx context.Context, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		before := time.Now().Add(-staleSend).UnixNano()
+		srv.mu.RLock()
+		ss := make([]*session, 0, len(srv.sessions))
+		for _, s := range srv.sessions {
+			ss = append(ss, s)
+		}
+		srv.mu.RUnlock()
+		for _, s := range ss {
+			s.releaseOlder(before)
+		}
+	}
+}
+
+func rateLimited(id uint64, msg string, after time.Duration) *wire.Frame {
+	f := wire.ErrFrame(id, wire.CodeRateLimited, msg)
+	f.GetError().RetryAfterMs = uint32(after / time.Millisecond)
+	return f
+}
+
+// watchHeap sets a.pressure while the live heap is above heapPressure of
+// the memory limit, checking every period until ctx is done. Without a
+// limit (GOMEMLIMIT unset) it does nothing.
+func (a *admission) watchHeap(ctx context.Context, period time.Duration) {
+	limit := debug.SetMemoryLimit(-1)
+	if limit <= 0 || limit == math.MaxInt64 {
+		return
+	}
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			a.pressure.Store(false)
+			return
+		case <-t.C:
+		}
+		metrics.Read(sample)
+		if sample[0].Value.Kind() == metrics.KindUint64 {
+			a.pressure.Store(float64(sample[0].Value.Uint64()) > heapPressure*float64(limit))
+		}
+	}
+}
