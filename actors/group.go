@@ -18,10 +18,10 @@ import (
 
 // GroupKind is the cluster kind of group actors (DESIGN.md §4): a group
 // holds its membership and is the ordering point of its messages. A
-// message is appended once to the group's own log, with one outbox item
-// per member, then delivered into every member's sync log (idempotent by
-// message ID); membership changes are GroupEvent entries in every affected
-// member's log. The group's data lives in the store under the namespace
+// message is appended once to the group's own log — the entry is the
+// pending fan-out, no per-member record (outbox.go) — then delivered into
+// every member's sync log (idempotent by message ID); membership changes
+// are GroupEvent entries in every affected member's log. The group's data lives in the store under the namespace
 // groupNS + group ID, which no user ID can take.
 const GroupKind = "group"
 
@@ -62,9 +62,8 @@ type groupState struct {
 	// awaiting holds sends durable in the group's log whose ack waits for
 	// the message's seq in the sender's own log: the sender's member
 	// actor reports it in its DeliverAck. Keyed by message ID.
-	awaiting   map[string]*groupAck
-	outbox     map[persistence.OutboxRef]*outboxEntry
-	outboxDone []persistence.OutboxRef
+	awaiting map[string]*groupAck
+	out      outbox // fan-outs awaiting DeliverAck (outbox.go)
 }
 
 // groupAck is a send waiting for the sender's DeliverAck. redeliver is
@@ -145,16 +144,35 @@ func (g *groupState) send(key sessionKey, reqID uint64, from, device string, m *
 		Dedup:   []persistence.DedupKey{{Key: dk, Seq: seq}, {Key: "m:" + msg.MessageId, Seq: seq}},
 	}
 	c := &commit{lastSeq: seq, sendKey: dk}
-	for _, member := range g.st.GetMembers() {
-		copyMsg := proto.Clone(msg).(*wire.Message)
-		copyMsg.Mentioned = member != from && (m.GetMentionAll() || contains(m.GetMentionList(), member))
-		item := &actorpb.OutboxItem{ToUser: member, Deliver: &actorpb.Deliver{FromUser: from, Message: copyMsg, OriginSeq: uint64(seq), ViaGroup: g.id}}
-		req.OutboxPut = append(req.OutboxPut, outboxPut(item))
-		c.fanout = append(c.fanout, item)
-	}
+	g.out.put(&req, c, seq, g.messageFanout(msg, seq), true)
 	g.sending[dk] = &pendingSend{ack: &wire.SendAck{MessageId: msg.MessageId, ServerTimeMs: t}, waiters: []waiter{{key, reqID}}}
 	c.sender = from
 	return []effect{g.submit(req, c)}
+}
+
+// messageFanout returns the deliveries of the group's message m (entry
+// seq): one per member, each with its own mentioned flag.
+func (g *groupState) messageFanout(m *wire.Message, seq persistence.Seq) []*actorpb.OutboxItem {
+	members := g.st.GetMembers()
+	items := make([]*actorpb.OutboxItem, 0, len(members))
+	for _, member := range members {
+		cp := proto.Clone(m).(*wire.Message)
+		cp.Mentioned = member != m.GetSender() && mentionedIn(m.GetMentionAll(), m.GetMentionList(), member)
+		items = append(items, &actorpb.OutboxItem{ToUser: member, Deliver: &actorpb.Deliver{FromUser: m.GetSender(), Message: cp, OriginSeq: uint64(seq), ViaGroup: g.id}})
+	}
+	return items
+}
+
+// fanoutOf returns the deliveries of an entry of the group's log that the
+// activation re-drives: a message goes to the current members (a member
+// removed since does not get it; one added since does — only on this
+// crash path, see ADR 0005).
+func (g *groupState) fanoutOf(e *wire.Entry) []*actorpb.OutboxItem {
+	m := e.GetMessage()
+	if m == nil || g.st == nil {
+		return nil
+	}
+	return g.messageFanout(m, persistence.Seq(e.GetSeq()))
 }
 
 // repeat answers a repeated send of a message already in the group's log:
@@ -424,56 +442,51 @@ func (g *groupState) appendDone(err error, now time.Time) []effect {
 		delete(g.sending, c.sendKey)
 	}
 	effs = append(effs, c.after...)
-	for _, it := range c.fanout {
-		g.outbox[outboxRef(it)] = &outboxEntry{item: it, sentAt: now, attempts: 1}
-		effs = append(effs, effDeliver{item: it})
-	}
-	return effs
+	return append(effs, g.out.sent(c.fanout, c.logged, now)...)
 }
 
-func (g *groupState) deliverAck(a *actorpb.DeliverAck) []effect {
+func (g *groupState) deliverAck(a *actorpb.DeliverAck, now time.Time) []effect {
 	effs := g.senderAck(a)
-	ref := persistence.OutboxRef{Seq: persistence.Seq(a.GetOriginSeq()), Key: a.GetToUser() + "/" + a.GetMessageId()}
-	if g.outbox[ref] == nil {
-		return effs
-	}
-	delete(g.outbox, ref)
-	g.outboxDone = append(g.outboxDone, ref)
-	if len(g.outboxDone) >= flushBatch {
+	if g.out.ack(a, now) && len(g.out.done) >= flushBatch {
 		return append(effs, g.flush())
 	}
 	return effs
 }
 
+// flush writes outbox deletions and the fan-out mark.
 func (g *groupState) flush() effect {
-	req := persistence.AppendRequest{OutboxDone: g.outboxDone}
-	g.outboxDone = nil
+	var req persistence.AppendRequest
+	g.out.flush(&req, g.lastSeq)
 	return g.submit(req, &commit{})
 }
 
+// redrivePage re-drives the fan-outs of one page of the group's log read
+// after the re-drive position (full: the page had the limit's worth).
+func (g *groupState) redrivePage(entries []*wire.Entry, full bool, now time.Time) []effect {
+	return g.out.redriveEntries(entries, full, g.fanoutOf, now)
+}
+
 func (g *groupState) tick(now time.Time) []effect {
-	var effs []effect
-	for _, e := range g.outbox {
-		if now.Sub(e.sentAt) >= redriveDelay(e.attempts) {
-			e.sentAt = now
-			e.attempts++
-			effs = append(effs, effDeliver{item: e.item})
-		}
-	}
+	effs := g.out.tick(now)
 	for _, p := range g.awaiting {
 		if p.redeliver != nil && now.Sub(p.sentAt) >= redriveDelay(1) {
 			p.sentAt = now
 			effs = append(effs, effDeliver{item: p.redeliver})
 		}
 	}
-	if len(g.outboxDone) > 0 {
+	if g.out.needsFlush(g.lastSeq) {
 		effs = append(effs, g.flush())
 	}
 	return effs
 }
 
+// needsTick reports whether the shell should arm the timer.
+func (g *groupState) needsTick() bool {
+	return g.out.busy() || g.out.needsFlush(g.lastSeq) || len(g.awaiting) > 0
+}
+
 func (g *groupState) idle() bool {
-	return len(g.commits) == 0 && len(g.outbox) == 0 && len(g.outboxDone) == 0 && len(g.awaiting) == 0
+	return len(g.commits) == 0 && !g.needsTick()
 }
 
 // groupActor is the shell of groupState.
@@ -526,7 +539,15 @@ func (a *groupActor) Receive(ctx actor.Context) {
 		key := sessionKey{addr: apiSendAddr, sid: a.sends.wait(ctx)}
 		a.perform(ctx, a.g.send(key, 0, m.GetFromUser(), "", m.GetSend(), now))
 	case *actorpb.DeliverAck:
-		a.perform(ctx, a.g.deliverAck(m))
+		a.perform(ctx, a.g.deliverAck(m, now))
+	case redriveStep:
+		entries, full, err := readRedrivePage(a.rt, groupUser(a.id), a.g.out.scanned)
+		if err != nil {
+			a.log.Error("re-drive read failed; retrying", "err", err)
+			retryRedrive(a.rt, a.self)
+			break
+		}
+		a.perform(ctx, a.g.redrivePage(entries, full, now))
 	case appendDone:
 		if m.err != nil {
 			a.log.Error("group append failed; stopping", "err", m.err)
@@ -541,7 +562,7 @@ func (a *groupActor) Receive(ctx actor.Context) {
 			return
 		}
 	}
-	if (len(a.g.outbox) > 0 || len(a.g.outboxDone) > 0 || len(a.g.awaiting) > 0) && !a.armed && !a.dead {
+	if a.g.needsTick() && !a.armed && !a.dead {
 		a.armed = true
 		self, root := ctx.Self(), a.rt.sys.Root
 		time.AfterFunc(tickEvery, func() { root.Send(self, tickMsg{}) })
@@ -558,7 +579,7 @@ func (a *groupActor) activate(ctx actor.Context, id string) {
 	epoch, last, err := a.rt.store.Activate(rctx, ns, owner)
 	if err == nil {
 		a.g = &groupState{id: id, rd: storeReader{a.rt.store, ns}, newID: NewMessageID, epoch: epoch, lastSeq: last, committed: last,
-			sending: map[string]*pendingSend{}, awaiting: map[string]*groupAck{}, outbox: map[persistence.OutboxRef]*outboxEntry{}}
+			sending: map[string]*pendingSend{}, awaiting: map[string]*groupAck{}, out: newOutbox()}
 		var convs []persistence.Conv
 		if convs, err = a.rt.store.Convs(rctx, ns); err == nil {
 			for _, c := range convs {
@@ -571,9 +592,17 @@ func (a *groupActor) activate(ctx actor.Context, id string) {
 			}
 		}
 	}
-	var items []persistence.OutboxItem
+	var stored []persistence.OutboxItem
+	var mark persistence.FanoutMark
 	if err == nil {
-		items, err = a.rt.store.Outbox(rctx, ns)
+		stored, err = a.rt.store.Outbox(rctx, ns)
+	}
+	if err == nil {
+		mark, err = a.rt.store.FanoutMark(rctx, ns)
+	}
+	var items []*actorpb.OutboxItem
+	if err == nil {
+		items, err = storedItems(stored, decodeOutboxItem)
 	}
 	if err != nil {
 		a.log.Error("group activation failed", "err", err)
@@ -581,18 +610,10 @@ func (a *groupActor) activate(ctx actor.Context, id string) {
 		ctx.Poison(ctx.Self())
 		return
 	}
-	var effs []effect
-	for _, it := range items {
-		var oi actorpb.OutboxItem
-		if err := proto.Unmarshal(it.Data, &oi); err != nil {
-			a.log.Error("bad outbox item", "err", err)
-			continue
-		}
-		a.g.outbox[outboxRef(&oi)] = &outboxEntry{item: &oi, sentAt: a.rt.now(), attempts: 1}
-		effs = append(effs, effDeliver{item: &oi})
-	}
-	if len(items) > 0 {
-		a.log.Info("re-driving pending group fan-outs", "count", len(items))
+	effs := a.g.out.sent(items, false, a.rt.now())
+	effs = append(effs, a.g.out.activated(mark, last)...)
+	if len(items) > 0 || mark.Pending {
+		a.log.Info("re-driving pending group fan-outs", "items", len(items), "after_seq", mark.Done)
 	}
 	ctx.SetReceiveTimeout(a.rt.cfg.IdleTimeout)
 	a.perform(ctx, effs)
@@ -619,6 +640,8 @@ func (a *groupActor) perform(ctx actor.Context, effs []effect) {
 			ctx.Send(actor.NewPID(e.gw.addr, e.gw.id), &actorpb.SessionPush{SessionIds: e.sids, Frames: e.frames})
 		case effDeliver:
 			a.rt.courier.send(e.item.GetToUser(), itemMessage(e.item))
+		case effRedrive:
+			ctx.Send(a.self, redriveStep{})
 		case effGroupTransient:
 			a.rt.relayTransient(e.to, e.msg, true) // online members only, through whichever node they are on
 		case effStop:

@@ -6,20 +6,19 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/tandem-im/tandem/persistence"
 	"github.com/tandem-im/tandem/proto/actorpb"
 	"github.com/tandem-im/tandem/proto/wire"
 )
 
 func newGroup(t *testing.T) *groupState {
 	g := &groupState{id: "g", rd: &fakeLog{byKey: map[string]*wire.Entry{}}, newID: NewMessageID, epoch: 1,
-		sending: map[string]*pendingSend{}, awaiting: map[string]*groupAck{}, outbox: map[persistence.OutboxRef]*outboxEntry{}}
+		sending: map[string]*pendingSend{}, awaiting: map[string]*groupAck{}, out: newOutbox()}
 	effs := g.command(1, &actorpb.GroupCommand{Op: actorpb.GroupCommand_CREATE, Name: "n", Members: []string{"a", "b", "c"}}, t0)
 	if len(appends(effs)) != 1 {
 		t.Fatalf("create: %v", effs)
 	}
 	g.appendDone(nil, t0)
-	g.outbox = map[persistence.OutboxRef]*outboxEntry{} // the CREATED events are not what these tests look at
+	g.out = newOutbox() // the CREATED events are not what these tests look at
 	return g
 }
 
@@ -31,8 +30,8 @@ func TestGroupSendFanOut(t *testing.T) {
 	}
 	effs := g.send(sk(1), 2, "a", "phone", m, t0)
 	r := appends(effs)
-	if len(r) != 1 || len(r[0].Entries) != 1 || len(r[0].OutboxPut) != 3 {
-		t.Fatalf("group send wrote %+v, want the message once and one outbox item per member", r)
+	if len(r) != 1 || len(r[0].Entries) != 1 || len(r[0].OutboxPut) != 0 || r[0].Fanout == nil || !r[0].Fanout.Pending {
+		t.Fatalf("group send wrote %+v, want the message once, the fan-out mark pending and no per-member record", r)
 	}
 	if f := framesTo(effs, 1); len(f) != 0 {
 		t.Fatal("acked before durable")
@@ -56,14 +55,14 @@ func TestGroupSendFanOut(t *testing.T) {
 	// sender's does, once, with the seq in the sender's log.
 	id := d[0].GetDeliver().GetMessage().GetMessageId()
 	origin := d[0].GetDeliver().GetOriginSeq()
-	if f := framesTo(g.deliverAck(&actorpb.DeliverAck{ToUser: "b", MessageId: id, OriginSeq: origin, Seq: 7}), 1); len(f) != 0 {
+	if f := framesTo(g.deliverAck(&actorpb.DeliverAck{ToUser: "b", MessageId: id, OriginSeq: origin, Seq: 7}, t0), 1); len(f) != 0 {
 		t.Fatalf("acked on b's confirmation: %v", f)
 	}
-	ack := framesTo(g.deliverAck(&actorpb.DeliverAck{ToUser: "a", MessageId: id, OriginSeq: origin, Seq: 42}), 1)
+	ack := framesTo(g.deliverAck(&actorpb.DeliverAck{ToUser: "a", MessageId: id, OriginSeq: origin, Seq: 42}, t0), 1)
 	if len(ack) != 1 || ack[0].GetId() != 2 || ack[0].GetSendAck().GetMessageId() != id || ack[0].GetSendAck().GetSeq() != 42 || ack[0].GetSendAck().GetDuplicate() {
 		t.Fatalf("ack %v, want one with seq 42 (the sender's log)", ack)
 	}
-	if f := framesTo(g.deliverAck(&actorpb.DeliverAck{ToUser: "a", MessageId: id, OriginSeq: origin, Seq: 42}), 1); len(f) != 0 {
+	if f := framesTo(g.deliverAck(&actorpb.DeliverAck{ToUser: "a", MessageId: id, OriginSeq: origin, Seq: 42}, t0), 1); len(f) != 0 {
 		t.Fatalf("a repeated confirmation acked again: %v", f)
 	}
 	// Unconfirmed deliveries are re-driven; confirmed ones are not.
@@ -92,7 +91,7 @@ func TestGroupSendRepeat(t *testing.T) {
 	if effs := g.send(sk(1), 4, "a", "phone", m, t0); len(effs) != 0 {
 		t.Fatalf("a repeat waiting for the sender's seq did %v", effs)
 	}
-	acks := framesTo(g.deliverAck(&actorpb.DeliverAck{ToUser: "a", MessageId: id, OriginSeq: stored.GetSeq(), Seq: 9}), 1)
+	acks := framesTo(g.deliverAck(&actorpb.DeliverAck{ToUser: "a", MessageId: id, OriginSeq: stored.GetSeq(), Seq: 9}, t0), 1)
 	if len(acks) != 3 {
 		t.Fatalf("acks %v, want one per request", acks)
 	}
@@ -117,7 +116,7 @@ func TestGroupSendRepeat(t *testing.T) {
 	if toA != 1 {
 		t.Fatalf("the unanswered seq question went to a %d times, want 1", toA)
 	}
-	ack := framesTo(g.deliverAck(&actorpb.DeliverAck{ToUser: "a", MessageId: id, OriginSeq: stored.GetSeq(), Seq: 9}), 1)
+	ack := framesTo(g.deliverAck(&actorpb.DeliverAck{ToUser: "a", MessageId: id, OriginSeq: stored.GetSeq(), Seq: 9}, t0), 1)
 	if len(ack) != 1 || ack[0].GetId() != 5 || ack[0].GetSendAck().GetSeq() != 9 || !ack[0].GetSendAck().GetDuplicate() {
 		t.Fatalf("late repeat ack %v", ack)
 	}
@@ -195,7 +194,7 @@ func TestGroupTransient(t *testing.T) {
 	m := &wire.Send{ClientMessageId: "typing", Conversation: &wire.Conversation{Type: wire.Conversation_GROUP, Id: "g"}, Type: 1,
 		Options: &wire.SendOptions{Transient: true}}
 	effs := g.send(sk(1), 2, "a", "", m, t0)
-	if len(appends(effs)) != 0 || len(g.outbox) != 0 {
+	if len(appends(effs)) != 0 || len(g.out.items) != 0 {
 		t.Fatal("a transient group message was stored or queued for retry")
 	}
 	var sent []effGroupTransient

@@ -28,6 +28,7 @@ type Store interface {
 	FirstSeq(ctx context.Context, user string) (persistence.Seq, error)
 	LookupDedup(ctx context.Context, user, key string) (persistence.Seq, bool, error)
 	Outbox(ctx context.Context, user string) ([]persistence.OutboxItem, error)
+	FanoutMark(ctx context.Context, user string) (persistence.FanoutMark, error)
 	OutboxUsers(ctx context.Context, after string, limit int) ([]string, error)
 	Convs(ctx context.Context, user string) ([]persistence.Conv, error)
 }

@@ -41,18 +41,16 @@ type userState struct {
 	sending    map[string]*pendingSend // client message ID → in-flight send
 	delivering map[string]bool         // message ID → in-flight delivery
 	delivered  recentIndex             // deliveries this activation committed, newest few
-	ackLatency ackLatency              // how long fan-outs take to be confirmed
 	// fresh is set by the shell (real time, unlike the injectable clock):
 	// messages whose IDs were minted after it cannot have been delivered
 	// by an earlier activation (see deliveredBefore).
 	fresh    time.Time
 	changing map[string]bool // message ID → recall or edit in flight
 
-	outbox     map[persistence.OutboxRef]*outboxEntry // fan-outs awaiting DeliverAck
-	outboxDone []persistence.OutboxRef                // confirmed, not yet deleted in the store
-	cursors    map[string]persistence.Seq             // device → cursor, not yet flushed
-	wills      map[string]*pendingWill                // device → will waiting out its grace period
-	convs      map[string]*actorpb.ConvState          // conversation key → state (all of them, loaded at activation)
+	out     outbox                        // fan-outs awaiting DeliverAck (outbox.go)
+	cursors map[string]persistence.Seq    // device → cursor, not yet flushed
+	wills   map[string]*pendingWill       // device → will waiting out its grace period
+	convs   map[string]*actorpb.ConvState // conversation key → state (all of them, loaded at activation)
 
 	failed bool // an append failed: the actor is stopping
 }
@@ -101,12 +99,6 @@ type pendingSend struct {
 	waiters []waiter
 }
 
-type outboxEntry struct {
-	item     *actorpb.OutboxItem
-	sentAt   time.Time
-	attempts int
-}
-
 // commit is what to do when one submitted append becomes durable.
 type commit struct {
 	lastSeq     persistence.Seq // 0: no entries
@@ -116,6 +108,7 @@ type commit struct {
 	sender      string      // a group's send: the member who sent it
 	deliverKey  string      // message ID delivered into this log
 	fanout      []*actorpb.OutboxItem
+	logged      bool // fanout is a log entry's (no stored items: outbox.go)
 	deliverAcks []effDeliverAck
 	after       []effect // replies to send once durable
 	recallKey   string   // message ID whose recall (or edit) this commits
@@ -174,7 +167,7 @@ func newUserState(user string, cfg Config, rd logReader, newID func() string) *u
 		sending:    make(map[string]*pendingSend),
 		delivering: make(map[string]bool),
 		changing:   make(map[string]bool),
-		outbox:     make(map[persistence.OutboxRef]*outboxEntry),
+		out:        newOutbox(),
 		cursors:    make(map[string]persistence.Seq),
 		wills:      make(map[string]*pendingWill),
 		convs:      make(map[string]*actorpb.ConvState),
@@ -182,19 +175,48 @@ func newUserState(user string, cfg Config, rd logReader, newID func() string) *u
 }
 
 // activated sets what Store.Activate returned, the stored cursors and the
-// pending outbox, and returns the deliveries to re-drive (the outbox rule:
-// a fan-out acked to the sender but not confirmed is sent again).
+// pending outbox items, and returns the deliveries to re-drive (the outbox
+// rule: a fan-out acked to the sender but not confirmed is sent again).
+// The shell then passes the stored fan-out mark to fanoutMark.
 func (s *userState) activated(epoch persistence.Epoch, last persistence.Seq, lastTime int64, outbox []*actorpb.OutboxItem, now time.Time, convs ...*actorpb.ConvState) []effect {
 	s.epoch, s.lastSeq, s.committed, s.lastTime = epoch, last, last, lastTime
 	for _, cs := range convs {
 		s.convs[convKey(cs.GetConversation())] = cs
 	}
-	var effs []effect
-	for _, it := range outbox {
-		s.outbox[outboxRef(it)] = &outboxEntry{item: it, sentAt: now, attempts: 1}
-		effs = append(effs, effDeliver{item: it})
+	return s.out.sent(outbox, false, now)
+}
+
+// fanoutMark sets the stored fan-out mark; a pending one starts the
+// re-drive of this user's messages after it (redrivePage, page by page).
+func (s *userState) fanoutMark(m persistence.FanoutMark) []effect {
+	return s.out.activated(m, s.lastSeq)
+}
+
+// redrivePage re-drives the fan-outs of one page of the log read after the
+// re-drive position (full: the page had the limit's worth).
+func (s *userState) redrivePage(entries []*wire.Entry, full bool, now time.Time) []effect {
+	return s.out.redriveEntries(entries, full, s.fanoutOf, now)
+}
+
+// fanoutOf returns the deliveries of an entry of this user's log: a
+// one-to-one message this user sent to somebody else.
+func (s *userState) fanoutOf(e *wire.Entry) []*actorpb.OutboxItem {
+	m := e.GetMessage()
+	conv := m.GetConversation()
+	if m == nil || m.GetSender() != s.user || conv.GetType() != wire.Conversation_DIRECT || conv.GetId() == s.user {
+		return nil
 	}
-	return effs
+	return []*actorpb.OutboxItem{s.directDelivery(m, persistence.Seq(e.GetSeq()))}
+}
+
+// directDelivery is the delivery of this user's message m (entry seq) to
+// its peer: the peer's copy, conversation from the peer's side.
+func (s *userState) directDelivery(m *wire.Message, seq persistence.Seq) *actorpb.OutboxItem {
+	peer := m.GetConversation().GetId()
+	theirs := proto.Clone(m).(*wire.Message)
+	theirs.Conversation = &wire.Conversation{Type: wire.Conversation_DIRECT, Id: s.user}
+	theirs.Mentioned = mentionedIn(m.GetMentionAll(), m.GetMentionList(), peer)
+	return &actorpb.OutboxItem{ToUser: peer, Deliver: &actorpb.Deliver{FromUser: s.user, Message: theirs, OriginSeq: uint64(seq)}}
 }
 
 func (s *userState) reply(key sessionKey, f *wire.Frame) effect {
@@ -588,8 +610,9 @@ func mentions(m *wire.Send, reader string) bool {
 }
 
 // send handles a one-to-one Send from a session: de-duplicate on the client
-// message ID, else assign message ID and seq, append to this log with the
-// fan-out pending in the outbox, and on commit ack, carbon, deliver.
+// message ID, else assign message ID and seq, append to this log (the
+// entry is the pending fan-out: outbox.go), and on commit ack, carbon,
+// deliver.
 func (s *userState) send(key sessionKey, reqID uint64, m *wire.Send, now time.Time) []effect {
 	sess := s.sessions[key]
 	if sess == nil {
@@ -637,12 +660,7 @@ func (s *userState) sendFrom(key sessionKey, device string, skip *sessionKey, ow
 	}
 	c := &commit{lastSeq: seq, entries: []*wire.Entry{entry}, skip: skip, sendKey: cmid}
 	if peer != s.user { // a note to self has no other party
-		theirs := proto.Clone(msg).(*wire.Message)
-		theirs.Conversation = &wire.Conversation{Type: wire.Conversation_DIRECT, Id: s.user}
-		theirs.Mentioned = mentions(m, peer)
-		item := &actorpb.OutboxItem{ToUser: peer, Deliver: &actorpb.Deliver{FromUser: s.user, Message: theirs, OriginSeq: uint64(seq)}}
-		req.OutboxPut = []persistence.OutboxItem{outboxPut(item)}
-		c.fanout = []*actorpb.OutboxItem{item}
+		s.out.put(&req, c, seq, []*actorpb.OutboxItem{s.directDelivery(msg, seq)}, true)
 	}
 	s.sending[cmid] = &pendingSend{
 		ack:     &wire.SendAck{MessageId: msg.MessageId, Seq: uint64(seq), ServerTimeMs: t},
@@ -718,7 +736,7 @@ func (s *userState) deliver(d *actorpb.Deliver, now time.Time) []effect {
 }
 
 // deliverAck records that a fan-out is durable on the other side; the
-// outbox item is deleted with the next flush.
+// fan-out mark moves (or the outbox item is deleted) with a later flush.
 func (s *userState) deliverAck(a *actorpb.DeliverAck) []effect {
 	return s.deliverAckAt(a, time.Time{})
 }
@@ -726,17 +744,7 @@ func (s *userState) deliverAck(a *actorpb.DeliverAck) []effect {
 // deliverAckAt is deliverAck that also learns how long fan-outs take to be
 // confirmed (a zero now learns nothing), which spaces the re-sends.
 func (s *userState) deliverAckAt(a *actorpb.DeliverAck, now time.Time) []effect {
-	ref := persistence.OutboxRef{Seq: persistence.Seq(a.GetOriginSeq()), Key: a.GetToUser() + "/" + a.GetMessageId()}
-	e := s.outbox[ref]
-	if e == nil {
-		return nil // a repeat, or not ours
-	}
-	if !now.IsZero() && e.attempts == 1 {
-		s.ackLatency.observe(now.Sub(e.sentAt))
-	}
-	delete(s.outbox, ref)
-	s.outboxDone = append(s.outboxDone, ref)
-	if len(s.outboxDone) >= flushBatch {
+	if s.out.ack(a, now) && len(s.out.done) >= flushBatch {
 		return []effect{s.flush()}
 	}
 	return nil
@@ -774,10 +782,7 @@ func (s *userState) appendDone(err error, now time.Time) []effect {
 	if len(c.entries) > 0 {
 		effs = append(effs, s.pushLive(c.entries, c.skip)...)
 	}
-	for _, it := range c.fanout {
-		s.outbox[outboxRef(it)] = &outboxEntry{item: it, sentAt: now, attempts: 1}
-		effs = append(effs, effDeliver{item: it})
-	}
+	effs = append(effs, s.out.sent(c.fanout, c.logged, now)...)
 	if c.deliverKey != "" {
 		delete(s.delivering, c.deliverKey)
 		s.delivered.add(c.deliverKey, c.lastSeq)
@@ -841,18 +846,11 @@ func (s *userState) pushLive(entries []*wire.Entry, skip *sessionKey) []effect {
 
 // ---------------------------------------------------------------- timers
 
-// tick re-drives unconfirmed fan-outs (with back-off) and flushes cursors
-// and outbox deletions.
+// tick re-drives unconfirmed fan-outs (with back-off) and flushes cursors,
+// outbox deletions and the fan-out mark.
 func (s *userState) tick(now time.Time) []effect {
-	var effs []effect
-	for _, e := range s.outbox {
-		if now.Sub(e.sentAt) >= s.ackLatency.redriveDelay(e.attempts) {
-			e.sentAt = now
-			e.attempts++
-			effs = append(effs, effDeliver{item: e.item})
-		}
-	}
-	if len(s.outboxDone) > 0 || len(s.cursors) > 0 {
+	effs := s.out.tick(now)
+	if s.out.needsFlush(s.lastSeq) || len(s.cursors) > 0 {
 		effs = append(effs, s.flush())
 	}
 	return effs
@@ -895,20 +893,21 @@ func (l *ackLatency) redriveDelay(attempts int) time.Duration {
 	return min(base<<min(attempts-1, 5), 2*maxFirstRedrive)
 }
 
-// flush writes pending cursors and outbox deletions in one append.
+// flush writes pending cursors, outbox deletions and the fan-out mark in
+// one append.
 func (s *userState) flush() effect {
-	req := persistence.AppendRequest{OutboxDone: s.outboxDone}
+	var req persistence.AppendRequest
+	s.out.flush(&req, s.lastSeq)
 	for dev, c := range s.cursors {
 		req.Devices = append(req.Devices, persistence.Device{DeviceID: dev, Cursor: c})
 	}
-	s.outboxDone = nil
 	s.cursors = make(map[string]persistence.Seq)
 	return s.submit(req, &commit{})
 }
 
 // needsTick reports whether the shell should arm the timer.
 func (s *userState) needsTick() bool {
-	return len(s.outbox) > 0 || len(s.outboxDone) > 0 || len(s.cursors) > 0
+	return s.out.busy() || s.out.needsFlush(s.lastSeq) || len(s.cursors) > 0
 }
 
 // idle reports whether the actor may passivate: no session, nothing in

@@ -150,8 +150,8 @@ func TestSendAckCarbonDeliver(t *testing.T) {
 	if len(r.Dedup) != 2 || r.Dedup[0] != (persistence.DedupKey{Key: "c:c1", Seq: seq}) || r.Dedup[1] != (persistence.DedupKey{Key: "m:M0001", Seq: seq}) {
 		t.Fatalf("dedup = %+v", r.Dedup)
 	}
-	if len(r.OutboxPut) != 1 || r.OutboxPut[0].Key != "bob/M0001" || r.OutboxPut[0].Seq != seq {
-		t.Fatalf("outbox put = %+v: the fan-out must be pending in the same append", r.OutboxPut)
+	if len(r.OutboxPut) != 0 || r.Fanout == nil || *r.Fanout != (persistence.FanoutMark{Done: seq - 1, Pending: true}) {
+		t.Fatalf("outbox put %+v, mark %+v: the entry is the pending fan-out, the mark pending from it in the same append", r.OutboxPut, r.Fanout)
 	}
 	if got := framesTo(effs, 1); len(got) != 0 {
 		t.Fatalf("acked before the append was durable: %v", got)
@@ -177,8 +177,8 @@ func TestSendAckCarbonDeliver(t *testing.T) {
 	if theirs.GetConversation().GetId() != "alice" || !theirs.GetMentioned() || theirs.GetMessageId() != "M0001" {
 		t.Fatalf("recipient's copy = %v: conversation must be from bob's side and mention bob", theirs)
 	}
-	if h.st.committed != seq || len(h.st.outbox) != 1 {
-		t.Fatalf("committed %d outbox %d, want %d and 1", h.st.committed, len(h.st.outbox), seq)
+	if h.st.committed != seq || len(h.st.out.items) != 1 {
+		t.Fatalf("committed %d outbox %d, want %d and 1", h.st.committed, len(h.st.out.items), seq)
 	}
 }
 
@@ -297,7 +297,7 @@ func TestOutboxConfirmRedriveAndFlush(t *testing.T) {
 	h.login(1, "phone", false, 0)
 	seq := h.st.lastSeq + 1
 	h.completeAppends(h.st.send(sk(1), 1, directSend("c1", "bob", "hi"), t0))
-	if len(h.st.outbox) != 1 {
+	if len(h.st.out.items) != 1 {
 		t.Fatal("no pending fan-out after the commit")
 	}
 	// Not confirmed: re-driven after the delay, not before.
@@ -307,15 +307,19 @@ func TestOutboxConfirmRedriveAndFlush(t *testing.T) {
 	if d := delivers(h.st.tick(t0.Add(time.Second))); len(d) != 1 {
 		t.Fatalf("not re-driven after 1 s: %v", d)
 	}
-	// Confirmed: deleted in the next flush, never re-driven again.
+	// Confirmed: the mark is cleared in the next flush, never re-driven again.
 	h.st.deliverAck(&actorpb.DeliverAck{ToUser: "bob", MessageId: "M0001", OriginSeq: uint64(seq), Seq: 3})
 	effs := h.st.tick(t0.Add(time.Hour))
 	if len(delivers(effs)) != 0 {
 		t.Fatal("re-driven after confirmation")
 	}
 	r := appends(effs)
-	if len(r) != 1 || len(r[0].OutboxDone) != 1 || r[0].OutboxDone[0] != (persistence.OutboxRef{Seq: seq, Key: "bob/M0001"}) || len(r[0].Entries) != 0 {
-		t.Fatalf("flush = %+v", r)
+	if len(r) != 1 || r[0].Fanout == nil || r[0].Fanout.Pending || len(r[0].OutboxDone) != 0 || len(r[0].Entries) != 0 {
+		t.Fatalf("flush = %+v, want the mark cleared", r)
+	}
+	h.completeAppends(effs)
+	if h.st.needsTick() {
+		t.Fatal("not idle once the mark is cleared")
 	}
 	// An ack for something else changes nothing.
 	if effs := h.st.deliverAck(&actorpb.DeliverAck{ToUser: "carol", OriginSeq: uint64(seq)}); len(effs) != 0 {
@@ -676,7 +680,7 @@ func TestTransientSendNeverStored(t *testing.T) {
 	if f := framesTo(effs, 2); len(f) != 1 || len(f[0].GetPush().GetTransient()) != 1 || len(f[0].GetPush().GetEntries()) != 0 {
 		t.Fatalf("alice's other device got %v, want the transient carbon", f)
 	}
-	if len(delivers(effs)) != 0 || len(h.st.outbox) != 0 {
+	if len(delivers(effs)) != 0 || len(h.st.out.items) != 0 {
 		t.Fatal("a transient message must never be retried")
 	}
 	// The same client message ID twice: two transients (no dedup, nothing to dedup against).
@@ -810,7 +814,7 @@ func TestRedriveWaitsForSlowConfirmations(t *testing.T) {
 	for i := range 20 {
 		at := t0.Add(time.Duration(i) * time.Minute)
 		send(fmt.Sprintf("c%d", i), at)
-		for ref, e := range h.st.outbox {
+		for ref, e := range h.st.out.items {
 			h.st.deliverAckAt(&actorpb.DeliverAck{ToUser: "bob", MessageId: e.item.GetDeliver().GetMessage().GetMessageId(), OriginSeq: uint64(ref.Seq)}, at.Add(5*time.Second))
 		}
 	}

@@ -105,6 +105,16 @@ func (a *userActor) Receive(ctx actor.Context) {
 		a.perform(ctx, a.st.appendDone(m.err, now))
 	case catchupStep:
 		a.onCatchup(ctx, m.key)
+	case redriveStep:
+		// One page of the log after the fan-out mark per turn: the
+		// mailbox is not held for the whole scan.
+		entries, full, err := readRedrivePage(a.rt, a.user, a.st.out.scanned)
+		if err != nil {
+			a.log.Error("re-drive read failed; retrying", "err", err)
+			retryRedrive(a.rt, a.self)
+			break
+		}
+		a.perform(ctx, a.st.redrivePage(entries, full, now))
 	case willDue:
 		a.perform(ctx, a.st.willDue(m.device, m.loginID, now))
 	case *actorpb.TransientDeliver:
@@ -190,20 +200,21 @@ func (a *userActor) load(init *cluster.ClusterInit) (*userState, []effect, error
 	if err != nil {
 		return nil, nil, fmt.Errorf("read outbox of %q: %w", a.user, err)
 	}
-	outbox := make([]*actorpb.OutboxItem, 0, len(items))
-	for _, it := range items {
-		var oi actorpb.OutboxItem
-		if err := proto.Unmarshal(it.Data, &oi); err != nil {
-			return nil, nil, fmt.Errorf("decode outbox item %d of %q: %w", it.Seq, a.user, err)
-		}
-		outbox = append(outbox, &oi)
+	outbox, err := storedItems(items, decodeOutboxItem)
+	if err != nil {
+		return nil, nil, fmt.Errorf("outbox of %q: %w", a.user, err)
 	}
-	if len(outbox) > 0 {
-		a.log.Info("re-driving pending fan-outs", "count", len(outbox))
+	mark, err := a.rt.store.FanoutMark(ctx, a.user)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read fan-out mark of %q: %w", a.user, err)
+	}
+	if len(outbox) > 0 || mark.Pending {
+		a.log.Info("re-driving pending fan-outs", "items", len(outbox), "after_seq", mark.Done)
 	}
 	st := newUserState(a.user, a.rt.cfg, storeReader{a.rt.store, a.user}, NewMessageID)
 	st.fresh = time.Now() // after Activate: real time, as in message IDs (not the injectable clock)
 	effs := st.activated(epoch, last, lastTime, outbox, a.rt.now(), convs...)
+	effs = append(effs, st.fanoutMark(mark)...)
 	return st, effs, nil
 }
 
@@ -421,7 +432,7 @@ func (a *userActor) inspect() *actorpb.InspectResult {
 	r := &actorpb.InspectResult{
 		LastSeq:       uint64(a.st.committed),
 		Epoch:         uint64(a.st.epoch),
-		PendingFanout: uint32(len(a.st.outbox)),
+		PendingFanout: uint32(len(a.st.out.items)),
 	}
 	for _, s := range a.st.sessions {
 		r.Sessions = append(r.Sessions, s.info)
@@ -445,6 +456,8 @@ func (a *userActor) perform(ctx actor.Context, effs []effect) {
 			ctx.Send(actor.NewPID(e.key.addr, e.key.id), &actorpb.SessionKick{SessionId: e.key.sid, Kick: e.kick})
 		case effDeliver:
 			a.rt.courier.send(e.item.GetToUser(), itemMessage(e.item))
+		case effRedrive:
+			ctx.Send(a.self, redriveStep{})
 		case effDeliverAck:
 			kind := e.kind
 			if kind == "" {

@@ -1,0 +1,330 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tandem-im/tandem/persistence"
+	"github.com/tandem-im/tandem/proto/actorpb"
+	"github.com/tandem-im/tandem/proto/wire"
+)
+
+// outbox is the fan-out bookkeeping of one user or group actor: the outbox
+// rule of DESIGN.md §3, one implementation for both kinds (ADR 0005).
+//
+// Messages — a user's one-to-one message, a group's message — write no
+// outbox record: the log entry is itself the "fan-out pending" record,
+// and the store keeps one fan-out mark per actor, "every fan-out of an
+// entry up to seq Done is confirmed; later ones may not be". The mark is
+// written when the first fan-out of an idle period is appended (in the
+// same append as its entry), moved lazily on ticks while fan-outs go on,
+// and cleared once none is left: amortised, never once per message. A
+// stale mark only re-drives deliveries the recipients de-duplicate by
+// message ID. While it is pending, Store.OutboxUsers lists the actor, so a
+// node re-drives it after a crash without waiting for it to come back.
+//
+// The rare fan-outs whose payload the log entry does not carry (recalls,
+// edits, group membership events) keep one stored outbox item per
+// recipient, as before: they are few, and their items hold the payload.
+//
+// Only the owning actor's goroutine touches it.
+type outbox struct {
+	items map[persistence.OutboxRef]*outboxEntry // every delivery not yet confirmed
+	done  []persistence.OutboxRef                // stored items confirmed, not yet deleted
+
+	// Fan-outs of log entries: unconfirmed deliveries per entry, and the
+	// entries' seqs in ascending order (the front is popped once
+	// confirmed). Registered when the entry is submitted, so the mark
+	// never passes an entry whose fan-out has not started.
+	open map[persistence.Seq]int
+	seqs []persistence.Seq
+
+	// The activation's re-drive of entries after the stored mark reads
+	// the log in pages; until it is through, the mark stays at or behind
+	// scanned, the last seq it looked at.
+	scanning bool
+	scanned  persistence.Seq
+	scanTo   persistence.Seq // the activation's last seq: later entries are this activation's
+
+	// The mark as last submitted (appends apply in order, so this is the
+	// stored mark once they commit).
+	markPending bool
+	markDone    persistence.Seq
+
+	latency ackLatency // how long fan-outs take to be confirmed
+}
+
+type outboxEntry struct {
+	item     *actorpb.OutboxItem
+	logged   bool // a log entry's fan-out (no stored item)
+	sentAt   time.Time
+	attempts int
+}
+
+func newOutbox() outbox {
+	return outbox{items: map[persistence.OutboxRef]*outboxEntry{}, open: map[persistence.Seq]int{}}
+}
+
+// activated sets the stored mark and the log's last seq: a pending mark
+// starts the re-drive scan of the log after it (effRedrive).
+func (o *outbox) activated(m persistence.FanoutMark, last persistence.Seq) []effect {
+	o.markPending, o.markDone = m.Pending, m.Done
+	o.scanning, o.scanned, o.scanTo = m.Pending && m.Done < last, m.Done, last
+	if !o.scanning {
+		return nil
+	}
+	return []effect{effRedrive{}}
+}
+
+// put records a new entry's fan-out in req (the entry's append) and c (its
+// commit): items of entry seq, sent once the append is durable. Logged
+// fan-outs write at most the mark; others write one item each.
+func (o *outbox) put(req *persistence.AppendRequest, c *commit, seq persistence.Seq, items []*actorpb.OutboxItem, logged bool) {
+	if len(items) == 0 {
+		return
+	}
+	c.fanout, c.logged = append(c.fanout, items...), logged
+	if !logged {
+		for _, it := range items {
+			req.OutboxPut = append(req.OutboxPut, outboxPut(it))
+		}
+		return
+	}
+	if !o.markPending {
+		done := o.watermark(seq - 1)
+		req.Fanout = &persistence.FanoutMark{Done: done, Pending: true}
+		o.markPending, o.markDone = true, done
+	}
+	if o.open[seq] == 0 {
+		o.seqs = append(o.seqs, seq)
+	}
+	o.open[seq] += len(items)
+}
+
+// sent starts deliveries (an append became durable, or the activation
+// re-drives them) and returns the effects that send them.
+func (o *outbox) sent(items []*actorpb.OutboxItem, logged bool, now time.Time) []effect {
+	effs := make([]effect, 0, len(items))
+	for _, it := range items {
+		o.items[outboxRef(it)] = &outboxEntry{item: it, logged: logged, sentAt: now, attempts: 1}
+		effs = append(effs, effDeliver{item: it})
+	}
+	return effs
+}
+
+// redrive starts the deliveries of an entry the activation found after the
+// stored mark (its fan-out was not confirmed when the last activation
+// ended, as far as the mark knows).
+func (o *outbox) redrive(seq persistence.Seq, items []*actorpb.OutboxItem, now time.Time) []effect {
+	var fresh []*actorpb.OutboxItem
+	for _, it := range items {
+		if o.items[outboxRef(it)] == nil {
+			fresh = append(fresh, it)
+		}
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	if o.open[seq] == 0 {
+		o.seqs = append(o.seqs, seq)
+		slices.Sort(o.seqs) // pages come in seq order, but new sends may be open already
+		o.seqs = slices.Compact(o.seqs)
+	}
+	o.open[seq] += len(fresh)
+	return o.sent(fresh, true, now)
+}
+
+// scannedTo records how far the re-drive scan has read; through ends it.
+func (o *outbox) scannedTo(seq persistence.Seq, through bool) {
+	o.scanned = max(o.scanned, seq)
+	if through {
+		o.scanning = false
+	}
+}
+
+// ack records a confirmation; it reports whether it was one this outbox
+// waited for.
+func (o *outbox) ack(a *actorpb.DeliverAck, now time.Time) bool {
+	ref := persistence.OutboxRef{Seq: persistence.Seq(a.GetOriginSeq()), Key: a.GetToUser() + "/" + a.GetMessageId()}
+	e := o.items[ref]
+	if e == nil {
+		return false // a repeat, or not ours
+	}
+	if !now.IsZero() && e.attempts == 1 {
+		o.latency.observe(now.Sub(e.sentAt))
+	}
+	delete(o.items, ref)
+	if !e.logged {
+		o.done = append(o.done, ref)
+		return true
+	}
+	if o.open[ref.Seq]--; o.open[ref.Seq] <= 0 {
+		delete(o.open, ref.Seq)
+	}
+	return true
+}
+
+// watermark is the highest seq through which every logged fan-out is
+// confirmed, given that entries up to last exist.
+func (o *outbox) watermark(last persistence.Seq) persistence.Seq {
+	for len(o.seqs) > 0 && o.open[o.seqs[0]] == 0 {
+		o.seqs = o.seqs[1:]
+	}
+	w := last
+	if len(o.seqs) > 0 {
+		w = min(w, o.seqs[0]-1)
+	}
+	if o.scanning {
+		w = min(w, o.scanned)
+	}
+	return w
+}
+
+// pending reports whether some logged fan-out may be unconfirmed.
+func (o *outbox) pending(last persistence.Seq) bool {
+	o.watermark(last) // pops confirmed seqs
+	return o.scanning || len(o.seqs) > 0
+}
+
+// markStale reports whether the stored mark is behind what is known.
+func (o *outbox) markStale(last persistence.Seq) bool {
+	p := o.pending(last)
+	return p != o.markPending || (p && o.watermark(last) > o.markDone)
+}
+
+// needsFlush reports whether a flush would write anything.
+func (o *outbox) needsFlush(last persistence.Seq) bool {
+	return len(o.done) > 0 || o.markStale(last)
+}
+
+// flush puts the confirmed items' deletions and the moved mark into req.
+func (o *outbox) flush(req *persistence.AppendRequest, last persistence.Seq) {
+	req.OutboxDone = append(req.OutboxDone, o.done...)
+	o.done = nil
+	if !o.markStale(last) {
+		return
+	}
+	p, w := o.pending(last), o.watermark(last)
+	req.Fanout = &persistence.FanoutMark{Done: w, Pending: p}
+	o.markPending, o.markDone = p, w
+}
+
+// tick re-sends deliveries not confirmed in time, with back-off.
+func (o *outbox) tick(now time.Time) []effect {
+	var effs []effect
+	for _, e := range o.items {
+		if now.Sub(e.sentAt) >= o.latency.redriveDelay(e.attempts) {
+			e.sentAt = now
+			e.attempts++
+			effs = append(effs, effDeliver{item: e.item})
+		}
+	}
+	return effs
+}
+
+// busy reports whether deliveries are in flight or the re-drive scan is
+// not through.
+func (o *outbox) busy() bool { return len(o.items) > 0 || o.scanning }
+
+// storedItems decodes the stored outbox items an activation re-drives,
+// skipping the fan-out mark.
+func storedItems(items []persistence.OutboxItem, decode func([]byte) (*actorpb.OutboxItem, error)) ([]*actorpb.OutboxItem, error) {
+	out := make([]*actorpb.OutboxItem, 0, len(items))
+	for _, it := range items {
+		if persistence.IsFanoutMark(it.Seq, it.Key) {
+			continue
+		}
+		oi, err := decode(it.Data)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, oi)
+	}
+	return out, nil
+}
+
+// mentionedIn reports whether reader is mentioned by a message with this
+// mention list and mention-all flag.
+func mentionedIn(all bool, list []string, reader string) bool {
+	return all || slices.Contains(list, reader)
+}
+
+// effRedrive asks the shell to read the next page of the log for the
+// activation's re-drive (a self-message: the mailbox is not held for the
+// whole scan).
+type effRedrive struct{}
+
+func (effRedrive) isEffect() {}
+
+// redriveStep is the self-message of effRedrive.
+type redriveStep struct{}
+
+// redrivePage is the page size of the activation's re-drive scan.
+const redrivePage = 256
+
+// redriveEntries re-drives the fan-outs of entries (a page read after the
+// scan position; full reports whether the page was full) with fanoutOf
+// naming an entry's deliveries, and asks for the next page unless the scan
+// reached last.
+func (o *outbox) redriveEntries(entries []*wire.Entry, full bool, fanoutOf func(*wire.Entry) []*actorpb.OutboxItem, now time.Time) []effect {
+	if !o.scanning {
+		return nil
+	}
+	last := o.scanTo
+	var effs []effect
+	end := o.scanned
+	for _, e := range entries {
+		seq := persistence.Seq(e.GetSeq())
+		if seq <= o.scanned {
+			continue
+		}
+		end = max(end, seq)
+		if seq > last {
+			break // appended by this activation: its own fan-out runs
+		}
+		effs = append(effs, o.redrive(seq, fanoutOf(e), now)...)
+	}
+	through := !full || end >= last
+	if through {
+		end = max(end, last)
+	}
+	o.scannedTo(end, through)
+	if !through {
+		effs = append(effs, effRedrive{})
+	}
+	return effs
+}
+
+func decodeOutboxItem(b []byte) (*actorpb.OutboxItem, error) {
+	var oi actorpb.OutboxItem
+	if err := proto.Unmarshal(b, &oi); err != nil {
+		return nil, fmt.Errorf("decode outbox item: %w", err)
+	}
+	return &oi, nil
+}
+
+// readRedrivePage reads one page of user's log after the re-drive
+// position; full reports whether it had the page's worth.
+func readRedrivePage(rt *Runtime, user string, after persistence.Seq) ([]*wire.Entry, bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), rt.cfg.RequestTimeout)
+	defer cancel()
+	es, err := rt.store.Read(ctx, user, after, redrivePage)
+	if err != nil {
+		return nil, false, fmt.Errorf("read %q after %d: %w", user, after, err)
+	}
+	out, err := decodeEntries(es)
+	return out, len(es) >= redrivePage, err
+}
+
+// retryRedriveAfter is how long a failed re-drive read waits.
+const retryRedriveAfter = time.Second
+
+func retryRedrive(rt *Runtime, self *actor.PID) {
+	root := rt.sys.Root
+	time.AfterFunc(retryRedriveAfter, func() { root.Send(self, redriveStep{}) })
+}
