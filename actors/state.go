@@ -41,6 +41,7 @@ type userState struct {
 	sending    map[string]*pendingSend // client message ID → in-flight send
 	delivering map[string]bool         // message ID → in-flight delivery
 	delivered  recentIndex             // deliveries this activation committed, newest few
+	sentAcks   recentAcks              // acks of the sends this activation committed, newest few
 	// fresh is set by the shell (real time, unlike the injectable clock):
 	// messages whose IDs were minted after it cannot have been delivered
 	// by an earlier activation (see deliveredBefore).
@@ -635,15 +636,24 @@ func (s *userState) sendFrom(key sessionKey, device string, skip *sessionKey, ow
 		p.waiters = append(p.waiters, waiter{key, reqID})
 		return nil
 	}
-	prior, err := s.rd.entryByKey("c:" + cmid)
-	if err != nil {
-		return []effect{s.replyErr(key, reqID, wire.CodeUnavailable, "storage unavailable; retry")}
+	if a := s.sentAcks.get(cmid); a != nil {
+		dup := proto.CloneOf(a)
+		dup.Duplicate = true
+		return []effect{s.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_SendAck{SendAck: dup}})}
 	}
-	if prior != nil {
-		pm := prior.GetMessage()
-		return []effect{s.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_SendAck{SendAck: &wire.SendAck{
-			MessageId: pm.GetMessageId(), Seq: prior.GetSeq(), ServerTimeMs: pm.GetServerTimeMs(), Duplicate: true,
-		}}})}
+	if !m.GetFirstAttempt() {
+		// A resend may name a send an earlier activation stored, or one
+		// this one has forgotten: ask the store's dedup index.
+		prior, err := s.rd.entryByKey("c:" + cmid)
+		if err != nil {
+			return []effect{s.replyErr(key, reqID, wire.CodeUnavailable, "storage unavailable; retry")}
+		}
+		if prior != nil {
+			pm := prior.GetMessage()
+			return []effect{s.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_SendAck{SendAck: &wire.SendAck{
+				MessageId: pm.GetMessageId(), Seq: prior.GetSeq(), ServerTimeMs: pm.GetServerTimeMs(), Duplicate: true,
+			}}})}
+		}
 	}
 
 	peer := m.GetConversation().GetId()
@@ -771,6 +781,7 @@ func (s *userState) appendDone(err error, now time.Time) []effect {
 	var effs []effect
 	if c.sendKey != "" {
 		if p := s.sending[c.sendKey]; p != nil {
+			s.sentAcks.add(c.sendKey, p.ack)
 			for i, w := range p.waiters {
 				ack := proto.Clone(p.ack).(*wire.SendAck)
 				ack.Duplicate = i > 0
@@ -994,4 +1005,35 @@ func ulidMS(id string) (int64, bool) {
 		return 0, false
 	}
 	return int64(u.Time()), true
+}
+
+// recentAcks remembers the acks of the last recentAckSize sends, by client
+// message ID: a resend soon after its ack was lost is answered without a
+// store read. Only the actor's goroutine touches it.
+type recentAcks struct {
+	acks map[string]*wire.SendAck
+	ring []string
+	next int
+}
+
+const recentAckSize = 256
+
+func (r *recentAcks) get(cmid string) *wire.SendAck { return r.acks[cmid] }
+
+func (r *recentAcks) add(cmid string, a *wire.SendAck) {
+	if r.acks == nil {
+		r.acks = make(map[string]*wire.SendAck, recentAckSize)
+	}
+	if _, ok := r.acks[cmid]; ok {
+		r.acks[cmid] = a
+		return
+	}
+	if len(r.ring) < recentAckSize {
+		r.ring = append(r.ring, cmid)
+	} else {
+		delete(r.acks, r.ring[r.next])
+		r.ring[r.next] = cmid
+		r.next = (r.next + 1) % recentAckSize
+	}
+	r.acks[cmid] = a
 }

@@ -382,6 +382,18 @@ func TestResendAfterReconnect(t *testing.T) {
 	if !slices.Equal(ids, want) {
 		t.Fatalf("server saw sends %v, want %v", ids, want)
 	}
+	// Generated IDs are first attempts; the resend is not one (the server
+	// must look it up), the send queued during the reconnect still is.
+	var firsts []bool
+	for _, s := range sends {
+		firsts = append(firsts, s.Send.GetFirstAttempt())
+	}
+	if !slices.Equal(firsts, []bool{true, false, true}) {
+		t.Fatalf("first_attempt of the sends %v, want [true false true]", firsts)
+	}
+	if !first.msg.GetFirstAttempt() {
+		t.Fatal("the resend changed the caller's message")
+	}
 	logins := srv.loginList()
 	if len(logins) != 2 {
 		t.Fatalf("%d logins, want 2", len(logins))

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/tandem-im/tandem/proto/wire"
 )
 
@@ -31,8 +33,10 @@ type Pending struct {
 	ack *wire.SendAck
 	err error
 
-	// Guarded by Client.mu: the session it was last written on.
-	sess *session
+	// Guarded by Client.mu: the session it was last written on, and
+	// whether it was written on an earlier one.
+	sess   *session
+	resent bool
 }
 
 func (p *Pending) finish(ack *wire.SendAck, err error) {
@@ -78,11 +82,16 @@ func (c *Client) Send(ctx context.Context, m *wire.Send) (*wire.SendAck, error) 
 
 // SendAsync writes m (or queues it while reconnecting) and returns at
 // once; many sends may be in flight. An empty m.ClientMessageId is filled
-// in with a random one. m belongs to the client from now on: don't modify
-// it. Sends from one goroutine are written in call order.
+// in with a random one, and the first write then says first_attempt (the
+// server skips its store lookup for de-duplication); set m.FirstAttempt
+// yourself only for a client message ID that no process ever sent before.
+// Resends after a reconnect never carry it. m belongs to the client from
+// now on: don't modify it. Sends from one goroutine are written in call
+// order.
 func (c *Client) SendAsync(m *wire.Send) *Pending {
 	if m.GetClientMessageId() == "" {
 		m.ClientMessageId = NewClientMessageID()
+		m.FirstAttempt = true
 	}
 	p := &Pending{
 		id:        c.newID(),
@@ -107,15 +116,22 @@ func (c *Client) SendAsync(m *wire.Send) *Pending {
 	}
 	p.sess = s
 	c.mu.Unlock()
-	if err := s.write(sendFrame(p)); err != nil {
+	if err := s.write(sendFrame(p, false)); err != nil {
 		// The connection is gone; the send is resent after the reconnect.
 		c.log.Debug("send not written", "client_message_id", m.GetClientMessageId(), "err", err)
 	}
 	return p
 }
 
-func sendFrame(p *Pending) *wire.Frame {
-	return &wire.Frame{Id: p.id, Body: &wire.Frame_Send{Send: p.msg}}
+// sendFrame is p's frame; a resend does not claim to be a first attempt.
+// Only the writing goroutine reads p.resent, after setting it.
+func sendFrame(p *Pending, resent bool) *wire.Frame {
+	m := p.msg
+	if resent && m.GetFirstAttempt() {
+		m = proto.CloneOf(m)
+		m.FirstAttempt = false
+	}
+	return &wire.Frame{Id: p.id, Body: &wire.Frame_Send{Send: m}}
 }
 
 // flushSends writes, in the order they were made, the sends not yet
@@ -141,16 +157,19 @@ func (c *Client) flushSends(s *session) {
 		}
 		slices.SortFunc(batch, func(a, b *Pending) int { return cmp.Compare(a.id, b.id) })
 		resent := 0
-		for _, p := range batch {
+		again := make([]bool, len(batch))
+		for i, p := range batch {
 			if p.sess != nil {
 				resent++
+				p.resent = true
 			}
+			again[i] = p.resent
 			p.sess = s
 		}
 		c.mu.Unlock()
 		c.st.resent.Add(uint64(resent))
-		for _, p := range batch {
-			if err := s.write(sendFrame(p)); err != nil {
+		for i, p := range batch {
+			if err := s.write(sendFrame(p, again[i])); err != nil {
 				return // dropped: the next session resends them
 			}
 		}

@@ -1304,8 +1304,14 @@ type Send struct {
 	MentionList     []string               `protobuf:"bytes,6,rep,name=mention_list,json=mentionList,proto3" json:"mention_list,omitempty"`
 	MentionAll      bool                   `protobuf:"varint,7,opt,name=mention_all,json=mentionAll,proto3" json:"mention_all,omitempty"`
 	Options         *SendOptions           `protobuf:"bytes,8,opt,name=options,proto3" json:"options,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// tandem addition: the sender asserts that this client_message_id has
+	// never been sent before, by any connection or process. The server then
+	// de-duplicates it only against the sends it holds in memory and skips
+	// the lookup in the store. Leave it false on every resend: a resend
+	// flagged first_attempt may be stored twice.
+	FirstAttempt  bool `protobuf:"varint,9,opt,name=first_attempt,json=firstAttempt,proto3" json:"first_attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Send) Reset() {
@@ -1392,6 +1398,13 @@ func (x *Send) GetOptions() *SendOptions {
 		return x.Options
 	}
 	return nil
+}
+
+func (x *Send) GetFirstAttempt() bool {
+	if x != nil {
+		return x.FirstAttempt
+	}
+	return false
 }
 
 type SendAck struct {
@@ -3444,7 +3457,7 @@ const file_wire_wire_proto_rawDesc = "" +
 	"\vSendOptions\x12\x1c\n" +
 	"\ttransient\x18\x01 \x01(\bR\ttransient\x12+\n" +
 	"\x11receipt_requested\x18\x02 \x01(\bR\x10receiptRequested\x12\x1b\n" +
-	"\tpush_data\x18\x03 \x01(\tR\bpushData\"\xa2\x03\n" +
+	"\tpush_data\x18\x03 \x01(\tR\bpushData\"\xc7\x03\n" +
 	"\x04Send\x12*\n" +
 	"\x11client_message_id\x18\x01 \x01(\tR\x0fclientMessageId\x12@\n" +
 	"\fconversation\x18\x02 \x01(\v2\x1c.tandem.wire.v1.ConversationR\fconversation\x12\x12\n" +
@@ -3456,7 +3469,8 @@ const file_wire_wire_proto_rawDesc = "" +
 	"\fmention_list\x18\x06 \x03(\tR\vmentionList\x12\x1f\n" +
 	"\vmention_all\x18\a \x01(\bR\n" +
 	"mentionAll\x125\n" +
-	"\aoptions\x18\b \x01(\v2\x1b.tandem.wire.v1.SendOptionsR\aoptions\x1a=\n" +
+	"\aoptions\x18\b \x01(\v2\x1b.tandem.wire.v1.SendOptionsR\aoptions\x12#\n" +
+	"\rfirst_attempt\x18\t \x01(\bR\ffirstAttempt\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"~\n" +
