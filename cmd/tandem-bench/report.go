@@ -378,7 +378,7 @@ func (r *Result) print(w io.Writer) {
 		mode = "closed loop"
 	}
 	if c.RatePerSecond > 0 {
-		mode = fmt.Sprintf("%s at %.0f msgs/s (%.4g per sender, staggered)", c.Mode, c.RatePerSecond, c.RatePerSecond/float64(c.Pairs))
+		mode = fmt.Sprintf("%s at %g msgs/s (%.4g per sender, staggered)", c.Mode, c.RatePerSecond, c.RatePerSecond/float64(c.Pairs))
 	}
 	fmt.Fprintf(w, "%s  pairs %d  window %d  size %d B  warm-up %gs  measured %gs  GOMAXPROCS %d  %s %s/%s\n\n",
 		mode, c.Pairs, c.Window, c.SizeBytes, c.WarmupSeconds, c.DurationSeconds, c.GOMAXPROCS, c.GoVersion, c.OS, c.Arch)
@@ -386,7 +386,7 @@ func (r *Result) print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "throughput\tmsgs/s\tcount\t")
 	if o := r.OpenLoop; o != nil {
-		fmt.Fprintf(tw, "target\t%.0f\t\t\n", o.TargetPerSecond)
+		fmt.Fprintf(tw, "target\t%g\t\t\n", o.TargetPerSecond)
 	}
 	fmt.Fprintf(tw, "acked\t%.0f\t%d\t\n", r.Throughput.AckedPerSecond, r.Throughput.Acked)
 	fmt.Fprintf(tw, "delivered\t%.0f\t%d\t\n", r.Throughput.DeliveredPerSecond, r.Throughput.Delivered)
@@ -409,7 +409,7 @@ func (r *Result) print(w io.Writer) {
 		fmt.Fprintf(w, "delivered by second of the window: slowest %d, fastest %d\n", slices.Min(s), slices.Max(s))
 	}
 	if o := r.OpenLoop; o != nil {
-		fmt.Fprintf(w, "open loop: acked %.0f msgs/s = %.1f %% of the target %.0f; latencies from each message's scheduled time\n",
+		fmt.Fprintf(w, "open loop: acked %.0f msgs/s = %.1f %% of the target %g; latencies from each message's scheduled time\n",
 			r.Throughput.AckedPerSecond, o.AchievedPercent, o.TargetPerSecond)
 		fmt.Fprintf(w, "  sends scheduled in the window %d: late %d (started > %g ms after schedule), window full %d, worst lateness %.2f ms\n",
 			o.Scheduled, o.LateSends, o.LateAfterMs, o.WindowFull, o.WorstLatenessMs)
