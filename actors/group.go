@@ -540,6 +540,14 @@ func (a *groupActor) Receive(ctx actor.Context) {
 		a.perform(ctx, a.g.send(key, 0, m.GetFromUser(), "", m.GetSend(), now))
 	case *actorpb.DeliverAck:
 		a.perform(ctx, a.g.deliverAck(m, now))
+	case *actorpb.DeliverBatchAck:
+		var effs []effect
+		for i, u := range m.GetMembers() {
+			if i < len(m.GetSeqs()) {
+				effs = append(effs, a.g.deliverAck(&actorpb.DeliverAck{ToUser: u, MessageId: m.GetMessageId(), OriginSeq: m.GetOriginSeq(), Seq: m.GetSeqs()[i]}, now)...)
+			}
+		}
+		a.perform(ctx, effs)
 	case redriveStep:
 		entries, full, err := readRedrivePage(a.rt, groupUser(a.id), a.g.out.scanned)
 		if err != nil {
@@ -620,6 +628,12 @@ func (a *groupActor) activate(ctx actor.Context, id string) {
 }
 
 func (a *groupActor) perform(ctx actor.Context, effs []effect) {
+	var batched []*actorpb.OutboxItem // the group's message deliveries: one batch per node (relay.go)
+	defer func() {
+		for _, it := range a.rt.sendGroupDeliveries(ctx, a.id, batched) {
+			a.rt.courier.send(it.GetToUser(), itemMessage(it))
+		}
+	}()
 	for _, e := range effs {
 		switch e := e.(type) {
 		case effAppend:
@@ -639,6 +653,10 @@ func (a *groupActor) perform(ctx actor.Context, effs []effect) {
 			}
 			ctx.Send(actor.NewPID(e.gw.addr, e.gw.id), &actorpb.SessionPush{SessionIds: e.sids, Frames: e.frames})
 		case effDeliver:
+			if e.item.GetDeliver() != nil {
+				batched = append(batched, e.item)
+				continue
+			}
 			a.rt.courier.send(e.item.GetToUser(), itemMessage(e.item))
 		case effRedrive:
 			ctx.Send(a.self, redriveStep{})

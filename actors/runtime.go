@@ -59,16 +59,17 @@ type Runtime struct {
 	policy   atomic.Pointer[Policy] // current kick policy (the server API may change it)
 
 	// Set by Start, then read-only.
-	sys     *actor.ActorSystem
-	cl      *cluster.Cluster
-	members Membership // nil: this node only
-	courier *courier
-	gateway *actor.PID
-	presPID *actor.PID // this node's presence actor
-	unwatch func()     // ends the topology subscription (failover.go)
-	homes   sessionHomes
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	sys      *actor.ActorSystem
+	cl       *cluster.Cluster
+	members  Membership // nil: this node only
+	courier  *courier
+	gateway  *actor.PID
+	presPID  *actor.PID // this node's presence actor
+	relayPID *actor.PID // this node's relay actor (relay.go)
+	unwatch  func()     // ends the topology subscription (failover.go)
+	homes    sessionHomes
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 }
 
 // NewRuntime returns a runtime; hooks and reg may be nil (no webhooks, no
@@ -293,6 +294,15 @@ func (r *Runtime) Start(cl *cluster.Cluster, sessions SessionTable, members Memb
 		return fmt.Errorf("spawn the presence actor: %w", err)
 	}
 	r.presPID = pres
+	relay, err := r.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &relayActor{rt: r} }), RelayActorName)
+	if err != nil {
+		r.courier.stop()
+		for _, pid := range []*actor.PID{r.gateway, r.presPID} {
+			_ = r.sys.Root.StopFuture(pid).Wait() // only a timeout can fail; nothing to do about it
+		}
+		return fmt.Errorf("spawn the relay actor: %w", err)
+	}
+	r.relayPID = relay
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	r.wg.Go(func() { r.redriveOutboxes(ctx, false) })
@@ -357,7 +367,7 @@ func (r *Runtime) Stop() {
 	if r.courier != nil {
 		r.courier.stop()
 	}
-	for _, pid := range []*actor.PID{r.presPID, r.gateway} {
+	for _, pid := range []*actor.PID{r.relayPID, r.presPID, r.gateway} {
 		if pid != nil {
 			_ = r.sys.Root.StopFuture(pid).Wait() // only a timeout can fail; nothing to do about it
 		}

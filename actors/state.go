@@ -134,9 +134,10 @@ type (
 	}
 	effDeliver    struct{ item *actorpb.OutboxItem }
 	effDeliverAck struct {
-		to   string
-		kind string // "" = UserKind; GroupKind for a group's fan-out
-		ack  *actorpb.DeliverAck
+		to    string
+		kind  string // "" = UserKind; GroupKind for a group's fan-out
+		relay string // a node's relay handed it (a group's batch): ack the relay (relay.go)
+		ack   *actorpb.DeliverAck
 	}
 	// effCatchup asks the shell to read the next catch-up page.
 	effCatchup struct{ key sessionKey }
@@ -705,15 +706,15 @@ func (s *userState) deliver(d *actorpb.Deliver, now time.Time) []effect {
 	if s.delivering[id] {
 		return nil // in flight: its commit answers
 	}
-	ackTo, ackKind := d.GetFromUser(), ""
+	ackTo, ackKind, relay := d.GetFromUser(), "", ""
 	if g := d.GetViaGroup(); g != "" {
-		ackTo, ackKind = g, GroupKind
+		ackTo, ackKind, relay = g, GroupKind, d.GetRelayAddress()
 	}
 	if seq, ok := s.delivered.get(id); ok {
 		// A repeat of a recent delivery (the sender's outbox re-sent it
 		// before our ack arrived): answered without a store read, so
 		// repeats cost little when deliveries lag.
-		return []effect{effDeliverAck{to: ackTo, kind: ackKind, ack: &actorpb.DeliverAck{
+		return []effect{effDeliverAck{to: ackTo, kind: ackKind, relay: relay, ack: &actorpb.DeliverAck{
 			ToUser: s.user, MessageId: id, OriginSeq: d.GetOriginSeq(), Seq: uint64(seq),
 		}}}
 	}
@@ -722,7 +723,7 @@ func (s *userState) deliver(d *actorpb.Deliver, now time.Time) []effect {
 		return nil // the sender's outbox re-drives it
 	}
 	if prior != nil {
-		return []effect{effDeliverAck{to: ackTo, kind: ackKind, ack: &actorpb.DeliverAck{
+		return []effect{effDeliverAck{to: ackTo, kind: ackKind, relay: relay, ack: &actorpb.DeliverAck{
 			ToUser: s.user, MessageId: id, OriginSeq: d.GetOriginSeq(), Seq: prior.GetSeq(),
 		}}}
 	}
@@ -739,7 +740,7 @@ func (s *userState) deliver(d *actorpb.Deliver, now time.Time) []effect {
 		lastSeq:    seq,
 		entries:    []*wire.Entry{entry},
 		deliverKey: id,
-		deliverAcks: []effDeliverAck{{to: ackTo, kind: ackKind, ack: &actorpb.DeliverAck{
+		deliverAcks: []effDeliverAck{{to: ackTo, kind: ackKind, relay: relay, ack: &actorpb.DeliverAck{
 			ToUser: s.user, MessageId: id, OriginSeq: d.GetOriginSeq(), Seq: uint64(seq),
 		}}},
 	})}

@@ -307,7 +307,8 @@ func (a *userActor) onFrame(ctx actor.Context, m *actorpb.ClientFrame, now time.
 		var later []*wire.Entry
 		if a.st.needsLater(b.MarkRead) {
 			var err error
-			if later, err = a.readAll(persistence.Seq(b.MarkRead.GetUpToSeq())); err != nil {
+			last := persistence.Seq(a.st.convs[convKey(b.MarkRead.GetConversation())].GetLastSeq())
+			if later, err = a.readAll(persistence.Seq(b.MarkRead.GetUpToSeq()), last); err != nil {
 				a.log.Error("mark-read recount failed", "err", err)
 				a.perform(ctx, []effect{a.st.replyErr(key, f.GetId(), wire.CodeUnavailable, "storage unavailable; retry")})
 				return
@@ -459,6 +460,10 @@ func (a *userActor) perform(ctx actor.Context, effs []effect) {
 		case effRedrive:
 			ctx.Send(a.self, redriveStep{})
 		case effDeliverAck:
+			if e.relay != "" {
+				ctx.Send(actor.NewPID(e.relay, RelayActorName), e.ack) // the node's relay batches acks to the group
+				continue
+			}
 			kind := e.kind
 			if kind == "" {
 				kind = UserKind

@@ -542,11 +542,14 @@ func (x *SessionKick) GetKick() *wire.Kick {
 // Sender's user actor → recipient's user actor: append this message to your
 // log (idempotent by message_id) and push it to your devices.
 type Deliver struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	FromUser      string                 `protobuf:"bytes,1,opt,name=from_user,json=fromUser,proto3" json:"from_user,omitempty"`
-	Message       *wire.Message          `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`                       // conversation already from the recipient's side
-	OriginSeq     uint64                 `protobuf:"varint,3,opt,name=origin_seq,json=originSeq,proto3" json:"origin_seq,omitempty"` // the entry's seq in the sender's log
-	ViaGroup      string                 `protobuf:"bytes,4,opt,name=via_group,json=viaGroup,proto3" json:"via_group,omitempty"`     // set when a group fans out: ack the group, not the sender
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	FromUser  string                 `protobuf:"bytes,1,opt,name=from_user,json=fromUser,proto3" json:"from_user,omitempty"`
+	Message   *wire.Message          `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`                       // conversation already from the recipient's side
+	OriginSeq uint64                 `protobuf:"varint,3,opt,name=origin_seq,json=originSeq,proto3" json:"origin_seq,omitempty"` // the entry's seq in the sender's log
+	ViaGroup  string                 `protobuf:"bytes,4,opt,name=via_group,json=viaGroup,proto3" json:"via_group,omitempty"`     // set when a group fans out: ack the group, not the sender
+	// Set when a node's relay actor hands a group's DeliverBatch to the
+	// member: ack that node's relay (DeliverAck) instead of the group.
+	RelayAddress  string `protobuf:"bytes,5,opt,name=relay_address,json=relayAddress,proto3" json:"relay_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -605,6 +608,13 @@ func (x *Deliver) GetOriginSeq() uint64 {
 func (x *Deliver) GetViaGroup() string {
 	if x != nil {
 		return x.ViaGroup
+	}
+	return ""
+}
+
+func (x *Deliver) GetRelayAddress() string {
+	if x != nil {
+		return x.RelayAddress
 	}
 	return ""
 }
@@ -2295,6 +2305,150 @@ func (x *TransientRelay) GetMentionPerRecipient() bool {
 	return false
 }
 
+// Group actor → the relay actor of the node that owns these members
+// (batched fan-out, DESIGN.md §4): append the group's message to each
+// member's log, as a Deliver{via_group} would. Each member's
+// message.mentioned is set from the message's mention_list and
+// mention_all (never for the sender). Answered with DeliverBatchAck.
+type DeliverBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	Message       *wire.Message          `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`                       // conversation: the group
+	OriginSeq     uint64                 `protobuf:"varint,3,opt,name=origin_seq,json=originSeq,proto3" json:"origin_seq,omitempty"` // the message's seq in the group's log
+	Members       []string               `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliverBatch) Reset() {
+	*x = DeliverBatch{}
+	mi := &file_actorpb_actor_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliverBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliverBatch) ProtoMessage() {}
+
+func (x *DeliverBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliverBatch.ProtoReflect.Descriptor instead.
+func (*DeliverBatch) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *DeliverBatch) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *DeliverBatch) GetMessage() *wire.Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *DeliverBatch) GetOriginSeq() uint64 {
+	if x != nil {
+		return x.OriginSeq
+	}
+	return 0
+}
+
+func (x *DeliverBatch) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// Relay → group: these members have the message durably in their logs,
+// at these seqs (members[i] at seqs[i]). Members not listed are re-sent
+// by the group.
+type DeliverBatchAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MessageId     string                 `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	OriginSeq     uint64                 `protobuf:"varint,2,opt,name=origin_seq,json=originSeq,proto3" json:"origin_seq,omitempty"`
+	Members       []string               `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	Seqs          []uint64               `protobuf:"varint,4,rep,packed,name=seqs,proto3" json:"seqs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliverBatchAck) Reset() {
+	*x = DeliverBatchAck{}
+	mi := &file_actorpb_actor_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliverBatchAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliverBatchAck) ProtoMessage() {}
+
+func (x *DeliverBatchAck) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliverBatchAck.ProtoReflect.Descriptor instead.
+func (*DeliverBatchAck) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *DeliverBatchAck) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *DeliverBatchAck) GetOriginSeq() uint64 {
+	if x != nil {
+		return x.OriginSeq
+	}
+	return 0
+}
+
+func (x *DeliverBatchAck) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *DeliverBatchAck) GetSeqs() []uint64 {
+	if x != nil {
+		return x.Seqs
+	}
+	return nil
+}
+
 var File_actorpb_actor_proto protoreflect.FileDescriptor
 
 const file_actorpb_actor_proto_rawDesc = "" +
@@ -2332,13 +2486,14 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\vSessionKick\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\x04R\tsessionId\x12(\n" +
-	"\x04kick\x18\x02 \x01(\v2\x14.tandem.wire.v1.KickR\x04kick\"\x95\x01\n" +
+	"\x04kick\x18\x02 \x01(\v2\x14.tandem.wire.v1.KickR\x04kick\"\xba\x01\n" +
 	"\aDeliver\x12\x1b\n" +
 	"\tfrom_user\x18\x01 \x01(\tR\bfromUser\x121\n" +
 	"\amessage\x18\x02 \x01(\v2\x17.tandem.wire.v1.MessageR\amessage\x12\x1d\n" +
 	"\n" +
 	"origin_seq\x18\x03 \x01(\x04R\toriginSeq\x12\x1b\n" +
-	"\tvia_group\x18\x04 \x01(\tR\bviaGroup\"u\n" +
+	"\tvia_group\x18\x04 \x01(\tR\bviaGroup\x12#\n" +
+	"\rrelay_address\x18\x05 \x01(\tR\frelayAddress\"u\n" +
 	"\n" +
 	"DeliverAck\x12\x17\n" +
 	"\ato_user\x18\x01 \x01(\tR\x06toUser\x12\x1d\n" +
@@ -2477,7 +2632,20 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x0eTransientRelay\x12\x19\n" +
 	"\bto_users\x18\x01 \x03(\tR\atoUsers\x12;\n" +
 	"\adeliver\x18\x02 \x01(\v2!.tandem.actor.v1.TransientDeliverR\adeliver\x122\n" +
-	"\x15mention_per_recipient\x18\x03 \x01(\bR\x13mentionPerRecipientB+Z)github.com/tandem-im/tandem/proto/actorpbb\x06proto3"
+	"\x15mention_per_recipient\x18\x03 \x01(\bR\x13mentionPerRecipient\"\x95\x01\n" +
+	"\fDeliverBatch\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x121\n" +
+	"\amessage\x18\x02 \x01(\v2\x17.tandem.wire.v1.MessageR\amessage\x12\x1d\n" +
+	"\n" +
+	"origin_seq\x18\x03 \x01(\x04R\toriginSeq\x12\x18\n" +
+	"\amembers\x18\x04 \x03(\tR\amembers\"}\n" +
+	"\x0fDeliverBatchAck\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x1d\n" +
+	"\n" +
+	"origin_seq\x18\x02 \x01(\x04R\toriginSeq\x12\x18\n" +
+	"\amembers\x18\x03 \x03(\tR\amembers\x12\x12\n" +
+	"\x04seqs\x18\x04 \x03(\x04R\x04seqsB+Z)github.com/tandem-im/tandem/proto/actorpbb\x06proto3"
 
 var (
 	file_actorpb_actor_proto_rawDescOnce sync.Once
@@ -2492,7 +2660,7 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 }
 
 var file_actorpb_actor_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_actorpb_actor_proto_goTypes = []any{
 	(GroupCommand_Op)(0),        // 0: tandem.actor.v1.GroupCommand.Op
 	(*SessionRef)(nil),          // 1: tandem.actor.v1.SessionRef
@@ -2531,61 +2699,64 @@ var file_actorpb_actor_proto_goTypes = []any{
 	(*PresenceResult)(nil),      // 34: tandem.actor.v1.PresenceResult
 	(*UserPresence)(nil),        // 35: tandem.actor.v1.UserPresence
 	(*TransientRelay)(nil),      // 36: tandem.actor.v1.TransientRelay
-	nil,                         // 37: tandem.actor.v1.PolicyChanged.LimitsEntry
-	(*wire.Login)(nil),          // 38: tandem.wire.v1.Login
-	(*wire.Frame)(nil),          // 39: tandem.wire.v1.Frame
-	(*wire.Error)(nil),          // 40: tandem.wire.v1.Error
-	(*wire.Kick)(nil),           // 41: tandem.wire.v1.Kick
-	(*wire.Message)(nil),        // 42: tandem.wire.v1.Message
-	(*wire.DeviceInfo)(nil),     // 43: tandem.wire.v1.DeviceInfo
-	(*wire.Conversation)(nil),   // 44: tandem.wire.v1.Conversation
-	(*wire.Send)(nil),           // 45: tandem.wire.v1.Send
-	(*wire.Recall)(nil),         // 46: tandem.wire.v1.Recall
-	(*wire.GroupEvent)(nil),     // 47: tandem.wire.v1.GroupEvent
-	(*wire.HistoryRequest)(nil), // 48: tandem.wire.v1.HistoryRequest
+	(*DeliverBatch)(nil),        // 37: tandem.actor.v1.DeliverBatch
+	(*DeliverBatchAck)(nil),     // 38: tandem.actor.v1.DeliverBatchAck
+	nil,                         // 39: tandem.actor.v1.PolicyChanged.LimitsEntry
+	(*wire.Login)(nil),          // 40: tandem.wire.v1.Login
+	(*wire.Frame)(nil),          // 41: tandem.wire.v1.Frame
+	(*wire.Error)(nil),          // 42: tandem.wire.v1.Error
+	(*wire.Kick)(nil),           // 43: tandem.wire.v1.Kick
+	(*wire.Message)(nil),        // 44: tandem.wire.v1.Message
+	(*wire.DeviceInfo)(nil),     // 45: tandem.wire.v1.DeviceInfo
+	(*wire.Conversation)(nil),   // 46: tandem.wire.v1.Conversation
+	(*wire.Send)(nil),           // 47: tandem.wire.v1.Send
+	(*wire.Recall)(nil),         // 48: tandem.wire.v1.Recall
+	(*wire.GroupEvent)(nil),     // 49: tandem.wire.v1.GroupEvent
+	(*wire.HistoryRequest)(nil), // 50: tandem.wire.v1.HistoryRequest
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
 	1,  // 0: tandem.actor.v1.LoginRequest.session:type_name -> tandem.actor.v1.SessionRef
-	38, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
-	39, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
+	40, // 1: tandem.actor.v1.LoginRequest.login:type_name -> tandem.wire.v1.Login
+	41, // 2: tandem.actor.v1.LoginResult.reply:type_name -> tandem.wire.v1.Frame
 	1,  // 3: tandem.actor.v1.ClientFrame.session:type_name -> tandem.actor.v1.SessionRef
-	39, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
-	40, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
+	41, // 4: tandem.actor.v1.ClientFrame.frame:type_name -> tandem.wire.v1.Frame
+	42, // 5: tandem.actor.v1.Done.error:type_name -> tandem.wire.v1.Error
 	1,  // 6: tandem.actor.v1.SessionClosed.session:type_name -> tandem.actor.v1.SessionRef
-	39, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
-	41, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
-	42, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
-	43, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
+	41, // 7: tandem.actor.v1.SessionPush.frames:type_name -> tandem.wire.v1.Frame
+	43, // 8: tandem.actor.v1.SessionKick.kick:type_name -> tandem.wire.v1.Kick
+	44, // 9: tandem.actor.v1.Deliver.message:type_name -> tandem.wire.v1.Message
+	45, // 10: tandem.actor.v1.InspectResult.sessions:type_name -> tandem.wire.v1.DeviceInfo
 	9,  // 11: tandem.actor.v1.OutboxItem.deliver:type_name -> tandem.actor.v1.Deliver
 	19, // 12: tandem.actor.v1.OutboxItem.recall:type_name -> tandem.actor.v1.RecallDeliver
 	20, // 13: tandem.actor.v1.OutboxItem.edit:type_name -> tandem.actor.v1.EditDeliver
 	31, // 14: tandem.actor.v1.OutboxItem.group_event:type_name -> tandem.actor.v1.GroupEventDeliver
-	43, // 15: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
-	43, // 16: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
-	42, // 17: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
-	37, // 18: tandem.actor.v1.PolicyChanged.limits:type_name -> tandem.actor.v1.PolicyChanged.LimitsEntry
-	44, // 19: tandem.actor.v1.RecallDeliver.conversation:type_name -> tandem.wire.v1.Conversation
-	42, // 20: tandem.actor.v1.EditDeliver.message:type_name -> tandem.wire.v1.Message
-	44, // 21: tandem.actor.v1.ConvState.conversation:type_name -> tandem.wire.v1.Conversation
-	42, // 22: tandem.actor.v1.ConvState.last_message:type_name -> tandem.wire.v1.Message
+	45, // 15: tandem.actor.v1.DeviceRecord.info:type_name -> tandem.wire.v1.DeviceInfo
+	45, // 16: tandem.actor.v1.AdminKickResult.kicked:type_name -> tandem.wire.v1.DeviceInfo
+	44, // 17: tandem.actor.v1.TransientDeliver.message:type_name -> tandem.wire.v1.Message
+	39, // 18: tandem.actor.v1.PolicyChanged.limits:type_name -> tandem.actor.v1.PolicyChanged.LimitsEntry
+	46, // 19: tandem.actor.v1.RecallDeliver.conversation:type_name -> tandem.wire.v1.Conversation
+	44, // 20: tandem.actor.v1.EditDeliver.message:type_name -> tandem.wire.v1.Message
+	46, // 21: tandem.actor.v1.ConvState.conversation:type_name -> tandem.wire.v1.Conversation
+	44, // 22: tandem.actor.v1.ConvState.last_message:type_name -> tandem.wire.v1.Message
 	22, // 23: tandem.actor.v1.ConvState.pending_receipts:type_name -> tandem.actor.v1.PendingReceipt
-	45, // 24: tandem.actor.v1.ApiSend.send:type_name -> tandem.wire.v1.Send
-	45, // 25: tandem.actor.v1.ApiDeliver.send:type_name -> tandem.wire.v1.Send
-	46, // 26: tandem.actor.v1.ApiRecall.recall:type_name -> tandem.wire.v1.Recall
-	39, // 27: tandem.actor.v1.ApiResult.reply:type_name -> tandem.wire.v1.Frame
+	47, // 24: tandem.actor.v1.ApiSend.send:type_name -> tandem.wire.v1.Send
+	47, // 25: tandem.actor.v1.ApiDeliver.send:type_name -> tandem.wire.v1.Send
+	48, // 26: tandem.actor.v1.ApiRecall.recall:type_name -> tandem.wire.v1.Recall
+	41, // 27: tandem.actor.v1.ApiResult.reply:type_name -> tandem.wire.v1.Frame
 	0,  // 28: tandem.actor.v1.GroupCommand.op:type_name -> tandem.actor.v1.GroupCommand.Op
-	40, // 29: tandem.actor.v1.GroupResult.error:type_name -> tandem.wire.v1.Error
+	42, // 29: tandem.actor.v1.GroupResult.error:type_name -> tandem.wire.v1.Error
 	28, // 30: tandem.actor.v1.GroupResult.state:type_name -> tandem.actor.v1.GroupState
-	47, // 31: tandem.actor.v1.GroupEventDeliver.event:type_name -> tandem.wire.v1.GroupEvent
-	48, // 32: tandem.actor.v1.ApiHistory.request:type_name -> tandem.wire.v1.HistoryRequest
+	49, // 31: tandem.actor.v1.GroupEventDeliver.event:type_name -> tandem.wire.v1.GroupEvent
+	50, // 32: tandem.actor.v1.ApiHistory.request:type_name -> tandem.wire.v1.HistoryRequest
 	35, // 33: tandem.actor.v1.PresenceResult.users:type_name -> tandem.actor.v1.UserPresence
-	43, // 34: tandem.actor.v1.UserPresence.devices:type_name -> tandem.wire.v1.DeviceInfo
+	45, // 34: tandem.actor.v1.UserPresence.devices:type_name -> tandem.wire.v1.DeviceInfo
 	17, // 35: tandem.actor.v1.TransientRelay.deliver:type_name -> tandem.actor.v1.TransientDeliver
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	44, // 36: tandem.actor.v1.DeliverBatch.message:type_name -> tandem.wire.v1.Message
+	37, // [37:37] is the sub-list for method output_type
+	37, // [37:37] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
@@ -2599,7 +2770,7 @@ func file_actorpb_actor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
