@@ -57,6 +57,13 @@ type outbox struct {
 	markDone    persistence.Seq
 
 	latency ackLatency // how long fan-outs take to be confirmed
+	// Confirmations come roughly in send order (one queue per node and
+	// store), so an unconfirmed delivery is re-sent only once a later one
+	// was confirmed (it was overtaken: probably lost) or confirmations
+	// stopped (stalled). A long queue — a big group's fan-out — is not
+	// re-sent just for being long.
+	lastAck     time.Time // when the last confirmation came
+	ackedSentAt time.Time // the latest send time among confirmed deliveries
 }
 
 type outboxEntry struct {
@@ -155,8 +162,14 @@ func (o *outbox) ack(a *actorpb.DeliverAck, now time.Time) bool {
 	if e == nil {
 		return false // a repeat, or not ours
 	}
-	if !now.IsZero() && e.attempts == 1 {
-		o.latency.observe(now.Sub(e.sentAt))
+	if !now.IsZero() {
+		if e.attempts == 1 {
+			o.latency.observe(now.Sub(e.sentAt))
+		}
+		o.lastAck = now
+		if e.sentAt.After(o.ackedSentAt) {
+			o.ackedSentAt = e.sentAt
+		}
 	}
 	delete(o.items, ref)
 	if !e.logged {
@@ -214,11 +227,17 @@ func (o *outbox) flush(req *persistence.AppendRequest, last persistence.Seq) {
 	o.markPending, o.markDone = p, w
 }
 
-// tick re-sends deliveries not confirmed in time, with back-off.
+// overtaken is how much later a confirmed delivery must have been sent
+// for an unconfirmed one to count as overtaken.
+const overtaken = time.Second
+
+// tick re-sends deliveries not confirmed in time, with back-off: once
+// overtaken by a later confirmed one, or when confirmations stalled.
 func (o *outbox) tick(now time.Time) []effect {
 	var effs []effect
+	stalled := now.Sub(o.lastAck) >= o.latency.redriveDelay(1)
 	for _, e := range o.items {
-		if now.Sub(e.sentAt) >= o.latency.redriveDelay(e.attempts) {
+		if now.Sub(e.sentAt) >= o.latency.redriveDelay(e.attempts) && (stalled || e.sentAt.Add(overtaken).Before(o.ackedSentAt)) {
 			e.sentAt = now
 			e.attempts++
 			effs = append(effs, effDeliver{item: e.item})

@@ -178,3 +178,51 @@ func TestGroupFanoutIsTheLog(t *testing.T) {
 		t.Fatalf("marks %+v, want cleared", mk)
 	}
 }
+
+// TestRedriveOvertakenOrStalled: an unconfirmed delivery is re-sent once a
+// later one was confirmed or confirmations stopped — not while a long
+// queue (a big group's fan-out, all sent at once) is still being confirmed.
+func TestRedriveOvertakenOrStalled(t *testing.T) {
+	o := new(outbox)
+	*o = newOutbox()
+	item := func(to string, seq uint64) *actorpb.OutboxItem {
+		return &actorpb.OutboxItem{ToUser: to, Deliver: &actorpb.Deliver{OriginSeq: seq, Message: &wire.Message{MessageId: fmt.Sprint("M", seq)}}}
+	}
+	ack := func(to string, seq uint64, at time.Time) {
+		if !o.ack(&actorpb.DeliverAck{ToUser: to, MessageId: fmt.Sprint("M", seq), OriginSeq: seq}, at) {
+			t.Fatalf("ack of %s/%d not taken", to, seq)
+		}
+	}
+	// A long queue: 100 deliveries of one message sent at t0, confirmed
+	// slowly. While confirmations flow none is re-sent.
+	var batch []*actorpb.OutboxItem
+	for i := range 100 {
+		batch = append(batch, item(fmt.Sprint("u", i), 1))
+	}
+	o.sent(batch, true, t0)
+	for i := range 50 {
+		ack(fmt.Sprint("u", i), 1, t0.Add(time.Duration(i)*100*time.Millisecond))
+	}
+	last := t0.Add(49 * 100 * time.Millisecond)
+	if d := delivers(o.tick(last)); len(d) != 0 {
+		t.Fatalf("re-sent %d of a queue still being confirmed", len(d))
+	}
+	// A later message's delivery is confirmed: the first message's are
+	// overtaken, and re-sent.
+	o.sent([]*actorpb.OutboxItem{item("u0", 2)}, true, last.Add(2*time.Second))
+	ack("u0", 2, last.Add(2500*time.Millisecond))
+	if d := delivers(o.tick(last.Add(2500 * time.Millisecond))); len(d) != 50 {
+		t.Fatalf("re-sent %d overtaken deliveries, want 50", len(d))
+	}
+
+	// Stalled: nothing confirmed for longer than the re-send delay.
+	*o = newOutbox()
+	o.sent([]*actorpb.OutboxItem{item("a", 1), item("b", 1)}, true, t0)
+	ack("a", 1, t0.Add(100*time.Millisecond))
+	if d := delivers(o.tick(t0.Add(900 * time.Millisecond))); len(d) != 0 {
+		t.Fatalf("re-sent before the delay: %v", d)
+	}
+	if d := delivers(o.tick(t0.Add(2 * time.Second))); len(d) != 1 || d[0].GetToUser() != "b" {
+		t.Fatalf("stalled: re-sent %v, want b's", d)
+	}
+}
