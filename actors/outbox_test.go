@@ -207,11 +207,13 @@ func TestRedriveOvertakenOrStalled(t *testing.T) {
 	if d := delivers(o.tick(last)); len(d) != 0 {
 		t.Fatalf("re-sent %d of a queue still being confirmed", len(d))
 	}
-	// A later message's delivery is confirmed: the first message's are
-	// overtaken, and re-sent.
-	o.sent([]*actorpb.OutboxItem{item("u0", 2)}, true, last.Add(2*time.Second))
-	ack("u0", 2, last.Add(2500*time.Millisecond))
-	if d := delivers(o.tick(last.Add(2500 * time.Millisecond))); len(d) != 50 {
+	// A later message's delivery is confirmed: once due (the delay has
+	// grown with the slow confirmations, to well over 4 s), the first
+	// message's are overtaken, and re-sent although confirmations flow.
+	at := last.Add(20 * time.Second)
+	o.sent([]*actorpb.OutboxItem{item("u0", 2)}, true, at.Add(-500*time.Millisecond))
+	ack("u0", 2, at.Add(-100*time.Millisecond))
+	if d := delivers(o.tick(at)); len(d) != 50 {
 		t.Fatalf("re-sent %d overtaken deliveries, want 50", len(d))
 	}
 
