@@ -3,6 +3,8 @@ package actors
 import (
 	"fmt"
 
+	"github.com/asynkron/protoactor-go/actor"
+
 	"github.com/tandem-im/tandem/persistence"
 	"github.com/tandem-im/tandem/proto/wire"
 )
@@ -13,8 +15,10 @@ const (
 	// (the log is per user, not per conversation) once it found a message:
 	// past it the page ends with has_more and the client continues from its
 	// oldest message. A page with nothing found yet scans on (it has no
-	// message to continue from): a per-conversation index in the store will
-	// bound that too.
+	// message to continue from). Neither holds the mailbox: the scan runs
+	// off it (scanHistory), and it starts at the conversation's last
+	// message, so an empty conversation reads nothing and an old one starts
+	// where its messages are.
 	historyScanBudget = 5000
 )
 
@@ -57,6 +61,42 @@ func historyScan(k string, cleared, before persistence.Seq, limit int, read func
 	return out, false, nil
 }
 
+// historyQuery is what one HistoryRequest scans: the log backwards from
+// before (exclusive) down to cleared (exclusive), for up to limit messages
+// of conversation conv.
+type historyQuery struct {
+	conv    string
+	cleared persistence.Seq
+	before  persistence.Seq
+	limit   int
+}
+
+// empty: the range holds no entry, so nothing needs reading.
+func (q historyQuery) empty() bool { return q.before <= q.cleared+1 }
+
+// historyQuery validates h and returns the range to scan. A conversation
+// has no message after its state's last_seq (the state is written with
+// every message entry), so the scan starts there: a conversation without
+// one (no state, or only ops) has an empty range.
+func (s *userState) historyQuery(h *wire.HistoryRequest) (historyQuery, wire.Code, error) {
+	before, code, err := s.historyStart(h)
+	if err != nil {
+		return historyQuery{}, code, err
+	}
+	limit := int(h.GetLimit())
+	if limit <= 0 || limit > maxHistoryLimit {
+		limit = maxHistoryLimit
+	}
+	q := historyQuery{conv: convKey(h.GetConversation()), limit: limit}
+	cs := s.convs[q.conv]
+	if cs.GetLastSeq() == 0 {
+		return q, 0, nil // before 0: empty
+	}
+	q.cleared = persistence.Seq(cs.GetClearedSeq())
+	q.before = min(before, persistence.Seq(cs.GetLastSeq())+1)
+	return q, 0, nil
+}
+
 // historyStart returns the seq to page history from (exclusive) for a
 // request: the log's end, or the seq of before_message_id.
 func (s *userState) historyStart(h *wire.HistoryRequest) (persistence.Seq, wire.Code, error) {
@@ -75,6 +115,39 @@ func (s *userState) historyStart(h *wire.HistoryRequest) (persistence.Seq, wire.
 		return 0, wire.CodeNotFound, fmt.Errorf("no message %s in this conversation", truncate(id, 40))
 	}
 	return persistence.Seq(e.GetSeq()), 0, nil
+}
+
+func historyFrame(reqID uint64, msgs []*wire.Message, more bool) *wire.Frame {
+	return &wire.Frame{Id: reqID, Body: &wire.Frame_HistoryPage{HistoryPage: &wire.HistoryPage{Messages: msgs, HasMore: more}}}
+}
+
+// historyRead is a history page scanned off the mailbox, for the
+// requester key (a session, or the server API) and its request ID.
+type historyRead struct {
+	key   sessionKey
+	reqID uint64
+	msgs  []*wire.Message
+	more  bool
+	err   error
+}
+
+// scanHistory scans the log for q on a goroutine; the actor answers when
+// the page comes back. The user's other requests are served meanwhile.
+func (a *userActor) scanHistory(key sessionKey, reqID uint64, q historyQuery) {
+	lr := a.logRead()
+	a.readOff(func() readDone {
+		msgs, more, err := historyScan(q.conv, q.cleared, q.before, q.limit, lr.read)
+		return historyRead{key: key, reqID: reqID, msgs: msgs, more: more, err: err}
+	})
+}
+
+func (m historyRead) apply(ctx actor.Context, a *userActor) {
+	if m.err != nil {
+		a.log.Error("history read failed", "err", m.err)
+		a.perform(ctx, []effect{a.st.replyErr(m.key, m.reqID, wire.CodeUnavailable, "storage unavailable; retry")})
+		return
+	}
+	a.perform(ctx, []effect{a.st.reply(m.key, historyFrame(m.reqID, m.msgs, m.more))})
 }
 
 func (s *userState) clearedSeq(c *wire.Conversation) persistence.Seq {

@@ -1,8 +1,10 @@
 package actors
 
 import (
+	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/tandem-im/tandem/persistence"
 	"github.com/tandem-im/tandem/proto/wire"
@@ -73,5 +75,79 @@ func TestHistoryScan(t *testing.T) {
 	rest, more, _ := historyScan("d:alice", 0, 19991, 10, reader(long))
 	if len(rest) != 1 || rest[0].GetMessageId() != "m6" || more {
 		t.Fatalf("continuation: %v, more %v; want the old message found past the budget", rest, more)
+	}
+}
+
+// TestHistoryScanDoesNotHoldMailbox: while a history scan waits on the
+// store, the same user's send is acked; the history page follows.
+func TestHistoryScanDoesNotHoldMailbox(t *testing.T) {
+	h := startUserHarness(t, "alice")
+	a := h.login(&wire.Login{DeviceId: "a-phone", Platform: "ios", HasCursor: true})
+	h.caughtUp(a)
+	h.deliverAll("bob", 1, 300)
+
+	entered, release := h.store.arm()
+	t.Cleanup(release)
+	h.frame(a, &wire.Frame{Id: 1000, Body: &wire.Frame_History{History: &wire.HistoryRequest{
+		Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Limit: 10,
+	}}})
+	select {
+	case <-entered: // the scan has read a page and is held
+	case <-time.After(10 * time.Second):
+		t.Fatal("the history scan never read")
+	}
+	h.note(a, 2000, "while the scan is held")
+	for _, f := range h.until(isReply(2000)) {
+		if f.GetHistoryPage() != nil {
+			t.Fatalf("history answered while its scan was held: %v", f)
+		}
+		if f.GetId() == 2000 && (f.GetSendAck().GetSeq() == 0 || f.GetSendAck().GetDuplicate()) {
+			t.Fatalf("send during the scan: %v, want a new message's ack", f)
+		}
+	}
+	release()
+	got := h.until(isReply(1000))
+	page := got[len(got)-1].GetHistoryPage()
+	if len(page.GetMessages()) != 10 || !page.GetHasMore() || page.GetMessages()[0].GetMessageId() == "" ||
+		string(page.GetMessages()[0].GetContent()) != "m300" || string(page.GetMessages()[9].GetContent()) != "m291" {
+		t.Fatalf("history page: %v", page)
+	}
+}
+
+// TestHistoryStartsAtTheConversationsLastMessage: a conversation without
+// messages is answered without reading the log, and an old conversation's
+// scan starts at its last message, not at the end of the log.
+func TestHistoryStartsAtTheConversationsLastMessage(t *testing.T) {
+	h := startUserHarness(t, "alice")
+	a := h.login(&wire.Login{DeviceId: "a-phone", Platform: "ios", HasCursor: true})
+	h.caughtUp(a)
+	h.deliverAll("dave", 1, 1)
+	h.deliverAll("bob", 2, 500)
+
+	history := func(id uint64, peer string) *wire.HistoryPage {
+		h.frame(a, &wire.Frame{Id: id, Body: &wire.Frame_History{History: &wire.HistoryRequest{
+			Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: peer},
+		}}})
+		got := h.until(isReply(id))
+		return got[len(got)-1].GetHistoryPage()
+	}
+	n := h.store.readCount()
+	if p := history(1000, "erin"); len(p.GetMessages()) != 0 || p.GetHasMore() {
+		t.Fatalf("history of a conversation without messages: %v", p)
+	}
+	if r := h.store.readsSince(n); len(r) != 0 {
+		t.Fatalf("history of a conversation without messages read the log: %v", r)
+	}
+	p := history(1001, "dave")
+	if len(p.GetMessages()) != 1 || p.GetHasMore() || string(p.GetMessages()[0].GetContent()) != "m1" {
+		t.Fatalf("history of dave: %v", p)
+	}
+	// One read, of the entries up to the conversation's last message.
+	old, ok, err := h.store.LookupDedup(context.Background(), "alice", "m:"+p.GetMessages()[0].GetMessageId())
+	if err != nil || !ok {
+		t.Fatalf("seq of dave's message: %v %v", ok, err)
+	}
+	if r := h.store.readsSince(n); len(r) != 1 || r[0].after != 0 || r[0].limit != int(old) {
+		t.Fatalf("history of an old conversation read %v, want one read of seqs 1-%d", r, old)
 	}
 }

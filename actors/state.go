@@ -355,23 +355,38 @@ func cursorTooOld(l *wire.Login, first persistence.Seq) bool {
 	return l.GetHasCursor() && persistence.Seq(l.GetCursor())+1 < first
 }
 
-// catchupPage sends one page of the login catch-up (entries read after
-// sess.next-1, up to limit) and either asks for the next page or switches
-// the session to live pushes. Entries committed after this read are pushed
-// live; any read here and pushed too arrive twice and the device drops the
-// copy by seq.
+// catchupPage is catchupPageAt for entries read in this turn.
 func (s *userState) catchupPage(key sessionKey, entries []*wire.Entry, limit int) []effect {
+	return s.catchupPageAt(key, entries, limit, s.committed)
+}
+
+// catchupPageAt sends the login catch-up's entries read after
+// sess.next-1 (up to limit of them, as pages of at most pageLimit, in one
+// push) and either asks for the next read or switches the session to live
+// pushes. readAt is the committed seq when the read began: every entry up
+// to it was in the store for the read. An entry committed since (it was
+// not pushed: the session is not live) may be missing from a short read,
+// so then the catch-up reads on; entries committed after the session
+// turns live are pushed. Any entry both paged and pushed arrives twice and
+// the device drops the copy by seq; none falls between the two.
+func (s *userState) catchupPageAt(key sessionKey, entries []*wire.Entry, limit int, readAt persistence.Seq) []effect {
 	sess := s.sessions[key]
 	if sess == nil || sess.live {
 		return nil
 	}
-	more := len(entries) >= limit
 	if n := len(entries); n > 0 {
 		sess.next = persistence.Seq(entries[n-1].GetSeq()) + 1
 	}
-	effs := []effect{s.reply(key, &wire.Frame{Body: &wire.Frame_SyncPage{SyncPage: &wire.SyncPage{
-		Entries: entries, HasMore: more, LastSeq: uint64(s.committed),
-	}}})}
+	more := len(entries) >= limit || s.committed > max(sess.next-1, readAt)
+	var frames []*wire.Frame
+	for first := true; first || len(entries) > 0; first = false {
+		n := min(len(entries), pageLimit)
+		frames = append(frames, &wire.Frame{Body: &wire.Frame_SyncPage{SyncPage: &wire.SyncPage{
+			Entries: entries[:n:n], HasMore: more || n < len(entries), LastSeq: uint64(s.committed),
+		}}})
+		entries = entries[n:]
+	}
+	effs := []effect{effPush{gw: key.gw(), sids: []uint64{key.sid}, frames: frames}}
 	if more {
 		return append(effs, effCatchup{key: key})
 	}

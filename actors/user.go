@@ -105,6 +105,8 @@ func (a *userActor) Receive(ctx actor.Context) {
 		a.perform(ctx, a.st.appendDone(m.err, now))
 	case catchupStep:
 		a.onCatchup(ctx, m.key)
+	case readDone:
+		m.apply(ctx, a)
 	case redriveStep:
 		// One page of the log after the fan-out mark per turn: the
 		// mailbox is not held for the whole scan.
@@ -346,41 +348,31 @@ func frameName(f *wire.Frame) string {
 	return "empty frame"
 }
 
+// onCatchup starts the read of a catching-up session's next page off the
+// mailbox; the page comes back as catchupRead (catchup.go).
 func (a *userActor) onCatchup(ctx actor.Context, key sessionKey) {
 	sess := a.st.sessions[key]
 	if sess == nil || sess.live {
 		return
 	}
-	entries, err := a.read(sess.next-1, pageLimit)
-	if err != nil {
-		a.log.Error("catch-up read failed", "err", err)
-		a.st.closed(key, false, a.rt.now())
-		a.perform(ctx, []effect{lostSession(key)})
-		return
-	}
-	a.perform(ctx, a.st.catchupPage(key, entries, pageLimit))
+	a.readCatchup(key, sess.next-1)
 }
 
 // onHistory answers a HistoryRequest: the conversation's messages, newest
 // first, as they are now (recalled ones as tombstones, edited ones with
-// their latest content), none from before a clear-history.
+// their latest content), none from before a clear-history. The log is
+// scanned off the mailbox (history.go); the page comes back as historyRead.
 func (a *userActor) onHistory(ctx actor.Context, key sessionKey, reqID uint64, h *wire.HistoryRequest) {
-	before, code, err := a.st.historyStart(h)
+	q, code, err := a.st.historyQuery(h)
 	if err != nil {
 		a.perform(ctx, []effect{a.st.replyErr(key, reqID, code, err.Error())})
 		return
 	}
-	limit := int(h.GetLimit())
-	if limit <= 0 || limit > maxHistoryLimit {
-		limit = maxHistoryLimit
-	}
-	msgs, more, err := historyScan(convKey(h.GetConversation()), a.st.clearedSeq(h.GetConversation()), before, limit, a.read)
-	if err != nil {
-		a.log.Error("history read failed", "err", err)
-		a.perform(ctx, []effect{a.st.replyErr(key, reqID, wire.CodeUnavailable, "storage unavailable; retry")})
+	if q.empty() {
+		a.perform(ctx, []effect{a.st.reply(key, historyFrame(reqID, nil, false))})
 		return
 	}
-	a.perform(ctx, []effect{a.st.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_HistoryPage{HistoryPage: &wire.HistoryPage{Messages: msgs, HasMore: more}}})})
+	a.scanHistory(key, reqID, q)
 }
 
 func (a *userActor) firstSeq() (persistence.Seq, error) {
@@ -389,32 +381,28 @@ func (a *userActor) firstSeq() (persistence.Seq, error) {
 	return a.rt.store.FirstSeq(rctx, a.user)
 }
 
-// readAll returns every entry after seq (for recounts; bounded by the log
-// since the read position, which is what is unread).
-func (a *userActor) readAll(after persistence.Seq) ([]*wire.Entry, error) {
+// readAll returns the entries after seq after up to seq upTo (for
+// recounts: upTo is the conversation's last message, so nothing after it
+// is read).
+func (a *userActor) readAll(after, upTo persistence.Seq) ([]*wire.Entry, error) {
 	var out []*wire.Entry
-	for {
-		page, err := a.read(after, pageLimit)
+	for after < upTo {
+		page, err := a.read(after, int(min(upTo-after, pageLimit)))
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, page...)
-		if len(page) < pageLimit {
-			return out, nil
+		if len(page) == 0 {
+			break
 		}
 		after = persistence.Seq(page[len(page)-1].GetSeq())
 	}
+	return out, nil
 }
 
 // read returns up to limit decoded entries after seq.
 func (a *userActor) read(after persistence.Seq, limit int) ([]*wire.Entry, error) {
-	rctx, cancel := context.WithTimeout(context.Background(), a.st.cfg.RequestTimeout)
-	defer cancel()
-	es, err := a.rt.store.Read(rctx, a.user, after, limit)
-	if err != nil {
-		return nil, err
-	}
-	return decodeEntries(es)
+	return a.logRead().read(after, limit)
 }
 
 func decodeEntries(es []persistence.Entry) ([]*wire.Entry, error) {
