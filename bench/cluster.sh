@@ -11,7 +11,7 @@
 #   bench/cluster.sh single-postgres      some of them, by name
 #   DURATION=60s bench/cluster.sh         a longer measured window
 #
-# Environment: DURATION (20s), WARMUP (2s), PAIRS (10), WINDOW (32),
+# Environment: DURATION (20s), WARMUP (2s), PAIRS (10), WINDOW (tandem-bench's: 32, or 1024 with -rate/-sweep),
 # SIZE (100), NODES (3: the cluster's size; its output is then
 # cluster<NODES>-postgres), OUT (bench/out), KEEP=1 keeps the temporary
 # folder (database, node data and logs), PGSS=1 loads pg_stat_statements
@@ -38,7 +38,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-20s}
 WARMUP=${WARMUP:-2s}
 PAIRS=${PAIRS:-10}
-WINDOW=${WINDOW:-32}
+WINDOW=${WINDOW:-} # empty: tandem-bench's default (32 closed loop, 1024 open loop)
 SIZE=${SIZE:-100}
 NODES=${NODES:-3}
 OUT=${OUT:-bench/out}
@@ -336,7 +336,7 @@ for scenario in "${scenarios[@]}"; do
 	read -r commits0 ops0 failed0 drops0 act0 < <(node_counters)
 	rc=0
 	"$work/bin/tandem-bench" -ws "$(join "${ws_urls[@]}")" -api "$(join "${api_urls[@]}")" -admin-key "$admin_key" \
-		-pairs "$PAIRS" -window "$WINDOW" -size "$SIZE" -warmup "$WARMUP" -duration "$DURATION" \
+		-pairs "$PAIRS" ${WINDOW:+-window "$WINDOW"} -size "$SIZE" -warmup "$WARMUP" -duration "$DURATION" \
 		-cpu-pids "$(join "${cpu_pids[@]}")" -json "$OUT/$scenario.json" ${BENCH_ARGS:-} >"$work/$scenario/bench.out" 2>&1 &
 	bench_pid=$!
 	wait "$bench_pid" || rc=$?

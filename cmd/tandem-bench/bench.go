@@ -397,6 +397,7 @@ func (b *bench) sendLoop(ctx context.Context, ck *clock, p *pair, send sendFunc)
 		}
 		pend := send(&wire.Send{
 			ClientMessageId: prefix + strconv.FormatUint(n, 10),
+			FirstAttempt:    true, // the run ID makes every client message ID new
 			Conversation:    conv,
 			Type:            int32(wire.MessageType_TEXT),
 			Content:         b.content(n, at),

@@ -130,6 +130,7 @@ func (b *bench) paceLoop(ctx context.Context, ck *clock, p *pair, s schedule, se
 		}
 		pend := send(&wire.Send{
 			ClientMessageId: prefix + strconv.FormatUint(n, 10),
+			FirstAttempt:    true, // the run ID makes every client message ID new
 			Conversation:    conv,
 			Type:            int32(wire.MessageType_TEXT),
 			Content:         b.content(n, due),
