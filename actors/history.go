@@ -131,28 +131,67 @@ type historyRead struct {
 	err   error
 }
 
+// Limits on history scans of one activation: at most maxHistoryScans run
+// at a time (each on its own goroutine); up to maxHistoryWaiting more wait
+// in order; more than that are refused as RATE_LIMITED.
+const (
+	maxHistoryScans   = 2
+	maxHistoryWaiting = 64
+)
+
+// historyScans runs history scans with the limits above. Only the actor's
+// goroutine touches it.
+type historyScans struct {
+	running int
+	waiting []func()
+}
+
+// start runs scan now, or queues it; false: too many are waiting.
+func (h *historyScans) start(scan func()) bool {
+	if h.running < maxHistoryScans {
+		h.running++
+		scan()
+		return true
+	}
+	if len(h.waiting) >= maxHistoryWaiting {
+		return false
+	}
+	h.waiting = append(h.waiting, scan)
+	return true
+}
+
+// done ends a running scan and starts the next waiting one.
+func (h *historyScans) done() {
+	h.running--
+	if len(h.waiting) > 0 {
+		next := h.waiting[0]
+		h.waiting[0] = nil
+		h.waiting = h.waiting[1:]
+		h.running++
+		next()
+	}
+}
+
 // scanHistory scans the log for q on a goroutine; the actor answers when
 // the page comes back. The user's other requests are served meanwhile.
-func (a *userActor) scanHistory(key sessionKey, reqID uint64, q historyQuery) {
+func (a *userActor) scanHistory(ctx actor.Context, key sessionKey, reqID uint64, q historyQuery) {
 	lr := a.logRead()
-	a.readOff(func() readDone {
-		msgs, more, err := historyScan(q.conv, q.cleared, q.before, q.limit, lr.read)
-		return historyRead{key: key, reqID: reqID, msgs: msgs, more: more, err: err}
-	})
+	if !a.history.start(func() {
+		a.readOff(func() readDone {
+			msgs, more, err := historyScan(q.conv, q.cleared, q.before, q.limit, lr.read)
+			return historyRead{key: key, reqID: reqID, msgs: msgs, more: more, err: err}
+		})
+	}) {
+		a.perform(ctx, []effect{a.st.replyErr(key, reqID, wire.CodeRateLimited, "too many history requests in progress; retry")})
+	}
 }
 
 func (m historyRead) apply(ctx actor.Context, a *userActor) {
+	a.history.done()
 	if m.err != nil {
 		a.log.Error("history read failed", "err", m.err)
 		a.perform(ctx, []effect{a.st.replyErr(m.key, m.reqID, wire.CodeUnavailable, "storage unavailable; retry")})
 		return
 	}
 	a.perform(ctx, []effect{a.st.reply(m.key, historyFrame(m.reqID, m.msgs, m.more))})
-}
-
-func (s *userState) clearedSeq(c *wire.Conversation) persistence.Seq {
-	if cs := s.convs[convKey(c)]; cs != nil {
-		return persistence.Seq(cs.GetClearedSeq())
-	}
-	return 0
 }

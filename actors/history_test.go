@@ -151,3 +151,72 @@ func TestHistoryStartsAtTheConversationsLastMessage(t *testing.T) {
 		t.Fatalf("history of an old conversation read %v, want one read of seqs 1-%d", r, old)
 	}
 }
+
+func TestHistoryScansLimits(t *testing.T) {
+	var h historyScans
+	var started []int
+	for i := range maxHistoryScans + maxHistoryWaiting {
+		if !h.start(func() { started = append(started, i) }) {
+			t.Fatalf("scan %d refused", i)
+		}
+	}
+	if len(started) != maxHistoryScans {
+		t.Fatalf("%d scans started, want %d running and the rest waiting", len(started), maxHistoryScans)
+	}
+	if h.start(func() { t.Fatal("a scan past the waiting limit started") }) {
+		t.Fatal("a scan past the waiting limit was accepted")
+	}
+	for range maxHistoryWaiting {
+		h.done()
+	}
+	if len(started) != maxHistoryScans+maxHistoryWaiting || h.running != maxHistoryScans || len(h.waiting) != 0 {
+		t.Fatalf("after the waiting ones started: %d started, %d running, %d waiting", len(started), h.running, len(h.waiting))
+	}
+	for i, s := range started {
+		if s != i {
+			t.Fatalf("scans started in order %v", started)
+		}
+	}
+}
+
+// TestHistoryScansQueuedPastTheLimit: with two scans held in the store, a
+// third request waits (it has not read) while the user's send is acked;
+// released, all three are answered.
+func TestHistoryScansQueuedPastTheLimit(t *testing.T) {
+	h := startUserHarness(t, "alice")
+	a := h.login(&wire.Login{DeviceId: "a-phone", Platform: "ios", HasCursor: true})
+	h.caughtUp(a)
+	h.deliverAll("bob", 1, 50)
+
+	n := h.store.readCount()
+	entered, release := h.store.arm()
+	t.Cleanup(release)
+	for id := uint64(1001); id <= 1003; id++ {
+		h.frame(a, &wire.Frame{Id: id, Body: &wire.Frame_History{History: &wire.HistoryRequest{
+			Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "bob"}, Limit: 5,
+		}}})
+	}
+	for range maxHistoryScans {
+		select {
+		case <-entered:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a history scan never read")
+		}
+	}
+	h.note(a, 2000, "while two scans are held")
+	h.until(isReply(2000))
+	if r := h.store.readsSince(n); len(r) != maxHistoryScans {
+		t.Fatalf("%d history reads while %d scans were held, want the third waiting: %v", len(r), maxHistoryScans, r)
+	}
+	release()
+	answered := map[uint64]bool{}
+	for len(answered) < 3 {
+		f := h.next()
+		if p := f.GetHistoryPage(); p != nil {
+			if len(p.GetMessages()) != 5 || string(p.GetMessages()[0].GetContent()) != "m50" {
+				t.Fatalf("history page %d: %v", f.GetId(), p)
+			}
+			answered[f.GetId()] = true
+		}
+	}
+}

@@ -41,7 +41,8 @@ type userActor struct {
 	armed bool // a tick timer is pending
 	dead  bool // activation failed or an append failed: refuse everything
 
-	api apiWaiters // server API requests waiting for their answer (see apiAddr)
+	api     apiWaiters   // server API requests waiting for their answer (see apiAddr)
+	history historyScans // history scans running off the mailbox, and those waiting
 }
 
 func (a *userActor) Receive(ctx actor.Context) {
@@ -372,7 +373,7 @@ func (a *userActor) onHistory(ctx actor.Context, key sessionKey, reqID uint64, h
 		a.perform(ctx, []effect{a.st.reply(key, historyFrame(reqID, nil, false))})
 		return
 	}
-	a.scanHistory(key, reqID, q)
+	a.scanHistory(ctx, key, reqID, q)
 }
 
 func (a *userActor) firstSeq() (persistence.Seq, error) {
