@@ -94,6 +94,9 @@ func TestOverloadRefusedNotQueued(t *testing.T) {
 		t.Helper()
 		for _, who := range []string{"olga", "oscar"} {
 			d := dial(t, n.wsURL(), n.apiURL(), who, fmt.Sprintf("fresh-%d", len(acked)), devOpts{hasCursor: true})
+			// The sender's log has every acked send already; the
+			// recipient's gets them as the deliveries land.
+			d.waitMessages(t, len(acked))
 			got := map[string]bool{}
 			for _, e := range d.msgs() {
 				m := e.GetMessage()
