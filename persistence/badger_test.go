@@ -219,18 +219,18 @@ func TestDefaultBatchCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 15% of a 16 MiB memtable is 2.4 MiB.
-	err = b.AppendSync(t.Context(), persistence.AppendRequest{User: "u", Epoch: e, Entries: entry(1, make([]byte, 3<<20))})
+	// 15% of the default 32 MiB memtable is 4.8 MiB.
+	err = b.AppendSync(t.Context(), persistence.AppendRequest{User: "u", Epoch: e, Entries: entry(1, make([]byte, 5<<20))})
 	if !errors.Is(err, persistence.ErrTooLarge) {
-		t.Fatalf("3 MiB append: err = %v, want ErrTooLarge", err)
+		t.Fatalf("5 MiB append: err = %v, want ErrTooLarge", err)
 	}
-	big := bytes.Repeat([]byte("b"), 2<<20)
+	big := bytes.Repeat([]byte("b"), 4<<20)
 	if err := b.AppendSync(t.Context(), persistence.AppendRequest{User: "u", Epoch: e, Entries: entry(1, big)}); err != nil {
-		t.Fatalf("2 MiB append: %v", err)
+		t.Fatalf("4 MiB append: %v", err)
 	}
 	got, err := b.Read(t.Context(), "u", 0, 1)
 	if err != nil || len(got) != 1 || !bytes.Equal(got[0].Data, big) {
-		t.Fatalf("Read of the 2 MiB entry: %d entries, %v", len(got), err)
+		t.Fatalf("Read of the 4 MiB entry: %d entries, %v", len(got), err)
 	}
 }
 
@@ -238,7 +238,7 @@ func TestOptionsValidate(t *testing.T) {
 	if err := (persistence.BadgerOptions{}).Validate(); err != nil {
 		t.Fatalf("zero options: %v", err)
 	}
-	err := persistence.BadgerOptions{NumCompactors: 1, MemTableSize: -1, NumLevelZeroTables: 9}.Validate()
+	err := persistence.BadgerOptions{NumCompactors: 1, MemTableSize: -1, NumLevelZeroTables: 31}.Validate()
 	if err == nil {
 		t.Fatal("invalid options accepted")
 	}

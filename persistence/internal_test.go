@@ -220,7 +220,7 @@ func TestCommitFailure(t *testing.T) {
 // and go on in a new transaction, and refuse only an append that is too
 // big alone.
 func TestTxnTooBigFallback(t *testing.T) {
-	b := openTest(t, BadgerOptions{})
+	b := openTest(t, BadgerOptions{MemTableSize: 16 << 20}) // badger's limit: 2.4 MiB per transaction
 	b.maxBytes, b.maxWrites = 1<<40, 1<<40
 	ctx := t.Context()
 	users := []string{"u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7", "big"}
