@@ -65,7 +65,12 @@ func (f *Frontend) Login(ctx context.Context, sid uint64, fr *wire.Frame) (*wire
 	if r.GetOk() {
 		// Remember where the session's actor lives: if that member is
 		// lost, the session is told to log in again (failover.go). The
-		// PID is in the lookup's cache after the request.
+		// request reached the current activation; Get's cache may still
+		// hold an earlier one's PID (a remote entry lives for seconds),
+		// which would swallow this session's frames: ask afresh.
+		if fl, ok := f.rt.cl.IdentityLookup.(interface{ Forget(identity, kind string) }); ok {
+			fl.Forget(user, UserKind)
+		}
 		if pid := f.rt.cl.Get(user, UserKind); pid != nil {
 			f.rt.homes.set(sid, pid.Address)
 		}

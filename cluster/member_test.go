@@ -393,6 +393,47 @@ func TestGetCachesLiveActivations(t *testing.T) {
 	}
 }
 
+// TestGetRemoteCacheAndForget: a member caches the PID of an activation on
+// another member for a short while (it learns nothing when that activation
+// stops); Forget makes the next Get ask the owner, which hands out the
+// current activation.
+func TestGetRemoteCacheAndForget(t *testing.T) {
+	reg := newRegistry()
+	ms := startMembers(t, reg, 2)
+	a, b := ms[0], ms[1]
+	id := ""
+	for _, cand := range ids("far", 50) {
+		if a.Owner(cand, echoKind) == b.Address() {
+			id = cand
+			break
+		}
+	}
+	if id == "" {
+		t.Fatal("no identity placed on the second member")
+	}
+	first := a.Cluster().Get(id, echoKind)
+	if first == nil || first.Address != b.Address() {
+		t.Fatalf("Get from the first member: %v, want a PID on %s", first, b.Address())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := b.Request(ctx, id, echoKind, wrapperspb.String("passivate")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "passivation", func() bool { live, _, _ := reg.snapshot(); return len(live[id]) == 0 })
+	// The stopped activation's PID may still be cached on a (for up to
+	// remoteTTL): that is the cost of not asking every time.
+	a.lookup.Forget(id, echoKind)
+	second := a.Cluster().Get(id, echoKind)
+	if second == nil || second.Equal(first) {
+		t.Fatalf("Get after Forget: %v, the stopped activation was %v", second, first)
+	}
+	res, err := a.Cluster().ActorSystem.Root.RequestFuture(second, wrapperspb.String("hi"), time.Second).Result()
+	if err != nil || res.(*wrapperspb.StringValue).Value != id+"@"+b.Address() {
+		t.Fatalf("request to the new PID: %v, %v", res, err)
+	}
+}
+
 // TestLonelySeeds starts a member whose seeds are itself and an address
 // nobody answers on: it must form a cluster of one.
 func TestLonelySeeds(t *testing.T) {
