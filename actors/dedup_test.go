@@ -1,10 +1,15 @@
 package actors
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
+	"github.com/oklog/ulid/v2"
+
+	"github.com/tandem-im/tandem/proto/actorpb"
 	"github.com/tandem-im/tandem/proto/wire"
 )
 
@@ -83,5 +88,32 @@ func TestRecentAcksBounded(t *testing.T) {
 	}
 	if a := r.get(fmt.Sprint("c", recentAckSize+9)); a == nil || a.GetSeq() != recentAckSize+10 {
 		t.Fatalf("newest: %v", a)
+	}
+}
+
+// TestDeliveredBeforeNewestEntry: a message minted more than clockSkew
+// after the newest entry the log held at activation needs no store read
+// to be known new; one minted earlier does.
+func TestDeliveredBeforeNewestEntry(t *testing.T) {
+	h := newHarness(t, "bob")
+	newest := t0.Add(-time.Hour)
+	h.st.logNewestMS, h.st.logTimeKnown = newest.UnixMilli(), true
+	h.log.err = errors.New("store read")
+	deliver := func(minted time.Time) []effect {
+		id := ulid.MustNew(ulid.Timestamp(minted), rand.Reader).String()
+		return h.st.deliver(&actorpb.Deliver{FromUser: "alice", Message: &wire.Message{
+			MessageId: id, Sender: "alice", Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "alice"},
+			Type: 1, Content: []byte("hi"),
+		}}, t0)
+	}
+	if effs := deliver(newest.Add(clockSkew + time.Second)); len(appends(effs)) != 1 {
+		t.Fatalf("a message minted after the log's newest entry + skew: %v, want an append without a store read", effs)
+	}
+	if effs := deliver(newest.Add(clockSkew - time.Second)); len(appends(effs)) != 0 {
+		t.Fatalf("a message minted within skew of the log's newest entry: %v, want the store asked (it fails here: nothing appended)", effs)
+	}
+	h.st.logTimeKnown = false // the actors' clock is not the real one
+	if effs := deliver(newest.Add(time.Hour)); len(appends(effs)) != 0 {
+		t.Fatalf("without a known log time: %v, want the store asked", effs)
 	}
 }

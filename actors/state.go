@@ -45,7 +45,13 @@ type userState struct {
 	// fresh is set by the shell (real time, unlike the injectable clock):
 	// messages whose IDs were minted after it cannot have been delivered
 	// by an earlier activation (see deliveredBefore).
-	fresh    time.Time
+	fresh time.Time
+	// logNewestMS, if logTimeKnown, is the newest entry time in the log
+	// when this activation began; the shell sets it only when the actors'
+	// clock is the real one (entry times then follow the clocks message
+	// IDs are minted with). See deliveredBefore.
+	logNewestMS  int64
+	logTimeKnown bool
 	changing map[string]bool // message ID → recall or edit in flight
 
 	out     outbox                        // fan-outs awaiting DeliverAck (outbox.go)
@@ -1006,10 +1012,23 @@ const clockSkew = 5 * time.Second
 // earlier activation — the epoch fence stopped those before this one
 // started — nor by this one if it is newer than every delivery the
 // bounded index has forgotten.
+//
+// Also known without it: a message minted more than clockSkew after the
+// newest entry the log held at activation. Had an earlier activation
+// delivered it, its entry would be in the log with a time no earlier than
+// the message's minting less clockSkew (entry times never run behind the
+// appending node's clock, which is within clockSkew of the minting one's).
+// That spares the read for every message a just-activated recipient gets,
+// not only for those minted 5 s after it began.
 func (s *userState) deliveredBefore(id string) (*wire.Entry, error) {
-	if ms, ok := ulidMS(id); ok && !s.fresh.IsZero() &&
-		ms >= s.fresh.Add(clockSkew).UnixMilli() && ms > s.delivered.forgottenMS {
-		return nil, nil
+	if ms, ok := ulidMS(id); ok && ms > s.delivered.forgottenMS {
+		skew := clockSkew.Milliseconds()
+		if !s.fresh.IsZero() && ms >= s.fresh.UnixMilli()+skew {
+			return nil, nil
+		}
+		if s.logTimeKnown && ms > s.logNewestMS+skew {
+			return nil, nil
+		}
 	}
 	return s.rd.entryByKey("m:" + id)
 }

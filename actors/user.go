@@ -216,6 +216,11 @@ func (a *userActor) load(init *cluster.ClusterInit) (*userState, []effect, error
 	}
 	st := newUserState(a.user, a.rt.cfg, storeReader{a.rt.store, a.user}, NewMessageID)
 	st.fresh = time.Now() // after Activate: real time, as in message IDs (not the injectable clock)
+	if d := a.rt.now().Sub(st.fresh); d > -time.Second && d < time.Second {
+		// The actors' clock is the real one: entry times follow the
+		// clocks message IDs are minted with (tests move it; then not).
+		st.logNewestMS, st.logTimeKnown = lastTime, true
+	}
 	effs := st.activated(epoch, last, lastTime, outbox, a.rt.now(), convs...)
 	effs = append(effs, st.fanoutMark(mark)...)
 	return st, effs, nil
