@@ -52,7 +52,7 @@ type userState struct {
 	// IDs are minted with). See deliveredBefore.
 	logNewestMS  int64
 	logTimeKnown bool
-	changing map[string]bool // message ID → recall or edit in flight
+	changing     map[string]bool // message ID → recall or edit in flight
 
 	out     outbox                        // fan-outs awaiting DeliverAck (outbox.go)
 	cursors map[string]persistence.Seq    // device → cursor, not yet flushed
