@@ -395,18 +395,24 @@ func (b *bench) sendLoop(ctx context.Context, ck *clock, p *pair, send sendFunc)
 		if !p.started && at >= ck.warmupEnd {
 			p.first, p.started = n, true
 		}
-		pend := send(&wire.Send{
-			ClientMessageId: prefix + strconv.FormatUint(n, 10),
-			FirstAttempt:    true, // the run ID makes every client message ID new
-			Conversation:    conv,
-			Type:            int32(wire.MessageType_TEXT),
-			Content:         b.content(n, at),
-		})
+		pend := send(b.message(prefix, n, conv, at))
 		wg.Go(func() {
 			<-pend.Done()
 			b.onAck(ck, p, n, at, pend)
 			<-sem
 		})
+	}
+}
+
+// message is message n of a sender whose client message IDs start with
+// prefix, sent (or scheduled) at offset at.
+func (b *bench) message(prefix string, n uint64, conv *wire.Conversation, at time.Duration) *wire.Send {
+	return &wire.Send{
+		ClientMessageId: prefix + strconv.FormatUint(n, 10),
+		FirstAttempt:    true, // the run ID makes every client message ID new
+		Conversation:    conv,
+		Type:            int32(wire.MessageType_TEXT),
+		Content:         b.content(n, at),
 	}
 }
 

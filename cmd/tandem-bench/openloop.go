@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"strconv"
 	"sync"
 	"time"
 
@@ -128,13 +127,7 @@ func (b *bench) paceLoop(ctx context.Context, ck *clock, p *pair, s schedule, se
 		if ck.inWindow(due) {
 			p.pace.record(due, started, full)
 		}
-		pend := send(&wire.Send{
-			ClientMessageId: prefix + strconv.FormatUint(n, 10),
-			FirstAttempt:    true, // the run ID makes every client message ID new
-			Conversation:    conv,
-			Type:            int32(wire.MessageType_TEXT),
-			Content:         b.content(n, due),
-		})
+		pend := send(b.message(prefix, n, conv, due))
 		wg.Go(func() {
 			<-pend.Done()
 			b.onAck(ck, p, n, due, pend)
