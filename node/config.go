@@ -34,6 +34,12 @@ type Config struct {
 	// StorePoolSize is the most PostgreSQL connections the node opens
 	// (0: DefaultStorePoolSize). Ignored for badger.
 	StorePoolSize int
+	// BadgerTuning is "throughput" (default: 32 MiB memtables, level 0
+	// compacted at 10 tables) or "latency" (8 MiB memtables, level 0 at
+	// 20, 4 MiB tables: shorter table syncs ahead of the WAL's, so about
+	// half the send→ack p99 below saturation, for a lower peak; see
+	// bench/README.md, issue 10). Ignored for PostgreSQL.
+	BadgerTuning string
 
 	// Cluster security and addressing (see docs/cluster-security.md).
 	ClusterName     string // must match across nodes; default "tandem"
@@ -129,6 +135,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxSessionSends < 0 || c.MaxNodeSends < 0 || c.MaxNodeSendBytes < 0 {
 		errs = append(errs, errors.New("--max-session-sends, --max-node-sends and --max-node-send-bytes must not be negative"))
+	}
+	if c.BadgerTuning != "" && c.BadgerTuning != "throughput" && c.BadgerTuning != "latency" {
+		errs = append(errs, fmt.Errorf("--badger-tuning %q: use throughput or latency", c.BadgerTuning))
 	}
 	if c.StorePoolSize < 0 || c.StorePoolSize > 1000 {
 		errs = append(errs, fmt.Errorf("--store-pool-size %d: use 1-1000 (0: default %d)", c.StorePoolSize, DefaultStorePoolSize))
@@ -268,6 +277,7 @@ func ParseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret for login tokens, >= 16 bytes (generated into the data dir if empty)")
 	fs.StringVar(&c.Store, "store", "badger", "badger, or a postgres:// URL (several hosts with target_session_attrs=read-write for failover)")
 	fs.IntVar(&c.StorePoolSize, "store-pool-size", DefaultStorePoolSize, "PostgreSQL connections per node")
+	fs.StringVar(&c.BadgerTuning, "badger-tuning", "throughput", "badger store: throughput (higher peak) or latency (smaller memtables: about half the send→ack p99 below saturation)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve Go profiles (/debug/pprof/) here, e.g. 127.0.0.1:7403; unauthenticated, so bind it to loopback (default: off)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "stop within this long after SIGTERM; steps still running are abandoned (acked messages are already durable)")

@@ -60,6 +60,8 @@ func TestValidateRefuses(t *testing.T) {
 		{"class limits syntax", []string{"--class-limits", "web"}, "class-limits"},
 		{"class limits class", []string{"--class-limits", "fridge=2"}, "unknown platform class"},
 		{"class limits zero", []string{"--class-limits", "web=0"}, "must be 1-1000"},
+		{"badger tuning", []string{"--badger-tuning", "fast"}, "--badger-tuning"},
+		{"negative sends in flight", []string{"--max-node-sends", "-1"}, "--max-node-sends"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseFlags(tc.args)

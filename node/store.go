@@ -53,7 +53,7 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (nodeStore, fu
 		return s, stats, "postgres:" + redactURL(cfg.Store), nil
 	}
 	dir := filepath.Join(cfg.DataDir, "badger")
-	s, err := persistence.OpenBadger(dir, persistence.BadgerOptions{Retention: cfg.Retention, Now: cfg.Now}, log.With("component", "badger"))
+	s, err := persistence.OpenBadger(dir, badgerOptions(cfg), log.With("component", "badger"))
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("open the badger store in %s: %w", dir, err)
 	}
@@ -62,4 +62,16 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (nodeStore, fu
 		return storeStats{st.Commits, st.Ops, st.Entries, st.Failed, st.Queued, st.LastCommitOps}
 	}
 	return s, stats, "badger:" + dir, nil
+}
+
+// badgerOptions are the store options for cfg: the retention, the clock
+// and the --badger-tuning preset.
+func badgerOptions(cfg Config) persistence.BadgerOptions {
+	o := persistence.BadgerOptions{Retention: cfg.Retention, Now: cfg.Now}
+	if cfg.BadgerTuning == "latency" {
+		o.MemTableSize, o.NumMemtables = 8<<20, 6
+		o.NumLevelZeroTables, o.NumLevelZeroTablesStall = 20, 40
+		o.BaseTableSize = 4 << 20
+	}
+	return o
 }
