@@ -65,12 +65,9 @@ func (f *Frontend) Login(ctx context.Context, sid uint64, fr *wire.Frame) (*wire
 	if r.GetOk() {
 		// Remember where the session's actor lives: if that member is
 		// lost, the session is told to log in again (failover.go). The
-		// request reached the current activation; Get's cache may still
-		// hold an earlier one's PID (a remote entry lives for seconds),
-		// which would swallow this session's frames: ask afresh.
-		if fl, ok := f.rt.cl.IdentityLookup.(interface{ Forget(identity, kind string) }); ok {
-			fl.Forget(user, UserKind)
-		}
+		// PID the request reached is in the lookup's cache (a request
+		// that found a stopped activation dropped its entry and cached
+		// the successor), so the session's frames go there too.
 		if pid := f.rt.cl.Get(user, UserKind); pid != nil {
 			f.rt.homes.set(sid, pid.Address)
 		}

@@ -116,27 +116,13 @@ func (l *Lookup) Setup(c *pcluster.Cluster, _ []string, isClient bool) {
 	})
 }
 
-// onTopology installs a new view, purges the PID cache and wakes waiting
-// lookups. It runs on the goroutine that called UpdateClusterTopology.
+// onTopology installs a new view with an empty PID cache (cached PIDs may
+// point at activations the new owners will not hand out, or at members
+// that left) and wakes waiting lookups. It runs on the goroutine that
+// called UpdateClusterTopology.
 func (l *Lookup) onTopology(t *pcluster.ClusterTopology) {
 	v := newView(l.self, t.TopologyHash, t.Members)
 	old := l.cur.Swap(&topology{v: v, changed: make(chan struct{})})
-
-	// Cached PIDs may point at activations the new owners will not hand
-	// out (or at members that left): drop them all. PidCache has no
-	// Clear, so remove by every address it can hold.
-	seen := make(map[string]struct{}, len(t.Members)+len(t.Left))
-	purge := func(ms []*pcluster.Member) {
-		for _, m := range ms {
-			if _, ok := seen[m.Address()]; !ok {
-				seen[m.Address()] = struct{}{}
-				l.c.PidCache.RemoveByMember(m)
-			}
-		}
-	}
-	purge(t.Members)
-	purge(t.Left)
-	purge(old.v.members())
 	close(old.changed)
 
 	if v.has(l.self) {
@@ -179,16 +165,12 @@ func (l *Lookup) Get(ci *pcluster.ClusterIdentity) *actor.PID {
 	// courier message looks its actor up, and asking the placement actor
 	// each time (a request and a timer) cost about a tenth of a busy
 	// node's CPU.
-	t := l.cur.Load()
-	if pid, ok := l.cachedGet(t, ci); ok {
+	if pid, ok := l.cachedGet(l.cur.Load(), ci); ok {
 		return pid
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), l.c.Config.RequestTimeoutTime)
 	defer cancel()
-	pid, err := l.GetContext(ctx, ci)
-	if err == nil && l.cur.Load() == t {
-		l.cachePut(t, ci, pid) // not if the topology changed meanwhile: the answer may be stale
-	}
+	pid, err := l.resolve(ctx, ci)
 	if err != nil {
 		l.log.Debug("lookup failed", "identity", ci.GetIdentity(), "kind", ci.GetKind(), "err", err)
 		return nil
@@ -273,7 +255,7 @@ func (l *Lookup) RemovePid(ci *pcluster.ClusterIdentity, pid *actor.PID) {
 	if ci == nil || pid == nil || l.c == nil {
 		return
 	}
-	l.c.PidCache.RemoveByValue(ci.Identity, ci.Kind, pid)
+	l.cur.Load().forget(ci, pid)
 	if pid.Address == l.self && !l.closed.Load() {
 		l.c.ActorSystem.Root.Send(l.placement, &removeActivation{ci: ci, pid: pid})
 	}

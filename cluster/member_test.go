@@ -393,11 +393,11 @@ func TestGetCachesLiveActivations(t *testing.T) {
 	}
 }
 
-// TestGetRemoteCacheAndForget: a member caches the PID of an activation on
-// another member for a short while (it learns nothing when that activation
-// stops); Forget makes the next Get ask the owner, which hands out the
-// current activation.
-func TestGetRemoteCacheAndForget(t *testing.T) {
+// TestGetRemoteCacheRefreshedByRequest: a member caches the PID of an
+// activation on another member for a short while (it learns nothing when
+// that activation stops); a request that finds it gone drops the entry and
+// caches the successor, which the next Get hands out.
+func TestGetRemoteCacheRefreshedByRequest(t *testing.T) {
 	reg := newRegistry()
 	ms := startMembers(t, reg, 2)
 	a, b := ms[0], ms[1]
@@ -422,8 +422,11 @@ func TestGetRemoteCacheAndForget(t *testing.T) {
 	}
 	waitFor(t, 2*time.Second, "passivation", func() bool { live, _, _ := reg.snapshot(); return len(live[id]) == 0 })
 	// The stopped activation's PID may still be cached on a (for up to
-	// remoteTTL): that is the cost of not asking every time.
-	a.lookup.Forget(id, echoKind)
+	// remoteTTL): that is the cost of not asking every time. A request
+	// (a login, in the actors) reaches the successor.
+	if _, err := a.Request(ctx, id, echoKind, wrapperspb.String("hi")); err != nil {
+		t.Fatal(err)
+	}
 	second := a.Cluster().Get(id, echoKind)
 	if second == nil || second.Equal(first) {
 		t.Fatalf("Get after Forget: %v, the stopped activation was %v", second, first)

@@ -71,18 +71,6 @@ func (l *Lookup) cachePut(t *topology, ci *pcluster.ClusterIdentity, pid *actor.
 	}
 }
 
-// Forget drops what Get cached for an identity, so that the next Get asks
-// its owner. A caller that has just reached the activation another way (a
-// request, which finds a new activation after the old one stopped) calls
-// it so that Get does not hand out the stopped one's PID, which a remote
-// entry could otherwise do until it expires.
-func (l *Lookup) Forget(identity, kind string) {
-	t := l.cur.Load()
-	if _, ok := t.pids.m.LoadAndDelete(idKey{kind, identity}); ok {
-		t.pids.n.Add(-1)
-	}
-}
-
 // forget drops ci's entry if it is pid (its activation is stopping).
 func (t *topology) forget(ci *pcluster.ClusterIdentity, pid *actor.PID) {
 	k := idKey{ci.Kind, ci.Identity}

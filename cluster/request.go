@@ -79,7 +79,7 @@ func (l *Lookup) request(ctx context.Context, sender actor.SenderContext, ci *pc
 		if !retriable(err) {
 			return nil, fmt.Errorf("cluster: request %s: %w", ci.AsKey(), err)
 		}
-		l.c.PidCache.RemoveByValue(ci.Identity, ci.Kind, pid)
+		l.cur.Load().forget(ci, pid)
 		last = err
 		timer := time.NewTimer(backoff(attempt))
 		select {
@@ -91,23 +91,25 @@ func (l *Lookup) request(ctx context.Context, sender actor.SenderContext, ci *pc
 	}
 }
 
-// resolve returns the cached PID of ci, or looks it up and caches it
-// unless the topology changed meanwhile (the change purged the cache, and
-// the answer may already be stale).
+// resolve returns the cached PID of ci (pidcache.go), or looks it up and
+// caches it unless the topology changed meanwhile (the new topology has a
+// cache of its own, and the answer may already be stale). Requests and Get
+// share the cache: a request that finds an activation gone drops its entry
+// and the retry caches the successor, which Get then hands out too.
 func (l *Lookup) resolve(ctx context.Context, ci *pcluster.ClusterIdentity) (*actor.PID, error) {
 	if l.c == nil || l.closed.Load() {
 		return nil, ErrStopped
 	}
-	if pid, ok := l.c.PidCache.Get(ci.Identity, ci.Kind); ok {
+	t := l.cur.Load()
+	if pid, ok := l.cachedGet(t, ci); ok {
 		return pid, nil
 	}
-	t := l.cur.Load()
 	pid, err := l.GetContext(ctx, ci)
 	if err != nil {
 		return nil, err
 	}
 	if l.cur.Load() == t {
-		l.c.PidCache.Set(ci.Identity, ci.Kind, pid)
+		l.cachePut(t, ci, pid)
 	}
 	return pid, nil
 }
