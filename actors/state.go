@@ -957,13 +957,46 @@ func mustMarshal(m proto.Message) []byte {
 	return b
 }
 
-// recentIndex remembers the last recentSize keys added, with their seqs:
-// a bounded, in-memory front for the store's dedup index. It allocates on
-// first use. Only the actor's goroutine touches it.
-type recentIndex struct {
-	seqs map[string]persistence.Seq
+// recent remembers the values of the last keys added, up to a size: a
+// bounded, in-memory index. It allocates on first use. Only the actor's
+// goroutine touches it.
+type recent[V any] struct {
+	vals map[string]V
 	ring []string // keys in insertion order, a ring once full
 	next int      // where the next key goes once full
+}
+
+func (r *recent[V]) get(key string) (V, bool) {
+	v, ok := r.vals[key]
+	return v, ok
+}
+
+// add sets key's value, evicting the oldest key if size keys are kept
+// already; it returns the evicted key ("" if none).
+func (r *recent[V]) add(key string, v V, size int) (evicted string) {
+	if r.vals == nil {
+		r.vals = make(map[string]V, size)
+	}
+	if _, ok := r.vals[key]; ok {
+		r.vals[key] = v
+		return ""
+	}
+	if len(r.ring) < size {
+		r.ring = append(r.ring, key)
+	} else {
+		evicted = r.ring[r.next]
+		delete(r.vals, evicted)
+		r.ring[r.next] = key
+		r.next = (r.next + 1) % size
+	}
+	r.vals[key] = v
+	return evicted
+}
+
+// recentIndex remembers the last recentSize keys added, with their seqs:
+// a bounded, in-memory front for the store's dedup index.
+type recentIndex struct {
+	recent[persistence.Seq]
 	// forgottenMS is the newest ULID time among the keys evicted (keys
 	// that are not ULIDs — group events — are not messages and do not
 	// count).
@@ -974,31 +1007,12 @@ type recentIndex struct {
 // flight to one recipient (its send window) and a little more.
 const recentSize = 64
 
-func (r *recentIndex) get(key string) (persistence.Seq, bool) {
-	seq, ok := r.seqs[key]
-	return seq, ok
-}
-
 func (r *recentIndex) add(key string, seq persistence.Seq) {
-	if r.seqs == nil {
-		r.seqs = make(map[string]persistence.Seq, recentSize)
-	}
-	if _, ok := r.seqs[key]; ok {
-		r.seqs[key] = seq
-		return
-	}
-	if len(r.ring) < recentSize {
-		r.ring = append(r.ring, key)
-	} else {
-		old := r.ring[r.next]
-		delete(r.seqs, old)
+	if old := r.recent.add(key, seq, recentSize); old != "" {
 		if ms, ok := ulidMS(old); ok {
 			r.forgottenMS = max(r.forgottenMS, ms)
 		}
-		r.ring[r.next] = key
-		r.next = (r.next + 1) % recentSize
 	}
-	r.seqs[key] = seq
 }
 
 // clockSkew bounds how far the clocks of two nodes may disagree: message
@@ -1044,31 +1058,11 @@ func ulidMS(id string) (int64, bool) {
 
 // recentAcks remembers the acks of the last recentAckSize sends, by client
 // message ID: a resend soon after its ack was lost is answered without a
-// store read. Only the actor's goroutine touches it.
-type recentAcks struct {
-	acks map[string]*wire.SendAck
-	ring []string
-	next int
-}
+// store read.
+type recentAcks struct{ recent[*wire.SendAck] }
 
 const recentAckSize = 256
 
-func (r *recentAcks) get(cmid string) *wire.SendAck { return r.acks[cmid] }
+func (r *recentAcks) get(cmid string) *wire.SendAck { a, _ := r.recent.get(cmid); return a }
 
-func (r *recentAcks) add(cmid string, a *wire.SendAck) {
-	if r.acks == nil {
-		r.acks = make(map[string]*wire.SendAck, recentAckSize)
-	}
-	if _, ok := r.acks[cmid]; ok {
-		r.acks[cmid] = a
-		return
-	}
-	if len(r.ring) < recentAckSize {
-		r.ring = append(r.ring, cmid)
-	} else {
-		delete(r.acks, r.ring[r.next])
-		r.ring[r.next] = cmid
-		r.next = (r.next + 1) % recentAckSize
-	}
-	r.acks[cmid] = a
-}
+func (r *recentAcks) add(cmid string, a *wire.SendAck) { r.recent.add(cmid, a, recentAckSize) }

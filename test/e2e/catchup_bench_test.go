@@ -47,7 +47,7 @@ func BenchmarkCatchupCompensation7d(b *testing.B) {
 }
 
 func benchCatchup(b *testing.B, n *catchupNode, user string, hasCursor bool, last uint64) {
-	tok := mintToken(b, n.apiURL(), user)
+	tok := token(b, n.apiURL(), user)
 	var total, login time.Duration
 	entries, i := 0, 0
 	if *catchupProfile != "" {

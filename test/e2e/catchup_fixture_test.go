@@ -5,8 +5,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -34,34 +32,11 @@ func (n *catchupNode) setAgo(d time.Duration) { n.offset.Store(int64(-d)) }
 func startCatchupNode(tb testing.TB, compensationDays int) *catchupNode {
 	tb.Helper()
 	n := &catchupNode{}
-	cfg := node.Config{
-		DataDir:          tb.TempDir(),
-		WSAddr:           "127.0.0.1:0",
-		APIAddr:          "127.0.0.1:0",
-		GossipAddr:       "127.0.0.1:0",
-		RemoteAddr:       "127.0.0.1:0",
-		AdminKey:         adminKey,
-		JWTSecret:        jwtSecret,
-		CompensationDays: compensationDays,
-		Now:              func() time.Time { return time.Now().Add(time.Duration(n.offset.Load())) },
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	nd, err := node.Start(context.Background(), cfg, log)
-	if err != nil {
-		tb.Fatalf("start node: %v", err)
-	}
-	tb.Cleanup(func() { nd.Stop() })
-	n.Node = nd
+	n.Node = startNodeWith(tb, tb.TempDir(), func(c *node.Config) {
+		c.CompensationDays = compensationDays
+		c.Now = func() time.Time { return time.Now().Add(time.Duration(n.offset.Load())) }
+	}).Node
 	return n
-}
-
-func mintToken(tb testing.TB, apiURL, user string) string {
-	tb.Helper()
-	tok, err := client.MintToken(context.Background(), apiURL, adminKey, user, time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return tok
 }
 
 // fillNotes writes count messages into user's log through the node's send
@@ -78,7 +53,7 @@ func fillNotes(tb testing.TB, n *catchupNode, user string, count, window int, ag
 		n.setAgo(ago(0))
 	}
 	c, err := client.Dial(ctx, client.Options{
-		URL: n.wsURL(), Token: mintToken(tb, n.apiURL(), user), DeviceID: "filler", Platform: "linux",
+		URL: n.wsURL(), Token: token(tb, n.apiURL(), user), DeviceID: "filler", Platform: "linux",
 		HasCursor: true, Cursor: 0, KeepEntries: -1,
 	})
 	if err != nil {

@@ -33,7 +33,7 @@ func TestCatchupThousandsOverWebSocket(t *testing.T) {
 	const backlog, during = 3000, 300
 	fillNotes(t, n, "cu-alice", backlog, 256, nil)
 
-	tok := mintToken(t, n.apiURL(), "cu-alice")
+	tok := token(t, n.apiURL(), "cu-alice")
 	ctx := ctxT(t, 60*time.Second)
 	sender, err := client.Dial(ctx, client.Options{URL: n.wsURL(), Token: tok, DeviceID: "sender", Platform: "linux", HasCursor: true, Cursor: 0, KeepEntries: -1})
 	if err != nil {
@@ -109,7 +109,7 @@ func TestCompensationWindowOverWebSocket(t *testing.T) {
 		return (days + 1) * 24 * time.Hour
 	})
 	n.setAgo(0)
-	r := catchUp(t, n, mintToken(t, n.apiURL(), "cu-bob"), "cu-bob", "new-device", false)
+	r := catchUp(t, n, token(t, n.apiURL(), "cu-bob"), "cu-bob", "new-device", false)
 	from := r.loginOk.GetCompensationFromSeq()
 	if from == 0 || len(r.entries) == 0 {
 		t.Fatalf("LoginOk %v, %d entries: want the compensation window", r.loginOk, len(r.entries))

@@ -41,7 +41,7 @@ func startNode(t *testing.T, dir string) *testNode {
 }
 
 // startNodeWith is startNode with a hook to change the configuration.
-func startNodeWith(t *testing.T, dir string, edit func(*node.Config)) *testNode {
+func startNodeWith(t testing.TB, dir string, edit func(*node.Config)) *testNode {
 	t.Helper()
 	cfg := node.Config{
 		DataDir:    dir,
@@ -68,7 +68,7 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-func token(t *testing.T, apiURL, user string) string {
+func token(t testing.TB, apiURL, user string) string {
 	t.Helper()
 	tok, err := client.MintToken(context.Background(), apiURL, adminKey, user, time.Hour)
 	if err != nil {
