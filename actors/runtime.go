@@ -57,6 +57,7 @@ type Runtime struct {
 	hooks    Publisher // nil: no webhooks
 	presence *presence
 	policy   atomic.Pointer[Policy] // current kick policy (the server API may change it)
+	dispatch *workerDispatcher      // runs the mailboxes of this runtime's actors (dispatcher.go)
 
 	// Set by Start, then read-only.
 	sys      *actor.ActorSystem
@@ -75,7 +76,8 @@ type Runtime struct {
 // NewRuntime returns a runtime; hooks and reg may be nil (no webhooks, no
 // metrics registered).
 func NewRuntime(cfg Config, store Store, hooks Publisher, reg prometheus.Registerer, log *slog.Logger) *Runtime {
-	r := &Runtime{cfg: cfg.withDefaults(), store: store, log: log, metrics: newMetrics(reg), hooks: hooks, presence: newPresence()}
+	r := &Runtime{cfg: cfg.withDefaults(), store: store, log: log, metrics: newMetrics(reg), hooks: hooks, presence: newPresence(),
+		dispatch: newWorkerDispatcher(mailboxThroughput, workerIdle)}
 	p := r.cfg.Policy
 	r.policy.Store(&p)
 	if reg != nil {
@@ -263,10 +265,21 @@ func (r *Runtime) Kick(ctx context.Context, user, device string) ([]*wire.Device
 	return kr.GetKicked(), nil
 }
 
+const (
+	mailboxThroughput = 300 // messages a mailbox runs before it yields: protoactor's default
+	workerIdle        = 10 * time.Second
+)
+
+// props are the props of the actors this runtime spawns: their mailboxes
+// run on the runtime's worker pool.
+func (r *Runtime) props(producer actor.Producer) *actor.Props {
+	return actor.PropsFromProducer(producer, actor.WithDispatcher(r.dispatch))
+}
+
 // Kinds returns the cluster kinds this package implements.
 func (r *Runtime) Kinds() []*cluster.Kind {
-	props := actor.PropsFromProducer(func() actor.Actor { return &userActor{rt: r} })
-	groups := actor.PropsFromProducer(func() actor.Actor { return &groupActor{rt: r} })
+	props := r.props(func() actor.Actor { return &userActor{rt: r} })
+	groups := r.props(func() actor.Actor { return &groupActor{rt: r} })
 	return []*cluster.Kind{cluster.NewKind(UserKind, props), cluster.NewKind(GroupKind, groups)}
 }
 
@@ -277,7 +290,7 @@ func (r *Runtime) Kinds() []*cluster.Kind {
 func (r *Runtime) Start(cl *cluster.Cluster, sessions SessionTable, members Membership) error {
 	r.cl, r.sys, r.members = cl, cl.ActorSystem, members
 	r.courier = newCourier(cl, r.log, r.metrics)
-	pid, err := r.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
+	pid, err := r.sys.Root.SpawnNamed(r.props(func() actor.Actor {
 		return &gatewayActor{sessions: sessions, rt: r}
 	}), GatewayActorName)
 	if err != nil {
@@ -285,7 +298,7 @@ func (r *Runtime) Start(cl *cluster.Cluster, sessions SessionTable, members Memb
 		return fmt.Errorf("spawn the gateway actor: %w", err)
 	}
 	r.gateway = pid
-	pres, err := r.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
+	pres, err := r.sys.Root.SpawnNamed(r.props(func() actor.Actor {
 		return &presenceActor{rt: r}
 	}), PresenceActorName)
 	if err != nil {
@@ -294,7 +307,7 @@ func (r *Runtime) Start(cl *cluster.Cluster, sessions SessionTable, members Memb
 		return fmt.Errorf("spawn the presence actor: %w", err)
 	}
 	r.presPID = pres
-	relay, err := r.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &relayActor{rt: r} }), RelayActorName)
+	relay, err := r.sys.Root.SpawnNamed(r.props(func() actor.Actor { return &relayActor{rt: r} }), RelayActorName)
 	if err != nil {
 		r.courier.stop()
 		for _, pid := range []*actor.PID{r.gateway, r.presPID} {
