@@ -21,7 +21,7 @@ import (
 type workerDispatcher struct {
 	throughput  int
 	idleTimeout time.Duration
-	work        chan func() // unbuffered: a send succeeds only into a waiting worker
+	work        chan func()  // unbuffered: a send succeeds only into a waiting worker
 	workers     atomic.Int64 // running or waiting
 	idle        atomic.Int64 // waiting for work
 }
