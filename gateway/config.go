@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,21 @@ const (
 	DefaultWriteTimeout     = 10 * time.Second
 	DefaultCloseTimeout     = 3 * time.Second
 	DefaultHeartbeatTimeout = 60 * time.Second
+	DefaultWriteQueueBytes  = 4 << 20
+	DefaultMaxFrameRate     = 1000
+	DefaultMaxHandshakes    = 1024
+	DefaultFrameTimeout     = 30 * time.Second
+)
+
+// Transports Config.Transport names.
+const (
+	// TransportEpoll waits for client bytes with epoll readiness
+	// notifications and reads them on a bounded worker pool: no goroutine
+	// and no buffer per idle connection. Linux only; the default there.
+	TransportEpoll = "epoll"
+	// TransportGoroutine reads each connection on its own goroutine,
+	// blocked in Read. Any OS, and the one TLS uses.
+	TransportGoroutine = "goroutine"
 )
 
 // minHeartbeatTimeout is the shortest HeartbeatTimeout Validate accepts:
@@ -94,6 +110,29 @@ type Config struct {
 	// 50,000 and 128 MiB.
 	MaxNodeSends     int
 	MaxNodeSendBytes int64
+	// Transport is how the read side waits for client bytes:
+	// TransportEpoll or TransportGoroutine. Default: epoll on Linux (if
+	// TLS is nil), goroutine elsewhere.
+	Transport string
+	// TLS, if set, makes the server speak wss:// (TLS terminated in the
+	// process, on the goroutine transport). Nil: plain ws://.
+	TLS *tls.Config
+	// WriteQueueBytes bounds the encoded bytes waiting to be written to one
+	// connection, as WriteQueue bounds the frames; a session over either
+	// is a slow consumer. Default 4 MiB.
+	WriteQueueBytes int64
+	// MaxFrameRate is how many frames per second one session may send on
+	// average (bursts of up to one second's worth); a frame over it is
+	// answered RATE_LIMITED with a retry hint and not handed on. Pings and
+	// control frames count too. Default 1,000; negative turns it off.
+	MaxFrameRate int
+	// MaxHandshakes bounds the connections in their WebSocket handshake
+	// at once; more wait in the listen backlog. Default 1,024.
+	MaxHandshakes int
+	// FrameTimeout bounds how long one WebSocket frame may take to arrive
+	// once its first byte has: a slower peer is closed with 1008 (policy
+	// violation). Default 30 s.
+	FrameTimeout time.Duration
 	// Logger receives the gateway's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -118,6 +157,21 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("gateway: sends in flight limits (%d per session, %d and %d bytes per node) must not be negative",
 			c.MaxSessionSends, c.MaxNodeSends, c.MaxNodeSendBytes))
 	}
+	switch c.Transport {
+	case "", TransportGoroutine:
+	case TransportEpoll:
+		if !epollSupported {
+			errs = append(errs, fmt.Errorf("gateway: transport %q is not available on this system", c.Transport))
+		}
+		if c.TLS != nil {
+			errs = append(errs, fmt.Errorf("gateway: transport %q cannot serve TLS; use %q or leave it empty", c.Transport, TransportGoroutine))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("gateway: unknown transport %q (want %q or %q)", c.Transport, TransportEpoll, TransportGoroutine))
+	}
+	if c.WriteQueueBytes < 0 || c.MaxHandshakes < 0 {
+		errs = append(errs, fmt.Errorf("gateway: write queue bytes %d and max handshakes %d must not be negative", c.WriteQueueBytes, c.MaxHandshakes))
+	}
 	if c.WriteQueue < 0 {
 		errs = append(errs, fmt.Errorf("gateway: write queue %d is negative", c.WriteQueue))
 	}
@@ -133,6 +187,7 @@ func (c Config) Validate() error {
 		{"call timeout", c.CallTimeout},
 		{"write timeout", c.WriteTimeout},
 		{"close timeout", c.CloseTimeout},
+		{"frame timeout", c.FrameTimeout},
 	} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("gateway: %s %v is negative", d.name, d.v))
@@ -181,6 +236,24 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxNodeSendBytes == 0 {
 		c.MaxNodeSendBytes = DefaultMaxNodeSendBytes
+	}
+	if c.Transport == "" {
+		c.Transport = TransportGoroutine
+		if epollSupported && c.TLS == nil {
+			c.Transport = TransportEpoll
+		}
+	}
+	if c.WriteQueueBytes == 0 {
+		c.WriteQueueBytes = DefaultWriteQueueBytes
+	}
+	if c.MaxFrameRate == 0 {
+		c.MaxFrameRate = DefaultMaxFrameRate
+	}
+	if c.MaxHandshakes == 0 {
+		c.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if c.FrameTimeout == 0 {
+		c.FrameTimeout = DefaultFrameTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
