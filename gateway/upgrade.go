@@ -2,11 +2,13 @@ package gateway
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -22,6 +24,12 @@ var (
 		ws.RejectionStatus(http.StatusBadRequest),
 		ws.RejectionReason("gateway: no supported subprotocol offered (want "+SubprotocolProto+" or "+SubprotocolJSON+")"),
 	)
+	// errBadKey: a Sec-WebSocket-Key that is not the base64 encoding of 16
+	// bytes (RFC 6455 4.2.1, item 5); gobwas checks only its length.
+	errBadKey = ws.RejectConnectionError(
+		ws.RejectionStatus(http.StatusBadRequest),
+		ws.RejectionReason("gateway: Sec-WebSocket-Key is not the base64 encoding of 16 bytes"),
+	)
 )
 
 // lingerTimeout bounds how long a connection is drained after the server
@@ -33,13 +41,19 @@ const lingerTimeout = time.Second
 // net/http: its per-connection buffers would stay alive after a hijack).
 // gobwas reads the request through a pooled buffer that it returns before
 // Upgrade returns. It answers a wrong path with 404, an offer of only
-// unknown subprotocols with 400, and anything that is not a WebSocket
+// unknown subprotocols with 400, a Sec-WebSocket-Key that does not
+// decode to 16 bytes with 400, and anything else that is not a WebSocket
 // upgrade with 400/426 (gobwas' own checks).
 func (s *Server) upgrade(nc net.Conn) (codec, error) {
 	var (
 		offered bool
 		chosen  = -1
 	)
+	// gobwas hands the key to no callback: keep the request bytes it reads
+	// to check the key before it answers.
+	req := reqPool.Get().(*reqRecorder)
+	req.lr, req.b = io.LimitedReader{R: nc, N: maxHandshakeBytes}, req.b[:0]
+	defer req.release()
 	u := ws.Upgrader{
 		OnRequest: func(uri []byte) error {
 			if i := bytes.IndexByte(uri, '?'); i >= 0 {
@@ -65,6 +79,9 @@ func (s *Server) upgrade(nc net.Conn) (codec, error) {
 			return true
 		},
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			if !secKeyValid(req.b) {
+				return nil, errBadKey
+			}
 			if offered && chosen < 0 {
 				return nil, errNoSubprotocol
 			}
@@ -73,11 +90,12 @@ func (s *Server) upgrade(nc net.Conn) (codec, error) {
 	}
 
 	// The caller has set the handshake deadline.
-	// gobwas reads header lines without a length limit: bound the request.
+	// gobwas reads header lines without a length limit: req bounds the
+	// request.
 	rw := struct {
 		io.Reader
 		io.Writer
-	}{&io.LimitedReader{R: nc, N: maxHandshakeBytes}, nc}
+	}{req, nc}
 	if _, err := u.Upgrade(rw); err != nil {
 		var rej *ws.ConnectionRejectedError
 		if errors.As(err, &rej) {
@@ -92,6 +110,53 @@ func (s *Server) upgrade(nc net.Conn) (codec, error) {
 		chosen = int(codecProto) // no offer: the default
 	}
 	return codec(chosen), nil
+}
+
+// reqRecorder is the handshake's reader: it keeps a copy of what it
+// reads (the request, at most maxHandshakeBytes) for secKeyValid.
+type reqRecorder struct {
+	lr io.LimitedReader
+	b  []byte
+}
+
+func (r *reqRecorder) Read(p []byte) (int, error) {
+	n, err := r.lr.Read(p)
+	r.b = append(r.b, p[:n]...)
+	return n, err
+}
+
+func (r *reqRecorder) release() {
+	r.lr = io.LimitedReader{}
+	if cap(r.b) <= 4<<10 { // a typical request; bigger ones are not kept
+		reqPool.Put(r)
+	}
+}
+
+var reqPool = sync.Pool{New: func() any { return new(reqRecorder) }}
+
+// secKeyValid reports whether every Sec-WebSocket-Key header in the
+// request head req is the base64 encoding of 16 bytes. gobwas has made
+// sure there is one, 24 bytes long; header names are case-insensitive and
+// values are trimmed of optional whitespace, as gobwas reads them.
+func secKeyValid(req []byte) bool {
+	head, _, _ := bytes.Cut(req, []byte("\r\n\r\n"))
+	var dst [18]byte // base64 of 24 characters decodes to at most 18 bytes
+	for len(head) > 0 {
+		var line []byte
+		line, head, _ = bytes.Cut(head, []byte("\n"))
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok || !bytes.EqualFold(name, []byte("Sec-WebSocket-Key")) {
+			continue
+		}
+		value = bytes.Trim(value, " \t\r")
+		if len(value) != 24 { // first: Decode must not write past dst
+			return false
+		}
+		if n, err := base64.StdEncoding.Decode(dst[:], value); err != nil || n != 16 {
+			return false
+		}
+	}
+	return true
 }
 
 // linger shuts down the write side of nc (so the peer sees the end of
