@@ -1014,3 +1014,24 @@ func rawHandshake(t *testing.T, srv *Server, req string) (*http.Response, *clien
 	}
 	return resp, c
 }
+
+// FuzzSecKeyValid: the handshake's key check never panics on any request
+// bytes, and on a request with one key it accepts exactly the base64
+// encodings of 16 bytes.
+func FuzzSecKeyValid(f *testing.F) {
+	f.Add([]byte(handshakeRequest(nil)), "dGhlIHNhbXBsZSBub25jZQ==")
+	f.Add([]byte("GET / HTTP/1.1\r\nsec-websocket-key:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n\r\n"), "!!!!!!!!!!!!!!!!!!!!!!!!")
+	f.Add([]byte("Sec-WebSocket-Key: \t"), " AAAAAAAAAAAAAAAAAAAAAA==\t")
+	f.Fuzz(func(t *testing.T, req []byte, key string) {
+		secKeyValid(req)
+		if strings.ContainsAny(key, "\r\n") || strings.TrimSpace(key) == "" {
+			return
+		}
+		v := strings.Trim(key, " \t")
+		b, err := base64.StdEncoding.DecodeString(v)
+		want := err == nil && len(b) == 16 && len(v) == 24
+		if got := secKeyValid([]byte(handshakeRequest(map[string]string{"Sec-WebSocket-Key": key}))); got != want {
+			t.Fatalf("key %q: valid %v, want %v", key, got, want)
+		}
+	})
+}
