@@ -35,7 +35,11 @@ const lingerTimeout = time.Second
 // Upgrade returns. It answers a wrong path with 404, an offer of only
 // unknown subprotocols with 400, and anything that is not a WebSocket
 // upgrade with 400/426 (gobwas' own checks).
-func (s *Server) upgrade(nc net.Conn) (codec, error) {
+//
+// It also returns the bytes the client sent right behind its request
+// (the start of the WebSocket stream, which gobwas' buffered reader took
+// with the request); the session reads them first.
+func (s *Server) upgrade(nc net.Conn) (codec, []byte, error) {
 	var (
 		offered bool
 		chosen  = -1
@@ -74,24 +78,48 @@ func (s *Server) upgrade(nc net.Conn) (codec, error) {
 
 	// The caller has set the handshake deadline.
 	// gobwas reads header lines without a length limit: bound the request.
+	rec := recorder{r: &io.LimitedReader{R: nc, N: maxHandshakeBytes}}
 	rw := struct {
 		io.Reader
 		io.Writer
-	}{&io.LimitedReader{R: nc, N: maxHandshakeBytes}, nc}
+	}{&rec, nc}
 	if _, err := u.Upgrade(rw); err != nil {
 		var rej *ws.ConnectionRejectedError
 		if errors.As(err, &rej) {
 			linger(nc, time.Now().Add(lingerTimeout))
 		}
-		return 0, fmt.Errorf("gateway: upgrade: %w", err)
+		return 0, nil, fmt.Errorf("gateway: upgrade: %w", err)
 	}
 	if err := nc.SetDeadline(time.Time{}); err != nil {
-		return 0, fmt.Errorf("gateway: clear handshake deadline: %w", err)
+		return 0, nil, fmt.Errorf("gateway: clear handshake deadline: %w", err)
 	}
 	if chosen < 0 {
 		chosen = int(codecProto) // no offer: the default
 	}
-	return codec(chosen), nil
+	return codec(chosen), rec.rest(), nil
+}
+
+// recorder keeps what the handshake read, to find the bytes after the
+// request.
+type recorder struct {
+	r   io.Reader
+	buf []byte
+}
+
+func (r *recorder) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.buf = append(r.buf, p[:n]...)
+	return n, err
+}
+
+// rest is a copy of what was read after the request's empty line (nil if
+// nothing).
+func (r *recorder) rest() []byte {
+	i := bytes.Index(r.buf, []byte("\r\n\r\n"))
+	if i < 0 || i+4 == len(r.buf) {
+		return nil
+	}
+	return bytes.Clone(r.buf[i+4:])
 }
 
 // linger shuts down the write side of nc (so the peer sees the end of
