@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -44,16 +43,18 @@ const lingerTimeout = time.Second
 // unknown subprotocols with 400, a Sec-WebSocket-Key that does not
 // decode to 16 bytes with 400, and anything else that is not a WebSocket
 // upgrade with 400/426 (gobwas' own checks).
-func (s *Server) upgrade(nc net.Conn) (codec, error) {
+//
+// It also returns the bytes the client sent right behind its request
+// (the start of the WebSocket stream, which gobwas' buffered reader took
+// with the request); the session reads them first.
+func (s *Server) upgrade(nc net.Conn) (codec, []byte, error) {
 	var (
 		offered bool
 		chosen  = -1
 	)
-	// gobwas hands the key to no callback: keep the request bytes it reads
-	// to check the key before it answers.
-	req := reqPool.Get().(*reqRecorder)
-	req.lr, req.b = io.LimitedReader{R: nc, N: maxHandshakeBytes}, req.b[:0]
-	defer req.release()
+	// gobwas reads header lines without a length limit: bound the request.
+	// It hands the key to no callback: the recorded request gives it.
+	rec := recorder{r: &io.LimitedReader{R: nc, N: maxHandshakeBytes}}
 	u := ws.Upgrader{
 		OnRequest: func(uri []byte) error {
 			if i := bytes.IndexByte(uri, '?'); i >= 0 {
@@ -79,7 +80,7 @@ func (s *Server) upgrade(nc net.Conn) (codec, error) {
 			return true
 		},
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
-			if !secKeyValid(req.b) {
+			if !secKeyValid(rec.buf) {
 				return nil, errBadKey
 			}
 			if offered && chosen < 0 {
@@ -90,49 +91,48 @@ func (s *Server) upgrade(nc net.Conn) (codec, error) {
 	}
 
 	// The caller has set the handshake deadline.
-	// gobwas reads header lines without a length limit: req bounds the
-	// request.
 	rw := struct {
 		io.Reader
 		io.Writer
-	}{req, nc}
+	}{&rec, nc}
 	if _, err := u.Upgrade(rw); err != nil {
 		var rej *ws.ConnectionRejectedError
 		if errors.As(err, &rej) {
 			linger(nc, time.Now().Add(lingerTimeout))
 		}
-		return 0, fmt.Errorf("gateway: upgrade: %w", err)
+		return 0, nil, fmt.Errorf("gateway: upgrade: %w", err)
 	}
 	if err := nc.SetDeadline(time.Time{}); err != nil {
-		return 0, fmt.Errorf("gateway: clear handshake deadline: %w", err)
+		return 0, nil, fmt.Errorf("gateway: clear handshake deadline: %w", err)
 	}
 	if chosen < 0 {
 		chosen = int(codecProto) // no offer: the default
 	}
-	return codec(chosen), nil
+	return codec(chosen), rec.rest(), nil
 }
 
-// reqRecorder is the handshake's reader: it keeps a copy of what it
-// reads (the request, at most maxHandshakeBytes) for secKeyValid.
-type reqRecorder struct {
-	lr io.LimitedReader
-	b  []byte
+// recorder keeps what the handshake read, to check the key
+// (secKeyValid) and to find the bytes after the request.
+type recorder struct {
+	r   io.Reader
+	buf []byte
 }
 
-func (r *reqRecorder) Read(p []byte) (int, error) {
-	n, err := r.lr.Read(p)
-	r.b = append(r.b, p[:n]...)
+func (r *recorder) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.buf = append(r.buf, p[:n]...)
 	return n, err
 }
 
-func (r *reqRecorder) release() {
-	r.lr = io.LimitedReader{}
-	if cap(r.b) <= 4<<10 { // a typical request; bigger ones are not kept
-		reqPool.Put(r)
+// rest is a copy of what was read after the request's empty line (nil if
+// nothing).
+func (r *recorder) rest() []byte {
+	i := bytes.Index(r.buf, []byte("\r\n\r\n"))
+	if i < 0 || i+4 == len(r.buf) {
+		return nil
 	}
+	return bytes.Clone(r.buf[i+4:])
 }
-
-var reqPool = sync.Pool{New: func() any { return new(reqRecorder) }}
 
 // secKeyValid reports whether every Sec-WebSocket-Key header in the
 // request head req is the base64 encoding of 16 bytes. gobwas has made
