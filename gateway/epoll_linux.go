@@ -259,6 +259,7 @@ func (c *pconn) turn() {
 		m, err := s.rd.next()
 		if err == errWouldBlock {
 			c.src.idle()
+			s.rd.idle()
 			c.release()
 			return
 		}
