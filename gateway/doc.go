@@ -59,8 +59,10 @@
 //
 // Deliver, Kick, Sessions and Stats may be called from any goroutine at
 // any time, including from inside Handler methods, and never block on
-// the network: a session's write queue is bounded (Config.WriteQueue) and
-// a session that overflows it is closed as a slow consumer. Frames passed
+// the network: a session's write queue is bounded (Config.WriteQueue
+// frames and Config.WriteQueueBytes bytes, frames delivered before the
+// Login reply included) and a session that overflows it is closed as a
+// slow consumer. Frames passed
 // to Deliver and Kick are encoded before the call returns and not
 // retained.
 package gateway

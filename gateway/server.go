@@ -252,7 +252,8 @@ func (s *Server) Addr() net.Addr {
 // closed as a slow consumer: Kick{SLOW_CONSUMER}, close code
 // wire.CloseSlowConsumer, what was still queued is dropped). All frames of
 // a call are queued or none: a call with more than Config.WriteQueue
-// frames always overflows.
+// frames, or more than Config.WriteQueueBytes encoded bytes, always
+// overflows.
 //
 // Safe for concurrent use; never blocks on the network.
 func (s *Server) Deliver(sessionID uint64, frames []*wire.Frame) bool {

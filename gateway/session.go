@@ -53,6 +53,7 @@ func newSession(srv *Server, id uint64, nc net.Conn, c codec) *session {
 	s := &session{id: id, srv: srv, nc: nc, codec: c}
 	s.rd.init(nc, srv.cfg.MaxFrameBytes)
 	s.out.init(nc, srv.cfg.WriteQueue, srv.cfg.WriteTimeout, srv.wg.Go, &srv.stats)
+	s.out.maxBytes = srv.cfg.WriteQueueBytes
 	return s
 }
 
