@@ -29,6 +29,9 @@ type Server struct {
 	// wheel times the heartbeats of the logged-in sessions; nil if
 	// Config.HeartbeatTimeout is negative (or the config invalid).
 	wheel *wheel[*session]
+	// handshakes holds a token per connection in its handshake (TLS and
+	// WebSocket upgrade): Config.MaxHandshakes at most.
+	handshakes chan struct{}
 
 	// Counters and ids; any goroutine.
 	adm    admission // sends in flight (admission.go)
@@ -63,6 +66,7 @@ func New(cfg Config, h Handler) *Server {
 		pending:  make(map[net.Conn]struct{}),
 	}
 	s.log = s.cfg.Logger
+	s.handshakes = make(chan struct{}, max(s.cfg.MaxHandshakes, 1))
 	s.adm.maxNode, s.adm.maxBytes = int64(s.cfg.MaxNodeSends), s.cfg.MaxNodeSendBytes
 	if s.cfgErr == nil && s.cfg.HeartbeatTimeout > 0 {
 		s.wheel = newWheel[*session](s.cfg.HeartbeatTimeout, s.cfg.HeartbeatTimeout/heartbeatTicks)
@@ -116,8 +120,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var err error
 	backoff := time.Duration(0)
 	for {
+		// While MaxHandshakes connections are in their handshake, the
+		// next ones wait in the listen backlog, not in the process.
+		if !s.acquireHandshake(ctx) {
+			break
+		}
 		nc, aerr := ln.Accept()
 		if aerr != nil {
+			s.releaseHandshake()
 			if ctx.Err() != nil {
 				break
 			}
@@ -151,6 +161,25 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.wg.Wait()
 	return err
 }
+
+// acquireHandshake takes a handshake slot, waiting for one while they are
+// all taken. It returns false if ctx is done first.
+func (s *Server) acquireHandshake(ctx context.Context) bool {
+	select {
+	case s.handshakes <- struct{}{}:
+	case <-ctx.Done():
+		return false
+	}
+	if ctx.Err() != nil {
+		s.releaseHandshake()
+		return false
+	}
+	return true
+}
+
+// releaseHandshake gives back the slot of a connection whose handshake
+// is over, however it ended.
+func (s *Server) releaseHandshake() { <-s.handshakes }
 
 func (s *Server) start(ctx context.Context, ln net.Listener) error {
 	if s.cfgErr != nil {
@@ -197,6 +226,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	if err == nil {
 		c, err = s.upgrade(nc)
 	}
+	s.releaseHandshake()
 	s.mu.Lock()
 	delete(s.pending, nc)
 	if err != nil {
