@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"runtime/debug"
 	"runtime/metrics"
@@ -157,6 +158,75 @@ func (srv *Server) sweepSends(ctx context.Context, period time.Duration) {
 			s.releaseOlder(before)
 		}
 	}
+}
+
+// Inbound flow control: a session may send Config.MaxFrameRate messages
+// per second on average, in bursts of up to one second's worth. Every
+// message but the close frame counts: data messages (oversize ones too),
+// WebSocket pings and pongs. It bounds what one connection can make the
+// node read, decode and answer, whatever the frames are; MaxSessionSends
+// still bounds the Sends in flight on top of it.
+
+// frameBucket is one session's token bucket, kept as GCRA (the generic
+// cell rate algorithm): one number, the time at which the bucket would be
+// full again if nothing more arrived.
+type frameBucket struct {
+	tat int64 // nanoseconds on clock; 0 before the first frame
+}
+
+// take takes a token at now (nanoseconds) for a rate of perSecond tokens a
+// second and a burst of perSecond. If none is left it returns false and
+// how long until one is.
+func (b *frameBucket) take(now int64, perSecond int) (ok bool, wait time.Duration) {
+	interval := int64(time.Second) / int64(perSecond)
+	tolerance := int64(time.Second) - interval // the burst, less the token taken now
+	tat := max(b.tat, now)
+	if over := tat - now - tolerance; over > 0 {
+		return false, time.Duration(over)
+	}
+	b.tat = tat + interval
+	return true, 0
+}
+
+// clockBase makes the monotonic clock frameBucket runs on.
+var clockBase = time.Now()
+
+// admitFrame applies the session's frame rate to m, on the read side. It
+// returns false if m is over the rate and must not be handled: a data
+// message has been answered RATE_LIMITED with the time until a token is
+// free; a wire Ping, a WebSocket ping or a pong gets no answer.
+func (s *session) admitFrame(m message) bool {
+	perSecond := s.srv.cfg.MaxFrameRate
+	if perSecond < 0 || m.kind == msgClose || s.closing.Load() {
+		return true
+	}
+	ok, wait := s.rate.take(int64(time.Since(clockBase)), perSecond)
+	if ok {
+		return true
+	}
+	s.srv.stats.framesRateLimited.Add(1)
+	var id uint64
+	switch m.kind {
+	case msgData:
+		s.srv.stats.framesIn.Add(1)
+		f, err := s.codec.decodeFrame(m.op, m.payload)
+		switch {
+		case err == nil && f.GetPing() != nil:
+			return false // a keep-alive over the rate: no answer
+		case f != nil:
+			id = f.Id
+		default:
+			id = requestID(m.op, m.payload)
+		}
+	case msgTooLarge:
+		s.srv.stats.framesIn.Add(1)
+	default:
+		return false // control frames: no answer
+	}
+	// Round up: retrying after retry_after_ms must find a token.
+	wait = (wait + time.Millisecond - 1).Truncate(time.Millisecond)
+	s.reply(rateLimited(id, fmt.Sprintf("over %d frames per second on this session; slow down", perSecond), wait))
+	return false
 }
 
 func rateLimited(id uint64, msg string, after time.Duration) *wire.Frame {

@@ -124,7 +124,8 @@ type Config struct {
 	// MaxFrameRate is how many frames per second one session may send on
 	// average (bursts of up to one second's worth); a frame over it is
 	// answered RATE_LIMITED with a retry hint and not handed on. Pings and
-	// control frames count too. Default 1,000; negative turns it off.
+	// control frames (but the close) count too; over the rate they get no
+	// answer. Default 1,000; negative turns it off.
 	MaxFrameRate int
 	// MaxHandshakes bounds the connections in their WebSocket handshake
 	// at once; more wait in the listen backlog. Default 1,024.

@@ -26,6 +26,12 @@
 // rule violations are answered with an Error frame, carrying the
 // request's id whenever it could be read, and the connection stays. Error codes and close codes come from package wire.
 //
+// Inbound flow control (admission.go): every message a session sends but
+// its close takes a token from the session's bucket (Config.MaxFrameRate
+// a second, bursts of a second's worth). A data message that finds none
+// is answered RATE_LIMITED with the time until one is free and goes no
+// further; a wire Ping, a WebSocket ping or a pong is ignored.
+//
 // # Concurrency
 //
 // Serve runs the server until its context is done and returns only after

@@ -32,6 +32,7 @@ type session struct {
 	user      string
 	loggedIn  bool
 	loggedOut bool
+	rate      frameBucket // inbound flow control (admission.go)
 
 	// Any goroutine.
 	closing atomic.Bool // a close was started (a hint; out decides)
@@ -90,6 +91,9 @@ func (s *session) cancelCall() {
 func (s *session) handle(m message) bool {
 	if w := s.srv.wheel; w != nil {
 		w.touch(&s.hb) // anything at all from the peer is a heartbeat
+	}
+	if !s.admitFrame(m) {
+		return true // over the frame rate: answered, or ignored
 	}
 	closing := s.closing.Load()
 	switch m.kind {

@@ -28,6 +28,10 @@ type Stats struct {
 	ProtocolErrors uint64 // sessions failed for a WebSocket-level violation
 
 	HeartbeatTimeouts uint64 // logged-in sessions closed for being silent too long
+	// FramesRateLimited counts client messages over their session's
+	// frame rate (Config.MaxFrameRate): data messages answered
+	// RATE_LIMITED, pings and pongs ignored.
+	FramesRateLimited uint64
 
 	SendsInFlight     int64  // Sends handed on and not answered yet
 	SendBytesInFlight int64  // their payload bytes
@@ -50,6 +54,7 @@ type counters struct {
 	framesIn, framesOut                   atomic.Uint64
 	slowConsumers, writeErrors            atomic.Uint64
 	protocolErrors, heartbeatTimeouts     atomic.Uint64
+	framesRateLimited                     atomic.Uint64
 
 	errors [errorSlots]atomic.Uint64 // by code - wire.CodeBadFrame; last slot: other codes
 
@@ -88,6 +93,7 @@ func (c *counters) snapshot() Stats {
 		WriteErrors:       c.writeErrors.Load(),
 		ProtocolErrors:    c.protocolErrors.Load(),
 		HeartbeatTimeouts: c.heartbeatTimeouts.Load(),
+		FramesRateLimited: c.framesRateLimited.Load(),
 		Errors:            make(map[wire.Code]uint64),
 	}
 	for i := range c.errors {

@@ -32,6 +32,7 @@ var (
 	descInflight   = prometheus.NewDesc("tandem_gateway_sends_in_flight", "Sends handed to the actors and not answered yet (bounded: --max-node-sends).", nil, nil)
 	descInBytes    = prometheus.NewDesc("tandem_gateway_send_bytes_in_flight", "Payload bytes of the sends in flight (bounded: --max-node-send-bytes).", nil, nil)
 	descRefused    = prometheus.NewDesc("tandem_gateway_sends_refused_total", "Sends answered RATE_LIMITED because the session, the node or the heap was at its bound.", nil, nil)
+	descFrameRate  = prometheus.NewDesc("tandem_gateway_frames_rate_limited_total", "Client messages over their session's frame rate (--max-frame-rate): data answered RATE_LIMITED, pings ignored.", nil, nil)
 	descPressure   = prometheus.NewDesc("tandem_gateway_memory_pressure", "1 while the live heap is above 70 % of GOMEMLIMIT (new sends are refused).", nil, nil)
 	descCommits    = prometheus.NewDesc("tandem_store_commits_total", "Store transactions committed (one fsync each).", nil, nil)
 	descOps        = prometheus.NewDesc("tandem_store_ops_total", "Appends and activations made durable.", nil, nil)
@@ -44,7 +45,7 @@ var (
 func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSessions, descLoggedIn, descAccepted, descUpgraded, descHandshake,
 		descFramesIn, descFramesOut, descSlow, descWriteErr, descProtoErr, descErrors, descCloses,
-		descInflight, descInBytes, descRefused, descPressure,
+		descInflight, descInBytes, descRefused, descFrameRate, descPressure,
 		descCommits, descOps, descEntries, descFailed, descQueued, descLastCommit} {
 		ch <- d
 	}
@@ -71,6 +72,7 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descInflight, float64(g.SendsInFlight))
 	gauge(descInBytes, float64(g.SendBytesInFlight))
 	counter(descRefused, g.SendsRefused)
+	counter(descFrameRate, g.FramesRateLimited)
 	pressure := 0.0
 	if g.MemoryPressure {
 		pressure = 1

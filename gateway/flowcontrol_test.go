@@ -1,0 +1,264 @@
+package gateway
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tandem-im/tandem/proto/wire"
+)
+
+func TestFrameBucket(t *testing.T) {
+	t.Parallel()
+	ms := int64(time.Millisecond)
+	type step struct {
+		at     int64 // ms
+		n      int   // takes at that instant
+		okN    int   // of which succeed (the first ones)
+		waitMS int64 // wait reported by the first refusal, if any
+	}
+	for _, tc := range []struct {
+		name  string
+		rate  int
+		steps []step
+	}{
+		{"burst of one second, then one per interval", 10, []step{
+			{at: 0, n: 11, okN: 10, waitMS: 100},
+			{at: 50, n: 1, okN: 0, waitMS: 50},
+			{at: 100, n: 2, okN: 1, waitMS: 100},
+			{at: 350, n: 3, okN: 2, waitMS: 50},
+		}},
+		{"idle time refills up to the burst, no more", 10, []step{
+			{at: 1000, n: 10, okN: 10},
+			{at: 5000, n: 11, okN: 10, waitMS: 100},
+		}},
+		{"a rate that does not divide a second", 3, []step{
+			{at: 0, n: 4, okN: 3, waitMS: 334}, // 333.3 ms, rounded up
+			{at: 334, n: 2, okN: 1, waitMS: 333},
+		}},
+		{"one per second", 1, []step{
+			{at: 0, n: 2, okN: 1, waitMS: 1000},
+			{at: 999, n: 1, okN: 0, waitMS: 1},
+			{at: 1000, n: 1, okN: 1},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b frameBucket
+			for _, st := range tc.steps {
+				var ok int
+				var firstWait time.Duration
+				for range st.n {
+					if took, wait := b.take(st.at*ms, tc.rate); took {
+						ok++
+					} else if firstWait == 0 {
+						firstWait = wait
+					}
+				}
+				if ok != st.okN {
+					t.Fatalf("at %d ms: %d of %d taken, want %d", st.at, ok, st.n, st.okN)
+				}
+				if got := (firstWait + time.Millisecond - 1) / time.Millisecond; int64(got) != st.waitMS {
+					t.Fatalf("at %d ms: wait %v, want %d ms", st.at, firstWait, st.waitMS)
+				}
+			}
+		})
+	}
+}
+
+// burst writes frames (and raw control frames) to c in one write, so the
+// server reads them back to back.
+func burst(c *client, frames ...any) {
+	c.t.Helper()
+	var buf bytes.Buffer
+	for _, f := range frames {
+		var err error
+		switch f := f.(type) {
+		case *wire.Frame:
+			var b []byte
+			if b, err = proto.Marshal(f); err == nil {
+				err = wsutil.WriteClientMessage(&buf, ws.OpBinary, b)
+			}
+		case ws.OpCode: // an empty control frame
+			err = wsutil.WriteClientMessage(&buf, f, nil)
+		}
+		if err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	c.deadline()
+	if _, err := c.conn.Write(buf.Bytes()); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+func syncFrame(id uint64) *wire.Frame {
+	return &wire.Frame{Id: id, Body: &wire.Frame_Sync{Sync: &wire.SyncRequest{}}}
+}
+
+// A flooding client gets RATE_LIMITED, with its request ids and a true
+// retry hint, for every frame over the rate; the rest reach the Handler;
+// the connection survives, and after the hint frames pass again.
+func TestFrameRateLimited(t *testing.T) {
+	t.Parallel()
+	h := newFakeHandler()
+	const rate = 20 // a token per 50 ms: the flood is read long before one refills
+	srv := startServer(t, Config{MaxFrameRate: rate}, h)
+	c := dial(t, srv)
+	c.login(1, "fred") // takes a token too
+	const flood = 60
+	var frames []any
+	for i := range uint64(flood) {
+		frames = append(frames, syncFrame(100+i))
+	}
+	burst(c, frames...)
+
+	refused := map[uint64]bool{}
+	var lastWait uint32
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		h.mu.Lock()
+		handed := len(h.frames)
+		h.mu.Unlock()
+		if handed+len(refused) == flood {
+			if handed < rate-1 || handed > rate+1 {
+				t.Fatalf("%d frames of a burst of %d handed on at %d/s (a token already went to Login), want %d (±1 refilled)", handed, flood, rate, rate-1)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d frames handed on, %d refused, want %d in all", handed, len(refused), flood)
+		}
+		f := c.read()
+		expectError(t, f, f.Id, wire.CodeRateLimited)
+		e := f.GetError()
+		if f.Id < 100 || f.Id >= 100+flood || refused[f.Id] {
+			t.Fatalf("RATE_LIMITED for id %d: not a flood frame, or twice", f.Id)
+		}
+		if !e.GetTemporary() || e.GetRetryAfterMs() < 1 || e.GetRetryAfterMs() > 1000/rate {
+			t.Fatalf("RATE_LIMITED: temporary %v, retry_after_ms %d; want true, 1-%d", e.GetTemporary(), e.GetRetryAfterMs(), 1000/rate)
+		}
+		refused[f.Id], lastWait = true, e.GetRetryAfterMs()
+	}
+	h.mu.Lock()
+	for _, f := range h.frames {
+		if refused[f.Id] {
+			t.Errorf("frame %d was refused and handed on", f.Id)
+		}
+	}
+	h.mu.Unlock()
+	st := srv.Stats()
+	if st.FramesRateLimited != uint64(len(refused)) || st.Errors[wire.CodeRateLimited] != uint64(len(refused)) {
+		t.Fatalf("stats: %d rate limited, %d RATE_LIMITED errors; want %d", st.FramesRateLimited, st.Errors[wire.CodeRateLimited], len(refused))
+	}
+
+	// The hint is true: after it, a frame passes, on the same connection.
+	time.Sleep(time.Duration(lastWait) * time.Millisecond)
+	c.send(pingFrame(7))
+	if f := c.read(); f.GetPong() == nil || f.Id != 7 {
+		t.Fatalf("after the retry hint: %v, want Pong 7", f)
+	}
+	if n := srv.Sessions(); n != 1 {
+		t.Fatalf("%d sessions, want the flooding one still there", n)
+	}
+}
+
+// Over the rate, a wire Ping and a WebSocket ping get no answer at all
+// (and the Login counts against the rate too).
+func TestFrameRatePingsUnanswered(t *testing.T) {
+	t.Parallel()
+	h := newFakeHandler()
+	srv := startServer(t, Config{MaxFrameRate: 2}, h) // a token per 500 ms
+	c := dial(t, srv)
+	burst(c, loginFrame(1, "ok:gina"), syncFrame(10), pingFrame(20), ws.OpPing, syncFrame(11))
+
+	for _, want := range []string{"LoginOk 1", "RATE_LIMITED 11"} {
+		hdr, p := c.readRaw()
+		if hdr.OpCode != ws.OpBinary {
+			t.Fatalf("got a %v frame, want %s (no pong over the rate)", hdr.OpCode, want)
+		}
+		f := c.decode(hdr.OpCode, p)
+		switch want {
+		case "LoginOk 1":
+			if f.GetLoginOk() == nil || f.Id != 1 {
+				t.Fatalf("got %v, want %s", f, want)
+			}
+		default:
+			expectError(t, f, 11, wire.CodeRateLimited)
+			if w := f.GetError().GetRetryAfterMs(); w < 1 || w > 500 {
+				t.Fatalf("retry_after_ms %d, want 1-500", w)
+			}
+			time.Sleep(time.Duration(f.GetError().GetRetryAfterMs()) * time.Millisecond)
+		}
+	}
+	h.handed(t, 1)
+	if st := srv.Stats(); st.FramesRateLimited != 3 {
+		t.Fatalf("FramesRateLimited = %d, want 3 (Ping, ping, Sync)", st.FramesRateLimited)
+	}
+
+	// A token later, a Ping is answered, and it is the next frame out.
+	c.send(pingFrame(21))
+	hdr, p := c.readRaw()
+	if f := c.decode(hdr.OpCode, p); f.GetPong() == nil || f.Id != 21 {
+		t.Fatalf("got %v, want Pong 21", f)
+	}
+}
+
+// A client that stays under the rate never sees RATE_LIMITED, whatever it
+// sends: frames, wire Pings and WebSocket pings.
+func TestFrameRateWellBehaved(t *testing.T) {
+	t.Parallel()
+	h := newFakeHandler()
+	const rate = 200
+	srv := startServer(t, Config{MaxFrameRate: rate}, h)
+	c := dial(t, srv)
+	c.login(1, "hank")
+
+	// 0.6 s at 3/4 of the rate, on a ticker (it drops ticks rather than
+	// bunching them): 90 frames.
+	tick := time.NewTicker(time.Second / (rate * 3 / 4))
+	defer tick.Stop()
+	const n = 90
+	var syncs int
+	for i := range uint64(n) {
+		<-tick.C
+		switch i % 3 {
+		case 0:
+			burst(c, pingFrame(1000+i))
+			if f := c.read(); f.GetPong() == nil || f.Id != 1000+i {
+				t.Fatalf("got %v, want Pong %d", f, 1000+i)
+			}
+		case 1:
+			burst(c, ws.OpPing)
+		default:
+			burst(c, syncFrame(1000+i))
+			syncs++
+		}
+	}
+	h.handed(t, syncs)
+	if st := srv.Stats(); st.FramesRateLimited != 0 || st.Errors[wire.CodeRateLimited] != 0 {
+		t.Fatalf("a client under the rate was limited: %d frames, %d errors", st.FramesRateLimited, st.Errors[wire.CodeRateLimited])
+	}
+}
+
+// A negative MaxFrameRate turns flow control off: a burst far over the
+// default rate is handed on whole.
+func TestFrameRateOff(t *testing.T) {
+	t.Parallel()
+	h := newFakeHandler()
+	srv := startServer(t, Config{MaxFrameRate: -1}, h)
+	c := dial(t, srv)
+	c.login(1, "ivy")
+	const n = 3 * DefaultMaxFrameRate
+	frames := make([]any, 0, n)
+	for i := range uint64(n) {
+		frames = append(frames, syncFrame(100+i))
+	}
+	burst(c, frames...)
+	h.handed(t, n)
+	if st := srv.Stats(); st.FramesRateLimited != 0 {
+		t.Fatalf("FramesRateLimited = %d with flow control off", st.FramesRateLimited)
+	}
+}
