@@ -170,6 +170,9 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("gateway: unknown transport %q (want %q or %q)", c.Transport, TransportEpoll, TransportGoroutine))
 	}
+	if t := c.TLS; t != nil && len(t.Certificates) == 0 && t.GetCertificate == nil && t.GetConfigForClient == nil {
+		errs = append(errs, errors.New("gateway: TLS config has no certificate (Certificates, GetCertificate or GetConfigForClient)"))
+	}
 	if c.WriteQueueBytes < 0 || c.MaxHandshakes < 0 {
 		errs = append(errs, fmt.Errorf("gateway: write queue bytes %d and max handshakes %d must not be negative", c.WriteQueueBytes, c.MaxHandshakes))
 	}

@@ -17,6 +17,16 @@
 // tandem.v1 is refused, a binary one on tandem.v1.json is read as JSON.
 // Outbound frames always use the session's encoding.
 //
+// With Config.TLS set the server speaks wss://: TLS is terminated in the
+// process, on the goroutine transport. The TLS handshake runs at the
+// start of the upgrade, so HandshakeTimeout bounds it too; a client that
+// fails it (an untrusting one, garbage, a plain ws:// client, which gets
+// a 400 saying to use wss://) counts as a handshake failure. At most
+// Config.MaxHandshakes connections are in their handshake (TLS and
+// upgrade) at once; while they are, Accept is not called and new clients
+// wait in the kernel's listen backlog. For a million connections, put a
+// TLS-terminating proxy in front and keep the epoll transport.
+//
 // Each session gets a node-local id (never reused within the process). The
 // gateway enforces "Login first, and once", answers the wire Ping with
 // Pong itself (before Login too: it is a keep-alive), and turns Logout into Handler.Logout, Ok and a 1000 close.

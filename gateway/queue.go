@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"math"
 	"net"
+	"slices"
 	"sync"
 	"time"
 )
@@ -29,6 +31,7 @@ type outQueue struct {
 	maxBytes     int64         // their bytes, the batch being written included
 	writeTimeout time.Duration // for one batch
 	spawn        func(func())  // starts the writer goroutine (the server's WaitGroup.Go)
+	join         bool          // nc has no writev (TLS): join a batch into one write
 	stats        *counters
 
 	mu      sync.Mutex
@@ -48,6 +51,7 @@ type outQueue struct {
 func (q *outQueue) init(nc net.Conn, max int, writeTimeout time.Duration, spawn func(func()), stats *counters) {
 	q.nc, q.max, q.writeTimeout, q.spawn, q.stats = nc, max, writeTimeout, spawn, stats
 	q.maxBytes = math.MaxInt64
+	_, q.join = nc.(*tls.Conn) // one TLS record per 16 KiB, not per frame
 	q.idle.L = &q.mu
 	q.gated = true
 }
@@ -220,6 +224,9 @@ func (q *outQueue) write() {
 			}
 		}
 		bufs := net.Buffers(batch)
+		if q.join && len(batch) > 1 {
+			bufs = net.Buffers{slices.Concat(batch...)}
+		}
 		_, err := bufs.WriteTo(q.nc)
 
 		q.mu.Lock()

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -87,7 +88,8 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Serve accepts connections on ln until ctx is done (or ln fails), then
+// Serve accepts connections on ln (speaking TLS on them if Config.TLS is
+// set) until ctx is done (or ln fails), then
 // shuts down: every session gets a Kick{SHUTDOWN} frame and a close with
 // wire.CloseShutdown (Handler.Closed is called for the logged-in ones),
 // connections still in their handshake are dropped, and Serve returns
@@ -101,6 +103,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			err = errors.Join(err, fmt.Errorf("gateway: close listener: %w", cerr))
 		}
 		return err
+	}
+	if s.cfg.TLS != nil {
+		// The TLS handshake runs at the start of upgrade, under the
+		// handshake deadline and holding a handshake slot.
+		ln = tls.NewListener(ln, s.cfg.TLS)
 	}
 	stop := context.AfterFunc(ctx, func() {
 		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {

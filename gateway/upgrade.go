@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -35,7 +36,18 @@ const lingerTimeout = time.Second
 // Upgrade returns. It answers a wrong path with 404, an offer of only
 // unknown subprotocols with 400, and anything that is not a WebSocket
 // upgrade with 400/426 (gobwas' own checks).
+//
+// On a TLS connection the TLS handshake comes first; a client that speaks
+// plain HTTP there gets a 400 saying so.
 func (s *Server) upgrade(nc net.Conn) (codec, error) {
+	if tc, ok := nc.(*tls.Conn); ok {
+		if err := tc.Handshake(); err != nil {
+			if re, ok := errors.AsType[tls.RecordHeaderError](err); ok && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
+				refuseHTTP(re.Conn)
+			}
+			return 0, fmt.Errorf("gateway: TLS handshake: %w", err)
+		}
+	}
 	var (
 		offered bool
 		chosen  = -1
@@ -92,6 +104,26 @@ func (s *Server) upgrade(nc net.Conn) (codec, error) {
 		chosen = int(codecProto) // no offer: the default
 	}
 	return codec(chosen), nil
+}
+
+// looksLikeHTTP reports whether the first bytes of a TLS record header are
+// the start of a plain HTTP request (as net/http checks).
+func looksLikeHTTP(hdr [5]byte) bool {
+	switch string(hdr[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
+}
+
+// refuseHTTP answers a plain HTTP request on the TLS port on the raw
+// connection nc, then lingers so that the answer is not lost to a reset.
+func refuseHTTP(nc net.Conn) {
+	if _, err := io.WriteString(nc, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"+
+		"gateway: this port speaks TLS; use wss://\n"); err != nil {
+		return
+	}
+	linger(nc, time.Now().Add(lingerTimeout))
 }
 
 // linger shuts down the write side of nc (so the peer sees the end of
