@@ -192,40 +192,43 @@ func (b *frameBucket) take(now int64, perSecond int) (ok bool, wait time.Duratio
 var clockBase = time.Now()
 
 // admitFrame applies the session's frame rate to m, on the read side. It
-// returns false if m is over the rate and must not be handled: a data
-// message has been answered RATE_LIMITED with the time until a token is
-// free; a wire Ping, a WebSocket ping or a pong gets no answer.
+// returns false if m was over the rate and has been dealt with: a request
+// is answered RATE_LIMITED (with its id and the time until a token is
+// free) and not handed on; a wire Ping, a WebSocket ping or a pong gets no
+// answer. A message over the rate that is not a request the rate could
+// refuse — undecodable, oversize, or with id 0 — is answered as it always
+// is (BAD_FRAME, FRAME_TOO_LARGE, INVALID_ARGUMENT...), so that an Error
+// with id 0 keeps its meaning.
 func (s *session) admitFrame(m message) bool {
 	perSecond := s.srv.cfg.MaxFrameRate
 	if perSecond < 0 || m.kind == msgClose || s.closing.Load() {
 		return true
 	}
 	ok, wait := s.rate.take(int64(time.Since(clockBase)), perSecond)
-	if ok {
+	if ok || m.kind == msgTooLarge {
 		return true
 	}
-	s.srv.stats.framesRateLimited.Add(1)
-	var id uint64
-	switch m.kind {
-	case msgData:
-		s.srv.stats.framesIn.Add(1)
-		f, err := s.codec.decodeFrame(m.op, m.payload)
-		switch {
-		case err == nil && f.GetPing() != nil:
-			return false // a keep-alive over the rate: no answer
-		case f != nil:
-			id = f.Id
-		default:
-			id = requestID(m.op, m.payload)
-		}
-	case msgTooLarge:
-		s.srv.stats.framesIn.Add(1)
-	default:
-		return false // control frames: no answer
+	if m.kind != msgData {
+		s.srv.stats.framesRateLimited.Add(1)
+		return false // a WebSocket ping or pong: no answer
 	}
+	s.srv.stats.framesIn.Add(1)
+	f, err := s.codec.decodeFrame(m.op, m.payload)
+	switch {
+	case err == nil && f.GetPing() != nil:
+		s.srv.stats.framesRateLimited.Add(1)
+		return false // a keep-alive over the rate: no answer
+	case err != nil || f.Id == 0:
+		if err != nil && f == nil {
+			f = &wire.Frame{Id: requestID(m.op, m.payload)}
+		}
+		s.frame(f, err) // refused there: it never reaches the Handler
+		return false
+	}
+	s.srv.stats.framesRateLimited.Add(1)
 	// Round up: retrying after retry_after_ms must find a token.
 	wait = (wait + time.Millisecond - 1).Truncate(time.Millisecond)
-	s.reply(rateLimited(id, fmt.Sprintf("over %d frames per second on this session; slow down", perSecond), wait))
+	s.reply(rateLimited(f.Id, fmt.Sprintf("over %d frames per second on this session; slow down", perSecond), wait))
 	return false
 }
 

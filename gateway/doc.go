@@ -38,9 +38,11 @@
 //
 // Inbound flow control (admission.go): every message a session sends but
 // its close takes a token from the session's bucket (Config.MaxFrameRate
-// a second, bursts of a second's worth). A data message that finds none
-// is answered RATE_LIMITED with the time until one is free and goes no
-// further; a wire Ping, a WebSocket ping or a pong is ignored.
+// a second, bursts of a second's worth). A request that finds none is
+// answered RATE_LIMITED with its id and the time until one is free, and
+// goes no further; a wire Ping, a WebSocket ping or a pong is ignored; a
+// message that is no request the rate could refuse (undecodable,
+// oversize, id 0) gets its usual answer.
 //
 // # Concurrency
 //

@@ -206,6 +206,50 @@ func TestFrameRatePingsUnanswered(t *testing.T) {
 	}
 }
 
+// Over the rate, what is not a request the rate could refuse is answered
+// as always, so that Errors with id 0 keep their meaning: undecodable
+// (BAD_FRAME), id 0 (INVALID_ARGUMENT), oversize (FRAME_TOO_LARGE).
+func TestFrameRateKeepsIDZeroErrors(t *testing.T) {
+	t.Parallel()
+	h := newFakeHandler()
+	srv := startServer(t, Config{MaxFrameRate: 1, MaxFrameBytes: 64}, h)
+	c := dial(t, srv)
+	oversize, err := proto.Marshal(&wire.Frame{Id: 4, Body: &wire.Frame_Sync{Sync: &wire.SyncRequest{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oversize = append(oversize, make([]byte, 100)...)
+	var buf bytes.Buffer
+	for _, p := range [][]byte{{0xff, 0xff}, oversize} {
+		if err := wsutil.WriteClientMessage(&buf, ws.OpBinary, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	garbageAndOversize := buf.Bytes()
+	burst(c, loginFrame(1, "ok:jill"), syncFrame(0))
+	c.deadline()
+	if _, err := c.conn.Write(garbageAndOversize); err != nil {
+		t.Fatal(err)
+	}
+	burst(c, syncFrame(5))
+
+	if f := c.read(); f.GetLoginOk() == nil {
+		t.Fatalf("got %v, want LoginOk", f)
+	}
+	expectError(t, c.read(), 0, wire.CodeInvalidArgument)
+	expectError(t, c.read(), 0, wire.CodeBadFrame)
+	expectError(t, c.read(), 0, wire.CodeFrameTooLarge)
+	expectError(t, c.read(), 5, wire.CodeRateLimited)
+	if st := srv.Stats(); st.FramesRateLimited != 1 || st.FramesIn != 5 {
+		t.Fatalf("rate limited %d, frames in %d; want 1 (the Sync), 5", st.FramesRateLimited, st.FramesIn)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.frames) != 0 {
+		t.Fatalf("handler got %v, want nothing", h.frames)
+	}
+}
+
 // A client that stays under the rate never sees RATE_LIMITED, whatever it
 // sends: frames, wire Pings and WebSocket pings.
 func TestFrameRateWellBehaved(t *testing.T) {
