@@ -88,15 +88,15 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Serve accepts connections on ln (speaking TLS on them if Config.TLS is
-// set) until ctx is done (or ln fails), then
+// Serve accepts connections on ln until ctx is done (or ln fails), then
 // shuts down: every session gets a Kick{SHUTDOWN} frame and a close with
 // wire.CloseShutdown (Handler.Closed is called for the logged-in ones),
 // connections still in their handshake are dropped, and Serve returns
 // once every goroutine it started has exited: within about
 // Config.CloseTimeout after ctx is done, plus whatever the Handler's calls
 // take. It closes ln. It returns nil after ctx is done, or the error that
-// stopped accepting. Serve may be called once.
+// stopped accepting. Serve may be called once. With Config.TLS it speaks
+// TLS on the connections it accepts.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := s.start(ctx, ln); err != nil {
 		if cerr := ln.Close(); cerr != nil {
