@@ -242,10 +242,10 @@ func (c Config) validateGateway() []error {
 	if c.WriteQueueBytes < 0 || c.MaxHandshakes < 0 || c.FrameTimeout < 0 {
 		errs = append(errs, errors.New("--write-queue-bytes, --max-handshakes and --frame-timeout must not be negative"))
 	}
-	if len(errs) == 0 {
-		// What only the gateway knows, such as whether epoll exists here.
-		if err := c.gateway(nil).Validate(); err != nil {
-			errs = append(errs, err)
+	if c.WSTransport == gateway.TransportEpoll {
+		// Only the gateway knows whether epoll exists here.
+		if err := (gateway.Config{Transport: c.WSTransport}).Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("--ws-transport: %w", err))
 		}
 	}
 	return errs

@@ -21,7 +21,7 @@ var (
 	descLoggedIn   = prometheus.NewDesc("tandem_gateway_logged_in_sessions", "Sessions past Login.", nil, nil)
 	descAccepted   = prometheus.NewDesc("tandem_gateway_accepted_total", "TCP connections accepted.", nil, nil)
 	descUpgraded   = prometheus.NewDesc("tandem_gateway_upgraded_total", "WebSocket upgrades completed.", nil, nil)
-	descHandshake  = prometheus.NewDesc("tandem_gateway_handshake_failures_total", "Failed WebSocket handshakes.", nil, nil)
+	descHandshake  = prometheus.NewDesc("tandem_gateway_handshake_failures_total", "Failed TLS and WebSocket handshakes (refused, garbage, timed out).", nil, nil)
 	descFramesIn   = prometheus.NewDesc("tandem_gateway_frames_in_total", "Frames read from clients.", nil, nil)
 	descFramesOut  = prometheus.NewDesc("tandem_gateway_frames_out_total", "Frames written to clients.", nil, nil)
 	descSlow       = prometheus.NewDesc("tandem_gateway_slow_consumers_total", "Sessions closed because their write queue stayed full.", nil, nil)
