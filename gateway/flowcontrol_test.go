@@ -2,6 +2,10 @@ package gateway
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,60 +16,70 @@ import (
 	"github.com/tandem-im/tandem/proto/wire"
 )
 
-func TestFrameBucket(t *testing.T) {
+// TestFrameRateScripts runs the token bucket through the traces in
+// testdata/framerate. Commands:
+//
+//	rate <frames per second>   a new bucket, full
+//	at <ms>                    the clock
+//	ok <n>                     n frames pass
+//	refused <ms>               one frame is refused; the wait, rounded up
+func TestFrameRateScripts(t *testing.T) {
 	t.Parallel()
-	ms := int64(time.Millisecond)
-	type step struct {
-		at     int64 // ms
-		n      int   // takes at that instant
-		okN    int   // of which succeed (the first ones)
-		waitMS int64 // wait reported by the first refusal, if any
+	files, err := filepath.Glob("testdata/framerate/*.txt")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no frame rate scripts: %v", err)
 	}
-	for _, tc := range []struct {
-		name  string
-		rate  int
-		steps []step
-	}{
-		{"burst of one second, then one per interval", 10, []step{
-			{at: 0, n: 11, okN: 10, waitMS: 100},
-			{at: 50, n: 1, okN: 0, waitMS: 50},
-			{at: 100, n: 2, okN: 1, waitMS: 100},
-			{at: 350, n: 3, okN: 2, waitMS: 50},
-		}},
-		{"idle time refills up to the burst, no more", 10, []step{
-			{at: 1000, n: 10, okN: 10},
-			{at: 5000, n: 11, okN: 10, waitMS: 100},
-		}},
-		{"a rate that does not divide a second", 3, []step{
-			{at: 0, n: 4, okN: 3, waitMS: 334}, // 333.3 ms, rounded up
-			{at: 334, n: 2, okN: 1, waitMS: 333},
-		}},
-		{"one per second", 1, []step{
-			{at: 0, n: 2, okN: 1, waitMS: 1000},
-			{at: 999, n: 1, okN: 0, waitMS: 1},
-			{at: 1000, n: 1, okN: 1},
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var b frameBucket
-			for _, st := range tc.steps {
-				var ok int
-				var firstWait time.Duration
-				for range st.n {
-					if took, wait := b.take(st.at*ms, tc.rate); took {
-						ok++
-					} else if firstWait == 0 {
-						firstWait = wait
-					}
-				}
-				if ok != st.okN {
-					t.Fatalf("at %d ms: %d of %d taken, want %d", st.at, ok, st.n, st.okN)
-				}
-				if got := (firstWait + time.Millisecond - 1) / time.Millisecond; int64(got) != st.waitMS {
-					t.Fatalf("at %d ms: wait %v, want %d ms", st.at, firstWait, st.waitMS)
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) { runFrameRateScript(t, f) })
+	}
+}
+
+func runFrameRateScript(t *testing.T, path string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		bucket frameBucket
+		rate   int
+		now    int64
+	)
+	for i, text := range strings.Split(string(b), "\n") {
+		text = strings.TrimSpace(text)
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		fail := func(format string, args ...any) {
+			t.Helper()
+			t.Fatalf("%s:%d %q: "+format, append([]any{path, i + 1, text}, args...)...)
+		}
+		f := strings.Fields(text)
+		if len(f) != 2 {
+			fail("want a command and a number")
+		}
+		n, err := strconv.Atoi(f[1])
+		if err != nil || n < 0 {
+			fail("bad number")
+		}
+		switch f[0] {
+		case "rate":
+			bucket, rate = frameBucket{}, n
+		case "at":
+			now = int64(n) * int64(time.Millisecond)
+		case "ok":
+			for k := range n {
+				if ok, wait := bucket.take(now, rate); !ok {
+					fail("frame %d of %d refused, wait %v", k+1, n, wait)
 				}
 			}
-		})
+		case "refused":
+			ok, wait := bucket.take(now, rate)
+			if ms := (wait + time.Millisecond - 1) / time.Millisecond; ok || int(ms) != n {
+				fail("passed %v, wait %v; want refused, %d ms", ok, wait, n)
+			}
+		default:
+			fail("unknown command")
+		}
 	}
 }
 
