@@ -47,10 +47,15 @@
 // # Concurrency
 //
 // Serve runs the server until its context is done and returns only after
-// every goroutine it started has exited. Today the read side is one
-// goroutine per connection (the seam for an epoll design is the transport
-// interface); a connection's writer goroutine exists only while it has
-// something to write.
+// every goroutine it started has exited. The read side is a transport
+// (Config.Transport): on Linux by default epoll readiness and a fixed
+// pool of workers (epoll_linux.go) — an idle connection has no goroutine
+// and no buffer, a frame that arrives in part keeps only its own state and
+// must be complete within Config.FrameTimeout, Login and Logout run on a
+// goroutine of their own so that they never hold a worker — elsewhere,
+// and for TLS, one goroutine per connection blocked in Read. A
+// connection's writer goroutine exists only while it has something to
+// write; the handshake runs on a goroutine that ends with it.
 //
 // Heartbeats run on one timing wheel per Server (wheel.go), driven by one
 // goroutine that Serve starts and waits for, not on a timer per

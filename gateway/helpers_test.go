@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -30,6 +31,9 @@ var serverGoroutineMarks = []string{
 	"gateway.(*Server).Serve",
 	"gateway.(*outQueue).write",
 	"gateway.goroutineTransport.serve",
+	"gateway.(*epollTransport).poll",
+	"gateway.(*epollTransport).work",
+	"gateway.(*pconn)",
 	"gateway.(*wheel[...]).run",
 	"gateway.(*admission).watchHeap",
 	"gateway.(*Server).sweepSends",
@@ -137,6 +141,11 @@ func startServer(t *testing.T, cfg Config, h Handler) *Server {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cfg.Transport == "" {
+		// The suite runs on the default transport (epoll on Linux); the
+		// test script runs it again with TANDEM_TEST_TRANSPORT=goroutine.
+		cfg.Transport = os.Getenv("TANDEM_TEST_TRANSPORT")
 	}
 	srv := New(cfg, h)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -46,6 +46,14 @@ type outQueue struct {
 	dead    bool      // nothing more will be written (close frame out, failure, stop)
 	closeAt time.Time // once closing: when the session ends at the latest
 	batchAt time.Time // write deadline of the batch being written
+
+	// The read side's deadline is the earlier of readAt (the login
+	// deadline, the close deadline, now after a failed write) and frameAt
+	// (the frame in progress, goroutine transport). onDeadline, if set
+	// (epoll transport), is told every change of it.
+	readAt     time.Time
+	frameAt    time.Time
+	onDeadline func(time.Time)
 }
 
 func (q *outQueue) init(nc net.Conn, max int, writeTimeout time.Duration, spawn func(func()), stats *counters) {
@@ -131,9 +139,8 @@ func (q *outQueue) close(tail [][]byte, drop bool, deadline time.Time) bool {
 	q.frames = append(q.frames, tail...)
 	q.size += sizeOf(tail)
 	q.closing, q.closeAt = true, deadline
-	// Deadline errors are only possible on a closed conn; the session
-	// ends then anyway.
-	_ = q.nc.SetReadDeadline(deadline)
+	q.readAt = deadline
+	q.applyReadDeadline()
 	if q.writing && deadline.Before(q.batchAt) {
 		_ = q.nc.SetWriteDeadline(deadline)
 	}
@@ -159,13 +166,46 @@ func (q *outQueue) wait() {
 	q.mu.Unlock()
 }
 
-// setReadDeadline sets the socket's read deadline unless the queue is
+// setReadDeadline sets the read side's deadline unless the queue is
 // closing (its close deadline must stay).
 func (q *outQueue) setReadDeadline(t time.Time) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if !q.closing && !q.dead {
-		_ = q.nc.SetReadDeadline(t)
+		q.readAt = t
+		q.applyReadDeadline()
+	}
+}
+
+// frameDeadline bounds the frame in progress (the zero time: none).
+func (q *outQueue) frameDeadline(t time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.frameAt = t
+	q.applyReadDeadline()
+}
+
+// watchDeadline makes fn hear of the read side's deadline, now and at
+// every change.
+func (q *outQueue) watchDeadline(fn func(time.Time)) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.onDeadline = fn
+	q.applyReadDeadline()
+}
+
+// applyReadDeadline puts the earlier of readAt and frameAt on the socket.
+// q.mu must be held.
+func (q *outQueue) applyReadDeadline() {
+	t := q.readAt
+	if !q.frameAt.IsZero() && (t.IsZero() || q.frameAt.Before(t)) {
+		t = q.frameAt
+	}
+	// Deadline errors are only possible on a closed conn; the session
+	// ends then anyway.
+	_ = q.nc.SetReadDeadline(t)
+	if q.onDeadline != nil {
+		q.onDeadline(t)
 	}
 }
 
@@ -235,7 +275,8 @@ func (q *outQueue) write() {
 			if !q.dead { // not stopped by the session itself
 				q.stats.writeErrors.Add(1)
 				// Wake the reader: a peer we cannot write to is gone.
-				_ = q.nc.SetReadDeadline(time.Now())
+				q.readAt = time.Now()
+				q.applyReadDeadline()
 			}
 			q.dead, q.frames, q.held, q.size = true, nil, nil, 0
 			break

@@ -1,11 +1,14 @@
 package gateway
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
@@ -54,37 +57,77 @@ var errCloseCodeRange = errors.New("gateway: close code above 4999")
 // may make us throw away.
 var errDiscardLimit = errors.New("gateway: oversize payload beyond the per-connection discard limit")
 
-// msgReader reads client messages from a blocking source, one frame header
-// at a time, with gobwas' checks: ws.CheckHeader (RSV bits, reserved
-// opcodes, control frames final and at most 125 bytes, masking required,
-// continuation frames only inside a fragmented message),
-// wsutil.UTF8Reader on text messages (fail-fast, across fragments) and
-// ws.CheckCloseFrameData on close frames. It reassembles fragmented
-// messages and returns control frames that arrive between fragments as
-// they come. It never allocates on a length the peer declared: a payload
-// buffer grows as bytes arrive, and payload beyond max is discarded unread.
+// errWouldBlock is what a non-blocking source (the epoll transport's)
+// returns when it has no more bytes for now. msgReader.next then returns
+// it too and keeps its place: the next call continues the same frame.
+var errWouldBlock = errors.New("gateway: no more bytes for now")
+
+// errFrameTimeout: a frame's bytes did not all arrive within the frame
+// timeout after its first one.
+var errFrameTimeout = errors.New("gateway: frame not complete within the frame timeout")
+
+// readStage is where in a frame msgReader is.
+type readStage uint8
+
+const (
+	stageHeader  readStage = iota // at a frame boundary, or inside a header (hlen bytes of it)
+	stageControl                  // inside a control frame's payload (clen bytes of it)
+	stageData                     // inside a data frame's payload (payload.N left)
+	stageDiscard                  // discarding an oversize frame's payload (left bytes)
+)
+
+// msgReader reads client messages from a source, with gobwas' checks:
+// ws.CheckHeader (RSV bits, reserved opcodes, control frames final and at
+// most 125 bytes, masking required, continuation frames only inside a
+// fragmented message), wsutil.UTF8Reader on text messages (fail-fast,
+// across fragments) and ws.CheckCloseFrameData on close frames. It
+// reassembles fragmented messages and returns control frames that arrive
+// between fragments as they come. It never allocates on a length the peer
+// declared: a payload buffer grows as bytes arrive, and payload beyond max
+// is discarded unread.
 //
-// It holds no buffer between messages. Not safe for concurrent use.
+// The source may block (the goroutine transport) or return errWouldBlock
+// (the epoll transport): the reader then keeps exactly the state of the
+// frame in progress — at most a header's bytes, a control payload, or the
+// message being assembled — and continues it on the next call. It holds
+// no buffer between messages. Not safe for concurrent use.
 type msgReader struct {
 	src io.Reader
 	max int64 // payload limit of one message, all fragments together
+
+	// frameTimeout bounds one frame from its first byte to its last (0:
+	// none); deadline, if set, is told frameAt when a frame starts and the
+	// zero time when it is complete.
+	frameTimeout time.Duration
+	deadline     func(time.Time)
+	frameAt      time.Time // the frame in progress must be complete by then
 
 	// discardLeft is what the connection may still make us discard.
 	discardLeft int64
 
 	state ws.State // server side; fragmented while inside a message
 
-	// The message being assembled.
-	op      ws.OpCode // opcode of its first frame
-	size    int64     // declared bytes of its frames so far, <= max
-	skip    bool      // over max: its frames are discarded
-	buf     *[]byte   // payload so far, from bufPool
-	utf8    wsutil.UTF8Reader
-	payload io.LimitedReader
-	cipher  wsutil.CipherReader
+	// The frame in progress.
+	stage readStage
+	h     ws.Header
+	hlen  int   // header bytes read (stageHeader)
+	clen  int   // control payload bytes read (stageControl)
+	left  int64 // payload bytes still to discard (stageDiscard)
 
-	hdr [ws.MaxHeaderSize - 2]byte
-	ctl [ws.MaxControlFramePayloadSize]byte
+	// The message being assembled.
+	op       ws.OpCode // opcode of its first frame
+	size     int64     // declared bytes of its frames so far, <= max
+	skip     bool      // over max: its frames are discarded
+	returned bool      // buf holds the message last returned
+	buf      *[]byte   // payload so far, from bufPool
+	utf8     wsutil.UTF8Reader
+	payload  io.LimitedReader
+	cipher   wsutil.CipherReader
+
+	hbuf [ws.MaxHeaderSize]byte
+	hrd  bytes.Reader
+	hdr  [ws.MaxHeaderSize - 2]byte
+	ctl  [ws.MaxControlFramePayloadSize]byte
 }
 
 func newMsgReader(src io.Reader, max int64) *msgReader {
@@ -99,78 +142,193 @@ func (r *msgReader) init(src io.Reader, max int64) {
 	r.state = ws.StateServerSide
 }
 
-// next reads until it has a message to return. Errors are the source's
-// (io.EOF, timeouts, resets), *closeError for violations, or
-// errDiscardLimit. After an error the reader is in an undefined state:
-// stop reading frames.
-func (r *msgReader) next() (message, error) {
-	r.release()
-	for {
-		h, err := ws.ReadHeaderBuffer(r.src, r.hdr[:])
-		if err != nil {
-			if errors.Is(err, ws.ErrHeaderLengthMSB) || errors.Is(err, ws.ErrHeaderLengthUnexpected) {
-				return message{}, &closeError{ws.StatusProtocolError, err}
-			}
-			if err == io.EOF && r.state.Fragmented() {
-				err = io.ErrUnexpectedEOF
-			}
-			return message{}, err
-		}
-		if err := ws.CheckHeader(h, r.state); err != nil {
-			return message{}, &closeError{ws.StatusProtocolError, err}
-		}
-		if h.OpCode.IsControl() {
-			return r.control(h)
-		}
+// midFrame reports whether a frame has begun and is not complete.
+func (r *msgReader) midFrame() bool { return r.stage != stageHeader || r.hlen > 0 }
 
-		if !r.state.Fragmented() {
-			r.op, r.size, r.skip = h.OpCode, 0, false
-			r.utf8 = wsutil.UTF8Reader{}
-		}
-		if h.Fin {
-			r.state = r.state.Clear(ws.StateFragmented)
-		} else {
-			r.state = r.state.Set(ws.StateFragmented)
-		}
-		// Compared without adding: h.Length may be close to 2^63.
-		if r.skip || h.Length > r.max-r.size {
-			r.skip = true
-			if err := r.discard(h.Length); err != nil {
+// frameExpired reports whether the frame in progress is past its timeout.
+func (r *msgReader) frameExpired(now time.Time) bool {
+	return r.midFrame() && !r.frameAt.IsZero() && !now.Before(r.frameAt)
+}
+
+// next reads until it has a message to return. Errors are the source's
+// (io.EOF, timeouts, resets, errWouldBlock), *closeError for violations
+// (1008 for a frame past the frame timeout), or errDiscardLimit. After
+// errWouldBlock the reader continues where it stopped; after any other
+// error it is in an undefined state: stop reading frames.
+func (r *msgReader) next() (message, error) {
+	if r.returned {
+		r.release()
+	}
+	m, err := r.step()
+	if err != nil && err != errWouldBlock && errors.Is(err, os.ErrDeadlineExceeded) && r.frameExpired(time.Now()) {
+		err = &closeError{ws.StatusPolicyViolation, errFrameTimeout}
+	}
+	return m, err
+}
+
+func (r *msgReader) step() (message, error) {
+	for {
+		switch r.stage {
+		case stageHeader:
+			h, err := r.header()
+			if err != nil {
 				return message{}, err
 			}
+			if err := ws.CheckHeader(h, r.state); err != nil {
+				return message{}, &closeError{ws.StatusProtocolError, err}
+			}
+			r.h = h
+			if h.OpCode.IsControl() {
+				r.stage, r.clen = stageControl, 0
+				continue
+			}
+			if !r.state.Fragmented() {
+				r.op, r.size, r.skip = h.OpCode, 0, false
+				r.utf8 = wsutil.UTF8Reader{}
+			}
 			if h.Fin {
+				r.state = r.state.Clear(ws.StateFragmented)
+			} else {
+				r.state = r.state.Set(ws.StateFragmented)
+			}
+			// Compared without adding: h.Length may be close to 2^63.
+			if r.skip || h.Length > r.max-r.size {
+				r.skip = true
+				if h.Length > r.discardLeft {
+					return message{}, errDiscardLimit
+				}
+				r.discardLeft -= h.Length
+				r.stage, r.left = stageDiscard, h.Length
+				continue
+			}
+			r.size += h.Length
+			r.startData(h)
+			r.stage = stageData
+
+		case stageControl:
+			p := r.ctl[:r.h.Length]
+			for r.clen < len(p) {
+				n, err := r.src.Read(p[r.clen:])
+				r.clen += n
+				if err != nil && r.clen < len(p) {
+					return message{}, unexpected(err)
+				}
+			}
+			r.frameDone()
+			return r.control(p)
+
+		case stageDiscard:
+			n, err := io.CopyN(io.Discard, r.src, r.left)
+			r.left -= n
+			if r.left > 0 {
+				if err == nil {
+					err = io.ErrUnexpectedEOF
+				}
+				return message{}, unexpected(err)
+			}
+			r.frameDone()
+			if r.h.Fin {
+				r.returned = true // what was kept of the message goes
 				return message{kind: msgTooLarge}, nil
 			}
-			continue
+
+		case stageData:
+			if err := r.readData(); err != nil {
+				return message{}, err
+			}
+			r.frameDone()
+			if !r.h.Fin {
+				continue
+			}
+			if r.op == ws.OpText && !r.utf8.Valid() {
+				// A sequence cut off by the end of the message.
+				return message{}, &closeError{ws.StatusInvalidFramePayloadData, wsutil.ErrInvalidUTF8}
+			}
+			var p []byte
+			if r.buf != nil {
+				p = *r.buf
+			}
+			r.returned = true
+			return message{kind: msgData, op: r.op, payload: p}, nil
 		}
-		r.size += h.Length
-		if err := r.read(h); err != nil {
-			return message{}, err
-		}
-		if !h.Fin {
-			continue
-		}
-		if r.op == ws.OpText && !r.utf8.Valid() {
-			// A sequence cut off by the end of the message.
-			return message{}, &closeError{ws.StatusInvalidFramePayloadData, wsutil.ErrInvalidUTF8}
-		}
-		var p []byte
-		if r.buf != nil {
-			p = *r.buf
-		}
-		return message{kind: msgData, op: r.op, payload: p}, nil
 	}
 }
 
-// control reads the payload of the control frame h (at most 125 bytes, as
-// ws.CheckHeader made sure).
-func (r *msgReader) control(h ws.Header) (message, error) {
-	p := r.ctl[:h.Length]
-	if _, err := io.ReadFull(r.src, p); err != nil {
-		return message{}, unexpected(err)
+// header reads the next frame header, resumably: the bytes of a header
+// cut short stay in hbuf.
+func (r *msgReader) header() (ws.Header, error) {
+	need := 2
+	for {
+		if r.hlen >= 2 {
+			need = headerLen(r.hbuf[0], r.hbuf[1])
+		}
+		if r.hlen >= need {
+			break
+		}
+		n, err := r.src.Read(r.hbuf[r.hlen:need])
+		if n > 0 && r.hlen == 0 {
+			r.frameStarted()
+		}
+		r.hlen += n
+		if err != nil && r.hlen < need {
+			if err == io.EOF && (r.hlen > 0 || r.state.Fragmented()) {
+				err = io.ErrUnexpectedEOF
+			}
+			return ws.Header{}, err
+		}
 	}
-	ws.Cipher(p, h.Mask, 0)
-	switch h.OpCode {
+	r.hrd.Reset(r.hbuf[:need])
+	r.hlen = 0
+	h, err := ws.ReadHeaderBuffer(&r.hrd, r.hdr[:])
+	if err != nil {
+		if errors.Is(err, ws.ErrHeaderLengthMSB) || errors.Is(err, ws.ErrHeaderLengthUnexpected) {
+			return ws.Header{}, &closeError{ws.StatusProtocolError, err}
+		}
+		return ws.Header{}, err // cannot happen: all of it is there
+	}
+	return h, nil
+}
+
+// headerLen is the length of the frame header whose first two bytes are
+// b0 and b1.
+func headerLen(_, b1 byte) int {
+	n := 2
+	if b1&0x80 != 0 {
+		n += 4 // mask
+	}
+	switch b1 & 0x7f {
+	case 126:
+		n += 2
+	case 127:
+		n += 8
+	}
+	return n
+}
+
+func (r *msgReader) frameStarted() {
+	if r.frameTimeout > 0 {
+		r.frameAt = time.Now().Add(r.frameTimeout)
+		if r.deadline != nil {
+			r.deadline(r.frameAt)
+		}
+	}
+}
+
+func (r *msgReader) frameDone() {
+	r.stage = stageHeader
+	if !r.frameAt.IsZero() {
+		r.frameAt = time.Time{}
+		if r.deadline != nil {
+			r.deadline(time.Time{})
+		}
+	}
+}
+
+// control turns the payload p of the control frame r.h (at most 125
+// bytes, as ws.CheckHeader made sure), unmasked in place, into a message.
+func (r *msgReader) control(p []byte) (message, error) {
+	ws.Cipher(p, r.h.Mask, 0)
+	switch r.h.OpCode {
 	case ws.OpPing:
 		return message{kind: msgPing, payload: p}, nil
 	case ws.OpPong:
@@ -195,18 +353,22 @@ func (r *msgReader) control(h ws.Header) (message, error) {
 	}
 }
 
-// read appends the payload of data frame h to the message buffer,
-// unmasking it and checking UTF-8 on text as it arrives.
-func (r *msgReader) read(h ws.Header) error {
+// startData sets up reading the payload of data frame h.
+func (r *msgReader) startData(h ws.Header) {
 	r.payload = io.LimitedReader{R: r.src, N: h.Length}
 	r.cipher.Reset(&r.payload, h.Mask)
+	if h.Length > 0 && r.buf == nil {
+		r.buf = getBuf()
+	}
+}
+
+// readData appends the rest of the current data frame's payload to the
+// message buffer, unmasking it and checking UTF-8 on text as it arrives.
+func (r *msgReader) readData() error {
 	var src io.Reader = &r.cipher
 	if r.op == ws.OpText {
 		r.utf8.Source = src // not Reset: the UTF-8 state spans fragments
 		src = &r.utf8
-	}
-	if h.Length > 0 && r.buf == nil {
-		r.buf = getBuf()
 	}
 	for r.payload.N > 0 {
 		b := *r.buf
@@ -228,24 +390,11 @@ func (r *msgReader) read(h ws.Header) error {
 	return nil
 }
 
-// discard skips n payload bytes without keeping them, within the
-// connection's discard budget.
-func (r *msgReader) discard(n int64) error {
-	if n > r.discardLeft {
-		return errDiscardLimit
-	}
-	r.discardLeft -= n
-	m, err := io.CopyN(io.Discard, r.src, n)
-	if m < n && err == nil {
-		err = io.ErrUnexpectedEOF
-	}
-	return unexpected(err)
-}
-
 // release gives the message buffer back; the payload of the message last
 // returned is invalid afterwards.
 func (r *msgReader) release() {
-	if r.buf != nil && !r.state.Fragmented() {
+	r.returned = false
+	if r.buf != nil && !r.state.Fragmented() && r.stage != stageData {
 		putBuf(r.buf)
 		r.buf = nil
 	}

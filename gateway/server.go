@@ -47,6 +47,7 @@ type Server struct {
 	ctx context.Context
 
 	mu       sync.RWMutex
+	drained  sync.Cond             // on mu: a session or handshake ended
 	sessions map[uint64]*session   // upgraded connections
 	pending  map[net.Conn]struct{} // accepted, not upgraded yet
 	ln       net.Listener
@@ -61,13 +62,13 @@ func New(cfg Config, h Handler) *Server {
 		cfgErr:   cfg.Validate(),
 		cfg:      cfg.withDefaults(),
 		h:        h,
-		tr:       goroutineTransport{},
 		ctx:      context.Background(),
 		sessions: make(map[uint64]*session),
 		pending:  make(map[net.Conn]struct{}),
 	}
 	s.log = s.cfg.Logger
 	s.handshakes = make(chan struct{}, max(s.cfg.MaxHandshakes, 1))
+	s.drained.L = &s.mu
 	s.adm.maxNode, s.adm.maxBytes = int64(s.cfg.MaxNodeSends), s.cfg.MaxNodeSendBytes
 	if s.cfgErr == nil && s.cfg.HeartbeatTimeout > 0 {
 		s.wheel = newWheel[*session](s.cfg.HeartbeatTimeout, s.cfg.HeartbeatTimeout/heartbeatTicks)
@@ -165,6 +166,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if cerr := ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
 		err = fmt.Errorf("gateway: close listener: %w", cerr)
 	}
+	// The transport stops once the sessions it reads are over.
+	s.mu.Lock()
+	for len(s.sessions) > 0 || len(s.pending) > 0 {
+		s.drained.Wait()
+	}
+	s.mu.Unlock()
+	s.tr.stop()
 	s.wg.Wait()
 	return err
 }
@@ -200,6 +208,14 @@ func (s *Server) start(ctx context.Context, ln net.Listener) error {
 	if s.serving {
 		return errors.New("gateway: Serve called twice")
 	}
+	s.tr = goroutineTransport{}
+	if s.cfg.Transport == TransportEpoll {
+		tr, err := newEpollTransport(s)
+		if err != nil {
+			return err
+		}
+		s.tr = tr
+	}
 	s.serving, s.ln, s.ctx = true, ln, ctx
 	return nil
 }
@@ -230,12 +246,14 @@ func (s *Server) serveConn(nc net.Conn) {
 	}
 	s.mu.Unlock()
 	var c codec
+	var early []byte
 	if err == nil {
-		c, err = s.upgrade(nc)
+		c, early, err = s.upgrade(nc)
 	}
 	s.releaseHandshake()
 	s.mu.Lock()
 	delete(s.pending, nc)
+	s.drained.Broadcast()
 	if err != nil {
 		s.mu.Unlock()
 		s.stats.handshakeFailures.Add(1)
@@ -246,6 +264,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		return
 	}
 	ss := newSession(s, s.nextID.Add(1), nc, c)
+	ss.early = early
 	s.sessions[ss.id] = ss
 	stopping := s.stopping
 	s.mu.Unlock()
@@ -261,6 +280,7 @@ func (s *Server) serveConn(nc net.Conn) {
 func (s *Server) unregister(ss *session) {
 	s.mu.Lock()
 	delete(s.sessions, ss.id)
+	s.drained.Broadcast()
 	s.mu.Unlock()
 }
 

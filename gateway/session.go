@@ -28,7 +28,12 @@ type session struct {
 	codec codec
 
 	// Only the read side.
-	rd        msgReader
+	rd    msgReader
+	early []byte // bytes the client sent behind its upgrade request, read first
+	// park, if set (epoll transport), runs a blocking Handler call off
+	// the read side's worker: the session reads nothing more until fn has
+	// returned. Nil: the call runs in place.
+	park      func(fn func())
 	user      string
 	loggedIn  bool
 	loggedOut bool
@@ -53,6 +58,8 @@ type session struct {
 func newSession(srv *Server, id uint64, nc net.Conn, c codec) *session {
 	s := &session{id: id, srv: srv, nc: nc, codec: c}
 	s.rd.init(nc, srv.cfg.MaxFrameBytes)
+	s.rd.frameTimeout = srv.cfg.FrameTimeout
+	s.rd.deadline = s.out.frameDeadline
 	s.out.init(nc, srv.cfg.WriteQueue, srv.cfg.WriteTimeout, srv.wg.Go, &srv.stats)
 	s.out.maxBytes = srv.cfg.WriteQueueBytes
 	return s
@@ -191,6 +198,14 @@ func (s *session) frame(f *wire.Frame, err error) {
 // login asks the Handler, queues its reply ahead of anything delivered in
 // the meantime, and closes the session if the login failed.
 func (s *session) login(f *wire.Frame) {
+	if s.park != nil {
+		s.park(func() { s.loginNow(f) })
+		return
+	}
+	s.loginNow(f)
+}
+
+func (s *session) loginNow(f *wire.Frame) {
 	ctx, done := s.callContext()
 	reply, user, ok := s.srv.h.Login(ctx, s.id, f)
 	done()
@@ -232,6 +247,14 @@ func (s *session) login(f *wire.Frame) {
 // logout asks the Handler, then answers Ok and closes with 1000. If the
 // Handler fails, the client gets UNAVAILABLE and the session stays.
 func (s *session) logout(f *wire.Frame) {
+	if s.park != nil {
+		s.park(func() { s.logoutNow(f) })
+		return
+	}
+	s.logoutNow(f)
+}
+
+func (s *session) logoutNow(f *wire.Frame) {
 	ctx, done := s.callContext()
 	err := s.srv.h.Logout(ctx, s.id, s.user)
 	done()

@@ -39,7 +39,7 @@ func TestTLSSession(t *testing.T) {
 	t.Parallel()
 	certs := testtls.New(t)
 	h := newFakeHandler()
-	srv := startServer(t, Config{TLS: certs.Server()}, h)
+	srv := startServer(t, Config{TLS: certs.Server(), Transport: TransportGoroutine}, h)
 	for _, proto := range []string{SubprotocolProto, SubprotocolJSON} {
 		t.Run(proto, func(t *testing.T) {
 			c, err := dialTLS(srv, certs.Client(), proto)
@@ -114,7 +114,7 @@ func TestTLSHandshakeFailures(t *testing.T) {
 	t.Parallel()
 	certs := testtls.New(t)
 	const timeout = 300 * time.Millisecond
-	srv := startServer(t, Config{TLS: certs.Server(), HandshakeTimeout: timeout}, newFakeHandler())
+	srv := startServer(t, Config{TLS: certs.Server(), Transport: TransportGoroutine, HandshakeTimeout: timeout}, newFakeHandler())
 	failures := func(n uint64) {
 		t.Helper()
 		waitStat(t, "handshake failures counted", func() bool { return srv.Stats().HandshakeFailures == n })
@@ -205,7 +205,7 @@ func TestTLSShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := newFakeHandler()
-	srv := New(Config{TLS: certs.Server()}, h)
+	srv := New(Config{TLS: certs.Server(), Transport: TransportGoroutine}, h)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()

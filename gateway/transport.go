@@ -1,5 +1,10 @@
 package gateway
 
+import (
+	"bytes"
+	"io"
+)
+
 // transport is the read side of upgraded connections: how the process
 // waits for a connection's bytes. It is the only part of the gateway that
 // depends on that. The session (protocol rules, close), its outQueue
@@ -7,9 +12,8 @@ package gateway
 // write) and the session table do not care.
 //
 // goroutineTransport, one goroutine per connection blocked in Read, is the
-// portable one and the only one so far. An epoll readiness transport
-// (DESIGN.md §7) replaces it without touching the rest: it registers the
-// socket, reads frames non-blocking on readiness into per-connection
+// portable one. epollTransport (epoll_linux.go, DESIGN.md §7) registers
+// the socket, reads frames non-blocking on readiness into per-connection
 // partial-frame state (held only while a frame is incomplete, and timed
 // out), passes complete messages to session.handle from a bounded worker
 // pool, one at a time per session, and ends like serve below does.
@@ -18,13 +22,22 @@ type transport interface {
 	// calls s.finish exactly once. It may return before that (an epoll
 	// transport does); whatever it starts, the Server's WaitGroup covers.
 	serve(s *session)
+	// stop ends whatever the transport runs besides its sessions; Serve
+	// calls it once every session has ended.
+	stop()
 }
 
 // goroutineTransport reads each connection on the goroutine that accepted
 // it, with blocking reads through the session's msgReader.
 type goroutineTransport struct{}
 
+func (goroutineTransport) stop() {}
+
 func (goroutineTransport) serve(s *session) {
+	if len(s.early) > 0 {
+		s.rd.src = io.MultiReader(bytes.NewReader(s.early), s.nc)
+		s.early = nil
+	}
 	var err error
 	for {
 		var m message

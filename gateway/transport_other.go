@@ -2,9 +2,11 @@
 
 package gateway
 
+import "errors"
+
 // epollSupported: the epoll transport exists on Linux only.
 const epollSupported = false
 
 func newEpollTransport(*Server) (transport, error) {
-	panic("gateway: epoll transport on a system without epoll")
+	return nil, errors.New("gateway: the epoll transport needs Linux")
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +24,12 @@ var (
 		ws.RejectionStatus(http.StatusBadRequest),
 		ws.RejectionReason("gateway: no supported subprotocol offered (want "+SubprotocolProto+" or "+SubprotocolJSON+")"),
 	)
+	// errBadKey: a Sec-WebSocket-Key that is not the base64 encoding of 16
+	// bytes (RFC 6455 4.2.1, item 5); gobwas checks only its length.
+	errBadKey = ws.RejectConnectionError(
+		ws.RejectionStatus(http.StatusBadRequest),
+		ws.RejectionReason("gateway: Sec-WebSocket-Key is not the base64 encoding of 16 bytes"),
+	)
 )
 
 // lingerTimeout bounds how long a connection is drained after the server
@@ -34,24 +41,32 @@ const lingerTimeout = time.Second
 // net/http: its per-connection buffers would stay alive after a hijack).
 // gobwas reads the request through a pooled buffer that it returns before
 // Upgrade returns. It answers a wrong path with 404, an offer of only
-// unknown subprotocols with 400, and anything that is not a WebSocket
+// unknown subprotocols with 400, a Sec-WebSocket-Key that does not
+// decode to 16 bytes with 400, and anything else that is not a WebSocket
 // upgrade with 400/426 (gobwas' own checks).
+//
+// It also returns the bytes the client sent right behind its request
+// (the start of the WebSocket stream, which gobwas' buffered reader took
+// with the request); the session reads them first.
 //
 // On a TLS connection the TLS handshake comes first; a client that speaks
 // plain HTTP there gets a 400 saying so.
-func (s *Server) upgrade(nc net.Conn) (codec, error) {
+func (s *Server) upgrade(nc net.Conn) (codec, []byte, error) {
 	if tc, ok := nc.(*tls.Conn); ok {
 		if err := tc.Handshake(); err != nil {
 			if re, ok := errors.AsType[tls.RecordHeaderError](err); ok && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
 				refuseHTTP(re.Conn)
 			}
-			return 0, fmt.Errorf("gateway: TLS handshake: %w", err)
+			return 0, nil, fmt.Errorf("gateway: TLS handshake: %w", err)
 		}
 	}
 	var (
 		offered bool
 		chosen  = -1
 	)
+	// gobwas reads header lines without a length limit: bound the request.
+	// It hands the key to no callback: the recorded request gives it.
+	rec := recorder{r: &io.LimitedReader{R: nc, N: maxHandshakeBytes}}
 	u := ws.Upgrader{
 		OnRequest: func(uri []byte) error {
 			if i := bytes.IndexByte(uri, '?'); i >= 0 {
@@ -77,6 +92,9 @@ func (s *Server) upgrade(nc net.Conn) (codec, error) {
 			return true
 		},
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			if !secKeyValid(rec.buf) {
+				return nil, errBadKey
+			}
 			if offered && chosen < 0 {
 				return nil, errNoSubprotocol
 			}
@@ -85,25 +103,72 @@ func (s *Server) upgrade(nc net.Conn) (codec, error) {
 	}
 
 	// The caller has set the handshake deadline.
-	// gobwas reads header lines without a length limit: bound the request.
 	rw := struct {
 		io.Reader
 		io.Writer
-	}{&io.LimitedReader{R: nc, N: maxHandshakeBytes}, nc}
+	}{&rec, nc}
 	if _, err := u.Upgrade(rw); err != nil {
 		var rej *ws.ConnectionRejectedError
 		if errors.As(err, &rej) {
 			linger(nc, time.Now().Add(lingerTimeout))
 		}
-		return 0, fmt.Errorf("gateway: upgrade: %w", err)
+		return 0, nil, fmt.Errorf("gateway: upgrade: %w", err)
 	}
 	if err := nc.SetDeadline(time.Time{}); err != nil {
-		return 0, fmt.Errorf("gateway: clear handshake deadline: %w", err)
+		return 0, nil, fmt.Errorf("gateway: clear handshake deadline: %w", err)
 	}
 	if chosen < 0 {
 		chosen = int(codecProto) // no offer: the default
 	}
-	return codec(chosen), nil
+	return codec(chosen), rec.rest(), nil
+}
+
+// recorder keeps what the handshake read, to check the key
+// (secKeyValid) and to find the bytes after the request.
+type recorder struct {
+	r   io.Reader
+	buf []byte
+}
+
+func (r *recorder) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.buf = append(r.buf, p[:n]...)
+	return n, err
+}
+
+// rest is a copy of what was read after the request's empty line (nil if
+// nothing).
+func (r *recorder) rest() []byte {
+	i := bytes.Index(r.buf, []byte("\r\n\r\n"))
+	if i < 0 || i+4 == len(r.buf) {
+		return nil
+	}
+	return bytes.Clone(r.buf[i+4:])
+}
+
+// secKeyValid reports whether every Sec-WebSocket-Key header in the
+// request head req is the base64 encoding of 16 bytes. gobwas has made
+// sure there is one, 24 bytes long; header names are case-insensitive and
+// values are trimmed of optional whitespace, as gobwas reads them.
+func secKeyValid(req []byte) bool {
+	head, _, _ := bytes.Cut(req, []byte("\r\n\r\n"))
+	var dst [18]byte // base64 of 24 characters decodes to at most 18 bytes
+	for len(head) > 0 {
+		var line []byte
+		line, head, _ = bytes.Cut(head, []byte("\n"))
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok || !bytes.EqualFold(name, []byte("Sec-WebSocket-Key")) {
+			continue
+		}
+		value = bytes.Trim(value, " \t\r")
+		if len(value) != 24 { // first: Decode must not write past dst
+			return false
+		}
+		if n, err := base64.StdEncoding.Decode(dst[:], value); err != nil || n != 16 {
+			return false
+		}
+	}
+	return true
 }
 
 // looksLikeHTTP reports whether the first bytes of a TLS record header are

@@ -3,12 +3,16 @@
 # protoc (the generated-code check), the PostgreSQL server that
 # internal/pgtest starts for the PostgreSQL store's tests, and Node.js for
 # the JavaScript example client's test (examples/js; it needs Node >= 20.10
-# for the built-in WebSocket). Idempotent; run as root (CI is root).
+# for the built-in WebSocket), and npm plus Chromium for the WebSocket
+# interop tests (test/interop: the npm `ws` client and a headless browser).
+# Idempotent; run as root (CI is root).
 set -euo pipefail
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
 command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

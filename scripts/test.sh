@@ -19,6 +19,9 @@ echo "== unit and integration tests (race detector)"
 # Packages that start protoactor cluster members keep those tests behind
 # //go:build !race (protoactor itself has data races); they run below.
 go test -race -count=1 -timeout 15m $short ./...
+# The gateway's suite once more on the other read transport (the default
+# on Linux is epoll).
+TANDEM_TEST_TRANSPORT=goroutine go test -race -count=1 $short ./gateway/
 
 echo "== cluster, node and end-to-end tests (protoactor members; no race detector)"
 # One package at a time (-p 1): these start clusters of real members and

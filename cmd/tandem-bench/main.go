@@ -6,6 +6,10 @@
 // (devices spread over them, spread.go). -sweep runs a latency-throughput
 // curve (sweep.go). It prints a summary and optionally writes it as JSON;
 // see bench/README.md for what each figure means. Flags: `tandem-bench -h`.
+//
+// `tandem-bench conns` measures memory per connection over real node
+// processes and client worker processes instead (conns.go; flags:
+// `tandem-bench conns -h`).
 package main
 
 import (
@@ -22,6 +26,12 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if os.Getenv(connsWorkerEnv) == "1" { // a client worker of `conns` (conns_worker.go)
+		os.Exit(connsWorkerMain(ctx, newLogger(Config{}, os.Stderr)))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "conns" { // memory per connection (conns.go)
+		os.Exit(connsMain(ctx, os.Args[2:], os.Stdout))
+	}
 	cfg, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)

@@ -1,0 +1,344 @@
+package main
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// ConnsResult is a `tandem-bench conns` run: what was run where, every
+// measured point, the per-connection figures of each phase, and the
+// soundness checks. Problems lists what makes the figures not count; a
+// sound run has none.
+type ConnsResult struct {
+	Config   connsRunConfig `json:"config"`
+	Machine  machineInfo    `json:"machine"`
+	Points   []connsPoint   `json:"points"`
+	Phases   []phaseSlope   `json:"phases"`
+	Checks   connsChecks    `json:"checks"`
+	Problems []string       `json:"problems"`
+}
+
+type connsRunConfig struct {
+	Run         string    `json:"run"`
+	Date        time.Time `json:"date"`
+	Users       int       `json:"users"`
+	Second      int       `json:"second"`
+	Servers     int       `json:"servers"`
+	Clients     int       `json:"clients"`
+	Steps       int       `json:"steps"`
+	PerServer   int       `json:"max_conns_per_server"`
+	Tandem      string    `json:"tandem"` // binary, Go version, VCS revision
+	NodeFlags   []string  `json:"node_flags"`
+	Heartbeat   string    `json:"heartbeat_timeout"`
+	Settle      string    `json:"settle"`
+	Concurrency int       `json:"concurrency"`
+	NodePIDs    []int     `json:"node_pids"`
+	WorkerPIDs  []int     `json:"worker_pids"`
+}
+
+func (c ConnsConfig) describe(run string) connsRunConfig {
+	return connsRunConfig{
+		Run: run, Date: time.Now().UTC(), Users: c.Users, Second: c.Second, Servers: c.Servers, Clients: c.Clients,
+		Steps: c.Steps, PerServer: c.perServer(), NodeFlags: c.NodeFlags, Heartbeat: c.Heartbeat.String(),
+		Settle: c.Settle.String(), Concurrency: c.Concurrency,
+	}
+}
+
+type machineInfo struct {
+	CPUs       int        `json:"cpus"`
+	MemTotal   int64      `json:"mem_total"`
+	Kernel     string     `json:"kernel"`
+	GoVersion  string     `json:"go_version"` // the bench's
+	FDLimit    uint64     `json:"fd_limit"`   // RLIMIT_NOFILE of every process of the run
+	LoadBefore [3]float64 `json:"load_before"`
+	LoadAfter  [3]float64 `json:"load_after"`
+}
+
+// connsPoint is one measurement: Users of phase a and SecondDevices of
+// phase b logged in (Conns in all), after GC.
+type connsPoint struct {
+	Phase         string        `json:"phase"`
+	Step          int           `json:"step"` // 0: the phase's start
+	Users         int           `json:"users"`
+	SecondDevices int           `json:"second_devices"`
+	Conns         int           `json:"conns"`
+	At            time.Time     `json:"at"`
+	Load1         float64       `json:"load1"`
+	Servers       []serverPoint `json:"servers"`
+	Kernel        kernelMemory  `json:"kernel"`
+	ClientRSS     int64         `json:"client_workers_rss"` // all workers together
+}
+
+type serverPoint struct {
+	Conns       int           `json:"conns"` // logged-in sessions (checked against /metrics)
+	Sessions    int           `json:"sessions"`
+	OnlineUsers int           `json:"online_users"`
+	Process     procMemory    `json:"process"`
+	Runtime     runtimeMemory `json:"runtime"`
+}
+
+// runtimeMemory is what the node's POST /debug/gc answers (node/debug.go).
+type runtimeMemory struct {
+	HeapInuse  int64 `json:"heap_inuse"`
+	HeapAlloc  int64 `json:"heap_alloc"`
+	StackInuse int64 `json:"stack_inuse"`
+	Sys        int64 `json:"sys"`
+	HeapIdle   int64 `json:"heap_idle"`
+	Released   int64 `json:"heap_released"`
+	Goroutines int   `json:"goroutines"`
+	NumGC      int   `json:"num_gc"`
+}
+
+type connsChecks struct {
+	Logins          int      `json:"logins"`
+	FailedLogins    int      `json:"failed_logins"`
+	DialRetries     int      `json:"dial_retries"`
+	LoginSeconds    float64  `json:"login_seconds"` // wall time of all the steps' logins
+	OpenClientConns int      `json:"open_client_conns"`
+	Kicks           int      `json:"kicks"`
+	Drops           int      `json:"drops"`
+	FramesReceived  int64    `json:"frames_received"`
+	ServerCloses    int      `json:"server_closes"`
+	LoginConflicts  int      `json:"login_conflicts"`
+	SlowConsumers   int      `json:"slow_or_failed_writes"`
+	DevicesChecked  int      `json:"devices_checked"`
+	ClientErrors    []string `json:"client_errors,omitempty"`
+}
+
+// perConn is memory per connection, in bytes (goroutines: a count).
+type perConn struct {
+	RSS        float64 `json:"rss"`
+	RSSAnon    float64 `json:"rss_anon"`
+	HeapInuse  float64 `json:"heap_inuse"`
+	HeapAlloc  float64 `json:"heap_alloc"`
+	StackInuse float64 `json:"stack_inuse"`
+	Goroutines float64 `json:"goroutines"`
+}
+
+// kernelPerConn is the kernel's memory per connection, machine-wide: on
+// loopback a connection is two sockets (client and server end).
+type kernelPerConn struct {
+	SocketSlab float64            `json:"socket_slab"`
+	Caches     map[string]float64 `json:"socket_slab_caches"`
+	TCPMem     float64            `json:"tcp_mem"`
+	Slab       float64            `json:"slab"`
+	TCPInUse   float64            `json:"tcp_sockets"` // sockets per connection (2 expected)
+}
+
+// phaseSlope is a phase's figures: (last point − first point) ÷ the
+// connections added, per node; Mean, Min and Max over the nodes;
+// StepMin and StepMax the extremes of the same figure (mean over the
+// nodes) between consecutive points, to show whether growth is linear.
+type phaseSlope struct {
+	Phase         string        `json:"phase"`
+	FromPerServer float64       `json:"from_conns_per_server"`
+	ToPerServer   float64       `json:"to_conns_per_server"`
+	FromConns     int           `json:"from_conns"`
+	ToConns       int           `json:"to_conns"`
+	PerServer     []perConn     `json:"per_server"`
+	Mean          perConn       `json:"mean"`
+	Min           perConn       `json:"min"`
+	Max           perConn       `json:"max"`
+	StepMin       perConn       `json:"step_min"`
+	StepMax       perConn       `json:"step_max"`
+	Kernel        kernelPerConn `json:"kernel"`
+}
+
+func slopeOf(a, b serverPoint) perConn {
+	d := float64(b.Conns - a.Conns)
+	if d == 0 {
+		return perConn{}
+	}
+	return perConn{
+		RSS:        float64(b.Process.RSS-a.Process.RSS) / d,
+		RSSAnon:    float64(b.Process.RSSAnon-a.Process.RSSAnon) / d,
+		HeapInuse:  float64(b.Runtime.HeapInuse-a.Runtime.HeapInuse) / d,
+		HeapAlloc:  float64(b.Runtime.HeapAlloc-a.Runtime.HeapAlloc) / d,
+		StackInuse: float64(b.Runtime.StackInuse-a.Runtime.StackInuse) / d,
+		Goroutines: float64(b.Runtime.Goroutines-a.Runtime.Goroutines) / d,
+	}
+}
+
+// fields lists a perConn's figures in table order, for mean/min/max.
+func (p *perConn) fields() []*float64 {
+	return []*float64{&p.RSS, &p.RSSAnon, &p.HeapInuse, &p.HeapAlloc, &p.StackInuse, &p.Goroutines}
+}
+
+// meanOf is the mean of the nodes' slopes between points a and b.
+func meanOf(a, b connsPoint) perConn {
+	var m perConn
+	n := 0
+	for i := range min(len(a.Servers), len(b.Servers)) {
+		s := slopeOf(a.Servers[i], b.Servers[i])
+		for j, f := range s.fields() {
+			*m.fields()[j] += *f
+		}
+		n++
+	}
+	if n > 0 {
+		for _, f := range m.fields() {
+			*f /= float64(n)
+		}
+	}
+	return m
+}
+
+func phaseSlopes(points []connsPoint) []phaseSlope {
+	var out []phaseSlope
+	for _, phase := range []string{phaseNew, phaseSecond} {
+		var ps []connsPoint
+		for _, p := range points {
+			if p.Phase == phase {
+				ps = append(ps, p)
+			}
+		}
+		if len(ps) < 2 {
+			continue
+		}
+		first, last := ps[0], ps[len(ps)-1]
+		s := phaseSlope{Phase: phase, FromConns: first.Conns, ToConns: last.Conns}
+		for i := range min(len(first.Servers), len(last.Servers)) {
+			s.FromPerServer += float64(first.Servers[i].Conns)
+			s.ToPerServer += float64(last.Servers[i].Conns)
+			s.PerServer = append(s.PerServer, slopeOf(first.Servers[i], last.Servers[i]))
+		}
+		if n := float64(len(s.PerServer)); n > 0 {
+			s.FromPerServer /= n
+			s.ToPerServer /= n
+		}
+		s.Mean = meanOf(first, last)
+		s.Min, s.Max = spread(s.PerServer)
+		var steps []perConn
+		for i := 1; i < len(ps); i++ {
+			steps = append(steps, meanOf(ps[i-1], ps[i]))
+		}
+		s.StepMin, s.StepMax = spread(steps)
+		s.Kernel = kernelSlope(first, last)
+		out = append(out, s)
+	}
+	return out
+}
+
+// spread is the field-wise minimum and maximum of ps.
+func spread(ps []perConn) (lo, hi perConn) {
+	for i, p := range ps {
+		for j, f := range p.fields() {
+			if i == 0 || *f < *lo.fields()[j] {
+				*lo.fields()[j] = *f
+			}
+			if i == 0 || *f > *hi.fields()[j] {
+				*hi.fields()[j] = *f
+			}
+		}
+	}
+	return lo, hi
+}
+
+func kernelSlope(a, b connsPoint) kernelPerConn {
+	d := float64(b.Conns - a.Conns)
+	k := kernelPerConn{Caches: map[string]float64{}}
+	if d == 0 {
+		return k
+	}
+	k.SocketSlab = float64(b.Kernel.SocketSlab-a.Kernel.SocketSlab) / d
+	k.TCPMem = float64(b.Kernel.TCPMem-a.Kernel.TCPMem) / d
+	k.Slab = float64(b.Kernel.Slab-a.Kernel.Slab) / d
+	k.TCPInUse = float64(b.Kernel.TCPInUse-a.Kernel.TCPInUse) / d
+	for name, v := range b.Kernel.SlabCaches {
+		k.Caches[name] = float64(v-a.Kernel.SlabCaches[name]) / d
+	}
+	return k
+}
+
+var phaseTitle = map[string]string{
+	phaseNew:    "(a) new users",
+	phaseSecond: "(b) second devices",
+}
+
+func kib(b float64) string { return fmt.Sprintf("%.2f", b/1024) }
+func mib(b int64) string   { return fmt.Sprintf("%.1f", float64(b)/(1<<20)) }
+
+// print writes the report: the setup, the checks, every point (mean of
+// the nodes) and the per-connection figures.
+func (r *ConnsResult) print(w io.Writer) {
+	c, m := r.Config, r.Machine
+	fmt.Fprintf(w, "tandem-bench conns, run %s, %s\n", c.Run, c.Date.Format(time.RFC3339))
+	fmt.Fprintf(w, "%d node processes (single-node, badger), %d client workers; phase a %d new users, phase b %d second devices; at most %d connections per node\n",
+		c.Servers, c.Clients, c.Users, c.Second, c.PerServer)
+	fmt.Fprintf(w, "node: %s; flags %q; heartbeat timeout %s\n", c.Tandem, strings.Join(append([]string{"--log-level warn"}, c.NodeFlags...), " "), c.Heartbeat)
+	fmt.Fprintf(w, "machine: %d CPUs, %.1f GiB, Linux %s, fd limit %d, load %.2f before, %.2f after; bench %s\n",
+		m.CPUs, float64(m.MemTotal)/(1<<30), m.Kernel, m.FDLimit, m.LoadBefore[0], m.LoadAfter[0], m.GoVersion)
+	k := r.Checks
+	fmt.Fprintf(w, "checks: %d logins, %d failed, %d dials retried, %.1f s of logins; open at the end %d; kicks %d, drops %d, server closes %d, login conflicts %d, slow/failed writes %d; devices listed for %d users\n",
+		k.Logins, k.FailedLogins, k.DialRetries, k.LoginSeconds, k.OpenClientConns, k.Kicks, k.Drops, k.ServerCloses, k.LoginConflicts, k.SlowConsumers, k.DevicesChecked)
+	for _, e := range k.ClientErrors {
+		fmt.Fprintf(w, "  client: %s\n", e)
+	}
+
+	fmt.Fprintln(w, "\nPoints, after GC (node figures: mean of the nodes; kernel: machine-wide)")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "phase\tstep\tconns/node\tRSS MiB\tRssAnon MiB\theap inuse MiB\theap live MiB\tstacks MiB\tgoroutines\tsocket slab MiB\tTCP mem MiB\tslab MiB\tclients RSS MiB\tload1\t")
+	for _, p := range r.Points {
+		var s serverPoint
+		n := int64(len(p.Servers))
+		for _, sp := range p.Servers {
+			s.Conns += sp.Conns
+			s.Process.RSS += sp.Process.RSS
+			s.Process.RSSAnon += sp.Process.RSSAnon
+			s.Runtime.HeapInuse += sp.Runtime.HeapInuse
+			s.Runtime.HeapAlloc += sp.Runtime.HeapAlloc
+			s.Runtime.StackInuse += sp.Runtime.StackInuse
+			s.Runtime.Goroutines += sp.Runtime.Goroutines
+		}
+		if n == 0 {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%.2f\t\n", p.Phase, p.Step, s.Conns/int(n),
+			mib(s.Process.RSS/n), mib(s.Process.RSSAnon/n), mib(s.Runtime.HeapInuse/n), mib(s.Runtime.HeapAlloc/n),
+			mib(s.Runtime.StackInuse/n), s.Runtime.Goroutines/int(n),
+			mib(p.Kernel.SocketSlab), mib(p.Kernel.TCPMem), mib(p.Kernel.Slab), mib(p.ClientRSS), p.Load1)
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w, "\nPer connection: (last point − first point of the phase) ÷ connections added; KiB")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "phase\tconns/node\t\tRSS\tRssAnon\theap inuse\theap live\tstacks\tgoroutines/conn\t")
+	row := func(label, what string, p perConn) {
+		fmt.Fprintf(tw, "%s\t%s\t\t%s\t%s\t%s\t%s\t%s\t%.3f\t\n", label, what, kib(p.RSS), kib(p.RSSAnon), kib(p.HeapInuse), kib(p.HeapAlloc), kib(p.StackInuse), p.Goroutines)
+	}
+	for _, s := range r.Phases {
+		row(phaseTitle[s.Phase], fmt.Sprintf("%.0f → %.0f, mean of nodes", s.FromPerServer, s.ToPerServer), s.Mean)
+		row("", "min over nodes", s.Min)
+		row("", "max over nodes", s.Max)
+		row("", "min over steps", s.StepMin)
+		row("", "max over steps", s.StepMax)
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w, "\nKernel, per connection (machine-wide; on loopback a connection is two sockets, client and server end); KiB")
+	for _, s := range r.Phases {
+		k := s.Kernel
+		names := make([]string, 0, len(k.Caches))
+		for n := range k.Caches {
+			names = append(names, n)
+		}
+		slices.SortFunc(names, func(a, b string) int { return cmp.Compare(k.Caches[b], k.Caches[a]) })
+		var parts []string
+		for _, n := range names {
+			parts = append(parts, fmt.Sprintf("%s %s", n, kib(k.Caches[n])))
+		}
+		fmt.Fprintf(w, "%s, %d → %d connections: socket slab caches %s (%s), /proc/net/sockstat TCP mem %s, all slab (/proc/meminfo) %s; TCP sockets in use +%.2f per connection\n",
+			phaseTitle[s.Phase], s.FromConns, s.ToConns, kib(k.SocketSlab), strings.Join(parts, ", "), kib(k.TCPMem), kib(k.Slab), k.TCPInUse)
+	}
+	if len(r.Problems) > 0 {
+		fmt.Fprintln(w, "\nNOT SOUND, the figures do not count:")
+		for _, p := range r.Problems {
+			fmt.Fprintf(w, "  %s\n", p)
+		}
+	}
+}
