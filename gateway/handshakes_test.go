@@ -42,8 +42,8 @@ func TestMaxHandshakes(t *testing.T) {
 		t.Fatalf("third client upgraded after %v with both slots taken (err %v)", d.at.Sub(silentAt), d.err)
 	default:
 	}
-	if st := srv.Stats(); st.Accepted != 2 || st.Upgraded != 0 {
-		t.Fatalf("with both slots taken: accepted %d, upgraded %d; want 2, 0", st.Accepted, st.Upgraded)
+	if st := srv.Stats(); st.Accepted != 2 || st.Upgraded != 0 || st.Handshakes != 2 {
+		t.Fatalf("with both slots taken: accepted %d, upgraded %d, in handshake %d; want 2, 0, 2", st.Accepted, st.Upgraded, st.Handshakes)
 	}
 
 	d := <-third
@@ -55,6 +55,7 @@ func TestMaxHandshakes(t *testing.T) {
 		t.Fatalf("third client upgraded %v after the silent ones connected, before their handshake timeout %v", waited, timeout)
 	}
 	waitStat(t, "the third upgrade counted", func() bool { return srv.Stats().Upgraded == 1 })
+	waitStat(t, "every handshake over", func() bool { return srv.Stats().Handshakes == 0 })
 	if st := srv.Stats(); st.HandshakeFailures < 1 {
 		t.Fatalf("handshake failures %d, want the silent connections' timeouts counted", st.HandshakeFailures)
 	}

@@ -354,6 +354,9 @@ func (s *Server) Sessions() int {
 func (s *Server) Stats() Stats {
 	st := s.stats.snapshot()
 	st.Sessions = s.Sessions()
+	s.mu.RLock()
+	st.Handshakes = len(s.pending)
+	s.mu.RUnlock()
 	st.SendsInFlight, st.SendBytesInFlight = s.adm.inflight.Load(), s.adm.bytes.Load()
 	st.SendsRefused, st.MemoryPressure = s.adm.refused.Load(), s.adm.pressure.Load()
 	return st

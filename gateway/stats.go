@@ -15,6 +15,9 @@ import (
 type Stats struct {
 	Sessions int // upgraded connections in the session table
 	LoggedIn int // of those, logged in
+	// Handshakes is the connections in their TLS and WebSocket handshake
+	// (at most Config.MaxHandshakes; at it, Accept waits).
+	Handshakes int
 
 	Accepted          uint64 // TCP connections accepted
 	Upgraded          uint64 // WebSocket upgrades that succeeded

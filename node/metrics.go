@@ -21,6 +21,7 @@ var (
 	descLoggedIn   = prometheus.NewDesc("tandem_gateway_logged_in_sessions", "Sessions past Login.", nil, nil)
 	descAccepted   = prometheus.NewDesc("tandem_gateway_accepted_total", "TCP connections accepted.", nil, nil)
 	descUpgraded   = prometheus.NewDesc("tandem_gateway_upgraded_total", "WebSocket upgrades completed.", nil, nil)
+	descInHandshk  = prometheus.NewDesc("tandem_gateway_handshakes", "Connections in their TLS and WebSocket handshake now (at --max-handshakes, new ones wait in the listen backlog).", nil, nil)
 	descHandshake  = prometheus.NewDesc("tandem_gateway_handshake_failures_total", "Failed TLS and WebSocket handshakes (refused, garbage, timed out).", nil, nil)
 	descFramesIn   = prometheus.NewDesc("tandem_gateway_frames_in_total", "Frames read from clients.", nil, nil)
 	descFramesOut  = prometheus.NewDesc("tandem_gateway_frames_out_total", "Frames written to clients.", nil, nil)
@@ -43,7 +44,7 @@ var (
 )
 
 func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSessions, descLoggedIn, descAccepted, descUpgraded, descHandshake,
+	for _, d := range []*prometheus.Desc{descSessions, descLoggedIn, descAccepted, descUpgraded, descInHandshk, descHandshake,
 		descFramesIn, descFramesOut, descSlow, descWriteErr, descProtoErr, descErrors, descCloses,
 		descInflight, descInBytes, descRefused, descFrameRate, descPressure,
 		descCommits, descOps, descEntries, descFailed, descQueued, descLastCommit} {
@@ -63,6 +64,7 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descLoggedIn, float64(g.LoggedIn))
 	counter(descAccepted, g.Accepted)
 	counter(descUpgraded, g.Upgraded)
+	gauge(descInHandshk, float64(g.Handshakes))
 	counter(descHandshake, g.HandshakeFailures)
 	counter(descFramesIn, g.FramesIn)
 	counter(descFramesOut, g.FramesOut)
