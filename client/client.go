@@ -345,7 +345,7 @@ func (c *Client) connect(ctx context.Context, url string, reconnect bool) (*sess
 		}
 		token = t
 	}
-	s, err := dialSession(ctx, url, c.opts.JSON, c.opts.RequestTimeout)
+	s, err := dialSession(ctx, url, c.opts.JSON, c.opts.TLSConfig, c.opts.RequestTimeout)
 	if err != nil {
 		return nil, nil, err
 	}

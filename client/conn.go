@@ -3,6 +3,7 @@ package client
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -54,13 +55,14 @@ type session struct {
 	why      error // why the client closed it (a dead connection), nil if it did not
 }
 
-// dialSession opens the WebSocket with the subprotocol the options ask for.
-func dialSession(ctx context.Context, url string, jsonMode bool, writeTimeout time.Duration) (*session, error) {
+// dialSession opens the WebSocket with the subprotocol the options ask
+// for; a wss:// url with tc (nil: the system's roots).
+func dialSession(ctx context.Context, url string, jsonMode bool, tc *tls.Config, writeTimeout time.Duration) (*session, error) {
 	want := SubprotocolProto
 	if jsonMode {
 		want = SubprotocolJSON
 	}
-	d := ws.Dialer{Protocols: []string{want}}
+	d := ws.Dialer{Protocols: []string{want}, TLSConfig: tc}
 	nc, br, hs, err := d.Dial(ctx, url)
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", url, err)

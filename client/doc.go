@@ -1,6 +1,7 @@
 // Package client is a tandem device session for tests, benchmarks and Go
 // programs: one Client is one device (one WebSocket at a time to the
-// gateway, ws://HOST:7400/ws) that survives reconnects.
+// gateway, ws://HOST:7400/ws, or wss:// with Options.TLSConfig) that
+// survives reconnects.
 //
 // # Data flow
 //

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"slices"
@@ -101,6 +102,23 @@ func (srv *fakeServer) addEndpoint() string {
 		srv.t.Fatal(err)
 	}
 	ep := &fakeEndpoint{ln: ln, url: "ws://" + ln.Addr().String() + "/ws"}
+	srv.mu.Lock()
+	i := len(srv.eps)
+	srv.eps = append(srv.eps, ep)
+	srv.mu.Unlock()
+	srv.wg.Go(func() { srv.acceptLoop(i, ln) })
+	return ep.url
+}
+
+// addTLSEndpoint is addEndpoint speaking TLS with cfg: its URL is
+// wss://.
+func (srv *fakeServer) addTLSEndpoint(cfg *tls.Config) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		srv.t.Fatal(err)
+	}
+	ln = tls.NewListener(ln, cfg)
+	ep := &fakeEndpoint{ln: ln, url: "wss://" + ln.Addr().String() + "/ws"}
 	srv.mu.Lock()
 	i := len(srv.eps)
 	srv.eps = append(srv.eps, ep)

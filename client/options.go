@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"slices"
@@ -39,7 +40,8 @@ const (
 // Options configure one device session. The zero value of every optional
 // field means its default.
 type Options struct {
-	// URLs of the gateways, e.g. "ws://10.0.0.1:7400/ws": any node of a
+	// URLs of the gateways, e.g. "ws://10.0.0.1:7400/ws" or
+	// "wss://im.example.com/ws" (TLS, see TLSConfig): any node of a
 	// cluster serves any user. The first login goes to one chosen by a hash
 	// of DeviceID and Token (at random with TokenFunc), so devices spread
 	// over the list; if it fails, Dial tries the others. A dropped
@@ -49,6 +51,12 @@ type Options struct {
 	// URL is one gateway: the same as URLs with one element. If both are
 	// set, URL is put before URLs (and not repeated).
 	URL string
+	// TLSConfig is the TLS client configuration for wss:// URLs, e.g. with
+	// RootCAs for a server certificate signed by a private CA. Nil: the
+	// system's roots, and the server name from the URL. A config without
+	// ServerName gets the URL's host. Not modified.
+	TLSConfig *tls.Config
+
 	// Token is the login JWT. TokenFunc, if set, is called before every
 	// login instead (refresh for reconnects). One of them is required.
 	Token     string

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"runtime/debug"
 	"runtime/metrics"
@@ -157,6 +158,78 @@ func (srv *Server) sweepSends(ctx context.Context, period time.Duration) {
 			s.releaseOlder(before)
 		}
 	}
+}
+
+// Inbound flow control: a session may send Config.MaxFrameRate messages
+// per second on average, in bursts of up to one second's worth. Every
+// message but the close frame counts: data messages (oversize ones too),
+// WebSocket pings and pongs. It bounds what one connection can make the
+// node read, decode and answer, whatever the frames are; MaxSessionSends
+// still bounds the Sends in flight on top of it.
+
+// frameBucket is one session's token bucket, kept as GCRA (the generic
+// cell rate algorithm): one number, the time at which the bucket would be
+// full again if nothing more arrived.
+type frameBucket struct {
+	tat int64 // nanoseconds on clock; 0 before the first frame
+}
+
+// take takes a token at now (nanoseconds) for a rate of perSecond tokens a
+// second and a burst of perSecond. If none is left it returns false and
+// how long until one is.
+func (b *frameBucket) take(now int64, perSecond int) (ok bool, wait time.Duration) {
+	interval := int64(time.Second) / int64(perSecond)
+	tolerance := int64(time.Second) - interval // the burst, less the token taken now
+	tat := max(b.tat, now)
+	if over := tat - now - tolerance; over > 0 {
+		return false, time.Duration(over)
+	}
+	b.tat = tat + interval
+	return true, 0
+}
+
+// clockBase makes the monotonic clock frameBucket runs on.
+var clockBase = time.Now()
+
+// admitFrame applies the session's frame rate to m, on the read side. It
+// returns false if m was over the rate and has been dealt with: a request
+// is answered RATE_LIMITED (with its id and the time until a token is
+// free) and not handed on; a wire Ping, a WebSocket ping or a pong gets no
+// answer. A message over the rate that is not a request the rate could
+// refuse — undecodable, oversize, or with id 0 — is answered as it always
+// is (BAD_FRAME, FRAME_TOO_LARGE, INVALID_ARGUMENT...), so that an Error
+// with id 0 keeps its meaning.
+func (s *session) admitFrame(m message) bool {
+	perSecond := s.srv.cfg.MaxFrameRate
+	if perSecond < 0 || m.kind == msgClose || s.closing.Load() {
+		return true
+	}
+	ok, wait := s.rate.take(int64(time.Since(clockBase)), perSecond)
+	if ok || m.kind == msgTooLarge {
+		return true
+	}
+	if m.kind != msgData {
+		s.srv.stats.framesRateLimited.Add(1)
+		return false // a WebSocket ping or pong: no answer
+	}
+	s.srv.stats.framesIn.Add(1)
+	f, err := s.codec.decodeFrame(m.op, m.payload)
+	switch {
+	case err == nil && f.GetPing() != nil:
+		s.srv.stats.framesRateLimited.Add(1)
+		return false // a keep-alive over the rate: no answer
+	case err != nil || f.Id == 0:
+		if err != nil && f == nil {
+			f = &wire.Frame{Id: requestID(m.op, m.payload)}
+		}
+		s.frame(f, err) // refused there: it never reaches the Handler
+		return false
+	}
+	s.srv.stats.framesRateLimited.Add(1)
+	// Round up: retrying after retry_after_ms must find a token.
+	wait = (wait + time.Millisecond - 1).Truncate(time.Millisecond)
+	s.reply(rateLimited(f.Id, fmt.Sprintf("over %d frames per second on this session; slow down", perSecond), wait))
+	return false
 }
 
 func rateLimited(id uint64, msg string, after time.Duration) *wire.Frame {

@@ -124,7 +124,8 @@ type Config struct {
 	// MaxFrameRate is how many frames per second one session may send on
 	// average (bursts of up to one second's worth); a frame over it is
 	// answered RATE_LIMITED with a retry hint and not handed on. Pings and
-	// control frames count too. Default 1,000; negative turns it off.
+	// control frames (but the close) count too; over the rate they get no
+	// answer. Default 1,000; negative turns it off.
 	MaxFrameRate int
 	// MaxHandshakes bounds the connections in their WebSocket handshake
 	// at once; more wait in the listen backlog. Default 1,024.
@@ -172,6 +173,9 @@ func (c Config) Validate() error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("gateway: unknown transport %q (want %q or %q)", c.Transport, TransportEpoll, TransportGoroutine))
+	}
+	if t := c.TLS; t != nil && len(t.Certificates) == 0 && t.GetCertificate == nil && t.GetConfigForClient == nil {
+		errs = append(errs, errors.New("gateway: TLS config has no certificate (Certificates, GetCertificate or GetConfigForClient)"))
 	}
 	if c.WriteQueueBytes < 0 || c.MaxHandshakes < 0 {
 		errs = append(errs, fmt.Errorf("gateway: write queue bytes %d and max handshakes %d must not be negative", c.WriteQueueBytes, c.MaxHandshakes))

@@ -17,6 +17,16 @@
 // tandem.v1 is refused, a binary one on tandem.v1.json is read as JSON.
 // Outbound frames always use the session's encoding.
 //
+// With Config.TLS set the server speaks wss://: TLS is terminated in the
+// process, on the goroutine transport. The TLS handshake runs at the
+// start of the upgrade, so HandshakeTimeout bounds it too; a client that
+// fails it (an untrusting one, garbage, a plain ws:// client, which gets
+// a 400 saying to use wss://) counts as a handshake failure. At most
+// Config.MaxHandshakes connections are in their handshake (TLS and
+// upgrade) at once; while they are, Accept is not called and new clients
+// wait in the kernel's listen backlog. For a million connections, put a
+// TLS-terminating proxy in front and keep the epoll transport.
+//
 // Each session gets a node-local id (never reused within the process). The
 // gateway enforces "Login first, and once", answers the wire Ping with
 // Pong itself (before Login too: it is a keep-alive), and turns Logout into Handler.Logout, Ok and a 1000 close.
@@ -25,6 +35,14 @@
 // with 1002 or 1007 (RFC 6455); undecodable frames, oversize frames and
 // rule violations are answered with an Error frame, carrying the
 // request's id whenever it could be read, and the connection stays. Error codes and close codes come from package wire.
+//
+// Inbound flow control (admission.go): every message a session sends but
+// its close takes a token from the session's bucket (Config.MaxFrameRate
+// a second, bursts of a second's worth). A request that finds none is
+// answered RATE_LIMITED with its id and the time until one is free, and
+// goes no further; a wire Ping, a WebSocket ping or a pong is ignored; a
+// message that is no request the rate could refuse (undecodable,
+// oversize, id 0) gets its usual answer.
 //
 // # Concurrency
 //
@@ -64,8 +82,10 @@
 //
 // Deliver, Kick, Sessions and Stats may be called from any goroutine at
 // any time, including from inside Handler methods, and never block on
-// the network: a session's write queue is bounded (Config.WriteQueue) and
-// a session that overflows it is closed as a slow consumer. Frames passed
+// the network: a session's write queue is bounded (Config.WriteQueue
+// frames and Config.WriteQueueBytes bytes, frames delivered before the
+// Login reply included) and a session that overflows it is closed as a
+// slow consumer. Frames passed
 // to Deliver and Kick are encoded before the call returns and not
 // retained.
 package gateway

@@ -1,7 +1,10 @@
 package gateway
 
 import (
+	"crypto/tls"
+	"math"
 	"net"
+	"slices"
 	"sync"
 	"time"
 )
@@ -10,8 +13,8 @@ import (
 // frames are batched into one writev up to this size (at least one frame).
 const maxBatchBytes = 64 << 10
 
-// outQueue is the write side of one connection: a bounded queue of
-// encoded WebSocket frames and a writer goroutine that exists only while
+// outQueue is the write side of one connection: a queue of encoded
+// WebSocket frames, bounded in frames and in bytes, and a writer goroutine that exists only while
 // there is something to write. Frames go out in the order they were
 // accepted, several per writev when several are waiting; an idle
 // connection holds neither a goroutine nor a buffer for writing.
@@ -25,14 +28,18 @@ type outQueue struct {
 	// Set at creation, then read-only.
 	nc           net.Conn
 	max          int           // frames waiting, held ones included
+	maxBytes     int64         // their bytes, the batch being written included
 	writeTimeout time.Duration // for one batch
 	spawn        func(func())  // starts the writer goroutine (the server's WaitGroup.Go)
+	join         bool          // nc has no writev (TLS): join a batch into one write
 	stats        *counters
 
 	mu      sync.Mutex
 	idle    sync.Cond // L is &mu; signalled when the writer goroutine stops
 	frames  [][]byte  // to write, in order
 	held    [][]byte  // accepted while gated, to follow the Login reply
+	size    int64     // bytes in frames and held
+	inBatch int64     // bytes of the batch being written
 	gated   bool      // the Login reply is not queued yet
 	writing bool      // the writer goroutine runs
 	closing bool      // the close frame is queued; nothing more is accepted
@@ -51,24 +58,38 @@ type outQueue struct {
 
 func (q *outQueue) init(nc net.Conn, max int, writeTimeout time.Duration, spawn func(func()), stats *counters) {
 	q.nc, q.max, q.writeTimeout, q.spawn, q.stats = nc, max, writeTimeout, spawn, stats
+	q.maxBytes = math.MaxInt64
+	_, q.join = nc.(*tls.Conn) // one TLS record per 16 KiB, not per frame
 	q.idle.L = &q.mu
 	q.gated = true
+}
+
+// sizeOf is the bytes of frames.
+func sizeOf(frames [][]byte) int64 {
+	var n int64
+	for _, b := range frames {
+		n += int64(len(b))
+	}
+	return n
 }
 
 // enqueue accepts frames to be written after everything already
 // accepted. Frames from Deliver (deliver true) that arrive before the
 // Login reply are held back and follow it. It returns false if the frames
-// were dropped: the queue is closing, or they do not fit (overflow true:
-// the caller must close the session as a slow consumer).
+// were dropped: the queue is closing, or they do not fit, by count or by
+// bytes (held frames and the batch being written count too; overflow
+// true: the caller must close the session as a slow consumer).
 func (q *outQueue) enqueue(frames [][]byte, deliver bool) (ok, overflow bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closing || q.dead {
 		return false, false
 	}
-	if len(q.frames)+len(q.held)+len(frames) > q.max {
+	n := sizeOf(frames)
+	if len(q.frames)+len(q.held)+len(frames) > q.max || n > q.maxBytes-q.size-q.inBatch {
 		return false, true
 	}
+	q.size += n
 	if deliver && q.gated {
 		q.held = append(q.held, frames...)
 		return true, false
@@ -88,8 +109,11 @@ func (q *outQueue) openGate(reply []byte, keep bool) bool {
 		return false
 	}
 	q.frames = append(q.frames, reply)
+	q.size += int64(len(reply))
 	if keep {
 		q.frames = append(q.frames, q.held...)
+	} else {
+		q.size -= sizeOf(q.held)
 	}
 	q.held, q.gated = nil, false
 	q.startWriter()
@@ -107,12 +131,13 @@ func (q *outQueue) close(tail [][]byte, drop bool, deadline time.Time) bool {
 		return false
 	}
 	if drop {
-		q.frames = nil
+		q.frames, q.size = nil, 0
 	} else {
 		q.frames = append(q.frames, q.held...)
 	}
 	q.held, q.gated = nil, false
 	q.frames = append(q.frames, tail...)
+	q.size += sizeOf(tail)
 	q.closing, q.closeAt = true, deadline
 	q.readAt = deadline
 	q.applyReadDeadline()
@@ -127,7 +152,7 @@ func (q *outQueue) close(tail [][]byte, drop bool, deadline time.Time) bool {
 // The caller closes the socket to interrupt a write in progress.
 func (q *outQueue) stop() {
 	q.mu.Lock()
-	q.dead, q.frames, q.held = true, nil, nil
+	q.dead, q.frames, q.held, q.size = true, nil, nil, 0
 	q.mu.Unlock()
 }
 
@@ -222,6 +247,8 @@ func (q *outQueue) write() {
 		if len(q.frames) == 0 {
 			q.frames = nil // let the backing array go with the batch
 		}
+		q.inBatch = int64(size) // still held until written
+		q.size -= q.inBatch
 		last := q.closing && q.frames == nil // the batch ends with the close frame
 		q.batchAt = time.Now().Add(q.writeTimeout)
 		if q.closing && q.closeAt.Before(q.batchAt) {
@@ -237,9 +264,13 @@ func (q *outQueue) write() {
 			}
 		}
 		bufs := net.Buffers(batch)
+		if q.join && len(batch) > 1 {
+			bufs = net.Buffers{slices.Concat(batch...)}
+		}
 		_, err := bufs.WriteTo(q.nc)
 
 		q.mu.Lock()
+		q.inBatch = 0
 		if err != nil {
 			if !q.dead { // not stopped by the session itself
 				q.stats.writeErrors.Add(1)
@@ -247,7 +278,7 @@ func (q *outQueue) write() {
 				q.readAt = time.Now()
 				q.applyReadDeadline()
 			}
-			q.dead, q.frames, q.held = true, nil, nil
+			q.dead, q.frames, q.held, q.size = true, nil, nil, 0
 			break
 		}
 		q.stats.framesOut.Add(uint64(data))

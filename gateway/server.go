@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,9 @@ type Server struct {
 	// wheel times the heartbeats of the logged-in sessions; nil if
 	// Config.HeartbeatTimeout is negative (or the config invalid).
 	wheel *wheel[*session]
+	// handshakes holds a token per connection in its handshake (TLS and
+	// WebSocket upgrade): Config.MaxHandshakes at most.
+	handshakes chan struct{}
 
 	// Counters and ids; any goroutine.
 	adm    admission // sends in flight (admission.go)
@@ -63,6 +67,7 @@ func New(cfg Config, h Handler) *Server {
 		pending:  make(map[net.Conn]struct{}),
 	}
 	s.log = s.cfg.Logger
+	s.handshakes = make(chan struct{}, max(s.cfg.MaxHandshakes, 1))
 	s.drained.L = &s.mu
 	s.adm.maxNode, s.adm.maxBytes = int64(s.cfg.MaxNodeSends), s.cfg.MaxNodeSendBytes
 	if s.cfgErr == nil && s.cfg.HeartbeatTimeout > 0 {
@@ -91,13 +96,19 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 // once every goroutine it started has exited: within about
 // Config.CloseTimeout after ctx is done, plus whatever the Handler's calls
 // take. It closes ln. It returns nil after ctx is done, or the error that
-// stopped accepting. Serve may be called once.
+// stopped accepting. Serve may be called once. With Config.TLS it speaks
+// TLS on the connections it accepts.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := s.start(ctx, ln); err != nil {
 		if cerr := ln.Close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("gateway: close listener: %w", cerr))
 		}
 		return err
+	}
+	if s.cfg.TLS != nil {
+		// The TLS handshake runs at the start of upgrade, under the
+		// handshake deadline and holding a handshake slot.
+		ln = tls.NewListener(ln, s.cfg.TLS)
 	}
 	stop := context.AfterFunc(ctx, func() {
 		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
@@ -117,8 +128,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var err error
 	backoff := time.Duration(0)
 	for {
+		// While MaxHandshakes connections are in their handshake, the
+		// next ones wait in the listen backlog, not in the process.
+		if !s.acquireHandshake(ctx) {
+			break
+		}
 		nc, aerr := ln.Accept()
 		if aerr != nil {
+			s.releaseHandshake()
 			if ctx.Err() != nil {
 				break
 			}
@@ -159,6 +176,25 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.wg.Wait()
 	return err
 }
+
+// acquireHandshake takes a handshake slot, waiting for one while they are
+// all taken. It returns false if ctx is done first.
+func (s *Server) acquireHandshake(ctx context.Context) bool {
+	select {
+	case s.handshakes <- struct{}{}:
+	case <-ctx.Done():
+		return false
+	}
+	if ctx.Err() != nil {
+		s.releaseHandshake()
+		return false
+	}
+	return true
+}
+
+// releaseHandshake gives back the slot of a connection whose handshake
+// is over, however it ended.
+func (s *Server) releaseHandshake() { <-s.handshakes }
 
 func (s *Server) start(ctx context.Context, ln net.Listener) error {
 	if s.cfgErr != nil {
@@ -214,6 +250,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	if err == nil {
 		c, early, err = s.upgrade(nc)
 	}
+	s.releaseHandshake()
 	s.mu.Lock()
 	delete(s.pending, nc)
 	s.drained.Broadcast()
@@ -272,7 +309,8 @@ func (s *Server) Addr() net.Addr {
 // closed as a slow consumer: Kick{SLOW_CONSUMER}, close code
 // wire.CloseSlowConsumer, what was still queued is dropped). All frames of
 // a call are queued or none: a call with more than Config.WriteQueue
-// frames always overflows.
+// frames, or more than Config.WriteQueueBytes encoded bytes, always
+// overflows.
 //
 // Safe for concurrent use; never blocks on the network.
 func (s *Server) Deliver(sessionID uint64, frames []*wire.Frame) bool {
@@ -316,6 +354,9 @@ func (s *Server) Sessions() int {
 func (s *Server) Stats() Stats {
 	st := s.stats.snapshot()
 	st.Sessions = s.Sessions()
+	s.mu.RLock()
+	st.Handshakes = len(s.pending)
+	s.mu.RUnlock()
 	st.SendsInFlight, st.SendBytesInFlight = s.adm.inflight.Load(), s.adm.bytes.Load()
 	st.SendsRefused, st.MemoryPressure = s.adm.refused.Load(), s.adm.pressure.Load()
 	return st

@@ -37,6 +37,7 @@ type session struct {
 	user      string
 	loggedIn  bool
 	loggedOut bool
+	rate      frameBucket // inbound flow control (admission.go)
 
 	// Any goroutine.
 	closing atomic.Bool // a close was started (a hint; out decides)
@@ -60,6 +61,7 @@ func newSession(srv *Server, id uint64, nc net.Conn, c codec) *session {
 	s.rd.frameTimeout = srv.cfg.FrameTimeout
 	s.rd.deadline = s.out.frameDeadline
 	s.out.init(nc, srv.cfg.WriteQueue, srv.cfg.WriteTimeout, srv.wg.Go, &srv.stats)
+	s.out.maxBytes = srv.cfg.WriteQueueBytes
 	return s
 }
 
@@ -96,6 +98,9 @@ func (s *session) cancelCall() {
 func (s *session) handle(m message) bool {
 	if w := s.srv.wheel; w != nil {
 		w.touch(&s.hb) // anything at all from the peer is a heartbeat
+	}
+	if !s.admitFrame(m) {
+		return true // over the frame rate: answered, or ignored
 	}
 	closing := s.closing.Load()
 	switch m.kind {

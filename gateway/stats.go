@@ -15,6 +15,9 @@ import (
 type Stats struct {
 	Sessions int // upgraded connections in the session table
 	LoggedIn int // of those, logged in
+	// Handshakes is the connections in their TLS and WebSocket handshake
+	// (at most Config.MaxHandshakes; at it, Accept waits).
+	Handshakes int
 
 	Accepted          uint64 // TCP connections accepted
 	Upgraded          uint64 // WebSocket upgrades that succeeded
@@ -28,6 +31,10 @@ type Stats struct {
 	ProtocolErrors uint64 // sessions failed for a WebSocket-level violation
 
 	HeartbeatTimeouts uint64 // logged-in sessions closed for being silent too long
+	// FramesRateLimited counts client messages over their session's
+	// frame rate (Config.MaxFrameRate): data messages answered
+	// RATE_LIMITED, pings and pongs ignored.
+	FramesRateLimited uint64
 
 	SendsInFlight     int64  // Sends handed on and not answered yet
 	SendBytesInFlight int64  // their payload bytes
@@ -50,6 +57,7 @@ type counters struct {
 	framesIn, framesOut                   atomic.Uint64
 	slowConsumers, writeErrors            atomic.Uint64
 	protocolErrors, heartbeatTimeouts     atomic.Uint64
+	framesRateLimited                     atomic.Uint64
 
 	errors [errorSlots]atomic.Uint64 // by code - wire.CodeBadFrame; last slot: other codes
 
@@ -88,6 +96,7 @@ func (c *counters) snapshot() Stats {
 		WriteErrors:       c.writeErrors.Load(),
 		ProtocolErrors:    c.protocolErrors.Load(),
 		HeartbeatTimeouts: c.heartbeatTimeouts.Load(),
+		FramesRateLimited: c.framesRateLimited.Load(),
 		Errors:            make(map[wire.Code]uint64),
 	}
 	for i := range c.errors {

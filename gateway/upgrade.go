@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -47,7 +48,18 @@ const lingerTimeout = time.Second
 // It also returns the bytes the client sent right behind its request
 // (the start of the WebSocket stream, which gobwas' buffered reader took
 // with the request); the session reads them first.
+//
+// On a TLS connection the TLS handshake comes first; a client that speaks
+// plain HTTP there gets a 400 saying so.
 func (s *Server) upgrade(nc net.Conn) (codec, []byte, error) {
+	if tc, ok := nc.(*tls.Conn); ok {
+		if err := tc.Handshake(); err != nil {
+			if re, ok := errors.AsType[tls.RecordHeaderError](err); ok && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
+				refuseHTTP(re.Conn)
+			}
+			return 0, nil, fmt.Errorf("gateway: TLS handshake: %w", err)
+		}
+	}
 	var (
 		offered bool
 		chosen  = -1
@@ -157,6 +169,26 @@ func secKeyValid(req []byte) bool {
 		}
 	}
 	return true
+}
+
+// looksLikeHTTP reports whether the first bytes of a TLS record header are
+// the start of a plain HTTP request (as net/http checks).
+func looksLikeHTTP(hdr [5]byte) bool {
+	switch string(hdr[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
+}
+
+// refuseHTTP answers a plain HTTP request on the TLS port on the raw
+// connection nc, then lingers so that the answer is not lost to a reset.
+func refuseHTTP(nc net.Conn) {
+	if _, err := io.WriteString(nc, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"+
+		"gateway: this port speaks TLS; use wss://\n"); err != nil {
+		return
+	}
+	linger(nc, time.Now().Add(lingerTimeout))
 }
 
 // linger shuts down the write side of nc (so the peer sees the end of

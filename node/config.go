@@ -1,6 +1,9 @@
 package node
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -63,6 +66,29 @@ type Config struct {
 	MaxSessionSends  int
 	MaxNodeSends     int
 	MaxNodeSendBytes int64
+
+	// Client connections (gateway.Config; zero: the gateway's defaults).
+	// WSTransport is how the gateway waits for client bytes: "epoll"
+	// (Linux, the default there without TLS) or "goroutine".
+	WSTransport string
+	// TLSCert and TLSKey are PEM files, the certificate chain (leaf
+	// first) and its private key: with both, --ws-addr serves wss://
+	// (TLS 1.2 at least, on the goroutine transport); with neither, ws://.
+	TLSCert, TLSKey string
+	// WriteQueueBytes bounds the encoded bytes waiting to be written to
+	// one client: past it the session is closed as a slow consumer.
+	WriteQueueBytes int64
+	// MaxFrameRate is the frames per second one session may send
+	// (bursts of a second's worth); past it frames are answered
+	// RATE_LIMITED. Negative: no limit.
+	MaxFrameRate int
+	// MaxHandshakes bounds the connections in their TLS and WebSocket
+	// handshake at once; more wait in the listen backlog.
+	MaxHandshakes int
+	// FrameTimeout bounds how long one WebSocket frame may take to
+	// arrive once it has begun.
+	FrameTimeout time.Duration
+
 	// ShutdownTimeout bounds Stop: steps still running then are
 	// abandoned (logged). Default 5 s.
 	ShutdownTimeout  time.Duration
@@ -146,6 +172,7 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("--seeds with --store badger: a multi-node cluster on badger loses a node's data with the node; use PostgreSQL or pass --unsafe-multi-node-badger"))
 	}
 	errs = append(errs, c.validateCluster()...)
+	errs = append(errs, c.validateGateway()...)
 	if c.JWTSecret != "" && len(c.JWTSecret) < 16 {
 		errs = append(errs, errors.New("--jwt-secret must be at least 16 bytes"))
 	}
@@ -190,6 +217,108 @@ func (c Config) validateCluster() []error {
 		}
 	}
 	return errs
+}
+
+// validateGateway checks the client listener's flags.
+func (c Config) validateGateway() []error {
+	var errs []error
+	switch {
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		errs = append(errs, errors.New("--tls-cert and --tls-key: give both or neither"))
+	case c.TLSCert != "":
+		if _, err := c.tlsConfig(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	switch c.WSTransport {
+	case "", gateway.TransportGoroutine:
+	case gateway.TransportEpoll:
+		if c.TLSCert != "" {
+			errs = append(errs, errors.New("--ws-transport epoll cannot serve TLS (--tls-cert): use goroutine or leave it unset, or terminate TLS in a proxy in front"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--ws-transport %q: use epoll or goroutine", c.WSTransport))
+	}
+	if c.WriteQueueBytes < 0 || c.MaxHandshakes < 0 || c.FrameTimeout < 0 {
+		errs = append(errs, errors.New("--write-queue-bytes, --max-handshakes and --frame-timeout must not be negative"))
+	}
+	if c.WSTransport == gateway.TransportEpoll {
+		// Only the gateway knows whether epoll exists here.
+		if err := (gateway.Config{Transport: c.WSTransport}).Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("--ws-transport: %w", err))
+		}
+	}
+	return errs
+}
+
+// tlsConfig loads --tls-cert and --tls-key into a server TLS config (TLS
+// 1.2 at least); nil without them. Its errors name the file at fault.
+func (c Config) tlsConfig() (*tls.Config, error) {
+	if c.TLSCert == "" && c.TLSKey == "" {
+		return nil, nil
+	}
+	certPEM, err := os.ReadFile(c.TLSCert)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert: %w", err)
+	}
+	keyPEM, err := os.ReadFile(c.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-key: %w", err)
+	}
+	if err := checkCertPEM(certPEM, time.Now()); err != nil {
+		return nil, fmt.Errorf("--tls-cert %s: %w", c.TLSCert, err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-key %s (for --tls-cert %s): %w", c.TLSKey, c.TLSCert, err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// checkCertPEM checks that b holds PEM certificates only, the first (the
+// leaf) valid at now.
+func checkCertPEM(b []byte, now time.Time) error {
+	var n int
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return fmt.Errorf("holds a %q PEM block, want certificates only (is it the key?)", block.Type)
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return fmt.Errorf("certificate %d: %w", n+1, err)
+		}
+		if n == 0 && (now.Before(cert.NotBefore) || now.After(cert.NotAfter)) {
+			return fmt.Errorf("the certificate is valid from %s to %s, not now", cert.NotBefore.Format(time.RFC3339), cert.NotAfter.Format(time.RFC3339))
+		}
+		n++
+	}
+	if n == 0 {
+		return errors.New("holds no PEM certificate")
+	}
+	return nil
+}
+
+// gateway is the client listener's configuration, serving TLS with tc if
+// it is not nil.
+func (c Config) gateway(tc *tls.Config) gateway.Config {
+	return gateway.Config{
+		Addr:             c.WSAddr,
+		HeartbeatTimeout: c.actors().HeartbeatTimeout, // the same value LoginOk.heartbeat_seconds is derived from
+		MaxSessionSends:  c.MaxSessionSends,
+		MaxNodeSends:     c.MaxNodeSends,
+		MaxNodeSendBytes: c.MaxNodeSendBytes,
+		Transport:        c.WSTransport,
+		TLS:              tc,
+		WriteQueueBytes:  c.WriteQueueBytes,
+		MaxFrameRate:     c.MaxFrameRate,
+		MaxHandshakes:    c.MaxHandshakes,
+		FrameTimeout:     c.FrameTimeout,
+	}
 }
 
 // clusterKeys parses --cluster-key or the file --cluster-key-file names;
@@ -284,6 +413,13 @@ func ParseFlags(args []string) (Config, error) {
 	fs.IntVar(&c.MaxSessionSends, "max-session-sends", gateway.DefaultMaxSessionSends, "sends one session may have in flight; more are answered RATE_LIMITED")
 	fs.IntVar(&c.MaxNodeSends, "max-node-sends", gateway.DefaultMaxNodeSends, "sends the node may have in flight; more are answered RATE_LIMITED (overload is refused, not queued)")
 	fs.Int64Var(&c.MaxNodeSendBytes, "max-node-send-bytes", gateway.DefaultMaxNodeSendBytes, "payload bytes of the sends the node may have in flight")
+	fs.StringVar(&c.WSTransport, "ws-transport", "", "how the gateway waits for client bytes: epoll (Linux; the default there without TLS: no goroutine per idle connection) or goroutine (any OS; the one TLS uses)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate chain (leaf first) to serve wss:// on --ws-addr, with --tls-key (TLS 1.2+; for very many connections terminate TLS in a proxy instead)")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.Int64Var(&c.WriteQueueBytes, "write-queue-bytes", gateway.DefaultWriteQueueBytes, "encoded bytes that may wait to be written to one client; past them it is closed as a slow consumer")
+	fs.IntVar(&c.MaxFrameRate, "max-frame-rate", gateway.DefaultMaxFrameRate, "frames per second one session may send, in bursts of a second's worth; more are answered RATE_LIMITED (negative: no limit)")
+	fs.IntVar(&c.MaxHandshakes, "max-handshakes", gateway.DefaultMaxHandshakes, "connections in their TLS and WebSocket handshake at once; more wait in the listen backlog")
+	fs.DurationVar(&c.FrameTimeout, "frame-timeout", gateway.DefaultFrameTimeout, "how long one WebSocket frame may take to arrive once it has begun; a slower client is closed")
 	fs.DurationVar(&c.HeartbeatTimeout, "heartbeat-timeout", actors.DefaultHeartbeatTimeout, "drop a session silent this long")
 	fs.IntVar(&c.CompensationDays, "compensation-days", actors.DefaultCompensationDays, "days of history a device without a cursor gets (1-7)")
 	fs.DurationVar(&c.RecallWindow, "recall-window", 0, "how long after sending a sender may recall (0: no limit)")

@@ -21,7 +21,8 @@ var (
 	descLoggedIn   = prometheus.NewDesc("tandem_gateway_logged_in_sessions", "Sessions past Login.", nil, nil)
 	descAccepted   = prometheus.NewDesc("tandem_gateway_accepted_total", "TCP connections accepted.", nil, nil)
 	descUpgraded   = prometheus.NewDesc("tandem_gateway_upgraded_total", "WebSocket upgrades completed.", nil, nil)
-	descHandshake  = prometheus.NewDesc("tandem_gateway_handshake_failures_total", "Failed WebSocket handshakes.", nil, nil)
+	descInHandshk  = prometheus.NewDesc("tandem_gateway_handshakes", "Connections in their TLS and WebSocket handshake now (at --max-handshakes, new ones wait in the listen backlog).", nil, nil)
+	descHandshake  = prometheus.NewDesc("tandem_gateway_handshake_failures_total", "Failed TLS and WebSocket handshakes (refused, garbage, timed out).", nil, nil)
 	descFramesIn   = prometheus.NewDesc("tandem_gateway_frames_in_total", "Frames read from clients.", nil, nil)
 	descFramesOut  = prometheus.NewDesc("tandem_gateway_frames_out_total", "Frames written to clients.", nil, nil)
 	descSlow       = prometheus.NewDesc("tandem_gateway_slow_consumers_total", "Sessions closed because their write queue stayed full.", nil, nil)
@@ -32,6 +33,7 @@ var (
 	descInflight   = prometheus.NewDesc("tandem_gateway_sends_in_flight", "Sends handed to the actors and not answered yet (bounded: --max-node-sends).", nil, nil)
 	descInBytes    = prometheus.NewDesc("tandem_gateway_send_bytes_in_flight", "Payload bytes of the sends in flight (bounded: --max-node-send-bytes).", nil, nil)
 	descRefused    = prometheus.NewDesc("tandem_gateway_sends_refused_total", "Sends answered RATE_LIMITED because the session, the node or the heap was at its bound.", nil, nil)
+	descFrameRate  = prometheus.NewDesc("tandem_gateway_frames_rate_limited_total", "Client messages over their session's frame rate (--max-frame-rate): data answered RATE_LIMITED, pings ignored.", nil, nil)
 	descPressure   = prometheus.NewDesc("tandem_gateway_memory_pressure", "1 while the live heap is above 70 % of GOMEMLIMIT (new sends are refused).", nil, nil)
 	descCommits    = prometheus.NewDesc("tandem_store_commits_total", "Store transactions committed (one fsync each).", nil, nil)
 	descOps        = prometheus.NewDesc("tandem_store_ops_total", "Appends and activations made durable.", nil, nil)
@@ -42,9 +44,9 @@ var (
 )
 
 func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSessions, descLoggedIn, descAccepted, descUpgraded, descHandshake,
+	for _, d := range []*prometheus.Desc{descSessions, descLoggedIn, descAccepted, descUpgraded, descInHandshk, descHandshake,
 		descFramesIn, descFramesOut, descSlow, descWriteErr, descProtoErr, descErrors, descCloses,
-		descInflight, descInBytes, descRefused, descPressure,
+		descInflight, descInBytes, descRefused, descFrameRate, descPressure,
 		descCommits, descOps, descEntries, descFailed, descQueued, descLastCommit} {
 		ch <- d
 	}
@@ -62,6 +64,7 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descLoggedIn, float64(g.LoggedIn))
 	counter(descAccepted, g.Accepted)
 	counter(descUpgraded, g.Upgraded)
+	gauge(descInHandshk, float64(g.Handshakes))
 	counter(descHandshake, g.HandshakeFailures)
 	counter(descFramesIn, g.FramesIn)
 	counter(descFramesOut, g.FramesOut)
@@ -71,6 +74,7 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descInflight, float64(g.SendsInFlight))
 	gauge(descInBytes, float64(g.SendBytesInFlight))
 	counter(descRefused, g.SendsRefused)
+	counter(descFrameRate, g.FramesRateLimited)
 	pressure := 0.0
 	if g.MemoryPressure {
 		pressure = 1

@@ -112,6 +112,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 		}
 	}()
 
+	// Validate read the certificate files already; they may have changed.
+	tlsCfg, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
 	// Listeners first, store and cluster after: a second node on the same
 	// ports fails at once, naming the address.
 	if n.wsLn, err = listen("WebSockets", cfg.WSAddr); err != nil {
@@ -186,14 +191,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 		return nil, clusterErr(cfg, err)
 	}
 
-	n.gw = gateway.New(gateway.Config{
-		Addr:             cfg.WSAddr,
-		HeartbeatTimeout: cfg.actors().HeartbeatTimeout, // the same value LoginOk.heartbeat_seconds is derived from
-		MaxSessionSends:  cfg.MaxSessionSends,
-		MaxNodeSends:     cfg.MaxNodeSends,
-		MaxNodeSendBytes: cfg.MaxNodeSendBytes,
-		Logger:           log.With("component", "gateway"),
-	}, n.rt.Frontend(keys))
+	gwCfg := cfg.gateway(tlsCfg)
+	gwCfg.Logger = log.With("component", "gateway")
+	n.gw = gateway.New(gwCfg, n.rt.Frontend(keys))
 	if err := n.rt.Start(n.member.Cluster(), n.gw, n.member); err != nil {
 		return nil, fmt.Errorf("start actors runtime: %w", err)
 	}
@@ -218,8 +218,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 		n.serve(sctx, func() error { return serveDebug(sctx, n.debugLn) })
 	}
 
+	scheme := "ws://"
+	if tlsCfg != nil {
+		scheme = "wss://"
+	}
 	log.Info("tandem node started",
-		"ws", "ws://"+n.WSAddr()+"/ws", "api", "http://"+n.APIAddr(),
+		"ws", scheme+n.WSAddr()+"/ws", "api", "http://"+n.APIAddr(),
 		"gossip", n.member.GossipAddress(), "remote", n.member.Address(),
 		"store", storeDesc)
 	return n, nil
