@@ -113,7 +113,9 @@ func sessionOf(t *testing.T, srv *Server, loginID string) uint64 {
 func TestTLSHandshakeFailures(t *testing.T) {
 	t.Parallel()
 	certs := testtls.New(t)
-	const timeout = 300 * time.Millisecond
+	// Long enough for a TLS handshake under the race detector on a busy
+	// machine, short enough to wait out once.
+	const timeout = 1500 * time.Millisecond
 	srv := startServer(t, Config{TLS: certs.Server(), Transport: TransportGoroutine, HandshakeTimeout: timeout}, newFakeHandler())
 	failures := func(n uint64) {
 		t.Helper()
