@@ -136,6 +136,10 @@ type Config struct {
 	FrameTimeout time.Duration
 	// Logger receives the gateway's logs. Nil discards them.
 	Logger *slog.Logger
+
+	// epollWorkers, for tests: the epoll transport's worker count (0: its
+	// default).
+	epollWorkers int
 }
 
 // Validate reports every invalid field of c at once. Zero fields are valid

@@ -86,6 +86,9 @@ func newEpollTransport(srv *Server) (transport, error) {
 		conns: make(map[uint64]*pconn),
 	}
 	workers := max(4, 4*runtime.GOMAXPROCS(0))
+	if srv.cfg.epollWorkers > 0 {
+		workers = srv.cfg.epollWorkers
+	}
 	srv.wg.Go(t.poll)
 	for range workers {
 		srv.wg.Go(t.work)
@@ -259,6 +262,7 @@ func (c *pconn) turn() {
 		m, err := s.rd.next()
 		if err == errWouldBlock {
 			c.src.idle()
+			s.rd.idle()
 			c.release()
 			return
 		}

@@ -120,14 +120,44 @@ type msgReader struct {
 	skip     bool      // over max: its frames are discarded
 	returned bool      // buf holds the message last returned
 	buf      *[]byte   // payload so far, from bufPool
-	utf8     wsutil.UTF8Reader
-	payload  io.LimitedReader
-	cipher   wsutil.CipherReader
 
-	hbuf [ws.MaxHeaderSize]byte
-	hrd  bytes.Reader
-	hdr  [ws.MaxHeaderSize - 2]byte
-	ctl  [ws.MaxControlFramePayloadSize]byte
+	// sc holds what is needed only inside a frame or a fragmented
+	// message; between messages it goes back to scratchPool (idle).
+	sc *readScratch
+}
+
+// readScratch is the part of a msgReader's state that an idle connection
+// does not need.
+type readScratch struct {
+	utf8    wsutil.UTF8Reader
+	payload io.LimitedReader
+	cipher  wsutil.CipherReader
+	hrd     bytes.Reader
+	hbuf    [ws.MaxHeaderSize]byte
+	hdr     [ws.MaxHeaderSize - 2]byte
+	ctl     [ws.MaxControlFramePayloadSize]byte
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(readScratch) }}
+
+// scratch returns the reader's scratch state, borrowing it if needed.
+func (r *msgReader) scratch() *readScratch {
+	if r.sc == nil {
+		r.sc = scratchPool.Get().(*readScratch)
+	}
+	return r.sc
+}
+
+// idle gives the scratch state back if the reader is between messages
+// (and the message last returned, whose control payload may live in it,
+// has been handled). The epoll transport calls it when a connection has
+// no more bytes for now.
+func (r *msgReader) idle() {
+	if r.sc != nil && !r.midFrame() && !r.state.Fragmented() {
+		*r.sc = readScratch{}
+		scratchPool.Put(r.sc)
+		r.sc = nil
+	}
 }
 
 func newMsgReader(src io.Reader, max int64) *msgReader {
@@ -184,7 +214,7 @@ func (r *msgReader) step() (message, error) {
 			}
 			if !r.state.Fragmented() {
 				r.op, r.size, r.skip = h.OpCode, 0, false
-				r.utf8 = wsutil.UTF8Reader{}
+				r.scratch().utf8 = wsutil.UTF8Reader{}
 			}
 			if h.Fin {
 				r.state = r.state.Clear(ws.StateFragmented)
@@ -206,7 +236,7 @@ func (r *msgReader) step() (message, error) {
 			r.stage = stageData
 
 		case stageControl:
-			p := r.ctl[:r.h.Length]
+			p := r.scratch().ctl[:r.h.Length]
 			for r.clen < len(p) {
 				n, err := r.src.Read(p[r.clen:])
 				r.clen += n
@@ -240,7 +270,7 @@ func (r *msgReader) step() (message, error) {
 			if !r.h.Fin {
 				continue
 			}
-			if r.op == ws.OpText && !r.utf8.Valid() {
+			if r.op == ws.OpText && !r.scratch().utf8.Valid() {
 				// A sequence cut off by the end of the message.
 				return message{}, &closeError{ws.StatusInvalidFramePayloadData, wsutil.ErrInvalidUTF8}
 			}
@@ -257,15 +287,16 @@ func (r *msgReader) step() (message, error) {
 // header reads the next frame header, resumably: the bytes of a header
 // cut short stay in hbuf.
 func (r *msgReader) header() (ws.Header, error) {
+	sc := r.scratch()
 	need := 2
 	for {
 		if r.hlen >= 2 {
-			need = headerLen(r.hbuf[0], r.hbuf[1])
+			need = headerLen(sc.hbuf[0], sc.hbuf[1])
 		}
 		if r.hlen >= need {
 			break
 		}
-		n, err := r.src.Read(r.hbuf[r.hlen:need])
+		n, err := r.src.Read(sc.hbuf[r.hlen:need])
 		if n > 0 && r.hlen == 0 {
 			r.frameStarted()
 		}
@@ -277,9 +308,9 @@ func (r *msgReader) header() (ws.Header, error) {
 			return ws.Header{}, err
 		}
 	}
-	r.hrd.Reset(r.hbuf[:need])
+	sc.hrd.Reset(sc.hbuf[:need])
 	r.hlen = 0
-	h, err := ws.ReadHeaderBuffer(&r.hrd, r.hdr[:])
+	h, err := ws.ReadHeaderBuffer(&sc.hrd, sc.hdr[:])
 	if err != nil {
 		if errors.Is(err, ws.ErrHeaderLengthMSB) || errors.Is(err, ws.ErrHeaderLengthUnexpected) {
 			return ws.Header{}, &closeError{ws.StatusProtocolError, err}
@@ -355,8 +386,9 @@ func (r *msgReader) control(p []byte) (message, error) {
 
 // startData sets up reading the payload of data frame h.
 func (r *msgReader) startData(h ws.Header) {
-	r.payload = io.LimitedReader{R: r.src, N: h.Length}
-	r.cipher.Reset(&r.payload, h.Mask)
+	sc := r.scratch()
+	sc.payload = io.LimitedReader{R: r.src, N: h.Length}
+	sc.cipher.Reset(&sc.payload, h.Mask)
 	if h.Length > 0 && r.buf == nil {
 		r.buf = getBuf()
 	}
@@ -365,23 +397,24 @@ func (r *msgReader) startData(h ws.Header) {
 // readData appends the rest of the current data frame's payload to the
 // message buffer, unmasking it and checking UTF-8 on text as it arrives.
 func (r *msgReader) readData() error {
-	var src io.Reader = &r.cipher
+	sc := r.scratch()
+	var src io.Reader = &sc.cipher
 	if r.op == ws.OpText {
-		r.utf8.Source = src // not Reset: the UTF-8 state spans fragments
-		src = &r.utf8
+		sc.utf8.Source = src // not Reset: the UTF-8 state spans fragments
+		src = &sc.utf8
 	}
-	for r.payload.N > 0 {
+	for sc.payload.N > 0 {
 		b := *r.buf
 		if len(b) == cap(b) {
 			// Grow as bytes arrive, never to more than the frame declared.
-			b = slices.Grow(b, int(min(max(int64(cap(b)), 512), r.payload.N)))
+			b = slices.Grow(b, int(min(max(int64(cap(b)), 512), sc.payload.N)))
 		}
 		n, err := src.Read(b[len(b):cap(b)])
 		*r.buf = b[:len(b)+n]
 		switch {
 		case errors.Is(err, wsutil.ErrInvalidUTF8):
 			return &closeError{ws.StatusInvalidFramePayloadData, err}
-		case err == io.EOF && r.payload.N > 0:
+		case err == io.EOF && sc.payload.N > 0:
 			return io.ErrUnexpectedEOF
 		case err != nil && err != io.EOF:
 			return err

@@ -79,10 +79,11 @@ func TestPartialFramesPinNoWorker(t *testing.T) {
 		t.Run(tr, func(t *testing.T) {
 			t.Parallel()
 			h := newFakeHandler()
-			srv := startServer(t, Config{Transport: tr}, h)
+			// One epoll worker: a stuck connection that held it would stop everything.
+			srv := startServer(t, Config{Transport: tr, epollWorkers: 1}, h)
 			b, _ := proto.Marshal(&wire.Frame{Id: 9, Body: &wire.Frame_Send{Send: &wire.Send{Content: make([]byte, 2000)}}})
 			raw := masked(ws.OpBinary, true, b)
-			stuck := 8*runtime.GOMAXPROCS(0) + 8
+			stuck := 16
 			for i := range stuck {
 				c := dial(t, srv)
 				c.login(1, "stuck")
@@ -254,4 +255,57 @@ func errorsJoin(a, b error) error {
 		return a
 	}
 	return b
+}
+
+// A client that floods frames (no rate limit) does not starve the others:
+// each turn of the epoll transport handles a bounded number of messages
+// (here with a single worker, so the flood and the others share it).
+func TestFloodingClientDoesNotStarveOthers(t *testing.T) {
+	for _, tr := range transportsUnderTest() {
+		t.Run(tr, func(t *testing.T) {
+			t.Parallel()
+			h := newFakeHandler()
+			srv := startServer(t, Config{Transport: tr, MaxFrameRate: -1, WriteQueue: 1 << 20, epollWorkers: 1}, h)
+			flood := dial(t, srv)
+			flood.login(1, "flood")
+			b, _ := proto.Marshal(pingFrame(7))
+			one := masked(ws.OpBinary, true, b)
+			burst := bytes.Repeat(one, 512)
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Go(func() { // read and drop the pongs, so the flood's writes never block
+				buf := make([]byte, 64<<10)
+				for {
+					_ = flood.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+					if _, err := flood.conn.Read(buf); err != nil {
+						return
+					}
+				}
+			})
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					_ = flood.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+					if _, err := flood.conn.Write(burst); err != nil {
+						return
+					}
+				}
+			})
+			other := dial(t, srv)
+			other.login(1, "other")
+			for i := range 20 {
+				other.send(pingFrame(uint64(100 + i)))
+				if f := other.read(); f.GetPong() == nil || f.Id != uint64(100+i) {
+					t.Fatalf("ping %d: got %v, want its Pong", i, f)
+				}
+			}
+			close(stop)
+			flood.conn.Close()
+			wg.Wait()
+		})
+	}
 }
