@@ -244,7 +244,7 @@ func TestPhaseSlopes(t *testing.T) {
 		t.Errorf("phase a range: %+v", a)
 	}
 	// Kernel figures are per connection of the whole machine (2 per node here).
-	if a.Kernel.SocketSlab != 8192 || a.Kernel.TCPInUse != 1 || a.Kernel.Caches["TCP"] != 4500 {
+	if a.Kernel.SocketSlab != 8192 || a.Kernel.TCPInUse != 1 || a.Kernel.Caches["TCP"] != 4500 || a.Kernel.PerSocket != 8192 || !a.Kernel.othersBusy() {
 		t.Errorf("phase a kernel: %+v", a.Kernel)
 	}
 	if b.Mean.RSS != 10_000 || b.Mean.HeapAlloc != 2_000 || b.Min != b.Max {
