@@ -479,6 +479,9 @@ func (c *conns) waitLoggedIn(ctx context.Context, want []int) ([]map[string]floa
 		if len(off) == 0 {
 			return ms, nil
 		}
+		if err := c.workerTrouble(); err != nil {
+			return nil, fmt.Errorf("%s: %w", strings.Join(off, "; "), err)
+		}
 		if time.Now().After(deadline) {
 			return nil, errors.New(strings.Join(off, "; "))
 		}
@@ -486,6 +489,27 @@ func (c *conns) waitLoggedIn(ctx context.Context, want []int) ([]map[string]floa
 			return nil, err
 		}
 	}
+}
+
+// workerTrouble asks the workers whether a connection was kicked or
+// dropped: then the nodes' counts will never come right, and the run
+// fails at once instead of waiting for them.
+func (c *conns) workerTrouble() error {
+	var kicks, drops int
+	var msgs []string
+	for _, w := range c.workers {
+		r, err := w.call(workerCommand{Op: "status"})
+		if err != nil {
+			return err
+		}
+		kicks += r.Kicks
+		drops += r.Drops
+		msgs = append(msgs, r.Errors...)
+	}
+	if kicks+drops == 0 {
+		return nil
+	}
+	return fmt.Errorf("connections kicked %d, dropped %d: %s", kicks, drops, strings.Join(msgs, "; "))
 }
 
 func (c *conns) scrape(ctx context.Context) ([]map[string]float64, error) {

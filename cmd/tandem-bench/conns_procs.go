@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -22,26 +21,6 @@ import (
 
 // The processes of `tandem-bench conns`: tandem nodes (the real binary,
 // one single-node cluster each) and client workers (this binary again).
-
-// raiseFileLimit sets the soft RLIMIT_NOFILE to the hard limit. Children
-// inherit it (Go restores the original soft limit in the children it
-// starts unless the program set the limit itself). It returns the limit.
-func raiseFileLimit(log *slog.Logger) uint64 {
-	var l syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		log.Warn("read RLIMIT_NOFILE", "err", err)
-		return 0
-	}
-	l.Cur = l.Max
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		log.Warn("raise RLIMIT_NOFILE", "err", err)
-	}
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		log.Warn("read RLIMIT_NOFILE", "err", err)
-		return 0
-	}
-	return l.Cur
-}
 
 // buildTandem builds ./cmd/tandem into dir (the go command must be on the
 // PATH and the working directory inside the module).
@@ -121,6 +100,7 @@ func startNode(ctx context.Context, cfg ConnsConfig, bin, parent, adminKey strin
 	args = append(args, cfg.NodeFlags...)
 	n.cmd = exec.Command(bin, args...)
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
+	dieWithParent(n.cmd)
 	if err := n.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start node %d: %w", i, err)
 	}
@@ -226,6 +206,7 @@ func startWorker(setup workerSetup) (*workerProc, error) {
 	w := &workerProc{index: setup.Index, cmd: exec.Command(exe)}
 	w.cmd.Env = append(os.Environ(), connsWorkerEnv+"=1")
 	w.cmd.Stderr = os.Stderr
+	dieWithParent(w.cmd)
 	if w.in, err = w.cmd.StdinPipe(); err != nil {
 		return nil, err
 	}

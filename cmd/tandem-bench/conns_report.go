@@ -128,7 +128,16 @@ type kernelPerConn struct {
 	TCPMem     float64            `json:"tcp_mem"`
 	Slab       float64            `json:"slab"`
 	TCPInUse   float64            `json:"tcp_sockets"` // sockets per connection (2 expected)
+	// PerSocket is SocketSlab per TCP socket the machine gained (both
+	// ends, and other programs' sockets): it holds when other programs
+	// open or close sockets meanwhile, as long as theirs are alike.
+	PerSocket float64 `json:"socket_slab_per_tcp_socket"`
 }
+
+// othersBusy reports whether the machine's TCP sockets grew by other than
+// two per connection (±5 %): then other programs opened or closed sockets
+// during the phase, and the per-connection kernel figures are off.
+func (k kernelPerConn) othersBusy() bool { return k.TCPInUse < 1.9 || k.TCPInUse > 2.1 }
 
 // phaseSlope is a phase's figures: (last point − first point) ÷ the
 // connections added, per node; Mean, Min and Max over the nodes;
@@ -249,6 +258,9 @@ func kernelSlope(a, b connsPoint) kernelPerConn {
 	k.TCPMem = float64(b.Kernel.TCPMem-a.Kernel.TCPMem) / d
 	k.Slab = float64(b.Kernel.Slab-a.Kernel.Slab) / d
 	k.TCPInUse = float64(b.Kernel.TCPInUse-a.Kernel.TCPInUse) / d
+	if ds := float64(b.Kernel.TCPInUse - a.Kernel.TCPInUse); ds > 0 {
+		k.PerSocket = float64(b.Kernel.SocketSlab-a.Kernel.SocketSlab) / ds
+	}
 	for name, v := range b.Kernel.SlabCaches {
 		k.Caches[name] = float64(v-a.Kernel.SlabCaches[name]) / d
 	}
@@ -332,8 +344,11 @@ func (r *ConnsResult) print(w io.Writer) {
 		for _, n := range names {
 			parts = append(parts, fmt.Sprintf("%s %s", n, kib(k.Caches[n])))
 		}
-		fmt.Fprintf(w, "%s, %d → %d connections: socket slab caches %s (%s), /proc/net/sockstat TCP mem %s, all slab (/proc/meminfo) %s; TCP sockets in use +%.2f per connection\n",
-			phaseTitle[s.Phase], s.FromConns, s.ToConns, kib(k.SocketSlab), strings.Join(parts, ", "), kib(k.TCPMem), kib(k.Slab), k.TCPInUse)
+		fmt.Fprintf(w, "%s, %d → %d connections: socket slab caches %s (%s), /proc/net/sockstat TCP mem %s, all slab (/proc/meminfo) %s; TCP sockets in use +%.2f per connection, socket slab per TCP socket %s\n",
+			phaseTitle[s.Phase], s.FromConns, s.ToConns, kib(k.SocketSlab), strings.Join(parts, ", "), kib(k.TCPMem), kib(k.Slab), k.TCPInUse, kib(k.PerSocket))
+		if k.othersBusy() {
+			fmt.Fprintf(w, "  other programs opened or closed TCP sockets during %s (+%.2f per connection, not 2): its per-connection kernel figures are off; the per-socket figure may hold\n", phaseTitle[s.Phase], k.TCPInUse)
+		}
 	}
 	if len(r.Problems) > 0 {
 		fmt.Fprintln(w, "\nNOT SOUND, the figures do not count:")

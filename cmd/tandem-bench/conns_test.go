@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -19,7 +21,40 @@ func TestMain(m *testing.M) {
 	if os.Getenv(connsWorkerEnv) == "1" {
 		os.Exit(connsWorkerMain(context.Background(), slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if tandemDir != "" {
+		if err := os.RemoveAll(tandemDir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}
+	os.Exit(code)
+}
+
+// The tandem binary the conns tests run, built once.
+var (
+	tandemOnce sync.Once
+	tandemDir  string
+	tandemBin  string
+	tandemErr  error
+)
+
+func testTandem(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts node processes")
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("needs the go command to build cmd/tandem")
+	}
+	tandemOnce.Do(func() {
+		if tandemDir, tandemErr = os.MkdirTemp("", "tandem-bench-test-"); tandemErr == nil {
+			tandemBin, tandemErr = buildTandem(context.Background(), tandemDir)
+		}
+	})
+	if tandemErr != nil {
+		t.Fatal(tandemErr)
+	}
+	return tandemBin
 }
 
 // TestConnsPipeline is the CI-sized run of `tandem-bench conns`: 2 real
@@ -28,15 +63,10 @@ func TestMain(m *testing.M) {
 // is sound (every connection logged in, nothing kicked or dropped) and
 // that every figure was measured; it asserts no memory figure.
 func TestConnsPipeline(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts node processes")
-	}
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("needs the go command to build cmd/tandem")
-	}
+	bin := testTandem(t)
 	dir := t.TempDir()
 	cfg := ConnsConfig{
-		Users: 1200, Second: 800, Servers: 2, Clients: 2, Steps: 2,
+		Tandem: bin, Users: 1200, Second: 800, Servers: 2, Clients: 2, Steps: 2,
 		Settle: 300 * time.Millisecond, DataDir: dir,
 		JSONPath: filepath.Join(dir, "conns.json"), HeapProfiles: filepath.Join(dir, "heap"),
 	}
@@ -108,6 +138,30 @@ func TestConnsPipeline(t *testing.T) {
 		if st, err := os.Stat(filepath.Join(cfg.HeapProfiles, "heap-"+name+".pb.gz")); err != nil || st.Size() == 0 {
 			t.Errorf("heap profile %s: %v", name, err)
 		}
+	}
+}
+
+// TestConnsKicksFail: under the single kick policy every second device
+// kicks the user's first; the run must fail, and say so, rather than
+// measure.
+func TestConnsKicksFail(t *testing.T) {
+	bin := testTandem(t)
+	cfg := ConnsConfig{
+		Tandem: bin, Users: 40, Second: 20, Servers: 1, Clients: 1, Steps: 1,
+		Settle: time.Millisecond, DataDir: t.TempDir(), NodeFlags: []string{"--kick-policy", "single"},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	res, err := runConns(ctx, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	if err == nil || !strings.Contains(err.Error(), "kicked") {
+		t.Fatalf("err %v, want one about kicks", err)
+	}
+	if res == nil || len(res.Problems) == 0 {
+		t.Errorf("result %+v: want the error among its problems", res)
+	}
+	if d := time.Since(t0); d > 40*time.Second {
+		t.Errorf("took %s to notice the kicks", d)
 	}
 }
 
@@ -244,7 +298,7 @@ func TestPhaseSlopes(t *testing.T) {
 		t.Errorf("phase a range: %+v", a)
 	}
 	// Kernel figures are per connection of the whole machine (2 per node here).
-	if a.Kernel.SocketSlab != 8192 || a.Kernel.TCPInUse != 1 || a.Kernel.Caches["TCP"] != 4500 {
+	if a.Kernel.SocketSlab != 8192 || a.Kernel.TCPInUse != 1 || a.Kernel.Caches["TCP"] != 4500 || a.Kernel.PerSocket != 8192 || !a.Kernel.othersBusy() {
 		t.Errorf("phase a kernel: %+v", a.Kernel)
 	}
 	if b.Mean.RSS != 10_000 || b.Mean.HeapAlloc != 2_000 || b.Min != b.Max {

@@ -251,9 +251,11 @@ func (w *connsWorker) connect(ctx context.Context, cmd workerCommand) (ok, faile
 		})
 		w.http.CloseIdleConnections()
 		for i, u := range users {
-			if errs[i] == nil {
-				w.tokens[u] = toks[i]
+			if errs[i] != nil {
+				w.problem(errs[i]) // its login then fails with "no token"
+				continue
 			}
+			w.tokens[u] = toks[i]
 		}
 	}
 	errs := w.parallel(len(users), func(i int) error {
