@@ -234,6 +234,7 @@ start_nodes() {
 			--admin-key "$admin_key"
 			--jwt-secret "$jwt_secret"
 			--log-level warn
+			--max-frame-rate -1 # a bench device sends far more than 1,000 frames/s
 		)
 		if ((n > 1)); then
 			local seeds=()

@@ -49,6 +49,8 @@ func startTarget(ctx context.Context, cfg Config, log *slog.Logger) (*target, er
 		RemoteAddr: "127.0.0.1:0",
 		AdminKey:   hex.EncodeToString(key),
 		LogLevel:   cfg.LogLevel,
+		// A bench device sends far more than a person's 1,000 frames/s.
+		MaxFrameRate: -1,
 	}, log.With("component", "node"))
 	if err != nil {
 		if rmErr := os.RemoveAll(dir); rmErr != nil {
