@@ -25,6 +25,21 @@ type conversationJSON struct {
 	ID   string `json:"id"`
 }
 
+// conversation validates the conversation of a request body: on failure it answers
+// and returns nil.
+func (s *Server) conversation(w http.ResponseWriter, c conversationJSON) *wire.Conversation {
+	conv, ok := c.wire()
+	if !ok {
+		writeErr(w, wire.CodeInvalidArgument, `conversation.type must be "direct" or "group"`)
+		return nil
+	}
+	if !s.cfg.ValidID(c.ID) {
+		writeErr(w, wire.CodeInvalidArgument, "conversation.id must be a user ID (direct) or a group ID (group): 1-64 bytes of [A-Za-z0-9_.@:-]")
+		return nil
+	}
+	return conv
+}
+
 func (c conversationJSON) wire() (*wire.Conversation, bool) {
 	switch strings.ToLower(c.Type) {
 	case "direct":
@@ -67,9 +82,8 @@ func (s *Server) sendMessage(transient bool) http.HandlerFunc {
 			writeErr(w, wire.CodeInvalidArgument, "from must be a user ID (1-64 bytes of [A-Za-z0-9_.@:-])")
 			return
 		}
-		conv, ok := req.Conversation.wire()
-		if !ok {
-			writeErr(w, wire.CodeInvalidArgument, `conversation.type must be "direct" or "group"`)
+		conv := s.conversation(w, req.Conversation)
+		if conv == nil {
 			return
 		}
 		cmid := req.ClientMessageID
@@ -112,9 +126,8 @@ func (s *Server) recall(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, wire.CodeInvalidArgument, "from (a user ID) and message_id are required")
 		return
 	}
-	conv, ok := req.Conversation.wire()
-	if !ok {
-		writeErr(w, wire.CodeInvalidArgument, `conversation.type must be "direct" or "group"`)
+	conv := s.conversation(w, req.Conversation)
+	if conv == nil {
 		return
 	}
 	reply, err := s.cfg.Messages.RecallAs(r.Context(), req.From, &wire.Recall{Conversation: conv, MessageId: req.MessageID})

@@ -3,13 +3,17 @@ package api
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"reflect"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -159,6 +163,9 @@ func (s *Server) admin(h http.HandlerFunc) http.Handler {
 	})
 }
 
+// maxTTLSeconds is the largest ttl_seconds a Duration holds.
+const maxTTLSeconds = int64(math.MaxInt64 / time.Second)
+
 type tokenRequest struct {
 	UserID     string `json:"user_id"`
 	TTLSeconds int64  `json:"ttl_seconds"`
@@ -184,6 +191,11 @@ func (s *Server) mintToken(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, wire.CodeInvalidArgument, "ttl_seconds must not be negative")
 		return
 	}
+	if req.TTLSeconds > maxTTLSeconds {
+		// Beyond any minter's limit, and it would overflow a Duration.
+		writeErr(w, wire.CodeInvalidArgument, fmt.Sprintf("ttl_seconds %d is too large", req.TTLSeconds))
+		return
+	}
 	if req.TTLSeconds > 0 {
 		ttl = time.Duration(req.TTLSeconds) * time.Second
 	}
@@ -197,8 +209,10 @@ func (s *Server) mintToken(w http.ResponseWriter, r *http.Request) {
 
 const maxBody = 1 << 20
 
-// readJSON decodes one JSON object, refusing unknown fields and trailing
-// data; on failure it writes the error and returns false.
+// readJSON decodes one JSON object into v (a pointer to a request struct),
+// refusing unknown fields and trailing data; on failure it writes the
+// error (INVALID_ARGUMENT, or FRAME_TOO_LARGE over maxBody) and returns
+// false. Messages name the field at fault and never Go types.
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
@@ -208,14 +222,112 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 			writeErr(w, wire.CodeFrameTooLarge, fmt.Sprintf("body larger than %d bytes", maxBody))
 			return false
 		}
-		writeErr(w, wire.CodeInvalidArgument, "body is not the expected JSON: "+err.Error())
+		writeErr(w, wire.CodeInvalidArgument, jsonProblem(err, v))
 		return false
 	}
 	if _, err := dec.Token(); err != io.EOF {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeErr(w, wire.CodeFrameTooLarge, fmt.Sprintf("body larger than %d bytes", maxBody))
+			return false
+		}
 		writeErr(w, wire.CodeInvalidArgument, "body has data after the JSON object")
 		return false
 	}
 	return true
+}
+
+// jsonProblem says what is wrong with a body encoding/json refused for
+// v, in the API's terms.
+func jsonProblem(err error, v any) string {
+	var (
+		syntax  *json.SyntaxError
+		typeErr *json.UnmarshalTypeError
+		b64     base64.CorruptInputError
+	)
+	switch {
+	case errors.Is(err, io.EOF):
+		return "body is empty: send one JSON object"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "body ends inside the JSON object"
+	case errors.As(err, &syntax):
+		return fmt.Sprintf("body is not valid JSON (at byte %d): %s", syntax.Offset, strings.TrimPrefix(syntax.Error(), "json: "))
+	case errors.As(err, &b64):
+		return fmt.Sprintf("a byte field (%s) is not valid base64: %v", strings.Join(byteFields(reflect.TypeOf(v)), ", "), err)
+	case errors.As(err, &typeErr):
+		if typeErr.Field == "" {
+			return fmt.Sprintf("body must be a JSON object, not %s", typeErr.Value)
+		}
+		return fmt.Sprintf("field %q must be %s, not %s", typeErr.Field, jsonKind(typeErr.Type), typeErr.Value)
+	}
+	// encoding/json has no error type for these; its texts are stable.
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return fmt.Sprintf("unknown field %s (this endpoint takes %s)", name, strings.Join(jsonFields(reflect.TypeOf(v)), ", "))
+	}
+	return "body is not the expected JSON: " + strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// byteFields lists the JSON names of the base64 ([]byte) fields of the
+// struct t (or *t) points to.
+func byteFields(t reflect.Type) []string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var out []string
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Uint8 && name != "" && name != "-" {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// jsonKind names the JSON a Go type decodes from.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "an integer"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a non-negative integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return "a base64 string"
+		}
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return "something else"
+}
+
+// jsonFields lists the JSON names of the struct t (or *t) points to,
+// nested objects as name.{a,b}.
+func jsonFields(t reflect.Type) []string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	var out []string
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		if f.Type.Kind() == reflect.Struct {
+			name += ".{" + strings.Join(jsonFields(f.Type), ",") + "}"
+		}
+		out = append(out, name)
+	}
+	return out
 }
 
 type errorBody struct {

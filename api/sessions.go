@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
 
 	"github.com/tandem-im/tandem/proto/wire"
@@ -112,15 +113,12 @@ func (s *Server) onlineStatus(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req) {
 		return
 	}
-	if len(req.UserIDs) == 0 || len(req.UserIDs) > MaxStatusUsers {
-		writeErr(w, wire.CodeInvalidArgument, "user_ids must hold 1-500 user IDs")
+	if len(req.UserIDs) > MaxStatusUsers {
+		writeErr(w, wire.CodeInvalidArgument, fmt.Sprintf("user_ids must hold 1-%d user IDs", MaxStatusUsers))
 		return
 	}
-	for _, u := range req.UserIDs {
-		if !s.cfg.ValidID(u) {
-			writeErr(w, wire.CodeInvalidArgument, "user_ids holds an invalid user ID: "+truncate(u, 80))
-			return
-		}
+	if !s.userList(w, "user_ids", req.UserIDs) {
+		return
 	}
 	st, err := s.cfg.Sessions.OnlineStatus(r.Context(), req.UserIDs)
 	if err != nil {
@@ -159,6 +157,10 @@ func (s *Server) getPolicy(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request) {
 	var req policyJSON
 	if !readJSON(w, r, &req) {
+		return
+	}
+	if req.Mode == "" {
+		writeErr(w, wire.CodeInvalidArgument, "mode is required: single, per_class or tag")
 		return
 	}
 	werr, err := s.cfg.Sessions.SetKickPolicy(r.Context(), req.Mode, req.Limits)
