@@ -223,9 +223,14 @@ func FuzzUpgrade(f *testing.F) {
 	s := New(Config{HeartbeatTimeout: -1}, nil)
 	f.Fuzz(func(t *testing.T, req []byte, chunk uint8) {
 		nc := &memConn{in: &chunkReader{src: req, n: int(chunk) + 1, end: io.EOF}}
-		c, err := s.upgrade(nc)
+		c, early, err := s.upgrade(nc)
 		out := nc.out.Bytes()
 		if err == nil {
+			// What came behind the request is handed on, never anything
+			// of the request itself.
+			if i := requestEnd(req); i < 0 || !bytes.HasPrefix(req[i:], early) {
+				t.Fatalf("upgraded; early bytes %q are not the start of what followed the request %q", early, req)
+			}
 			resp, rerr := http.ReadResponse(bufio.NewReader(bytes.NewReader(out)), nil)
 			if rerr != nil || resp.StatusCode != http.StatusSwitchingProtocols {
 				t.Fatalf("upgraded, answering %q (%v)", out, rerr)

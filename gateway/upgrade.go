@@ -139,11 +139,29 @@ func (r *recorder) Read(p []byte) (int, error) {
 // rest is a copy of what was read after the request's empty line (nil if
 // nothing).
 func (r *recorder) rest() []byte {
-	i := bytes.Index(r.buf, []byte("\r\n\r\n"))
-	if i < 0 || i+4 == len(r.buf) {
+	end := requestEnd(r.buf)
+	if end < 0 || end == len(r.buf) {
 		return nil
 	}
-	return bytes.Clone(r.buf[i+4:])
+	return bytes.Clone(r.buf[end:])
+}
+
+// requestEnd is the offset just past the empty line that ends the HTTP
+// request head in b (lines end in CRLF or, as gobwas also reads them, a
+// bare LF), or -1 if there is none.
+func requestEnd(b []byte) int {
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\n' {
+			continue
+		}
+		switch {
+		case i+1 < len(b) && b[i+1] == '\n':
+			return i + 2
+		case i+2 < len(b) && b[i+1] == '\r' && b[i+2] == '\n':
+			return i + 3
+		}
+	}
+	return -1
 }
 
 // secKeyValid reports whether every Sec-WebSocket-Key header in the
