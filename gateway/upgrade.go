@@ -42,8 +42,9 @@ const lingerTimeout = time.Second
 // gobwas reads the request through a pooled buffer that it returns before
 // Upgrade returns. It answers a wrong path with 404, an offer of only
 // unknown subprotocols with 400, a Sec-WebSocket-Key that does not
-// decode to 16 bytes with 400, and anything else that is not a WebSocket
-// upgrade with 400/426 (gobwas' own checks).
+// decode to 16 bytes with 400, a request line that does not parse with
+// 400, an HTTP version below 1.1 with 505, and anything else that is not
+// a WebSocket upgrade with 400/426 (gobwas' own checks).
 //
 // It also returns the bytes the client sent right behind its request
 // (the start of the WebSocket stream, which gobwas' buffered reader took
@@ -103,13 +104,19 @@ func (s *Server) upgrade(nc net.Conn) (codec, []byte, error) {
 	}
 
 	// The caller has set the handshake deadline.
+	cw := countWriter{w: nc}
 	rw := struct {
 		io.Reader
 		io.Writer
-	}{&rec, nc}
+	}{&rec, &cw}
 	if _, err := u.Upgrade(rw); err != nil {
 		var rej *ws.ConnectionRejectedError
 		if errors.As(err, &rej) {
+			if cw.n == 0 {
+				// gobwas refuses a request line it cannot parse without
+				// answering: answer it.
+				_, _ = io.WriteString(nc, badRequestResponse) // the connection is being dropped anyway
+			}
 			linger(nc, time.Now().Add(lingerTimeout))
 		}
 		return 0, nil, fmt.Errorf("gateway: upgrade: %w", err)
@@ -121,6 +128,22 @@ func (s *Server) upgrade(nc net.Conn) (codec, []byte, error) {
 		chosen = int(codecProto) // no offer: the default
 	}
 	return codec(chosen), rec.rest(), nil
+}
+
+// badRequestResponse answers a request gobwas refused without a word.
+const badRequestResponse = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n" +
+	"Connection: close\r\nContent-Length: 36\r\n\r\ngateway: malformed HTTP request line"
+
+// countWriter counts what the handshake wrote.
+type countWriter struct {
+	w io.Writer
+	n int
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += n
+	return n, err
 }
 
 // recorder keeps what the handshake read, to check the key
