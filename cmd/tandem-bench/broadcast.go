@@ -70,10 +70,10 @@ type BroadcastConfig struct {
 const (
 	DefaultBcastMembers  = 10_000
 	DefaultBcastMessages = 50
-	DefaultBcastInterval = 200 * time.Millisecond
+	DefaultBcastInterval = 2 * time.Second
 	DefaultBcastSize     = 64
 	DefaultBcastClients  = 2
-	DefaultBcastBatch    = 1_000
+	DefaultBcastBatch    = 2_500
 	DefaultBcastQuiet    = time.Second
 	DefaultBcastIdle     = 2 * time.Second
 	DefaultBcastDrain    = time.Minute
@@ -427,33 +427,32 @@ func (b *bcast) connect() error {
 }
 
 // makeGroup creates the group with the first Batch members (member 0
-// the owner) and adds the rest Batch at a time.
+// the owner) and adds the rest Batch at a time. Each request tells every
+// member so far (a membership event in each log), so the group actor may
+// still be busy with the last one's fan-out and not answer in time: an
+// UNAVAILABLE answer is tried again (adds are idempotent; a create tried
+// again may find the group made). A last add of member 0 (a no-op)
+// reads the member list back.
 func (b *bcast) makeGroup(ctx context.Context) error {
 	ids := make([]string, b.cfg.Members)
 	for u := range ids {
 		ids[u] = userID(b.run, u)
 	}
-	var got []string
 	for from := 0; from < len(ids); from += b.cfg.Batch {
 		batch := ids[from:min(from+b.cfg.Batch, len(ids))]
-		var (
-			path = "/v1/groups"
-			body any
-		)
+		var err error
 		if from == 0 {
-			body = map[string]any{"group_id": b.group, "name": "broadcast " + b.run, "owner": ids[0], "members": batch}
+			_, err = b.groupRequest(ctx, "/v1/groups", map[string]any{"group_id": b.group, "name": "broadcast " + b.run, "owner": ids[0], "members": batch})
 		} else {
-			path = "/v1/groups/" + b.group + "/members"
-			body = map[string]any{"user_ids": batch}
+			_, err = b.groupRequest(ctx, "/v1/groups/"+b.group+"/members", map[string]any{"user_ids": batch})
 		}
-		var out struct {
-			Members []string `json:"members"`
-		}
-		if err := b.api(ctx, http.MethodPost, path, body, &out); err != nil {
+		if err != nil {
 			return fmt.Errorf("group %s: members %d-%d: %w", b.group, from, from+len(batch)-1, err)
 		}
-		b.res.Setup.GroupRequests++
-		got = out.Members
+	}
+	got, err := b.groupRequest(ctx, "/v1/groups/"+b.group+"/members", map[string]any{"user_ids": ids[:1]})
+	if err != nil {
+		return fmt.Errorf("group %s: read the members back: %w", b.group, err)
 	}
 	if len(got) != len(ids) || !sameSet(got, ids) {
 		return fmt.Errorf("group %s has %d members after the adds, want %d", b.group, len(got), len(ids))
@@ -461,31 +460,62 @@ func (b *bcast) makeGroup(ctx context.Context) error {
 	return nil
 }
 
-// api makes one authorised server API request with a JSON body.
-func (b *bcast) api(ctx context.Context, method, path string, body, out any) error {
+// groupRequest POSTs one group request, again while the answer is
+// UNAVAILABLE (at most 10 times), and returns the members it answers.
+func (b *bcast) groupRequest(ctx context.Context, path string, body map[string]any) ([]string, error) {
 	buf, err := json.Marshal(body)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, method, b.node.api+path, bytes.NewReader(buf))
+	create := path == "/v1/groups"
+	for attempt := 0; ; attempt++ {
+		b.res.Setup.GroupRequests++
+		status, rb, err := b.post(ctx, path, buf)
+		if err != nil {
+			return nil, err
+		}
+		var out struct {
+			Members []string `json:"members"`
+			Error   struct {
+				Name    string `json:"name"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(rb, &out); err != nil {
+			return nil, fmt.Errorf("POST %s: %d %q: %w", path, status, rb, err)
+		}
+		switch {
+		case status/100 == 2:
+			return out.Members, nil
+		case create && attempt > 0 && out.Error.Name == "INVALID_ARGUMENT" && strings.Contains(out.Error.Message, "exists"):
+			return nil, nil // an earlier attempt made it
+		case out.Error.Name == "UNAVAILABLE" && attempt < 10:
+			b.res.Setup.GroupRetries++
+			b.log.Info("group request not answered: trying again", "path", path, "attempt", attempt+1)
+			if err := sleepCtx(ctx, time.Duration(attempt+1)*500*time.Millisecond); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, fmt.Errorf("POST %s: %d: %s", path, status, strings.TrimSpace(string(rb)))
+		}
+	}
+}
+
+// post makes one authorised server API request with a JSON body.
+func (b *bcast) post(ctx context.Context, path string, body []byte) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.node.api+path, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+b.key)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := b.http.Do(req)
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	rb, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(rb)))
-	}
-	return json.Unmarshal(rb, out)
+	return resp.StatusCode, rb, err
 }
 
 // goroutines is the node's goroutine count (its goroutine profile's
@@ -575,6 +605,27 @@ func (b *bcast) waitQuiet(ctx context.Context) error {
 	}
 }
 
+// waitPushes polls the workers' counts until they hold want pushes or
+// deadline passes, and returns the last count.
+func (b *bcast) waitPushes(ctx context.Context, want int64, deadline time.Time) (int64, error) {
+	for {
+		rs, err := b.all(workerCommand{Op: opBcastCount})
+		if err != nil {
+			return 0, err
+		}
+		var got int64
+		for _, r := range rs {
+			got += r.Broadcast.Pushes
+		}
+		if got >= want || time.Now().After(deadline) {
+			return got, nil
+		}
+		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+			return 0, err
+		}
+	}
+}
+
 // frames is the frames the workers were pushed so far.
 func (b *bcast) frames() (int64, error) {
 	var n int64
@@ -587,6 +638,13 @@ func (b *bcast) frames() (int64, error) {
 	}
 	return n, nil
 }
+
+// Metrics read before and after the window.
+const (
+	mFramesOut    = "tandem_gateway_frames_out_total"
+	mStoreCommits = "tandem_store_commits_total"
+	mStoreEntries = "tandem_store_entries_total"
+)
 
 // procCPU is a process's CPU time so far (user+sys, /proc/PID/stat).
 func procCPU(pid int) (time.Duration, error) {
@@ -650,8 +708,13 @@ func (b *bcast) measure(ctx context.Context) error {
 	sent := make([]time.Time, m)
 	acks := make([]time.Duration, m)
 	ackErrs := make([]error, m)
-	var acked sync.WaitGroup
+	pend := make([]*client.Pending, m)
+	var acked sync.WaitGroup // until every ack, or the sender is closed
 
+	m0, err := b.scrape(ctx)
+	if err != nil {
+		return err
+	}
 	s0, err := b.sample()
 	if err != nil {
 		return err
@@ -669,6 +732,7 @@ func (b *bcast) measure(ctx context.Context) error {
 			Type:            int32(wire.MessageType_TEXT),
 			Content:         bcastContent(uint64(n), sent[n], b.cfg.Size),
 		})
+		pend[n] = p
 		acked.Go(func() {
 			<-p.Done()
 			acks[n] = time.Since(sent[n])
@@ -679,22 +743,9 @@ func (b *bcast) measure(ctx context.Context) error {
 
 	// Until every member has every message (or Drain ends).
 	want := int64(m) * int64(members)
-	var got int64
-	for deadline := lastSend.Add(b.cfg.Drain); ; {
-		rs, err := b.all(workerCommand{Op: opBcastCount})
-		if err != nil {
-			return err
-		}
-		got = 0
-		for _, r := range rs {
-			got += r.Broadcast.Pushes
-		}
-		if got >= want || time.Now().After(deadline) {
-			break
-		}
-		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
-			return err
-		}
+	got, err := b.waitPushes(ctx, want, lastSend.Add(b.cfg.Drain))
+	if err != nil {
+		return err
 	}
 	lastPush := time.Now()
 	if err := sleepCtx(ctx, b.cfg.Tail); err != nil {
@@ -704,10 +755,30 @@ func (b *bcast) measure(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	acked.Wait()
-	if got < want {
-		b.res.Problems = append(b.res.Problems, fmt.Sprintf("%d of %d pushes arrived within -drain %s of the last send", got, want, b.cfg.Drain))
+	m1, err := b.scrape(ctx)
+	if err != nil {
+		return err
 	}
+	b.res.PushesInWindow = got
+	if got < want {
+		// Late or lost: wait as long again before the tally tells.
+		b.res.Problems = append(b.res.Problems, fmt.Sprintf("%d of %d pushes arrived within -drain %s of the last send", got, want, b.cfg.Drain))
+		if _, err := b.waitPushes(ctx, want, time.Now().Add(b.cfg.Drain)); err != nil {
+			return err
+		}
+	}
+	ackWait := time.NewTimer(b.cfg.Drain)
+	defer ackWait.Stop()
+	for n := range m {
+		select {
+		case <-pend[n].Done():
+		case <-ackWait.C:
+		}
+	}
+	if err := b.sender.Close(); err != nil { // fails the sends still unacked
+		return fmt.Errorf("close the sender: %w", err)
+	}
+	acked.Wait()
 
 	// The tally: exactly once each, none missing.
 	rs, err := b.all(workerCommand{Op: opBcastStatus})
@@ -773,11 +844,14 @@ func (b *bcast) measure(ctx context.Context) error {
 	w.WorkersCPUSeconds = (s1.workers - s0.workers).Seconds()
 	w.MachineBusyCores = (s1.busy - s0.busy).Seconds() / wall
 	w.OtherCores = max(w.MachineBusyCores-w.NodeCores-w.WorkersCPUSeconds/wall, 0)
-	if r.PushesDelivered > 0 {
-		w.NodeCPUPerPushMicros = w.NodeCPUSeconds / float64(r.PushesDelivered) * 1e6
-		w.NodeCPUPerPushNetMicros = max(w.NodeCPUSeconds-r.NodeIdleCores*wall, 0) / float64(r.PushesDelivered) * 1e6
-		w.WorkersCPUPerPushMicros = w.WorkersCPUSeconds / float64(r.PushesDelivered) * 1e6
+	if got > 0 {
+		w.NodeCPUPerPushMicros = w.NodeCPUSeconds / float64(got) * 1e6
+		w.NodeCPUPerPushNetMicros = max(w.NodeCPUSeconds-r.NodeIdleCores*wall, 0) / float64(got) * 1e6
+		w.WorkersCPUPerPushMicros = w.WorkersCPUSeconds / float64(got) * 1e6
 	}
+	w.FramesOut = int64(m1[mFramesOut] - m0[mFramesOut])
+	w.StoreCommits = int64(m1[mStoreCommits] - m0[mStoreCommits])
+	w.StoreEntries = int64(m1[mStoreEntries] - m0[mStoreEntries])
 	w.NodeCPUPerMessageMillis = w.NodeCPUSeconds / float64(m) * 1e3
 
 	return b.check(ctx)
@@ -834,7 +908,7 @@ func (b *bcast) scrape(ctx context.Context) (map[string]float64, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
-	return parseMetrics(resp.Body, connsMetrics...)
+	return parseMetrics(resp.Body, append([]string{mFramesOut, mStoreCommits, mStoreEntries}, connsMetrics...)...)
 }
 
 func (b *bcast) killWorkers() {

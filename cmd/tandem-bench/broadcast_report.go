@@ -55,7 +55,8 @@ type BroadcastRun struct {
 	Sent            int   `json:"sent"`
 	Acked           int   `json:"acked"`
 	PushesExpected  int64 `json:"pushes_expected"`  // sent × members
-	PushesDelivered int64 `json:"pushes_delivered"` // first arrivals of a message at a member connection
+	PushesInWindow  int64 `json:"pushes_in_window"` // pushes counted when the window's deliveries ended (the CPU figures' divisor)
+	PushesDelivered int64 `json:"pushes_delivered"` // first arrivals of a message at a member connection, at the tally
 
 	NodeIdleCores float64      `json:"node_idle_cores"` // the quiet node before the window
 	Window        bcastWindow  `json:"window"`
@@ -68,12 +69,13 @@ type BroadcastRun struct {
 }
 
 type bcastSetup struct {
-	Seconds       float64 `json:"seconds"`       // start to window
-	LoginSeconds  float64 `json:"login_seconds"` // node and workers started, members logged in
-	GroupSeconds  float64 `json:"group_seconds"` // the group API requests
-	GroupRequests int     `json:"group_requests"`
-	QuietSeconds  float64 `json:"quiet_seconds"` // waiting for the membership events to go out, and the idle measurement
-	FramesBefore  int64   `json:"frames_before"` // frames the members were pushed before the window (membership events)
+	Seconds       float64 `json:"seconds"`        // start to window
+	LoginSeconds  float64 `json:"login_seconds"`  // node and workers started, members logged in
+	GroupSeconds  float64 `json:"group_seconds"`  // the group API requests
+	GroupRequests int     `json:"group_requests"` // the last one reads the members back
+	GroupRetries  int     `json:"group_retries"`  // requests tried again after UNAVAILABLE (the group actor busy with the last event's fan-out)
+	QuietSeconds  float64 `json:"quiet_seconds"`  // waiting for the membership events to go out, and the idle measurement
+	FramesBefore  int64   `json:"frames_before"`  // frames the members were pushed before the window (membership events)
 }
 
 // bcastWindow is the measured window: from just before the first send to
@@ -88,6 +90,11 @@ type bcastWindow struct {
 	NodeCPUPerPushMicros    float64 `json:"node_cpu_per_push_us"`     // node CPU ÷ pushes delivered
 	NodeCPUPerPushNetMicros float64 `json:"node_cpu_per_push_net_us"` // the same less the node's idle rate over the window
 	NodeCPUPerMessageMillis float64 `json:"node_cpu_per_message_ms"`  // node CPU ÷ messages sent
+
+	// From the node's /metrics, over the window (scraped just outside it).
+	FramesOut    int64 `json:"frames_out"`    // frames the gateway wrote
+	StoreCommits int64 `json:"store_commits"` // store commits (batches)
+	StoreEntries int64 `json:"store_entries"` // log entries written
 
 	WorkersCPUSeconds       float64 `json:"workers_cpu_seconds"` // the client workers (reading and decoding the pushes)
 	WorkersCPUPerPushMicros float64 `json:"workers_cpu_per_push_us"`
@@ -152,15 +159,15 @@ func (r *BroadcastResult) print(w io.Writer) {
 		m.CPUs, float64(m.MemTotal)/(1<<30), m.Kernel, m.FDLimit, m.LoadBefore[0], m.LoadBefore[1], m.LoadBefore[2],
 		m.LoadAfter[0], m.LoadAfter[1], m.LoadAfter[2], m.GoVersion)
 
-	fmt.Fprintln(w, "\nServer CPU per delivered push (node process, user+sys)")
+	fmt.Fprintln(w, "\nServer CPU per delivered push (node process, user+sys, over the window)")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "transport\tobserved\tsent\tacked\tpushes\tnode CPU s\tµs/push\tnet of idle\tms/message\tnode cores\tidle cores\twindow s\tworkers µs/push\tother cores\tload1\t")
+	fmt.Fprintln(tw, "transport\tobserved\tsent\tacked\tpushes\tnode CPU s\tµs/push\tnet of idle\tms/message\tnode cores\tidle cores\twindow s\tframes out\tcommits\tentries\tworkers µs/push\tother cores\tload1\t")
 	for _, x := range r.Runs {
 		wd := x.Window
-		fmt.Fprintf(tw, "%s\t%s (%d goroutines)\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.1f\t%.2f\t%.3f\t%.1f\t%.2f\t%.2f\t%.2f\t\n",
-			x.Transport, x.ObservedTransport, x.NodeGoroutines, x.Sent, x.Acked, x.PushesDelivered,
+		fmt.Fprintf(tw, "%s\t%s (%d goroutines)\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.1f\t%.2f\t%.3f\t%.1f\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t\n",
+			x.Transport, x.ObservedTransport, x.NodeGoroutines, x.Sent, x.Acked, x.PushesInWindow,
 			wd.NodeCPUSeconds, wd.NodeCPUPerPushMicros, wd.NodeCPUPerPushNetMicros, wd.NodeCPUPerMessageMillis, wd.NodeCores, x.NodeIdleCores,
-			wd.Seconds, wd.WorkersCPUPerPushMicros, wd.OtherCores, x.LoadBefore[0])
+			wd.Seconds, wd.FramesOut, wd.StoreCommits, wd.StoreEntries, wd.WorkersCPUPerPushMicros, wd.OtherCores, x.LoadBefore[0])
 	}
 	tw.Flush()
 
@@ -177,9 +184,13 @@ func (r *BroadcastResult) print(w io.Writer) {
 	fmt.Fprintln(w, "\nChecks")
 	for _, x := range r.Runs {
 		k := x.Checks
-		fmt.Fprintf(w, "%s: %d logins (%d failed) in %.1f s, group in %.1f s (%d requests), quiet after %.1f s (%d frames pushed before); %d of %d member connections got all %d messages exactly once, %d missing, %d duplicates, %d foreign, %d other entries; kicks %d, drops %d, server closes %d, slow/failed writes %d, login conflicts %d\n",
-			x.Transport, k.Logins, k.FailedLogins, x.Setup.LoginSeconds, x.Setup.GroupSeconds, x.Setup.GroupRequests, x.Setup.QuietSeconds, x.Setup.FramesBefore,
+		fmt.Fprintf(w, "%s: %d logins (%d failed) in %.1f s, group in %.1f s (%d requests, %d tried again), quiet after %.1f s (%d frames pushed before); %d of %d member connections got all %d messages exactly once, %d missing, %d duplicates, %d foreign, %d other entries; kicks %d, drops %d, server closes %d, slow/failed writes %d, login conflicts %d\n",
+			x.Transport, k.Logins, k.FailedLogins, x.Setup.LoginSeconds, x.Setup.GroupSeconds, x.Setup.GroupRequests, x.Setup.GroupRetries, x.Setup.QuietSeconds, x.Setup.FramesBefore,
 			k.Complete, k.OpenConns, x.Sent, k.Missing, k.Duplicates, k.Foreign, k.OtherEntries, k.Kicks, k.Drops, k.ServerCloses, k.SlowConsumers, k.LoginConflicts)
+		if iv, err := time.ParseDuration(c.Interval); err == nil && x.Latency.LastPush.P99 > float64(iv.Milliseconds()) {
+			fmt.Fprintf(w, "  %s: send→last member p99 %.0f ms is longer than the interval %s: messages queued behind one another (the node did not keep up with the send rate)\n",
+				x.Transport, x.Latency.LastPush.P99, c.Interval)
+		}
 		if len(x.Problems) > 0 {
 			fmt.Fprintf(w, "  NOT SOUND, %s's figures do not count:\n", x.Transport)
 			for _, p := range x.Problems {
