@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -60,10 +61,11 @@ type BroadcastConfig struct {
 	Drain       time.Duration // after the last send: the longest wait for the pushes
 	Tail        time.Duration // after the last push: still in the window (acks, fan-out marks)
 
-	DataDir  string
-	Keep     bool
-	JSONPath string
-	LogLevel string
+	DataDir    string
+	Keep       bool
+	JSONPath   string
+	CPUProfile string // save the node's CPU profile of the sends (Messages × Interval) into this dir
+	LogLevel   string
 }
 
 // Defaults.
@@ -183,6 +185,7 @@ func parseBroadcastFlags(args []string) (BroadcastConfig, error) {
 	fs.StringVar(&c.DataDir, "data-dir", "", "parent of the run's dir (node data and logs; default: the system's temp dir)")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the run's dir")
 	fs.StringVar(&c.JSONPath, "json", "", "write the result as JSON to this file")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "save the node's CPU profile over the sends (-messages × -interval) as node-<transport>.pprof in this dir (profiling costs the node a little CPU)")
 	fs.StringVar(&c.LogLevel, "log-level", "warn", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return BroadcastConfig{}, err
@@ -715,6 +718,15 @@ func (b *bcast) measure(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var prof sync.WaitGroup
+	defer prof.Wait()
+	if b.cfg.CPUProfile != "" {
+		prof.Go(func() {
+			if err := b.cpuProfile(ctx, time.Duration(m)*b.cfg.Interval); err != nil {
+				b.log.Warn("node CPU profile", "err", err)
+			}
+		})
+	}
 	s0, err := b.sample()
 	if err != nil {
 		return err
@@ -855,6 +867,36 @@ func (b *bcast) measure(ctx context.Context) error {
 	w.NodeCPUPerMessageMillis = w.NodeCPUSeconds / float64(m) * 1e3
 
 	return b.check(ctx)
+}
+
+// cpuProfile saves the node's CPU profile over d as
+// node-<transport>.pprof in CPUProfile.
+func (b *bcast) cpuProfile(ctx context.Context, d time.Duration) error {
+	if err := os.MkdirAll(b.cfg.CPUProfile, 0o755); err != nil {
+		return err
+	}
+	secs := max(int(d.Round(time.Second)/time.Second), 1)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", b.node.debugURL, secs), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Timeout: d + time.Minute}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /debug/pprof/profile: %s", resp.Status)
+	}
+	f, err := os.Create(filepath.Join(b.cfg.CPUProfile, "node-"+b.transport+".pprof"))
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // check lists what makes the run unsound.
