@@ -79,6 +79,8 @@ type workerCommand struct {
 	Phase string `json:"phase,omitempty"`
 	From  int    `json:"from,omitempty"`
 	To    int    `json:"to,omitempty"`
+
+	Broadcast *bcastTrack `json:"broadcast,omitempty"` // the bcast-* ops (broadcast_worker.go)
 }
 
 // workerReply answers every command (and the setup, with Op "ready").
@@ -93,6 +95,8 @@ type workerReply struct {
 	Frames      int64    `json:"frames"`       // frames received after the logins, since the start
 	Errors      []string `json:"errors,omitempty"`
 	Err         string   `json:"err,omitempty"` // the command itself failed
+
+	Broadcast *bcastTally `json:"broadcast,omitempty"` // the bcast-* ops (broadcast_worker.go)
 }
 
 // serverOf and ownerOf place user u: servers take users round-robin, and
@@ -163,6 +167,9 @@ type connsWorker struct {
 	stopping            atomic.Bool
 	kicks, drops        atomic.Int64
 	frames, dialRetries atomic.Int64
+
+	// Set by a bcast-track command; the readers hand it every frame.
+	bcast atomic.Pointer[bcastTracker]
 }
 
 func newConnsWorker(setup workerSetup, log *slog.Logger) *connsWorker {
@@ -213,6 +220,8 @@ func (w *connsWorker) do(ctx context.Context, cmd workerCommand) workerReply {
 	case "stop":
 		w.closeAll()
 		return w.reply("stopped")
+	case opBcastTrack, opBcastCount, opBcastStatus:
+		return w.doBroadcast(cmd)
 	case "connect":
 		if _, ok := phaseDevice[cmd.Phase]; !ok {
 			return workerReply{Op: "error", Err: fmt.Sprintf("connect: unknown phase %q", cmd.Phase)}
@@ -433,6 +442,9 @@ func (w *connsWorker) read(nc net.Conn, rw io.ReadWriter) {
 		if err := proto.Unmarshal(p, &f); err != nil {
 			w.problem(fmt.Errorf("decode a pushed frame: %w", err))
 			continue
+		}
+		if t := w.bcast.Load(); t != nil {
+			t.frame(nc, &f)
 		}
 		if k := f.GetKick(); k != nil {
 			w.kicks.Add(1)

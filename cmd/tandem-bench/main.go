@@ -9,7 +9,9 @@
 //
 // `tandem-bench conns` measures memory per connection over real node
 // processes and client worker processes instead (conns.go; flags:
-// `tandem-bench conns -h`).
+// `tandem-bench conns -h`). `tandem-bench broadcast` measures the server
+// CPU per delivered push of group messages to many online members
+// (broadcast.go; flags: `tandem-bench broadcast -h`).
 package main
 
 import (
@@ -31,6 +33,9 @@ func main() {
 	}
 	if len(os.Args) > 1 && os.Args[1] == "conns" { // memory per connection (conns.go)
 		os.Exit(connsMain(ctx, os.Args[2:], os.Stdout))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "broadcast" { // server CPU per group push (broadcast.go)
+		os.Exit(broadcastMain(ctx, os.Args[2:], os.Stdout))
 	}
 	cfg, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
