@@ -15,19 +15,11 @@ import (
 	"github.com/tandem-im/tandem/proto/wire"
 )
 
-// transportsUnderTest are the transports this system has.
-func transportsUnderTest() []string {
-	if epollSupported {
-		return []string{TransportEpoll, TransportGoroutine}
-	}
-	return []string{TransportGoroutine}
-}
-
 // A frame that arrives a byte at a time is read correctly; a frame whose
 // rest never comes is closed with 1008 after the frame timeout, and so is
 // one cut inside its header.
 func TestFrameTrickleAndFrameTimeout(t *testing.T) {
-	for _, tr := range transportsUnderTest() {
+	for _, tr := range testTransports() {
 		t.Run(tr, func(t *testing.T) {
 			t.Parallel()
 			h := newFakeHandler()
@@ -75,7 +67,7 @@ func TestFrameTrickleAndFrameTimeout(t *testing.T) {
 // others: more of them than there are epoll workers, and a new client is
 // still logged in and answered.
 func TestPartialFramesPinNoWorker(t *testing.T) {
-	for _, tr := range transportsUnderTest() {
+	for _, tr := range testTransports() {
 		t.Run(tr, func(t *testing.T) {
 			t.Parallel()
 			h := newFakeHandler()
@@ -146,7 +138,7 @@ func TestEpollIdleConnectionsHoldNoGoroutine(t *testing.T) {
 // request (in the same write) is served: no byte is lost between the
 // handshake and the transport.
 func TestFrameRightAfterHandshake(t *testing.T) {
-	for _, tr := range transportsUnderTest() {
+	for _, tr := range testTransports() {
 		t.Run(tr, func(t *testing.T) {
 			t.Parallel()
 			h := newFakeHandler()
@@ -189,7 +181,7 @@ func TestFrameRightAfterHandshake(t *testing.T) {
 // Many connections, each sending and closing at once, on the epoll
 // transport: every one is answered and every session ends.
 func TestEpollManyShortSessions(t *testing.T) {
-	for _, tr := range transportsUnderTest() {
+	for _, tr := range testTransports() {
 		t.Run(tr, func(t *testing.T) {
 			t.Parallel()
 			h := newFakeHandler()
@@ -261,7 +253,7 @@ func errorsJoin(a, b error) error {
 // each turn of the epoll transport handles a bounded number of messages
 // (here with a single worker, so the flood and the others share it).
 func TestFloodingClientDoesNotStarveOthers(t *testing.T) {
-	for _, tr := range transportsUnderTest() {
+	for _, tr := range testTransports() {
 		t.Run(tr, func(t *testing.T) {
 			t.Parallel()
 			h := newFakeHandler()

@@ -218,24 +218,7 @@ func broadcastMain(ctx context.Context, args []string, stdout io.Writer) int {
 		return 2
 	}
 	res, err := runBroadcast(ctx, cfg, log)
-	if res != nil {
-		res.print(stdout)
-		if cfg.JSONPath != "" {
-			if werr := writeJSONFile(cfg.JSONPath, res); werr != nil {
-				log.Error("writing the JSON result", "err", werr)
-				return 1
-			}
-		}
-	}
-	if err != nil {
-		log.Error("broadcast benchmark failed", "err", err)
-		return 1
-	}
-	if n := res.problems(); n > 0 {
-		log.Error("a run was not sound: its figures do not count", "problems", n)
-		return 1
-	}
-	return 0
+	return finishRun(log, stdout, "broadcast", res, cfg.JSONPath, err)
 }
 
 // runBroadcast runs one measurement per transport, one after the other,

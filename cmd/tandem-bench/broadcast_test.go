@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,24 +22,11 @@ import (
 // every send acked, nothing kicked or dropped) and that the CPU figures
 // were measured; it asserts no speed.
 func TestBroadcastPipeline(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts node processes")
-	}
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("needs the go command to build cmd/tandem")
-	}
+	bin := testTandem(t) // the node of this tree: it knows --ws-transport
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	bin, err := buildTandem(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	transports := []string{"epoll", "goroutine"}
-	if !nodeKnowsFlag(ctx, bin, "ws-transport") {
-		t.Logf("this build's node has no --ws-transport: measuring its default transport only")
-		transports = []string{transportDefault}
-	}
 	const members, messages = 200, 5
 	cfg := BroadcastConfig{
 		Members: members, Messages: messages, Interval: 100 * time.Millisecond, Transports: transports,

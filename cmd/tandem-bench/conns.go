@@ -200,24 +200,7 @@ func connsMain(ctx context.Context, args []string, stdout io.Writer) int {
 		return 2
 	}
 	res, err := runConns(ctx, cfg, log)
-	if res != nil {
-		res.print(stdout)
-		if cfg.JSONPath != "" {
-			if werr := writeJSONFile(cfg.JSONPath, res); werr != nil {
-				log.Error("writing the JSON result", "err", werr)
-				return 1
-			}
-		}
-	}
-	if err != nil {
-		log.Error("conns benchmark failed", "err", err)
-		return 1
-	}
-	if len(res.Problems) > 0 {
-		log.Error("the run was not sound: its figures do not count", "problems", len(res.Problems))
-		return 1
-	}
-	return 0
+	return finishRun(log, stdout, "conns", res, cfg.JSONPath, err)
 }
 
 // conns is one run in progress.

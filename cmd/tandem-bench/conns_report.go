@@ -277,6 +277,9 @@ func mib(b int64) string   { return fmt.Sprintf("%.1f", float64(b)/(1<<20)) }
 
 // print writes the report: the setup, the checks, every point (mean of
 // the nodes) and the per-connection figures.
+// problems counts what made the run unsound.
+func (r *ConnsResult) problems() int { return len(r.Problems) }
+
 func (r *ConnsResult) print(w io.Writer) {
 	c, m := r.Config, r.Machine
 	fmt.Fprintf(w, "tandem-bench conns, run %s, %s\n", c.Run, c.Date.Format(time.RFC3339))

@@ -44,7 +44,7 @@ func testTandem(t *testing.T) string {
 		t.Skip("starts node processes")
 	}
 	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("needs the go command to build cmd/tandem")
+		t.Fatalf("the go command builds cmd/tandem for this test: %v", err)
 	}
 	tandemOnce.Do(func() {
 		if tandemDir, tandemErr = os.MkdirTemp("", "tandem-bench-test-"); tandemErr == nil {
