@@ -115,7 +115,7 @@ func (s *userState) apiDeliver(token uint64, from string, m *wire.Send, now time
 	s.lastSeq++
 	seq := s.lastSeq
 	entry := &wire.Entry{Seq: uint64(seq), ServerTimeMs: t, Kind: &wire.Entry_Message{Message: msg}}
-	s.sending[dk] = &pendingSend{ack: &wire.SendAck{MessageId: msg.MessageId, ServerTimeMs: t}, waiters: []waiter{{key, 0}}}
+	setIn(&s.sending, dk, &pendingSend{ack: &wire.SendAck{MessageId: msg.MessageId, ServerTimeMs: t}, waiters: []waiter{{key, 0}}})
 	return []effect{s.submit(persistence.AppendRequest{
 		Entries: []persistence.Entry{{Seq: seq, TimeMS: t, Data: mustMarshal(entry)}},
 		Dedup:   []persistence.DedupKey{{Key: dk, Seq: seq}, {Key: "m:" + msg.MessageId, Seq: seq}},

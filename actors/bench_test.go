@@ -14,7 +14,7 @@ import (
 // KICKED and LOGGED_IN entries and notifies. The socket and store costs are
 // measured by cmd/tandem-bench.
 func BenchmarkLoginKick(b *testing.B) {
-	st := newUserState("u", Config{}, &fakeLog{}, NewMessageID)
+	st := newUserState("u", testConfig(Config{}), &fakeLog{}, NewMessageID)
 	st.activated(1, 0, 0, nil, t0)
 	b.ReportAllocs()
 	i := uint64(0)
@@ -42,7 +42,7 @@ func BenchmarkSessionMemory(b *testing.B) {
 		before := heapInUse()
 		users := make([]*userState, n)
 		for i := range users {
-			st := newUserState(fmt.Sprint("user", i), Config{}, &fakeLog{}, NewMessageID)
+			st := newUserState(fmt.Sprint("user", i), testConfig(Config{}), &fakeLog{}, NewMessageID)
 			st.activated(1, 0, 0, nil, t0)
 			st.login(sk(uint64(i)), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "device-1234", Platform: "web", AppVersion: "1.2.3"}}, t0, 1, 1)
 			st.commits = nil // as after the commit
@@ -52,7 +52,7 @@ func BenchmarkSessionMemory(b *testing.B) {
 		runtime.KeepAlive(users)
 
 		before = heapInUse()
-		one := newUserState("many", Config{Policy: Policy{Limits: map[Class]int{ClassWeb: 1000}}}, &fakeLog{}, NewMessageID)
+		one := newUserState("many", testConfig(Config{Policy: Policy{Limits: map[Class]int{ClassWeb: 1000}}}), &fakeLog{}, NewMessageID)
 		for i := range 1000 {
 			one.login(sk(uint64(i)), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: fmt.Sprint("tab-", i), Platform: "web", AppVersion: "1.2.3"}}, t0, 1, 1)
 			one.commits = nil

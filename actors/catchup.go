@@ -102,12 +102,12 @@ func lastSeqOf(entries []*wire.Entry, after persistence.Seq) persistence.Seq {
 }
 
 func (m catchupRead) apply(ctx actor.Context, a *userActor) {
-	sess := a.st.sessions[m.key]
+	sess := a.st.sessions.get(m.key)
 	if sess == nil || sess.live || sess.next-1 != m.after {
 		return // the session ended (or this read is not its next page)
 	}
 	if m.err != nil {
-		a.log.Error("catch-up read failed", "err", m.err)
+		a.log().Error("catch-up read failed", "err", m.err)
 		a.perform(ctx, a.st.closed(m.key, false, a.rt.now()))
 		a.perform(ctx, []effect{lostSession(m.key)})
 		return

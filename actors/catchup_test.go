@@ -119,13 +119,18 @@ type userHarness struct {
 
 func startUserHarness(t *testing.T, user string) *userHarness {
 	t.Helper()
+	return startUserHarnessWith(t, user, Config{RequestTimeout: 5 * time.Second})
+}
+
+func startUserHarnessWith(t *testing.T, user string, cfg Config) *userHarness {
+	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	b, err := persistence.OpenBadger(t.TempDir(), persistence.BadgerOptions{NoSync: true}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	store := &gatedStore{Badger: b}
-	rt := NewRuntime(Config{RequestTimeout: 5 * time.Second}, store, nil, nil, log)
+	rt := NewRuntime(cfg, store, nil, nil, log)
 	rt.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return log }))
 	h := &userHarness{t: t, rt: rt, store: store, frames: make(chan sessFrame, 4096)}
 	h.gw = rt.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &fakeGateway{frames: h.frames} }))

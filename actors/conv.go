@@ -31,7 +31,7 @@ func (s *userState) conv(c *wire.Conversation) *actorpb.ConvState {
 	cs := s.convs[k]
 	if cs == nil {
 		cs = &actorpb.ConvState{Conversation: &wire.Conversation{Type: c.GetType(), Id: c.GetId()}}
-		s.convs[k] = cs
+		setIn(&s.convs, k, cs)
 	}
 	return cs
 }
@@ -124,7 +124,7 @@ func (s *userState) unreadAfter(k string, after uint64, entries []*wire.Entry) (
 // left after the position. later holds this log's entries after up_to_seq
 // when the mark is partial (the shell reads them); nil otherwise.
 func (s *userState) markRead(key sessionKey, reqID uint64, mr *wire.MarkRead, later []*wire.Entry, now time.Time) []effect {
-	if s.sessions[key] == nil {
+	if s.sessions.get(key) == nil {
 		return []effect{lostSession(key)}
 	}
 	c := mr.GetConversation()
@@ -164,7 +164,7 @@ func (s *userState) needsLater(mr *wire.MarkRead) bool {
 // clear history: the state changes and the op is logged for the user's
 // other devices.
 func (s *userState) conversationOp(key sessionKey, reqID uint64, op *wire.ConversationOp, now time.Time) []effect {
-	if s.sessions[key] == nil {
+	if s.sessions.get(key) == nil {
 		return []effect{lostSession(key)}
 	}
 	if code, err := checkConversation(op.GetConversation()); err != nil {

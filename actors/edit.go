@@ -16,7 +16,7 @@ import (
 // EditEvent is logged and pushed, and the other party gets the edit
 // through the outbox.
 func (s *userState) edit(key sessionKey, reqID uint64, ed *wire.Edit, now time.Time) []effect {
-	if s.sessions[key] == nil {
+	if s.sessions.get(key) == nil {
 		return []effect{lostSession(key)}
 	}
 	id := ed.GetMessageId()
@@ -61,7 +61,7 @@ func (s *userState) edit(key sessionKey, reqID uint64, ed *wire.Edit, now time.T
 		req.OutboxPut = []persistence.OutboxItem{outboxPut(item)}
 		c.fanout = []*actorpb.OutboxItem{item}
 	}
-	s.changing[id] = true
+	setIn(&s.changing, id, true)
 	return []effect{s.submit(req, c)}
 }
 
@@ -130,6 +130,6 @@ func (s *userState) editDelivered(e *actorpb.EditDeliver, now time.Time) []effec
 		req.Dedup = append(req.Dedup, persistence.DedupKey{Key: "m:" + id, Seq: seq})
 		s.delivered.add(id, seq) // deliveredBefore must see it too (no store read for fresh IDs)
 	}
-	s.changing[id] = true
+	setIn(&s.changing, id, true)
 	return []effect{s.submit(req, &commit{lastSeq: seq, entries: []*wire.Entry{ev}, recallKey: id, deliverAcks: []effDeliverAck{ack(uint64(seq)).(effDeliverAck)}})}
 }

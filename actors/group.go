@@ -145,7 +145,7 @@ func (g *groupState) send(key sessionKey, reqID uint64, from, device string, m *
 	}
 	c := &commit{lastSeq: seq, sendKey: dk}
 	g.out.put(&req, c, seq, g.messageFanout(msg, seq), true)
-	g.sending[dk] = &pendingSend{ack: &wire.SendAck{MessageId: msg.MessageId, ServerTimeMs: t}, waiters: []waiter{{key, reqID}}}
+	setIn(&g.sending, dk, &pendingSend{ack: &wire.SendAck{MessageId: msg.MessageId, ServerTimeMs: t}, waiters: []waiter{{key, reqID}}})
 	c.sender = from
 	return []effect{g.submit(req, c)}
 }
@@ -706,7 +706,7 @@ func (s *userState) groupEvent(e *actorpb.GroupEventDeliver, now time.Time) []ef
 	t := s.nextTime(now)
 	s.lastSeq++
 	entry := &wire.Entry{Seq: uint64(s.lastSeq), ServerTimeMs: t, Kind: &wire.Entry_Group{Group: e.GetEvent()}}
-	s.delivering[id] = true
+	setIn(&s.delivering, id, true)
 	return []effect{s.submit(persistence.AppendRequest{
 		Entries: []persistence.Entry{{Seq: s.lastSeq, TimeMS: t, Data: mustMarshal(entry)}},
 		Dedup:   []persistence.DedupKey{{Key: id, Seq: s.lastSeq}},

@@ -189,7 +189,7 @@ func (a *userActor) scanHistory(ctx actor.Context, key sessionKey, reqID uint64,
 func (m historyRead) apply(ctx actor.Context, a *userActor) {
 	a.history.done()
 	if m.err != nil {
-		a.log.Error("history read failed", "err", m.err)
+		a.log().Error("history read failed", "err", m.err)
 		a.perform(ctx, []effect{a.st.replyErr(m.key, m.reqID, wire.CodeUnavailable, "storage unavailable; retry")})
 		return
 	}

@@ -67,7 +67,7 @@ func runKickScript(t *testing.T, path string) {
 			if err := p.Validate(); err != nil {
 				fail("%v", err)
 			}
-			st = newUserState("u", Config{Policy: p}, &fakeLog{}, NewMessageID)
+			st = newUserState("u", testConfig(Config{Policy: p}), &fakeLog{}, NewMessageID)
 			st.activated(1, 0, 0, nil, t0)
 		case "login":
 			l := &wire.Login{DeviceId: f[1], Platform: f[2]}
@@ -97,7 +97,7 @@ func runKickScript(t *testing.T, path string) {
 			}
 			if reply.GetLoginOk() != nil {
 				for dev, k := range keyOf {
-					if st.sessions[k] == nil {
+					if st.sessions.get(k) == nil {
 						delete(keyOf, dev)
 					}
 				}
@@ -191,12 +191,12 @@ func TestPolicyChangeKicksExcess(t *testing.T) {
 	if got := kickedBy(h.st.applyPolicy(Policy{Mode: PolicySingle}, t0)); fmt.Sprint(got) != "[3 4]" {
 		t.Fatalf("single kicked %v, want [3 4]", got)
 	}
-	if len(h.st.sessions) != 1 || h.st.sessions[sk(5)] == nil {
+	if len(h.st.sessions) != 1 || h.st.sessions.get(sk(5)) == nil {
 		t.Fatal("single must leave the newest session")
 	}
 	// And later logins follow the new policy.
 	_, effs := h.st.login(sk(9), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "x", Platform: "web"}}, t0, 1, 1)
-	if len(effs) == 0 || h.st.sessions[sk(5)] != nil {
+	if len(effs) == 0 || h.st.sessions.get(sk(5)) != nil {
 		t.Fatal("a login under single must kick the other session")
 	}
 }

@@ -74,7 +74,7 @@ type outboxEntry struct {
 }
 
 func newOutbox() outbox {
-	return outbox{items: map[persistence.OutboxRef]*outboxEntry{}, open: map[persistence.Seq]int{}}
+	return outbox{} // the maps are made on first use: most actors never fan out
 }
 
 // activated sets the stored mark and the log's last seq: a pending mark
@@ -110,7 +110,7 @@ func (o *outbox) put(req *persistence.AppendRequest, c *commit, seq persistence.
 	if o.open[seq] == 0 {
 		o.seqs = append(o.seqs, seq)
 	}
-	o.open[seq] += len(items)
+	setIn(&o.open, seq, o.open[seq]+len(items))
 }
 
 // sent starts deliveries (an append became durable, or the activation
@@ -118,7 +118,7 @@ func (o *outbox) put(req *persistence.AppendRequest, c *commit, seq persistence.
 func (o *outbox) sent(items []*actorpb.OutboxItem, logged bool, now time.Time) []effect {
 	effs := make([]effect, 0, len(items))
 	for _, it := range items {
-		o.items[outboxRef(it)] = &outboxEntry{item: it, logged: logged, sentAt: now, attempts: 1}
+		setIn(&o.items, outboxRef(it), &outboxEntry{item: it, logged: logged, sentAt: now, attempts: 1})
 		effs = append(effs, effDeliver{item: it})
 	}
 	return effs
@@ -142,7 +142,7 @@ func (o *outbox) redrive(seq persistence.Seq, items []*actorpb.OutboxItem, now t
 		slices.Sort(o.seqs) // pages come in seq order, but new sends may be open already
 		o.seqs = slices.Compact(o.seqs)
 	}
-	o.open[seq] += len(fresh)
+	setIn(&o.open, seq, o.open[seq]+len(fresh))
 	return o.sent(fresh, true, now)
 }
 
@@ -176,7 +176,9 @@ func (o *outbox) ack(a *actorpb.DeliverAck, now time.Time) bool {
 		o.done = append(o.done, ref)
 		return true
 	}
-	if o.open[ref.Seq]--; o.open[ref.Seq] <= 0 {
+	if n := o.open[ref.Seq] - 1; n > 0 {
+		o.open[ref.Seq] = n
+	} else {
 		delete(o.open, ref.Seq)
 	}
 	return true

@@ -94,7 +94,7 @@ func directEntry(seq uint64, sender, peer, id string) *wire.Entry {
 // (each page a separate turn), and the mark never passes what the scan
 // has not looked at.
 func TestActivationRedrivesAfterMark(t *testing.T) {
-	st := newUserState("alice", Config{}, &fakeLog{}, NewMessageID)
+	st := newUserState("alice", testConfig(Config{}), &fakeLog{}, NewMessageID)
 	st.activated(1, 7, 1, nil, t0)
 	effs := st.fanoutMark(persistence.FanoutMark{Done: 2, Pending: true})
 	if len(effs) != 1 {

@@ -93,7 +93,7 @@ func (s *userState) ownMessage(key sessionKey, reqID uint64, conv *wire.Conversa
 // RecallEvent is logged and pushed, and the other party gets the recall
 // through the outbox.
 func (s *userState) recall(key sessionKey, reqID uint64, r *wire.Recall, now time.Time) []effect {
-	if s.sessions[key] == nil {
+	if s.sessions.get(key) == nil {
 		return []effect{lostSession(key)}
 	}
 	ok := s.reply(key, &wire.Frame{Id: reqID, Body: &wire.Frame_Ok{Ok: &wire.Ok{}}})
@@ -143,7 +143,7 @@ func (s *userState) applyRecall(orig *wire.Entry, by string, now time.Time, afte
 		req.OutboxPut = []persistence.OutboxItem{outboxPut(item)}
 		c.fanout = []*actorpb.OutboxItem{item}
 	}
-	s.changing[m.GetMessageId()] = true
+	setIn(&s.changing, m.GetMessageId(), true)
 	return s.submit(req, c)
 }
 
@@ -196,6 +196,6 @@ func (s *userState) recallDelivered(r *actorpb.RecallDeliver, now time.Time) []e
 		req.Dedup = append(req.Dedup, persistence.DedupKey{Key: "m:" + id, Seq: seq})
 		s.delivered.add(id, seq) // deliveredBefore must see it too (no store read for fresh IDs)
 	}
-	s.changing[id] = true
+	setIn(&s.changing, id, true)
 	return []effect{s.submit(req, &commit{lastSeq: seq, entries: []*wire.Entry{ev}, recallKey: id, deliverAcks: []effDeliverAck{ack(uint64(seq))}})}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/prometheus/client_golang/prometheus"
 
+	tcluster "github.com/tandem-im/tandem/cluster"
 	"github.com/tandem-im/tandem/persistence"
 	"github.com/tandem-im/tandem/proto/actorpb"
 	"github.com/tandem-im/tandem/proto/wire"
@@ -280,7 +281,7 @@ func (r *Runtime) props(producer actor.Producer) *actor.Props {
 func (r *Runtime) Kinds() []*cluster.Kind {
 	props := r.props(func() actor.Actor { return &userActor{rt: r} })
 	groups := r.props(func() actor.Actor { return &groupActor{rt: r} })
-	return []*cluster.Kind{cluster.NewKind(UserKind, props), cluster.NewKind(GroupKind, groups)}
+	return []*cluster.Kind{tcluster.NewKind(UserKind, props), tcluster.NewKind(GroupKind, groups)}
 }
 
 // Start spawns the node's gateway actor over sessions and its presence

@@ -21,18 +21,19 @@ import (
 //
 // Not safe for concurrent use: only the actor's goroutine touches it.
 type userState struct {
-	user  string
-	cfg   Config
-	rd    logReader
-	newID func() string
+	user   string
+	cfg    *Config // shared by every user; never changed through it
+	policy *Policy // the kick policy in force; replaced, never changed in place
+	rd     logReader
+	newID  func() string
 
 	epoch     persistence.Epoch
 	lastSeq   persistence.Seq // last seq assigned; may run ahead of committed
 	committed persistence.Seq // last seq known durable
 	lastTime  int64           // entries' server time never goes backwards
 
-	sessions map[sessionKey]*session
-	logins   uint64 // login counter: orders sessions oldest to newest
+	sessions sessionSet // in login order, oldest first
+	logins   uint64     // login counter: orders sessions oldest to newest
 
 	// Appends submitted to the store, oldest first. The store completes them
 	// in this order; each completion pops the head.
@@ -165,21 +166,27 @@ func (effStop) isEffect()       {}
 func (effNotify) isEffect()     {}
 func (effPresence) isEffect()   {}
 
-func newUserState(user string, cfg Config, rd logReader, newID func() string) *userState {
+// newUserState returns the state of user's actor; cfg has its defaults
+// applied (Config.withDefaults) and is shared, not copied.
+func newUserState(user string, cfg *Config, rd logReader, newID func() string) *userState {
 	return &userState{
-		user:       user,
-		cfg:        cfg.withDefaults(),
-		rd:         rd,
-		newID:      newID,
-		sessions:   make(map[sessionKey]*session),
-		sending:    make(map[string]*pendingSend),
-		delivering: make(map[string]bool),
-		changing:   make(map[string]bool),
-		out:        newOutbox(),
-		cursors:    make(map[string]persistence.Seq),
-		wills:      make(map[string]*pendingWill),
-		convs:      make(map[string]*actorpb.ConvState),
+		user:   user,
+		cfg:    cfg,
+		policy: &cfg.Policy,
+		rd:     rd,
+		newID:  newID,
+		out:    newOutbox(),
 	}
+}
+
+// setIn sets m[k] = v, making the map first if it is nil. A user's state
+// makes its maps on first use: most of a million idle users never fill
+// most of them, and an empty map still costs its header.
+func setIn[K comparable, V any](m *map[K]V, k K, v V) {
+	if *m == nil {
+		*m = make(map[K]V)
+	}
+	(*m)[k] = v
 }
 
 // activated sets what Store.Activate returned, the stored cursors and the
@@ -189,7 +196,7 @@ func newUserState(user string, cfg Config, rd logReader, newID func() string) *u
 func (s *userState) activated(epoch persistence.Epoch, last persistence.Seq, lastTime int64, outbox []*actorpb.OutboxItem, now time.Time, convs ...*actorpb.ConvState) []effect {
 	s.epoch, s.lastSeq, s.committed, s.lastTime = epoch, last, last, lastTime
 	for _, cs := range convs {
-		s.convs[convKey(cs.GetConversation())] = cs
+		setIn(&s.convs, convKey(cs.GetConversation()), cs)
 	}
 	return s.out.sent(outbox, false, now)
 }
@@ -258,13 +265,14 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 	l := req.GetLogin()
 	class, _ := PlatformClass(l.GetPlatform())
 	live := make([]liveLogin, 0, len(s.sessions))
-	for k, old := range s.sessions {
+	for _, old := range s.sessions {
+		k := old.key
 		if k == key {
 			continue // a repeated Login of the same connection; the gateway refuses it first
 		}
 		live = append(live, liveLogin{key: k, device: old.info.GetDeviceId(), class: old.class, tag: old.info.GetTag(), order: old.order})
 	}
-	d := decideLogin(s.cfg.Policy, live, newLogin{
+	d := decideLogin(*s.policy, live, newLogin{
 		device: l.GetDeviceId(), class: class, tag: l.GetTag(), noKick: l.GetNoKick(), reconnect: l.GetReconnect(),
 	})
 	if d.conflict {
@@ -279,11 +287,11 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 	var effs []effect
 	var events []*wire.Entry
 	for _, k := range d.kick {
-		events = append(events, s.deviceEvent(wire.DeviceEvent_KICKED, s.sessions[k].info, now))
-		effs = append(effs, s.notify(EventDeviceKicked, s.sessions[k].info, newInfo, wire.Kick_LOGIN_CONFLICT.String(), now))
+		events = append(events, s.deviceEvent(wire.DeviceEvent_KICKED, s.sessions.get(k).info, now))
+		effs = append(effs, s.notify(EventDeviceKicked, s.sessions.get(k).info, newInfo, wire.Kick_LOGIN_CONFLICT.String(), now))
 	}
 	for _, k := range d.replace {
-		effs = append(effs, s.notify(EventDeviceLogout, s.sessions[k].info, nil, "replaced", now))
+		effs = append(effs, s.notify(EventDeviceLogout, s.sessions.get(k).info, nil, "replaced", now))
 	}
 	for _, k := range append(d.replace, d.kick...) {
 		effs = append(effs, effKick{key: k, kick: &wire.Kick{
@@ -292,8 +300,8 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 			NewDeviceLoginExt: l.GetLoginExt(),
 			CloseCode:         wire.CloseLoginConflict,
 		}})
-		s.flushCursor(s.sessions[k])
-		delete(s.sessions, k)
+		s.flushCursor(s.sessions.get(k))
+		s.sessions.del(k)
 	}
 	s.logins++
 	s.resumed(l.GetDeviceId())
@@ -326,7 +334,7 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 		sess.next = persistence.Seq(l.GetCursor()) + 1
 		sess.cursor = persistence.Seq(l.GetCursor())
 	}
-	s.sessions[key] = sess
+	s.sessions.put(sess)
 
 	rec := mustMarshal(&actorpb.DeviceRecord{Info: sess.info, Cursor: uint64(sess.cursor), LastSeenMs: now.UnixMilli()})
 	events = append(events, s.deviceEvent(wire.DeviceEvent_LOGGED_IN, sess.info, now))
@@ -376,7 +384,7 @@ func (s *userState) catchupPage(key sessionKey, entries []*wire.Entry, limit int
 // turns live are pushed. Any entry both paged and pushed arrives twice and
 // the device drops the copy by seq; none falls between the two.
 func (s *userState) catchupPageAt(key sessionKey, entries []*wire.Entry, limit int, readAt persistence.Seq) []effect {
-	sess := s.sessions[key]
+	sess := s.sessions.get(key)
 	if sess == nil || sess.live {
 		return nil
 	}
@@ -418,12 +426,12 @@ func (s *userState) listDevices(key sessionKey, reqID uint64) []effect {
 // closed forgets a session that ended. A logout is a device event worth
 // showing the user's other devices; a drop is not (presence covers it).
 func (s *userState) closed(key sessionKey, logout bool, now time.Time) []effect {
-	sess := s.sessions[key]
+	sess := s.sessions.get(key)
 	if sess == nil {
 		return nil
 	}
 	s.flushCursor(sess)
-	delete(s.sessions, key)
+	s.sessions.del(key)
 	reason := "dropped"
 	effs := s.dropWill(sess, logout, now)
 	if logout {
@@ -440,24 +448,26 @@ func (s *userState) closed(key sessionKey, logout bool, now time.Time) []effect 
 // applyPolicy switches to policy p and kicks (reason POLICY) the sessions
 // the new policy no longer allows, oldest first.
 func (s *userState) applyPolicy(p Policy, now time.Time) []effect {
-	s.cfg.Policy = p.withDefaults()
+	p = p.withDefaults()
+	s.policy = &p
 	live := make([]liveLogin, 0, len(s.sessions))
-	for k, sess := range s.sessions {
+	for _, sess := range s.sessions {
+		k := sess.key
 		live = append(live, liveLogin{key: k, device: sess.info.GetDeviceId(), class: sess.class, tag: sess.info.GetTag(), order: sess.order})
 	}
-	keys := enforce(s.cfg.Policy, live)
+	keys := enforce(*s.policy, live)
 	if len(keys) == 0 {
 		return nil
 	}
 	var events []*wire.Entry
 	var effs []effect
 	for _, k := range keys {
-		sess := s.sessions[k]
+		sess := s.sessions.get(k)
 		events = append(events, s.deviceEvent(wire.DeviceEvent_KICKED, sess.info, now))
 		effs = append(effs, effKick{key: k, kick: &wire.Kick{Reason: wire.Kick_POLICY, CloseCode: wire.CloseKickedByPolicy}},
 			s.notify(EventDeviceKicked, sess.info, nil, wire.Kick_POLICY.String(), now))
 		s.flushCursor(sess)
-		delete(s.sessions, k)
+		s.sessions.del(k)
 	}
 	effs = append(effs, s.appendEntries(events, persistence.AppendRequest{}))
 	return append(effs, s.presence())
@@ -467,7 +477,8 @@ func (s *userState) applyPolicy(p Policy, now time.Time) []effect {
 // forced offline through the server API.
 func (s *userState) adminKick(device string, now time.Time) ([]*wire.DeviceInfo, []effect) {
 	var keys []sessionKey
-	for k, sess := range s.sessions {
+	for _, sess := range s.sessions {
+		k := sess.key
 		if device == "" || sess.info.GetDeviceId() == device {
 			keys = append(keys, k)
 		}
@@ -475,18 +486,18 @@ func (s *userState) adminKick(device string, now time.Time) ([]*wire.DeviceInfo,
 	if len(keys) == 0 {
 		return nil, nil
 	}
-	slices.SortFunc(keys, func(a, b sessionKey) int { return cmpUint(s.sessions[a].order, s.sessions[b].order) })
+	slices.SortFunc(keys, func(a, b sessionKey) int { return cmpUint(s.sessions.get(a).order, s.sessions.get(b).order) })
 	var kicked []*wire.DeviceInfo
 	var events []*wire.Entry
 	var effs []effect
 	for _, k := range keys {
-		sess := s.sessions[k]
+		sess := s.sessions.get(k)
 		kicked = append(kicked, sess.info)
 		events = append(events, s.deviceEvent(wire.DeviceEvent_KICKED, sess.info, now))
 		effs = append(effs, effKick{key: k, kick: &wire.Kick{Reason: wire.Kick_ADMIN, CloseCode: wire.CloseKickedByAdmin}},
 			s.notify(EventDeviceKicked, sess.info, nil, wire.Kick_ADMIN.String(), now))
 		s.flushCursor(sess)
-		delete(s.sessions, k)
+		s.sessions.del(k)
 	}
 	effs = append(effs, s.appendEntries(events, persistence.AppendRequest{}))
 	if len(s.sessions) == 0 {
@@ -502,13 +513,8 @@ func (s *userState) notify(t EventType, dev, by *wire.DeviceInfo, reason string,
 
 // presence publishes the live sessions, oldest login first.
 func (s *userState) presence() effect {
-	all := make([]*session, 0, len(s.sessions))
-	for _, sess := range s.sessions {
-		all = append(all, sess)
-	}
-	slices.SortFunc(all, func(a, b *session) int { return cmpUint(a.order, b.order) })
-	devs := make([]*wire.DeviceInfo, len(all))
-	for i, sess := range all {
+	devs := make([]*wire.DeviceInfo, len(s.sessions))
+	for i, sess := range s.sessions {
 		devs[i] = sess.info
 	}
 	return effPresence{devices: devs}
@@ -535,7 +541,7 @@ func (s *userState) appendEntries(entries []*wire.Entry, req persistence.AppendR
 }
 
 func (s *userState) cursorAck(key sessionKey, seq uint64, now time.Time) []effect {
-	sess := s.sessions[key]
+	sess := s.sessions.get(key)
 	if sess == nil {
 		return nil
 	}
@@ -544,13 +550,13 @@ func (s *userState) cursorAck(key sessionKey, seq uint64, now time.Time) []effec
 		return nil
 	}
 	sess.cursor = c
-	s.cursors[sess.info.GetDeviceId()] = c
+	setIn(&s.cursors, sess.info.GetDeviceId(), c)
 	return s.receiptsDelivered(c, now)
 }
 
 func (s *userState) flushCursor(sess *session) {
 	if sess.cursor > 0 {
-		s.cursors[sess.info.GetDeviceId()] = sess.cursor
+		setIn(&s.cursors, sess.info.GetDeviceId(), sess.cursor)
 	}
 }
 
@@ -637,7 +643,7 @@ func mentions(m *wire.Send, reader string) bool {
 // entry is the pending fan-out: outbox.go), and on commit ack, carbon,
 // deliver.
 func (s *userState) send(key sessionKey, reqID uint64, m *wire.Send, now time.Time) []effect {
-	sess := s.sessions[key]
+	sess := s.sessions.get(key)
 	if sess == nil {
 		return []effect{lostSession(key)}
 	}
@@ -694,10 +700,10 @@ func (s *userState) sendFrom(key sessionKey, device string, skip *sessionKey, ow
 	if peer != s.user { // a note to self has no other party
 		s.out.put(&req, c, seq, []*actorpb.OutboxItem{s.directDelivery(msg, seq)}, true)
 	}
-	s.sending[cmid] = &pendingSend{
+	setIn(&s.sending, cmid, &pendingSend{
 		ack:     &wire.SendAck{MessageId: msg.MessageId, Seq: uint64(seq), ServerTimeMs: t},
 		waiters: []waiter{{key, reqID}},
-	}
+	})
 	return []effect{s.submit(req, c)}
 }
 
@@ -752,7 +758,7 @@ func (s *userState) deliver(d *actorpb.Deliver, now time.Time) []effect {
 	s.lastSeq++
 	seq := s.lastSeq
 	entry := &wire.Entry{Seq: uint64(seq), ServerTimeMs: t, Kind: &wire.Entry_Message{Message: m}}
-	s.delivering[id] = true
+	setIn(&s.delivering, id, true)
 	return []effect{s.submit(persistence.AppendRequest{
 		Entries: []persistence.Entry{{Seq: seq, TimeMS: t, Data: mustMarshal(entry)}},
 		Dedup:   []persistence.DedupKey{{Key: "m:" + id, Seq: seq}},
@@ -842,11 +848,12 @@ func (s *userState) fail(first *commit, err error) []effect {
 			effs = append(effs, s.replyErr(w.key, w.reqID, wire.CodeUnavailable, "message not stored; retry"))
 		}
 	}
-	for k := range s.sessions {
+	for _, sess := range s.sessions {
+		k := sess.key
 		effs = append(effs, lostSession(k))
 	}
-	s.sending = map[string]*pendingSend{}
-	s.sessions = map[sessionKey]*session{}
+	s.sending = nil
+	s.sessions = nil
 	s.commits = nil
 	return append(effs, s.presence(), effStop{reason: err.Error()})
 }
@@ -856,7 +863,8 @@ func (s *userState) fail(first *commit, err error) []effect {
 func (s *userState) pushLive(entries []*wire.Entry, skip *sessionKey) []effect {
 	byGW := map[gwKey][]uint64{}
 	var order []gwKey
-	for k, sess := range s.sessions {
+	for _, sess := range s.sessions {
+		k := sess.key
 		if !sess.live || (skip != nil && k == *skip) {
 			continue
 		}
@@ -934,7 +942,7 @@ func (s *userState) flush() effect {
 	for dev, c := range s.cursors {
 		req.Devices = append(req.Devices, persistence.Device{DeviceID: dev, Cursor: c})
 	}
-	s.cursors = make(map[string]persistence.Seq)
+	s.cursors = nil
 	return s.submit(req, &commit{})
 }
 
@@ -1066,3 +1074,32 @@ const recentAckSize = 256
 func (r *recentAcks) get(cmid string) *wire.SendAck { a, _ := r.recent.get(cmid); return a }
 
 func (r *recentAcks) add(cmid string, a *wire.SendAck) { r.recent.add(cmid, a, recentAckSize) }
+
+// sessionSet is a user's live sessions in login order, oldest first. A
+// user has a handful (one per device), so a slice: a map's first bucket
+// alone costs more than a few sessions' pointers.
+type sessionSet []*session
+
+func (ss sessionSet) get(k sessionKey) *session {
+	for _, s := range ss {
+		if s.key == k {
+			return s
+		}
+	}
+	return nil
+}
+
+// put adds sess, or replaces the session with its key in place.
+func (ss *sessionSet) put(sess *session) {
+	for i, s := range *ss {
+		if s.key == sess.key {
+			(*ss)[i] = sess
+			return
+		}
+	}
+	*ss = append(*ss, sess)
+}
+
+func (ss *sessionSet) del(k sessionKey) {
+	*ss = slices.DeleteFunc(*ss, func(s *session) bool { return s.key == k })
+}

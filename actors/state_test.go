@@ -16,6 +16,12 @@ import (
 	"github.com/tandem-im/tandem/proto/wire"
 )
 
+// testConfig is c with its defaults, as newUserState takes it.
+func testConfig(c Config) *Config {
+	c = c.withDefaults()
+	return &c
+}
+
 // fakeLog is an in-memory logReader: what a store would return for dedup
 // keys of committed entries.
 type fakeLog struct {
@@ -51,7 +57,7 @@ type harness struct {
 
 func newHarness(t *testing.T, user string) *harness {
 	h := &harness{t: t, log: &fakeLog{byKey: map[string]*wire.Entry{}}}
-	h.st = newUserState(user, Config{}, h.log, func() string { h.ids++; return fmt.Sprintf("M%04d", h.ids) })
+	h.st = newUserState(user, testConfig(Config{}), h.log, func() string { h.ids++; return fmt.Sprintf("M%04d", h.ids) })
 	h.st.activated(1, 0, 0, nil, t0)
 	return h
 }
@@ -69,7 +75,7 @@ func (h *harness) login(sid uint64, device string, hasCursor bool, cursor uint64
 	// The login writes the device record, then asks for the first page.
 	h.completeAppends(effs)
 	h.st.catchupPage(sk(sid), nil, pageLimit)
-	if !h.st.sessions[sk(sid)].live {
+	if !h.st.sessions.get(sk(sid)).live {
 		h.t.Fatalf("session %d not live after an empty catch-up page", sid)
 	}
 	return reply.GetLoginOk()
@@ -330,7 +336,7 @@ func TestOutboxConfirmRedriveAndFlush(t *testing.T) {
 }
 
 func TestActivationRedrivesOutbox(t *testing.T) {
-	st := newUserState("alice", Config{}, &fakeLog{}, NewMessageID)
+	st := newUserState("alice", testConfig(Config{}), &fakeLog{}, NewMessageID)
 	item := &actorpb.OutboxItem{ToUser: "bob", Deliver: &actorpb.Deliver{FromUser: "alice", OriginSeq: 3, Message: &wire.Message{MessageId: "X"}}}
 	effs := st.activated(4, 3, 100, []*actorpb.OutboxItem{item}, t0)
 	if d := delivers(effs); len(d) != 1 || !proto.Equal(d[0], item) {
@@ -376,7 +382,7 @@ func TestCatchupPagesThenLive(t *testing.T) {
 		t.Fatalf("LoginOk = %v", reply)
 	}
 	h.completeAppends(effs)
-	sess := h.st.sessions[sk(1)]
+	sess := h.st.sessions.get(sk(1))
 	if sess.next != 101 {
 		t.Fatalf("catch-up starts at %d, want 101", sess.next)
 	}
@@ -425,15 +431,15 @@ func TestLoginCompensationAndCursorBeyondLog(t *testing.T) {
 			t.Fatalf("%s: cursor_ahead = %v, want %v", l.DeviceId, ok.GetCursorAhead(), ahead)
 		}
 		if l.GetDeviceId() == "at-end" {
-			if ok.GetCompensationFromSeq() != 0 || h.st.sessions[sk(uint64(len(l.DeviceId)))].next != 11 {
-				t.Fatalf("at-end: %v, catch-up from %d; want a plain catch-up from 11", ok, h.st.sessions[sk(uint64(len(l.DeviceId)))].next)
+			if ok.GetCompensationFromSeq() != 0 || h.st.sessions.get(sk(uint64(len(l.DeviceId)))).next != 11 {
+				t.Fatalf("at-end: %v, catch-up from %d; want a plain catch-up from 11", ok, h.st.sessions.get(sk(uint64(len(l.DeviceId)))).next)
 			}
 			continue
 		}
 		if got := ok.GetCompensationFromSeq(); got != 7 {
 			t.Fatalf("%s: compensation_from_seq = %d, want 7", l.DeviceId, got)
 		}
-		if next := h.st.sessions[sk(uint64(len(l.DeviceId)))].next; next != 7 {
+		if next := h.st.sessions.get(sk(uint64(len(l.DeviceId)))).next; next != 7 {
 			t.Fatalf("%s: catch-up from %d, want 7", l.DeviceId, next)
 		}
 	}
@@ -452,7 +458,7 @@ func TestSameDeviceReplacesItself(t *testing.T) {
 	if kicked == nil || kicked.GetReason() != wire.Kick_LOGIN_CONFLICT || kicked.GetNewDeviceLoginExt() != "new one" || kicked.GetCloseCode() != wire.CloseLoginConflict {
 		t.Fatalf("old session kick = %v", kicked)
 	}
-	if h.st.sessions[sk(1)] != nil || h.st.sessions[sk(2)] == nil {
+	if h.st.sessions.get(sk(1)) != nil || h.st.sessions.get(sk(2)) == nil {
 		t.Fatal("session table not replaced")
 	}
 }
@@ -697,7 +703,7 @@ func TestCursorTooOld(t *testing.T) {
 	// Entries up to 19 were removed by retention: first retained is 20.
 	reply, _ := h.st.login(sk(1), &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "d", Platform: "web", HasCursor: true, Cursor: 10}}, t0, 20, 20)
 	lo := reply.GetLoginOk()
-	if !lo.GetCursorTooOld() || lo.GetCompensationFromSeq() != 20 || h.st.sessions[sk(1)].next != 20 {
+	if !lo.GetCursorTooOld() || lo.GetCompensationFromSeq() != 20 || h.st.sessions.get(sk(1)).next != 20 {
 		t.Fatalf("LoginOk %v, want cursor_too_old and compensation from 20", lo)
 	}
 	// A cursor right before the first retained entry is fine.

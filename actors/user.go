@@ -35,11 +35,19 @@ type (
 type userActor struct {
 	rt    *Runtime
 	user  string
-	log   *slog.Logger
 	st    *userState
 	self  *actor.PID
 	armed bool // a tick timer is pending
 	dead  bool // activation failed or an append failed: refuse everything
+
+	// Passivation. While the user has no session and nothing in flight
+	// (userState.idle), a timer, made only then, checks back when the
+	// idle timeout after the last message is due: an online user's actor
+	// holds no timer (protoactor's receive timeout would keep one, with
+	// its context extras, for every activation).
+	idleFor    time.Duration // this activation's idle timeout, jittered
+	idleArmed  bool          // an idleCheck is pending
+	lastActive time.Time     // when the last message other than idleCheck arrived
 
 	api     apiWaiters   // server API requests waiting for their answer (see apiAddr)
 	history historyScans // history scans running off the mailbox, and those waiting
@@ -100,7 +108,7 @@ func (a *userActor) Receive(ctx actor.Context) {
 		a.perform(ctx, effs)
 	case appendDone:
 		if m.err != nil {
-			a.log.Error("append failed; stopping the user actor", "user", a.user, "err", m.err)
+			a.log().Error("append failed; stopping the user actor", "err", m.err)
 			a.rt.metrics.appendFailures.Inc()
 		}
 		a.perform(ctx, a.st.appendDone(m.err, now))
@@ -113,7 +121,7 @@ func (a *userActor) Receive(ctx actor.Context) {
 		// mailbox is not held for the whole scan.
 		entries, full, err := readRedrivePage(a.rt, a.user, a.st.out.scanned)
 		if err != nil {
-			a.log.Error("re-drive read failed; retrying", "err", err)
+			a.log().Error("re-drive read failed; retrying", "err", err)
 			retryRedrive(a.rt, a.self)
 			break
 		}
@@ -133,40 +141,66 @@ func (a *userActor) Receive(ctx actor.Context) {
 	case tickMsg:
 		a.armed = false
 		a.perform(ctx, a.st.tick(now))
-	case *actor.ReceiveTimeout:
-		if a.st.idle() {
+	case idleCheck:
+		a.idleArmed = false
+		if a.st.idle() && time.Since(a.lastActive) >= a.idleFor {
 			ctx.Poison(ctx.Self())
 			return
 		}
 	default:
-		a.log.Warn("user actor: unexpected message", "user", a.user, "type", fmt.Sprintf("%T", m))
+		a.log().Warn("user actor: unexpected message", "type", fmt.Sprintf("%T", m))
 	}
-	if a.st.needsTick() && !a.armed && !a.dead {
-		a.armed = true
-		self, root := ctx.Self(), a.rt.sys.Root
-		time.AfterFunc(tickEvery, func() { root.Send(self, tickMsg{}) })
+	if _, ok := ctx.Message().(idleCheck); !ok {
+		a.lastActive = time.Now()
 	}
+	a.arm(ctx)
 }
 
 const tickEvery = 500 * time.Millisecond
 
+// idleCheck asks the actor whether it has been idle long enough to stop.
+type idleCheck struct{}
+
+// arm starts the timers the state needs after a message: the tick, and
+// the idle check once the user is idle.
+func (a *userActor) arm(ctx actor.Context) {
+	if a.dead {
+		return
+	}
+	if a.st.needsTick() && !a.armed {
+		a.armed = true
+		self, root := ctx.Self(), a.rt.sys.Root
+		time.AfterFunc(tickEvery, func() { root.Send(self, tickMsg{}) })
+	}
+	if !a.idleArmed && a.st.idle() {
+		a.idleArmed = true
+		self, root := ctx.Self(), a.rt.sys.Root
+		time.AfterFunc(a.idleFor-time.Since(a.lastActive), func() { root.Send(self, idleCheck{}) })
+	}
+}
+
+// log is the node's logger with this user's ID. Made per call, not kept:
+// it is only for the rare lines a user actor writes, and a kept clone
+// would cost every one of a million idle users its bytes.
+func (a *userActor) log() *slog.Logger { return a.rt.log.With("user", a.user) }
+
 func (a *userActor) activate(ctx actor.Context, init *cluster.ClusterInit) {
 	a.user = init.Identity.GetIdentity()
 	a.self = ctx.Self()
-	a.log = a.rt.log.With("user", a.user)
 	a.rt.metrics.activeUsers.Inc()
 	a.rt.metrics.activations.Inc()
 	st, effs, err := a.load(init)
 	if err != nil {
-		a.log.Error("user actor activation failed", "err", err)
+		a.log().Error("user actor activation failed", "err", err)
 		a.dead = true
 		ctx.Poison(ctx.Self())
 		return
 	}
 	a.st = st
 	jitter := time.Duration(rand.Int64N(int64(st.cfg.IdleTimeout/2))) - st.cfg.IdleTimeout/4
-	ctx.SetReceiveTimeout(st.cfg.IdleTimeout + jitter)
+	a.idleFor, a.lastActive = st.cfg.IdleTimeout+jitter, time.Now()
 	a.perform(ctx, effs)
+	a.arm(ctx)
 }
 
 func (a *userActor) load(init *cluster.ClusterInit) (*userState, []effect, error) {
@@ -212,9 +246,9 @@ func (a *userActor) load(init *cluster.ClusterInit) (*userState, []effect, error
 		return nil, nil, fmt.Errorf("read fan-out mark of %q: %w", a.user, err)
 	}
 	if len(outbox) > 0 || mark.Pending {
-		a.log.Info("re-driving pending fan-outs", "items", len(outbox), "after_seq", mark.Done)
+		a.log().Info("re-driving pending fan-outs", "items", len(outbox), "after_seq", mark.Done)
 	}
-	st := newUserState(a.user, a.rt.cfg, storeReader{a.rt.store, a.user}, NewMessageID)
+	st := newUserState(a.user, &a.rt.cfg, storeReader{a.rt.store, a.user}, NewMessageID)
 	st.fresh = time.Now() // after Activate: real time, as in message IDs (not the injectable clock)
 	if d := a.rt.now().Sub(st.fresh); d > -time.Second && d < time.Second {
 		// The actors' clock is the real one: entry times follow the
@@ -249,7 +283,7 @@ func (a *userActor) onLogin(ctx actor.Context, m *actorpb.LoginRequest, now time
 	if m.GetLogin().GetHasCursor() {
 		var err error
 		if first, err = a.firstSeq(); err != nil {
-			a.log.Error("retention lookup failed", "err", err)
+			a.log().Error("retention lookup failed", "err", err)
 			ctx.Respond(&actorpb.LoginResult{Reply: wire.ErrFrame(0, wire.CodeUnavailable, "storage unavailable; retry")})
 			return
 		}
@@ -260,13 +294,13 @@ func (a *userActor) onLogin(ctx actor.Context, m *actorpb.LoginRequest, now time
 		seq, err := a.rt.store.FirstSeqSince(rctx, a.user, since)
 		cancel()
 		if err != nil {
-			a.log.Error("compensation window lookup failed", "err", err)
+			a.log().Error("compensation window lookup failed", "err", err)
 			ctx.Respond(&actorpb.LoginResult{Reply: wire.ErrFrame(0, wire.CodeUnavailable, "storage unavailable; retry")})
 			return
 		}
 		comp = seq
 	}
-	a.st.cfg.Policy = *a.rt.policy.Load() // the server API may have changed it
+	a.st.policy = a.rt.policy.Load() // the server API may have changed it
 	reply, effs := a.st.login(keyOf(m.GetSession()), m, now, comp, first)
 	ok := reply.GetLoginOk() != nil
 	ctx.Respond(&actorpb.LoginResult{Reply: reply, Ok: ok})
@@ -281,7 +315,7 @@ func (a *userActor) onLogin(ctx actor.Context, m *actorpb.LoginRequest, now time
 func (a *userActor) onFrame(ctx actor.Context, m *actorpb.ClientFrame, now time.Time) {
 	key := keyOf(m.GetSession())
 	f := m.GetFrame()
-	if a.st.sessions[key] == nil {
+	if a.st.sessions.get(key) == nil {
 		a.perform(ctx, []effect{lostSession(key)})
 		return
 	}
@@ -306,7 +340,7 @@ func (a *userActor) onFrame(ctx actor.Context, m *actorpb.ClientFrame, now time.
 		}
 		entries, err := a.read(persistence.Seq(b.Sync.GetAfterSeq()), limit)
 		if err != nil {
-			a.log.Error("sync read failed", "err", err)
+			a.log().Error("sync read failed", "err", err)
 			a.perform(ctx, []effect{a.st.replyErr(key, f.GetId(), wire.CodeUnavailable, "storage unavailable; retry")})
 			return
 		}
@@ -317,7 +351,7 @@ func (a *userActor) onFrame(ctx actor.Context, m *actorpb.ClientFrame, now time.
 			var err error
 			last := persistence.Seq(a.st.convs[convKey(b.MarkRead.GetConversation())].GetLastSeq())
 			if later, err = a.readAll(persistence.Seq(b.MarkRead.GetUpToSeq()), last); err != nil {
-				a.log.Error("mark-read recount failed", "err", err)
+				a.log().Error("mark-read recount failed", "err", err)
 				a.perform(ctx, []effect{a.st.replyErr(key, f.GetId(), wire.CodeUnavailable, "storage unavailable; retry")})
 				return
 			}
@@ -357,7 +391,7 @@ func frameName(f *wire.Frame) string {
 // onCatchup starts the read of a catching-up session's next page off the
 // mailbox; the page comes back as catchupRead (catchup.go).
 func (a *userActor) onCatchup(ctx actor.Context, key sessionKey) {
-	sess := a.st.sessions[key]
+	sess := a.st.sessions.get(key)
 	if sess == nil || sess.live {
 		return
 	}
@@ -485,7 +519,7 @@ func (a *userActor) perform(ctx actor.Context, effs []effect) {
 			a.rt.presence.set(a.user, a.st.epoch, a.self, e.devices)
 		case effStop:
 			a.dead = true
-			a.log.Warn("user actor stopping", "reason", e.reason)
+			a.log().Warn("user actor stopping", "reason", e.reason)
 			ctx.Stop(a.self)
 		}
 	}

@@ -46,7 +46,7 @@ func (effTransient) isEffect() {}
 // setWill answers SetWill: the last one set wins; an empty conversation
 // clears it.
 func (s *userState) setWill(key sessionKey, reqID uint64, w *wire.SetWill) []effect {
-	sess := s.sessions[key]
+	sess := s.sessions.get(key)
 	if sess == nil {
 		return []effect{lostSession(key)}
 	}
@@ -98,7 +98,7 @@ func (s *userState) dropWill(sess *session, logout bool, now time.Time) []effect
 		return s.fireWill(*w, now)
 	}
 	dev := sess.info.GetDeviceId()
-	s.wills[dev] = &pendingWill{will: *w, loginID: sess.info.GetLoginId()}
+	setIn(&s.wills, dev, &pendingWill{will: *w, loginID: sess.info.GetLoginId()})
 	return []effect{effWillTimer{device: dev, loginID: sess.info.GetLoginId(), after: w.grace}}
 }
 
@@ -172,7 +172,8 @@ func (s *userState) pushTransient(m *wire.Message) []effect { return s.pushTrans
 func (s *userState) pushTransientExcept(m *wire.Message, skip *sessionKey) []effect {
 	byGW := map[gwKey][]uint64{}
 	var order []gwKey
-	for k, sess := range s.sessions {
+	for _, sess := range s.sessions {
+		k := sess.key
 		if !sess.live || (skip != nil && k == *skip) {
 			continue
 		}

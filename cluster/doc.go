@@ -48,11 +48,13 @@
 //
 // # Activations
 //
-// A kind's actor receives *cluster.ClusterInit (protoactor's) after
-// Started; its Identity field is the actor's identity (also available as
-// cluster.GetClusterIdentity(ctx)). To passivate, an actor stops itself
-// (ctx.SetReceiveTimeout, then ctx.Poison(ctx.Self()) or ctx.Stop): its
-// node's placement actor, its parent, forgets it on Terminated.
+// Kinds are built with NewKind (this package's, not protoactor's). A
+// kind's actor receives *cluster.ClusterInit (protoactor's) as its first
+// message after Started; its Identity field is the actor's identity
+// (protoactor's cluster.GetClusterIdentity(ctx) does not work here: no
+// context extension is set). To passivate, an actor stops itself
+// (ctx.Poison(ctx.Self()) or ctx.Stop): its node's placement actor, its
+// parent, forgets it on Terminated, and the node's PID cache with it.
 //
 // # Concurrency
 //

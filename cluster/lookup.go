@@ -110,8 +110,6 @@ func (l *Lookup) Setup(c *pcluster.Cluster, _ []string, isClient bool) {
 		switch e := evt.(type) {
 		case *pcluster.ClusterTopology:
 			l.onTopology(e)
-		case *pcluster.ActivationTerminating:
-			l.cur.Load().forget(e.ClusterIdentity, e.Pid)
 		}
 	})
 }

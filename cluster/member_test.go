@@ -97,12 +97,14 @@ type echo struct {
 func (e *echo) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
-		// The identity is already set when Started arrives.
-		e.id = pcluster.GetClusterIdentity(ctx).Identity
-	case *pcluster.ClusterInit:
-		if msg.Identity.Identity != e.id {
-			e.reg.fail(fmt.Sprintf("ClusterInit for %s, GetClusterIdentity in Started said %s", msg.Identity.Identity, e.id))
+		if e.id != "" {
+			e.reg.fail(fmt.Sprintf("Started after ClusterInit for %s", e.id))
 		}
+	case *pcluster.ClusterInit:
+		if e.id != "" {
+			e.reg.fail(fmt.Sprintf("a second ClusterInit (%s) for %s", msg.Identity.Identity, e.id))
+		}
+		e.id = msg.Identity.Identity
 		e.addr = ctx.ActorSystem().Address()
 		e.reg.started(e.id, e.addr)
 	case *actor.Stopped:
@@ -148,7 +150,7 @@ func startMember(t *testing.T, reg *registry, seeds ...string) *Member {
 func tryStartMember(reg *registry, edit func(*Options)) (*Member, error) {
 	log := testLogger()
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(LoggerFactory(log)))
-	kind := pcluster.NewKind(echoKind, actor.PropsFromProducer(func() actor.Actor { return &echo{reg: reg} }))
+	kind := NewKind(echoKind, actor.PropsFromProducer(func() actor.Actor { return &echo{reg: reg} }))
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	o := Options{
@@ -451,7 +453,7 @@ func TestLonelySeeds(t *testing.T) {
 	reg := newRegistry()
 	log := testLogger()
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(LoggerFactory(log)))
-	kind := pcluster.NewKind(echoKind, actor.PropsFromProducer(func() actor.Actor { return &echo{reg: reg} }))
+	kind := NewKind(echoKind, actor.PropsFromProducer(func() actor.Actor { return &echo{reg: reg} }))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	m, err := Start(ctx, sys, Options{

@@ -17,6 +17,17 @@ const (
 
 func placementPID(addr string) *actor.PID { return actor.NewPID(addr, placementName) }
 
+// NewKind returns a cluster kind of actors made by props. Build kinds
+// with it, not with protoactor's cluster.NewKind: the placement actor
+// spawns every activation with these props as they are and sends it
+// *cluster.ClusterInit first, so an activation costs no props clone and
+// no context extension, and its messages pass no receive middleware (a
+// million idle users pay for what each activation keeps). protoactor's
+// kinds expect their identity as a context extension and panic without it.
+func NewKind(kind string, props *actor.Props) *pcluster.Kind {
+	return &pcluster.Kind{Kind: kind, Props: props}
+}
+
 // removeActivation asks the placement actor to stop a local activation
 // (Lookup.RemovePid). Local only.
 type removeActivation struct {
@@ -50,6 +61,7 @@ func (p *placementActor) Receive(ctx actor.Context) {
 		p.perform(ctx, v, msg.ClusterIdentity, p.st.activate(v, msg.ClusterIdentity, ctx.Sender()))
 	case *actor.Terminated:
 		if ci, ok := p.st.terminated(msg.Who); ok {
+			p.l.cur.Load().forget(ci, msg.Who)
 			if k, ok := p.l.c.TryGetClusterKind(ci.Kind); ok {
 				k.Dec()
 			}
@@ -101,10 +113,14 @@ func (p *placementActor) spawn(ctx actor.Context, ci *pcluster.ClusterIdentity) 
 		return nil, fmt.Errorf("cluster: kind %q is not registered on this member", ci.Kind)
 	}
 	name := ci.Kind + "/" + ci.Identity + ctx.ActorSystem().ProcessRegistry.NextId()
-	pid, err := ctx.SpawnNamed(pcluster.WithClusterIdentity(k.Props, ci), name)
+	// The kind's own props, shared by every activation (see NewKind); the
+	// identity travels in ClusterInit, the first message in the mailbox:
+	// no one can send the new actor anything before answer hands out pid.
+	pid, err := ctx.SpawnNamed(k.Props, name)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: spawn %s: %w", name, err)
 	}
+	ctx.Send(pid, &pcluster.ClusterInit{Identity: ci, Cluster: p.l.c})
 	k.Inc()
 	p.st.spawned(ci, pid)
 	return pid, nil
