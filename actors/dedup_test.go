@@ -78,8 +78,8 @@ func TestRecentAcksBounded(t *testing.T) {
 	for i := range recentAckSize + 10 {
 		r.add(fmt.Sprint("c", i), &wire.SendAck{Seq: uint64(i + 1)})
 	}
-	if len(r.vals) != recentAckSize {
-		t.Fatalf("%d acks kept, want %d", len(r.vals), recentAckSize)
+	if len(r.r.vals) != recentAckSize {
+		t.Fatalf("%d acks kept, want %d", len(r.r.vals), recentAckSize)
 	}
 	for i := range 10 {
 		if r.get(fmt.Sprint("c", i)) != nil {

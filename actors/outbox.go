@@ -62,8 +62,8 @@ type outbox struct {
 	// was confirmed (it was overtaken: probably lost) or confirmations
 	// stopped (stalled). A long queue — a big group's fan-out — is not
 	// re-sent just for being long.
-	lastAck     time.Time // when the last confirmation came
-	ackedSentAt time.Time // the latest send time among confirmed deliveries
+	lastAck     int64 // when the last confirmation came, Unix ns (0: none yet)
+	ackedSentAt int64 // the latest send time among confirmed deliveries, Unix ns
 }
 
 type outboxEntry struct {
@@ -166,10 +166,8 @@ func (o *outbox) ack(a *actorpb.DeliverAck, now time.Time) bool {
 		if e.attempts == 1 {
 			o.latency.observe(now.Sub(e.sentAt))
 		}
-		o.lastAck = now
-		if e.sentAt.After(o.ackedSentAt) {
-			o.ackedSentAt = e.sentAt
-		}
+		o.lastAck = now.UnixNano()
+		o.ackedSentAt = max(o.ackedSentAt, e.sentAt.UnixNano())
 	}
 	delete(o.items, ref)
 	if !e.logged {
@@ -237,9 +235,9 @@ const overtaken = time.Second
 // overtaken by a later confirmed one, or when confirmations stalled.
 func (o *outbox) tick(now time.Time) []effect {
 	var effs []effect
-	stalled := now.Sub(o.lastAck) >= o.latency.redriveDelay(1)
+	stalled := time.Duration(now.UnixNano()-o.lastAck) >= o.latency.redriveDelay(1)
 	for _, e := range o.items {
-		if now.Sub(e.sentAt) >= o.latency.redriveDelay(e.attempts) && (stalled || e.sentAt.Add(overtaken).Before(o.ackedSentAt)) {
+		if now.Sub(e.sentAt) >= o.latency.redriveDelay(e.attempts) && (stalled || e.sentAt.Add(overtaken).UnixNano() < o.ackedSentAt) {
 			e.sentAt = now
 			e.attempts++
 			effs = append(effs, effDeliver{item: e.item})

@@ -184,7 +184,7 @@ func TestEarlyChangeSeenWithoutStoreRead(t *testing.T) {
 	for _, kind := range []string{"recall", "edit"} {
 		t.Run(kind, func(t *testing.T) {
 			h := newHarness(t, "bob")
-			h.st.fresh = time.Now().Add(-time.Hour) // activated long before the message was minted
+			h.st.freshMS = time.Now().Add(-time.Hour).UnixMilli() // activated long before the message was minted
 			id := ulid.Make().String()
 			conv := &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "alice"}
 			var effs []effect

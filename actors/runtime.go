@@ -272,9 +272,9 @@ const (
 )
 
 // props are the props of the actors this runtime spawns: their mailboxes
-// run on the runtime's worker pool.
+// (leanMailbox: no queue while empty) run on the runtime's worker pool.
 func (r *Runtime) props(producer actor.Producer) *actor.Props {
-	return actor.PropsFromProducer(producer, actor.WithDispatcher(r.dispatch))
+	return actor.PropsFromProducer(producer, actor.WithDispatcher(r.dispatch), actor.WithMailbox(newLeanMailbox))
 }
 
 // Kinds returns the cluster kinds this package implements.

@@ -43,24 +43,25 @@ type userState struct {
 	delivering map[string]bool         // message ID → in-flight delivery
 	delivered  recentIndex             // deliveries this activation committed, newest few
 	sentAcks   recentAcks              // acks of the sends this activation committed, newest few
-	// fresh is set by the shell (real time, unlike the injectable clock):
-	// messages whose IDs were minted after it cannot have been delivered
-	// by an earlier activation (see deliveredBefore).
-	fresh time.Time
+	// freshMS is set by the shell (real time in Unix ms, unlike the
+	// injectable clock; 0: unset): messages whose IDs were minted after it
+	// cannot have been delivered by an earlier activation (see
+	// deliveredBefore).
+	freshMS int64
 	// logNewestMS, if logTimeKnown, is the newest entry time in the log
 	// when this activation began; the shell sets it only when the actors'
 	// clock is the real one (entry times then follow the clocks message
 	// IDs are minted with). See deliveredBefore.
-	logNewestMS  int64
-	logTimeKnown bool
-	changing     map[string]bool // message ID → recall or edit in flight
+	logNewestMS int64
+	changing    map[string]bool // message ID → recall or edit in flight
 
 	out     outbox                        // fan-outs awaiting DeliverAck (outbox.go)
 	cursors map[string]persistence.Seq    // device → cursor, not yet flushed
 	wills   map[string]*pendingWill       // device → will waiting out its grace period
 	convs   map[string]*actorpb.ConvState // conversation key → state (all of them, loaded at activation)
 
-	failed bool // an append failed: the actor is stopping
+	logTimeKnown bool // logNewestMS is set (kept here with the other bool: the struct's size matters)
+	failed       bool // an append failed: the actor is stopping
 }
 
 // logReader is the read the pure state needs: the entry indexed under a
@@ -966,25 +967,33 @@ func mustMarshal(m proto.Message) []byte {
 }
 
 // recent remembers the values of the last keys added, up to a size: a
-// bounded, in-memory index. It allocates on first use. Only the actor's
-// goroutine touches it.
-type recent[V any] struct {
+// bounded, in-memory index. It allocates on first use (a pointer until
+// then: most idle users never send or receive in an activation). Only the
+// actor's goroutine touches it.
+type recent[V any] struct{ r *recentRing[V] }
+
+type recentRing[V any] struct {
 	vals map[string]V
 	ring []string // keys in insertion order, a ring once full
 	next int      // where the next key goes once full
 }
 
-func (r *recent[V]) get(key string) (V, bool) {
-	v, ok := r.vals[key]
+func (rr *recent[V]) get(key string) (V, bool) {
+	if rr.r == nil {
+		var zero V
+		return zero, false
+	}
+	v, ok := rr.r.vals[key]
 	return v, ok
 }
 
 // add sets key's value, evicting the oldest key if size keys are kept
 // already; it returns the evicted key ("" if none).
-func (r *recent[V]) add(key string, v V, size int) (evicted string) {
-	if r.vals == nil {
-		r.vals = make(map[string]V, size)
+func (rr *recent[V]) add(key string, v V, size int) (evicted string) {
+	if rr.r == nil {
+		rr.r = &recentRing[V]{vals: make(map[string]V, size)}
 	}
+	r := rr.r
 	if _, ok := r.vals[key]; ok {
 		r.vals[key] = v
 		return ""
@@ -1045,7 +1054,7 @@ const clockSkew = 5 * time.Second
 func (s *userState) deliveredBefore(id string) (*wire.Entry, error) {
 	if ms, ok := ulidMS(id); ok && ms > s.delivered.forgottenMS {
 		skew := clockSkew.Milliseconds()
-		if !s.fresh.IsZero() && ms >= s.fresh.UnixMilli()+skew {
+		if s.freshMS != 0 && ms >= s.freshMS+skew {
 			return nil, nil
 		}
 		if s.logTimeKnown && ms > s.logNewestMS+skew {

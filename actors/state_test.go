@@ -763,7 +763,7 @@ func TestRepeatedDeliverAnsweredFromMemory(t *testing.T) {
 func TestDeliveredBeforeSkipsReadOnlyWhenSound(t *testing.T) {
 	h := newHarness(t, "bob")
 	start := time.Now()
-	h.st.fresh = start
+	h.st.freshMS = start.UnixMilli()
 	mint := func(at time.Time) string { return ulid.MustNew(ulid.Timestamp(at), rand.Reader).String() }
 	h.log.err = errors.New("store read")
 

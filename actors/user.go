@@ -46,7 +46,7 @@ type userActor struct {
 	// holds no timer (protoactor's receive timeout would keep one, with
 	// its context extras, for every activation).
 	idleFor    time.Duration // this activation's idle timeout, jittered
-	idleArmed  bool          // an idleCheck is pending
+	idleTimer  *time.Timer   // sends idleCheck; nil while the user is not idle
 	lastActive time.Time     // when the last message other than idleCheck arrived
 
 	api     apiWaiters   // server API requests waiting for their answer (see apiAddr)
@@ -142,7 +142,7 @@ func (a *userActor) Receive(ctx actor.Context) {
 		a.armed = false
 		a.perform(ctx, a.st.tick(now))
 	case idleCheck:
-		a.idleArmed = false
+		a.idleTimer = nil // it fired (or one stopped too late did): the test below is right either way
 		if a.st.idle() && time.Since(a.lastActive) >= a.idleFor {
 			ctx.Poison(ctx.Self())
 			return
@@ -172,10 +172,15 @@ func (a *userActor) arm(ctx actor.Context) {
 		self, root := ctx.Self(), a.rt.sys.Root
 		time.AfterFunc(tickEvery, func() { root.Send(self, tickMsg{}) })
 	}
-	if !a.idleArmed && a.st.idle() {
-		a.idleArmed = true
+	switch idle := a.st.idle(); {
+	case idle && a.idleTimer == nil:
 		self, root := ctx.Self(), a.rt.sys.Root
-		time.AfterFunc(a.idleFor-time.Since(a.lastActive), func() { root.Send(self, idleCheck{}) })
+		a.idleTimer = time.AfterFunc(a.idleFor-time.Since(a.lastActive), func() { root.Send(self, idleCheck{}) })
+	case !idle && a.idleTimer != nil:
+		// Busy again (typically: the login that activated it). The timer
+		// would be garbage for the whole session if left to run.
+		a.idleTimer.Stop()
+		a.idleTimer = nil
 	}
 }
 
@@ -249,8 +254,9 @@ func (a *userActor) load(init *cluster.ClusterInit) (*userState, []effect, error
 		a.log().Info("re-driving pending fan-outs", "items", len(outbox), "after_seq", mark.Done)
 	}
 	st := newUserState(a.user, &a.rt.cfg, storeReader{a.rt.store, a.user}, NewMessageID)
-	st.fresh = time.Now() // after Activate: real time, as in message IDs (not the injectable clock)
-	if d := a.rt.now().Sub(st.fresh); d > -time.Second && d < time.Second {
+	fresh := time.Now() // after Activate: real time, as in message IDs (not the injectable clock)
+	st.freshMS = fresh.UnixMilli()
+	if d := a.rt.now().Sub(fresh); d > -time.Second && d < time.Second {
 		// The actors' clock is the real one: entry times follow the
 		// clocks message IDs are minted with (tests move it; then not).
 		st.logNewestMS, st.logTimeKnown = lastTime, true
