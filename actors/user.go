@@ -47,7 +47,7 @@ type userActor struct {
 	// its context extras, for every activation).
 	idleFor    time.Duration // this activation's idle timeout, jittered
 	idleTimer  *time.Timer   // sends idleCheck; nil while the user is not idle
-	lastActive time.Time     // when the last message other than idleCheck arrived
+	lastActive int64         // when the last message other than idleCheck arrived, Unix ns
 
 	api     apiWaiters   // server API requests waiting for their answer (see apiAddr)
 	history historyScans // history scans running off the mailbox, and those waiting
@@ -143,7 +143,7 @@ func (a *userActor) Receive(ctx actor.Context) {
 		a.perform(ctx, a.st.tick(now))
 	case idleCheck:
 		a.idleTimer = nil // it fired (or one stopped too late did): the test below is right either way
-		if a.st.idle() && time.Since(a.lastActive) >= a.idleFor {
+		if a.st.idle() && a.quietFor() >= a.idleFor {
 			ctx.Poison(ctx.Self())
 			return
 		}
@@ -151,9 +151,14 @@ func (a *userActor) Receive(ctx actor.Context) {
 		a.log().Warn("user actor: unexpected message", "type", fmt.Sprintf("%T", m))
 	}
 	if _, ok := ctx.Message().(idleCheck); !ok {
-		a.lastActive = time.Now()
+		a.lastActive = time.Now().UnixNano()
 	}
 	a.arm(ctx)
+}
+
+// quietFor is how long since the last message other than idleCheck.
+func (a *userActor) quietFor() time.Duration {
+	return time.Duration(time.Now().UnixNano() - a.lastActive)
 }
 
 const tickEvery = 500 * time.Millisecond
@@ -175,7 +180,7 @@ func (a *userActor) arm(ctx actor.Context) {
 	switch idle := a.st.idle(); {
 	case idle && a.idleTimer == nil:
 		self, root := ctx.Self(), a.rt.sys.Root
-		a.idleTimer = time.AfterFunc(a.idleFor-time.Since(a.lastActive), func() { root.Send(self, idleCheck{}) })
+		a.idleTimer = time.AfterFunc(a.idleFor-a.quietFor(), func() { root.Send(self, idleCheck{}) })
 	case !idle && a.idleTimer != nil:
 		// Busy again (typically: the login that activated it). The timer
 		// would be garbage for the whole session if left to run.
@@ -203,7 +208,7 @@ func (a *userActor) activate(ctx actor.Context, init *cluster.ClusterInit) {
 	}
 	a.st = st
 	jitter := time.Duration(rand.Int64N(int64(st.cfg.IdleTimeout/2))) - st.cfg.IdleTimeout/4
-	a.idleFor, a.lastActive = st.cfg.IdleTimeout+jitter, time.Now()
+	a.idleFor, a.lastActive = st.cfg.IdleTimeout+jitter, time.Now().UnixNano()
 	a.perform(ctx, effs)
 	a.arm(ctx)
 }

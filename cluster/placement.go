@@ -1,6 +1,9 @@
 package cluster
 
 import (
+	"fmt"
+	"strings"
+
 	"github.com/asynkron/protoactor-go/actor"
 	pcluster "github.com/asynkron/protoactor-go/cluster"
 )
@@ -21,12 +24,6 @@ import (
 // An activation whose node is no longer the owner (a member joined) keeps
 // serving: the new owner's probe finds it and hands its PID out, until it
 // passivates; then the new owner activates a fresh one.
-
-// activation is a live identity on this node.
-type activation struct {
-	ci  *pcluster.ClusterIdentity
-	pid *actor.PID
-}
 
 // pendingActivation is an activation waiting for its probe round.
 type pendingActivation struct {
@@ -59,15 +56,17 @@ type decision struct {
 // placementState is the placement actor's bookkeeping. Not safe for
 // concurrent use: only the placement actor touches it.
 type placementState struct {
-	active  map[string]activation         // by ClusterIdentity.AsKey()
-	byPID   map[string]string             // PID.Id → key: the reverse index
+	// active holds the live activations by ClusterIdentity.AsKey(), the
+	// keys being substrings of the PIDs' own names (activationKey): no
+	// reverse index and no copy of the identity per activation, of which
+	// a node holds a million.
+	active  map[string]*actor.PID
 	pending map[string]*pendingActivation // by key
 }
 
 func newPlacementState() placementState {
 	return placementState{
-		active:  map[string]activation{},
-		byPID:   map[string]string{},
+		active:  map[string]*actor.PID{},
 		pending: map[string]*pendingActivation{},
 	}
 }
@@ -75,9 +74,9 @@ func newPlacementState() placementState {
 // activate handles an activation request from sender under view v.
 func (s *placementState) activate(v *view, ci *pcluster.ClusterIdentity, sender *actor.PID) decision {
 	key := ci.AsKey()
-	if a, ok := s.active[key]; ok {
+	if pid, ok := s.active[key]; ok {
 		// Served even if no longer ours: the old activation keeps serving.
-		return decision{verdict: verdictReply, pid: a.pid, waiters: []*actor.PID{sender}}
+		return decision{verdict: verdictReply, pid: pid, waiters: []*actor.PID{sender}}
 	}
 	if v.owner(ci.Kind, ci.Identity) != v.self {
 		return decision{verdict: verdictRefuse, waiters: []*actor.PID{sender}}
@@ -140,8 +139,8 @@ func (s *placementState) probe(v *view, ci *pcluster.ClusterIdentity, from strin
 		return &pcluster.ActivationResponse{Failed: true, TopologyHash: v.hash}
 	}
 	key := ci.AsKey()
-	if a, ok := s.active[key]; ok {
-		return &pcluster.ActivationResponse{Pid: a.pid, TopologyHash: v.hash}
+	if pid, ok := s.active[key]; ok {
+		return &pcluster.ActivationResponse{Pid: pid, TopologyHash: v.hash}
 	}
 	if _, ok := s.pending[key]; ok {
 		return &pcluster.ActivationResponse{Failed: true, TopologyHash: v.hash}
@@ -149,27 +148,41 @@ func (s *placementState) probe(v *view, ci *pcluster.ClusterIdentity, from strin
 	return &pcluster.ActivationResponse{TopologyHash: v.hash}
 }
 
-// spawned records a new local activation.
-func (s *placementState) spawned(ci *pcluster.ClusterIdentity, pid *actor.PID) {
-	key := ci.AsKey()
-	s.active[key] = activation{ci: ci, pid: pid}
-	s.byPID[pid.Id] = key
+// activationKey is the key of the activation pid: spawn names it
+// "kind/identity$n" under the placement actor, so its Id is
+// "tandem-placement/kind/identity$n" and the key, ClusterIdentity.AsKey(),
+// is the part between the prefix and the last '$'.
+func activationKey(pid *actor.PID) string {
+	id := strings.TrimPrefix(pid.Id, placementName+"/")
+	if i := strings.LastIndexByte(id, '$'); i >= 0 {
+		return id[:i]
+	}
+	return id
 }
 
-// terminated forgets the activation pid, if it is one, in O(1).
+// spawned records a new local activation of ci, named as spawn names it.
+func (s *placementState) spawned(ci *pcluster.ClusterIdentity, pid *actor.PID) {
+	key := activationKey(pid)
+	if key != ci.Kind+"/"+ci.Identity {
+		panic(fmt.Sprintf("cluster: activation %s of %s is not named by its identity", pid.Id, ci.AsKey()))
+	}
+	s.active[key] = pid
+}
+
+// terminated forgets the activation pid, if it is one, in O(1), and
+// returns its identity.
 func (s *placementState) terminated(pid *actor.PID) (*pcluster.ClusterIdentity, bool) {
-	key, ok := s.byPID[pid.Id]
-	if !ok {
+	key := activationKey(pid)
+	if a, ok := s.active[key]; !ok || a.Id != pid.Id {
 		return nil, false
 	}
-	delete(s.byPID, pid.Id)
-	a := s.active[key]
 	delete(s.active, key)
-	return a.ci, true
+	kind, identity, _ := strings.Cut(key, "/")
+	return pcluster.NewClusterIdentity(identity, kind), true
 }
 
 // holds reports whether pid is the live activation of ci here.
 func (s *placementState) holds(ci *pcluster.ClusterIdentity, pid *actor.PID) bool {
 	a, ok := s.active[ci.AsKey()]
-	return ok && a.pid.Id == pid.Id
+	return ok && a.Id == pid.Id
 }

@@ -25,11 +25,15 @@ func TestPlacementSingleMemberSpawns(t *testing.T) {
 	if d := s.activate(v, ci, caller); d.verdict != verdictReply || d.pid != pid {
 		t.Fatalf("active: %+v, want the existing PID", d)
 	}
-	if got, ok := s.terminated(pid); !ok || got.Identity != "alice" {
+	// An earlier activation's PID (same name, another $n) is not this one.
+	if _, ok := s.terminated(actor.NewPID("a:1", "tandem-placement/user/alice$0")); ok {
+		t.Fatal("terminated an activation that is not the live one")
+	}
+	if got, ok := s.terminated(pid); !ok || got.Identity != "alice" || got.Kind != "user" {
 		t.Fatalf("terminated: %v %v", got, ok)
 	}
-	if len(s.active)+len(s.byPID) != 0 {
-		t.Fatalf("index not empty after termination: %v %v", s.active, s.byPID)
+	if len(s.active) != 0 {
+		t.Fatalf("index not empty after termination: %v", s.active)
 	}
 	if _, ok := s.terminated(pid); ok {
 		t.Fatal("terminated twice")
@@ -57,7 +61,7 @@ func TestPlacementRefusesWhenNotOwner(t *testing.T) {
 		t.Fatalf("non-owner: %+v, want refuse", d)
 	}
 	// But an activation it still has (from an older topology) is served.
-	pid := actor.NewPID("a:1", "old")
+	pid := actor.NewPID("a:1", placementName+"/"+ci.AsKey()+"$1")
 	s.spawned(ci, pid)
 	if d := s.activate(v, ci, actor.NewPID("b:1", "f")); d.verdict != verdictReply || d.pid != pid {
 		t.Fatalf("non-owner with activation: %+v, want its PID", d)
@@ -137,7 +141,7 @@ func TestPlacementAnswersProbes(t *testing.T) {
 	if r := s.probe(v, ci, "a:1"); r.Failed || r.Pid != nil {
 		t.Errorf("nothing here: %v", r)
 	}
-	pid := actor.NewPID("b:1", "x")
+	pid := actor.NewPID("b:1", placementName+"/"+ci.AsKey()+"$1")
 	s.spawned(ci, pid)
 	if r := s.probe(v, ci, "a:1"); r.Pid != pid {
 		t.Errorf("active here: %v", r)
@@ -354,7 +358,7 @@ func TestPlacementSimJoin(t *testing.T) {
 		// Every identity asked for is answered with its one activation.
 		for k, pid := range s.answers {
 			owner := s.nodes[pid.Address[:len(pid.Address)-2]]
-			if a, ok := owner.st.active[k]; !ok || a.pid != pid {
+			if a, ok := owner.st.active[k]; !ok || a != pid {
 				t.Fatalf("seed %d: %s answered with %v, not a live activation", seed, k, pid)
 			}
 		}
