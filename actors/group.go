@@ -498,6 +498,7 @@ type groupActor struct {
 	self  *actor.PID
 	armed bool
 	dead  bool
+	idle  idleClock  // passivation once groupState.idle for the idle timeout
 	api   apiWaiters // membership commands (GroupResult)
 	sends apiWaiters // server-API sends (ApiResult)
 }
@@ -564,17 +565,30 @@ func (a *groupActor) Receive(ctx actor.Context) {
 	case tickMsg:
 		a.armed = false
 		a.perform(ctx, a.g.tick(now))
-	case *actor.ReceiveTimeout:
-		if a.g.idle() {
+	case idleCheck:
+		if a.idle.due(a.g.idle()) {
 			ctx.Poison(ctx.Self())
 			return
 		}
 	}
-	if a.g.needsTick() && !a.armed && !a.dead {
+	if _, ok := ctx.Message().(idleCheck); !ok {
+		a.idle.touch()
+	}
+	a.arm(ctx)
+}
+
+// arm starts the timers the state needs after a message: the tick, and
+// the idle check once the group is idle.
+func (a *groupActor) arm(ctx actor.Context) {
+	if a.dead {
+		return
+	}
+	if a.g.needsTick() && !a.armed {
 		a.armed = true
 		self, root := ctx.Self(), a.rt.sys.Root
 		time.AfterFunc(tickEvery, func() { root.Send(self, tickMsg{}) })
 	}
+	a.idle.arm(ctx, a.rt.sys.Root, a.g.idle())
 }
 
 func (a *groupActor) activate(ctx actor.Context, id string) {
@@ -623,8 +637,9 @@ func (a *groupActor) activate(ctx actor.Context, id string) {
 	if len(items) > 0 || mark.Pending {
 		a.log.Info("re-driving pending group fan-outs", "items", len(items), "after_seq", mark.Done)
 	}
-	ctx.SetReceiveTimeout(a.rt.cfg.IdleTimeout)
+	a.idle.start(a.rt.cfg.IdleTimeout, false)
 	a.perform(ctx, effs)
+	a.arm(ctx)
 }
 
 func (a *groupActor) perform(ctx actor.Context, effs []effect) {

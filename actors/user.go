@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -40,14 +39,7 @@ type userActor struct {
 	armed bool // a tick timer is pending
 	dead  bool // activation failed or an append failed: refuse everything
 
-	// Passivation. While the user has no session and nothing in flight
-	// (userState.idle), a timer, made only then, checks back when the
-	// idle timeout after the last message is due: an online user's actor
-	// holds no timer (protoactor's receive timeout would keep one, with
-	// its context extras, for every activation).
-	idleFor    time.Duration // this activation's idle timeout, jittered
-	idleTimer  *time.Timer   // sends idleCheck; nil while the user is not idle
-	lastActive int64         // when the last message other than idleCheck arrived, Unix ns
+	idle idleClock // passivation once userState.idle for the idle timeout
 
 	api     apiWaiters   // server API requests waiting for their answer (see apiAddr)
 	history historyScans // history scans running off the mailbox, and those waiting
@@ -142,8 +134,7 @@ func (a *userActor) Receive(ctx actor.Context) {
 		a.armed = false
 		a.perform(ctx, a.st.tick(now))
 	case idleCheck:
-		a.idleTimer = nil // it fired (or one stopped too late did): the test below is right either way
-		if a.st.idle() && a.quietFor() >= a.idleFor {
+		if a.idle.due(a.st.idle()) {
 			ctx.Poison(ctx.Self())
 			return
 		}
@@ -151,20 +142,12 @@ func (a *userActor) Receive(ctx actor.Context) {
 		a.log().Warn("user actor: unexpected message", "type", fmt.Sprintf("%T", m))
 	}
 	if _, ok := ctx.Message().(idleCheck); !ok {
-		a.lastActive = time.Now().UnixNano()
+		a.idle.touch()
 	}
 	a.arm(ctx)
 }
 
-// quietFor is how long since the last message other than idleCheck.
-func (a *userActor) quietFor() time.Duration {
-	return time.Duration(time.Now().UnixNano() - a.lastActive)
-}
-
 const tickEvery = 500 * time.Millisecond
-
-// idleCheck asks the actor whether it has been idle long enough to stop.
-type idleCheck struct{}
 
 // arm starts the timers the state needs after a message: the tick, and
 // the idle check once the user is idle.
@@ -177,16 +160,7 @@ func (a *userActor) arm(ctx actor.Context) {
 		self, root := ctx.Self(), a.rt.sys.Root
 		time.AfterFunc(tickEvery, func() { root.Send(self, tickMsg{}) })
 	}
-	switch idle := a.st.idle(); {
-	case idle && a.idleTimer == nil:
-		self, root := ctx.Self(), a.rt.sys.Root
-		a.idleTimer = time.AfterFunc(a.idleFor-a.quietFor(), func() { root.Send(self, idleCheck{}) })
-	case !idle && a.idleTimer != nil:
-		// Busy again (typically: the login that activated it). The timer
-		// would be garbage for the whole session if left to run.
-		a.idleTimer.Stop()
-		a.idleTimer = nil
-	}
+	a.idle.arm(ctx, a.rt.sys.Root, a.st.idle())
 }
 
 // log is the node's logger with this user's ID. Made per call, not kept:
@@ -207,8 +181,7 @@ func (a *userActor) activate(ctx actor.Context, init *cluster.ClusterInit) {
 		return
 	}
 	a.st = st
-	jitter := time.Duration(rand.Int64N(int64(st.cfg.IdleTimeout/2))) - st.cfg.IdleTimeout/4
-	a.idleFor, a.lastActive = st.cfg.IdleTimeout+jitter, time.Now().UnixNano()
+	a.idle.start(st.cfg.IdleTimeout, true)
 	a.perform(ctx, effs)
 	a.arm(ctx)
 }

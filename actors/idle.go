@@ -1,0 +1,56 @@
+package actors
+
+import (
+	"math/rand/v2"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+)
+
+// idleClock passivates an actor once it has been idle (by its own test:
+// no session, nothing in flight) for its timeout since its last message.
+// Its timer exists only while the actor is idle, so an online user's
+// actor holds none; protoactor's receive timeout would keep a timer, and
+// the context extras it lives in, for every activation.
+type idleClock struct {
+	after time.Duration // this activation's timeout
+	timer *time.Timer   // sends idleCheck; nil while the actor is busy
+	last  int64         // when the last message other than idleCheck came, Unix ns
+}
+
+// idleCheck asks the actor whether it has been idle long enough to stop.
+type idleCheck struct{}
+
+// start begins the clock: timeout, ±25 % if jitter (so that users
+// activated together do not all stop together).
+func (c *idleClock) start(timeout time.Duration, jitter bool) {
+	if jitter && timeout >= 4 {
+		timeout += time.Duration(rand.Int64N(int64(timeout/2))) - timeout/4
+	}
+	c.after, c.last = timeout, time.Now().UnixNano()
+}
+
+// touch records a message; call it for every message but idleCheck.
+func (c *idleClock) touch() { c.last = time.Now().UnixNano() }
+
+func (c *idleClock) quiet() time.Duration { return time.Duration(time.Now().UnixNano() - c.last) }
+
+// due handles an idleCheck: whether the actor, idle now, should stop.
+func (c *idleClock) due(idle bool) bool {
+	c.timer = nil // it fired (or one stopped too late did): the test is right either way
+	return idle && c.quiet() >= c.after
+}
+
+// arm, after a message, starts the timer if the actor is idle and stops
+// it if it is busy again (typically: the login that activated it; the
+// timer would otherwise be kept for the whole session).
+func (c *idleClock) arm(ctx actor.Context, root *actor.RootContext, idle bool) {
+	switch {
+	case idle && c.timer == nil:
+		self := ctx.Self()
+		c.timer = time.AfterFunc(c.after-c.quiet(), func() { root.Send(self, idleCheck{}) })
+	case !idle && c.timer != nil:
+		c.timer.Stop()
+		c.timer = nil
+	}
+}
