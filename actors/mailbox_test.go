@@ -2,6 +2,7 @@ package actors
 
 import (
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -37,7 +38,7 @@ func (r *recorder) Receive(ctx actor.Context) {
 }
 
 func leanSystem(t *testing.T) *actor.ActorSystem {
-	sys := actor.NewActorSystem()
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return slog.New(slog.DiscardHandler) }))
 	t.Cleanup(sys.Shutdown)
 	return sys
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,8 +19,68 @@ import (
 // activation stops — a send to it is lost until the entry expires, which
 // the senders' retries (devices, the outbox) absorb.
 type pidCache struct {
-	m sync.Map // idKey → cachedPID
-	n atomic.Int64
+	// A plain map per shard, not a sync.Map: a sync.Map boxes every key
+	// and value and adds trie nodes, ≈ 0.25 KiB per identity, and a node
+	// caches one for every user online on it. Shards keep the read locks
+	// apart.
+	shards [pidShards]pidShard
+	n      atomic.Int64
+}
+
+const pidShards = 64
+
+type pidShard struct {
+	mu sync.RWMutex
+	m  map[idKey]cachedPID
+}
+
+var pidSeed = maphash.MakeSeed()
+
+func (c *pidCache) shard(k idKey) *pidShard {
+	return &c.shards[maphash.String(pidSeed, k.identity)%pidShards]
+}
+
+func (c *pidCache) load(k idKey) (cachedPID, bool) {
+	s := c.shard(k)
+	s.mu.RLock()
+	v, ok := s.m[k]
+	s.mu.RUnlock()
+	return v, ok
+}
+
+// store sets k to v and reports whether k is new.
+func (c *pidCache) store(k idKey, v cachedPID) bool {
+	s := c.shard(k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = make(map[idKey]cachedPID)
+	}
+	_, had := s.m[k]
+	s.m[k] = v
+	return !had
+}
+
+// deleteIf deletes k if its entry is still for pid, and reports whether it did.
+func (c *pidCache) deleteIf(k idKey, pid *actor.PID) bool {
+	s := c.shard(k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v, ok := s.m[k]; !ok || !v.pid.Equal(pid) {
+		return false
+	}
+	delete(s.m, k)
+	return true
+}
+
+func (c *pidCache) clear() {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		s.m = nil
+		s.mu.Unlock()
+	}
+	c.n.Store(0)
 }
 
 type idKey struct{ kind, identity string }
@@ -38,11 +99,10 @@ const (
 // cachedGet returns the cached PID of ci if it may still be used.
 func (l *Lookup) cachedGet(t *topology, ci *pcluster.ClusterIdentity) (*actor.PID, bool) {
 	k := idKey{ci.Kind, ci.Identity}
-	v, ok := t.pids.m.Load(k)
+	c, ok := t.pids.load(k)
 	if !ok {
 		return nil, false
 	}
-	c := v.(cachedPID)
 	if c.pid.Address == l.self {
 		if _, ok := l.c.ActorSystem.ProcessRegistry.GetLocal(c.pid.Id); ok {
 			return c.pid, true
@@ -50,7 +110,7 @@ func (l *Lookup) cachedGet(t *topology, ci *pcluster.ClusterIdentity) (*actor.PI
 	} else if time.Now().UnixNano() < c.until {
 		return c.pid, true
 	}
-	if t.pids.m.CompareAndDelete(k, v) {
+	if t.pids.deleteIf(k, c.pid) {
 		t.pids.n.Add(-1)
 	}
 	return nil, false
@@ -63,19 +123,16 @@ func (l *Lookup) cachePut(t *topology, ci *pcluster.ClusterIdentity, pid *actor.
 		c.until = time.Now().Add(remoteTTL).UnixNano()
 	}
 	if t.pids.n.Load() >= maxCachedPIDs {
-		t.pids.m.Clear()
-		t.pids.n.Store(0)
+		t.pids.clear()
 	}
-	if _, loaded := t.pids.m.Swap(idKey{ci.Kind, ci.Identity}, c); !loaded {
+	if t.pids.store(idKey{ci.Kind, ci.Identity}, c) {
 		t.pids.n.Add(1)
 	}
 }
 
 // forget drops ci's entry if it is pid (its activation is stopping).
 func (t *topology) forget(ci *pcluster.ClusterIdentity, pid *actor.PID) {
-	k := idKey{ci.Kind, ci.Identity}
-	v, ok := t.pids.m.Load(k)
-	if ok && v.(cachedPID).pid.Equal(pid) && t.pids.m.CompareAndDelete(k, v) {
+	if t.pids.deleteIf(idKey{ci.Kind, ci.Identity}, pid) {
 		t.pids.n.Add(-1)
 	}
 }
