@@ -150,10 +150,13 @@ type pconn struct {
 	done  atomic.Bool
 
 	// Only the owner of busy.
-	draining bool    // the session gave up on the stream: discard until the end
-	buf      *[]byte // read buffer, borrowed while it holds unread bytes
-	r, w     int32   // unread bytes are (*buf)[r:w]
-	parked   func()  // a blocking call transport.park was given
+	draining bool // the session gave up on the stream: discard until the end
+	// writeArmed: the writer's socket is registered on wrfd. Only the
+	// writer goroutine (one at a time, ordered by the outQueue).
+	writeArmed bool
+	buf        *[]byte // read buffer, borrowed while it holds unread bytes
+	r, w       int32   // unread bytes are (*buf)[r:w]
+	parked     func()  // a blocking call transport.park was given
 	// discardLeft is the reader's budget of oversize payload to throw
 	// away (msgReader.discardLeft), kept here while no reader is borrowed.
 	discardLeft int64
@@ -161,9 +164,6 @@ type pconn struct {
 	// Deadlines, as monotonic instants (0: none). Any goroutine.
 	readAt  atomic.Int64 // reads fail from then on (the outQueue's read deadline)
 	writeAt atomic.Int64 // the write in progress fails then
-
-	// Only the writer goroutine (one at a time, ordered by the outQueue).
-	writeArmed bool // registered on wrfd
 
 	mu      sync.Mutex  // guards the fields below
 	timer   *time.Timer // wakes the connection at the earlier deadline
@@ -624,7 +624,12 @@ func (c *pconn) idleBuffer() {
 const maxIovecs = 1024
 
 func (c *pconn) writeBuffers(bufs [][]byte) error {
-	defer c.writeDone()
+	waited := false
+	defer func() {
+		if waited {
+			c.writeDone()
+		}
+	}()
 	for len(bufs) > 0 {
 		if at := c.writeAt.Load(); at != 0 && nowInstant() >= at {
 			return os.ErrDeadlineExceeded
@@ -647,6 +652,7 @@ func (c *pconn) writeBuffers(bufs [][]byte) error {
 		switch {
 		case err == nil || err == unix.EINTR:
 		case err == unix.EAGAIN:
+			waited = true
 			if err := c.waitWritable(); err != nil {
 				return err
 			}
@@ -816,15 +822,3 @@ func (r *fdRef) closeNow() {
 	// descriptor is released even then (Linux): nothing to retry.
 	_ = unix.Close(int(r.fd))
 }
-
-// Monotonic instants: nanoseconds since clockBase, 0 for none. They take
-// 8 bytes where a time.Time takes 24.
-
-func instantOf(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return max(1, int64(t.Sub(clockBase)))
-}
-
-func nowInstant() int64 { return int64(time.Since(clockBase)) }

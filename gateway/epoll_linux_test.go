@@ -228,14 +228,20 @@ func TestEpollStuckWritersLeakNoFD(t *testing.T) {
 	overflow := dialSmallWindow(t, srv)
 	overflow.login(1, "olga")
 	oid := onlySession(t, srv)
-	for srv.Deliver(oid, []*wire.Frame{pushOf(64<<10, 'o')}) {
+	fill := make([]*wire.Frame, 96) // 6 MiB: within the bound, beyond what the socket takes (4 MiB at most)
+	for i := range fill {
+		fill[i] = pushOf(64<<10, 'o')
+	}
+	if !srv.Deliver(oid, fill) {
+		t.Fatal("push refused below the bound")
+	}
+	if srv.Deliver(oid, append(fill, fill[:48]...)) { // 9 MiB in one call: over the bound whatever was written
+		t.Fatal("pushes over the bound accepted")
 	}
 	stall := dialSmallWindow(t, srv)
 	sid := sessionOf(t, srv, stall.login(1, "stan").GetLoginOk().GetLoginId())
-	for range 96 { // 6 MiB: within the bound, beyond what the socket takes (4 MiB at most)
-		if !srv.Deliver(sid, []*wire.Frame{pushOf(64<<10, 's')}) {
-			t.Fatal("push refused below the bound")
-		}
+	if !srv.Deliver(sid, fill) {
+		t.Fatal("push refused below the bound")
 	}
 	start := time.Now()
 	waitSessions(t, srv, 0)
