@@ -344,3 +344,26 @@ func TestEpollConcurrentEndsLeakNoFD(t *testing.T) {
 	h.mu.Unlock()
 	waitFDs(t, before)
 }
+
+// After the upgrade an epoll connection keeps exactly one descriptor: the
+// net.Conn's is closed once it was dupped. Not parallel: it counts the
+// process's descriptors (both ends of each connection are in it).
+func TestEpollOneFDPerConnection(t *testing.T) {
+	h := newFakeHandler()
+	srv := startServer(t, Config{Transport: TransportEpoll}, h)
+	before := openFDs(t)
+	const n = 20
+	conns := make([]*client, n)
+	for i := range conns {
+		conns[i] = dial(t, srv)
+		conns[i].login(1, "fay")
+	}
+	if got := openFDs(t) - before; got != 2*n {
+		t.Fatalf("%d descriptors for %d connections, want %d (one client end and one server end each)", got, n, 2*n)
+	}
+	for _, c := range conns {
+		c.conn.Close()
+	}
+	waitSessions(t, srv, 0)
+	waitFDs(t, before)
+}
