@@ -144,31 +144,35 @@ type pconn struct {
 
 	// busy: a worker (or a parked call, or the end) owns the read side;
 	// readiness and wake-ups then only set again. While not busy the
-	// registration is armed. done: the read side is over for good.
+	// registration is armed. Once the read side is over (end), busy stays
+	// set for good.
 	busy  atomic.Bool
 	again atomic.Bool
-	done  atomic.Bool
 
 	// Only the owner of busy.
 	draining bool // the session gave up on the stream: discard until the end
-	// writeArmed: the writer's socket is registered on wrfd. Only the
-	// writer goroutine (one at a time, ordered by the outQueue).
-	writeArmed bool
-	buf        *[]byte // read buffer, borrowed while it holds unread bytes
-	r, w       int32   // unread bytes are (*buf)[r:w]
-	parked     func()  // a blocking call transport.park was given
+	ended    bool // end was called (guarded by mu too: armWake reads it)
 	// discardLeft is the reader's budget of oversize payload to throw
-	// away (msgReader.discardLeft), kept here while no reader is borrowed.
-	discardLeft int64
+	// away (msgReader.discardLeft, at most maxDiscardBytes), kept here
+	// while no reader is borrowed.
+	discardLeft int32
+	buf         *[]byte // read buffer, borrowed while it holds unread bytes
+	r, w        int32   // unread bytes are (*buf)[r:w]
+	parked      func()  // a blocking call transport.park was given
 
 	// Deadlines, as monotonic instants (0: none). Any goroutine.
 	readAt  atomic.Int64 // reads fail from then on (the outQueue's read deadline)
 	writeAt atomic.Int64 // the write in progress fails then
 
-	mu      sync.Mutex  // guards the fields below
-	timer   *time.Timer // wakes the connection at the earlier deadline
-	timerAt int64
-	ready   chan struct{} // while the writer waits: poked when it should look again
+	mu    sync.Mutex    // guards the fields below
+	timer *wakeTimer    // wakes the connection at the earlier deadline
+	ready chan struct{} // while the writer waits: poked when it should look again
+}
+
+// wakeTimer is a pconn's wake-up: a timer and when it fires.
+type wakeTimer struct {
+	*time.Timer
+	at int64
 }
 
 // attach takes nc's file descriptor: one dup, close-on-exec, then nc is
@@ -325,7 +329,7 @@ func (t *epollTransport) work() {
 // looks again before it lets go.
 func (c *pconn) schedule() {
 	c.again.Store(true)
-	if c.done.Load() || !c.busy.CompareAndSwap(false, true) {
+	if !c.busy.CompareAndSwap(false, true) {
 		return
 	}
 	c.tr().enqueue(c)
@@ -394,7 +398,7 @@ func (c *pconn) reader() *msgReader {
 		r := readerPool.Get().(*msgReader)
 		r.init(c, s.srv.cfg.MaxFrameBytes)
 		r.frameTimeout = s.srv.cfg.FrameTimeout // checked per turn, not set on the socket
-		r.discardLeft = c.discardLeft
+		r.discardLeft = int64(c.discardLeft)
 		s.rd = r
 	}
 	return s.rd
@@ -415,8 +419,8 @@ func (c *pconn) idle() {
 
 func (c *pconn) putReader() {
 	r := c.s.rd
-	c.discardLeft = r.discardLeft
-	*r = msgReader{} // a dropped frame's buffers go to the collector
+	c.discardLeft = int32(r.discardLeft) // at most maxDiscardBytes
+	*r = msgReader{}                     // a dropped frame's buffers go to the collector
 	readerPool.Put(r)
 	c.s.rd = nil
 }
@@ -477,7 +481,7 @@ func (c *pconn) drain() {
 // end finishes the session on a goroutine of its own (its close may wait
 // for writes). err == nil means a clean end (the close may complete).
 func (c *pconn) end(err error) {
-	if c.done.Swap(true) {
+	if c.ended {
 		return
 	}
 	c.r = c.w
@@ -486,6 +490,7 @@ func (c *pconn) end(err error) {
 		c.putReader()
 	}
 	c.mu.Lock()
+	c.ended = true
 	if c.timer != nil {
 		c.timer.Stop()
 		c.timer = nil
@@ -502,7 +507,7 @@ func (c *pconn) setReadDeadline(t time.Time) {
 	at := instantOf(t)
 	c.mu.Lock()
 	old := c.readAt.Swap(at)
-	if at == 0 && c.timer != nil && c.timerAt == old {
+	if at == 0 && c.timer != nil && c.timer.at == old {
 		// The deadline it was set for is gone (a login met it).
 		c.timer.Stop()
 		c.timer = nil
@@ -519,21 +524,20 @@ func (c *pconn) setReadDeadline(t time.Time) {
 func (c *pconn) armWake(frameAt int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.done.Load() {
+	if c.ended {
 		return
 	}
 	at := c.readAt.Load()
 	if frameAt != 0 && (at == 0 || frameAt < at) {
 		at = frameAt
 	}
-	if at == 0 || (c.timer != nil && c.timerAt <= at) {
+	if at == 0 || (c.timer != nil && c.timer.at <= at) {
 		return // none, or an earlier wake-up is set already
 	}
 	if c.timer != nil {
 		c.timer.Stop()
 	}
-	c.timerAt = at
-	c.timer = time.AfterFunc(time.Duration(at-nowInstant())+time.Millisecond, c.woken)
+	c.timer = &wakeTimer{time.AfterFunc(time.Duration(at-nowInstant())+time.Millisecond, c.woken), at}
 }
 
 // woken runs at a deadline: the turn finds what expired (a read past the
@@ -624,9 +628,9 @@ func (c *pconn) idleBuffer() {
 const maxIovecs = 1024
 
 func (c *pconn) writeBuffers(bufs [][]byte) error {
-	waited := false
+	waits := 0
 	defer func() {
-		if waited {
+		if waits > 0 {
 			c.writeDone()
 		}
 	}()
@@ -652,8 +656,8 @@ func (c *pconn) writeBuffers(bufs [][]byte) error {
 		switch {
 		case err == nil || err == unix.EINTR:
 		case err == unix.EAGAIN:
-			waited = true
-			if err := c.waitWritable(); err != nil {
+			waits++
+			if err := c.waitWritable(waits == 1); err != nil {
 				return err
 			}
 		default:
@@ -666,24 +670,24 @@ func (c *pconn) writeBuffers(bufs [][]byte) error {
 // waitWritable arms EPOLLOUT on the write epoll and waits until the
 // socket may be writable (or something else changed: the deadline, the
 // close), without holding an OS thread. It fails once the write deadline
-// has passed or the socket is closed.
-func (c *pconn) waitWritable() error {
+// has passed or the socket is closed. first: the first wait of this write
+// call, which registers the socket on wrfd (writeDone takes it off).
+func (c *pconn) waitWritable(first bool) error {
 	c.mu.Lock()
 	if c.ready == nil {
 		c.ready = make(chan struct{}, 1)
 	}
 	ready := c.ready
 	c.mu.Unlock()
-	op := unix.EPOLL_CTL_ADD
-	if c.writeArmed {
-		op = unix.EPOLL_CTL_MOD
+	op := unix.EPOLL_CTL_MOD
+	if first {
+		op = unix.EPOLL_CTL_ADD
 	}
 	// Arming polls the socket at once: a socket that became writable
 	// since the writev is reported.
 	if err := c.ctl(c.tr().wrfd, op, eventFor(unix.EPOLLOUT|unix.EPOLLONESHOT, c.s.id)); err != nil {
 		return err
 	}
-	c.writeArmed = true
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -716,16 +720,14 @@ func (c *pconn) waitWritable() error {
 }
 
 // writeDone ends a write call: the writer no longer waits, and its
-// registration on the write epoll (if any) goes.
+// registration on the write epoll goes.
 func (c *pconn) writeDone() {
 	c.mu.Lock()
 	c.ready = nil
 	c.mu.Unlock()
-	if c.writeArmed {
-		c.writeArmed = false
-		// Fails only if the socket is closed, which took the registration.
-		_ = c.ctl(c.tr().wrfd, unix.EPOLL_CTL_DEL, nil)
-	}
+	// Fails only if the socket is closed, which took the registration,
+	// or if registering it failed.
+	_ = c.ctl(c.tr().wrfd, unix.EPOLL_CTL_DEL, nil)
 }
 
 // pokeWriter makes a waiting writer look again.

@@ -31,19 +31,22 @@ type session struct {
 	srv   *Server
 	codec codec
 
-	// Only the read side.
+	// Only the read side; closing, any goroutine. (Together they fill
+	// one word: every idle connection keeps a session.)
 	loggedIn  bool
 	loggedOut bool
-	user      string
-	rate      frameBucket // inbound flow control (admission.go)
+	closing   atomic.Bool // a close was started (a hint; out decides)
+
+	// Only the read side.
+	user string
+	rate frameBucket // inbound flow control (admission.go)
 	// rd reads the client's messages. The goroutine transport keeps one
 	// for the session's life; the epoll transport borrows one from a pool
 	// while a message is in progress.
 	rd *msgReader
 
 	// Any goroutine.
-	closing atomic.Bool // a close was started (a hint; out decides)
-	out     outQueue    // the write side; out.sock is the connection
+	out outQueue // the write side; out.sock is the connection
 
 	// The session's place on the server's heartbeat wheel, once logged in:
 	// the read side touches it for every message, the wheel reads it.
