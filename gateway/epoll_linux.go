@@ -97,16 +97,19 @@ func newEpollTransport(srv *Server) (transport, error) {
 		}
 		return nil, fmt.Errorf("gateway: %s: %w", what, err)
 	}
-	var err error
-	if t.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
 		return fail("epoll_create1", err)
 	}
-	if t.wrfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+	t.epfd = fd
+	if fd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return fail("epoll_create1", err)
 	}
-	if t.wake, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+	t.wrfd = fd
+	if fd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
 		return fail("eventfd", err)
 	}
+	t.wake = fd
 	if err := unix.EpollCtl(t.epfd, unix.EPOLL_CTL_ADD, t.wake, eventFor(unix.EPOLLIN, wakeEventID)); err != nil {
 		return fail("epoll_ctl wake fd", err)
 	}
