@@ -4,6 +4,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -269,7 +270,7 @@ func TestEpollStuckWritersLeakNoFD(t *testing.T) {
 // counts the process's descriptors.
 func TestEpollConcurrentEndsLeakNoFD(t *testing.T) {
 	h := newFakeHandler()
-	srv := startServer(t, Config{Transport: TransportEpoll, HeartbeatTimeout: 300 * time.Millisecond,
+	srv := startServer(t, Config{Transport: TransportEpoll, HeartbeatTimeout: time.Second,
 		WriteTimeout: 200 * time.Millisecond, CloseTimeout: 200 * time.Millisecond}, h)
 	before := openFDs(t)
 
@@ -283,7 +284,8 @@ func TestEpollConcurrentEndsLeakNoFD(t *testing.T) {
 			} else {
 				c = dial(t, srv)
 			}
-			id := sessionOf(t, srv, c.login(1, "u").GetLoginOk().GetLoginId())
+			var id uint64 // the fake handler names logins after their session
+			fmt.Sscanf(c.login(1, "u").GetLoginOk().GetLoginId(), "login-%d", &id)
 			stop := make(chan struct{})
 			var pushers sync.WaitGroup
 			pushers.Go(func() {
@@ -321,9 +323,9 @@ func TestEpollConcurrentEndsLeakNoFD(t *testing.T) {
 					}
 				}
 			case 2: // goes silent: the heartbeat closes it
-				time.Sleep(600 * time.Millisecond)
+				time.Sleep(1500 * time.Millisecond)
 			case 3: // never reads: writes stall and fail
-				time.Sleep(600 * time.Millisecond)
+				time.Sleep(1500 * time.Millisecond)
 			}
 			close(stop)
 			pushers.Wait()
