@@ -644,7 +644,13 @@ func (c *pconn) writeBuffers(bufs [][]byte) error {
 		if !c.fd.acquire() {
 			return net.ErrClosed
 		}
-		n, err := unix.Writev(c.fd.int(), bufs[:min(len(bufs), maxIovecs)])
+		var n int
+		var err error
+		if len(bufs) == 1 {
+			n, err = unix.Write(c.fd.int(), bufs[0]) // the usual push; writev would allocate its iovec
+		} else {
+			n, err = unix.Writev(c.fd.int(), bufs[:min(len(bufs), maxIovecs)])
+		}
 		c.fd.release()
 		for n > 0 { // consume what went out
 			k := min(n, len(bufs[0]))

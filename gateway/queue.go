@@ -123,19 +123,25 @@ func (q *outQueue) init(sock socket, cfg *queueConfig) {
 	q.gated = true
 }
 
-// b returns the busy state, making it if the queue was idle. q.mu must be
-// held.
+// busyPool holds the busy states of queues that are idle: a push to an
+// idle connection borrows one until its writer is done.
+var busyPool = sync.Pool{New: func() any { return new(queueBusy) }}
+
+// b returns the busy state, borrowing one if the queue was idle. q.mu
+// must be held.
 func (q *outQueue) b() *queueBusy {
 	if q.busy == nil {
-		q.busy = new(queueBusy)
+		q.busy = busyPool.Get().(*queueBusy)
 	}
 	return q.busy
 }
 
-// tidy drops the busy state of a queue that has become idle. q.mu must be
-// held.
+// tidy gives the busy state of a queue that has become idle back. q.mu
+// must be held.
 func (q *outQueue) tidy() {
 	if b := q.busy; b != nil && !q.writing && !q.closing && len(b.frames) == 0 && len(b.held) == 0 {
+		*b = queueBusy{}
+		busyPool.Put(b)
 		q.busy = nil
 	}
 }
