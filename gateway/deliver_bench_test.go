@@ -69,7 +69,10 @@ func BenchmarkDeliverIdle(b *testing.B) {
 					if _, err := io.CopyN(io.Discard, r, hd.Length); err != nil {
 						return
 					}
-					got <- struct{}{}
+					select {
+					case got <- struct{}{}:
+					default: // after the loop: the shutdown's Kick and close
+					}
 				}
 			}()
 			push := []*wire.Frame{{Body: &wire.Frame_Push{Push: &wire.Push{Transient: []*wire.Message{{Content: make([]byte, 64)}}}}}}
