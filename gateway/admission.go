@@ -6,7 +6,6 @@ import (
 	"math"
 	"runtime/debug"
 	"runtime/metrics"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,12 +40,6 @@ type admission struct {
 	refused  atomic.Uint64
 }
 
-// sendSet is one session's sends in flight by frame id.
-type sendSet struct {
-	mu  sync.Mutex
-	ids map[uint64]inflightSend
-}
-
 type inflightSend struct {
 	bytes int64
 	at    int64 // unix nanoseconds it was handed on
@@ -62,14 +55,14 @@ const staleSend = 60 * time.Second
 func (s *session) admitSend(id uint64, n int64) *wire.Frame {
 	a := &s.srv.adm
 	max := s.srv.cfg.MaxSessionSends
-	s.sends.mu.Lock()
-	defer s.sends.mu.Unlock()
-	if _, dup := s.sends.ids[id]; dup {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, dup := s.sends[id]; dup {
 		return nil // the same id again: its answer answers both
 	}
 	var refuse *wire.Frame
 	switch {
-	case len(s.sends.ids) >= max:
+	case len(s.sends) >= max:
 		refuse = rateLimited(id, "too many sends in flight on this session; wait for their acks", sessionRetryAfter)
 	case a.pressure.Load():
 		refuse = rateLimited(id, "the node is short of memory; retry later", nodeRetryAfter)
@@ -80,10 +73,10 @@ func (s *session) admitSend(id uint64, n int64) *wire.Frame {
 		a.refused.Add(1)
 		return refuse
 	}
-	if s.sends.ids == nil {
-		s.sends.ids = make(map[uint64]inflightSend)
+	if s.sends == nil {
+		s.sends = make(map[uint64]inflightSend)
 	}
-	s.sends.ids[id] = inflightSend{bytes: n, at: time.Now().UnixNano()}
+	s.sends[id] = inflightSend{bytes: n, at: time.Now().UnixNano()}
 	a.inflight.Add(1)
 	a.bytes.Add(n)
 	return nil
@@ -104,12 +97,15 @@ func (s *session) answered(frames []*wire.Frame) {
 }
 
 func (s *session) release(id uint64) {
-	s.sends.mu.Lock()
-	e, ok := s.sends.ids[id]
+	s.mu.Lock()
+	e, ok := s.sends[id]
 	if ok {
-		delete(s.sends.ids, id)
+		delete(s.sends, id)
+		if len(s.sends) == 0 {
+			s.sends = nil // an idle session holds no map
+		}
 	}
-	s.sends.mu.Unlock()
+	s.mu.Unlock()
 	if ok {
 		s.srv.adm.inflight.Add(-1)
 		s.srv.adm.bytes.Add(-e.bytes)
@@ -122,16 +118,19 @@ func (s *session) releaseAll() { s.releaseOlder(math.MaxInt64) }
 // releaseOlder ends the sends in flight handed on before unix nanoseconds
 // before.
 func (s *session) releaseOlder(before int64) {
-	s.sends.mu.Lock()
+	s.mu.Lock()
 	var k, n int64
-	for id, e := range s.sends.ids {
+	for id, e := range s.sends {
 		if e.at < before {
 			k++
 			n += e.bytes
-			delete(s.sends.ids, id)
+			delete(s.sends, id)
 		}
 	}
-	s.sends.mu.Unlock()
+	if len(s.sends) == 0 {
+		s.sends = nil
+	}
+	s.mu.Unlock()
 	s.srv.adm.inflight.Add(-k)
 	s.srv.adm.bytes.Add(-n)
 }

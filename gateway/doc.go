@@ -49,13 +49,19 @@
 // Serve runs the server until its context is done and returns only after
 // every goroutine it started has exited. The read side is a transport
 // (Config.Transport): on Linux by default epoll readiness and a fixed
-// pool of workers (epoll_linux.go) — an idle connection has no goroutine
-// and no buffer, a frame that arrives in part keeps only its own state and
-// must be complete within Config.FrameTimeout, Login and Logout run on a
-// goroutine of their own so that they never hold a worker — elsewhere,
-// and for TLS, one goroutine per connection blocked in Read. A
-// connection's writer goroutine exists only while it has something to
-// write; the handshake runs on a goroutine that ends with it.
+// pool of workers (epoll_linux.go) — after the upgrade the connection is
+// only its file descriptor (the net.Conn is closed), an idle connection
+// has no goroutine and no buffer, a frame that arrives in part keeps only
+// its own state and must be complete within Config.FrameTimeout, Login
+// and Logout run on a goroutine of their own so that they never hold a
+// worker — elsewhere, and for TLS, one goroutine per connection blocked
+// in Read on its net.Conn. A connection's writer goroutine exists only
+// while it has something to write (on the epoll transport it writes
+// non-blocking and, when the socket is full, waits for writability on
+// epoll, not in a syscall); the handshake runs on a goroutine that ends
+// with it. What an idle session keeps is what it needs: its reader's
+// state, its write queue's bookkeeping and its sends in flight exist only
+// while in use.
 //
 // Heartbeats run on one timing wheel per Server (wheel.go), driven by one
 // goroutine that Serve starts and waits for, not on a timer per

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"net"
 	"os"
 	"runtime"
 	"sync"
@@ -34,56 +36,86 @@ const (
 )
 
 // epollTransport waits for client bytes with one epoll instance: an idle
-// connection has no goroutine and no read buffer, only its registration
-// (EPOLLONESHOT, so one worker at a time reads it) and the state of a
-// frame that arrived in part. A poller goroutine hands readable
+// connection has no goroutine, no buffer and no net.Conn, only its file
+// descriptor, its registration (EPOLLONESHOT, so one worker at a time
+// reads it) and its session. A poller goroutine hands readable
 // connections to a fixed pool of workers, which read what is there
 // without blocking, hand complete messages to the session and re-arm the
 // registration. A frame cut short keeps only the reader's own state (at
-// most a header, a control payload or the message being assembled) and
-// must be completed within Config.FrameTimeout.
+// most a header, a control payload or the message being assembled, in a
+// msgReader borrowed from a pool while a message is in progress) and must
+// be completed within Config.FrameTimeout.
+//
+// After the upgrade (on the net.Conn, as for the goroutine transport),
+// attach takes the socket's file descriptor out of the net.Conn: it dups
+// it (close-on-exec) and closes the net.Conn, so that exactly one
+// descriptor per connection stays open and the runtime's netFD and poll
+// descriptor are freed. That descriptor is the session's alone; fdRef
+// guards its lifetime: every syscall on it holds a reference, and the
+// close happens once the last one is given back, so that a number the
+// next accept reuses is never read, written or re-armed by mistake. Events
+// carry the session id, which is never reused, and are looked up in the
+// server's session table.
+//
+// Writes are the outQueue's: its writer goroutine calls writeBuffers,
+// which writes with non-blocking writev; when the socket's send buffer is
+// full it arms EPOLLOUT on a second epoll instance (nested in the first,
+// so that the same poller serves it) and waits, parked on a channel and
+// not in a syscall, until the socket is writable, the write deadline
+// passes or the socket is closed. The read registration is independent of
+// it, so EPOLLONESHOT re-arming by the workers does not disturb it.
 //
 // Blocking Handler calls (Login, Logout) run on a goroutine of their own
-// (session.park) while the connection is not re-armed, so that a slow
+// (transport.park) while the connection is not re-armed, so that a slow
 // login cannot pin a worker. The end of a session (session.finish, which
-// waits for its writes) runs on a goroutine of its own too. Writes are
-// the outQueue's, as for the goroutine transport, through the runtime's
-// own poller. Only the socket's fd is used: no dup is made.
+// waits for its writes) runs on a goroutine of its own too.
 type epollTransport struct {
 	srv   *Server
-	epfd  int
+	epfd  int // readiness of the connections, and of wrfd
+	wrfd  int // writability of the connections whose writer waits
 	wake  int // eventfd: tells the poller to stop
 	queue chan *pconn
-
-	mu    sync.RWMutex
-	conns map[uint64]*pconn // by session id, which is never reused
 
 	stopOnce sync.Once
 	stopped  atomic.Bool // set by stop before it wakes the poller
 }
 
+// Event ids that are not sessions': the wake fd's is 0, which no session
+// has; wrfd's is the largest id, which no session reaches.
+const (
+	wakeEventID     = 0
+	writableEventID = math.MaxUint64
+)
+
 func newEpollTransport(srv *Server) (transport, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	t := &epollTransport{srv: srv, epfd: -1, wrfd: -1, wake: -1, queue: make(chan *pconn, 4096)}
+	fail := func(what string, err error) (transport, error) {
+		for _, fd := range []int{t.epfd, t.wrfd, t.wake} {
+			if fd >= 0 {
+				_ = unix.Close(fd) // never used
+			}
+		}
+		return nil, fmt.Errorf("gateway: %s: %w", what, err)
+	}
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
-		return nil, fmt.Errorf("gateway: epoll_create1: %w", err)
+		return fail("epoll_create1", err)
 	}
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
-		_ = unix.Close(epfd)
-		return nil, fmt.Errorf("gateway: eventfd: %w", err)
+	t.epfd = fd
+	if fd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return fail("epoll_create1", err)
 	}
-	// The wake fd's event carries id 0, which no session has.
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN}); err != nil {
-		_ = unix.Close(epfd)
-		_ = unix.Close(wake)
-		return nil, fmt.Errorf("gateway: epoll_ctl wake fd: %w", err)
+	t.wrfd = fd
+	if fd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return fail("eventfd", err)
 	}
-	t := &epollTransport{
-		srv:   srv,
-		epfd:  epfd,
-		wake:  wake,
-		queue: make(chan *pconn, 4096),
-		conns: make(map[uint64]*pconn),
+	t.wake = fd
+	if err := unix.EpollCtl(t.epfd, unix.EPOLL_CTL_ADD, t.wake, eventFor(unix.EPOLLIN, wakeEventID)); err != nil {
+		return fail("epoll_ctl wake fd", err)
+	}
+	// Level-triggered: readable while any writer's socket is writable.
+	if err := unix.EpollCtl(t.epfd, unix.EPOLL_CTL_ADD, t.wrfd, eventFor(unix.EPOLLIN, writableEventID)); err != nil {
+		return fail("epoll_ctl write epoll", err)
 	}
 	workers := max(4, 4*runtime.GOMAXPROCS(0))
 	if srv.cfg.epollWorkers > 0 {
@@ -96,33 +128,60 @@ func newEpollTransport(srv *Server) (transport, error) {
 	return t, nil
 }
 
-// pconn is the epoll transport's side of one session.
+func eventFor(events uint32, id uint64) *unix.EpollEvent {
+	return &unix.EpollEvent{Events: events, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
+}
+
+func eventID(e *unix.EpollEvent) uint64 {
+	return uint64(uint32(e.Fd)) | uint64(uint32(e.Pad))<<32
+}
+
+// pconn is the epoll transport's side of one session, inside it
+// (session.ep): the socket (as the session's socket and as the source of
+// its msgReader) and the read side's scheduling. Its zero value is a
+// session the transport did not take (the goroutine fallback).
 type pconn struct {
-	t  *epollTransport
+	// Set by attach, then read-only.
 	s  *session
-	rc syscall.RawConn
-	id uint64
+	fd fdRef
 
 	// busy: a worker (or a parked call, or the end) owns the read side;
 	// readiness and wake-ups then only set again. While not busy the
-	// registration is armed. done: the read side is over for good.
+	// registration is armed. Once the read side is over (end), busy stays
+	// set for good.
 	busy  atomic.Bool
 	again atomic.Bool
-	done  atomic.Bool
 
 	// Only the owner of busy.
-	src      pollSource
-	draining bool        // the session gave up on the stream: discard until the end
-	parked   func()      // a blocking call session.park asked for
-	deadline time.Time   // the session's read deadline (from outQueue)
-	timer    *time.Timer // wakes the connection at the earlier deadline
-	timerAt  time.Time
-	mu       sync.Mutex // guards deadline, timer, timerAt
+	draining bool // the session gave up on the stream: discard until the end
+	ended    bool // end was called (guarded by mu too: armWake reads it)
+	// discardLeft is the reader's budget of oversize payload to throw
+	// away (msgReader.discardLeft, at most maxDiscardBytes), kept here
+	// while no reader is borrowed.
+	discardLeft int32
+	buf         *[]byte // read buffer, borrowed while it holds unread bytes
+	r, w        int32   // unread bytes are (*buf)[r:w]
+	parked      func()  // a blocking call transport.park was given
+
+	// Deadlines, as monotonic instants (0: none). Any goroutine.
+	readAt  atomic.Int64 // reads fail from then on (the outQueue's read deadline)
+	writeAt atomic.Int64 // the write in progress fails then
+
+	mu    sync.Mutex    // guards the fields below
+	timer *wakeTimer    // wakes the connection at the earlier deadline
+	ready chan struct{} // while the writer waits: poked when it should look again
 }
 
-// serve registers s and returns; the workers read it from then on.
-func (t *epollTransport) serve(s *session) {
-	sc, ok := s.nc.(syscall.Conn)
+// wakeTimer is a pconn's wake-up: a timer and when it fires.
+type wakeTimer struct {
+	*time.Timer
+	at int64
+}
+
+// attach takes nc's file descriptor: one dup, close-on-exec, then nc is
+// closed (which removes it from the runtime's poller).
+func (t *epollTransport) attach(s *session, nc net.Conn) error {
+	sc, ok := nc.(syscall.Conn)
 	var rc syscall.RawConn
 	var err error
 	if ok {
@@ -131,33 +190,42 @@ func (t *epollTransport) serve(s *session) {
 	if !ok || err != nil {
 		// Not a socket of ours (cannot happen with the server's listener):
 		// read it the portable way.
-		goroutineTransport{}.serve(s)
-		return
+		return goroutineTransport{}.attach(s, nc)
 	}
-	c := &pconn{t: t, s: s, rc: rc, id: s.id}
-	c.src.c = c
-	if len(s.early) > 0 {
-		early := s.early // at most gobwas' read buffer, about ours
-		c.src.buf, c.src.w = &early, len(early)
-		s.early = nil
-	}
-	s.rd.src = &c.src
-	s.rd.deadline = nil // frame deadlines are checked per turn, not set on the socket
-	s.park = c.park
-	c.busy.Store(true) // ours until registered
-	t.mu.Lock()
-	t.conns[c.id] = c
-	t.mu.Unlock()
-	s.out.watchDeadline(c.setDeadline)
-
-	var cerr error
-	err = rc.Control(func(fd uintptr) {
-		cerr = unix.EpollCtl(t.epfd, unix.EPOLL_CTL_ADD, int(fd), c.event())
+	fd := -1
+	var derr error
+	err = rc.Control(func(sysfd uintptr) {
+		fd, derr = unix.FcntlInt(sysfd, unix.F_DUPFD_CLOEXEC, 0)
 	})
 	if err == nil {
-		err = cerr
+		err = derr
 	}
 	if err != nil {
+		return fmt.Errorf("gateway: dup the socket: %w", err)
+	}
+	if err := nc.Close(); err != nil {
+		_ = unix.Close(fd) // never used
+		return fmt.Errorf("gateway: close the socket's net.Conn: %w", err)
+	}
+	c := &s.ep
+	c.s, c.fd.fd = s, int32(fd)
+	c.discardLeft = maxDiscardBytes
+	c.busy.Store(true) // ours until registered
+	s.out.sock = c
+	return nil
+}
+
+// serve registers s and returns; the workers read it from then on.
+func (t *epollTransport) serve(s *session, early []byte) {
+	c := &s.ep
+	if c.s == nil {
+		goroutineTransport{}.serve(s, early) // attach fell back
+		return
+	}
+	if len(early) > 0 {
+		c.buf, c.w = &early, int32(len(early)) // at most gobwas' read buffer, about ours
+	}
+	if err := c.ctl(t.epfd, unix.EPOLL_CTL_ADD, c.readEvent()); err != nil {
 		t.srv.log.Warn("epoll register", "session_id", s.id, "err", err)
 		c.end(err)
 		return
@@ -166,12 +234,32 @@ func (t *epollTransport) serve(s *session) {
 	c.turn()
 }
 
-func (c *pconn) event() *unix.EpollEvent {
-	return &unix.EpollEvent{
-		Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT,
-		Fd:     int32(uint32(c.id)),
-		Pad:    int32(uint32(c.id >> 32)),
+// park is transport.park: the call runs after the current message, on a
+// goroutine of its own, and the turn goes on after it.
+func (t *epollTransport) park(s *session, fn func()) bool {
+	if s.ep.s == nil {
+		return false // the goroutine fallback
 	}
+	s.ep.parked = fn
+	return true
+}
+
+func (c *pconn) tr() *epollTransport { return c.s.srv.tr.(*epollTransport) }
+
+func (c *pconn) readEvent() *unix.EpollEvent {
+	return eventFor(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLONESHOT, c.s.id)
+}
+
+// ctl is epoll_ctl on epfd for c's socket; net.ErrClosed if it is closed.
+func (c *pconn) ctl(epfd, op int, ev *unix.EpollEvent) error {
+	if !c.fd.acquire() {
+		return net.ErrClosed
+	}
+	defer c.fd.release()
+	if err := unix.EpollCtl(epfd, op, c.fd.int(), ev); err != nil {
+		return os.NewSyscallError("epoll_ctl", err)
+	}
+	return nil
 }
 
 // stop ends the poller and the workers; every session has ended.
@@ -187,14 +275,17 @@ func (t *epollTransport) stop() {
 }
 
 // poll is the poller goroutine: it waits for readiness and queues the
-// ready connections for the workers.
+// ready connections for the workers, and wakes the writers whose socket
+// became writable.
 func (t *epollTransport) poll() {
 	defer func() {
 		close(t.queue)
 		_ = unix.Close(t.epfd)
+		_ = unix.Close(t.wrfd)
 		_ = unix.Close(t.wake)
 	}()
 	events := make([]unix.EpollEvent, pollEvents)
+	writable := make([]unix.EpollEvent, pollEvents)
 	for {
 		n, err := unix.EpollWait(t.epfd, events, -1)
 		if err != nil {
@@ -205,15 +296,26 @@ func (t *epollTransport) poll() {
 			return
 		}
 		for i := range n {
-			id := uint64(uint32(events[i].Fd)) | uint64(uint32(events[i].Pad))<<32
-			if id == 0 && t.stopped.Load() {
-				return // stop
-			}
-			t.mu.RLock()
-			c := t.conns[id]
-			t.mu.RUnlock()
-			if c != nil {
-				c.schedule()
+			switch id := eventID(&events[i]); id {
+			case wakeEventID:
+				if t.stopped.Load() {
+					return
+				}
+			case writableEventID:
+				m, err := unix.EpollWait(t.wrfd, writable, 0)
+				if err != nil && !errors.Is(err, unix.EINTR) {
+					t.srv.log.Error("epoll_wait on the write epoll failed; the epoll transport stops", "err", err)
+					return
+				}
+				for j := range m {
+					if s := t.srv.session(eventID(&writable[j])); s != nil {
+						s.ep.pokeWriter()
+					}
+				}
+			default:
+				if s := t.srv.session(id); s != nil {
+					s.ep.schedule()
+				}
 			}
 		}
 	}
@@ -230,10 +332,10 @@ func (t *epollTransport) work() {
 // looks again before it lets go.
 func (c *pconn) schedule() {
 	c.again.Store(true)
-	if c.done.Load() || !c.busy.CompareAndSwap(false, true) {
+	if !c.busy.CompareAndSwap(false, true) {
 		return
 	}
-	c.t.enqueue(c)
+	c.tr().enqueue(c)
 }
 
 func (t *epollTransport) enqueue(c *pconn) {
@@ -255,15 +357,14 @@ func (c *pconn) turn() {
 		return
 	}
 	for range turnMessages {
-		if s.rd.frameExpired(time.Now()) {
+		if s.rd != nil && s.rd.frameExpired(time.Now()) {
 			c.fail(&closeError{ws.StatusPolicyViolation, errFrameTimeout})
 			return
 		}
-		m, err := s.rd.next()
+		m, err := c.reader().next()
 		if err == errWouldBlock {
-			c.src.idle()
-			s.rd.idle()
-			c.release()
+			c.idle()
+			c.rearm()
 			return
 		}
 		if err != nil {
@@ -277,8 +378,8 @@ func (c *pconn) turn() {
 		}
 		if fn := c.parked; fn != nil {
 			c.parked = nil
-			c.src.idle()
-			c.t.srv.wg.Go(func() {
+			c.idleBuffer()
+			c.s.srv.wg.Go(func() {
 				fn()
 				c.turn()
 			})
@@ -286,35 +387,66 @@ func (c *pconn) turn() {
 		}
 	}
 	// More may be waiting: to the back of the queue, still owned.
-	c.t.enqueue(c)
+	c.tr().enqueue(c)
 }
 
-// park is session.park: the call runs after the current message, on a
-// goroutine of its own, and the turn goes on after it.
-func (c *pconn) park(fn func()) { c.parked = fn }
+// readerPool holds the msgReaders of the connections that are between
+// messages.
+var readerPool = sync.Pool{New: func() any { return new(msgReader) }}
 
-// release gives up ownership and re-arms the registration, or takes the
-// connection again if something happened meanwhile.
-func (c *pconn) release() {
-	c.armWake(c.s.rd.frameAt)
-	c.busy.Store(false)
-	var cerr error
-	err := c.rc.Control(func(fd uintptr) {
-		cerr = unix.EpollCtl(c.t.epfd, unix.EPOLL_CTL_MOD, int(fd), c.event())
-	})
-	if err == nil {
-		err = cerr
+// reader returns the session's msgReader, borrowing one if it has none.
+func (c *pconn) reader() *msgReader {
+	s := c.s
+	if s.rd == nil {
+		r := readerPool.Get().(*msgReader)
+		r.init(c, s.srv.cfg.MaxFrameBytes)
+		r.frameTimeout = s.srv.cfg.FrameTimeout // checked per turn, not set on the socket
+		r.discardLeft = int64(c.discardLeft)
+		s.rd = r
 	}
-	if err != nil {
-		// The socket is closed: the session is ending (a write failed and
-		// closed it, or the end is under way); take it to its end.
+	return s.rd
+}
+
+// idle gives back what the connection holds only while it has bytes to
+// read: the read buffer, once it is empty, and the reader, if it is
+// between messages.
+func (c *pconn) idle() {
+	c.idleBuffer()
+	if r := c.s.rd; r != nil {
+		r.idle()
+		if r.atRest() {
+			c.putReader()
+		}
+	}
+}
+
+func (c *pconn) putReader() {
+	r := c.s.rd
+	c.discardLeft = int32(r.discardLeft) // at most maxDiscardBytes
+	*r = msgReader{}                     // a dropped frame's buffers go to the collector
+	readerPool.Put(r)
+	c.s.rd = nil
+}
+
+// rearm gives up ownership and re-arms the registration, or takes the
+// connection again if something happened meanwhile.
+func (c *pconn) rearm() {
+	var frameAt int64
+	if r := c.s.rd; r != nil {
+		frameAt = instantOf(r.frameAt)
+	}
+	c.armWake(frameAt)
+	c.busy.Store(false)
+	if err := c.ctl(c.tr().epfd, unix.EPOLL_CTL_MOD, c.readEvent()); err != nil {
+		// The socket is closed: the session is ending (the end is under
+		// way); take it to its end.
 		if c.busy.CompareAndSwap(false, true) {
 			c.fail(err)
 		}
 		return
 	}
 	if c.again.Load() && c.busy.CompareAndSwap(false, true) {
-		c.t.enqueue(c)
+		c.tr().enqueue(c)
 	}
 }
 
@@ -322,7 +454,9 @@ func (c *pconn) release() {
 // a violation gets its close code and the input is drained meanwhile.
 func (c *pconn) fail(err error) {
 	s := c.s
-	s.rd.release()
+	if s.rd != nil {
+		s.rd.release()
+	}
 	if s.readFailed(err) {
 		c.draining = true
 		c.drain()
@@ -334,11 +468,11 @@ func (c *pconn) fail(err error) {
 // drain discards input until the peer goes or the close deadline passes.
 func (c *pconn) drain() {
 	for {
-		_, err := c.src.discard()
+		err := c.discard()
 		switch {
 		case err == errWouldBlock:
-			c.src.idle()
-			c.release()
+			c.idleBuffer()
+			c.rearm()
 			return
 		case err != nil:
 			c.end(nil)
@@ -350,65 +484,67 @@ func (c *pconn) drain() {
 // end finishes the session on a goroutine of its own (its close may wait
 // for writes). err == nil means a clean end (the close may complete).
 func (c *pconn) end(err error) {
-	if c.done.Swap(true) {
+	if c.ended {
 		return
 	}
-	c.src.idle()
+	c.r = c.w
+	c.idleBuffer()
+	if c.s.rd != nil {
+		c.putReader()
+	}
 	c.mu.Lock()
+	c.ended = true
 	if c.timer != nil {
 		c.timer.Stop()
 		c.timer = nil
 	}
 	c.mu.Unlock()
-	c.t.mu.Lock()
-	delete(c.t.conns, c.id)
-	c.t.mu.Unlock()
 	abort := err != nil && !c.draining
-	c.t.srv.wg.Go(func() { c.s.finish(abort) })
+	c.s.srv.wg.Go(func() { c.s.finish(abort) })
 }
 
-// setDeadline is told the session's read deadline (outQueue.watchDeadline);
-// it may be called under the queue's lock, from any goroutine.
-func (c *pconn) setDeadline(t time.Time) {
+// setReadDeadline is socket.setReadDeadline (under the outQueue's lock,
+// from any goroutine): reads fail from t on, and a wake-up makes the
+// read side see it.
+func (c *pconn) setReadDeadline(t time.Time) {
+	at := instantOf(t)
 	c.mu.Lock()
-	old := c.deadline
-	c.deadline = t
-	if t.IsZero() && c.timer != nil && c.timerAt.Equal(old) {
+	old := c.readAt.Swap(at)
+	if at == 0 && c.timer != nil && c.timer.at == old {
 		// The deadline it was set for is gone (a login met it).
 		c.timer.Stop()
 		c.timer = nil
 	}
 	c.mu.Unlock()
-	if !t.IsZero() {
-		c.armWake(time.Time{})
+	if at != 0 {
+		c.armWake(0)
 	}
 }
 
-// armWake sets the wake-up timer for the earlier of the session's read
-// deadline and frameAt, the deadline of the frame in progress (only its
-// owner knows it; others pass the zero time).
-func (c *pconn) armWake(frameAt time.Time) {
+// armWake sets the wake-up timer for the earlier of the read deadline and
+// frameAt, the deadline of the frame in progress (only the read side's
+// owner knows it; others pass 0).
+func (c *pconn) armWake(frameAt int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.done.Load() {
+	if c.ended {
 		return
 	}
-	at := c.deadline
-	if !frameAt.IsZero() && (at.IsZero() || frameAt.Before(at)) {
+	at := c.readAt.Load()
+	if frameAt != 0 && (at == 0 || frameAt < at) {
 		at = frameAt
 	}
-	if at.IsZero() || (c.timer != nil && !c.timerAt.After(at)) {
+	if at == 0 || (c.timer != nil && c.timer.at <= at) {
 		return // none, or an earlier wake-up is set already
 	}
 	if c.timer != nil {
 		c.timer.Stop()
 	}
-	c.timerAt = at
-	c.timer = time.AfterFunc(time.Until(at)+time.Millisecond, c.woken)
+	c.timer = &wakeTimer{time.AfterFunc(time.Duration(at-nowInstant())+time.Millisecond, c.woken), at}
 }
 
 // woken runs at a deadline: the turn finds what expired (a read past the
-// socket's deadline fails; the frame timeout is checked first).
+// read deadline fails; the frame timeout is checked first).
 func (c *pconn) woken() {
 	c.mu.Lock()
 	c.timer = nil
@@ -416,78 +552,284 @@ func (c *pconn) woken() {
 	c.schedule()
 }
 
-// pollSource is what the session's msgReader reads from under the epoll
-// transport: non-blocking reads of the socket into a buffer borrowed
-// while there are bytes, errWouldBlock when there are none.
-type pollSource struct {
-	c    *pconn
-	buf  *[]byte
-	r, w int
-}
+// The read side's source: c is its msgReader's io.Reader. It reads the
+// socket non-blocking into a buffer borrowed while there are bytes, and
+// returns errWouldBlock when there are none.
 
 var readBufPool = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
 
-func (p *pollSource) Read(b []byte) (int, error) {
+func (c *pconn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	if p.r == p.w {
-		if err := p.fill(); err != nil {
+	if c.r == c.w {
+		if err := c.fill(); err != nil {
 			return 0, err
 		}
 	}
-	n := copy(b, (*p.buf)[:cap(*p.buf)][p.r:p.w])
-	p.r += n
+	n := copy(b, (*c.buf)[:cap(*c.buf)][c.r:c.w])
+	c.r += int32(n)
 	return n, nil
 }
 
 // fill reads what the socket has into the buffer (which is empty).
-func (p *pollSource) fill() error {
-	if p.buf == nil {
-		p.buf = readBufPool.Get().(*[]byte)
+func (c *pconn) fill() error {
+	if at := c.readAt.Load(); at != 0 && nowInstant() >= at {
+		return os.ErrDeadlineExceeded
 	}
-	p.r, p.w = 0, 0
+	if c.buf == nil {
+		c.buf = readBufPool.Get().(*[]byte)
+	}
+	c.r, c.w = 0, 0
+	if !c.fd.acquire() {
+		return net.ErrClosed // a write failed and the end closed it
+	}
 	var n int
-	var rerr error
-	err := p.c.rc.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = unix.Read(int(fd), (*p.buf)[:cap(*p.buf)])
-			if rerr != unix.EINTR {
-				return true // never wait: that is the poller's job
-			}
+	var err error
+	for {
+		n, err = unix.Read(c.fd.int(), (*c.buf)[:cap(*c.buf)])
+		if err != unix.EINTR {
+			break // never wait: that is the poller's job
 		}
-	})
+	}
+	c.fd.release()
 	switch {
-	case err != nil: // closed, or past the read deadline
-		return err
-	case rerr == unix.EAGAIN:
+	case err == unix.EAGAIN:
 		return errWouldBlock
-	case rerr != nil:
-		return os.NewSyscallError("read", rerr)
+	case err != nil:
+		return os.NewSyscallError("read", err)
 	case n == 0:
 		return io.EOF
 	}
-	p.w = n
+	c.w = int32(n)
 	return nil
 }
 
 // discard drops what the socket has.
-func (p *pollSource) discard() (int, error) {
-	p.r = p.w
-	if err := p.fill(); err != nil {
-		return 0, err
+func (c *pconn) discard() error {
+	c.r = c.w
+	if err := c.fill(); err != nil {
+		return err
 	}
-	n := p.w
-	p.r = p.w
-	return n, nil
+	c.r = c.w
+	return nil
 }
 
-// idle gives the buffer back once everything in it has been read.
-func (p *pollSource) idle() {
-	if p.buf != nil && p.r == p.w {
-		if cap(*p.buf) == readBufSize { // not the handshake's leftover
-			readBufPool.Put(p.buf)
+// idleBuffer gives the buffer back once everything in it has been read.
+func (c *pconn) idleBuffer() {
+	if c.buf != nil && c.r == c.w {
+		if cap(*c.buf) == readBufSize { // not the handshake's leftover
+			readBufPool.Put(c.buf)
 		}
-		p.buf, p.r, p.w = nil, 0, 0
+		c.buf, c.r, c.w = nil, 0, 0
 	}
+}
+
+// The write side: c is the session's socket (outQueue.sock).
+
+// maxIovecs is how many buffers one writev takes (IOV_MAX on Linux).
+const maxIovecs = 1024
+
+func (c *pconn) writeBuffers(bufs [][]byte) error {
+	waits := 0
+	defer func() {
+		if waits > 0 {
+			c.writeDone()
+		}
+	}()
+	for len(bufs) > 0 {
+		if at := c.writeAt.Load(); at != 0 && nowInstant() >= at {
+			return os.ErrDeadlineExceeded
+		}
+		if !c.fd.acquire() {
+			return net.ErrClosed
+		}
+		var n int
+		var err error
+		if len(bufs) == 1 {
+			n, err = unix.Write(c.fd.int(), bufs[0]) // the usual push; writev would allocate its iovec
+		} else {
+			n, err = unix.Writev(c.fd.int(), bufs[:min(len(bufs), maxIovecs)])
+		}
+		c.fd.release()
+		for n > 0 { // consume what went out
+			k := min(n, len(bufs[0]))
+			bufs[0], n = bufs[0][k:], n-k
+			if len(bufs[0]) == 0 {
+				bufs = bufs[1:]
+			}
+		}
+		for len(bufs) > 0 && len(bufs[0]) == 0 {
+			bufs = bufs[1:]
+		}
+		switch {
+		case err == nil || err == unix.EINTR:
+		case err == unix.EAGAIN:
+			waits++
+			if err := c.waitWritable(waits == 1); err != nil {
+				return err
+			}
+		default:
+			return os.NewSyscallError("writev", err)
+		}
+	}
+	return nil
+}
+
+// waitWritable arms EPOLLOUT on the write epoll and waits until the
+// socket may be writable (or something else changed: the deadline, the
+// close), without holding an OS thread. It fails once the write deadline
+// has passed or the socket is closed. first: the first wait of this write
+// call, which registers the socket on wrfd (writeDone takes it off).
+func (c *pconn) waitWritable(first bool) error {
+	c.mu.Lock()
+	if c.ready == nil {
+		c.ready = make(chan struct{}, 1)
+	}
+	ready := c.ready
+	c.mu.Unlock()
+	op := unix.EPOLL_CTL_MOD
+	if first {
+		op = unix.EPOLL_CTL_ADD
+	}
+	// Arming polls the socket at once: a socket that became writable
+	// since the writev is reported.
+	if err := c.ctl(c.tr().wrfd, op, eventFor(unix.EPOLLOUT|unix.EPOLLONESHOT, c.s.id)); err != nil {
+		return err
+	}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		if c.fd.closed() {
+			return net.ErrClosed
+		}
+		var expired <-chan time.Time
+		if at := c.writeAt.Load(); at != 0 {
+			d := time.Duration(at - nowInstant())
+			if d <= 0 {
+				return os.ErrDeadlineExceeded
+			}
+			if timer == nil {
+				timer = time.NewTimer(d)
+			} else {
+				timer.Reset(d)
+			}
+			expired = timer.C
+		}
+		select {
+		case <-ready:
+			return nil
+		case <-expired:
+		}
+	}
+}
+
+// writeDone ends a write call: the writer no longer waits, and its
+// registration on the write epoll goes.
+func (c *pconn) writeDone() {
+	c.mu.Lock()
+	c.ready = nil
+	c.mu.Unlock()
+	// Fails only if the socket is closed, which took the registration,
+	// or if registering it failed.
+	_ = c.ctl(c.tr().wrfd, unix.EPOLL_CTL_DEL, nil)
+}
+
+// pokeWriter makes a waiting writer look again.
+func (c *pconn) pokeWriter() {
+	c.mu.Lock()
+	ready := c.ready
+	c.mu.Unlock()
+	if ready != nil {
+		select {
+		case ready <- struct{}{}:
+		default: // poked already
+		}
+	}
+}
+
+func (c *pconn) setWriteDeadline(t time.Time) {
+	c.writeAt.Store(instantOf(t))
+	c.pokeWriter()
+}
+
+// closeWrite sends the FIN after the close frame.
+func (c *pconn) closeWrite() {
+	if c.fd.acquire() {
+		_ = unix.Shutdown(c.fd.int(), unix.SHUT_WR) // best effort, as for a net.Conn
+		c.fd.release()
+	}
+}
+
+// close closes the socket once no syscall uses it any more; a waiting
+// writer gives up at once.
+func (c *pconn) close() error {
+	if !c.fd.close() {
+		return net.ErrClosed
+	}
+	c.pokeWriter()
+	return nil
+}
+
+// fdRef guards the lifetime of a file descriptor that several goroutines
+// use (the read side, the writer, the end): a syscall on it runs between
+// acquire and release, and close closes it once no syscall is in
+// progress. After close, acquire fails: a descriptor number is never used
+// after it was closed, when the next accept may have got it.
+type fdRef struct {
+	fd    int32
+	state atomic.Uint32 // references in use << 1 | 1 once closing
+}
+
+// acquire takes a reference; false if the descriptor is closing.
+func (r *fdRef) acquire() bool {
+	for {
+		s := r.state.Load()
+		if s&1 != 0 {
+			return false
+		}
+		if r.state.CompareAndSwap(s, s+2) {
+			return true
+		}
+	}
+}
+
+// release gives a reference back, closing the descriptor if it was the
+// last one of a closing descriptor.
+func (r *fdRef) release() {
+	if r.state.Add(^uint32(1)) == 1 { // minus 2: no references left, closing
+		r.closeNow()
+	}
+}
+
+// close marks the descriptor closing and closes it if no reference is in
+// use (else the last release does). It returns false if it was closing
+// already.
+func (r *fdRef) close() bool {
+	for {
+		s := r.state.Load()
+		if s&1 != 0 {
+			return false
+		}
+		if r.state.CompareAndSwap(s, s|1) {
+			if s == 0 {
+				r.closeNow()
+			}
+			return true
+		}
+	}
+}
+
+func (r *fdRef) closed() bool { return r.state.Load()&1 != 0 }
+
+func (r *fdRef) int() int { return int(r.fd) }
+
+func (r *fdRef) closeNow() {
+	// close(2) on a socket fails only with EINTR or EIO, and the
+	// descriptor is released even then (Linux): nothing to retry.
+	_ = unix.Close(int(r.fd))
 }

@@ -22,8 +22,7 @@ func TestQueueBytesBound(t *testing.T) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	var q outQueue
-	q.init(srvEnd, 100, 5*time.Second, wg.Go, &counters{})
-	q.maxBytes = 100
+	q.init(newNetSocket(srvEnd), &queueConfig{max: 100, maxBytes: 100, writeTimeout: 5 * time.Second, spawn: wg.Go, stats: &counters{}})
 
 	frame := func(n int, b byte) []byte { return bytes.Repeat([]byte{b}, n) }
 	mustEnqueue := func(what string, frames [][]byte, deliver bool, wantOK, wantOverflow bool) {

@@ -172,6 +172,12 @@ func (r *msgReader) init(src io.Reader, max int64) {
 	r.state = ws.StateServerSide
 }
 
+// atRest reports whether the reader holds nothing of a message: between
+// messages, the last one handled and released, no scratch state.
+func (r *msgReader) atRest() bool {
+	return r.sc == nil && r.buf == nil && !r.returned && !r.midFrame() && !r.state.Fragmented()
+}
+
 // midFrame reports whether a frame has begun and is not complete.
 func (r *msgReader) midFrame() bool { return r.stage != stageHeader || r.hlen > 0 }
 

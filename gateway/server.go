@@ -34,6 +34,9 @@ type Server struct {
 	// WebSocket upgrade): Config.MaxHandshakes at most.
 	handshakes chan struct{}
 
+	// qcfg is what every session's write queue shares; set by New.
+	qcfg queueConfig
+
 	// Counters and ids; any goroutine.
 	adm    admission // sends in flight (admission.go)
 	stats  counters
@@ -70,6 +73,13 @@ func New(cfg Config, h Handler) *Server {
 	s.handshakes = make(chan struct{}, max(s.cfg.MaxHandshakes, 1))
 	s.drained.L = &s.mu
 	s.adm.maxNode, s.adm.maxBytes = int64(s.cfg.MaxNodeSends), s.cfg.MaxNodeSendBytes
+	s.qcfg = queueConfig{
+		max:          s.cfg.WriteQueue,
+		maxBytes:     s.cfg.WriteQueueBytes,
+		writeTimeout: s.cfg.WriteTimeout,
+		spawn:        s.wg.Go,
+		stats:        &s.stats,
+	}
 	if s.cfgErr == nil && s.cfg.HeartbeatTimeout > 0 {
 		s.wheel = newWheel[*session](s.cfg.HeartbeatTimeout, s.cfg.HeartbeatTimeout/heartbeatTicks)
 	}
@@ -250,6 +260,15 @@ func (s *Server) serveConn(nc net.Conn) {
 	if err == nil {
 		c, early, err = s.upgrade(nc)
 	}
+	var ss *session
+	if err == nil {
+		// The transport takes nc over (the epoll transport keeps only its
+		// file descriptor).
+		ss = newSession(s, s.nextID.Add(1), c)
+		if err = s.tr.attach(ss, nc); err != nil {
+			s.log.Warn("attach connection", "remote_addr", nc.RemoteAddr().String(), "err", err)
+		}
+	}
 	s.releaseHandshake()
 	s.mu.Lock()
 	delete(s.pending, nc)
@@ -258,13 +277,11 @@ func (s *Server) serveConn(nc net.Conn) {
 		s.mu.Unlock()
 		s.stats.handshakeFailures.Add(1)
 		s.log.Debug("handshake failed", "remote_addr", nc.RemoteAddr().String(), "err", err)
-		if cerr := nc.Close(); cerr != nil {
+		if cerr := nc.Close(); cerr != nil && ss == nil {
 			s.log.Debug("close connection", "err", cerr)
 		}
 		return
 	}
-	ss := newSession(s, s.nextID.Add(1), nc, c)
-	ss.early = early
 	s.sessions[ss.id] = ss
 	stopping := s.stopping
 	s.mu.Unlock()
@@ -274,7 +291,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	if stopping {
 		ss.shutdown()
 	}
-	s.tr.serve(ss)
+	s.tr.serve(ss, early)
 }
 
 func (s *Server) unregister(ss *session) {

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -20,49 +20,62 @@ import (
 // session is one upgraded connection: the application protocol rules
 // (Login first and once, Ping, Logout), its write queue and its close.
 // The read side (transport.go) feeds it messages one at a time.
+//
+// A session is most of what an idle connection costs the process, so it
+// holds only what an idle, logged-in connection needs: the reader's
+// state, the write queue's bookkeeping and the sends in flight are made
+// while in use and dropped (or pooled) when they are idle again.
 type session struct {
 	// Set at upgrade, then read-only.
 	id    uint64
 	srv   *Server
-	nc    net.Conn
 	codec codec
 
-	// Only the read side.
-	rd    msgReader
-	early []byte // bytes the client sent behind its upgrade request, read first
-	// park, if set (epoll transport), runs a blocking Handler call off
-	// the read side's worker: the session reads nothing more until fn has
-	// returned. Nil: the call runs in place.
-	park      func(fn func())
-	user      string
+	// Only the read side; closing, any goroutine. (Together they fill
+	// one word: every idle connection keeps a session.)
 	loggedIn  bool
 	loggedOut bool
-	rate      frameBucket // inbound flow control (admission.go)
+	closing   atomic.Bool // a close was started (a hint; out decides)
+
+	// Only the read side.
+	user string
+	rate frameBucket // inbound flow control (admission.go)
+	// rd reads the client's messages. The goroutine transport keeps one
+	// for the session's life; the epoll transport borrows one from a pool
+	// while a message is in progress.
+	rd *msgReader
 
 	// Any goroutine.
-	closing atomic.Bool // a close was started (a hint; out decides)
-	out     outQueue
-	sends   sendSet // Sends in flight (admission.go)
+	out outQueue // the write side; out.sock is the connection
 
 	// The session's place on the server's heartbeat wheel, once logged in:
 	// the read side touches it for every message, the wheel reads it.
 	hb wheelEntry
 
-	// callMu guards callCancel: the context of the Handler call in
-	// progress, canceled if the session closes meanwhile. An idle session
-	// holds no context.
-	callMu     sync.Mutex
+	// mu guards sends, the Sends in flight by frame id (admission.go; nil
+	// while there are none), and callCancel, the context of the Handler
+	// call in progress, canceled if the session closes meanwhile (an idle
+	// session holds no context).
+	mu         sync.Mutex
+	sends      map[uint64]inflightSend
 	callCancel context.CancelFunc
+
+	// The epoll transport's state of the connection (epoll_linux.go);
+	// empty where there is none.
+	ep pconn
 }
 
-func newSession(srv *Server, id uint64, nc net.Conn, c codec) *session {
-	s := &session{id: id, srv: srv, nc: nc, codec: c}
-	s.rd.init(nc, srv.cfg.MaxFrameBytes)
-	s.rd.frameTimeout = srv.cfg.FrameTimeout
-	s.rd.deadline = s.out.frameDeadline
-	s.out.init(nc, srv.cfg.WriteQueue, srv.cfg.WriteTimeout, srv.wg.Go, &srv.stats)
-	s.out.maxBytes = srv.cfg.WriteQueueBytes
+func newSession(srv *Server, id uint64, c codec) *session {
+	s := &session{id: id, srv: srv, codec: c}
+	s.out.init(nil, &srv.qcfg) // the transport's attach sets the socket
 	return s
+}
+
+// newReader returns a msgReader for the session's messages from src.
+func (s *session) newReader(src io.Reader) *msgReader {
+	r := newMsgReader(src, s.srv.cfg.MaxFrameBytes)
+	r.frameTimeout = s.srv.cfg.FrameTimeout
+	return r
 }
 
 // callContext is the context for one blocking Handler call: bounded by
@@ -70,27 +83,27 @@ func newSession(srv *Server, id uint64, nc net.Conn, c codec) *session {
 // done must be called when the call returns.
 func (s *session) callContext() (ctx context.Context, done func()) {
 	ctx, cancel := context.WithTimeout(s.srv.ctx, s.srv.cfg.CallTimeout)
-	s.callMu.Lock()
+	s.mu.Lock()
 	s.callCancel = cancel
-	s.callMu.Unlock()
+	s.mu.Unlock()
 	if s.closing.Load() {
 		cancel()
 	}
 	return ctx, func() {
-		s.callMu.Lock()
+		s.mu.Lock()
 		s.callCancel = nil
-		s.callMu.Unlock()
+		s.mu.Unlock()
 		cancel()
 	}
 }
 
 // cancelCall cancels the Handler call in progress, if any.
 func (s *session) cancelCall() {
-	s.callMu.Lock()
+	s.mu.Lock()
 	if s.callCancel != nil {
 		s.callCancel()
 	}
-	s.callMu.Unlock()
+	s.mu.Unlock()
 }
 
 // handle processes one message from the read side. It returns false when
@@ -198,11 +211,9 @@ func (s *session) frame(f *wire.Frame, err error) {
 // login asks the Handler, queues its reply ahead of anything delivered in
 // the meantime, and closes the session if the login failed.
 func (s *session) login(f *wire.Frame) {
-	if s.park != nil {
-		s.park(func() { s.loginNow(f) })
-		return
+	if !s.srv.tr.park(s, func() { s.loginNow(f) }) {
+		s.loginNow(f)
 	}
-	s.loginNow(f)
 }
 
 func (s *session) loginNow(f *wire.Frame) {
@@ -247,11 +258,9 @@ func (s *session) loginNow(f *wire.Frame) {
 // logout asks the Handler, then answers Ok and closes with 1000. If the
 // Handler fails, the client gets UNAVAILABLE and the session stays.
 func (s *session) logout(f *wire.Frame) {
-	if s.park != nil {
-		s.park(func() { s.logoutNow(f) })
-		return
+	if !s.srv.tr.park(s, func() { s.logoutNow(f) }) {
+		s.logoutNow(f)
 	}
-	s.logoutNow(f)
 }
 
 func (s *session) logoutNow(f *wire.Frame) {
@@ -378,12 +387,12 @@ func (s *session) readFailed(err error) (linger bool) {
 func (s *session) finish(abort bool) {
 	if abort {
 		s.out.stop()
-		_ = s.nc.Close() // interrupts a write in progress
+		_ = s.out.sock.close() // interrupts a write in progress
 	}
 	s.out.wait()
 	s.out.stop()
 	s.releaseAll()
-	if err := s.nc.Close(); err != nil && !abort {
+	if err := s.out.sock.close(); err != nil && !abort {
 		s.srv.log.Debug("close connection", "session_id", s.id, "err", err)
 	}
 	if s.loggedIn {
