@@ -222,8 +222,13 @@ func TestWriterWaitsForSlowReader(t *testing.T) {
 // open. Not parallel: it counts the process's descriptors.
 func TestEpollStuckWritersLeakNoFD(t *testing.T) {
 	h := newFakeHandler()
-	srv := startServer(t, Config{Transport: TransportEpoll, WriteTimeout: 300 * time.Millisecond,
-		CloseTimeout: 300 * time.Millisecond, WriteQueueBytes: 8 << 20}, h)
+	// The write timeout must outlast the gap between the two Delivers to
+	// olga below even on a loaded machine under -race: if her first batch
+	// timed out before the second Deliver, that one would find her session
+	// closing, not overflowing.
+	const writeTimeout, closeTimeout = 1500 * time.Millisecond, 300 * time.Millisecond
+	srv := startServer(t, Config{Transport: TransportEpoll, WriteTimeout: writeTimeout,
+		CloseTimeout: closeTimeout, WriteQueueBytes: 8 << 20}, h)
 	before := openFDs(t)
 
 	overflow := dialSmallWindow(t, srv)
@@ -246,12 +251,16 @@ func TestEpollStuckWritersLeakNoFD(t *testing.T) {
 	}
 	start := time.Now()
 	waitSessions(t, srv, 0)
-	if d := time.Since(start); d > 3*time.Second {
-		t.Fatalf("the stuck sessions lasted %v, want about the write and close timeouts", d)
+	if d, most := time.Since(start), 2*(writeTimeout+closeTimeout)+2*time.Second; d > most {
+		t.Fatalf("the stuck sessions lasted %v, want about the write and close timeouts (at most %v)", d, most)
 	}
 	st := srv.Stats()
-	if st.SlowConsumers != 1 || st.WriteErrors != 2 {
-		t.Fatalf("%d slow consumers, %d write errors; want 1 and 2 (the close frame of the slow consumer could not go out either)", st.SlowConsumers, st.WriteErrors)
+	// stan's stalled write always fails by its timeout; olga's batch in
+	// progress (and the close frame behind it) ends at her close deadline,
+	// counted as a write error only if the writer gets there before the
+	// session's own end does.
+	if st.SlowConsumers != 1 || st.WriteErrors < 1 || st.WriteErrors > 2 {
+		t.Fatalf("%d slow consumers, %d write errors; want 1, and 1 or 2", st.SlowConsumers, st.WriteErrors)
 	}
 	for _, id := range []uint64{oid, sid} {
 		if n := h.closedCount(id); n != 1 {
