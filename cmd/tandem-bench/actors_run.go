@@ -64,6 +64,7 @@ type actorsRun struct {
 	acks, sendErrs, skipped   uint64
 	pushes, fullyPushed, dups uint64
 	carbons, foreign          uint64
+	lastAck, lateness         time.Duration // the last SendAck; the sender loop's worst lateness
 	errs                      map[string]uint64
 	ledger                    []ledgerEntry
 	marks                     []time.Duration // marks[k]: when logins done reached k % of all
@@ -309,6 +310,7 @@ func (r *actorsRun) runChat(ctx context.Context, start time.Duration) {
 			continue
 		}
 		r.mu.Lock()
+		r.lateness = max(r.lateness, time.Since(r.start)-(start+at))
 		n := len(r.ledger)
 		r.ledger = append(r.ledger, ledgerEntry{sched: start + at, sender: int32(u), recipient: int32(peer)})
 		r.mu.Unlock()
@@ -361,6 +363,7 @@ func (r *actorsRun) Deliver(sid uint64, frames []*wire.Frame) bool {
 			a := fr.GetSendAck()
 			e.acked, e.msgID, e.seq = true, a.GetMessageId(), a.GetSeq()
 			r.acks++
+			r.lastAck = now
 			r.ackLat.record(now - e.sched)
 			r.ackSec.record(now - e.sched)
 			if int(e.pushes) >= r.cfg.Devices {

@@ -89,8 +89,14 @@ func TestActorsStormAndChat(t *testing.T) {
 // in flight and still reports, sound.
 func TestActorsInterrupted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(1500*time.Millisecond, cancel)
-	cfg := ActorsConfig{Users: 100, MsgRate: 2, Duration: time.Minute, DataDir: t.TempDir()}
+	defer cancel()
+	// Ctrl-C once the progress line shows messages acked.
+	progress := cancelWriter(func(line string) {
+		if !strings.Contains(line, "msgs/s       0") {
+			cancel()
+		}
+	})
+	cfg := ActorsConfig{Users: 100, MsgRate: 2, Duration: time.Minute, DataDir: t.TempDir(), Progress: progress}
 	res, err := runActors(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -101,4 +107,12 @@ func TestActorsInterrupted(t *testing.T) {
 	if res.Chat.Seconds > 30 {
 		t.Errorf("chat ran %.1f s after the cancel", res.Chat.Seconds)
 	}
+}
+
+// cancelWriter calls f with each write.
+type cancelWriter func(string)
+
+func (w cancelWriter) Write(b []byte) (int, error) {
+	w(string(b))
+	return len(b), nil
 }
