@@ -103,6 +103,13 @@ type Config struct {
 	// Now is the clock of the actors and the store (nil: time.Now). Only
 	// tests set it, to age entries past the retention window.
 	Now func() time.Time
+
+	// Sessions, if set, is where the actors push and kick instead of the
+	// gateway: tools that play the devices themselves, with no WebSocket,
+	// set it and log in through Node.Frontend (tandem-bench actors). The
+	// gateway still listens, but a WebSocket login then gets no pushes.
+	// nil (the server): the gateway's session table.
+	Sessions actors.SessionTable
 }
 
 // Defaults.

@@ -25,6 +25,7 @@ import (
 	"github.com/tandem-im/tandem/auth"
 	"github.com/tandem-im/tandem/cluster"
 	"github.com/tandem-im/tandem/gateway"
+	"github.com/tandem-im/tandem/persistence"
 )
 
 // The concrete types satisfy the interfaces their consumers declare.
@@ -48,6 +49,7 @@ type Node struct {
 	member *cluster.Member
 	rt     *actors.Runtime
 	gw     *gateway.Server
+	front  *actors.Frontend
 	apiSrv *api.Server
 	hooks  *webhook.Sender
 
@@ -193,8 +195,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 
 	gwCfg := cfg.gateway(tlsCfg)
 	gwCfg.Logger = log.With("component", "gateway")
-	n.gw = gateway.New(gwCfg, n.rt.Frontend(keys))
-	if err := n.rt.Start(n.member.Cluster(), n.gw, n.member); err != nil {
+	n.front = n.rt.Frontend(keys)
+	n.gw = gateway.New(gwCfg, n.front)
+	var sessions actors.SessionTable = n.gw
+	if cfg.Sessions != nil {
+		sessions = cfg.Sessions
+	}
+	if err := n.rt.Start(n.member.Cluster(), sessions, n.member); err != nil {
 		return nil, fmt.Errorf("start actors runtime: %w", err)
 	}
 	n.apiSrv, err = api.New(api.Config{
@@ -246,6 +253,17 @@ func (n *Node) APIAddr() string { return n.apiLn.Addr().String() }
 // Member is the node's cluster member (tests use it to find the node that
 // owns an identity).
 func (n *Node) Member() *cluster.Member { return n.member }
+
+// Frontend is the actors' side of the gateway (gateway.Handler): with
+// Config.Sessions set, a tool logs its virtual devices in through it.
+func (n *Node) Frontend() *actors.Frontend { return n.front }
+
+// ReadLog reads up to limit entries of user's sync log after seq after,
+// straight from the store (not through the user's actor): tools check
+// with it what the actors made durable.
+func (n *Node) ReadLog(ctx context.Context, user string, after uint64, limit int) ([]persistence.Entry, error) {
+	return n.store.Read(ctx, user, persistence.Seq(after), limit)
+}
 
 // GossipAddr is the bound memberlist address: the seed to give other nodes.
 func (n *Node) GossipAddr() string { return n.member.GossipAddress() }

@@ -11,7 +11,10 @@
 // processes and client worker processes instead (conns.go; flags:
 // `tandem-bench conns -h`). `tandem-bench broadcast` measures the server
 // CPU per delivered push of group messages to many online members
-// (broadcast.go; flags: `tandem-bench broadcast -h`).
+// (broadcast.go; flags: `tandem-bench broadcast -h`). `tandem-bench
+// actors` drives virtual users straight into the user actors of an
+// in-process node, with no WebSocket (actors.go; flags: `tandem-bench
+// actors -h`).
 package main
 
 import (
@@ -33,6 +36,9 @@ func main() {
 	}
 	if len(os.Args) > 1 && os.Args[1] == "conns" { // memory per connection (conns.go)
 		os.Exit(connsMain(ctx, os.Args[2:], os.Stdout))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "actors" { // virtual users straight into the actors (actors.go)
+		os.Exit(actorsMain(ctx, os.Args[2:], os.Stdout))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "broadcast" { // server CPU per group push (broadcast.go)
 		os.Exit(broadcastMain(ctx, os.Args[2:], os.Stdout))
