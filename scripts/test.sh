@@ -23,8 +23,8 @@ go test -race -count=1 -timeout 15m $short ./...
 # on Linux is epoll).
 TANDEM_TEST_TRANSPORT=goroutine go test -race -count=1 $short ./gateway/
 
-echo "== cluster, node and end-to-end tests (protoactor members; no race detector)"
+echo "== cluster, node, end-to-end and bench-pipeline tests (protoactor members; no race detector)"
 # One package at a time (-p 1): these start clusters of real members and
 # processes; run side by side on 2 cores they starve each other's gossip
 # and time-bound checks.
-go test -p 1 -count=1 -timeout 20m $short ./cluster/... ./node/... ./internal/clustertest/... ./test/...
+go test -p 1 -count=1 -timeout 20m $short ./cluster/... ./node/... ./internal/clustertest/... ./test/... ./cmd/tandem-bench/
