@@ -45,6 +45,7 @@ type ActorsConfig struct {
 	DataDir  string
 	Keep     bool
 	JSONPath string
+	HTMLPath string // the HTML report (actors_html.go)
 	LogLevel string
 
 	// Progress gets the line per second (nil: none); Terminal: overwrite
@@ -210,6 +211,7 @@ func parseActorsFlags(args []string) (ActorsConfig, error) {
 	fs.StringVar(&c.DataDir, "data-dir", "", "parent of the node's temporary data dir (default: the system's temp dir)")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the node's data dir")
 	fs.StringVar(&c.JSONPath, "json", "", "write the result as JSON to this file")
+	fs.StringVar(&c.HTMLPath, "html", "", "write an HTML report (summary, throughput and p99 over time, latency percentiles) to this file")
 	fs.StringVar(&c.LogLevel, "log-level", "warn", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return ActorsConfig{}, err
@@ -248,5 +250,11 @@ func actorsMain(ctx context.Context, args []string, stdout io.Writer) int {
 		}
 	}
 	res, err := runActors(ctx, cfg, log)
+	if res != nil && cfg.HTMLPath != "" {
+		if herr := writeActorsHTML(cfg.HTMLPath, res); herr != nil {
+			log.Error("writing the HTML report", "err", herr)
+			err = errors.Join(err, herr)
+		}
+	}
 	return finishRun(log, stdout, "actors", res, cfg.JSONPath, err)
 }
