@@ -163,7 +163,7 @@ func activationKey(pid *actor.PID) string {
 // spawned records a new local activation of ci, named as spawn names it.
 func (s *placementState) spawned(ci *pcluster.ClusterIdentity, pid *actor.PID) {
 	key := activationKey(pid)
-	if key != ci.Kind+"/"+ci.Identity {
+	if len(key) != len(ci.Kind)+1+len(ci.Identity) || !strings.HasPrefix(key, ci.Kind) || key[len(ci.Kind)] != '/' || !strings.HasSuffix(key, ci.Identity) {
 		panic(fmt.Sprintf("cluster: activation %s of %s is not named by its identity", pid.Id, ci.AsKey()))
 	}
 	s.active[key] = pid

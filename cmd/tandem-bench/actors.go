@@ -95,30 +95,16 @@ func (c ActorsConfig) withDefaults() ActorsConfig {
 			c.Ramp = p.Ramp
 		}
 	}
-	if c.Users == 0 {
-		c.Users = DefaultActorsUsers
-	}
-	if c.Devices == 0 {
-		c.Devices = DefaultActorsDevices
-	}
+	orDefault(&c.Users, DefaultActorsUsers)
+	orDefault(&c.Devices, DefaultActorsDevices)
 	if len(c.Platforms) == 0 {
-		c.Platforms = strings.Split(DefaultActorsPlatforms, ",")
+		c.Platforms = splitList(DefaultActorsPlatforms)
 	}
-	if c.Concurrency == 0 {
-		c.Concurrency = DefaultActorsConcurrency
-	}
-	if c.Duration == 0 {
-		c.Duration = DefaultActorsDuration
-	}
-	if c.Timeout == 0 {
-		c.Timeout = DefaultActorsTimeout
-	}
-	if c.Drain == 0 {
-		c.Drain = DefaultActorsDrain
-	}
-	if c.LogLevel == "" {
-		c.LogLevel = "warn"
-	}
+	orDefault(&c.Concurrency, DefaultActorsConcurrency)
+	orDefault(&c.Duration, DefaultActorsDuration)
+	orDefault(&c.Timeout, DefaultActorsTimeout)
+	orDefault(&c.Drain, DefaultActorsDrain)
+	orDefault(&c.LogLevel, "warn")
 	return c
 }
 
@@ -219,11 +205,7 @@ func parseActorsFlags(args []string) (ActorsConfig, error) {
 	if fs.NArg() > 0 {
 		return ActorsConfig{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
-	for p := range strings.SplitSeq(platforms, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			c.Platforms = append(c.Platforms, p)
-		}
-	}
+	c.Platforms = splitList(platforms)
 	return c, nil
 }
 

@@ -94,14 +94,7 @@ func (r *actorsRun) sleepUntil(ctx context.Context, at time.Duration) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return sleepCtx(ctx, d) == nil
 }
 
 // runActors starts the in-process node and runs cfg against it. It

@@ -193,11 +193,7 @@ func parseBroadcastFlags(args []string) (BroadcastConfig, error) {
 	if fs.NArg() > 0 {
 		return BroadcastConfig{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
-	for t := range strings.SplitSeq(transports, ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			c.Transports = append(c.Transports, t)
-		}
-	}
+	c.Transports = splitList(transports)
 	c.NodeFlags = strings.Fields(nodeFlags)
 	return c, nil
 }
@@ -936,13 +932,7 @@ func (b *bcast) scrape(ctx context.Context) (map[string]float64, error) {
 	return parseMetrics(resp.Body, append([]string{mFramesOut, mStoreCommits, mStoreEntries}, connsMetrics...)...)
 }
 
-func (b *bcast) killWorkers() {
-	for _, w := range b.workers {
-		if err := w.kill(); err != nil {
-			b.log.Warn("killing a client worker", "err", err)
-		}
-	}
-}
+func (b *bcast) killWorkers() { killWorkers(b.workers, b.log) }
 
 // cleanup closes the sender, stops the workers, then the node, and
 // removes the run's dir unless kept.

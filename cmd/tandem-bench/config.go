@@ -70,26 +70,15 @@ const (
 )
 
 func (c Config) withDefaults() Config {
-	def := func(v *int, d int) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	def(&c.Pairs, DefaultPairs)
+	orDefault(&c.Pairs, DefaultPairs)
 	if c.Rate > 0 {
-		def(&c.Window, DefaultOpenWindow)
+		orDefault(&c.Window, DefaultOpenWindow)
 	}
-	def(&c.Window, DefaultWindow)
-	def(&c.Size, DefaultSize)
-	if c.Duration == 0 {
-		c.Duration = DefaultDuration
-	}
-	if c.Drain == 0 {
-		c.Drain = DefaultDrain
-	}
-	if c.LogLevel == "" {
-		c.LogLevel = "warn"
-	}
+	orDefault(&c.Window, DefaultWindow)
+	orDefault(&c.Size, DefaultSize)
+	orDefault(&c.Duration, DefaultDuration)
+	orDefault(&c.Drain, DefaultDrain)
+	orDefault(&c.LogLevel, "warn")
 	return c
 }
 
@@ -195,6 +184,14 @@ func parseFlags(args []string) (Config, error) {
 		return Config{}, errors.New("-pairs, -window, -size and -duration must be positive")
 	}
 	return c, c.Validate()
+}
+
+// orDefault sets *v to d if *v is the zero value (a flag not given).
+func orDefault[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
+	}
 }
 
 // splitList splits a comma-separated flag value; blanks around the

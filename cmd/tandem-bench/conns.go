@@ -682,13 +682,7 @@ func sameSet(a, b []string) bool {
 }
 
 // killWorkers ends the workers at once (an interrupted run).
-func (c *conns) killWorkers() {
-	for _, w := range c.workers {
-		if err := w.kill(); err != nil {
-			c.log.Warn("killing a client worker", "err", err)
-		}
-	}
-}
+func (c *conns) killWorkers() { killWorkers(c.workers, c.log) }
 
 // cleanup stops the workers (closing their connections), then the nodes,
 // and removes the run's dir unless kept.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -269,4 +270,14 @@ func (w *workerProc) kill() error {
 		return fmt.Errorf("client worker %d: %w", w.index, err)
 	}
 	return nil
+}
+
+// killWorkers kills every worker process (a run that failed or was
+// interrupted), logging what could not be killed.
+func killWorkers(ws []*workerProc, log *slog.Logger) {
+	for _, w := range ws {
+		if err := w.kill(); err != nil {
+			log.Warn("killing a client worker", "err", err)
+		}
+	}
 }
