@@ -27,6 +27,13 @@ type Config struct {
 	RecallWindow time.Duration
 	// Now is the clock (nil: time.Now); tests move it to age entries out.
 	Now func() time.Time
+	// NoActivations makes this member host no user or group actors: Kinds
+	// is empty, so the cluster never places anybody here, and the runtime
+	// re-drives no pending fan-out (it owns none). Its gateway, presence and
+	// relay actors run as on any member, so sessions on it reach users
+	// owned elsewhere. For a load tool that joins a running cluster from
+	// outside the nodes' processes (`tandem-bench actors -join`).
+	NoActivations bool
 }
 
 // Defaults.

@@ -107,5 +107,7 @@ func (r *Runtime) memberLeft(ctx context.Context, addrs map[string]bool) {
 		}})
 	}
 	r.log.Info("cluster members left", "members", len(addrs), "sessions_reattached", len(orphans))
-	r.redriveOutboxes(ctx, true)
+	if !r.cfg.NoActivations { // it owns nobody's fan-out
+		r.redriveOutboxes(ctx, true)
+	}
 }

@@ -279,6 +279,9 @@ func (r *Runtime) props(producer actor.Producer) *actor.Props {
 
 // Kinds returns the cluster kinds this package implements.
 func (r *Runtime) Kinds() []*cluster.Kind {
+	if r.cfg.NoActivations {
+		return nil
+	}
 	props := r.props(func() actor.Actor { return &userActor{rt: r} })
 	groups := r.props(func() actor.Actor { return &groupActor{rt: r} })
 	return []*cluster.Kind{tcluster.NewKind(UserKind, props), tcluster.NewKind(GroupKind, groups)}
@@ -319,7 +322,9 @@ func (r *Runtime) Start(cl *cluster.Cluster, sessions SessionTable, members Memb
 	r.relayPID = relay
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
-	r.wg.Go(func() { r.redriveOutboxes(ctx, false) })
+	if !r.cfg.NoActivations {
+		r.wg.Go(func() { r.redriveOutboxes(ctx, false) })
+	}
 	r.unwatch = r.watchTopology(ctx)
 	return nil
 }

@@ -110,6 +110,13 @@ type Config struct {
 	// gateway still listens, but a WebSocket login then gets no pushes.
 	// nil (the server): the gateway's session table.
 	Sessions actors.SessionTable
+
+	// NoActivations joins the cluster (Seeds) as a member that hosts no
+	// user or group actors: logins through it reach users owned by the
+	// other members, and its store is only read (the ack ledger of a load
+	// tool that joins from outside, `tandem-bench actors -join`). Not a
+	// flag: no deployment runs such a node.
+	NoActivations bool
 }
 
 // Defaults.
@@ -174,6 +181,9 @@ func (c Config) Validate() error {
 	}
 	if c.StorePoolSize < 0 || c.StorePoolSize > 1000 {
 		errs = append(errs, fmt.Errorf("--store-pool-size %d: use 1-1000 (0: default %d)", c.StorePoolSize, DefaultStorePoolSize))
+	}
+	if c.NoActivations && len(c.Seeds) == 0 {
+		errs = append(errs, errors.New("NoActivations needs seeds: a member that hosts no actors serves nobody alone"))
 	}
 	if len(c.Seeds) > 0 && c.Store == "badger" && !c.UnsafeMultiNodeBadger {
 		errs = append(errs, errors.New("--seeds with --store badger: a multi-node cluster on badger loses a node's data with the node; use PostgreSQL or pass --unsafe-multi-node-badger"))
@@ -380,6 +390,7 @@ func (c Config) actors() actors.Config {
 		RecallWindow:     c.RecallWindow,
 		Now:              c.Now,
 		Policy:           actors.Policy{Mode: actors.PolicyMode(c.KickPolicy), Limits: limits},
+		NoActivations:    c.NoActivations,
 	}
 }
 

@@ -41,6 +41,7 @@ type ActorsConfig struct {
 	Timeout     time.Duration // per login request
 	Drain       time.Duration // after the chat: the longest wait for acks and pushes
 	NoVerify    bool          // skip the ledger check
+	Target      ActorsTarget  // an in-process node, or a cluster to join (actors_join.go)
 
 	DataDir  string
 	Keep     bool
@@ -115,7 +116,7 @@ func (c ActorsConfig) Validate(memTotal int64) error {
 		return fmt.Errorf("-scenario %q: use login-storm or steady-chat (or none, and flags)", c.Scenario)
 	}
 	c = c.withDefaults()
-	var errs []error
+	errs := c.Target.validate()
 	if c.Users < 1 || c.Devices < 1 || c.Concurrency < 1 {
 		errs = append(errs, errors.New("-users, -devices and -concurrency must be positive"))
 	}
@@ -199,6 +200,7 @@ func parseActorsFlags(args []string) (ActorsConfig, error) {
 	fs.StringVar(&c.JSONPath, "json", "", "write the result as JSON to this file")
 	fs.StringVar(&c.HTMLPath, "html", "", "write an HTML report (summary, throughput and p99 over time, latency percentiles) to this file")
 	fs.StringVar(&c.LogLevel, "log-level", "warn", "debug, info, warn or error")
+	c.Target.addFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return ActorsConfig{}, err
 	}

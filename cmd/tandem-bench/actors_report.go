@@ -286,8 +286,8 @@ func checkUserLog(ctx context.Context, rd logReader, u int, devs []int, msgs []i
 // print writes the summary table.
 func (r *ActorsResult) print(w io.Writer) {
 	c := r.Config
-	fmt.Fprintf(w, "tandem-bench actors: in-process node (badger, fsync on), %d users × %d devices (%v), concurrency %d",
-		c.Users, c.Devices, c.Platforms, c.Concurrency)
+	fmt.Fprintf(w, "tandem-bench actors: %s, %d users × %d devices (%v), concurrency %d",
+		c.Target.describe(), c.Users, c.Devices, c.Platforms, c.Concurrency)
 	if c.LoginRate > 0 {
 		fmt.Fprintf(w, ", login rate %.0f/s", c.LoginRate)
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,7 +72,12 @@ type actorsRun struct {
 	loginsDone                int
 }
 
-func vuser(u int) string   { return "u" + strconv.Itoa(u) }
+// vuserPrefix starts every virtual user's ID: "u" in process, fresh per
+// run against a joined cluster (ActorsTarget.UserPrefix). Set by
+// runActors before any load; one run at a time per process.
+var vuserPrefix = "u"
+
+func vuser(u int) string   { return vuserPrefix + strconv.Itoa(u) }
 func vdevice(d int) string { return "d" + strconv.Itoa(d) }
 
 // schedule is when event i of a stream at rate per second happens, the
@@ -101,6 +107,8 @@ func (r *actorsRun) sleepUntil(ctx context.Context, at time.Duration) bool {
 // returns what it measured even with an error.
 func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*ActorsResult, error) {
 	cfg = cfg.withDefaults()
+	cfg.Target = cfg.Target.withDefaults()
+	vuserPrefix = cfg.Target.UserPrefix
 	machine := readMachine(0)
 	if err := cfg.Validate(machine.MemTotal); err != nil {
 		return nil, err
@@ -131,13 +139,18 @@ func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*Actors
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("generate an admin key: %w", err)
 	}
-	n, err := node.Start(ctx, node.Config{
-		DataDir: dir, WSAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", RemoteAddr: "127.0.0.1:0",
-		AdminKey: hex.EncodeToString(key), LogLevel: cfg.LogLevel,
-		Sessions: r, // the virtual devices
-	}, log.With("component", "node"))
+	n, err := node.Start(ctx, cfg.Target.nodeConfig(dir, hex.EncodeToString(key), cfg.LogLevel, r), log.With("component", "node"))
 	if err != nil {
+		if len(cfg.Target.Join) > 0 {
+			return nil, fmt.Errorf("join the cluster at %s: %w", strings.Join(cfg.Target.Join, ","), err)
+		}
 		return nil, fmt.Errorf("start the in-process node: %w", err)
+	}
+	if len(cfg.Target.Join) > 0 {
+		if err := waitJoined(ctx, n, cfg.Target); err != nil {
+			n.Stop()
+			return nil, err
+		}
 	}
 	stopped := false
 	stop := func() error {
