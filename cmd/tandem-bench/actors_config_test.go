@@ -264,7 +264,7 @@ func TestActorsScenarioFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Users != 3000 || c.Scenario != "mixed-chat" || !slices.Equal(c.GroupSizes, []int{10, 200}) || c.ReadShare != 0.25 ||
-		c.Duration != 12*time.Second || !c.NoVerify || c.RecallShare != 0.02 || c.MsgRate != 0.2 {
+		c.Duration != 12*time.Second || !c.NoVerify || c.RecallShare != 0.02 || c.MsgRate != 0.1 {
 		t.Errorf("from the file, mixed-chat and -users 3000: %+v", c)
 	}
 	if err := c.Validate(16 << 30); err != nil {

@@ -280,7 +280,14 @@ func (r *actorsRun) soundness(res *ActorsResult) []string {
 	}
 	if lc := res.Ledger; lc != nil {
 		if lc.MessagesMissing > 0 {
-			p = append(p, fmt.Sprintf("ack ledger: %d of %d copies of acked messages missing from their recipients' logs", lc.MessagesMissing, lc.Messages))
+			hint := ""
+			if c := res.Chat; c.Pushes < c.PushesExpected {
+				// The fan-out after an ack is asynchronous (the outbox
+				// re-drives it): with pushes still outstanding, a copy may
+				// have been on its way when its log was read.
+				hint = "; the drain ended with pushes outstanding, so some copies may still have been on their way: a longer -drain tells a late copy from a lost one"
+			}
+			p = append(p, fmt.Sprintf("ack ledger: %d of %d copies of acked messages missing from their recipients' logs%s", lc.MessagesMissing, lc.Messages, hint))
 		}
 		if lc.MessagesDuplicated > 0 {
 			p = append(p, fmt.Sprintf("ack ledger: %d of %d copies of acked messages more than once in a log", lc.MessagesDuplicated, lc.Messages))
