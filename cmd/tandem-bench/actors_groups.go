@@ -28,7 +28,10 @@ func vgroup(g int) string { return "g" + strconv.Itoa(g) }
 
 // newGroupLayout packs groups of sizes[g % len] members around users.
 func newGroupLayout(users, groups int, sizes []int) *groupLayout {
-	l := &groupLayout{users: users, start: make([]int32, groups), size: make([]int32, groups), ofUser: make([][]int32, users)}
+	l := &groupLayout{users: users, start: make([]int32, groups), size: make([]int32, groups)}
+	if groups > 0 {
+		l.ofUser = make([][]int32, users)
+	}
 	next := 0
 	for g := range groups {
 		n := sizes[g%len(sizes)]
@@ -42,7 +45,15 @@ func newGroupLayout(users, groups int, sizes []int) *groupLayout {
 	return l
 }
 
-// member is user u's j-th fellow in group g (j < size: the members in order).
+// of is user u's groups (none without groups).
+func (l *groupLayout) of(u int) []int32 {
+	if l.ofUser == nil {
+		return nil
+	}
+	return l.ofUser[u]
+}
+
+// member is group g's j-th member (j < its size).
 func (l *groupLayout) member(g, j int) int { return (int(l.start[g]) + j) % l.users }
 
 func (l *groupLayout) isMember(g, u int) bool {

@@ -386,7 +386,7 @@ func (r *actorsRun) verify(ctx context.Context, rd logReader) *LedgerCheck {
 					return
 				}
 				uc := userChecks{msgs: [][]int32{byRecipient[u]}, ownRecalls: ownRecalls[u], reads: readsOf[u]}
-				for _, g := range r.groups.ofUser[u] {
+				for _, g := range r.groups.of(u) {
 					uc.msgs = append(uc.msgs, byGroup[g])
 				}
 				for d := range r.cfg.Devices {

@@ -260,12 +260,13 @@ func newActorsRun(cfg ActorsConfig, log *slog.Logger) *actorsRun {
 		activated: make([]atomic.Bool, cfg.Users),
 		errs:      map[string]uint64{},
 		marks:     make([]time.Duration, 101),
-		lastRecv:  make([]received, cfg.Users),
-		lastOwn:   make([]int32, cfg.Users),
 		groups:    newGroupLayout(cfg.Users, cfg.Groups, cfg.GroupSizes),
 	}
-	for u := range r.lastOwn {
-		r.lastOwn[u] = -1
+	if cfg.MsgRate > 0 { // only a chat has messages to read or recall
+		r.lastRecv, r.lastOwn = make([]received, cfg.Users), make([]int32, cfg.Users)
+		for u := range r.lastOwn {
+			r.lastOwn[u] = -1
+		}
 	}
 	return r
 }
@@ -399,7 +400,7 @@ func (r *actorsRun) runChat(ctx context.Context, start time.Duration) {
 		case kindDirect:
 			r.send(i, u, int32((u+1)%r.cfg.Users), false, sched)
 		case kindGroup:
-			gs := r.groups.ofUser[u]
+			gs := r.groups.of(u)
 			r.send(i, u, gs[round%len(gs)], true, sched)
 		case kindRead:
 			r.markRead(i, u, sched)
