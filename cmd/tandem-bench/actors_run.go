@@ -116,7 +116,6 @@ type actorsRun struct {
 	settled                   uint64
 	carbons, foreign          uint64
 	groupPushes, groupEvents  uint64 // member pushes of group messages; CREATED events pushed
-	recallPushes              uint64
 	firstGroupSend            time.Duration
 	lastGroupPush             time.Duration
 	lateness                  time.Duration // the sender loop's worst
@@ -615,19 +614,13 @@ func (r *actorsRun) acked(id uint64, a *wire.SendAck, now time.Duration) {
 
 // pushed counts one entry pushed to a device of user u; under mu.
 func (r *actorsRun) pushed(u int, en *wire.Entry, now time.Duration) {
-	switch {
-	case en.GetGroup() != nil:
-		if en.GetGroup().GetKind() == wire.GroupEvent_CREATED {
-			r.groupEvents++
-		}
-		return
-	case en.GetRecall() != nil:
-		r.recallPushes++
+	if en.GetGroup().GetKind() == wire.GroupEvent_CREATED {
+		r.groupEvents++
 		return
 	}
 	m := en.GetMessage()
 	if m == nil {
-		return // device events, read state...
+		return // device events, recalls, read state...
 	}
 	if len(m.GetContent()) != 8 {
 		if !m.GetRecalled() {
