@@ -68,7 +68,10 @@ type ActorsConfig struct {
 	Keep     bool
 	JSONPath string
 	HTMLPath string // the HTML report (actors_html.go)
-	LogLevel string
+	// CPUProfile: the whole process's (node and bench) CPU profile over
+	// the chat and its drain, written to this file.
+	CPUProfile string
+	LogLevel   string
 
 	// Progress gets the line per second (nil: none); Terminal: overwrite
 	// one line with \r instead of printing lines.
@@ -353,6 +356,7 @@ func parseActorsFlags(args []string) (ActorsConfig, error) {
 	fs.BoolVar(&c.Keep, "keep", false, "keep the node's data dir")
 	fs.StringVar(&c.JSONPath, "json", "", "write the result as JSON to this file")
 	fs.StringVar(&c.HTMLPath, "html", "", "write an HTML report (summary, throughput and p99 over time, latency percentiles) to this file")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the CPU profile of the chat and its drain (node and bench: one process) to this file")
 	fs.StringVar(&c.LogLevel, "log-level", "warn", "debug, info, warn or error")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: tandem-bench actors [flags]")

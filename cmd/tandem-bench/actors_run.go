@@ -12,6 +12,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -227,10 +228,15 @@ func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*Actors
 	}
 	var chatStart, chatEnd time.Duration
 	if cfg.MsgRate > 0 && cfg.Duration > 0 && ctx.Err() == nil && groupsErr == nil {
+		stopProfile, err := startCPUProfile(cfg.CPUProfile, log)
+		if err != nil {
+			return nil, err
+		}
 		chatStart = time.Since(r.start)
 		r.runChat(ctx, chatStart)
 		chatEnd = time.Since(r.start)
 		r.drain()
+		stopProfile()
 	}
 	progress()
 	res.Interrupted = ctx.Err() != nil
@@ -268,6 +274,28 @@ func newActorsRun(cfg ActorsConfig, log *slog.Logger) *actorsRun {
 		}
 	}
 	return r
+}
+
+// startCPUProfile profiles the process into path ("": not at all) until
+// the function it returns is called.
+func startCPUProfile(path string, log *slog.Logger) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("create the CPU profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start the CPU profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			log.Warn("closing the CPU profile", "err", err)
+		}
+	}, nil
 }
 
 // heapLive is the live heap after a full collection.

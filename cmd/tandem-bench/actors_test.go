@@ -217,12 +217,16 @@ func TestActorsMixedKinds(t *testing.T) {
 // TestActorsGroupBurst: a small big-group burst — 2 groups of 200 of 400
 // users, every send to a group — makes every member-log entry: each
 // message pushed to every member device, the sender's own included, and
-// found once in every member's log.
+// found once in every member's log. The chat's CPU profile is written.
 func TestActorsGroupBurst(t *testing.T) {
 	const users, size = 400, 200
+	profile := filepath.Join(t.TempDir(), "cpu.pprof")
 	res, _ := runActorsTest(t, ActorsConfig{
-		Users: users, MsgRate: 0.5, Duration: time.Second, Groups: 2, GroupSizes: []int{size}, GroupShare: 1,
+		Users: users, MsgRate: 0.5, Duration: time.Second, Groups: 2, GroupSizes: []int{size}, GroupShare: 1, CPUProfile: profile,
 	})
+	if st, err := os.Stat(profile); err != nil || st.Size() == 0 {
+		t.Errorf("-cpuprofile: %v", err)
+	}
 	if len(res.Problems) > 0 {
 		t.Errorf("not sound: %q", res.Problems)
 	}
