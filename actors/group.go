@@ -27,11 +27,14 @@ const GroupKind = "group"
 
 const (
 	groupNS      = "#g:" // "#" is outside the ID alphabet; valid PostgreSQL text (no NUL)
-	maxGroupSize = 10000
+	maxGroupSize = MaxGroupSize
 	// maxEventMembers bounds the member list a GroupEvent carries.
 	maxEventMembers = 100
 	groupStateKey   = "state"
 )
+
+// MaxGroupSize is the most members a group may have.
+const MaxGroupSize = 10000
 
 func groupUser(id string) string { return groupNS + id }
 

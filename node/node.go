@@ -265,6 +265,17 @@ func (n *Node) ReadLog(ctx context.Context, user string, after uint64, limit int
 	return n.store.Read(ctx, user, persistence.Seq(after), limit)
 }
 
+// ReadConvs reads user's stored conversation states (read position,
+// unread counts) straight from the store, like ReadLog.
+func (n *Node) ReadConvs(ctx context.Context, user string) ([]persistence.Conv, error) {
+	return n.store.Convs(ctx, user)
+}
+
+// Groups runs membership commands (create, add, remove, dismiss) through
+// the group actors, the way the server API does: tools that play the
+// devices create their groups with it.
+func (n *Node) Groups() api.Groups { return n.rt }
+
 // GossipAddr is the bound memberlist address: the seed to give other nodes.
 func (n *Node) GossipAddr() string { return n.member.GossipAddress() }
 

@@ -95,4 +95,17 @@ func TestSessionsHook(t *testing.T) {
 	if !login || !sent {
 		t.Errorf("alice's log (%d entries): login %v, message %v", len(entries), login, sent)
 	}
+	// The conversation with bob is stored with the message.
+	convs, err := n.ReadConvs(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(convs) != 1 || convs[0].Key != "d:bob" {
+		t.Errorf("alice's conversation states: %+v, want the one with bob", convs)
+	}
+	// Groups are created through the group actors, as the server API does.
+	name, members, werr, err := n.Groups().GroupOp(ctx, "team", "create", "alice", "Team", []string{"alice", "bob"})
+	if err != nil || werr != nil || name != "Team" || len(members) != 2 {
+		t.Errorf("create a group: %q %v %v %v", name, members, werr, err)
+	}
 }

@@ -150,38 +150,99 @@ func buildHTMLReport(r *ActorsResult) htmlReport {
 		{"heap live after GC", fmt.Sprintf("%.1f MiB before, %.1f MiB after the logins: %.0f B per user",
 			float64(r.Memory.HeapBaseline)/(1<<20), float64(r.Memory.HeapAfterLogins)/(1<<20), r.Memory.PerUserBytes)},
 	}
+	if mix := c.mixString(); mix != "" {
+		h.Summary = append(h.Summary, [2]string{"mix", mix})
+	}
 	if r.Chat.Sent > 0 {
 		h.Summary = append(h.Summary, [2]string{"chat", fmt.Sprintf("%d sent, %d acked, %d refused, %d unacked; %.0f acked/s; pushes %d of %d",
 			r.Chat.Sent, r.Chat.Acked, r.Chat.Refused, r.Chat.Unacked, r.Chat.AckedPerSecond, r.Chat.Pushes, r.Chat.PushesExpected)})
 	}
+	for _, k := range r.Kinds {
+		if k.Sent+k.Skipped == 0 {
+			continue
+		}
+		h.Summary = append(h.Summary, [2]string{k.Kind, fmt.Sprintf("%d sent, %d acked, %d skipped, %d refused, %d unacked; %.1f acked/s; ack p50 %.2f, p99 %.2f, max %.2f ms",
+			k.Sent, k.Acked, k.Skipped, k.Refused, k.Unacked, k.AckedPerSecond, k.Ack.P50, k.Ack.P99, k.Ack.Max)})
+	}
+	g := r.Groups
+	if g.Groups > 0 {
+		h.Summary = append(h.Summary, [2]string{"groups", fmt.Sprintf("%d of %s members (%d memberships), created in %.1f s; CREATED pushed to %d of %d member devices",
+			g.Groups, joinInts(g.Sizes), g.Memberships, g.CreateSeconds, g.EventPushes, g.EventPushesExpected)})
+	}
+	if g.MemberEntries > 0 {
+		h.Summary = append(h.Summary, [2]string{"group fan-out", fmt.Sprintf("%d member-log entries, %.0f/s; member pushes %d of %d; send → last member push p50 %.2f, p99 %.2f, max %.2f ms",
+			g.MemberEntries, g.MemberEntriesPerSecond, g.MemberPushes, g.MemberPushesExpected, g.LastMemberPush.P50, g.LastMemberPush.P99, g.LastMemberPush.Max)})
+	}
 	if l := r.Ledger; l != nil {
-		h.Summary = append(h.Summary, [2]string{"ack ledger (store)", fmt.Sprintf("%d of %d acked messages missing, %d of %d logins missing, %d read errors",
-			l.MessagesMissing, l.Messages, l.LoginsMissing, l.Logins, l.ReadErrors)})
+		h.Summary = append(h.Summary, [2]string{"ack ledger (store)", l.verdict()})
 	} else {
 		h.Summary = append(h.Summary, [2]string{"ack ledger (store)", "not checked (-no-verify)"})
 	}
 
-	ts := make([]float64, len(r.Series))
-	logins, msgs, users, loginP99, ackP99 := make([]float64, len(ts)), make([]float64, len(ts)), make([]float64, len(ts)), make([]float64, len(ts)), make([]float64, len(ts))
+	n := len(r.Series)
+	ts := make([]float64, n)
+	col := func(f func(p ActorsPoint) float64) []float64 {
+		v := make([]float64, n)
+		for i, p := range r.Series {
+			v[i] = f(p)
+		}
+		return v
+	}
 	for i, p := range r.Series {
 		ts[i] = p.Seconds
-		logins[i], msgs[i], users[i] = float64(p.LoginsPerSecond), float64(p.MsgsPerSecond), float64(p.Users)
-		loginP99[i], ackP99[i] = p.LoginP99Ms, p.AckP99Ms
 	}
 	type s = struct {
 		name, color string
 		vals        []float64
 	}
+	mixed := false // more than 1:1 sends
+	for _, k := range r.Kinds {
+		mixed = mixed || (k.Kind != kindNames[kindDirect] && k.Sent > 0)
+	}
+	thr := []s{
+		{"logins/s", "#1f77b4", col(func(p ActorsPoint) float64 { return float64(p.LoginsPerSecond) })},
+		{"acked msgs/s", "#d62728", col(func(p ActorsPoint) float64 { return float64(p.MsgsPerSecond) })},
+	}
+	if mixed {
+		thr = append(thr,
+			s{"1:1/s", "#ff7f0e", col(func(p ActorsPoint) float64 { return float64(p.DirectPerSecond) })},
+			s{"group/s", "#9467bd", col(func(p ActorsPoint) float64 { return float64(p.GroupPerSecond) })},
+			s{"reads/s", "#8c564b", col(func(p ActorsPoint) float64 { return float64(p.ReadsPerSecond) })},
+			s{"recalls/s", "#e377c2", col(func(p ActorsPoint) float64 { return float64(p.RecallsPerSecond) })})
+	}
+	p99 := []s{
+		{"login p99", "#1f77b4", col(func(p ActorsPoint) float64 { return p.LoginP99Ms })},
+		{"send→ack p99", "#d62728", col(func(p ActorsPoint) float64 { return p.AckP99Ms })},
+	}
+	if g.LastMemberPush.Count > 0 {
+		p99 = append(p99, s{"group send→last member push p99", "#9467bd", col(func(p ActorsPoint) float64 { return p.FanoutP99Ms })})
+	}
 	h.Charts = []chart{
-		newChart("Throughput, per second", "per second", ts, s{"logins/s", "#1f77b4", logins}, s{"acked msgs/s", "#d62728", msgs}),
-		newChart("Users online", "users", ts, s{"users activated", "#2ca02c", users}),
-		newChart("p99 latency, per second", "ms", ts, s{"login p99", "#1f77b4", loginP99}, s{"send→ack p99", "#d62728", ackP99}),
+		newChart("Throughput, per second", "per second", ts, thr...),
+		newChart("Users online", "users", ts, s{"users activated", "#2ca02c", col(func(p ActorsPoint) float64 { return float64(p.Users) })}),
+		newChart("p99 latency, per second", "ms", ts, p99...),
+	}
+	if g.MemberEntries > 0 {
+		h.Charts = append(h.Charts, newChart("Group fan-out: member-log entries per second", "per second", ts,
+			s{"member-log entries/s", "#9467bd", col(func(p ActorsPoint) float64 { return float64(p.MemberEntriesPerSecond) })}))
 	}
 
 	lat := []struct {
 		name string
 		l    Latency
 	}{{"login", r.Logins.Latency}, {"send→ack", r.Chat.Ack}, {"send→push", r.Chat.Push}}
+	if mixed {
+		for _, k := range r.Kinds {
+			lat = append(lat, struct {
+				name string
+				l    Latency
+			}{k.Kind + " →ack", k.Ack})
+		}
+	}
+	lat = append(lat, []struct {
+		name string
+		l    Latency
+	}{{"group→member push", g.MemberPush}, {"group→last member", g.LastMemberPush}}...)
 	for _, x := range lat {
 		if x.l.Count > 0 {
 			h.PctMaxMs = max(h.PctMaxMs, x.l.Max)
@@ -189,10 +250,13 @@ func buildHTMLReport(r *ActorsResult) htmlReport {
 	}
 	h.PctMaxMs = niceMax(h.PctMaxMs)
 	const rowH, barH = 60.0, 11.0
-	for i, x := range lat {
+	row := 0
+	for _, x := range lat {
 		if x.l.Count == 0 {
 			continue
 		}
+		i := row
+		row++
 		pb := percentileBar{Name: x.name, Count: x.l.Count}
 		for j, p := range []struct {
 			label string
@@ -203,6 +267,7 @@ func buildHTMLReport(r *ActorsResult) htmlReport {
 		}
 		h.Percentiles = append(h.Percentiles, pb)
 	}
+	h.PctH = max(percentileChartH, plotT+int(rowH)*row+10)
 	return h
 }
 

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tandem-im/tandem/persistence"
+	"github.com/tandem-im/tandem/proto/actorpb"
 	"github.com/tandem-im/tandem/proto/wire"
 )
 
@@ -43,6 +44,7 @@ type ActorsResult struct {
 		PerUserBytes    float64 `json:"per_user_bytes"`
 	} `json:"memory"`
 
+	// Chat: the messages, 1:1 and group together.
 	Chat struct {
 		Seconds        float64 `json:"seconds"`
 		Sent           uint64  `json:"sent"`
@@ -64,7 +66,14 @@ type ActorsResult struct {
 		Foreign         uint64  `json:"foreign"` // frames that matched no message of the ledger
 		Ack             Latency `json:"ack"`     // scheduled send → SendAck
 		Push            Latency `json:"push"`    // scheduled send → Push at a recipient device
+		// Recalled: messages a recall was sent for; their pushes are not
+		// counted above (the recall can beat a delivery).
+		Recalled uint64 `json:"recalled"`
 	} `json:"chat"`
+
+	// Kinds: each kind of action on its own (1:1, group, read, recall).
+	Kinds  []KindResult `json:"kinds"`
+	Groups GroupResult  `json:"groups"`
 
 	Ledger   *LedgerCheck      `json:"ledger,omitempty"` // nil: -no-verify
 	Errors   map[string]uint64 `json:"errors,omitempty"`
@@ -72,31 +81,97 @@ type ActorsResult struct {
 	Problems []string          `json:"problems,omitempty"`
 }
 
+// KindResult is one kind of action.
+type KindResult struct {
+	Kind    string `json:"kind"` // 1:1, group, read or recall
+	Sent    uint64 `json:"sent"`
+	Skipped uint64 `json:"skipped"` // the device was offline, or (read, recall) there was nothing to read or recall yet
+	Acked   uint64 `json:"acked"`   // SendAck, or Ok
+	Refused uint64 `json:"refused"` // answered with an error
+	Unacked uint64 `json:"unacked"` // neither by the end of the drain
+	// AckedPerSecond: from the chat's start to this kind's last answer.
+	AckedPerSecond float64 `json:"acked_per_second"`
+	Ack            Latency `json:"ack"` // scheduled → SendAck or Ok
+}
+
+// GroupResult is the groups and the fan-out of their messages.
+type GroupResult struct {
+	Groups      int    `json:"groups"`
+	Sizes       []int  `json:"sizes"`       // group g has Sizes[g % len] members
+	Memberships uint64 `json:"memberships"` // the sum of the sizes
+	// CreateSeconds: creating them through the group actors and their
+	// CREATED events reaching every member device (EventPushes).
+	CreateSeconds       float64 `json:"create_seconds"`
+	EventPushes         uint64  `json:"event_pushes"`
+	EventPushesExpected uint64  `json:"event_pushes_expected"`
+	// Member pushes of acked group messages not recalled: each to every
+	// device of every member, the sender's own included.
+	MemberPushesExpected uint64 `json:"member_pushes_expected"`
+	MemberPushes         uint64 `json:"member_pushes"`
+	FullyPushed          uint64 `json:"fully_pushed"` // group messages pushed to every member device
+	// MemberEntries: member pushes of all group messages ÷ devices per
+	// user. A push follows the durable append to the member's log, so
+	// this counts member-log entries written; per second from the first
+	// group send to the last member push.
+	MemberEntries          uint64  `json:"member_entries"`
+	MemberEntriesPerSecond float64 `json:"member_entries_per_second"`
+	MemberPush             Latency `json:"member_push"`      // scheduled send → push at a member device
+	LastMemberPush         Latency `json:"last_member_push"` // scheduled send → push at its last member device
+}
+
 // ActorsPoint is one second of progress.
 type ActorsPoint struct {
-	Seconds         float64 `json:"t"`
-	Users           uint64  `json:"users"`
-	LoginsPerSecond uint64  `json:"logins_per_second"`
-	MsgsPerSecond   uint64  `json:"msgs_per_second"`
-	Errors          uint64  `json:"errors"`
-	LoginP99Ms      float64 `json:"login_p99_ms"`
-	AckP99Ms        float64 `json:"ack_p99_ms"`
+	Seconds                float64 `json:"t"`
+	Users                  uint64  `json:"users"`
+	LoginsPerSecond        uint64  `json:"logins_per_second"`
+	MsgsPerSecond          uint64  `json:"msgs_per_second"` // acked messages, 1:1 and group
+	DirectPerSecond        uint64  `json:"direct_per_second"`
+	GroupPerSecond         uint64  `json:"group_per_second"`
+	ReadsPerSecond         uint64  `json:"reads_per_second"`
+	RecallsPerSecond       uint64  `json:"recalls_per_second"`
+	MemberEntriesPerSecond uint64  `json:"member_entries_per_second"`
+	Errors                 uint64  `json:"errors"`
+	LoginP99Ms             float64 `json:"login_p99_ms"`
+	AckP99Ms               float64 `json:"ack_p99_ms"`    // messages
+	FanoutP99Ms            float64 `json:"fanout_p99_ms"` // group send → last member push
 }
 
 // LedgerCheck is the end-of-run check against the store: every acked
-// message in its recipient's log (with its sender and message ID), every
-// successful login's LOGGED_IN device event in its user's log.
+// message in its recipients' logs exactly once (a 1:1 message in its
+// recipient's, a group message in every member's, with its sender and
+// message ID), an acked recall's RecallEvent in every log that gets the
+// message (the sender's too) and that copy erased, an acked mark-read's
+// position in the reader's log (ReadEvent) and stored conversation
+// state, every successful login's LOGGED_IN device event in its user's
+// log.
 type LedgerCheck struct {
-	Messages        uint64   `json:"messages"`
-	MessagesMissing uint64   `json:"messages_missing"`
-	Logins          uint64   `json:"logins"`
-	LoginsMissing   uint64   `json:"logins_missing"`
-	ReadErrors      uint64   `json:"read_errors"`
-	Examples        []string `json:"examples,omitempty"` // the first problems found
-	Seconds         float64  `json:"seconds"`
+	Messages           uint64   `json:"messages"` // copies looked for
+	MessagesMissing    uint64   `json:"messages_missing"`
+	MessagesDuplicated uint64   `json:"messages_duplicated"`
+	GroupMessages      uint64   `json:"group_messages"` // acked group messages (each looked for in every member's log)
+	Recalls            uint64   `json:"recalls"`        // logs that must show an acked recall
+	RecallsMissing     uint64   `json:"recalls_missing"`
+	Reads              uint64   `json:"reads"` // (reader, conversation) positions acked
+	ReadsMissing       uint64   `json:"reads_missing"`
+	Logins             uint64   `json:"logins"`
+	LoginsMissing      uint64   `json:"logins_missing"`
+	ReadErrors         uint64   `json:"read_errors"`
+	Examples           []string `json:"examples,omitempty"` // the first problems found
+	Seconds            float64  `json:"seconds"`
+}
+
+// missing is everything acked the store did not show.
+func (lc *LedgerCheck) missing() uint64 {
+	return lc.MessagesMissing + lc.MessagesDuplicated + lc.RecallsMissing + lc.ReadsMissing + lc.LoginsMissing + lc.ReadErrors
 }
 
 func (r *ActorsResult) problems() int { return len(r.Problems) }
+
+// verdict is the ledger check in one line.
+func (lc *LedgerCheck) verdict() string {
+	return fmt.Sprintf("%d of %d copies of acked messages missing (%d group messages), %d duplicated; %d of %d recalls, %d of %d read positions, %d of %d logins missing; %d read errors",
+		lc.MessagesMissing, lc.Messages, lc.GroupMessages, lc.MessagesDuplicated, lc.RecallsMissing, lc.Recalls, lc.ReadsMissing, lc.Reads, lc.LoginsMissing, lc.Logins, lc.ReadErrors)
+}
 
 // fill copies the counters into res.
 func (r *actorsRun) fill(res *ActorsResult, loginEnd, chatStart, chatEnd time.Duration) {
@@ -119,15 +194,62 @@ func (r *actorsRun) fill(res *ActorsResult, loginEnd, chatStart, chatEnd time.Du
 
 	c := &res.Chat
 	c.Seconds = (chatEnd - chatStart).Seconds()
-	c.Sent, c.Skipped, c.Acked, c.Refused = uint64(len(r.ledger)), r.skipped, r.acks, r.sendErrs
+	direct, group := &r.kinds[kindDirect], &r.kinds[kindGroup]
+	c.Sent, c.Skipped = direct.sent+group.sent, direct.skipped+group.skipped
+	c.Acked, c.Refused = direct.acked+group.acked, direct.failed+group.failed
 	c.Unacked = c.Sent - c.Acked - c.Refused
-	if d := r.lastAck - chatStart; r.acks > 0 && d > 0 {
-		c.AckedPerSecond = float64(r.acks) / d.Seconds()
+	if d := max(direct.lastAck, group.lastAck) - chatStart; c.Acked > 0 && d > 0 {
+		c.AckedPerSecond = float64(c.Acked) / d.Seconds()
 	}
 	c.WorstLatenessMs = ms(r.lateness)
-	c.PushesExpected = r.acks * uint64(r.cfg.Devices)
-	c.Pushes, c.FullyPushed, c.DuplicatePushes, c.Carbons, c.Foreign = r.pushes, r.fullyPushed, r.dups, r.carbons, r.foreign
-	c.Ack, c.Push = latency(&r.ackLat), latency(&r.pushLat)
+	g := &res.Groups
+	for k := range r.ledger {
+		e := &r.ledger[k]
+		if !e.acked {
+			continue
+		}
+		if e.recalled {
+			c.Recalled++
+			continue
+		}
+		exp, got := uint64(r.expected(e)), uint64(min(e.pushes, r.expected(e)))
+		c.PushesExpected += exp
+		c.Pushes += got
+		if e.group {
+			g.MemberPushesExpected += exp
+			g.MemberPushes += got
+		}
+	}
+	c.FullyPushed, c.DuplicatePushes, c.Carbons, c.Foreign = r.fullyPushed, r.dups, r.carbons, r.foreign
+	var msgAck hist
+	msgAck.merge(&direct.ack)
+	msgAck.merge(&group.ack)
+	c.Ack, c.Push = latency(&msgAck), latency(&r.pushLat)
+
+	res.Kinds = make([]KindResult, numKinds)
+	for k := range r.kinds {
+		kc := &r.kinds[k]
+		kr := KindResult{Kind: kindNames[k], Sent: kc.sent, Skipped: kc.skipped, Acked: kc.acked, Refused: kc.failed,
+			Unacked: kc.sent - kc.acked - kc.failed, Ack: latency(&kc.ack)}
+		if d := kc.lastAck - chatStart; kc.acked > 0 && d > 0 {
+			kr.AckedPerSecond = float64(kc.acked) / d.Seconds()
+		}
+		res.Kinds[k] = kr
+	}
+
+	g.Groups, g.Sizes = r.cfg.Groups, r.cfg.GroupSizes
+	g.Memberships = r.groups.memberships()
+	g.EventPushes, g.EventPushesExpected = r.groupEvents, g.Memberships*uint64(r.cfg.Devices)
+	g.MemberEntries = r.groupPushes / uint64(r.cfg.Devices)
+	for k := range r.ledger {
+		if e := &r.ledger[k]; e.group && e.pushes >= r.expected(e) {
+			g.FullyPushed++
+		}
+	}
+	if d := r.lastGroupPush - r.firstGroupSend; r.groupPushes > 0 && d > 0 {
+		g.MemberEntriesPerSecond = float64(g.MemberEntries) / d.Seconds()
+	}
+	g.MemberPush, g.LastMemberPush = latency(&r.memberPushLat), latency(&r.fanoutLat)
 	if len(r.errs) > 0 {
 		res.Errors = maps.Clone(r.errs)
 	}
@@ -142,15 +264,39 @@ func (r *actorsRun) soundness(res *ActorsResult) []string {
 	if res.Logins.Kicked > 0 {
 		p = append(p, fmt.Sprintf("%d devices were kicked", res.Logins.Kicked))
 	}
-	if res.Chat.Unacked > 0 {
-		p = append(p, fmt.Sprintf("%d messages neither acked nor refused after the drain", res.Chat.Unacked))
+	for _, k := range res.Kinds {
+		if k.Unacked > 0 {
+			p = append(p, fmt.Sprintf("%d %s actions neither acked nor refused after the drain", k.Unacked, k.Kind))
+		}
+		if k.Refused > 0 {
+			p = append(p, fmt.Sprintf("%d %s actions refused", k.Refused, k.Kind))
+		}
 	}
-	if res.Chat.Refused > 0 {
-		p = append(p, fmt.Sprintf("%d messages refused", res.Chat.Refused))
+	if c := res.Chat; c.Pushes < c.PushesExpected {
+		p = append(p, fmt.Sprintf("%d of %d pushes of acked messages (not recalled) missing after the drain", c.PushesExpected-c.Pushes, c.PushesExpected))
+	}
+	if g := res.Groups; g.EventPushes < g.EventPushesExpected {
+		p = append(p, fmt.Sprintf("%d of %d pushes of the groups' CREATED events missing before the chat", g.EventPushesExpected-g.EventPushes, g.EventPushesExpected))
 	}
 	if lc := res.Ledger; lc != nil {
 		if lc.MessagesMissing > 0 {
-			p = append(p, fmt.Sprintf("ack ledger: %d of %d acked messages missing from their recipients' logs", lc.MessagesMissing, lc.Messages))
+			hint := ""
+			if c := res.Chat; c.Pushes < c.PushesExpected {
+				// The fan-out after an ack is asynchronous (the outbox
+				// re-drives it): with pushes still outstanding, a copy may
+				// have been on its way when its log was read.
+				hint = "; the drain ended with pushes outstanding, so some copies may still have been on their way: a longer -drain tells a late copy from a lost one"
+			}
+			p = append(p, fmt.Sprintf("ack ledger: %d of %d copies of acked messages missing from their recipients' logs%s", lc.MessagesMissing, lc.Messages, hint))
+		}
+		if lc.MessagesDuplicated > 0 {
+			p = append(p, fmt.Sprintf("ack ledger: %d of %d copies of acked messages more than once in a log", lc.MessagesDuplicated, lc.Messages))
+		}
+		if lc.RecallsMissing > 0 {
+			p = append(p, fmt.Sprintf("ack ledger: %d of %d logs do not show an acked recall", lc.RecallsMissing, lc.Recalls))
+		}
+		if lc.ReadsMissing > 0 {
+			p = append(p, fmt.Sprintf("ack ledger: %d of %d acked read positions not durable", lc.ReadsMissing, lc.Reads))
 		}
 		if lc.LoginsMissing > 0 {
 			p = append(p, fmt.Sprintf("ack ledger: %d of %d logins without their device event in the log", lc.LoginsMissing, lc.Logins))
@@ -162,9 +308,23 @@ func (r *actorsRun) soundness(res *ActorsResult) []string {
 	return p
 }
 
-// logReader reads a user's log from the store (node.Node.ReadLog).
+// logReader reads a user's log and conversation states from the store
+// (node.Node.ReadLog, ReadConvs).
 type logReader interface {
 	ReadLog(ctx context.Context, user string, after uint64, limit int) ([]persistence.Entry, error)
+	ReadConvs(ctx context.Context, user string) ([]persistence.Conv, error)
+}
+
+// userChecks is what user u's log must show.
+type userChecks struct {
+	devs       []int     // devices whose login succeeded
+	msgs       [][]int32 // ledger indexes of acked messages it must hold a copy of
+	ownRecalls []int32   // its own 1:1 messages whose recall was acked
+	reads      map[string]uint64
+}
+
+func (uc *userChecks) empty() bool {
+	return len(uc.devs) == 0 && len(uc.ownRecalls) == 0 && len(uc.reads) == 0 && !slices.ContainsFunc(uc.msgs, func(l []int32) bool { return len(l) > 0 })
 }
 
 // verify reads every user's log that should hold something from the
@@ -173,14 +333,45 @@ func (r *actorsRun) verify(ctx context.Context, rd logReader) *LedgerCheck {
 	t0 := time.Now()
 	r.mu.Lock()
 	ledger := slices.Clone(r.ledger)
+	reads, recalls := slices.Clone(r.reads), slices.Clone(r.recalls)
 	r.mu.Unlock()
+	lc := &LedgerCheck{}
 	byRecipient := make([][]int32, r.cfg.Users)
+	byGroup := make([][]int32, len(r.groups.size))
 	for k, e := range ledger {
-		if e.acked {
+		switch {
+		case !e.acked:
+		case e.group:
+			byGroup[e.recipient] = append(byGroup[e.recipient], int32(k))
+			lc.GroupMessages++
+		default:
 			byRecipient[e.recipient] = append(byRecipient[e.recipient], int32(k))
 		}
 	}
-	lc := &LedgerCheck{}
+	recallAcked := make([]bool, len(ledger))
+	ownRecalls := make([][]int32, r.cfg.Users)
+	for _, op := range recalls {
+		if op.acked {
+			recallAcked[op.target] = true
+			if e := ledger[op.target]; !e.group {
+				ownRecalls[e.sender] = append(ownRecalls[e.sender], op.target)
+			}
+		}
+	}
+	readsOf := make([]map[string]uint64, r.cfg.Users)
+	for _, op := range reads {
+		if !op.acked {
+			continue
+		}
+		k := convKeyOf(&wire.Conversation{Type: wire.Conversation_DIRECT, Id: vuser(int(op.target))})
+		if op.group {
+			k = convKeyOf(&wire.Conversation{Type: wire.Conversation_GROUP, Id: vgroup(int(op.target))})
+		}
+		if readsOf[op.user] == nil {
+			readsOf[op.user] = map[string]uint64{}
+		}
+		readsOf[op.user][k] = max(readsOf[op.user][k], op.upTo)
+	}
 	var mu sync.Mutex // lc
 	var next int64
 	var wg sync.WaitGroup
@@ -194,29 +385,21 @@ func (r *actorsRun) verify(ctx context.Context, rd logReader) *LedgerCheck {
 				if u >= r.cfg.Users {
 					return
 				}
-				var devs []int
+				uc := userChecks{msgs: [][]int32{byRecipient[u]}, ownRecalls: ownRecalls[u], reads: readsOf[u]}
+				for _, g := range r.groups.of(u) {
+					uc.msgs = append(uc.msgs, byGroup[g])
+				}
 				for d := range r.cfg.Devices {
 					if r.activated[u].Load() && r.loggedIn(u*r.cfg.Devices+d) {
-						devs = append(devs, d)
+						uc.devs = append(uc.devs, d)
 					}
 				}
-				if len(devs) == 0 && len(byRecipient[u]) == 0 {
+				if uc.empty() {
 					continue
 				}
-				got := checkUserLog(ctx, rd, u, devs, byRecipient[u], ledger)
+				got := checkUserLog(ctx, rd, u, &uc, ledger, recallAcked)
 				mu.Lock()
-				lc.Logins += uint64(len(devs))
-				lc.Messages += uint64(len(byRecipient[u]))
-				lc.LoginsMissing += got.loginsMissing
-				lc.MessagesMissing += got.messagesMissing
-				if got.err != nil {
-					lc.ReadErrors++
-				}
-				for _, s := range got.examples {
-					if len(lc.Examples) < 20 {
-						lc.Examples = append(lc.Examples, s)
-					}
-				}
+				lc.add(&got)
 				mu.Unlock()
 			}
 		})
@@ -226,28 +409,55 @@ func (r *actorsRun) verify(ctx context.Context, rd logReader) *LedgerCheck {
 	return lc
 }
 
+// add sums one user's check into lc.
+func (lc *LedgerCheck) add(got *LedgerCheck) {
+	lc.Messages += got.Messages
+	lc.MessagesMissing += got.MessagesMissing
+	lc.MessagesDuplicated += got.MessagesDuplicated
+	lc.Recalls += got.Recalls
+	lc.RecallsMissing += got.RecallsMissing
+	lc.Reads += got.Reads
+	lc.ReadsMissing += got.ReadsMissing
+	lc.Logins += got.Logins
+	lc.LoginsMissing += got.LoginsMissing
+	lc.ReadErrors += got.ReadErrors
+	for _, s := range got.Examples {
+		if len(lc.Examples) < 20 {
+			lc.Examples = append(lc.Examples, s)
+		}
+	}
+}
+
 // loggedIn: device i's login succeeded (it may have been kicked since).
 func (r *actorsRun) loggedIn(i int) bool { return r.online[i].Load() == devOnline }
 
-type userLogCheck struct {
-	loginsMissing, messagesMissing uint64
-	examples                       []string
-	err                            error
+// logCopy is what a log holds of one message.
+type logCopy struct {
+	sender string
+	n      int  // entries of the message
+	live   bool // one of them not recalled
 }
 
-// checkUserLog reads user u's whole log and looks for a LOGGED_IN event of
-// each device in devs and each ledger message in msgs (indexes).
-func checkUserLog(ctx context.Context, rd logReader, u int, devs []int, msgs []int32, ledger []ledgerEntry) userLogCheck {
-	var out userLogCheck
+// checkUserLog reads user u's whole log (and, for mark-reads, its
+// conversation states) and checks what uc says it must show.
+func checkUserLog(ctx context.Context, rd logReader, u int, uc *userChecks, ledger []ledgerEntry, recallAcked []bool) LedgerCheck {
+	var out LedgerCheck
+	miss := func(format string, a ...any) {
+		if len(out.Examples) < 20 {
+			out.Examples = append(out.Examples, fmt.Sprintf(format, a...))
+		}
+	}
 	user := vuser(u)
-	ids := map[string]string{} // message ID → sender
+	copies := map[string]*logCopy{} // message ID →
+	recallEvents := map[string]bool{}
+	readEvents := map[string]uint64{} // conversation key → the highest position logged
 	loggedIn := map[string]bool{}
 	var after uint64
 	for {
 		page, err := rd.ReadLog(ctx, user, after, 1000)
 		if err != nil {
-			out.err = err
-			out.examples = append(out.examples, fmt.Sprintf("reading %s's log after seq %d: %v", user, after, err))
+			out.ReadErrors++
+			miss("reading %s's log after seq %d: %v", user, after, err)
 			return out
 		}
 		for _, e := range page {
@@ -256,31 +466,125 @@ func checkUserLog(ctx context.Context, rd logReader, u int, devs []int, msgs []i
 			if err := proto.Unmarshal(e.Data, &en); err != nil {
 				continue
 			}
-			if m := en.GetMessage(); m != nil {
-				ids[m.GetMessageId()] = m.GetSender()
-			}
-			if dv := en.GetDevice(); dv != nil && dv.GetKind() == wire.DeviceEvent_LOGGED_IN {
-				loggedIn[dv.GetDevice().GetDeviceId()] = true
+			switch {
+			case en.GetMessage() != nil:
+				m := en.GetMessage()
+				c := copies[m.GetMessageId()]
+				if c == nil {
+					c = &logCopy{sender: m.GetSender()}
+					copies[m.GetMessageId()] = c
+				}
+				c.n++
+				c.live = c.live || !m.GetRecalled()
+			case en.GetRecall() != nil:
+				recallEvents[en.GetRecall().GetMessageId()] = true
+			case en.GetRead() != nil:
+				k := convKeyOf(en.GetRead().GetConversation())
+				readEvents[k] = max(readEvents[k], en.GetRead().GetUpToSeq())
+			case en.GetDevice().GetKind() == wire.DeviceEvent_LOGGED_IN:
+				loggedIn[en.GetDevice().GetDevice().GetDeviceId()] = true
 			}
 		}
 		if len(page) < 1000 {
 			break
 		}
 	}
-	for _, d := range devs {
+	for _, d := range uc.devs {
+		out.Logins++
 		if !loggedIn[vdevice(d)] {
-			out.loginsMissing++
-			out.examples = append(out.examples, fmt.Sprintf("login of %s's device %s: no LOGGED_IN event in its log", user, vdevice(d)))
+			out.LoginsMissing++
+			miss("login of %s's device %s: no LOGGED_IN event in its log", user, vdevice(d))
 		}
 	}
-	for _, k := range msgs {
-		e := ledger[k]
-		if s, ok := ids[e.msgID]; !ok || s != vuser(int(e.sender)) {
-			out.messagesMissing++
-			out.examples = append(out.examples, fmt.Sprintf("message %s from %s (seq %d in the sender's log), acked: not in %s's log", e.msgID, vuser(int(e.sender)), e.seq, user))
+	for _, list := range uc.msgs {
+		for _, k := range list {
+			e := &ledger[k]
+			sender := vuser(int(e.sender))
+			c := copies[e.msgID]
+			if c == nil {
+				c = &logCopy{}
+			}
+			out.Messages++
+			switch {
+			case c.n == 0 && e.recalled && recallEvents[e.msgID]:
+				// Recalled before it arrived: only the recall is logged.
+			case c.n == 0 || c.sender != sender:
+				out.MessagesMissing++
+				miss("message %s from %s (seq %d in the sender's log), acked: not in %s's log", e.msgID, sender, e.seq, user)
+			case c.n > 1:
+				out.MessagesDuplicated++
+				miss("message %s from %s: %d times in %s's log", e.msgID, sender, c.n, user)
+			}
+			if recallAcked[k] {
+				checkRecall(&out, miss, e, c, recallEvents, user)
+			}
 		}
+	}
+	for _, k := range uc.ownRecalls {
+		e := &ledger[k]
+		c := copies[e.msgID]
+		if c == nil {
+			c = &logCopy{}
+		}
+		checkRecall(&out, miss, e, c, recallEvents, user)
+	}
+	if len(uc.reads) > 0 {
+		checkReads(ctx, rd, &out, miss, user, uc.reads, readEvents)
 	}
 	return out
+}
+
+// checkRecall: an acked recall of e shows in user's log as its
+// RecallEvent, and its copy there (if any) is erased.
+func checkRecall(out *LedgerCheck, miss func(string, ...any), e *ledgerEntry, c *logCopy, recallEvents map[string]bool, user string) {
+	out.Recalls++
+	switch {
+	case !recallEvents[e.msgID]:
+		out.RecallsMissing++
+		miss("recall of %s by %s, acked: no RecallEvent in %s's log", e.msgID, vuser(int(e.sender)), user)
+	case c.live:
+		out.RecallsMissing++
+		miss("recall of %s by %s, acked: %s's copy is not erased", e.msgID, vuser(int(e.sender)), user)
+	}
+}
+
+// checkReads: each acked read position of user is in its log (a
+// ReadEvent at or past it) and in its stored conversation state.
+func checkReads(ctx context.Context, rd logReader, out *LedgerCheck, miss func(string, ...any), user string, reads, readEvents map[string]uint64) {
+	stored := map[string]uint64{}
+	convs, err := rd.ReadConvs(ctx, user)
+	if err != nil {
+		out.ReadErrors++
+		miss("reading %s's conversation states: %v", user, err)
+		return
+	}
+	for _, c := range convs {
+		var cs actorpb.ConvState
+		if err := proto.Unmarshal(c.Data, &cs); err == nil {
+			stored[c.Key] = cs.GetReadSeq()
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(reads)) {
+		upTo := reads[k]
+		out.Reads++
+		switch {
+		case readEvents[k] < upTo:
+			out.ReadsMissing++
+			miss("mark-read of %s's conversation %s up to seq %d, acked: its log's ReadEvents reach seq %d", user, k, upTo, readEvents[k])
+		case stored[k] < upTo:
+			out.ReadsMissing++
+			miss("mark-read of %s's conversation %s up to seq %d, acked: its stored state reads seq %d", user, k, upTo, stored[k])
+		}
+	}
+}
+
+// convKeyOf is the key the actors store a conversation's state under
+// (actors/conv.go).
+func convKeyOf(c *wire.Conversation) string {
+	if c.GetType() == wire.Conversation_GROUP {
+		return "g:" + c.GetId()
+	}
+	return "d:" + c.GetId()
 }
 
 // print writes the summary table.
@@ -292,10 +596,13 @@ func (r *ActorsResult) print(w io.Writer) {
 		fmt.Fprintf(w, ", login rate %.0f/s", c.LoginRate)
 	}
 	if c.MsgRate > 0 {
-		fmt.Fprintf(w, ", chat %.3g msg/s per user for %v", c.MsgRate, c.Duration)
+		fmt.Fprintf(w, ", chat %.3g actions/s per user for %v", c.MsgRate, c.Duration)
 	}
 	if c.Ramp > 0 {
 		fmt.Fprintf(w, ", ramp %v", c.Ramp)
+	}
+	if mix := c.mixString(); mix != "" {
+		fmt.Fprintf(w, "\nmix: %s", mix)
 	}
 	fmt.Fprintf(w, "\nmachine: %d CPUs, load %.2f before, %.2f after\n", r.Machine.CPUs, r.Machine.LoadBefore[0], r.Machine.LoadAfter[0])
 	if r.Interrupted {
@@ -313,10 +620,24 @@ func (r *ActorsResult) print(w io.Writer) {
 		fmt.Fprintf(w, "%-28s %.0f (chat %.1f s, to the last ack); sender loop at worst %.1f ms late\n", "acked msgs/s", ch.AckedPerSecond, ch.Seconds, ch.WorstLatenessMs)
 		fmt.Fprintf(w, "%-28s p50 %.2f  p99 %.2f  max %.2f ms\n", "send → ack", ch.Ack.P50, ch.Ack.P99, ch.Ack.Max)
 		fmt.Fprintf(w, "%-28s p50 %.2f  p99 %.2f  max %.2f ms\n", "send → push (recipient)", ch.Push.P50, ch.Push.P99, ch.Push.Max)
-		fmt.Fprintf(w, "%-28s %d of %d expected (%d messages to every device), %d duplicates, %d carbons, %d foreign\n", "pushes", ch.Pushes, ch.PushesExpected, ch.FullyPushed, ch.DuplicatePushes, ch.Carbons, ch.Foreign)
+		fmt.Fprintf(w, "%-28s %d of %d expected (%d messages to every device), %d duplicates, %d carbons, %d foreign; %d recalled messages not counted\n", "pushes", ch.Pushes, ch.PushesExpected, ch.FullyPushed, ch.DuplicatePushes, ch.Carbons, ch.Foreign, ch.Recalled)
+		fmt.Fprintf(w, "\n%-8s %9s %9s %9s %8s %8s %10s %9s %9s %9s\n", "kind", "sent", "acked", "skipped", "refused", "unacked", "acked/s", "ack p50", "ack p99", "ack max")
+		for _, k := range r.Kinds {
+			fmt.Fprintf(w, "%-8s %9d %9d %9d %8d %8d %10.1f %9.2f %9.2f %9.2f\n", k.Kind, k.Sent, k.Acked, k.Skipped, k.Refused, k.Unacked, k.AckedPerSecond, k.Ack.P50, k.Ack.P99, k.Ack.Max)
+		}
+		fmt.Fprintln(w)
+	}
+	if g := r.Groups; g.Groups > 0 {
+		fmt.Fprintf(w, "%-28s %d of %s members (%d memberships), created in %.1f s; CREATED pushed to %d of %d member devices\n", "groups", g.Groups, joinInts(g.Sizes), g.Memberships, g.CreateSeconds, g.EventPushes, g.EventPushesExpected)
+		if g.MemberEntries > 0 {
+			fmt.Fprintf(w, "%-28s %d, %.0f/s (first group send to last member push; pushes ÷ devices)\n", "member-log entries", g.MemberEntries, g.MemberEntriesPerSecond)
+			fmt.Fprintf(w, "%-28s %d of %d expected, %d group messages to every member device\n", "member pushes", g.MemberPushes, g.MemberPushesExpected, g.FullyPushed)
+			fmt.Fprintf(w, "%-28s p50 %.2f  p99 %.2f  max %.2f ms\n", "send → member push", g.MemberPush.P50, g.MemberPush.P99, g.MemberPush.Max)
+			fmt.Fprintf(w, "%-28s p50 %.2f  p99 %.2f  max %.2f ms (%d messages)\n", "send → last member push", g.LastMemberPush.P50, g.LastMemberPush.P99, g.LastMemberPush.Max, g.LastMemberPush.Count)
+		}
 	}
 	if lc := r.Ledger; lc != nil {
-		fmt.Fprintf(w, "%-28s %d of %d acked messages missing, %d of %d logins missing, %d read errors (%.1f s)\n", "ack ledger (store)", lc.MessagesMissing, lc.Messages, lc.LoginsMissing, lc.Logins, lc.ReadErrors, lc.Seconds)
+		fmt.Fprintf(w, "%-28s %s (%.1f s)\n", "ack ledger (store)", lc.verdict(), lc.Seconds)
 		for _, e := range lc.Examples {
 			fmt.Fprintln(w, "  missing:", e)
 		}

@@ -9,8 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	mrand "math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,26 +32,74 @@ const (
 	devGone          // the login failed, or the device was kicked
 )
 
+// The chat's actions.
+type actionKind uint8
+
+const (
+	kindDirect actionKind = iota // a 1:1 send to the next user
+	kindGroup                    // a send to one of the sender's groups
+	kindRead                     // a mark-read of the newest message received
+	kindRecall                   // a recall of the user's newest acked message
+	numKinds
+)
+
+var kindNames = [numKinds]string{"1:1", "group", "read", "recall"}
+
+// Frame IDs: a message's is its ledger index + 1; mark-reads and recalls
+// count from their bases.
+const (
+	readIDBase   = 1 << 40
+	recallIDBase = 2 << 40
+)
+
 // ledgerEntry is one message of the chat: scheduled by the sender loop,
 // completed by its SendAck (or Error) and counted by its pushes.
 type ledgerEntry struct {
 	sched             time.Duration // since the run's start
-	sender, recipient int32
+	sender, recipient int32         // recipient: the peer, or the group's index
+	group             bool
 	acked, failed     bool
-	pushes            uint16 // to the recipient's devices
+	recalled          bool   // a recall of it was sent: its pushes are no longer awaited
+	settled           bool   // acked, and pushed to every device it goes to, or recalled
+	pushes            uint32 // to the recipient's devices (a group's: every member's, the sender's too)
 	seq               uint64 // in the sender's log
 	msgID             string
+}
+
+// opEntry is a mark-read or a recall: answered with Ok (acked) or Error.
+type opEntry struct {
+	sched         time.Duration
+	user          int32
+	target        int32  // read: the peer or the group; recall: the message's ledger index
+	group         bool   // read: of a group conversation
+	upTo          uint64 // read: the seq marked, in the user's log
+	acked, failed bool
+}
+
+// received is the newest message a user was pushed from someone else.
+type received struct {
+	seq   uint64 // in the user's log; 0: none yet
+	conv  int32  // the sender, or the group
+	group bool
+}
+
+// kindCounters are one kind's figures; under actorsRun.mu.
+type kindCounters struct {
+	sent, skipped, acked, failed uint64
+	ack, ackSec                  hist
+	lastAck                      time.Duration
 }
 
 // actorsRun is one run: the virtual devices (it is the node's session
 // table, actors.SessionTable) and what they measured.
 type actorsRun struct {
 	// Set before the load, then read-only.
-	cfg   ActorsConfig
-	log   *slog.Logger
-	front *actors.Frontend
-	keys  *auth.Keys
-	start time.Time
+	cfg    ActorsConfig
+	log    *slog.Logger
+	front  *actors.Frontend
+	keys   *auth.Keys
+	start  time.Time
+	groups *groupLayout
 
 	// Any goroutine; one slot per device (user u's device d is u·Devices+d,
 	// session ID that plus 1) and per user.
@@ -59,15 +109,23 @@ type actorsRun struct {
 	// Everything below: under mu.
 	mu                        sync.Mutex
 	loginLat, loginSec        hist
-	ackLat, ackSec, pushLat   hist
 	logins, loginFails, kicks uint64
 	users                     uint64 // users with a successful login: activations
-	acks, sendErrs, skipped   uint64
+	kinds                     [numKinds]kindCounters
+	pushLat, memberPushLat    hist // every message push; a group message's member pushes
+	fanoutLat, fanoutSec      hist // a group message's send → its last member push
 	pushes, fullyPushed, dups uint64
+	settled                   uint64
 	carbons, foreign          uint64
-	lastAck, lateness         time.Duration // the last SendAck; the sender loop's worst lateness
+	groupPushes, groupEvents  uint64 // member pushes of group messages; CREATED events pushed
+	firstGroupSend            time.Duration
+	lastGroupPush             time.Duration
+	lateness                  time.Duration // the sender loop's worst
 	errs                      map[string]uint64
 	ledger                    []ledgerEntry
+	reads, recalls            []opEntry
+	lastRecv                  []received      // per user
+	lastOwn                   []int32         // per user: the newest acked own message not recalled (ledger index), -1 none
 	marks                     []time.Duration // marks[k]: when logins done reached k % of all
 	loginsDone                int
 }
@@ -113,14 +171,7 @@ func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*Actors
 	if err := cfg.Validate(machine.MemTotal); err != nil {
 		return nil, err
 	}
-	devices := cfg.Users * cfg.Devices
-	r := &actorsRun{
-		cfg: cfg, log: log,
-		online:    make([]atomic.Uint32, devices),
-		activated: make([]atomic.Bool, cfg.Users),
-		errs:      map[string]uint64{},
-		marks:     make([]time.Duration, 101),
-	}
+	r := newActorsRun(cfg, log)
 	res := &ActorsResult{Config: cfg, Machine: machine}
 	defer func() { res.Machine.LoadAfter = loadAverage() }()
 
@@ -182,24 +233,82 @@ func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*Actors
 	if cfg.Users > 0 && res.Memory.HeapAfterLogins > res.Memory.HeapBaseline {
 		res.Memory.PerUserBytes = float64(res.Memory.HeapAfterLogins-res.Memory.HeapBaseline) / float64(cfg.Users)
 	}
+	var groupsErr error
+	if cfg.Groups > 0 && ctx.Err() == nil {
+		t0 := time.Now()
+		groupsErr = r.createGroups(ctx, n.Groups())
+		res.Groups.CreateSeconds = time.Since(t0).Seconds()
+	}
 	var chatStart, chatEnd time.Duration
-	if cfg.MsgRate > 0 && cfg.Duration > 0 && ctx.Err() == nil {
+	if cfg.MsgRate > 0 && cfg.Duration > 0 && ctx.Err() == nil && groupsErr == nil {
+		stopProfile, err := startCPUProfile(cfg.CPUProfile, log)
+		if err != nil {
+			return nil, err
+		}
 		chatStart = time.Since(r.start)
 		r.runChat(ctx, chatStart)
 		chatEnd = time.Since(r.start)
 		r.drain()
+		stopProfile()
 	}
 	progress()
 	res.Interrupted = ctx.Err() != nil
 	r.fill(res, loginEnd, chatStart, chatEnd)
+	if groupsErr != nil {
+		res.Problems = r.soundness(res)
+		return res, groupsErr
+	}
 
 	if !cfg.NoVerify {
+		if cfg.beforeVerify != nil {
+			cfg.beforeVerify(r)
+		}
 		vctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		res.Ledger = r.verify(vctx, n)
 		cancel()
 	}
 	res.Problems = r.soundness(res)
 	return res, stop()
+}
+
+func newActorsRun(cfg ActorsConfig, log *slog.Logger) *actorsRun {
+	r := &actorsRun{
+		cfg: cfg, log: log,
+		online:    make([]atomic.Uint32, cfg.Users*cfg.Devices),
+		activated: make([]atomic.Bool, cfg.Users),
+		errs:      map[string]uint64{},
+		marks:     make([]time.Duration, 101),
+		groups:    newGroupLayout(cfg.Users, cfg.Groups, cfg.GroupSizes),
+	}
+	if cfg.MsgRate > 0 { // only a chat has messages to read or recall
+		r.lastRecv, r.lastOwn = make([]received, cfg.Users), make([]int32, cfg.Users)
+		for u := range r.lastOwn {
+			r.lastOwn[u] = -1
+		}
+	}
+	return r
+}
+
+// startCPUProfile profiles the process into path ("": not at all) until
+// the function it returns is called.
+func startCPUProfile(path string, log *slog.Logger) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("create the CPU profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start the CPU profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			log.Warn("closing the CPU profile", "err", err)
+		}
+	}, nil
 }
 
 // heapLive is the live heap after a full collection.
@@ -296,10 +405,12 @@ func (r *actorsRun) loginDone() {
 	}
 }
 
-// runChat has every user send to the next at MsgRate (rising over Ramp)
-// until Duration or ctx ends: message k is user k mod Users's, from its
-// devices in turn, sent on schedule however late the earlier ones were.
+// runChat has every user act at MsgRate (rising over Ramp) until
+// Duration or ctx ends: action k is user k mod Users's, from its devices
+// in turn, sent on schedule however late the earlier ones were; its kind
+// is drawn (seeded, so every run draws the same) by the shares.
 func (r *actorsRun) runChat(ctx context.Context, start time.Duration) {
+	rng := mrand.New(mrand.NewPCG(12, uint64(r.cfg.Users)))
 	rate := r.cfg.MsgRate * float64(r.cfg.Users)
 	for k := 0; ; k++ {
 		at := rampSchedule(k, rate, r.cfg.Ramp)
@@ -307,38 +418,154 @@ func (r *actorsRun) runChat(ctx context.Context, start time.Duration) {
 			return
 		}
 		u := k % r.cfg.Users
-		peer := (u + 1) % r.cfg.Users
-		i := u*r.cfg.Devices + (k/r.cfg.Users)%r.cfg.Devices
+		round := k / r.cfg.Users
+		i := u*r.cfg.Devices + round%r.cfg.Devices
+		kind := kindDirect
+		switch x := rng.Float64(); {
+		case x < r.cfg.ReadShare:
+			kind = kindRead
+		case x < r.cfg.ReadShare+r.cfg.RecallShare:
+			kind = kindRecall
+		case rng.Float64() < r.cfg.GroupShare:
+			kind = kindGroup
+		}
 		if r.online[i].Load() != devOnline {
 			r.mu.Lock()
-			r.skipped++
+			r.kinds[kind].skipped++
 			r.mu.Unlock()
 			continue
 		}
-		r.mu.Lock()
-		r.lateness = max(r.lateness, time.Since(r.start)-(start+at))
-		n := len(r.ledger)
-		r.ledger = append(r.ledger, ledgerEntry{sched: start + at, sender: int32(u), recipient: int32(peer)})
-		r.mu.Unlock()
-		content := make([]byte, 8)
-		binary.LittleEndian.PutUint64(content, uint64(n))
-		r.front.Frame(uint64(i)+1, vuser(u), &wire.Frame{Id: uint64(n) + 1, Body: &wire.Frame_Send{Send: &wire.Send{
-			ClientMessageId: "m" + strconv.Itoa(n),
-			FirstAttempt:    true, // every run is a fresh store
-			Conversation:    &wire.Conversation{Type: wire.Conversation_DIRECT, Id: vuser(peer)},
-			Type:            int32(wire.MessageType_TEXT),
-			Content:         content,
-		}}})
+		sched := start + at
+		switch kind {
+		case kindDirect:
+			r.send(i, u, int32((u+1)%r.cfg.Users), false, sched)
+		case kindGroup:
+			gs := r.groups.of(u)
+			r.send(i, u, gs[round%len(gs)], true, sched)
+		case kindRead:
+			r.markRead(i, u, sched)
+		case kindRecall:
+			r.recall(i, u, sched)
+		}
 	}
 }
 
-// drain waits until every message sent is acked or refused and pushed
-// to every device of its recipient, or Drain passes.
+// late notes how far behind its schedule the loop is; under mu.
+func (r *actorsRun) late(sched time.Duration) {
+	r.lateness = max(r.lateness, time.Since(r.start)-sched)
+}
+
+// send sends a message from device i of user u to the user or the group
+// to, as message n of the ledger (its content is n).
+func (r *actorsRun) send(i, u int, to int32, group bool, sched time.Duration) {
+	kind, conv := kindDirect, &wire.Conversation{Type: wire.Conversation_DIRECT, Id: vuser(int(to))}
+	if group {
+		kind, conv = kindGroup, &wire.Conversation{Type: wire.Conversation_GROUP, Id: vgroup(int(to))}
+	}
+	r.mu.Lock()
+	r.late(sched)
+	n := len(r.ledger)
+	r.ledger = append(r.ledger, ledgerEntry{sched: sched, sender: int32(u), recipient: to, group: group})
+	r.kinds[kind].sent++
+	if group && r.kinds[kindGroup].sent == 1 {
+		r.firstGroupSend = sched
+	}
+	r.mu.Unlock()
+	content := make([]byte, 8)
+	binary.LittleEndian.PutUint64(content, uint64(n))
+	r.front.Frame(uint64(i)+1, vuser(u), &wire.Frame{Id: uint64(n) + 1, Body: &wire.Frame_Send{Send: &wire.Send{
+		ClientMessageId: "m" + strconv.Itoa(n),
+		FirstAttempt:    true, // every run is a fresh store
+		Conversation:    conv,
+		Type:            int32(wire.MessageType_TEXT),
+		Content:         content,
+	}}})
+}
+
+// markRead marks the newest message user u was pushed from someone else
+// read, from device i (skipped if none yet).
+func (r *actorsRun) markRead(i, u int, sched time.Duration) {
+	r.mu.Lock()
+	rc := r.lastRecv[u]
+	if rc.seq == 0 {
+		r.kinds[kindRead].skipped++
+		r.mu.Unlock()
+		return
+	}
+	r.late(sched)
+	n := len(r.reads)
+	r.reads = append(r.reads, opEntry{sched: sched, user: int32(u), target: rc.conv, group: rc.group, upTo: rc.seq})
+	r.kinds[kindRead].sent++
+	r.mu.Unlock()
+	conv := &wire.Conversation{Type: wire.Conversation_DIRECT, Id: vuser(int(rc.conv))}
+	if rc.group {
+		conv = &wire.Conversation{Type: wire.Conversation_GROUP, Id: vgroup(int(rc.conv))}
+	}
+	r.front.Frame(uint64(i)+1, vuser(u), &wire.Frame{Id: readIDBase + uint64(n), Body: &wire.Frame_MarkRead{MarkRead: &wire.MarkRead{
+		Conversation: conv, UpToSeq: rc.seq,
+	}}})
+}
+
+// recall recalls user u's newest acked message, from device i (skipped
+// if it has none not yet recalled).
+func (r *actorsRun) recall(i, u int, sched time.Duration) {
+	r.mu.Lock()
+	m := r.lastOwn[u]
+	if m < 0 {
+		r.kinds[kindRecall].skipped++
+		r.mu.Unlock()
+		return
+	}
+	r.late(sched)
+	r.lastOwn[u] = -1
+	e := &r.ledger[m]
+	e.recalled = true
+	r.settle(e) // its pushes may stop: the recall can beat a delivery
+	n := len(r.recalls)
+	r.recalls = append(r.recalls, opEntry{sched: sched, user: int32(u), target: m})
+	r.kinds[kindRecall].sent++
+	id, to, group := e.msgID, e.recipient, e.group
+	r.mu.Unlock()
+	conv := &wire.Conversation{Type: wire.Conversation_DIRECT, Id: vuser(int(to))}
+	if group {
+		conv = &wire.Conversation{Type: wire.Conversation_GROUP, Id: vgroup(int(to))}
+	}
+	r.front.Frame(uint64(i)+1, vuser(u), &wire.Frame{Id: recallIDBase + uint64(n), Body: &wire.Frame_Recall{Recall: &wire.Recall{
+		Conversation: conv, MessageId: id,
+	}}})
+}
+
+// expected is how many pushes message e gets: one to each device of its
+// recipient, or of every member of its group.
+func (r *actorsRun) expected(e *ledgerEntry) uint32 {
+	if e.group {
+		return uint32(r.groups.size[e.recipient]) * uint32(r.cfg.Devices)
+	}
+	return uint32(r.cfg.Devices)
+}
+
+// settle counts e once it is acked and either pushed everywhere or
+// recalled; under mu.
+func (r *actorsRun) settle(e *ledgerEntry) {
+	if !e.settled && e.acked && (e.recalled || e.pushes >= r.expected(e)) {
+		e.settled = true
+		r.settled++
+	}
+}
+
+// msgAcks is the messages acked; under mu.
+func (r *actorsRun) msgAcks() uint64 { return r.kinds[kindDirect].acked + r.kinds[kindGroup].acked }
+
+// drain waits until every action is answered and every acked message not
+// recalled is pushed to every device it goes to, or Drain passes.
 func (r *actorsRun) drain() {
 	deadline := time.Now().Add(r.cfg.Drain)
 	for time.Now().Before(deadline) {
 		r.mu.Lock()
-		done := r.acks+r.sendErrs == uint64(len(r.ledger)) && r.fullyPushed >= r.acks
+		done := r.settled == r.msgAcks()
+		for k := range r.kinds {
+			done = done && r.kinds[k].acked+r.kinds[k].failed == r.kinds[k].sent
+		}
 		r.mu.Unlock()
 		if done {
 			return
@@ -361,59 +588,125 @@ func (r *actorsRun) Deliver(sid uint64, frames []*wire.Frame) bool {
 	for _, fr := range frames {
 		switch {
 		case fr.GetSendAck() != nil:
-			e := r.entry(fr.GetId())
-			if e == nil || e.acked {
+			r.acked(fr.GetId(), fr.GetSendAck(), now)
+		case fr.GetOk() != nil:
+			if op, kind := r.op(fr.GetId()); op != nil && !op.acked && !op.failed {
+				op.acked = true
+				kc := &r.kinds[kind]
+				kc.acked++
+				kc.lastAck = now
+				kc.ack.record(now - op.sched)
+				kc.ackSec.record(now - op.sched)
+			} else {
 				r.foreign++
-				continue
-			}
-			a := fr.GetSendAck()
-			e.acked, e.msgID, e.seq = true, a.GetMessageId(), a.GetSeq()
-			r.acks++
-			r.lastAck = now
-			r.ackLat.record(now - e.sched)
-			r.ackSec.record(now - e.sched)
-			if int(e.pushes) >= r.cfg.Devices {
-				r.fullyPushed++ // a push may beat its ack
 			}
 		case fr.GetError() != nil && fr.GetId() > 0:
-			if e := r.entry(fr.GetId()); e != nil && !e.acked && !e.failed {
-				e.failed = true
-				r.sendErrs++
+			name := fr.GetError().GetName()
+			if e := r.entry(fr.GetId()); e != nil {
+				kind := kindDirect
+				if e.group {
+					kind = kindGroup
+				}
+				if !e.acked && !e.failed {
+					e.failed = true
+					r.kinds[kind].failed++
+				}
+				r.errs["send "+kindNames[kind]+" "+name]++
+			} else if op, kind := r.op(fr.GetId()); op != nil {
+				if !op.acked && !op.failed {
+					op.failed = true
+					r.kinds[kind].failed++
+				}
+				r.errs[kindNames[kind]+" "+name]++
+			} else {
+				r.errs["unmatched "+name]++
 			}
-			r.errs["send "+fr.GetError().GetName()]++
 		case fr.GetPush() != nil:
 			for _, en := range fr.GetPush().GetEntries() {
-				m := en.GetMessage()
-				if m == nil {
-					continue // device events, read state...
-				}
-				if len(m.GetContent()) != 8 {
-					r.foreign++
-					continue
-				}
-				e := r.entry(binary.LittleEndian.Uint64(m.GetContent()) + 1)
-				switch {
-				case e == nil:
-					r.foreign++
-				case int(e.recipient) == u && m.GetSender() == vuser(int(e.sender)):
-					e.pushes++
-					switch {
-					case int(e.pushes) > r.cfg.Devices:
-						r.dups++
-					case int(e.pushes) == r.cfg.Devices && e.acked:
-						r.fullyPushed++
-					}
-					r.pushes++
-					r.pushLat.record(now - e.sched)
-				case int(e.sender) == u:
-					r.carbons++
-				default:
-					r.foreign++
-				}
+				r.pushed(u, en, now)
 			}
 		}
 	}
 	return true
+}
+
+// acked records message id-1's SendAck; under mu.
+func (r *actorsRun) acked(id uint64, a *wire.SendAck, now time.Duration) {
+	e := r.entry(id)
+	if e == nil || e.acked {
+		r.foreign++
+		return
+	}
+	kind := kindDirect
+	if e.group {
+		kind = kindGroup
+	}
+	e.acked, e.msgID, e.seq = true, a.GetMessageId(), a.GetSeq()
+	kc := &r.kinds[kind]
+	kc.acked++
+	kc.lastAck = now
+	kc.ack.record(now - e.sched)
+	kc.ackSec.record(now - e.sched)
+	if n := int32(id - 1); n > r.lastOwn[e.sender] {
+		r.lastOwn[e.sender] = n
+	}
+	r.settle(e) // a push may beat its ack
+}
+
+// pushed counts one entry pushed to a device of user u; under mu.
+func (r *actorsRun) pushed(u int, en *wire.Entry, now time.Duration) {
+	if en.GetGroup().GetKind() == wire.GroupEvent_CREATED {
+		r.groupEvents++
+		return
+	}
+	m := en.GetMessage()
+	if m == nil {
+		return // device events, recalls, read state...
+	}
+	if len(m.GetContent()) != 8 {
+		if !m.GetRecalled() {
+			r.foreign++
+		}
+		return
+	}
+	e := r.entry(binary.LittleEndian.Uint64(m.GetContent()) + 1)
+	switch {
+	case e == nil || m.GetSender() != vuser(int(e.sender)):
+		r.foreign++
+		return
+	case e.group && r.groups.isMember(int(e.recipient), u):
+		r.groupPushes++
+		r.lastGroupPush = now
+		r.memberPushLat.record(now - e.sched)
+	case !e.group && int(e.recipient) == u:
+	case !e.group && int(e.sender) == u:
+		r.carbons++
+		return
+	default:
+		r.foreign++
+		return
+	}
+	e.pushes++
+	switch exp := r.expected(e); {
+	case e.pushes > exp:
+		r.dups++
+	case e.pushes == exp:
+		r.fullyPushed++
+		if e.group {
+			r.fanoutLat.record(now - e.sched)
+			r.fanoutSec.record(now - e.sched)
+		}
+		r.settle(e)
+	}
+	r.pushes++
+	r.pushLat.record(now - e.sched)
+	if int(e.sender) != u && en.GetSeq() > r.lastRecv[u].seq {
+		conv := e.sender
+		if e.group {
+			conv = e.recipient
+		}
+		r.lastRecv[u] = received{seq: en.GetSeq(), conv: conv, group: e.group}
+	}
 }
 
 // entry is the ledger entry of frame id (message id-1), or nil; under mu.
@@ -422,6 +715,17 @@ func (r *actorsRun) entry(id uint64) *ledgerEntry {
 		return nil
 	}
 	return &r.ledger[id-1]
+}
+
+// op is the mark-read or recall of frame id, or nil; under mu.
+func (r *actorsRun) op(id uint64) (*opEntry, actionKind) {
+	switch {
+	case id >= recallIDBase && id-recallIDBase < uint64(len(r.recalls)):
+		return &r.recalls[id-recallIDBase], kindRecall
+	case id >= readIDBase && id < recallIDBase && id-readIDBase < uint64(len(r.reads)):
+		return &r.reads[id-readIDBase], kindRead
+	}
+	return nil, 0
 }
 
 // Kick takes a kick for a virtual device: it is gone (and a kick of a
@@ -446,7 +750,8 @@ func (r *actorsRun) startProgress(res *ActorsResult) func() {
 	wg.Go(func() {
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
-		var prevLogins, prevAcks uint64
+		var prevLogins, prevGroupPushes uint64
+		var prevAcked [numKinds]uint64
 		for {
 			select {
 			case <-done:
@@ -457,14 +762,27 @@ func (r *actorsRun) startProgress(res *ActorsResult) func() {
 			case <-t.C:
 			}
 			r.mu.Lock()
+			var acked [numKinds]uint64
+			for k := range r.kinds {
+				acked[k] = r.kinds[k].acked - prevAcked[k]
+				prevAcked[k] = r.kinds[k].acked
+			}
+			var msgSec hist
+			msgSec.merge(&r.kinds[kindDirect].ackSec)
+			msgSec.merge(&r.kinds[kindGroup].ackSec)
 			p := ActorsPoint{
 				Seconds: math.Round(time.Since(r.start).Seconds()*10) / 10,
-				Users:   r.users, LoginsPerSecond: r.logins - prevLogins, MsgsPerSecond: r.acks - prevAcks,
-				Errors:     r.loginFails + r.sendErrs + r.kicks,
-				LoginP99Ms: ms(r.loginSec.quantile(0.99)), AckP99Ms: ms(r.ackSec.quantile(0.99)),
+				Users:   r.users, LoginsPerSecond: r.logins - prevLogins, MsgsPerSecond: acked[kindDirect] + acked[kindGroup],
+				DirectPerSecond: acked[kindDirect], GroupPerSecond: acked[kindGroup], ReadsPerSecond: acked[kindRead], RecallsPerSecond: acked[kindRecall],
+				MemberEntriesPerSecond: (r.groupPushes - prevGroupPushes) / uint64(r.cfg.Devices),
+				Errors:                 r.loginFails + r.kicks + r.failures(),
+				LoginP99Ms:             ms(r.loginSec.quantile(0.99)), AckP99Ms: ms(msgSec.quantile(0.99)), FanoutP99Ms: ms(r.fanoutSec.quantile(0.99)),
 			}
-			prevLogins, prevAcks = r.logins, r.acks
-			r.loginSec, r.ackSec = hist{}, hist{}
+			prevLogins, prevGroupPushes = r.logins, r.groupPushes
+			r.loginSec, r.fanoutSec = hist{}, hist{}
+			for k := range r.kinds {
+				r.kinds[k].ackSec = hist{}
+			}
 			res.Series = append(res.Series, p)
 			r.mu.Unlock()
 			if r.cfg.Progress != nil {
@@ -478,9 +796,22 @@ func (r *actorsRun) startProgress(res *ActorsResult) func() {
 func writeProgress(w io.Writer, terminal bool, p ActorsPoint) {
 	line := fmt.Sprintf("%6.0fs  users %9d  logins/s %7d  msgs/s %7d  errors %d  p99 login %.1f ms  ack %.1f ms",
 		p.Seconds, p.Users, p.LoginsPerSecond, p.MsgsPerSecond, p.Errors, p.LoginP99Ms, p.AckP99Ms)
+	if p.GroupPerSecond+p.ReadsPerSecond+p.RecallsPerSecond+p.MemberEntriesPerSecond > 0 {
+		line += fmt.Sprintf("  | 1:1/s %d  group/s %d  reads/s %d  recalls/s %d  member entries/s %d  fan-out p99 %.1f ms",
+			p.DirectPerSecond, p.GroupPerSecond, p.ReadsPerSecond, p.RecallsPerSecond, p.MemberEntriesPerSecond, p.FanoutP99Ms)
+	}
 	if terminal {
 		fmt.Fprintf(w, "\r%-110s", line)
 		return
 	}
 	fmt.Fprintln(w, line)
+}
+
+// failures is the actions answered with an error; under mu.
+func (r *actorsRun) failures() uint64 {
+	var n uint64
+	for k := range r.kinds {
+		n += r.kinds[k].failed
+	}
+	return n
 }

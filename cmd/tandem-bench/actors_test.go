@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -115,4 +116,168 @@ type cancelWriter func(string)
 func (w cancelWriter) Write(b []byte) (int, error) {
 	w(string(b))
 	return len(b), nil
+}
+
+// runActorsTest runs cfg in t's temp dir, logs its report and writes its
+// HTML report there (as actorsMain does; the JSON is finishRun's).
+func runActorsTest(t *testing.T, cfg ActorsConfig) (*ActorsResult, *slog.Logger) {
+	t.Helper()
+	dir := t.TempDir()
+	var progress strings.Builder
+	cfg.DataDir, cfg.Progress = dir, &progress
+	cfg.JSONPath, cfg.HTMLPath = filepath.Join(dir, "actors.json"), filepath.Join(dir, "actors.html")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	res, err := runActors(ctx, cfg, log)
+	if res != nil {
+		var out strings.Builder
+		res.print(&out)
+		t.Log("\n" + progress.String() + "\n" + out.String())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeActorsHTML(cfg.HTMLPath, res); err != nil {
+		t.Fatal(err)
+	}
+	return res, log
+}
+
+// TestActorsMixedKinds: every kind of action in one small run — 1:1 and
+// group sends (groups of 10 and 50, created through the group actors),
+// mark-reads, recalls — each acked, every push made, and the ledger read
+// back from the store finds every copy, recall and read position; JSON
+// and HTML carry each kind.
+func TestActorsMixedKinds(t *testing.T) {
+	const users, devices = 300, 2
+	res, log := runActorsTest(t, ActorsConfig{
+		Users: users, Devices: devices, MsgRate: 2, Duration: 2 * time.Second, Ramp: 300 * time.Millisecond,
+		GroupShare: 0.3, GroupSizes: []int{10, 50}, ReadShare: 0.2, RecallShare: 0.1,
+	})
+	if len(res.Problems) > 0 {
+		t.Errorf("not sound: %q", res.Problems)
+	}
+	if len(res.Kinds) != int(numKinds) {
+		t.Fatalf("%d kinds", len(res.Kinds))
+	}
+	for _, k := range res.Kinds {
+		if k.Sent == 0 || k.Acked != k.Sent || k.Refused+k.Unacked != 0 || k.Ack.Count != k.Acked || k.AckedPerSecond <= 0 {
+			t.Errorf("kind %s: %+v", k.Kind, k)
+		}
+	}
+	direct, group, reads, recalls := res.Kinds[kindDirect], res.Kinds[kindGroup], res.Kinds[kindRead], res.Kinds[kindRecall]
+	// 2 s at 600 actions/s: ~1,100 actions, 70 % sends (30 % of them to
+	// groups), 20 % reads, 10 % recalls (the draw is seeded).
+	total := direct.Sent + group.Sent + direct.Skipped + group.Skipped + reads.Sent + reads.Skipped + recalls.Sent + recalls.Skipped
+	if total < 1000 || group.Sent < total/10 || reads.Sent+reads.Skipped < total/10 || recalls.Sent+recalls.Skipped < total/20 {
+		t.Errorf("the mix of %d actions: %+v", total, res.Kinds)
+	}
+	c := res.Chat
+	if c.Sent != direct.Sent+group.Sent || c.Acked != c.Sent || c.Recalled != recalls.Acked || c.Pushes != c.PushesExpected || c.DuplicatePushes+c.Foreign != 0 {
+		t.Errorf("chat %+v", c)
+	}
+	g := res.Groups
+	if g.Groups != 10 || g.Memberships != users || g.EventPushes != users*devices || g.EventPushes != g.EventPushesExpected {
+		t.Errorf("groups %+v", g)
+	}
+	if g.MemberPushes != g.MemberPushesExpected || g.MemberEntries == 0 || g.MemberEntriesPerSecond <= 0 || g.LastMemberPush.Count != g.FullyPushed || g.FullyPushed == 0 {
+		t.Errorf("group fan-out %+v", g)
+	}
+	lc := res.Ledger
+	if lc == nil || lc.missing() != 0 || lc.GroupMessages != group.Acked || lc.Messages <= direct.Acked || lc.Recalls < 2*recalls.Acked || lc.Reads == 0 || lc.Logins != users*devices {
+		t.Errorf("ledger %+v", lc)
+	}
+	if code := finishRun(log, &strings.Builder{}, "actors", res, res.Config.JSONPath, nil); code != 0 {
+		t.Errorf("exit status %d, want 0", code)
+	}
+	var back ActorsResult
+	b, err := os.ReadFile(res.Config.JSONPath)
+	if err == nil {
+		err = json.Unmarshal(b, &back)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Kinds) != int(numKinds) || back.Kinds[kindRecall].Acked != recalls.Acked || back.Groups.MemberEntries != g.MemberEntries ||
+		back.Ledger.Reads != lc.Reads || back.Config.GroupShare != 0.3 || len(back.Series) == 0 || back.Series[len(back.Series)-1].Seconds == 0 {
+		t.Errorf("JSON round trip: %+v", back)
+	}
+	page, err := os.ReadFile(res.Config.HTMLPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"recall →ack", "group→last member", "member-log entries/s"} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("the HTML report lacks %q", want)
+		}
+	}
+}
+
+// TestActorsGroupBurst: a small big-group burst — 2 groups of 200 of 400
+// users, every send to a group — makes every member-log entry: each
+// message pushed to every member device, the sender's own included, and
+// found once in every member's log. The chat's CPU profile is written.
+func TestActorsGroupBurst(t *testing.T) {
+	const users, size = 400, 200
+	profile := filepath.Join(t.TempDir(), "cpu.pprof")
+	res, _ := runActorsTest(t, ActorsConfig{
+		Users: users, MsgRate: 0.5, Duration: time.Second, Groups: 2, GroupSizes: []int{size}, GroupShare: 1, CPUProfile: profile,
+	})
+	if st, err := os.Stat(profile); err != nil || st.Size() == 0 {
+		t.Errorf("-cpuprofile: %v", err)
+	}
+	if len(res.Problems) > 0 {
+		t.Errorf("not sound: %q", res.Problems)
+	}
+	group := res.Kinds[kindGroup]
+	if group.Sent < 150 || group.Acked != group.Sent || res.Kinds[kindDirect].Sent != 0 {
+		t.Errorf("kinds %+v", res.Kinds)
+	}
+	g := res.Groups
+	if g.MemberEntries != group.Acked*size || g.FullyPushed != group.Acked || g.LastMemberPush.Count != group.Acked || g.MemberPush.Count != group.Acked*size {
+		t.Errorf("fan-out %+v", g)
+	}
+	if g.LastMemberPush.P50 < g.MemberPush.P50 || g.LastMemberPush.Max != g.MemberPush.Max {
+		t.Errorf("the last member push is not the latest: %+v", g)
+	}
+	if lc := res.Ledger; lc == nil || lc.missing() != 0 || lc.GroupMessages != group.Acked || lc.Messages != group.Acked*size {
+		t.Errorf("ledger %+v", res.Ledger)
+	}
+}
+
+// TestActorsLedgerRealStore: the ledger check against the real store
+// finds acks the store never saw — a group message of group g0 (missing
+// from its 10 members' logs), a recall of a 1:1 message that was never
+// recalled (no RecallEvent in the sender's or the recipient's log), a
+// read position past the end of a log — and only those: the run is not
+// sound and exits 1.
+func TestActorsLedgerRealStore(t *testing.T) {
+	cfg := ActorsConfig{Users: 20, MsgRate: 5, Duration: time.Second, Groups: 2, GroupSizes: []int{10}, GroupShare: 0.3, ReadShare: 0.2}
+	cfg.beforeVerify = func(r *actorsRun) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		target := slices.IndexFunc(r.ledger, func(e ledgerEntry) bool { return e.acked && !e.group && !e.recalled })
+		if target < 0 {
+			t.Error("no acked 1:1 message to fabricate a recall of")
+			return
+		}
+		r.ledger = append(r.ledger, ledgerEntry{sender: 3, recipient: 0, group: true, acked: true, msgID: "fabricated"})
+		r.recalls = append(r.recalls, opEntry{user: r.ledger[target].sender, target: int32(target), acked: true})
+		r.reads = append(r.reads, opEntry{user: 1, target: 0, upTo: 1 << 30, acked: true})
+	}
+	res, log := runActorsTest(t, cfg)
+	lc := res.Ledger
+	if lc == nil || lc.MessagesMissing != 10 || lc.RecallsMissing != 2 || lc.ReadsMissing != 1 || lc.MessagesDuplicated+lc.LoginsMissing+lc.ReadErrors != 0 {
+		t.Fatalf("ledger %+v: want the 10 copies, 2 recalls and 1 read fabricated missing", lc)
+	}
+	if !slices.ContainsFunc(lc.Examples, func(s string) bool { return strings.Contains(s, "message fabricated from u3") }) {
+		t.Errorf("examples %q", lc.Examples)
+	}
+	if len(res.Problems) != 3 {
+		t.Errorf("problems %q: want the missing copies, recalls and read", res.Problems)
+	}
+	if code := finishRun(log, &strings.Builder{}, "actors", res, "", nil); code != 1 {
+		t.Errorf("exit status %d, want 1", code)
+	}
 }

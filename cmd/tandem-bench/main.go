@@ -12,9 +12,10 @@
 // `tandem-bench conns -h`). `tandem-bench broadcast` measures the server
 // CPU per delivered push of group messages to many online members
 // (broadcast.go; flags: `tandem-bench broadcast -h`). `tandem-bench
-// actors` drives virtual users straight into the user actors of an
-// in-process node, with no WebSocket (actors.go; flags: `tandem-bench
-// actors -h`).
+// actors` drives virtual users straight into the user and group actors
+// of an in-process node, with no WebSocket: logins, 1:1 and group sends,
+// mark-reads, recalls (actors.go; flags and ready-made scenarios:
+// `tandem-bench actors -h`).
 package main
 
 import (
