@@ -70,6 +70,13 @@ type BadgerOptions struct {
 	// high-water-mark keys never expire. Seqs are never reused: the
 	// highest seq appended is kept in a key of its own.
 	Retention time.Duration
+	// DiskReserve is the free space (bytes) the store keeps on its file
+	// system: below it appends and activations fail with ErrDiskFull
+	// before anything is written, and at DiskReserve + 25 % they are taken
+	// again. 0: DefaultDiskReserve, which covers what badger may still
+	// write once the store stops.
+	DiskReserve int64
+
 	// Now is the clock of the retention filter; nil means time.Now.
 	// Tests set it to move time without sleeping. Badger's TTL always
 	// follows the real clock: a Now ahead of it only makes the filter
@@ -114,6 +121,7 @@ func (o BadgerOptions) Validate() error {
 	neg("MaxBatchEntries", int64(o.MaxBatchEntries))
 	neg("MaxCachedUsers", int64(o.MaxCachedUsers))
 	neg("Retention", int64(o.Retention))
+	neg("DiskReserve", o.DiskReserve)
 	if o.MemTableSize > 0 && o.MemTableSize < 1<<20 {
 		errs = append(errs, fmt.Errorf("persistence: MemTableSize must be at least 1 MiB, got %d", o.MemTableSize))
 	}
@@ -149,6 +157,9 @@ func (o BadgerOptions) withDefaults() BadgerOptions {
 	def(&o.BaseLevelSize, 256<<20)
 	def(&o.BaseTableSize, 8<<20)
 	defInt(&o.MaxCachedUsers, defaultMaxCachedUsers)
+	if o.DiskReserve == 0 {
+		o.DiskReserve = o.defaultDiskReserve()
+	}
 	return o
 }
 
@@ -184,7 +195,15 @@ type Badger struct {
 	maxUsers  int              // cached user states
 	retention time.Duration    // 0: keep forever
 	now       func() time.Time // retention clock
+	guard     *diskGuard
+	stopGuard chan struct{} // closed by Close: the guard's ticker ends
 	wg        sync.WaitGroup
+
+	// A failed commit makes the store refuse every later write. failErr
+	// is set once, under failMu, then failed is closed.
+	failMu  sync.Mutex
+	failErr error
+	failed  chan struct{}
 
 	// Any goroutine may submit; only the committer drains.
 	mu      sync.Mutex
@@ -203,15 +222,17 @@ type Badger struct {
 	// Only the committer goroutine.
 	users map[string]userState
 	chunk chunk
-	// commitHook, if set (tests only), runs before each commit; an error
-	// fails the commit as if badger had refused it.
-	commitHook func() error
+	// commitHook, if set (tests, and the faultinject build), runs before
+	// each commit; an error fails the commit as if badger's write or sync
+	// had failed. Any goroutine may set it.
+	commitHook atomic.Pointer[func() error]
 
 	// Counters; any goroutine.
 	nCommits    atomic.Uint64
 	nOps        atomic.Uint64
 	nEntries    atomic.Uint64
 	nFailed     atomic.Uint64
+	nCommitErrs atomic.Uint64
 	lastOps     atomic.Int64
 	lastBytes   atomic.Int64
 	cachedUsers atomic.Int64
@@ -251,7 +272,17 @@ func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Badger, e
 		}
 	}
 
+	guard, err := newDiskGuard(dir, opts.DiskReserve, opts.MemTableSize, logger)
+	if err == nil {
+		err = guard.findMemtables()
+	}
+	if err != nil {
+		return nil, errors.Join(err, db.Close())
+	}
 	b := &Badger{
+		guard:     guard,
+		stopGuard: make(chan struct{}),
+		failed:    make(chan struct{}),
 		db:        db,
 		log:       logger,
 		maxBytes:  db.MaxBatchSize() - batchMargin,
@@ -272,6 +303,7 @@ func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Badger, e
 	}
 	b.wake.L = &b.mu
 	b.wg.Go(b.commitLoop)
+	b.wg.Go(b.guardLoop)
 	return b, nil
 }
 
@@ -317,6 +349,7 @@ func (b *Badger) Close() error {
 		b.closing = true
 		b.wake.Signal()
 		b.mu.Unlock()
+		close(b.stopGuard)
 		b.wg.Wait()
 
 		b.dbMu.Lock()
@@ -335,6 +368,7 @@ type Stats struct {
 	Ops             uint64 // appends and activations made durable
 	Entries         uint64 // log entries made durable
 	Failed          uint64 // appends and activations that failed
+	CommitFailures  uint64 // commits badger failed (a write or sync error; the first one fails the store)
 	LastCommitOps   int    // appends and activations in the latest commit
 	LastCommitBytes int64  // estimated size of the latest commit
 	Queued          int    // submitted, not yet taken by the committer
@@ -351,6 +385,7 @@ func (b *Badger) Stats() Stats {
 		Ops:             b.nOps.Load(),
 		Entries:         b.nEntries.Load(),
 		Failed:          b.nFailed.Load(),
+		CommitFailures:  b.nCommitErrs.Load(),
 		LastCommitOps:   int(b.lastOps.Load()),
 		LastCommitBytes: b.lastBytes.Load(),
 		Queued:          queued,
