@@ -200,9 +200,8 @@ type Badger struct {
 	wg        sync.WaitGroup
 
 	// A failed commit makes the store refuse every later write. failErr
-	// is set once, under failMu, then failed is closed.
-	failMu  sync.Mutex
-	failErr error
+	// is set once (by the committer), then failed is closed.
+	failErr atomic.Pointer[error]
 	failed  chan struct{}
 
 	// Any goroutine may submit; only the committer drains.

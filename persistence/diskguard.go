@@ -54,7 +54,7 @@ const (
 //	+ 2 × BaseTableSize                the level-1 tables such a compaction
 //	                                   rewrites with them
 //
-// 512 MiB + 16 MiB with the defaults (32 MiB memtables), 240 MiB with
+// 528 MiB with the defaults (32 MiB memtables), 232 MiB with
 // --badger-tuning latency.
 func DefaultDiskReserve(o BadgerOptions) int64 {
 	o.DiskReserve = 0
@@ -279,18 +279,19 @@ func (b *Badger) Failed() <-chan struct{} { return b.failed }
 
 // Err is the ErrStoreFailed error once a commit has failed, else nil.
 func (b *Badger) Err() error {
-	b.failMu.Lock()
-	defer b.failMu.Unlock()
-	return b.failErr
+	if p := b.failErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
-// fail puts the store into the failed state (the first cause wins).
+// fail puts the store into the failed state (the first cause wins). Only
+// the committer calls it.
 func (b *Badger) fail(cause error) {
-	b.failMu.Lock()
-	defer b.failMu.Unlock()
-	if b.failErr != nil {
+	if b.failErr.Load() != nil {
 		return
 	}
-	b.failErr = fmt.Errorf("%w: %w", ErrStoreFailed, cause)
+	err := fmt.Errorf("%w: %w", ErrStoreFailed, cause)
+	b.failErr.Store(&err)
 	close(b.failed)
 }
