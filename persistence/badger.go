@@ -342,6 +342,9 @@ func removeEmptyMemFiles(dir string) ([]string, error) {
 // Close stops taking submissions, lets the committer commit everything
 // already submitted, waits for it, and closes the database. Calls after
 // Close fail with ErrClosed; Close itself may be called more than once.
+// After a failed commit it waits for badger at most failedCloseWait, then
+// returns an error and leaves badger's goroutines (and the dir lock) to
+// the process's end.
 func (b *Badger) Close() error {
 	b.closeOnce.Do(func() {
 		b.mu.Lock()
@@ -351,15 +354,35 @@ func (b *Badger) Close() error {
 		close(b.stopGuard)
 		b.wg.Wait()
 
+		// Readers in flight finish; later ones get ErrClosed.
 		b.dbMu.Lock()
-		defer b.dbMu.Unlock()
 		b.dbClosed = true
-		if err := b.db.Close(); err != nil {
+		b.dbMu.Unlock()
+		closed := make(chan error, 1)
+		go func() { closed <- b.db.Close() }()
+		var err error
+		if b.Err() == nil {
+			err = <-closed
+		} else {
+			// Badger's close flushes the memtable and retries a failed
+			// flush every second, forever: on a failed disk it would never
+			// return. Whatever it has not written is in the WAL, or was
+			// never acked.
+			select {
+			case err = <-closed:
+			case <-time.After(failedCloseWait):
+				err = fmt.Errorf("gave up after %v (badger cannot flush its memtable; the WAL holds it): %w", failedCloseWait, b.Err())
+			}
+		}
+		if err != nil {
 			b.closeErr = fmt.Errorf("persistence: close badger: %w", err)
 		}
 	})
 	return b.closeErr
 }
+
+// failedCloseWait bounds Close after a failed commit.
+const failedCloseWait = 3 * time.Second
 
 // Stats are the committer's counters since OpenBadger.
 type Stats struct {
@@ -393,9 +416,15 @@ func (b *Badger) Stats() Stats {
 }
 
 // view runs fn in a read-only transaction unless ctx is done or the store
-// is closed.
+// is closed or failed. A failed store serves no reads: badger puts a
+// batch into its memtable before syncing it, so the batch whose sync
+// failed is readable although it was never acked and may not be on disk
+// (its seqs may be taken by other entries after a restart).
 func (b *Badger) view(ctx context.Context, fn func(txn *badger.Txn) error) error {
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := b.Err(); err != nil {
 		return err
 	}
 	b.dbMu.RLock()
