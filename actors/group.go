@@ -426,7 +426,7 @@ func (g *groupState) appendDone(err error, now time.Time) []effect {
 		var effs []effect
 		for _, p := range g.sending {
 			for _, w := range p.waiters {
-				effs = append(effs, g.reply(w.key, wire.ErrFrame(w.reqID, wire.CodeUnavailable, "message not stored; retry")))
+				effs = append(effs, g.reply(w.key, storeErrFrame(w.reqID, err, "message not stored; retry")))
 			}
 		}
 		for _, p := range g.awaiting {
@@ -524,6 +524,10 @@ func (a *groupActor) Receive(ctx actor.Context) {
 		return
 	}
 	now := a.rt.now()
+	if err := a.rt.writeErr(); err != nil && a.refuseWrite(ctx, err) {
+		a.arm(ctx)
+		return
+	}
 	switch m := ctx.Message().(type) {
 	case *actorpb.ClientFrame:
 		key := keyOf(m.GetSession())
@@ -578,6 +582,30 @@ func (a *groupActor) Receive(ctx actor.Context) {
 		a.idle.touch()
 	}
 	a.arm(ctx)
+}
+
+// refuseWrite answers a request that would write while the store refuses
+// writes (err): UNAVAILABLE with the reason and a retry hint, the group's
+// state untouched. It reports whether it handled the message.
+func (a *groupActor) refuseWrite(ctx actor.Context, err error) bool {
+	switch m := ctx.Message().(type) {
+	case *actorpb.ClientFrame:
+		f := m.GetFrame()
+		if !writesFrame(f) {
+			return false
+		}
+		a.rt.metrics.storeRefusals.Inc()
+		a.perform(ctx, []effect{a.g.reply(keyOf(m.GetSession()), storeErrFrame(f.GetId(), err, ""))})
+	case *actorpb.GroupCommand:
+		a.rt.metrics.storeRefusals.Inc()
+		ctx.Respond(&actorpb.GroupResult{Error: storeErr(err, "")})
+	case *actorpb.ApiSend:
+		a.rt.metrics.storeRefusals.Inc()
+		ctx.Respond(&actorpb.ApiResult{Reply: storeErrFrame(0, err, "")})
+	default:
+		return false
+	}
+	return true
 }
 
 // arm starts the timers the state needs after a message: the tick, and

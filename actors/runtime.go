@@ -53,6 +53,7 @@ const GatewayActorName = "gateway"
 type Runtime struct {
 	cfg      Config
 	store    Store
+	gate     writeGate // store, if it refuses writes ahead (storefull.go); nil: no
 	log      *slog.Logger
 	metrics  *metrics
 	hooks    Publisher // nil: no webhooks
@@ -81,6 +82,7 @@ func NewRuntime(cfg Config, store Store, hooks Publisher, reg prometheus.Registe
 		dispatch: newWorkerDispatcher(mailboxThroughput, workerIdle)}
 	p := r.cfg.Policy
 	r.policy.Store(&p)
+	r.gate, _ = store.(writeGate)
 	if reg != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tandem_online_users", Help: "Users with at least one live session whose actor is on this node.",
@@ -493,7 +495,7 @@ func (c *courier) stop() {
 
 type metrics struct {
 	activations, logins, loginConflicts, sends, appendFailures, courierDrops prometheus.Counter
-	presenceFailures                                                         prometheus.Counter
+	presenceFailures, storeRefusals                                          prometheus.Counter
 	activeUsers                                                              prometheus.Gauge
 }
 
@@ -507,10 +509,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		courierDrops:   prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_courier_drops_total", Help: "Actor-to-actor messages dropped (queue full or no activation); re-driven by the outbox."}),
 		presenceFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_presence_unavailable_total",
 			Help: "Cluster-wide questions (online status, devices, force offline, kick policy) refused because a member did not answer in time."}),
+		storeRefusals: prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_store_write_refusals_total",
+			Help: "Client and API writes answered UNAVAILABLE without writing because the store refused writes (disk full, or failed)."}),
 		activeUsers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tandem_active_users", Help: "User actors active on this node."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.activations, m.logins, m.loginConflicts, m.sends, m.appendFailures, m.courierDrops, m.presenceFailures, m.activeUsers)
+		reg.MustRegister(m.activations, m.logins, m.loginConflicts, m.sends, m.appendFailures, m.courierDrops, m.presenceFailures, m.storeRefusals, m.activeUsers)
 	}
 	return m
 }

@@ -62,6 +62,11 @@ type userState struct {
 
 	logTimeKnown bool // logNewestMS is set (kept here with the other bool: the struct's size matters)
 	failed       bool // an append failed: the actor is stopping
+	// readOnly: the store refuses writes now (disk full, failed); set by
+	// the shell before each message. Logins, logouts and ticks then write
+	// nothing (their device events and cursor flushes are skipped or
+	// wait), so a full store does not stop the actor and reads go on.
+	readOnly bool
 }
 
 // logReader is the read the pure state needs: the entry indexed under a
@@ -288,7 +293,9 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 	var effs []effect
 	var events []*wire.Entry
 	for _, k := range d.kick {
-		events = append(events, s.deviceEvent(wire.DeviceEvent_KICKED, s.sessions.get(k).info, now))
+		if !s.readOnly { // no seq is taken for an event that is not written
+			events = append(events, s.deviceEvent(wire.DeviceEvent_KICKED, s.sessions.get(k).info, now))
+		}
 		effs = append(effs, s.notify(EventDeviceKicked, s.sessions.get(k).info, newInfo, wire.Kick_LOGIN_CONFLICT.String(), now))
 	}
 	for _, k := range d.replace {
@@ -337,11 +344,13 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 	}
 	s.sessions.put(sess)
 
-	rec := mustMarshal(&actorpb.DeviceRecord{Info: sess.info, Cursor: uint64(sess.cursor), LastSeenMs: now.UnixMilli()})
-	events = append(events, s.deviceEvent(wire.DeviceEvent_LOGGED_IN, sess.info, now))
-	effs = append(effs, s.appendEntries(events, persistence.AppendRequest{
-		Devices: []persistence.Device{{DeviceID: sess.info.DeviceId, Data: rec, Cursor: sess.cursor}},
-	}))
+	if !s.readOnly {
+		rec := mustMarshal(&actorpb.DeviceRecord{Info: sess.info, Cursor: uint64(sess.cursor), LastSeenMs: now.UnixMilli()})
+		events = append(events, s.deviceEvent(wire.DeviceEvent_LOGGED_IN, sess.info, now))
+		effs = append(effs, s.appendEntries(events, persistence.AppendRequest{
+			Devices: []persistence.Device{{DeviceID: sess.info.DeviceId, Data: rec, Cursor: sess.cursor}},
+		}))
+	}
 	effs = append(effs, s.notify(EventDeviceLogin, sess.info, nil, "", now))
 	if !wasOnline {
 		effs = append(effs, s.notify(EventUserOnline, sess.info, nil, "", now))
@@ -437,6 +446,8 @@ func (s *userState) closed(key sessionKey, logout bool, now time.Time) []effect 
 	effs := s.dropWill(sess, logout, now)
 	if logout {
 		reason = "logout"
+	}
+	if logout && !s.readOnly {
 		effs = append(effs, s.appendEntries([]*wire.Entry{s.deviceEvent(wire.DeviceEvent_LOGGED_OUT, sess.info, now)}, persistence.AppendRequest{}))
 	}
 	effs = append(effs, s.notify(EventDeviceLogout, sess.info, nil, reason, now))
@@ -846,7 +857,7 @@ func (s *userState) fail(first *commit, err error) []effect {
 	var effs []effect
 	for _, p := range s.sending {
 		for _, w := range p.waiters {
-			effs = append(effs, s.replyErr(w.key, w.reqID, wire.CodeUnavailable, "message not stored; retry"))
+			effs = append(effs, s.reply(w.key, storeErrFrame(w.reqID, err, "message not stored; retry")))
 		}
 	}
 	for _, sess := range s.sessions {
@@ -892,7 +903,7 @@ func (s *userState) pushLive(entries []*wire.Entry, skip *sessionKey) []effect {
 // outbox deletions and the fan-out mark.
 func (s *userState) tick(now time.Time) []effect {
 	effs := s.out.tick(now)
-	if s.out.needsFlush(s.lastSeq) || len(s.cursors) > 0 {
+	if !s.readOnly && (s.out.needsFlush(s.lastSeq) || len(s.cursors) > 0) {
 		effs = append(effs, s.flush())
 	}
 	return effs

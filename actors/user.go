@@ -68,6 +68,12 @@ func (a *userActor) Receive(ctx actor.Context) {
 		return
 	}
 	now := a.rt.now()
+	blocked := a.rt.writeErr()
+	a.st.readOnly = blocked != nil
+	if blocked != nil && a.refuseWrite(ctx, blocked) {
+		a.arm(ctx)
+		return
+	}
 	switch m := ctx.Message().(type) {
 	case *actorpb.LoginRequest:
 		a.onLogin(ctx, m, now)
@@ -244,17 +250,47 @@ func (a *userActor) load(init *cluster.ClusterInit) (*userState, []effect, error
 	return st, effs, nil
 }
 
+// refuseWrite answers (or drops) a message that would write while the
+// store refuses writes (err): UNAVAILABLE with the reason and a retry
+// hint, the state untouched. Deliveries from other users' fan-outs are
+// dropped: their senders re-drive them. It reports whether it handled
+// the message.
+func (a *userActor) refuseWrite(ctx actor.Context, err error) bool {
+	switch m := ctx.Message().(type) {
+	case *actorpb.ClientFrame:
+		f := m.GetFrame()
+		key := keyOf(m.GetSession())
+		if !writesFrame(f) || a.st.sessions.get(key) == nil {
+			return false
+		}
+		a.rt.metrics.storeRefusals.Inc()
+		a.perform(ctx, []effect{a.st.reply(key, storeErrFrame(f.GetId(), err, ""))})
+	case *actorpb.ApiSend, *actorpb.ApiDeliver, *actorpb.ApiRecall:
+		a.rt.metrics.storeRefusals.Inc()
+		ctx.Respond(&actorpb.ApiResult{Reply: storeErrFrame(0, err, "")})
+	case *actorpb.Deliver, *actorpb.RecallDeliver, *actorpb.ReceiptDeliver, *actorpb.GroupEventDeliver, *actorpb.EditDeliver:
+	default:
+		return false
+	}
+	return true
+}
+
 // refuse answers requests an unusable activation cannot serve.
+// While the store refuses writes (an activation writes the epoch) the
+// reason and a retry hint go with the refusal.
 func (a *userActor) refuse(ctx actor.Context) {
+	unavailable := func() *wire.Frame {
+		return storeErrFrame(0, a.rt.writeErr(), "user temporarily unavailable; retry")
+	}
 	switch m := ctx.Message().(type) {
 	case *actorpb.LoginRequest:
-		ctx.Respond(&actorpb.LoginResult{Reply: wire.ErrFrame(0, wire.CodeUnavailable, "user temporarily unavailable; retry")})
+		ctx.Respond(&actorpb.LoginResult{Reply: unavailable()})
 	case *actorpb.ClientFrame:
 		a.perform(ctx, []effect{lostSession(keyOf(m.GetSession()))})
 	case *actorpb.AdminKick:
 		ctx.Respond(&actorpb.AdminKickResult{})
 	case *actorpb.ApiSend, *actorpb.ApiDeliver, *actorpb.ApiRecall, *actorpb.ApiHistory:
-		ctx.Respond(&actorpb.ApiResult{Reply: wire.ErrFrame(0, wire.CodeUnavailable, "user temporarily unavailable; retry")})
+		ctx.Respond(&actorpb.ApiResult{Reply: unavailable()})
 	case *actorpb.SessionClosed, *actorpb.InspectRequest:
 		if ctx.Sender() != nil {
 			ctx.Respond(&actorpb.Done{Error: wire.Err(wire.CodeUnavailable, "user temporarily unavailable")})

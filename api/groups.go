@@ -49,7 +49,7 @@ func (s *Server) groupOp(w http.ResponseWriter, r *http.Request, group, op, by, 
 		return
 	}
 	if werr != nil {
-		writeErr(w, wire.Code(werr.GetCode()), werr.GetMessage())
+		writeWireErr(w, werr)
 		return
 	}
 	if gmembers == nil {

@@ -102,7 +102,7 @@ func (s *Server) sendMessage(transient bool) http.HandlerFunc {
 			return
 		}
 		if e := reply.GetError(); e != nil {
-			writeErr(w, wire.Code(e.GetCode()), e.GetMessage())
+			writeWireErr(w, e)
 			return
 		}
 		ack := reply.GetSendAck()
@@ -137,7 +137,7 @@ func (s *Server) recall(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if e := reply.GetError(); e != nil {
-		writeErr(w, wire.Code(e.GetCode()), e.GetMessage())
+		writeWireErr(w, e)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"message_id": req.MessageID, "status": "recalled"})
@@ -192,7 +192,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if e := reply.GetError(); e != nil {
-		writeErr(w, wire.Code(e.GetCode()), e.GetMessage())
+		writeWireErr(w, e)
 		return
 	}
 	page := reply.GetHistoryPage()

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -339,6 +340,20 @@ type errorDetail struct {
 	Name      string `json:"name"`
 	Message   string `json:"message"`
 	Temporary bool   `json:"temporary,omitempty"`
+	// RetryAfterMS is the wait the server asks for before a retry (also
+	// in the Retry-After header, in whole seconds rounded up).
+	RetryAfterMS uint32 `json:"retry_after_ms,omitempty"`
+}
+
+// writeWireErr writes an actor's error reply: its code, message and retry
+// hint (a storage refusal carries one: 503 with Retry-After).
+func writeWireErr(w http.ResponseWriter, e *wire.Error) {
+	code := wire.Code(e.GetCode())
+	if ms := e.GetRetryAfterMs(); ms > 0 {
+		w.Header().Set("Retry-After", strconv.FormatUint(uint64((ms+999)/1000), 10))
+	}
+	writeJSON(w, code.HTTPStatus(), errorBody{errorDetail{Code: uint32(code), Name: code.Name(), Message: e.GetMessage(),
+		Temporary: code.Temporary(), RetryAfterMS: e.GetRetryAfterMs()}})
 }
 
 func writeErr(w http.ResponseWriter, code wire.Code, msg string) {

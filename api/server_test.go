@@ -37,6 +37,11 @@ func (fakeGroups) GroupOp(_ context.Context, group, op, _, name string, members 
 type fakeMessages struct{}
 
 func (fakeMessages) SendAs(_ context.Context, from string, m *wire.Send, include bool) (*wire.Frame, error) {
+	if from == "full" { // the store refused: what the actors answer while the disk is full
+		e := wire.Err(wire.CodeUnavailable, "storage full; retry")
+		e.RetryAfterMs = 1500
+		return &wire.Frame{Body: &wire.Frame_Error{Error: e}}, nil
+	}
 	if from != "alice" {
 		return wire.ErrFrame(0, wire.CodeForbidden, "no"), nil
 	}
@@ -294,6 +299,34 @@ func TestKickPolicyRoutes(t *testing.T) {
 	}
 	if code, m := do(t, "PUT", ts.URL+"/v1/kick-policy", "", `{"mode":"single"}`); code != 401 {
 		t.Fatalf("without key: %d %v", code, m)
+	}
+}
+
+// TestStorageRefusalRetryAfter: an actor's refusal with a retry hint is
+// 503 with Retry-After (whole seconds, rounded up) and retry_after_ms.
+func TestStorageRefusalRetryAfter(t *testing.T) {
+	ts, _ := newTestServer(t, nil)
+	req, _ := http.NewRequest("POST", ts.URL+"/v1/messages",
+		strings.NewReader(`{"from":"full","conversation":{"type":"direct","id":"bob"},"type":1,"client_message_id":"x2"}`))
+	req.Header.Set("Authorization", "Bearer adm")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Error struct {
+			Name         string `json:"name"`
+			Message      string `json:"message"`
+			RetryAfterMS int    `json:"retry_after_ms"`
+		} `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "2" || body.Error.Name != "UNAVAILABLE" ||
+		body.Error.Message != "storage full; retry" || body.Error.RetryAfterMS != 1500 {
+		t.Fatalf("refusal: %d Retry-After %q %+v", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
 }
 

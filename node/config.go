@@ -17,6 +17,7 @@ import (
 	"github.com/tandem-im/tandem/api/webhook"
 	"github.com/tandem-im/tandem/cluster"
 	"github.com/tandem-im/tandem/gateway"
+	"github.com/tandem-im/tandem/persistence"
 )
 
 // Config is one node's configuration. The zero value means defaults, except
@@ -43,6 +44,16 @@ type Config struct {
 	// half the send→ack p99 below saturation, for a lower peak; see
 	// bench/README.md, issue 10). Ignored for PostgreSQL.
 	BadgerTuning string
+	// DiskReserve is the free space (bytes) the badger store keeps on the
+	// data dir's file system: below it sends, logins and API writes are
+	// answered UNAVAILABLE ("storage full; retry", retry_after_ms) and
+	// /readyz fails, until it is back at the reserve + 25 %. 0: computed
+	// from the memtable sizes (persistence.DefaultDiskReserve: 528 MiB
+	// for throughput, 232 MiB for latency). Ignored for PostgreSQL.
+	DiskReserve int64
+
+	// badger, if set (tests only), adjusts the badger options last.
+	badger func(*persistence.BadgerOptions)
 
 	// Cluster security and addressing (see docs/cluster-security.md).
 	ClusterName     string // must match across nodes; default "tandem"
@@ -192,6 +203,9 @@ func (c Config) Validate() error {
 	errs = append(errs, c.validateGateway()...)
 	if c.JWTSecret != "" && len(c.JWTSecret) < 16 {
 		errs = append(errs, errors.New("--jwt-secret must be at least 16 bytes"))
+	}
+	if c.DiskReserve < 0 {
+		errs = append(errs, fmt.Errorf("--disk-reserve %d: must not be negative (0: computed from the memtable sizes)", c.DiskReserve))
 	}
 	if c.Retention < 24*time.Hour {
 		errs = append(errs, fmt.Errorf("--retention %s: must be at least 24h", c.Retention))
@@ -425,6 +439,7 @@ func ParseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.Store, "store", "badger", "badger, or a postgres:// URL (several hosts with target_session_attrs=read-write for failover)")
 	fs.IntVar(&c.StorePoolSize, "store-pool-size", DefaultStorePoolSize, "PostgreSQL connections per node")
 	fs.StringVar(&c.BadgerTuning, "badger-tuning", "throughput", "badger store: throughput (higher peak) or latency (smaller memtables: about half the send→ack p99 below saturation)")
+	fs.Int64Var(&c.DiskReserve, "disk-reserve", 0, "badger store: free bytes to keep on the data dir's file system; below them writes are refused with UNAVAILABLE until space is freed (0: computed from the memtable sizes, 528 MiB for throughput)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve Go profiles (/debug/pprof/) here, e.g. 127.0.0.1:7403; unauthenticated, so bind it to loopback (default: off)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "stop within this long after SIGTERM; steps still running are abandoned (acked messages are already durable)")

@@ -27,8 +27,12 @@ func TestParseFlagsDefaultsAndEnv(t *testing.T) {
 	if len(c.Seeds) != 2 || c.Seeds[1] != "b:2" {
 		t.Fatalf("seeds = %q", c.Seeds)
 	}
-	if c.HeartbeatTimeout != 60*time.Second || c.Store != "badger" || c.DataDir != "data" {
+	if c.HeartbeatTimeout != 60*time.Second || c.Store != "badger" || c.DataDir != "data" || c.DiskReserve != 0 {
 		t.Fatalf("defaults wrong: %+v", c)
+	}
+	t.Setenv("TANDEM_DISK_RESERVE", "67108864")
+	if c, err = ParseFlags(nil); err != nil || c.DiskReserve != 64<<20 || badgerOptions(c).DiskReserve != 64<<20 {
+		t.Fatalf("TANDEM_DISK_RESERVE: %d, %v", c.DiskReserve, err)
 	}
 }
 
@@ -62,6 +66,7 @@ func TestValidateRefuses(t *testing.T) {
 		{"class limits zero", []string{"--class-limits", "web=0"}, "must be 1-1000"},
 		{"badger tuning", []string{"--badger-tuning", "fast"}, "--badger-tuning"},
 		{"negative sends in flight", []string{"--max-node-sends", "-1"}, "--max-node-sends"},
+		{"negative disk reserve", []string{"--disk-reserve", "-1"}, "--disk-reserve"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseFlags(tc.args)

@@ -12,8 +12,9 @@ import (
 // statsCollector exports the gateway's and the store's own counters at
 // scrape time (neither package depends on Prometheus).
 type statsCollector struct {
-	gw    *gateway.Server
-	store func() storeStats
+	gw     *gateway.Server
+	store  func() storeStats
+	health storeHealth // nil: no disk guard (PostgreSQL)
 }
 
 var (
@@ -41,13 +42,20 @@ var (
 	descFailed     = prometheus.NewDesc("tandem_store_failed_total", "Appends and activations that failed.", nil, nil)
 	descQueued     = prometheus.NewDesc("tandem_store_queued", "Appends waiting for the committer.", nil, nil)
 	descLastCommit = prometheus.NewDesc("tandem_store_last_commit_ops", "Appends in the latest group commit.", nil, nil)
+	descCommitFail = prometheus.NewDesc("tandem_store_commit_failures_total", "Store commits that failed (a write or fsync error); the first one fails the store and stops the node.", nil, nil)
+	descDiskFree   = prometheus.NewDesc("tandem_store_disk_free_bytes", "Free bytes on the data dir's file system (as an unprivileged writer sees them), as of the disk guard's last look (every 250 ms at most).", nil, nil)
+	descDiskTotal  = prometheus.NewDesc("tandem_store_disk_total_bytes", "Size of the data dir's file system.", nil, nil)
+	descDiskResv   = prometheus.NewDesc("tandem_store_disk_reserve_bytes", "Free bytes the store keeps (--disk-reserve): below them it refuses writes.", nil, nil)
+	descDiskFull   = prometheus.NewDesc("tandem_store_disk_full_refusals_total", "Appends and activations the store refused because the disk was below the reserve.", nil, nil)
+	descStoreState = prometheus.NewDesc("tandem_store_state", "1 for the store's current state: ok, disk_full (writes refused until space is freed) or failed (a write or sync failed; the node stops).", []string{"state"}, nil)
 )
 
 func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSessions, descLoggedIn, descAccepted, descUpgraded, descInHandshk, descHandshake,
 		descFramesIn, descFramesOut, descSlow, descWriteErr, descProtoErr, descErrors, descCloses,
 		descInflight, descInBytes, descRefused, descFrameRate, descPressure,
-		descCommits, descOps, descEntries, descFailed, descQueued, descLastCommit} {
+		descCommits, descOps, descEntries, descFailed, descQueued, descLastCommit,
+		descCommitFail, descDiskFree, descDiskTotal, descDiskResv, descDiskFull, descStoreState} {
 		ch <- d
 	}
 }
@@ -93,6 +101,29 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descFailed, s.Failed)
 	gauge(descQueued, float64(s.Queued))
 	gauge(descLastCommit, float64(s.LastCommitOps))
+	if c.health == nil {
+		return
+	}
+	counter(descCommitFail, s.CommitFailures)
+	d := c.health.Disk()
+	gauge(descDiskFree, float64(d.Free))
+	gauge(descDiskTotal, float64(d.Total))
+	gauge(descDiskResv, float64(d.Reserve))
+	counter(descDiskFull, d.Refused)
+	state := "ok"
+	switch {
+	case c.health.Err() != nil:
+		state = "failed"
+	case d.Full:
+		state = "disk_full"
+	}
+	for _, st := range []string{"ok", "disk_full", "failed"} {
+		v := 0.0
+		if st == state {
+			v = 1
+		}
+		gauge(descStoreState, v, st)
+	}
 }
 
 func registerHookMetrics(reg *prometheus.Registry, h *webhook.Sender) {

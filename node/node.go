@@ -46,6 +46,7 @@ type Node struct {
 	cfg    Config
 	log    *slog.Logger
 	store  nodeStore
+	health storeHealth // the badger store's; nil for PostgreSQL
 	member *cluster.Member
 	rt     *actors.Runtime
 	gw     *gateway.Server
@@ -155,6 +156,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	if err != nil {
 		return nil, storeErr(cfg.DataDir, err)
 	}
+	n.health, _ = n.store.(storeHealth)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -206,13 +208,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	}
 	n.apiSrv, err = api.New(api.Config{
 		AdminKey: n.AdminKey, Minter: keys, Sessions: n.rt, Messages: n.rt, Groups: n.rt, Gatherer: reg, ValidID: actors.ValidID,
-		Ready:  n.member.Ready, // not ready while not joined to the configured cluster, saying why
+		Ready:  n.ready, // not ready while not joined to the configured cluster or the store takes no writes, saying why
 		Logger: log.With("component", "api"),
 	})
 	if err != nil {
 		return nil, err
 	}
-	reg.MustRegister(statsCollector{gw: n.gw, store: n.storeStats})
+	reg.MustRegister(statsCollector{gw: n.gw, store: n.storeStats, health: n.health})
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tandem_cluster_members", Help: "Members in this node's cluster topology, itself included.",
 	}, func() float64 { return float64(n.ClusterMembers()) }))
@@ -223,6 +225,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	n.serve(sctx, func() error { return n.apiSrv.Serve(sctx, n.apiLn) })
 	if n.debugLn != nil {
 		n.serve(sctx, func() error { return serveDebug(sctx, n.debugLn) })
+	}
+	if n.health != nil {
+		n.serve(sctx, func() error { return n.watchStore(sctx) })
 	}
 
 	scheme := "ws://"
@@ -244,6 +249,32 @@ func (n *Node) serve(ctx context.Context, f func() error) {
 			n.errOnce.Do(func() { n.err = err; close(n.done) })
 		}
 	})
+}
+
+// ready is /readyz: the cluster membership's readiness, then the store's
+// (disk full, failed).
+func (n *Node) ready() error {
+	if err := n.member.Ready(); err != nil {
+		return err
+	}
+	return storeReady(n.health)
+}
+
+// watchStore ends the node when the store fails while serving: the
+// store already refuses every write (nothing more is acked), readiness
+// fails, and Run returns a *StoreFailedError once the node has stopped,
+// so the process ends and a restart recovers from what is durable. The
+// store is not reopened in place: the actors' state was built on writes
+// whose fate is unknown.
+func (n *Node) watchStore(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-n.health.Failed():
+		err := n.health.Err()
+		n.log.Error("store failed while serving: stopping the node; restart it to recover from what is durable", "err", err)
+		return &StoreFailedError{Err: err}
+	}
 }
 
 // WSAddr and APIAddr are the bound listener addresses.

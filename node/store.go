@@ -2,9 +2,11 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/tandem-im/tandem/actors"
@@ -28,6 +30,7 @@ type nodeStore interface {
 type storeStats struct {
 	Commits, Ops, Entries, Failed uint64
 	Queued, LastCommitOps         int
+	CommitFailures                uint64 // badger only
 }
 
 // storeOpenTimeout bounds opening the store: an unreachable PostgreSQL
@@ -48,7 +51,7 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (nodeStore, fu
 		}
 		stats := func() storeStats {
 			st := s.Stats()
-			return storeStats{st.Commits, st.Ops, st.Entries, st.Failed, st.Queued, st.LastCommitOps}
+			return storeStats{Commits: st.Commits, Ops: st.Ops, Entries: st.Entries, Failed: st.Failed, Queued: st.Queued, LastCommitOps: st.LastCommitOps}
 		}
 		return s, stats, "postgres:" + redactURL(cfg.Store), nil
 	}
@@ -59,7 +62,7 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (nodeStore, fu
 	}
 	stats := func() storeStats {
 		st := s.Stats()
-		return storeStats{st.Commits, st.Ops, st.Entries, st.Failed, st.Queued, st.LastCommitOps}
+		return storeStats{st.Commits, st.Ops, st.Entries, st.Failed, st.Queued, st.LastCommitOps, st.CommitFailures}
 	}
 	return s, stats, "badger:" + dir, nil
 }
@@ -67,11 +70,54 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (nodeStore, fu
 // badgerOptions are the store options for cfg: the retention, the clock
 // and the --badger-tuning preset.
 func badgerOptions(cfg Config) persistence.BadgerOptions {
-	o := persistence.BadgerOptions{Retention: cfg.Retention, Now: cfg.Now}
+	o := persistence.BadgerOptions{Retention: cfg.Retention, Now: cfg.Now, DiskReserve: cfg.DiskReserve}
 	if cfg.BadgerTuning == "latency" {
 		o.MemTableSize, o.NumMemtables = 8<<20, 6
 		o.NumLevelZeroTables, o.NumLevelZeroTablesStall = 20, 40
 		o.BaseTableSize = 4 << 20
 	}
+	if cfg.badger != nil {
+		cfg.badger(&o)
+	}
 	return o
+}
+
+// storeHealth is what the badger store tells about its ability to write
+// (the PostgreSQL store has none: its commits fail with PostgreSQL's own
+// errors, answered UNAVAILABLE by the actors).
+type storeHealth interface {
+	WriteErr() error
+	Failed() <-chan struct{}
+	Err() error
+	Disk() persistence.DiskStatus
+}
+
+var _ storeHealth = (*persistence.Badger)(nil)
+
+// StoreFailedError is what Run returns when the store failed while
+// serving (a write or fsync error: persistence.ErrStoreFailed). The node
+// stopped taking writes at once and then stopped, as PostgreSQL stops on
+// a failed fsync: a restart replays only what is durable, and the actors
+// activate from it. cmd/tandem exits with code 5.
+type StoreFailedError struct{ Err error }
+
+func (e *StoreFailedError) Error() string {
+	return "store failed while serving: restart to recover from what is durable: " + e.Err.Error()
+}
+func (e *StoreFailedError) Unwrap() error { return e.Err }
+
+// storeReady is the store's part of readiness: nil, or why it takes no
+// writes ("disk full: 3.1 MiB free on <dir>, reserve 64.0 MiB", "store
+// failed: <err>").
+func storeReady(h storeHealth) error {
+	if h == nil {
+		return nil
+	}
+	if err := h.Err(); err != nil {
+		return fmt.Errorf("store failed: %s", strings.TrimPrefix(err.Error(), "persistence: store failed: "))
+	}
+	if err := h.WriteErr(); err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "persistence: "))
+	}
+	return nil
 }

@@ -70,6 +70,13 @@ type BadgerOptions struct {
 	// high-water-mark keys never expire. Seqs are never reused: the
 	// highest seq appended is kept in a key of its own.
 	Retention time.Duration
+	// DiskReserve is the free space (bytes) the store keeps on its file
+	// system: below it appends and activations fail with ErrDiskFull
+	// before anything is written, and at DiskReserve + 25 % they are taken
+	// again. 0: DefaultDiskReserve, which covers what badger may still
+	// write once the store stops.
+	DiskReserve int64
+
 	// Now is the clock of the retention filter; nil means time.Now.
 	// Tests set it to move time without sleeping. Badger's TTL always
 	// follows the real clock: a Now ahead of it only makes the filter
@@ -114,6 +121,7 @@ func (o BadgerOptions) Validate() error {
 	neg("MaxBatchEntries", int64(o.MaxBatchEntries))
 	neg("MaxCachedUsers", int64(o.MaxCachedUsers))
 	neg("Retention", int64(o.Retention))
+	neg("DiskReserve", o.DiskReserve)
 	if o.MemTableSize > 0 && o.MemTableSize < 1<<20 {
 		errs = append(errs, fmt.Errorf("persistence: MemTableSize must be at least 1 MiB, got %d", o.MemTableSize))
 	}
@@ -149,6 +157,9 @@ func (o BadgerOptions) withDefaults() BadgerOptions {
 	def(&o.BaseLevelSize, 256<<20)
 	def(&o.BaseTableSize, 8<<20)
 	defInt(&o.MaxCachedUsers, defaultMaxCachedUsers)
+	if o.DiskReserve == 0 {
+		o.DiskReserve = o.defaultDiskReserve()
+	}
 	return o
 }
 
@@ -184,7 +195,14 @@ type Badger struct {
 	maxUsers  int              // cached user states
 	retention time.Duration    // 0: keep forever
 	now       func() time.Time // retention clock
+	guard     *diskGuard
+	stopGuard chan struct{} // closed by Close: the guard's ticker ends
 	wg        sync.WaitGroup
+
+	// A failed commit makes the store refuse every later write. failErr
+	// is set once (by the committer), then failed is closed.
+	failErr atomic.Pointer[error]
+	failed  chan struct{}
 
 	// Any goroutine may submit; only the committer drains.
 	mu      sync.Mutex
@@ -203,15 +221,17 @@ type Badger struct {
 	// Only the committer goroutine.
 	users map[string]userState
 	chunk chunk
-	// commitHook, if set (tests only), runs before each commit; an error
-	// fails the commit as if badger had refused it.
-	commitHook func() error
+	// commitHook, if set (tests, and the faultinject build), runs before
+	// each commit; an error fails the commit as if badger's write or sync
+	// had failed. Any goroutine may set it.
+	commitHook atomic.Pointer[func() error]
 
 	// Counters; any goroutine.
 	nCommits    atomic.Uint64
 	nOps        atomic.Uint64
 	nEntries    atomic.Uint64
 	nFailed     atomic.Uint64
+	nCommitErrs atomic.Uint64
 	lastOps     atomic.Int64
 	lastBytes   atomic.Int64
 	cachedUsers atomic.Int64
@@ -251,7 +271,17 @@ func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Badger, e
 		}
 	}
 
+	guard, err := newDiskGuard(dir, opts.DiskReserve, opts.MemTableSize, logger)
+	if err == nil {
+		err = guard.findMemtables()
+	}
+	if err != nil {
+		return nil, errors.Join(err, db.Close())
+	}
 	b := &Badger{
+		guard:     guard,
+		stopGuard: make(chan struct{}),
+		failed:    make(chan struct{}),
 		db:        db,
 		log:       logger,
 		maxBytes:  db.MaxBatchSize() - batchMargin,
@@ -272,6 +302,7 @@ func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Badger, e
 	}
 	b.wake.L = &b.mu
 	b.wg.Go(b.commitLoop)
+	b.wg.Go(b.guardLoop)
 	return b, nil
 }
 
@@ -311,23 +342,47 @@ func removeEmptyMemFiles(dir string) ([]string, error) {
 // Close stops taking submissions, lets the committer commit everything
 // already submitted, waits for it, and closes the database. Calls after
 // Close fail with ErrClosed; Close itself may be called more than once.
+// After a failed commit it waits for badger at most failedCloseWait, then
+// returns an error and leaves badger's goroutines (and the dir lock) to
+// the process's end.
 func (b *Badger) Close() error {
 	b.closeOnce.Do(func() {
 		b.mu.Lock()
 		b.closing = true
 		b.wake.Signal()
 		b.mu.Unlock()
+		close(b.stopGuard)
 		b.wg.Wait()
 
+		// Readers in flight finish; later ones get ErrClosed.
 		b.dbMu.Lock()
-		defer b.dbMu.Unlock()
 		b.dbClosed = true
-		if err := b.db.Close(); err != nil {
+		b.dbMu.Unlock()
+		closed := make(chan error, 1)
+		go func() { closed <- b.db.Close() }()
+		var err error
+		if b.Err() == nil {
+			err = <-closed
+		} else {
+			// Badger's close flushes the memtable and retries a failed
+			// flush every second, forever: on a failed disk it would never
+			// return. Whatever it has not written is in the WAL, or was
+			// never acked.
+			select {
+			case err = <-closed:
+			case <-time.After(failedCloseWait):
+				err = fmt.Errorf("gave up after %v (badger cannot flush its memtable; the WAL holds it): %w", failedCloseWait, b.Err())
+			}
+		}
+		if err != nil {
 			b.closeErr = fmt.Errorf("persistence: close badger: %w", err)
 		}
 	})
 	return b.closeErr
 }
+
+// failedCloseWait bounds Close after a failed commit.
+const failedCloseWait = 3 * time.Second
 
 // Stats are the committer's counters since OpenBadger.
 type Stats struct {
@@ -335,6 +390,7 @@ type Stats struct {
 	Ops             uint64 // appends and activations made durable
 	Entries         uint64 // log entries made durable
 	Failed          uint64 // appends and activations that failed
+	CommitFailures  uint64 // commits badger failed (a write or sync error; the first one fails the store)
 	LastCommitOps   int    // appends and activations in the latest commit
 	LastCommitBytes int64  // estimated size of the latest commit
 	Queued          int    // submitted, not yet taken by the committer
@@ -351,6 +407,7 @@ func (b *Badger) Stats() Stats {
 		Ops:             b.nOps.Load(),
 		Entries:         b.nEntries.Load(),
 		Failed:          b.nFailed.Load(),
+		CommitFailures:  b.nCommitErrs.Load(),
 		LastCommitOps:   int(b.lastOps.Load()),
 		LastCommitBytes: b.lastBytes.Load(),
 		Queued:          queued,
@@ -359,9 +416,15 @@ func (b *Badger) Stats() Stats {
 }
 
 // view runs fn in a read-only transaction unless ctx is done or the store
-// is closed.
+// is closed or failed. A failed store serves no reads: badger puts a
+// batch into its memtable before syncing it, so the batch whose sync
+// failed is readable although it was never acked and may not be on disk
+// (its seqs may be taken by other entries after a restart).
 func (b *Badger) view(ctx context.Context, fn func(txn *badger.Txn) error) error {
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := b.Err(); err != nil {
 		return err
 	}
 	b.dbMu.RLock()

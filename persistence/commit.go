@@ -328,6 +328,7 @@ func (b *Badger) commitLoop() {
 		if len(batch) == 0 {
 			return // closing, and everything submitted is done
 		}
+		b.guard.maybeCheck(time.Now())
 
 		for _, o := range batch {
 			b.add(o)
@@ -349,6 +350,15 @@ func (b *Badger) add(o *op) {
 	}
 	if o.err != nil {
 		b.report(o, o.err)
+		return
+	}
+	// Nothing is written while the store is failed or full: the user's
+	// cached state stays what is on disk, so no seq is skipped or reused.
+	if err := b.WriteErr(); err != nil {
+		if errors.Is(err, ErrDiskFull) {
+			b.guard.refused.Add(1)
+		}
+		b.report(o, err)
 		return
 	}
 	nWrites := max(len(o.muts), 1) // an activation writes one key
@@ -586,9 +596,16 @@ func (b *Badger) flush() {
 	if len(c.staged) > 0 {
 		err := b.commit()
 		if err != nil {
-			b.log.Error("commit failed", "appends", len(c.staged), "err", err)
-			b.failStaged(fmt.Errorf("persistence: commit %d appends: %w", len(c.staged), err))
+			// What a failed write or fsync left on disk is unknown, and a
+			// retried fsync may report success for pages the kernel has
+			// already dropped (PostgreSQL's fsyncgate): never retry, never
+			// ack, take no more writes. Reopening replays what is durable.
+			b.log.Error("commit failed: the store takes no more writes", "appends", len(c.staged), "err", err)
+			b.nCommitErrs.Add(1)
+			b.fail(err)
+			b.failStaged(fmt.Errorf("%w: commit %d appends: %w", ErrStoreFailed, len(c.staged), err))
 		} else {
+			b.guard.allocateMemtables()
 			var entries uint64
 			for _, o := range c.staged {
 				entries += uint64(o.n)
@@ -621,8 +638,8 @@ func (b *Badger) flush() {
 }
 
 func (b *Badger) commit() error {
-	if b.commitHook != nil {
-		if err := b.commitHook(); err != nil {
+	if hook := b.commitHook.Load(); hook != nil {
+		if err := (*hook)(); err != nil {
 			return err
 		}
 	}

@@ -69,4 +69,20 @@
 //   - Close refuses new submissions, commits everything submitted before
 //     it, waits for the committer and closes the database; later calls
 //     fail with ErrClosed.
+//
+// Disk space and write errors (diskguard.go, issue 13). Badger writes its
+// WAL, tables and value log through mmapped sparse files, so a full file
+// system kills the process with SIGBUS instead of returning ENOSPC. A
+// guard (statfs before a batch, at most every 5 ms, and every 250 ms on
+// its own goroutine, also stopped by Close) keeps BadgerOptions.DiskReserve
+// free: below it every append and activation fails with ErrDiskFull
+// before anything is written (the cached {epoch, last seq} stay what is
+// on disk: no seq is skipped or reused), reads go on, and at the reserve
+// + 25 % writes are taken again. Each new memtable file is allocated
+// whole after the commit that made it. Any error of a badger commit (a
+// write or its sync) fails the store for good: that batch and every later
+// append, activation and read fail with ErrStoreFailed, a failed commit is
+// never retried (PostgreSQL's fsyncgate), Failed is closed, and the owner
+// must reopen the store, which replays what is durable. WriteErr, Disk,
+// Failed and Err may be called from any goroutine.
 package persistence

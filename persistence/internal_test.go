@@ -136,17 +136,23 @@ func TestRemoveEmptyMemFiles(t *testing.T) {
 }
 
 // TestCommitFailure injects a failing commit: every append and activation
-// of the batch fails, the cached states fall back to what is on disk, and
-// the store goes on.
+// of the batch fails with ErrStoreFailed, the store is failed for good
+// (Failed closed, later writes and reads refused), and a reopen continues
+// from what is durable, without anything of the batch.
 func TestCommitFailure(t *testing.T) {
-	b := openTest(t, BadgerOptions{})
+	dir := t.TempDir()
+	b, err := OpenBadger(dir, BadgerOptions{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var fail atomic.Bool
-	b.commitHook = func() error {
+	hook := func() error {
 		if fail.Load() {
 			return errors.New("injected commit failure")
 		}
 		return nil
 	}
+	b.commitHook.Store(&hook)
 	ctx := t.Context()
 	e, _, err := b.Activate(ctx, "u", "o")
 	if err != nil {
@@ -181,37 +187,70 @@ func TestCommitFailure(t *testing.T) {
 	for b.Stats().Queued < 4 {
 		time.Sleep(time.Millisecond)
 	}
+	select {
+	case <-b.Failed():
+		t.Fatal("store failed before the failing commit")
+	default:
+	}
 	release()
 	wg.Wait()
-	fail.Store(false)
+	fail.Store(false) // badger works again: the store must still refuse
 	for i, err := range res[:3] {
-		if err == nil || !strings.Contains(err.Error(), "injected") {
+		if !errors.Is(err, ErrStoreFailed) || !strings.Contains(err.Error(), "injected") {
 			t.Errorf("append %d in the failed commit: err = %v", i, err)
 		}
 	}
-	if actErr == nil || !strings.Contains(actErr.Error(), "injected") {
+	if !errors.Is(actErr, ErrStoreFailed) || !strings.Contains(actErr.Error(), "injected") {
 		t.Errorf("activation in the failed commit: err = %v", actErr)
 	}
+	select {
+	case <-b.Failed():
+	case <-time.After(time.Second):
+		t.Fatal("Failed not closed after the failed commit")
+	}
+	if err := b.Err(); !errors.Is(err, ErrStoreFailed) || !strings.Contains(err.Error(), "injected") {
+		t.Fatalf("Err = %v", err)
+	}
 
-	// Nothing of the batch is visible, and both users continue from their
-	// pre-batch state.
-	if got, _ := b.Read(ctx, "u", 0, 10); len(got) != 3 {
-		t.Fatalf("u has %d entries after the failed commit, want 3", len(got))
+	// Sticky: later writes are refused, not retried into an ack; reads go on.
+	if err := b.AppendSync(ctx, AppendRequest{User: "u", Epoch: e, Entries: ents(4, 1, []byte("b"))}); !errors.Is(err, ErrStoreFailed) {
+		t.Fatalf("append after the failed commit: %v, want ErrStoreFailed", err)
+	}
+	if _, _, err := b.Activate(ctx, "w", "o"); !errors.Is(err, ErrStoreFailed) {
+		t.Fatalf("activation after the failed commit: %v, want ErrStoreFailed", err)
+	}
+	if _, err := b.Read(ctx, "u", 0, 10); !errors.Is(err, ErrStoreFailed) {
+		t.Fatalf("read after the failed commit: %v, want ErrStoreFailed", err)
+	}
+	if st := b.Stats(); st.Failed != 6 || st.CommitFailures != 1 {
+		t.Fatalf("stats %+v: want 6 failed, 1 commit failure", st)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A reopen continues from what is durable: seq 4 is next for u, v has
+	// its pre-batch epoch and no entries.
+	b, err = OpenBadger(dir, BadgerOptions{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	e2, last, err := b.Activate(ctx, "u", "o")
+	if err != nil || last != 3 {
+		t.Fatalf("Activate of u after reopen = %d, %d, %v; want last 3", e2, last, err)
+	}
+	if err := b.AppendSync(ctx, AppendRequest{User: "u", Epoch: e2, Entries: ents(4, 1, []byte("b"))}); err != nil {
+		t.Fatalf("append of seq 4 after reopen: %v", err)
+	}
+	if e3, last, err := b.Activate(ctx, "v", "o"); err != nil || e3 != ev+1 || last != 0 {
+		t.Fatalf("Activate of v after reopen = %d, %d, %v; want %d, 0", e3, last, err, ev+1)
+	}
+	if got, err := b.Read(ctx, "u", 0, 10); err != nil || len(got) != 4 {
+		t.Fatalf("u has %d entries after reopen (err %v), want 4", len(got), err)
 	}
 	if _, ok, _ := b.LookupDedup(ctx, "u", "lost"); ok {
 		t.Fatal("dedup key of the failed commit is stored")
-	}
-	if err := b.AppendSync(ctx, AppendRequest{User: "u", Epoch: e, Entries: ents(4, 1, []byte("b"))}); err != nil {
-		t.Fatalf("append of seq 4 after the failed commit: %v", err)
-	}
-	if err := b.AppendSync(ctx, AppendRequest{User: "v", Epoch: ev, Entries: ents(1, 1, []byte("b"))}); err != nil {
-		t.Fatalf("append of v with its pre-batch epoch after the failed activation: %v", err)
-	}
-	if e2, last, err := b.Activate(ctx, "v", "o"); err != nil || e2 != ev+1 || last != 1 {
-		t.Fatalf("Activate of v = %d, %d, %v; want %d, 1", e2, last, err, ev+1)
-	}
-	if st := b.Stats(); st.Failed != 4 {
-		t.Fatalf("stats %+v: want 4 failed", st)
 	}
 }
 

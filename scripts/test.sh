@@ -28,3 +28,8 @@ echo "== cluster, node, end-to-end and bench-pipeline tests (protoactor members;
 # processes; run side by side on 2 cores they starve each other's gossip
 # and time-bound checks.
 go test -p 1 -count=1 -timeout 20m $short ./cluster/... ./node/... ./internal/clustertest/... ./test/... ./cmd/tandem-bench/
+
+echo "== fault injection (-tags faultinject): a failed commit or sync is never retried into an ack"
+# persistence.FailCommitsAfter exists only in this build: the store's
+# sticky failed state, and a node that ends with *StoreFailedError.
+go test -count=1 -tags faultinject -run 'Fault' ./persistence/ ./node/

@@ -33,6 +33,10 @@ func main() {
 			fmt.Fprintln(os.Stderr, "tandem:", err) // one line naming the cause
 			os.Exit(1)
 		}
+		if _, ok := errors.AsType[*node.StoreFailedError](err); ok {
+			log.Error("server stopped", "err", err)
+			os.Exit(5) // the store failed while serving: restart to recover from what is durable
+		}
 		log.Error("server stopped", "err", err)
 		os.Exit(1)
 	}

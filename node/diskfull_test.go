@@ -1,0 +1,418 @@
+//go:build !race
+
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tandem-im/tandem/client"
+	"github.com/tandem-im/tandem/persistence"
+	"github.com/tandem-im/tandem/proto/wire"
+)
+
+// mountTmpfs mounts a tmpfs of size bytes on a new directory and unmounts
+// it in Cleanup (after the cleanups registered later: the node's stop).
+// Not root: skipped; root and the mount fails: the test fails.
+func mountTmpfs(t *testing.T, size int64) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: mounting a tmpfs needs root, and this test is not running as root")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("tandem-test", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
+		t.Fatalf("mount a %d-byte tmpfs on %s as root: %v", size, dir, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+const (
+	dfAdminKey  = "diskfull-admin-key"
+	dfJWTSecret = "diskfull-jwt-secret-0123456789"
+)
+
+// smallBadger: 1 MiB memtables, so the reserve is 8 MiB
+// (persistence.DefaultDiskReserve) and a small tmpfs can fill.
+func smallBadger(o *persistence.BadgerOptions) {
+	o.MemTableSize, o.NumMemtables, o.NumLevelZeroTables, o.NumLevelZeroTablesStall = 1<<20, 2, 2, 3
+	o.BaseTableSize, o.BlockCacheSize, o.IndexCacheSize = 1<<20, 1<<20, 1<<20
+}
+
+func startDF(t *testing.T, dir string) *Node {
+	t.Helper()
+	cfg := Config{
+		DataDir: dir, WSAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", RemoteAddr: "127.0.0.1:0",
+		AdminKey: dfAdminKey, JWTSecret: dfJWTSecret, badger: smallBadger,
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	n, err := Start(context.Background(), cfg, log)
+	if err != nil {
+		t.Fatalf("start node: %v", err)
+	}
+	t.Cleanup(func() { n.Stop() })
+	return n
+}
+
+type dfDevice struct {
+	*client.Client
+	mu      sync.Mutex
+	entries []*wire.Entry
+}
+
+func (d *dfDevice) messages() map[string]*wire.Message {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[string]*wire.Message{}
+	for _, e := range d.entries {
+		if m := e.GetMessage(); m != nil {
+			out[m.GetMessageId()] = m
+		}
+	}
+	return out
+}
+
+func dfOptions(n *Node, user, device string, d *dfDevice) client.Options {
+	return client.Options{
+		URL: "ws://" + n.WSAddr() + "/ws", DeviceID: device, Platform: "web", KeepEntries: -1,
+		TokenFunc: func(ctx context.Context) (string, error) {
+			return client.MintToken(ctx, "http://"+n.APIAddr(), dfAdminKey, user, time.Hour)
+		},
+		OnEntry: func(e *wire.Entry) {
+			d.mu.Lock()
+			d.entries = append(d.entries, e)
+			d.mu.Unlock()
+		},
+	}
+}
+
+func dfDial(t *testing.T, n *Node, user, device string) *dfDevice {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	d := &dfDevice{}
+	c, err := client.Dial(ctx, dfOptions(n, user, device, d))
+	if err != nil {
+		t.Fatalf("dial %s/%s: %v", user, device, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	d.Client = c
+	if err := c.WaitCaughtUp(ctx); err != nil {
+		t.Fatalf("%s/%s catch-up: %v", user, device, err)
+	}
+	return d
+}
+
+// ackLedger records every acked send and every refused one.
+type ackLedger struct {
+	mu      sync.Mutex
+	acked   map[string]*wire.SendAck // client message ID → ack
+	refused map[string]bool
+}
+
+func newLedger() *ackLedger {
+	return &ackLedger{acked: map[string]*wire.SendAck{}, refused: map[string]bool{}}
+}
+
+// send sends one message from d to peer and records the outcome.
+func (l *ackLedger) send(t *testing.T, d *dfDevice, cmid, peer string) (*wire.SendAck, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	ack, err := d.Send(ctx, &wire.Send{ClientMessageId: cmid, Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: peer},
+		Type: 1, Content: []byte("diskfull " + cmid)})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err == nil {
+		if _, dup := l.acked[cmid]; dup {
+			t.Errorf("%s acked twice", cmid)
+		}
+		l.acked[cmid] = ack
+		delete(l.refused, cmid)
+	} else {
+		l.refused[cmid] = true
+	}
+	return ack, err
+}
+
+func httpGet(t *testing.T, url string) (int, string, http.Header) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b), resp.Header
+}
+
+func metric(t *testing.T, n *Node, name string) float64 {
+	t.Helper()
+	_, body, _ := httpGet(t, "http://"+n.APIAddr()+"/metrics")
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("metric %s not exported", name)
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func freeOn(t *testing.T, dir string) uint64 {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Bavail * uint64(st.Bsize)
+}
+
+// fillTo writes dir/filler until at most leave bytes are free.
+func fillTo(t *testing.T, dir string, leave uint64) string {
+	t.Helper()
+	p := filepath.Join(dir, "filler")
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 64<<10)
+	for free := freeOn(t, dir); free > leave; free = freeOn(t, dir) {
+		if _, err := f.Write(chunk[:min(uint64(len(chunk)), free-leave)]); err != nil {
+			t.Fatalf("filler: %v", err)
+		}
+	}
+	return p
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// countMessages is the number of message entries in user's log.
+func countMessages(t *testing.T, n *Node, user string) int {
+	t.Helper()
+	es, err := n.ReadLog(t.Context(), user, 0, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := 0
+	for _, e := range es {
+		var we wire.Entry
+		if err := proto.Unmarshal(e.Data, &we); err != nil {
+			t.Fatal(err)
+		}
+		if we.GetMessage() != nil {
+			c++
+		}
+	}
+	return c
+}
+
+// checkLogs reads user's log straight from the store and checks it: seqs
+// 1..n consecutive, no message ID twice, and every message of want (acked
+// sends, by message ID) in it; it returns the message IDs it holds.
+func checkLogs(t *testing.T, n *Node, user string, want map[string]bool) map[string]bool {
+	t.Helper()
+	es, err := n.ReadLog(t.Context(), user, 0, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for i, e := range es {
+		if e.Seq != persistence.Seq(i+1) {
+			t.Fatalf("%s's log: entry %d has seq %d (skipped or reused)", user, i, e.Seq)
+		}
+		var we wire.Entry
+		if err := proto.Unmarshal(e.Data, &we); err != nil {
+			t.Fatal(err)
+		}
+		if m := we.GetMessage(); m != nil {
+			if seen[m.GetMessageId()] {
+				t.Fatalf("%s's log holds message %s twice", user, m.GetMessageId())
+			}
+			seen[m.GetMessageId()] = true
+		}
+	}
+	for id := range want {
+		if !seen[id] {
+			t.Errorf("acked message %s missing from %s's log", id, user)
+		}
+	}
+	return seen
+}
+
+// TestDiskFullWhileServing puts a node's data dir on a 48 MiB tmpfs with
+// small memtables (an 8 MiB reserve), sends over real WebSockets, and
+// fills the file system with a filler file: the node does not crash;
+// sends are answered UNAVAILABLE with a retry hint, never acked; a login
+// that must activate a user is refused the same way; /readyz says why and
+// the metrics count; a fresh device of an active user still logs in and
+// catches up, and reads history; once the filler is removed sends are
+// acked again without a restart, and every acked message is in the logs
+// once, seqs consecutive.
+func TestDiskFullWhileServing(t *testing.T) {
+	mnt := mountTmpfs(t, 48<<20)
+	n := startDF(t, mnt)
+	api := "http://" + n.APIAddr()
+	if got := n.health.Disk().Reserve; got != 8<<20 {
+		t.Fatalf("reserve %d, want 8 MiB", got)
+	}
+	alice := dfDial(t, n, "alice", "a1")
+	bob := dfDial(t, n, "bob", "b1")
+	carol := dfDial(t, n, "carol", "c1") // keeps carol's actor active
+	l := newLedger()
+	senders := map[string]*dfDevice{"alice": alice, "bob": bob}
+	sendRound := func(tag string, k int) []error {
+		var errs []error
+		for name, d := range senders {
+			for i := range k {
+				if _, err := l.send(t, d, fmt.Sprintf("%s-%s-%d", name, tag, i), "carol"); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+		return errs
+	}
+	if errs := sendRound("before", 20); len(errs) > 0 {
+		t.Fatalf("sends before the fill: %v", errs)
+	}
+
+	filler := fillTo(t, mnt, 4<<20)
+	waitFor(t, 2*time.Second, "the node notices the full disk", func() bool { return n.health.WriteErr() != nil })
+	code, body, _ := httpGet(t, api+"/readyz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "disk full") || !strings.Contains(body, "reserve 8.0 MiB") ||
+		!strings.Contains(body, mnt) {
+		t.Fatalf("/readyz while full: %d %s", code, body)
+	}
+	errs := sendRound("full", 10)
+	if len(errs) != 20 {
+		t.Fatalf("%d of 20 sends refused while full, want all", len(errs))
+	}
+	for _, err := range errs {
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Code() != wire.CodeUnavailable || ce.Wire.GetRetryAfterMs() != 1000 ||
+			ce.Wire.GetMessage() != "storage full; retry" {
+			t.Fatalf("send while full: %v (retry_after_ms %d), want UNAVAILABLE \"storage full; retry\" with retry_after_ms 1000",
+				err, ce.Wire.GetRetryAfterMs())
+		}
+	}
+	if !alice.Connected() || !bob.Connected() {
+		t.Fatal("a refused send dropped its sender's session")
+	}
+	// A login that activates a user writes its epoch: refused, with the reason.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	_, err := client.Dial(ctx, dfOptions(n, "dave", "d1", &dfDevice{}))
+	cancel()
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Code() != wire.CodeUnavailable || ce.Wire.GetRetryAfterMs() != 1000 {
+		t.Fatalf("login of an inactive user while full: %v, want UNAVAILABLE with retry_after_ms 1000", err)
+	}
+	// Reads go on: a fresh device of carol logs in, catches up everything
+	// acked to her (the compensation window), and reads history.
+	carol2 := dfDial(t, n, "carol", "c2")
+	got := carol2.messages()
+	for cmid, ack := range l.acked {
+		if got[ack.GetMessageId()] == nil {
+			t.Errorf("fresh device caught up without acked %s", cmid)
+		}
+	}
+	hctx, hcancel := context.WithTimeout(t.Context(), 5*time.Second)
+	hist, err := carol2.Request(hctx, &wire.Frame{Body: &wire.Frame_History{History: &wire.HistoryRequest{
+		Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "alice"}, Limit: 100}}})
+	hcancel()
+	if err != nil || len(hist.GetHistoryPage().GetMessages()) != 20 {
+		t.Fatalf("history while full: %d messages, %v; want 20", len(hist.GetHistoryPage().GetMessages()), err)
+	}
+	if v := metric(t, n, "tandem_store_write_refusals_total"); v < 20 {
+		t.Errorf("tandem_store_write_refusals_total %v, want >= 20", v)
+	}
+	if v := metric(t, n, `tandem_store_state{state="disk_full"}`); v != 1 {
+		t.Errorf(`tandem_store_state{state="disk_full"} %v, want 1`, v)
+	}
+	if free, resv := metric(t, n, "tandem_store_disk_free_bytes"), metric(t, n, "tandem_store_disk_reserve_bytes"); free >= resv {
+		t.Errorf("disk free %v >= reserve %v while full", free, resv)
+	}
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, "ready again after the filler was removed", func() bool {
+		code, _, _ := httpGet(t, api+"/readyz")
+		return code == http.StatusOK
+	})
+	// The refused ones are retried with their IDs, then new ones.
+	l.mu.Lock()
+	var retry []string
+	for cmid := range l.refused {
+		retry = append(retry, cmid)
+	}
+	l.mu.Unlock()
+	for _, cmid := range retry {
+		d := senders[strings.SplitN(cmid, "-", 2)[0]]
+		ack, err := l.send(t, d, cmid, "carol")
+		if err != nil || ack.GetDuplicate() {
+			t.Fatalf("retry of %s after recovery: %v (duplicate %v)", cmid, ack, err)
+		}
+	}
+	if errs := sendRound("after", 10); len(errs) > 0 {
+		t.Fatalf("sends after recovery: %v", errs)
+	}
+	if v := metric(t, n, `tandem_store_state{state="ok"}`); v != 1 {
+		t.Errorf(`tandem_store_state{state="ok"} %v after recovery, want 1`, v)
+	}
+
+	// Every acked message is in carol's log and its sender's, once.
+	want := map[string]map[string]bool{"carol": {}, "alice": {}, "bob": {}}
+	for cmid, ack := range l.acked {
+		want["carol"][ack.GetMessageId()] = true
+		want[strings.SplitN(cmid, "-", 2)[0]][ack.GetMessageId()] = true
+	}
+	if len(l.acked) != 2*(20+10+10) {
+		t.Fatalf("%d sends acked, want 80", len(l.acked))
+	}
+	waitFor(t, 5*time.Second, "every acked message delivered to carol's log", func() bool {
+		return countMessages(t, n, "carol") >= 80
+	})
+	for user, w := range want {
+		checkLogs(t, n, user, w)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(carol.messages()) < 80 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := carol.messages(); len(got) != 80 {
+		t.Errorf("carol's first device has %d messages, want 80 (log: %d, c2: %d, connected %v)", len(got), countMessages(t, n, "carol"), len(carol2.messages()), carol.Connected())
+	}
+}
