@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -70,6 +71,12 @@ type BadgerOptions struct {
 	// high-water-mark keys never expire. Seqs are never reused: the
 	// highest seq appended is kept in a key of its own.
 	Retention time.Duration
+	// IndexOnlyCheck makes OpenBadger's start check (CheckBadger) open
+	// every table and check its index, but not read and verify every
+	// data block: a faster start for a large store that misses a damaged
+	// data block until it is read.
+	IndexOnlyCheck bool
+
 	// Now is the clock of the retention filter; nil means time.Now.
 	// Tests set it to move time without sleeping. Badger's TTL always
 	// follows the real clock: a Now ahead of it only makes the filter
@@ -231,8 +238,11 @@ func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Badger, e
 		logger = slog.New(slog.DiscardHandler)
 	}
 	opts = opts.withDefaults()
+	if err := checkStore(dir, opts, logger); err != nil {
+		return nil, err
+	}
 	bopts := opts.badgerOptions(dir, logger)
-	db, err := badger.Open(bopts)
+	db, err := openDB(bopts)
 	if err != nil {
 		if isLockError(err) {
 			return nil, fmt.Errorf("persistence: open badger in %s: %w", dir, err)
@@ -245,9 +255,9 @@ func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Badger, e
 		if len(removed) > 0 {
 			logger.Warn("removed zero-byte badger memtable files", "dir", dir, "files", removed)
 		}
-		db, err = badger.Open(bopts)
+		db, err = openDB(bopts)
 		if err != nil {
-			return nil, fmt.Errorf("persistence: open badger in %s (second attempt): %w", dir, err)
+			return nil, openErr(dir, err)
 		}
 	}
 
@@ -273,6 +283,57 @@ func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Badger, e
 	b.wake.L = &b.mu
 	b.wg.Go(b.commitLoop)
 	return b, nil
+}
+
+// checkStore is OpenBadger's start check: dir is a writable directory
+// that can hold memory-mapped files, the files in it can be opened for
+// writing, and CheckBadger finds nothing damaged. Tables the MANIFEST does
+// not name are logged: badger deletes them.
+func checkStore(dir string, opts BadgerOptions, logger *slog.Logger) error {
+	if err := CheckDir(dir, true); err != nil {
+		return err
+	}
+	if err := checkFilesWritable(dir); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	orphans, err := CheckBadger(dir, !opts.IndexOnlyCheck)
+	if err != nil {
+		return err
+	}
+	logger.Debug("badger start check done", "dir", dir, "took", time.Since(t0), "blocks", !opts.IndexOnlyCheck)
+	if len(orphans) > 0 {
+		logger.Warn("badger will delete tables its MANIFEST does not name (left by an interrupted flush or compaction)",
+			"dir", dir, "tables", orphans)
+	}
+	return nil
+}
+
+// openDB is badger.Open with its panics (in this goroutine) turned into
+// errors.
+func openDB(bopts badger.Options) (db *badger.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("badger panicked while opening: %s", firstLine(fmt.Sprint(r)))
+		}
+	}()
+	return badger.Open(bopts)
+}
+
+// openErr is the error of a failed second open: a *DirError when the
+// cause is the disk (not writable, read-only, full) or a panic in badger
+// (damaged files CheckBadger did not catch), anything else as it is.
+func openErr(dir string, err error) error {
+	wrapped := fmt.Errorf("persistence: open badger in %s (second attempt): %w", dir, err)
+	switch {
+	case isLockError(err):
+		return wrapped
+	case errors.Is(err, os.ErrPermission), errors.Is(err, syscall.EROFS), errors.Is(err, syscall.ENOSPC):
+		return ioRefusal(dir, "cannot be opened by badger", err)
+	case strings.Contains(err.Error(), "badger panicked"):
+		return damaged(dir, "cannot be opened by badger", err)
+	}
+	return wrapped
 }
 
 func isLockError(err error) bool {
