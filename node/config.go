@@ -43,6 +43,12 @@ type Config struct {
 	// half the send→ack p99 below saturation, for a lower peak; see
 	// bench/README.md, issue 10). Ignored for PostgreSQL.
 	BadgerTuning string
+	// BadgerCheck is what the start check reads of each badger table
+	// (persistence.CheckBadger): "blocks" (default: every data block's
+	// checksum, reading every table once) or "index" (each table's index
+	// only: a faster start for a large store, which misses a damaged data
+	// block until it is read). Ignored for PostgreSQL.
+	BadgerCheck string
 
 	// Cluster security and addressing (see docs/cluster-security.md).
 	ClusterName     string // must match across nodes; default "tandem"
@@ -168,6 +174,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxSessionSends < 0 || c.MaxNodeSends < 0 || c.MaxNodeSendBytes < 0 {
 		errs = append(errs, errors.New("--max-session-sends, --max-node-sends and --max-node-send-bytes must not be negative"))
+	}
+	if c.BadgerCheck != "" && c.BadgerCheck != "blocks" && c.BadgerCheck != "index" {
+		errs = append(errs, fmt.Errorf("--badger-check %q: use blocks or index", c.BadgerCheck))
 	}
 	if c.BadgerTuning != "" && c.BadgerTuning != "throughput" && c.BadgerTuning != "latency" {
 		errs = append(errs, fmt.Errorf("--badger-tuning %q: use throughput or latency", c.BadgerTuning))
@@ -396,6 +405,11 @@ func parseLevel(s string) (slog.Level, error) {
 func ParseFlags(args []string) (Config, error) {
 	var c Config
 	fs := flag.NewFlagSet("tandem", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage of tandem (each flag has a TANDEM_* environment twin):")
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), "\n"+ExitUsage)
+	}
 	var seeds string
 	fs.StringVar(&c.DataDir, "data-dir", "data", "folder for the embedded store and generated secrets")
 	fs.StringVar(&c.WSAddr, "ws-addr", DefaultWSAddr, "client WebSocket listen address (path /ws)")
@@ -414,6 +428,7 @@ func ParseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.Store, "store", "badger", "badger, or a postgres:// URL (several hosts with target_session_attrs=read-write for failover)")
 	fs.IntVar(&c.StorePoolSize, "store-pool-size", DefaultStorePoolSize, "PostgreSQL connections per node")
 	fs.StringVar(&c.BadgerTuning, "badger-tuning", "throughput", "badger store: throughput (higher peak) or latency (smaller memtables: about half the send→ack p99 below saturation)")
+	fs.StringVar(&c.BadgerCheck, "badger-check", "blocks", "badger store, at start: verify every table's blocks (blocks) or only each table's index (index: faster for a large store); damaged files refuse the start (exit 3)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve Go profiles (/debug/pprof/) here, e.g. 127.0.0.1:7403; unauthenticated, so bind it to loopback (default: off)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "stop within this long after SIGTERM; steps still running are abandoned (acked messages are already durable)")

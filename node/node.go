@@ -72,18 +72,62 @@ type Node struct {
 	AdminKey, JWTSecret string
 }
 
-// Run starts a node and serves until ctx is done, then stops it.
+// Run starts a node and serves until ctx is done, then stops it. It
+// returns within cfg's shutdown timeout and stopMargin after ctx is done,
+// whatever hangs: a stop that abandoned steps (or that hung itself, or a
+// start still running) is a *ShutdownError naming them; their goroutines
+// are left behind, for the process to exit over.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
-	n, err := Start(ctx, cfg, log)
-	if err != nil {
-		return err
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
+	limit := cfg.withDefaults().ShutdownTimeout + stopMargin
+	type started struct {
+		n   *Node
+		err error
+	}
+	startc := make(chan started, 1)
+	go func() {
+		n, err := Start(ctx, cfg, log)
+		startc <- started{n, err}
+	}()
+	var s started
+	select {
+	case s = <-startc:
+	case <-ctx.Done():
+		select {
+		case s = <-startc:
+		case <-time.After(limit):
+			log.Error("stop abandoned at the deadline: the start did not end", "waited", limit)
+			return &ShutdownError{Abandoned: []string{"start"}}
+		}
+	}
+	if s.err != nil {
+		return s.err
+	}
+	n := s.n
 	select {
 	case <-ctx.Done():
 	case <-n.done:
 	}
-	return n.Stop()
+	stopped := make(chan error, 1)
+	go func() { stopped <- n.Stop() }()
+	select {
+	case err := <-stopped:
+		if ab := n.Abandoned(); len(ab) > 0 {
+			return &ShutdownError{Abandoned: ab, Err: err}
+		}
+		return err
+	case <-time.After(limit):
+		// Stop bounds each step; this is the guard should Stop itself hang.
+		log.Error("stop abandoned at the deadline: the shutdown did not end", "waited", limit)
+		return &ShutdownError{Abandoned: []string{"shutdown"}}
+	}
 }
+
+// stopMargin is how long past the shutdown timeout Run waits for Stop
+// before giving up on it.
+const stopMargin = time.Second
 
 // Logger returns the logger for cfg's level, writing text to w.
 func Logger(cfg Config, w io.Writer) *slog.Logger {
@@ -99,7 +143,7 @@ func Logger(cfg Config, w io.Writer) *slog.Logger {
 // leaves nothing running.
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, &StartError{Err: err}
+		return nil, &StartError{Err: &configError{err}}
 	}
 	cfg = cfg.withDefaults()
 	if log == nil {
@@ -136,8 +180,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 		return nil, err
 	}
 
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data dir: %w", err)
+	// Refused here, with the reason, is a data dir that is a file, that
+	// this user cannot write (another user's, a read-only mount, a full
+	// disk) or, for badger, on a file system without shared writable mmap.
+	if err := persistence.CheckDir(cfg.DataDir, !cfg.postgres()); err != nil {
+		return nil, err
 	}
 	if n.AdminKey, err = secret(cfg.AdminKey, cfg.DataDir, "admin-key"); err != nil {
 		return nil, err
@@ -357,11 +404,15 @@ func (n *Node) teardown() {
 			}
 		})
 	}
-	lvl := slog.LevelInfo
-	if n.cancel == nil {
-		lvl = slog.LevelDebug // a failed start: its error is the news
+	switch {
+	case n.cancel == nil: // a failed start: its error is the news
+		n.log.Debug("node stopped", "took", time.Since(start), "abandoned", n.abandoned)
+	case len(n.abandoned) > 0:
+		n.log.Warn("node stopped, abandoning shutdown steps at the deadline: acknowledged messages were durable before their acks; only the clean close was given up",
+			"took", time.Since(start), "abandoned", n.abandoned)
+	default:
+		n.log.Info("node stopped", "took", time.Since(start))
 	}
-	n.log.Log(context.Background(), lvl, "node stopped", "took", time.Since(start), "abandoned", n.abandoned)
 }
 
 // Abandoned lists the shutdown steps Stop gave up waiting for (nil: a
