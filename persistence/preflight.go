@@ -328,20 +328,35 @@ const vlogHeaderSize = 20
 // a file that ends inside an entry or holds an entry whose checksum does
 // not match. Zeros after the last entry are badger's preallocation.
 func checkVlog(p string) error {
-	b, err := os.ReadFile(p)
+	f, err := os.Open(p)
 	if err != nil {
-		return ioRefusal(p, "cannot be read", err)
+		return ioRefusal(p, "cannot be opened", err)
 	}
-	if len(b) < vlogHeaderSize {
-		return damaged(p, fmt.Sprintf("is cut short: %d bytes, shorter than its %d-byte header", len(b), vlogHeaderSize), nil)
+	defer f.Close() // read-only
+	fi, err := f.Stat()
+	if err != nil {
+		return ioRefusal(p, "cannot be examined", err)
 	}
+	if fi.Size() < vlogHeaderSize {
+		return damaged(p, fmt.Sprintf("is cut short: %d bytes, shorter than its %d-byte header", fi.Size(), vlogHeaderSize), nil)
+	}
+	// Mapped, not read: after a crash the file keeps badger's sparse
+	// preallocation (2 GiB), of which only the entries are read.
+	b, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return ioRefusal(p, "cannot be mapped", err)
+	}
+	defer unix.Munmap(b) // read-only mapping
 	for off := vlogHeaderSize; off < len(b); {
 		n, klen, vlen, ok := vlogHeader(b[off:])
 		if !ok {
 			return damaged(p, fmt.Sprintf("is cut short or damaged: the entry at offset %d has no whole header (file size %d)", off, len(b)), nil)
 		}
-		if klen == 0 && vlen == 0 && allZero(b[off:]) {
-			return nil // preallocated space after the last entry
+		if klen == 0 && vlen == 0 {
+			if zeroFrom(f, b, off) {
+				return nil // preallocated space after the last entry
+			}
+			return damaged(p, fmt.Sprintf("is damaged: an empty entry at offset %d is followed by data", off), nil)
 		}
 		end := off + n + klen + vlen + crc32.Size
 		if klen == 0 || end > len(b) {
@@ -354,6 +369,33 @@ func checkVlog(p string) error {
 		off = end
 	}
 	return nil
+}
+
+// zeroFrom reports whether b, the mapping of f, holds only zeros from off
+// on, reading only the parts of a sparse file that hold data.
+func zeroFrom(f *os.File, b []byte, off int) bool {
+	fd := int(f.Fd())
+	for pos := int64(off); pos < int64(len(b)); {
+		d, err := unix.Seek(fd, pos, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			return true // only holes from pos on
+		}
+		if err != nil { // no SEEK_DATA here: read it all
+			return allZero(b[pos:])
+		}
+		h, err := unix.Seek(fd, d, unix.SEEK_HOLE)
+		if err != nil || h > int64(len(b)) {
+			h = int64(len(b))
+		}
+		if d < pos {
+			d = pos
+		}
+		if !allZero(b[d:h]) {
+			return false
+		}
+		pos = h
+	}
+	return true
 }
 
 // vlogHeader decodes an entry header: its length and the key and value
