@@ -337,7 +337,7 @@ func (n *Node) teardown() {
 	// actors wrote last (durable already, but a clean close spares the
 	// next start a recovery).
 	const storeReserve = time.Second
-	step := func(name string, limit time.Duration, f func()) {
+	step := func(name string, limit time.Duration, f func()) bool {
 		if name != "store close" {
 			limit = min(limit, budget-storeReserve-time.Since(start))
 		} else {
@@ -349,9 +349,11 @@ func (n *Node) teardown() {
 		select {
 		case <-done:
 			n.log.Debug("shutdown step done", "step", name, "took", time.Since(t0))
+			return true
 		case <-time.After(max(limit, 0)):
 			n.log.Warn("shutdown step abandoned: the deadline passed", "step", name, "waited", time.Since(t0))
 			n.abandoned = append(n.abandoned, name)
+			return false
 		}
 	}
 	left := false
@@ -398,11 +400,13 @@ func (n *Node) teardown() {
 		})
 	}
 	if n.store != nil {
-		step("store close", budget, func() {
-			if err := n.store.Close(); err != nil {
-				n.log.Error("closing the store", "err", err)
+		var err error
+		if step("store close", budget, func() { err = n.store.Close() }) && err != nil {
+			n.log.Error("closing the store", "err", err)
+			if errors.Is(err, persistence.ErrNotClosed) { // a full disk: the close was skipped
+				n.abandoned = append(n.abandoned, "store close (no room to flush)")
 			}
-		})
+		}
 	}
 	switch {
 	case n.cancel == nil: // a failed start: its error is the news

@@ -185,6 +185,8 @@ func (o BadgerOptions) badgerOptions(dir string, logger *slog.Logger) badger.Opt
 type Badger struct {
 	// Set by OpenBadger, then read-only.
 	db        *badger.DB
+	dir       string
+	flushNeed int64 // the most Close's memtable flushes may write
 	log       *slog.Logger
 	maxBytes  int64            // per commit, estimated as badger does (plus slack)
 	maxWrites int              // key writes per commit
@@ -263,6 +265,8 @@ func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Badger, e
 
 	b := &Badger{
 		db:        db,
+		dir:       dir,
+		flushNeed: opts.MemTableSize * int64(opts.NumMemtables+1),
 		log:       logger,
 		maxBytes:  db.MaxBatchSize() - batchMargin,
 		maxWrites: int(db.MaxBatchCount()) - 2,
@@ -372,6 +376,9 @@ func removeEmptyMemFiles(dir string) ([]string, error) {
 // Close stops taking submissions, lets the committer commit everything
 // already submitted, waits for it, and closes the database. Calls after
 // Close fail with ErrClosed; Close itself may be called more than once.
+// On a file system too full for badger's closing memtable flushes Close
+// leaves badger open and returns an error matching ErrNotClosed
+// (flushRoom): everything committed is in the write-ahead log.
 func (b *Badger) Close() error {
 	b.closeOnce.Do(func() {
 		b.mu.Lock()
@@ -383,6 +390,10 @@ func (b *Badger) Close() error {
 		b.dbMu.Lock()
 		defer b.dbMu.Unlock()
 		b.dbClosed = true
+		if err := flushRoom(b.dir, b.flushNeed); err != nil {
+			b.closeErr = err // badger left open: its close would fault
+			return
+		}
 		if err := b.db.Close(); err != nil {
 			b.closeErr = fmt.Errorf("persistence: close badger: %w", err)
 		}

@@ -109,15 +109,40 @@ func CheckDir(dir string, mmap bool) error {
 	return nil
 }
 
+// ErrNotClosed: Close left badger open because the file system has no
+// room for its closing memtable flushes (flushRoom).
+var ErrNotClosed = errors.New("persistence: badger not closed")
+
+// flushRoom refuses a badger close on a file system with less than need
+// bytes free. Badger's close flushes the memtables into new tables it
+// writes through memory mappings of sparse files: on a full file system
+// that write faults (SIGBUS) and the process dies mid-close. Skipping the
+// close loses nothing committed: it is in the write-ahead log (.mem
+// files), which the next open replays.
+func flushRoom(dir string, need int64) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return nil // cannot tell: let badger try
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	if free >= need {
+		return nil
+	}
+	return fmt.Errorf("%w: %s has %d bytes free and flushing the memtables may write up to %d (badger would fault writing its memory-mapped tables); everything committed is in the write-ahead log, which the next start replays",
+		ErrNotClosed, dir, free, need)
+}
+
 // mmapProbeSize is the probe mapping: a few pages.
 const mmapProbeSize = 64 << 10
 
-// mmapProbe grows f to a few pages, maps it shared and writable, writes
+// mmapProbe allocates a few pages of f, maps it shared and writable, writes
 // through the mapping, msyncs it and unmaps it: what badger does with its
 // memtable (WAL) files.
 func mmapProbe(f *os.File) error {
-	if err := f.Truncate(mmapProbeSize); err != nil {
-		return fmt.Errorf("truncate: %w", err)
+	// Allocated, not truncated: a write into a sparse page of a full
+	// file system would fault (SIGBUS) instead of failing.
+	if err := unix.Fallocate(int(f.Fd()), 0, 0, mmapProbeSize); err != nil {
+		return fmt.Errorf("fallocate: %w", err)
 	}
 	b, err := unix.Mmap(int(f.Fd()), 0, mmapProbeSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
