@@ -98,7 +98,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		select {
 		case s = <-startc:
 		case <-time.After(limit):
-			log.Error("stop abandoned at the deadline: the start did not end", "waited", limit)
+			log.Error("stop abandoned at the deadline: the start did not end; nothing was acknowledged yet",
+				"abandoned", []string{"start"}, "waited", limit)
 			return &ShutdownError{Abandoned: []string{"start"}}
 		}
 	}
@@ -120,7 +121,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	case <-time.After(limit):
 		// Stop bounds each step; this is the guard should Stop itself hang.
-		log.Error("stop abandoned at the deadline: the shutdown did not end", "waited", limit)
+		log.Error("stop abandoned at the deadline: the shutdown did not end; acknowledged messages were durable before their acks",
+			"abandoned", []string{"shutdown"}, "waited", limit)
 		return &ShutdownError{Abandoned: []string{"shutdown"}}
 	}
 }
