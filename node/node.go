@@ -104,6 +104,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 	}
 	if s.err != nil {
+		if ctx.Err() != nil && errors.Is(s.err, context.Canceled) {
+			log.Info("start interrupted by the stop signal")
+			return nil // stopped before serving: nothing to abandon
+		}
 		return s.err
 	}
 	n := s.n
@@ -437,7 +441,7 @@ func secret(v, dir, name string) (string, error) {
 			return s, nil
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("read %s: %w", p, err)
+		return "", persistence.Unusable(p, "cannot be read", err)
 	}
 	buf := make([]byte, 24)
 	if _, err := rand.Read(buf); err != nil {
@@ -445,7 +449,7 @@ func secret(v, dir, name string) (string, error) {
 	}
 	s := hex.EncodeToString(buf)
 	if err := os.WriteFile(p, []byte(s+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("write %s: %w", p, err)
+		return "", persistence.Unusable(p, "cannot be written", err)
 	}
 	return s, nil
 }

@@ -69,10 +69,14 @@ type tandemProc struct {
 // user if asNobody.
 func (bin tandemBin) run(t *testing.T, dataDir string, asNobody bool, extra ...string) *tandemProc {
 	t.Helper()
+	return bin.start(t, asNobody, append([]string{"--admin-key", testAdminKey, "--jwt-secret", testJWTSecret, "--data-dir", dataDir}, extra...)...)
+}
+
+// start starts the command with loopback addresses and args.
+func (bin tandemBin) start(t *testing.T, asNobody bool, args ...string) *tandemProc {
+	t.Helper()
 	api := freeAddr(t)
-	args := append([]string{"--data-dir", dataDir, "--ws-addr", "127.0.0.1:0", "--api-addr", api,
-		"--gossip-addr", "127.0.0.1:0", "--remote-addr", "127.0.0.1:0",
-		"--admin-key", testAdminKey, "--jwt-secret", testJWTSecret}, extra...)
+	args = append([]string{"--ws-addr", "127.0.0.1:0", "--api-addr", api, "--gossip-addr", "127.0.0.1:0", "--remote-addr", "127.0.0.1:0"}, args...)
 	p := &tandemProc{cmd: exec.Command(string(bin), args...), stderr: &syncBuf{}, api: api, done: make(chan struct{})}
 	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=/"} // no TANDEM_* from the caller
 	p.cmd.Stdout, p.cmd.Stderr = io.Discard, p.stderr
@@ -257,11 +261,16 @@ func onlyOne(t *testing.T, dir, pattern string) string {
 	return m[0]
 }
 
-// refused runs the command and checks it is refused with exit 3 and one
-// stderr line that says each of want, no panic and no goroutine dump.
+// refused runs the command on dataDir and checks it is refused (refusal).
 func (bin tandemBin) refused(t *testing.T, dataDir string, asNobody bool, want ...string) {
 	t.Helper()
-	p := bin.run(t, dataDir, asNobody)
+	refusal(t, bin.run(t, dataDir, asNobody), want...)
+}
+
+// refusal checks that p exits 3 with one stderr line that says each of
+// want, no panic and no goroutine dump.
+func refusal(t *testing.T, p *tandemProc, want ...string) {
+	t.Helper()
 	code, _, _ := p.wait(t, 15*time.Second)
 	out := p.stderr.String()
 	if code != ExitDataDir {
@@ -411,6 +420,20 @@ func TestCommandStartStop(t *testing.T) {
 			}
 		}
 		bin.refused(t, mixed, true, filepath.Join(mixed, "badger", "MANIFEST"), "cannot be opened for writing", "chown")
+
+		// The generated admin key left root's (0600) in a dir of nobody's.
+		keyDir := filepath.Join(root, "key")
+		if err := os.Mkdir(keyDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(keyDir, "admin-key"), []byte("k\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(keyDir, nobodyUID, nobodyUID); err != nil {
+			t.Fatal(err)
+		}
+		refusal(t, bin.start(t, true, "--data-dir", keyDir, "--jwt-secret", testJWTSecret),
+			filepath.Join(keyDir, "admin-key")+": cannot be read by this process", "chown")
 	})
 
 	t.Run("read-only mount", func(t *testing.T) {
@@ -659,24 +682,7 @@ func TestCommandStop(t *testing.T) {
 		if err := syscall.Mkfifo(filepath.Join(dataDir, "admin-key"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		api := freeAddr(t)
-		p := &tandemProc{cmd: exec.Command(string(bin), "--data-dir", dataDir, "--ws-addr", "127.0.0.1:0", "--api-addr", api,
-			"--gossip-addr", "127.0.0.1:0", "--remote-addr", "127.0.0.1:0", "--jwt-secret", testJWTSecret, timeout),
-			stderr: &syncBuf{}, api: api, done: make(chan struct{})}
-		p.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=/"}
-		p.cmd.Stderr = p.stderr
-		if err := p.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { p.err = p.cmd.Wait(); close(p.done) }()
-		t.Cleanup(func() {
-			select {
-			case <-p.done:
-			default:
-				p.cmd.Process.Kill() // only the process this test started
-				<-p.done
-			}
-		})
+		p := bin.start(t, false, "--data-dir", dataDir, "--jwt-secret", testJWTSecret, timeout)
 		time.Sleep(time.Second)
 		select {
 		case <-p.done:

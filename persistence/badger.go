@@ -15,6 +15,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"golang.org/x/sys/unix"
 )
 
 // BadgerOptions configures OpenBadger. The zero value means the defaults:
@@ -296,6 +297,17 @@ func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Badger, e
 func checkStore(dir string, opts BadgerOptions, logger *slog.Logger) error {
 	if err := CheckDir(dir, true); err != nil {
 		return err
+	}
+	// A store another process has open is not examined (its files change
+	// under the check): badger's open reports its lock. The shared lock
+	// held meanwhile keeps one from opening it during the check.
+	d, err := os.Open(dir)
+	if err != nil {
+		return ioRefusal(dir, "cannot be opened", err)
+	}
+	defer d.Close() // releases the lock
+	if err := unix.Flock(int(d.Fd()), unix.LOCK_SH|unix.LOCK_NB); errors.Is(err, unix.EWOULDBLOCK) {
+		return nil
 	}
 	if err := checkFilesWritable(dir); err != nil {
 		return err

@@ -60,6 +60,11 @@ func unusable(path, problem, fix string, err error) *DirError {
 	return &DirError{Path: path, Problem: problem, Fix: fix, is: ErrUnusable, Err: err}
 }
 
+// Unusable is the refusal of path, which cannot be used as problem says
+// because of the system error err (the cause and its fix are named:
+// another user's, a read-only mount, a full disk).
+func Unusable(path, problem string, err error) error { return ioRefusal(path, problem, err) }
+
 func damaged(path, problem string, err error) *DirError {
 	return &DirError{Path: path, Problem: problem, Fix: RepairHint, is: ErrDamaged, Err: err}
 }
@@ -209,7 +214,8 @@ func checkFilesWritable(dir string) error {
 //   - the MANIFEST replays to its last byte, and every table it names exists;
 //   - every table opens (its index and checksums), and with blocks every
 //     data block's checksum is verified too (reads every table once);
-//   - every value log file holds whole entries with valid checksums.
+//   - every value log file holds whole entries, with valid checksums if
+//     blocks.
 //
 // Zero-byte memtables (#2207) and a memtable (WAL) whose tail is cut are
 // left to OpenBadger and badger, which repair them. It returns the tables
@@ -272,7 +278,7 @@ func CheckBadger(dir string, blocks bool) (orphans []string, err error) {
 	slices.Sort(orphans)
 	slices.Sort(vlogs)
 	for _, name := range vlogs {
-		if err := checkVlog(filepath.Join(dir, name)); err != nil {
+		if err := checkVlog(filepath.Join(dir, name), blocks); err != nil {
 			return nil, err
 		}
 	}
@@ -350,9 +356,9 @@ const vlogHeaderSize = 20
 // checkVlog walks the value log file at p entry by entry, as badger
 // writes them (header: meta, user meta, uvarint key length, value length,
 // expiry; then key, value, CRC-32C of all that, big-endian), and refuses
-// a file that ends inside an entry or holds an entry whose checksum does
-// not match. Zeros after the last entry are badger's preallocation.
-func checkVlog(p string) error {
+// a file that ends inside an entry or (with sums) holds an entry whose
+// checksum does not match. Zeros after the last entry are badger's preallocation.
+func checkVlog(p string, sums bool) error {
 	f, err := os.Open(p)
 	if err != nil {
 		return ioRefusal(p, "cannot be opened", err)
@@ -386,6 +392,10 @@ func checkVlog(p string) error {
 		end := off + n + klen + vlen + crc32.Size
 		if klen == 0 || end > len(b) {
 			return damaged(p, fmt.Sprintf("is cut short or damaged: the entry at offset %d runs past the end of the file (size %d)", off, len(b)), nil)
+		}
+		if !sums {
+			off = end
+			continue
 		}
 		sum := crc32.Checksum(b[off:end-crc32.Size], castagnoli)
 		if sum != binary.BigEndian.Uint32(b[end-crc32.Size:end]) {

@@ -423,3 +423,23 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestOpenLockedSkipsCheck: a store another opener holds is not examined
+// (its files change under the check) — the second open reports the lock,
+// not "damage" in files the first one is writing. Here the holder's
+// MANIFEST is cut under it: a check would call it damaged.
+func TestOpenLockedSkipsCheck(t *testing.T) {
+	dir := t.TempDir()
+	buildStore(t, dir, true)
+	openBadger(t, dir, damageOpts) // holds the lock until the test ends
+	p := filepath.Join(dir, "MANIFEST")
+	truncateFile(t, p, size(t, p)-3)
+	b, err := persistence.OpenBadger(dir, damageOpts, testLogger())
+	if err == nil {
+		b.Close()
+		t.Fatal("a second OpenBadger opened a locked store")
+	}
+	if errors.Is(err, persistence.ErrDamaged) || !strings.Contains(err.Error(), "Cannot acquire directory lock") {
+		t.Fatalf("second open: %v, want badger's lock error", err)
+	}
+}
