@@ -656,9 +656,8 @@ func TestCommandStop(t *testing.T) {
 	t.Run("disk full", func(t *testing.T) {
 		requireRoot(t)
 		dataDir := t.TempDir()
-		// Latency tuning: 8 MiB memtables, so a clean close needs 56 MiB.
 		mount(t, dataDir, "-t", "tmpfs", "-o", "size=96m", "tandem-full")
-		p := bin.run(t, dataDir, false, timeout, "--badger-tuning=latency")
+		p := bin.run(t, dataDir, false, timeout)
 		waitReady(t, p.api, 15*time.Second)
 		acked := sendMessages(t, p.api, 10, "full")
 		fill(t, filepath.Join(dataDir, "filler"))
@@ -671,7 +670,7 @@ func TestCommandStop(t *testing.T) {
 		if err := os.Remove(filepath.Join(dataDir, "filler")); err != nil {
 			t.Fatal(err)
 		}
-		bin.checkLedger(t, dataDir, acked, "--badger-tuning=latency")
+		bin.checkLedger(t, dataDir, acked)
 	})
 
 	t.Run("start hung", func(t *testing.T) {

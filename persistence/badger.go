@@ -187,7 +187,6 @@ type Badger struct {
 	// Set by OpenBadger, then read-only.
 	db        *badger.DB
 	dir       string
-	flushNeed int64 // the most Close's memtable flushes may write
 	log       *slog.Logger
 	maxBytes  int64            // per commit, estimated as badger does (plus slack)
 	maxWrites int              // key writes per commit
@@ -267,7 +266,6 @@ func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Badger, e
 	b := &Badger{
 		db:        db,
 		dir:       dir,
-		flushNeed: opts.MemTableSize * int64(opts.NumMemtables+1),
 		log:       logger,
 		maxBytes:  db.MaxBatchSize() - batchMargin,
 		maxWrites: int(db.MaxBatchCount()) - 2,
@@ -402,7 +400,7 @@ func (b *Badger) Close() error {
 		b.dbMu.Lock()
 		defer b.dbMu.Unlock()
 		b.dbClosed = true
-		if err := flushRoom(b.dir, b.flushNeed); err != nil {
+		if err := flushRoom(b.dir, flushNeed(b.dir)); err != nil {
 			b.closeErr = err // badger left open: its close would fault
 			return
 		}

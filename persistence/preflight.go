@@ -137,6 +137,23 @@ func flushRoom(dir string, need int64) error {
 		ErrNotClosed, dir, free, need)
 }
 
+// flushNeed estimates what badger's close writes into new tables: the
+// memtables' contents, which their write-ahead log files (*.mem) hold,
+// counted as the blocks those files have allocated, plus a quarter for
+// the tables' index and bloom filters and a MiB for the MANIFEST and the
+// rest.
+func flushNeed(dir string) int64 {
+	mems, _ := filepath.Glob(filepath.Join(dir, "*.mem")) // only a bad pattern errs
+	need := int64(1 << 20)
+	for _, m := range mems {
+		var st unix.Stat_t
+		if unix.Stat(m, &st) == nil {
+			need += st.Blocks * 512 * 5 / 4
+		}
+	}
+	return need
+}
+
 // mmapProbeSize is the probe mapping: a few pages.
 const mmapProbeSize = 64 << 10
 
