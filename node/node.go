@@ -82,6 +82,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	limit := cfg.withDefaults().ShutdownTimeout + stopMargin
+	// deadline fires limit after ctx is done (or after a serving error
+	// ended the node): one deadline for what is left of the start and the
+	// whole stop.
+	deadline := make(chan struct{})
+	var armOnce sync.Once
+	arm := func() { armOnce.Do(func() { time.AfterFunc(limit, func() { close(deadline) }) }) }
+	stopArm := context.AfterFunc(ctx, arm)
+	defer stopArm()
+
 	type started struct {
 		n   *Node
 		err error
@@ -94,14 +103,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var s started
 	select {
 	case s = <-startc:
-	case <-ctx.Done():
-		select {
-		case s = <-startc:
-		case <-time.After(limit):
-			log.Error("stop abandoned at the deadline: the start did not end; nothing was acknowledged yet",
-				"abandoned", []string{"start"}, "waited", limit)
-			return &ShutdownError{Abandoned: []string{"start"}}
-		}
+	case <-deadline:
+		log.Error("stop abandoned at the deadline: the start did not end; nothing was acknowledged yet",
+			"abandoned", []string{"start"}, "waited", limit)
+		return &ShutdownError{Abandoned: []string{"start"}}
 	}
 	if s.err != nil {
 		if ctx.Err() != nil && errors.Is(s.err, context.Canceled) {
@@ -114,6 +119,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	select {
 	case <-ctx.Done():
 	case <-n.done:
+		arm()
 	}
 	stopped := make(chan error, 1)
 	go func() { stopped <- n.Stop() }()
@@ -123,7 +129,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return &ShutdownError{Abandoned: ab, Err: err}
 		}
 		return err
-	case <-time.After(limit):
+	case <-deadline:
 		// Stop bounds each step; this is the guard should Stop itself hang.
 		log.Error("stop abandoned at the deadline: the shutdown did not end; acknowledged messages were durable before their acks",
 			"abandoned", []string{"shutdown"}, "waited", limit)
