@@ -580,7 +580,13 @@ func (p *tandemProc) stopBounded(t *testing.T, codes ...int) int {
 			t.Errorf("exit 4 without saying what became of acked messages; stderr:\n%s", out)
 		}
 	}
-	t.Logf("exit %d after %s", code, took)
+	what := ""
+	for _, l := range strings.Split(out, "\n") {
+		if i := strings.Index(l, "abandoned="); i >= 0 {
+			what = " " + l[i:]
+		}
+	}
+	t.Logf("exit %d after %s%s", code, took, what)
 	return code
 }
 
@@ -694,8 +700,9 @@ func TestCommandStop(t *testing.T) {
 		}
 	})
 
+	// One PostgreSQL for both: the first kills and restarts it.
+	pg := pgtest.Start(t)
 	t.Run("PostgreSQL unreachable", func(t *testing.T) {
-		pg := pgtest.Start(t)
 		url := pg.CreateDB(t, "startstop")
 		dataDir := t.TempDir()
 		p := bin.run(t, dataDir, false, timeout, "--store", url)
@@ -706,4 +713,98 @@ func TestCommandStop(t *testing.T) {
 		pg.Restart(t)
 		bin.checkLedger(t, dataDir, acked, "--store", url)
 	})
+
+	t.Run("PostgreSQL hung", func(t *testing.T) {
+		// Every PostgreSQL process stopped (SIGSTOP): connections stay
+		// open and nothing answers, as across a partition; one send is
+		// in flight when SIGTERM comes.
+		if !pg.Running() {
+			t.Fatal("the PostgreSQL the test before restarted is not running")
+		}
+		url := pg.CreateDB(t, "startstop_hung")
+		dataDir := t.TempDir()
+		p := bin.run(t, dataDir, false, timeout, "--store", url)
+		waitReady(t, p.api, 15*time.Second)
+		acked := sendMessages(t, p.api, 10, "pghung")
+		procs := processTree(t, pg.PID())
+		for _, pid := range procs {
+			syscall.Kill(pid, syscall.SIGSTOP) // PostgreSQL's processes, which this test started
+		}
+		resumed := false
+		resume := func() {
+			if !resumed {
+				resumed = true
+				for _, pid := range procs {
+					syscall.Kill(pid, syscall.SIGCONT)
+				}
+			}
+		}
+		t.Cleanup(resume)
+		inflight := make(chan string, 1)
+		go func() { inflight <- trySend(p.api, "pghung-inflight") }()
+		time.Sleep(300 * time.Millisecond)
+		p.stopBounded(t, ExitOK, ExitAbandoned)
+		resume()
+		if id := <-inflight; id != "" {
+			acked = append(acked, id) // acked after all: it must be there too
+		}
+		bin.checkLedger(t, dataDir, acked, "--store", url)
+	})
+}
+
+// processTree is pid and its descendants, read from /proc.
+func processTree(t *testing.T, pid int) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := map[int]int{}
+	for _, e := range ents {
+		var p int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &p); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so after ")".
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		var pp int
+		if len(f) > 1 {
+			fmt.Sscanf(f[1], "%d", &pp)
+		}
+		parent[p] = pp
+	}
+	tree := []int{pid}
+	for changed := true; changed; {
+		changed = false
+		for p, pp := range parent {
+			if slices.Contains(tree, pp) && !slices.Contains(tree, p) {
+				tree, changed = append(tree, p), true
+			}
+		}
+	}
+	return tree
+}
+
+// trySend sends one message and returns its id if it was acked, "" if not.
+func trySend(api, cid string) string {
+	c := http.Client{Timeout: 20 * time.Second}
+	body := fmt.Sprintf(`{"from":"alice","conversation":{"type":"direct","id":"bob"},"type":1,"content":"aGk=","client_message_id":"%s"}`, cid)
+	req, _ := http.NewRequest("POST", "http://"+api+"/v1/messages", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	res, err := c.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer res.Body.Close()
+	var out struct {
+		MessageID string `json:"message_id"`
+	}
+	if res.StatusCode != 200 || json.NewDecoder(res.Body).Decode(&out) != nil {
+		return ""
+	}
+	return out.MessageID
 }
