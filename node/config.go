@@ -49,6 +49,12 @@ type Config struct {
 	// only: a faster start for a large store, which misses a damaged data
 	// block until it is read). Ignored for PostgreSQL.
 	BadgerCheck string
+	// BadgerRepairTornManifest lets a badger store whose MANIFEST ends in
+	// an incomplete record (a crash while badger wrote it) open: the
+	// record is cut and tables the MANIFEST does not name are moved into
+	// DataDir/badger-quarantine-<time> (persistence.BadgerOptions.
+	// RepairTornManifest). For one start after a crash.
+	BadgerRepairTornManifest bool
 
 	// Cluster security and addressing (see docs/cluster-security.md).
 	ClusterName     string // must match across nodes; default "tandem"
@@ -429,6 +435,7 @@ func ParseFlags(args []string) (Config, error) {
 	fs.IntVar(&c.StorePoolSize, "store-pool-size", DefaultStorePoolSize, "PostgreSQL connections per node")
 	fs.StringVar(&c.BadgerTuning, "badger-tuning", "throughput", "badger store: throughput (higher peak) or latency (smaller memtables: about half the send→ack p99 below saturation)")
 	fs.StringVar(&c.BadgerCheck, "badger-check", "blocks", "badger store, at start: verify every table's blocks (blocks) or only each table's index (index: faster for a large store); damaged files refuse the start (exit 3)")
+	fs.BoolVar(&c.BadgerRepairTornManifest, "badger-repair-torn-manifest", false, "badger store, once after a crash: accept a MANIFEST whose last record is incomplete (badger cuts it; tables it does not name are moved to <data-dir>/badger-quarantine-*, not deleted)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve Go profiles (/debug/pprof/) here, e.g. 127.0.0.1:7403; unauthenticated, so bind it to loopback (default: off)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "stop within this long after SIGTERM; steps still running are abandoned (acked messages are already durable)")

@@ -71,7 +71,8 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (nodeStore, fu
 // badgerOptions are the store options for cfg: the retention, the clock
 // and the --badger-tuning preset.
 func badgerOptions(cfg Config) persistence.BadgerOptions {
-	o := persistence.BadgerOptions{Retention: cfg.Retention, Now: cfg.Now, IndexOnlyCheck: cfg.BadgerCheck == "index"}
+	o := persistence.BadgerOptions{Retention: cfg.Retention, Now: cfg.Now, IndexOnlyCheck: cfg.BadgerCheck == "index",
+		RepairTornManifest: cfg.BadgerRepairTornManifest}
 	if cfg.BadgerTuning == "latency" {
 		o.MemTableSize, o.NumMemtables = 8<<20, 6
 		o.NumLevelZeroTables, o.NumLevelZeroTablesStall = 20, 40

@@ -77,6 +77,13 @@ type BadgerOptions struct {
 	// data block: a faster start for a large store that misses a damaged
 	// data block until it is read.
 	IndexOnlyCheck bool
+	// RepairTornManifest accepts a MANIFEST whose last record is
+	// incomplete, as a crash while badger wrote it leaves one: badger cuts
+	// the record, and the tables the MANIFEST does not name are moved
+	// into dir + "-quarantine-<time>" instead of being deleted by badger.
+	// Without it OpenBadger refuses such a store (ErrDamaged). For one
+	// start by an operator, after a crash.
+	RepairTornManifest bool
 
 	// Now is the clock of the retention filter; nil means time.Now.
 	// Tests set it to move time without sleeping. Badger's TTL always
@@ -311,14 +318,28 @@ func checkStore(dir string, opts BadgerOptions, logger *slog.Logger) error {
 		return err
 	}
 	t0 := time.Now()
-	orphans, err := CheckBadger(dir, !opts.IndexOnlyCheck)
+	res, err := CheckBadger(dir, !opts.IndexOnlyCheck, opts.RepairTornManifest)
 	if err != nil {
 		return err
 	}
 	logger.Debug("badger start check done", "dir", dir, "took", time.Since(t0), "blocks", !opts.IndexOnlyCheck)
-	if len(orphans) > 0 {
+	switch {
+	case res.TornManifest > 0:
+		// The tables the cut record named are set aside, not deleted: if
+		// its changes were not a crash's (a flush whose WAL is still
+		// there, a compaction whose inputs still are), their data is
+		// only in them.
+		q := ""
+		if len(res.Orphans) > 0 {
+			if q, err = quarantine(dir, res.Orphans); err != nil {
+				return err
+			}
+		}
+		logger.Warn("repairing a MANIFEST whose last record is incomplete: badger cuts it; tables it does not name were moved aside",
+			"dir", dir, "cut_bytes", res.TornManifest, "moved", res.Orphans, "to", q)
+	case len(res.Orphans) > 0:
 		logger.Warn("badger will delete tables its MANIFEST does not name (left by an interrupted flush or compaction)",
-			"dir", dir, "tables", orphans)
+			"dir", dir, "tables", res.Orphans)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -235,16 +236,17 @@ func checkFilesWritable(dir string) error {
 //     blocks.
 //
 // Zero-byte memtables (#2207) and a memtable (WAL) whose tail is cut are
-// left to OpenBadger and badger, which repair them. It returns the tables
-// on disk the MANIFEST does not name: leftovers of an interrupted flush or
-// compaction, which badger deletes.
-func CheckBadger(dir string, blocks bool) (orphans []string, err error) {
+// left to OpenBadger and badger, which repair them. With acceptTorn a
+// MANIFEST whose last record is incomplete (a crash while badger wrote
+// it) is accepted and reported in the result.
+func CheckBadger(dir string, blocks, acceptTorn bool) (CheckResult, error) {
+	var res CheckResult
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil // a new store
+		return res, nil // a new store
 	}
 	if err != nil {
-		return nil, ioRefusal(dir, "cannot be listed", err)
+		return res, ioRefusal(dir, "cannot be listed", err)
 	}
 	onDisk := map[uint64]string{}
 	var vlogs []string
@@ -264,15 +266,16 @@ func CheckBadger(dir string, blocks bool) (orphans []string, err error) {
 	}
 	if !hasManifest {
 		if len(onDisk) > 0 || len(vlogs) > 0 {
-			return nil, damaged(filepath.Join(dir, "MANIFEST"),
+			return res, damaged(filepath.Join(dir, "MANIFEST"),
 				fmt.Sprintf("is missing while %d table and %d value log files exist (badger would start empty and delete the tables)", len(onDisk), len(vlogs)), nil)
 		}
-		return nil, nil // a new store (or only memtables: badger replays them)
+		return res, nil // a new store (or only memtables: badger replays them)
 	}
-	mf, err := readManifest(dir)
+	mf, torn, err := readManifest(dir, acceptTorn)
 	if err != nil {
-		return nil, err
+		return res, err
 	}
+	res.TornManifest = torn
 	ids := make([]uint64, 0, len(mf.Tables))
 	for id := range mf.Tables {
 		ids = append(ids, id)
@@ -281,51 +284,89 @@ func CheckBadger(dir string, blocks bool) (orphans []string, err error) {
 	for _, id := range ids {
 		name := table.IDToFilename(id)
 		if _, ok := onDisk[id]; !ok {
-			return nil, damaged(filepath.Join(dir, name), "is missing: the MANIFEST names it (level "+fmt.Sprint(mf.Tables[id].Level)+")", nil)
+			return res, damaged(filepath.Join(dir, name), "is missing: the MANIFEST names it (level "+fmt.Sprint(mf.Tables[id].Level)+")", nil)
 		}
 		if err := checkTable(filepath.Join(dir, name), mf.Tables[id].Compression, blocks); err != nil {
-			return nil, err
+			return res, err
 		}
 	}
 	for id, name := range onDisk {
 		if _, ok := mf.Tables[id]; !ok {
-			orphans = append(orphans, name)
+			res.Orphans = append(res.Orphans, name)
 		}
 	}
-	slices.Sort(orphans)
+	slices.Sort(res.Orphans)
 	slices.Sort(vlogs)
 	for _, name := range vlogs {
 		if err := checkVlog(filepath.Join(dir, name), blocks); err != nil {
-			return nil, err
+			return res, err
 		}
 	}
-	return orphans, nil
+	return res, nil
 }
 
+// CheckResult is what CheckBadger found that badger's open will act on.
+type CheckResult struct {
+	// Orphans are the tables on disk the MANIFEST does not name: left by
+	// a flush or compaction a crash interrupted. Badger deletes them.
+	Orphans []string
+	// TornManifest is the size of the MANIFEST's incomplete last record,
+	// which badger cuts (0: none; only with acceptTorn).
+	TornManifest int64
+}
+
+// TornManifestHint is the fix a refusal for a MANIFEST with an incomplete
+// last record gives.
+const TornManifestHint = "if the node crashed (power loss, kill -9) while badger wrote it, start once with --badger-repair-torn-manifest " +
+	"(badger cuts the record; tables the MANIFEST does not name are moved aside, not deleted, and the write-ahead log is replayed); " +
+	"otherwise restore the data dir from a backup (docs/operations.md, \"Damaged data dir\")"
+
 // readManifest replays dir/MANIFEST read-only, as badger will, and refuses
-// one that does not replay to its last byte: badger would cut it there and
-// delete every table the lost part named.
-func readManifest(dir string) (badger.Manifest, error) {
+// one that does not replay to its last byte (unless acceptTorn): badger
+// would cut it there and delete every table the lost part named. Badger's
+// replay stops without an error only at an incomplete last record; a
+// whole record with a bad checksum is an error. It returns the size of
+// the incomplete record accepted.
+func readManifest(dir string, acceptTorn bool) (badger.Manifest, int64, error) {
 	p := filepath.Join(dir, "MANIFEST")
 	f, err := os.Open(p)
 	if err != nil {
-		return badger.Manifest{}, ioRefusal(p, "cannot be opened", err)
+		return badger.Manifest{}, 0, ioRefusal(p, "cannot be opened", err)
 	}
 	defer f.Close() // read-only
 	fi, err := f.Stat()
 	if err != nil {
-		return badger.Manifest{}, ioRefusal(p, "cannot be examined", err)
+		return badger.Manifest{}, 0, ioRefusal(p, "cannot be examined", err)
 	}
 	bopts := badger.DefaultOptions(dir)
 	mf, end, err := badger.ReplayManifestFile(f, bopts.ExternalMagicVersion, bopts)
 	if err != nil {
-		return badger.Manifest{}, damaged(p, "cannot be read", err)
+		return badger.Manifest{}, 0, damaged(p, "cannot be read", err)
 	}
-	if end != fi.Size() {
-		return badger.Manifest{}, damaged(p,
-			fmt.Sprintf("is cut short or damaged: only its first %d of %d bytes are whole records (badger would cut it there and delete the tables the rest names)", end, fi.Size()), nil)
+	if end != fi.Size() && !acceptTorn {
+		e := damaged(p, fmt.Sprintf("is cut short or damaged: its last record is incomplete, only its first %d of %d bytes are whole records (badger would cut it there and delete the tables the rest names)", end, fi.Size()), nil)
+		e.Fix = TornManifestHint
+		return badger.Manifest{}, 0, e
 	}
-	return mf, nil
+	return mf, fi.Size() - end, nil
+}
+
+// quarantine moves the named files of dir into a new directory beside it,
+// dir + "-quarantine-" + a timestamp, and returns that directory.
+func quarantine(dir string, names []string) (string, error) {
+	q := fmt.Sprintf("%s-quarantine-%s", dir, time.Now().UTC().Format("20060102T150405Z"))
+	if err := os.Mkdir(q, 0o700); err != nil {
+		return "", ioRefusal(q, "cannot be created", err)
+	}
+	for _, n := range names {
+		if err := os.Rename(filepath.Join(dir, n), filepath.Join(q, n)); err != nil {
+			return q, ioRefusal(filepath.Join(dir, n), "cannot be moved to "+q, err)
+		}
+	}
+	if err := z.SyncDir(dir); err != nil {
+		return q, ioRefusal(dir, "cannot be synced", err)
+	}
+	return q, z.SyncDir(filepath.Dir(dir))
 }
 
 // checkTable opens the table at p read-only as badger will, here in a

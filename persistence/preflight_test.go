@@ -443,3 +443,66 @@ func TestOpenLockedSkipsCheck(t *testing.T) {
 		t.Fatalf("second open: %v, want badger's lock error", err)
 	}
 }
+
+// TestRepairTornManifest: a crash while badger appends to its MANIFEST
+// leaves an incomplete last record. Here a store left without Close (its
+// appends only in the write-ahead log), a table file its MANIFEST does
+// not name (the flush that record was to register) and a torn record at
+// the MANIFEST's end. OpenBadger refuses it, naming the repair; with
+// RepairTornManifest it opens with every acked entry (replayed from the
+// WAL) and the unnamed table moved aside, not deleted.
+func TestRepairTornManifest(t *testing.T) {
+	if dir := os.Getenv("PERSISTENCE_TORNMF_CHILD_DIR"); dir != "" {
+		buildStore(t, dir, false)
+		os.Exit(0) // no Close: a crash
+	}
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "badger")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestRepairTornManifest$")
+	cmd.Env = append(os.Environ(), "PERSISTENCE_TORNMF_CHILD_DIR="+dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	other := t.TempDir()
+	acked := buildStore(t, other, true) // the same appends: the ledger, and a table to copy
+	tbl, err := os.ReadFile(onlyFile(t, other, ".sst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "000099.sst"), tbl, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mf, err := os.OpenFile(filepath.Join(dir, "MANIFEST"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A record header (length 10, a checksum) and 4 of its 10 bytes.
+	if _, err := mf.Write([]byte{0, 0, 0, 10, 1, 2, 3, 4, 8, 1, 16, 99}); err != nil {
+		t.Fatal(err)
+	}
+	mf.Close()
+
+	_, err = persistence.OpenBadger(dir, damageOpts, testLogger())
+	if !errors.Is(err, persistence.ErrDamaged) || !strings.Contains(err.Error(), "last record is incomplete") || !strings.Contains(err.Error(), "--badger-repair-torn-manifest") {
+		t.Fatalf("open of a torn MANIFEST: %v, want ErrDamaged naming the repair", err)
+	}
+
+	opts := damageOpts
+	opts.RepairTornManifest = true
+	var logs syncBuffer
+	b, err := persistence.OpenBadger(dir, opts, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		t.Fatalf("repairing open: %v", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if out := logs.String(); !strings.Contains(out, "repairing a MANIFEST") || !strings.Contains(out, "000099.sst") {
+		t.Errorf("the repair is not logged with what it moved:\n%s", out)
+	}
+	moved, _ := filepath.Glob(filepath.Join(parent, "badger-quarantine-*", "000099.sst"))
+	if len(moved) != 1 {
+		t.Errorf("the unnamed table was not moved aside: %v", moved)
+	}
+	checkLedger(t, dir, acked)
+}
