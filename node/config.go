@@ -54,6 +54,18 @@ type Config struct {
 
 	// badger, if set (tests only), adjusts the badger options last.
 	badger func(*persistence.BadgerOptions)
+	// BadgerCheck is what the start check reads of each badger table
+	// (persistence.CheckBadger): "blocks" (default: every data block's
+	// checksum, reading every table once) or "index" (each table's index
+	// only: a faster start for a large store, which misses a damaged data
+	// block until it is read). Ignored for PostgreSQL.
+	BadgerCheck string
+	// BadgerRepairTornManifest lets a badger store whose MANIFEST ends in
+	// an incomplete record (a crash while badger wrote it) open: the
+	// record is cut and tables the MANIFEST does not name are moved into
+	// DataDir/badger-quarantine-<time> (persistence.BadgerOptions.
+	// RepairTornManifest). For one start after a crash.
+	BadgerRepairTornManifest bool
 
 	// Cluster security and addressing (see docs/cluster-security.md).
 	ClusterName     string // must match across nodes; default "tandem"
@@ -186,6 +198,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxSessionSends < 0 || c.MaxNodeSends < 0 || c.MaxNodeSendBytes < 0 {
 		errs = append(errs, errors.New("--max-session-sends, --max-node-sends and --max-node-send-bytes must not be negative"))
+	}
+	if c.BadgerCheck != "" && c.BadgerCheck != "blocks" && c.BadgerCheck != "index" {
+		errs = append(errs, fmt.Errorf("--badger-check %q: use blocks or index", c.BadgerCheck))
 	}
 	if c.BadgerTuning != "" && c.BadgerTuning != "throughput" && c.BadgerTuning != "latency" {
 		errs = append(errs, fmt.Errorf("--badger-tuning %q: use throughput or latency", c.BadgerTuning))
@@ -421,6 +436,11 @@ func parseLevel(s string) (slog.Level, error) {
 func ParseFlags(args []string) (Config, error) {
 	var c Config
 	fs := flag.NewFlagSet("tandem", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage of tandem (each flag has a TANDEM_* environment twin):")
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), "\n"+ExitUsage)
+	}
 	var seeds string
 	fs.StringVar(&c.DataDir, "data-dir", "data", "folder for the embedded store and generated secrets")
 	fs.StringVar(&c.WSAddr, "ws-addr", DefaultWSAddr, "client WebSocket listen address (path /ws)")
@@ -440,6 +460,8 @@ func ParseFlags(args []string) (Config, error) {
 	fs.IntVar(&c.StorePoolSize, "store-pool-size", DefaultStorePoolSize, "PostgreSQL connections per node")
 	fs.StringVar(&c.BadgerTuning, "badger-tuning", "throughput", "badger store: throughput (higher peak) or latency (smaller memtables: about half the send→ack p99 below saturation)")
 	fs.Int64Var(&c.DiskReserve, "disk-reserve", 0, "badger store: free bytes to keep on the data dir's file system; below them writes are refused with UNAVAILABLE until space is freed (0: computed from the memtable sizes, 528 MiB for throughput)")
+	fs.StringVar(&c.BadgerCheck, "badger-check", "blocks", "badger store, at start: verify every table's blocks (blocks) or only each table's index (index: faster for a large store); damaged files refuse the start (exit 3)")
+	fs.BoolVar(&c.BadgerRepairTornManifest, "badger-repair-torn-manifest", false, "badger store, once after a crash: accept a MANIFEST whose last record is incomplete (badger cuts it; tables it does not name are moved to <data-dir>/badger-quarantine-*, not deleted)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve Go profiles (/debug/pprof/) here, e.g. 127.0.0.1:7403; unauthenticated, so bind it to loopback (default: off)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "stop within this long after SIGTERM; steps still running are abandoned (acked messages are already durable)")

@@ -65,6 +65,7 @@ func TestValidateRefuses(t *testing.T) {
 		{"class limits class", []string{"--class-limits", "fridge=2"}, "unknown platform class"},
 		{"class limits zero", []string{"--class-limits", "web=0"}, "must be 1-1000"},
 		{"badger tuning", []string{"--badger-tuning", "fast"}, "--badger-tuning"},
+		{"badger check", []string{"--badger-check", "none"}, "--badger-check"},
 		{"negative sends in flight", []string{"--max-node-sends", "-1"}, "--max-node-sends"},
 		{"negative disk reserve", []string{"--disk-reserve", "-1"}, "--disk-reserve"},
 	} {

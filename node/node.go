@@ -73,18 +73,74 @@ type Node struct {
 	AdminKey, JWTSecret string
 }
 
-// Run starts a node and serves until ctx is done, then stops it.
+// Run starts a node and serves until ctx is done, then stops it. It
+// returns within cfg's shutdown timeout and stopMargin after ctx is done,
+// whatever hangs: a stop that abandoned steps (or that hung itself, or a
+// start still running) is a *ShutdownError naming them; their goroutines
+// are left behind, for the process to exit over.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
-	n, err := Start(ctx, cfg, log)
-	if err != nil {
-		return err
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
+	limit := cfg.withDefaults().ShutdownTimeout + stopMargin
+	// deadline fires limit after ctx is done (or after a serving error
+	// ended the node): one deadline for what is left of the start and the
+	// whole stop.
+	deadline := make(chan struct{})
+	var armOnce sync.Once
+	arm := func() { armOnce.Do(func() { time.AfterFunc(limit, func() { close(deadline) }) }) }
+	stopArm := context.AfterFunc(ctx, arm)
+	defer stopArm()
+
+	type started struct {
+		n   *Node
+		err error
+	}
+	startc := make(chan started, 1)
+	go func() {
+		n, err := Start(ctx, cfg, log)
+		startc <- started{n, err}
+	}()
+	var s started
+	select {
+	case s = <-startc:
+	case <-deadline:
+		log.Error("stop abandoned at the deadline: the start did not end; nothing was acknowledged yet",
+			"abandoned", []string{"start"}, "waited", limit)
+		return &ShutdownError{Abandoned: []string{"start"}}
+	}
+	if s.err != nil {
+		if ctx.Err() != nil && errors.Is(s.err, context.Canceled) {
+			log.Info("start interrupted by the stop signal")
+			return nil // stopped before serving: nothing to abandon
+		}
+		return s.err
+	}
+	n := s.n
 	select {
 	case <-ctx.Done():
 	case <-n.done:
+		arm()
 	}
-	return n.Stop()
+	stopped := make(chan error, 1)
+	go func() { stopped <- n.Stop() }()
+	select {
+	case err := <-stopped:
+		if ab := n.Abandoned(); len(ab) > 0 {
+			return &ShutdownError{Abandoned: ab, Err: err}
+		}
+		return err
+	case <-deadline:
+		// Stop bounds each step; this is the guard should Stop itself hang.
+		log.Error("stop abandoned at the deadline: the shutdown did not end; acknowledged messages were durable before their acks",
+			"abandoned", []string{"shutdown"}, "waited", limit)
+		return &ShutdownError{Abandoned: []string{"shutdown"}}
+	}
 }
+
+// stopMargin is how long past the shutdown timeout Run waits for Stop
+// before giving up on it.
+const stopMargin = time.Second
 
 // Logger returns the logger for cfg's level, writing text to w.
 func Logger(cfg Config, w io.Writer) *slog.Logger {
@@ -100,7 +156,7 @@ func Logger(cfg Config, w io.Writer) *slog.Logger {
 // leaves nothing running.
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, &StartError{Err: err}
+		return nil, &StartError{Err: &configError{err}}
 	}
 	cfg = cfg.withDefaults()
 	if log == nil {
@@ -137,8 +193,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 		return nil, err
 	}
 
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data dir: %w", err)
+	// Refused here, with the reason, is a data dir that is a file, that
+	// this user cannot write (another user's, a read-only mount, a full
+	// disk) or, for badger, on a file system without shared writable mmap.
+	if err := persistence.CheckDir(cfg.DataDir, !cfg.postgres()); err != nil {
+		return nil, err
 	}
 	if n.AdminKey, err = secret(cfg.AdminKey, cfg.DataDir, "admin-key"); err != nil {
 		return nil, err
@@ -331,22 +390,34 @@ func (n *Node) teardown() {
 	// The store's close keeps a second of its own: it flushes what the
 	// actors wrote last (durable already, but a clean close spares the
 	// next start a recovery).
+	// A step that runs past its own limit while the budget lasts (a
+	// leave announcement whose gossip is slow) is given up quietly; one
+	// cut short by the budget, and the store's close, is abandoned: named
+	// in Abandoned, and Run's error (tandem exits 4).
 	const storeReserve = time.Second
-	step := func(name string, limit time.Duration, f func()) {
+	step := func(name string, own time.Duration, f func()) bool {
+		limit := own
 		if name != "store close" {
 			limit = min(limit, budget-storeReserve-time.Since(start))
 		} else {
 			limit = max(min(limit, budget-time.Since(start)), storeReserve)
 		}
+		atDeadline := limit < own || name == "store close"
 		done := make(chan struct{})
 		t0 := time.Now()
 		go func() { defer close(done); f() }()
 		select {
 		case <-done:
 			n.log.Debug("shutdown step done", "step", name, "took", time.Since(t0))
+			return true
 		case <-time.After(max(limit, 0)):
+			if !atDeadline {
+				n.log.Info("shutdown step given up after its own limit", "step", name, "waited", time.Since(t0))
+				return false
+			}
 			n.log.Warn("shutdown step abandoned: the deadline passed", "step", name, "waited", time.Since(t0))
 			n.abandoned = append(n.abandoned, name)
+			return false
 		}
 	}
 	left := false
@@ -393,21 +464,28 @@ func (n *Node) teardown() {
 		})
 	}
 	if n.store != nil {
-		step("store close", budget, func() {
-			if err := n.store.Close(); err != nil {
-				n.log.Error("closing the store", "err", err)
+		var err error
+		if step("store close", budget, func() { err = n.store.Close() }) && err != nil {
+			n.log.Error("closing the store", "err", err)
+			if errors.Is(err, persistence.ErrNotClosed) { // a full disk: the close was skipped
+				n.abandoned = append(n.abandoned, "store close (no room to flush)")
 			}
-		})
+		}
 	}
-	lvl := slog.LevelInfo
-	if n.cancel == nil {
-		lvl = slog.LevelDebug // a failed start: its error is the news
+	switch {
+	case n.cancel == nil: // a failed start: its error is the news
+		n.log.Debug("node stopped", "took", time.Since(start), "abandoned", n.abandoned)
+	case len(n.abandoned) > 0:
+		n.log.Warn("node stopped, abandoning shutdown steps at the deadline: acknowledged messages were durable before their acks; only the clean close was given up",
+			"took", time.Since(start), "abandoned", n.abandoned)
+	default:
+		n.log.Info("node stopped", "took", time.Since(start))
 	}
-	n.log.Log(context.Background(), lvl, "node stopped", "took", time.Since(start), "abandoned", n.abandoned)
 }
 
-// Abandoned lists the shutdown steps Stop gave up waiting for (nil: a
-// clean stop).
+// Abandoned lists the shutdown steps Stop abandoned at the deadline, or
+// the store's close it skipped (nil: a clean stop; steps given up after
+// their own limit within the budget are only logged).
 func (n *Node) Abandoned() []string { return n.abandoned }
 
 // secret returns v, or the secret stored in dir/name, or a new one written
@@ -422,7 +500,7 @@ func secret(v, dir, name string) (string, error) {
 			return s, nil
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("read %s: %w", p, err)
+		return "", persistence.Unusable(p, "cannot be read", err)
 	}
 	buf := make([]byte, 24)
 	if _, err := rand.Read(buf); err != nil {
@@ -430,7 +508,7 @@ func secret(v, dir, name string) (string, error) {
 	}
 	s := hex.EncodeToString(buf)
 	if err := os.WriteFile(p, []byte(s+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("write %s: %w", p, err)
+		return "", persistence.Unusable(p, "cannot be written", err)
 	}
 	return s, nil
 }

@@ -57,6 +57,9 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (nodeStore, fu
 	}
 	dir := filepath.Join(cfg.DataDir, "badger")
 	s, err := persistence.OpenBadger(dir, badgerOptions(cfg), log.With("component", "badger"))
+	if _, ok := errors.AsType[*persistence.DirError](err); ok {
+		return nil, nil, "", err // names the file already
+	}
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("open the badger store in %s: %w", dir, err)
 	}
@@ -70,7 +73,8 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (nodeStore, fu
 // badgerOptions are the store options for cfg: the retention, the clock
 // and the --badger-tuning preset.
 func badgerOptions(cfg Config) persistence.BadgerOptions {
-	o := persistence.BadgerOptions{Retention: cfg.Retention, Now: cfg.Now, DiskReserve: cfg.DiskReserve}
+	o := persistence.BadgerOptions{Retention: cfg.Retention, Now: cfg.Now, DiskReserve: cfg.DiskReserve,
+		IndexOnlyCheck: cfg.BadgerCheck == "index", RepairTornManifest: cfg.BadgerRepairTornManifest}
 	if cfg.BadgerTuning == "latency" {
 		o.MemTableSize, o.NumMemtables = 8<<20, 6
 		o.NumLevelZeroTables, o.NumLevelZeroTablesStall = 20, 40

@@ -10,10 +10,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"golang.org/x/sys/unix"
 )
 
 // BadgerOptions configures OpenBadger. The zero value means the defaults:
@@ -76,6 +78,18 @@ type BadgerOptions struct {
 	// again. 0: DefaultDiskReserve, which covers what badger may still
 	// write once the store stops.
 	DiskReserve int64
+	// IndexOnlyCheck makes OpenBadger's start check (CheckBadger) open
+	// every table and check its index, but not read and verify every
+	// data block: a faster start for a large store that misses a damaged
+	// data block until it is read.
+	IndexOnlyCheck bool
+	// RepairTornManifest accepts a MANIFEST whose last record is
+	// incomplete, as a crash while badger wrote it leaves one: badger cuts
+	// the record, and the tables the MANIFEST does not name are moved
+	// into dir + "-quarantine-<time>" instead of being deleted by badger.
+	// Without it OpenBadger refuses such a store (ErrDamaged). For one
+	// start by an operator, after a crash.
+	RepairTornManifest bool
 
 	// Now is the clock of the retention filter; nil means time.Now.
 	// Tests set it to move time without sleeping. Badger's TTL always
@@ -189,6 +203,7 @@ func (o BadgerOptions) badgerOptions(dir string, logger *slog.Logger) badger.Opt
 type Badger struct {
 	// Set by OpenBadger, then read-only.
 	db        *badger.DB
+	dir       string
 	log       *slog.Logger
 	maxBytes  int64            // per commit, estimated as badger does (plus slack)
 	maxWrites int              // key writes per commit
@@ -251,8 +266,11 @@ func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Badger, e
 		logger = slog.New(slog.DiscardHandler)
 	}
 	opts = opts.withDefaults()
+	if err := checkStore(dir, opts, logger); err != nil {
+		return nil, err
+	}
 	bopts := opts.badgerOptions(dir, logger)
-	db, err := badger.Open(bopts)
+	db, err := openDB(bopts)
 	if err != nil {
 		if isLockError(err) {
 			return nil, fmt.Errorf("persistence: open badger in %s: %w", dir, err)
@@ -265,9 +283,9 @@ func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Badger, e
 		if len(removed) > 0 {
 			logger.Warn("removed zero-byte badger memtable files", "dir", dir, "files", removed)
 		}
-		db, err = badger.Open(bopts)
+		db, err = openDB(bopts)
 		if err != nil {
-			return nil, fmt.Errorf("persistence: open badger in %s (second attempt): %w", dir, err)
+			return nil, openErr(dir, err)
 		}
 	}
 
@@ -283,6 +301,7 @@ func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Badger, e
 		stopGuard: make(chan struct{}),
 		failed:    make(chan struct{}),
 		db:        db,
+		dir:       dir,
 		log:       logger,
 		maxBytes:  db.MaxBatchSize() - batchMargin,
 		maxWrites: int(db.MaxBatchCount()) - 2,
@@ -304,6 +323,82 @@ func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Badger, e
 	b.wg.Go(b.commitLoop)
 	b.wg.Go(b.guardLoop)
 	return b, nil
+}
+
+// checkStore is OpenBadger's start check: dir is a writable directory
+// that can hold memory-mapped files, the files in it can be opened for
+// writing, and CheckBadger finds nothing damaged. Tables the MANIFEST does
+// not name are logged: badger deletes them.
+func checkStore(dir string, opts BadgerOptions, logger *slog.Logger) error {
+	if err := CheckDir(dir, true); err != nil {
+		return err
+	}
+	// A store another process has open is not examined (its files change
+	// under the check): badger's open reports its lock. The shared lock
+	// held meanwhile keeps one from opening it during the check.
+	d, err := os.Open(dir)
+	if err != nil {
+		return ioRefusal(dir, "cannot be opened", err)
+	}
+	defer d.Close() // releases the lock
+	if err := unix.Flock(int(d.Fd()), unix.LOCK_SH|unix.LOCK_NB); errors.Is(err, unix.EWOULDBLOCK) {
+		return nil
+	}
+	if err := checkFilesWritable(dir); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	res, err := CheckBadger(dir, !opts.IndexOnlyCheck, opts.RepairTornManifest)
+	if err != nil {
+		return err
+	}
+	logger.Debug("badger start check done", "dir", dir, "took", time.Since(t0), "blocks", !opts.IndexOnlyCheck)
+	switch {
+	case res.TornManifest > 0:
+		// The tables the cut record named are set aside, not deleted: if
+		// its changes were not a crash's (a flush whose WAL is still
+		// there, a compaction whose inputs still are), their data is
+		// only in them.
+		q := ""
+		if len(res.Orphans) > 0 {
+			if q, err = quarantine(dir, res.Orphans); err != nil {
+				return err
+			}
+		}
+		logger.Warn("repairing a MANIFEST whose last record is incomplete: badger cuts it; tables it does not name were moved aside",
+			"dir", dir, "cut_bytes", res.TornManifest, "moved", res.Orphans, "to", q)
+	case len(res.Orphans) > 0:
+		logger.Warn("badger will delete tables its MANIFEST does not name (left by an interrupted flush or compaction)",
+			"dir", dir, "tables", res.Orphans)
+	}
+	return nil
+}
+
+// openDB is badger.Open with its panics (in this goroutine) turned into
+// errors.
+func openDB(bopts badger.Options) (db *badger.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("badger panicked while opening: %s", firstLine(fmt.Sprint(r)))
+		}
+	}()
+	return badger.Open(bopts)
+}
+
+// openErr is the error of a failed second open: a *DirError when the
+// cause is the disk (not writable, read-only, full) or a panic in badger
+// (damaged files CheckBadger did not catch), anything else as it is.
+func openErr(dir string, err error) error {
+	wrapped := fmt.Errorf("persistence: open badger in %s (second attempt): %w", dir, err)
+	switch {
+	case isLockError(err):
+		return wrapped
+	case errors.Is(err, os.ErrPermission), errors.Is(err, syscall.EROFS), errors.Is(err, syscall.ENOSPC):
+		return ioRefusal(dir, "cannot be opened by badger", err)
+	case strings.Contains(err.Error(), "badger panicked"):
+		return damaged(dir, "cannot be opened by badger", err)
+	}
+	return wrapped
 }
 
 func isLockError(err error) bool {
@@ -345,6 +440,9 @@ func removeEmptyMemFiles(dir string) ([]string, error) {
 // After a failed commit it waits for badger at most failedCloseWait, then
 // returns an error and leaves badger's goroutines (and the dir lock) to
 // the process's end.
+// On a file system too full for badger's closing memtable flushes Close
+// leaves badger open and returns an error matching ErrNotClosed
+// (flushRoom): everything committed is in the write-ahead log.
 func (b *Badger) Close() error {
 	b.closeOnce.Do(func() {
 		b.mu.Lock()
@@ -358,6 +456,10 @@ func (b *Badger) Close() error {
 		b.dbMu.Lock()
 		b.dbClosed = true
 		b.dbMu.Unlock()
+		if err := flushRoom(b.dir, flushNeed(b.dir)); err != nil {
+			b.closeErr = err // badger left open: its close would fault
+			return
+		}
 		closed := make(chan error, 1)
 		go func() { closed <- b.db.Close() }()
 		var err error

@@ -68,7 +68,9 @@
 //     see every commit whose done has been called.
 //   - Close refuses new submissions, commits everything submitted before
 //     it, waits for the committer and closes the database; later calls
-//     fail with ErrClosed.
+//     fail with ErrClosed. On a file system without room for badger's
+//     closing memtable flushes it leaves badger open (ErrNotClosed): the
+//     write-ahead log holds everything committed.
 //
 // Disk space and write errors (diskguard.go, issue 13). Badger writes its
 // WAL, tables and value log through mmapped sparse files, so a full file
@@ -85,4 +87,18 @@
 // never retried (PostgreSQL's fsyncgate), Failed is closed, and the owner
 // must reopen the store, which replays what is durable. WriteErr, Disk,
 // Failed and Err may be called from any goroutine.
+//
+// # Before badger opens
+//
+// OpenBadger checks the directory first (preflight.go): CheckDir probes
+// that it is a directory this process can write, fsync and map shared
+// and writable (refusals match ErrUnusable); every file in it must open
+// for writing; CheckBadger replays the MANIFEST read-only, opens every
+// table it names (index and, unless IndexOnlyCheck, every block's
+// checksum) in a goroutine whose panics are caught, and walks the value
+// logs (refusals match ErrDamaged). Badger would otherwise panic in its
+// own goroutines on a cut table, or start from a cut MANIFEST and delete
+// the tables it no longer names. A *DirError names the file, the problem
+// and the fix in one line. A store another process holds is not checked:
+// badger's open reports its lock.
 package persistence

@@ -1,6 +1,7 @@
 package persistence
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"os/exec"
@@ -60,7 +61,28 @@ func loopExt4(t *testing.T, size int64, dir string) string {
 // space underneath is back, never retrying into an ack — refuse reads
 // (badger shows the failed batch in its memtable), and Close in bounded
 // time.
+//
+// It runs in a child process: once the store failed, badger's own
+// goroutines retry the memtable flush forever (Close gives up on them
+// after failedCloseWait, by design), which the package's goroutine check
+// would count, and whether ext4 keeps taking writes after the error
+// (errors=continue) or aborts its journal and turns read-only depends on
+// what was in flight.
 func TestSyncErrorFailsStore(t *testing.T) {
+	if os.Getenv(eioChildEnv) == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestSyncErrorFailsStore$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), eioChildEnv+"=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !bytes.Contains(out, []byte("--- PASS: TestSyncErrorFailsStore")) {
+			t.Fatalf("child: %v\n%s", err, out)
+		}
+		for _, l := range bytes.Split(out, []byte("\n")) {
+			if bytes.Contains(l, []byte("eio_test.go")) {
+				t.Log(string(bytes.TrimSpace(l)))
+			}
+		}
+		return
+	}
 	backing := mountTmpfs(t, 40<<20)
 	mnt := loopExt4(t, 64<<20, backing)
 	b, err := OpenBadger(filepath.Join(mnt, "badger"), smallOptions(), nil)
@@ -131,3 +153,6 @@ func TestSyncErrorFailsStore(t *testing.T) {
 	}
 	t.Logf("close: %v", err)
 }
+
+// eioChildEnv marks the child process of TestSyncErrorFailsStore.
+const eioChildEnv = "PERSISTENCE_EIO_CHILD"

@@ -21,7 +21,7 @@ import (
 func TestMain(m *testing.M) {
 	before := runtime.NumGoroutine()
 	code := m.Run()
-	if code == 0 && os.Getenv("PERSISTENCE_RETRY_CHILD_DIR") == "" {
+	if code == 0 && os.Getenv("PERSISTENCE_RETRY_CHILD_DIR") == "" && os.Getenv(eioChildEnv) == "" {
 		deadline := time.Now().Add(5 * time.Second)
 		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)

@@ -1,10 +1,11 @@
 // Command tandem runs one tandem node. Flags (each with a TANDEM_*
-// environment twin) are listed by `tandem -h`.
+// environment twin) and exit codes are listed by `tandem -h`.
 package main
 
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -18,8 +19,11 @@ func main() {
 	defer stop()
 	cfg, err := node.ParseFlags(os.Args[1:])
 	if err != nil {
+		if errors.Is(err, flag.ErrHelp) { // -h printed the usage
+			os.Exit(0)
+		}
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
+		os.Exit(node.ExitBadFlags)
 	}
 	log := node.Logger(cfg, os.Stderr)
 	go func() {
@@ -28,16 +32,11 @@ func main() {
 		<-ctx.Done()
 		stop()
 	}()
-	if err := node.Run(ctx, cfg, log); err != nil {
-		if _, ok := errors.AsType[*node.StartError](err); ok {
-			fmt.Fprintln(os.Stderr, "tandem:", err) // one line naming the cause
-			os.Exit(1)
-		}
-		if _, ok := errors.AsType[*node.StoreFailedError](err); ok {
-			log.Error("server stopped", "err", err)
-			os.Exit(5) // the store failed while serving: restart to recover from what is durable
-		}
-		log.Error("server stopped", "err", err)
-		os.Exit(1)
+	err = node.Run(ctx, cfg, log)
+	if _, ok := errors.AsType[*node.StartError](err); ok {
+		fmt.Fprintln(os.Stderr, "tandem:", err) // one line naming the cause
+	} else if err != nil {
+		log.Error("server stopped", "err", err, "exit", node.ExitCode(err))
 	}
+	os.Exit(node.ExitCode(err)) // abandoned shutdown steps do not hold the process
 }
