@@ -416,3 +416,50 @@ func TestDiskFullWhileServing(t *testing.T) {
 		t.Errorf("carol's first device has %d messages, want 80 (log: %d, c2: %d, connected %v)", len(got), countMessages(t, n, "carol"), len(carol2.messages()), carol.Connected())
 	}
 }
+
+// TestDiskMetricsAlertRule: docs/operations.md's "disk 80 % full" rule,
+// 1 - tandem_store_disk_free_bytes / tandem_store_disk_total_bytes > 0.80,
+// evaluated on a real node's /metrics: false on an empty 64 MiB tmpfs,
+// true once a filler leaves 12 MiB free (81 % used; still above the
+// 8 MiB reserve, so writes go on), and the metrics agree with statfs.
+func TestDiskMetricsAlertRule(t *testing.T) {
+	mnt := mountTmpfs(t, 64<<20)
+	n := startDF(t, mnt)
+	api := "http://" + n.APIAddr()
+	metric := func(body, name string) float64 {
+		t.Helper()
+		m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindStringSubmatch(body)
+		if m == nil {
+			t.Fatalf("/metrics has no %s", name)
+		}
+		v, err := strconv.ParseFloat(m[1], 64)
+		if err != nil {
+			t.Fatalf("%s %q: %v", name, m[1], err)
+		}
+		return v
+	}
+	used := func() (float64, float64) {
+		_, body, _ := httpGet(t, api+"/metrics")
+		free, total := metric(body, "tandem_store_disk_free_bytes"), metric(body, "tandem_store_disk_total_bytes")
+		if total != 64<<20 {
+			t.Fatalf("tandem_store_disk_total_bytes %.0f, want the tmpfs's %d", total, 64<<20)
+		}
+		return 1 - free/total, free
+	}
+	if u, _ := used(); u > 0.80 {
+		t.Fatalf("the rule fires on an empty 64 MiB tmpfs: %.2f used", u)
+	}
+	fillTo(t, mnt, 12<<20)
+	var u, free float64
+	waitFor(t, 2*time.Second, "the metric follows the filler (the guard looks every 250 ms)", func() bool {
+		u, free = used()
+		return u > 0.80
+	})
+	if real := float64(freeOn(t, mnt)); free < real-(1<<20) || free > real+(1<<20) {
+		t.Errorf("tandem_store_disk_free_bytes %.0f, statfs says %.0f", free, real)
+	}
+	if n.health.WriteErr() != nil {
+		t.Errorf("writes refused at %.0f bytes free, above the 8 MiB reserve: %v", free, n.health.WriteErr())
+	}
+	t.Logf("rule fires at %.1f %% used (%.1f MiB free)", 100*u, free/(1<<20))
+}
