@@ -80,8 +80,9 @@
 // free: below it every append and activation fails with ErrDiskFull
 // before anything is written (the cached {epoch, last seq} stay what is
 // on disk: no seq is skipped or reused), reads go on, and at the reserve
-// + 25 % writes are taken again. Each new memtable file is allocated
-// whole after the commit that made it. Any error of a badger commit (a
+// + 25 % writes are taken again. On a tmpfs each new memtable file is
+// allocated whole after the commit that made it (not on ext4 or xfs:
+// unwritten extents, see newDiskGuard). Any error of a badger commit (a
 // write or its sync) fails the store for good: that batch and every later
 // append, activation and read fail with ErrStoreFailed, a failed commit is
 // never retried (PostgreSQL's fsyncgate), Failed is closed, and the owner
