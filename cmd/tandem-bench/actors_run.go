@@ -113,6 +113,11 @@ type actorsRun struct {
 	gens      []atomic.Uint32 // logins of the device after its first
 	activated []atomic.Bool
 
+	// The frame senders (frameWorkers): device i's frames go through
+	// frameq[i % frameWorkers], in order.
+	frameq  []chan queuedFrame
+	frameWG sync.WaitGroup
+
 	// Re-logins and logouts in flight (busy), their goroutines and the
 	// resend timers (wg); closing: the run is ending, kicks start no
 	// re-login.
@@ -243,6 +248,8 @@ func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*Actors
 		return nil, fmt.Errorf("the node's token keys: %w", err)
 	}
 	r.front = n.Frontend()
+	stopFrames := sync.OnceFunc(r.startFrames())
+	defer stopFrames()
 	res.Memory.HeapBaseline = heapLive()
 
 	r.start = time.Now()
@@ -274,6 +281,7 @@ func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*Actors
 	}
 	r.closing.Store(true) // kicks from here on start no re-login
 	r.wg.Wait()
+	stopFrames()
 	progress()
 	res.Interrupted = ctx.Err() != nil
 	r.fill(res, loginEnd, chatStart, chatEnd)
@@ -483,6 +491,45 @@ func (r *actorsRun) runChat(ctx context.Context, start time.Duration) {
 	}
 }
 
+// frameWorkers send the devices' frames: Frontend.Frame may wait for a
+// user's activation (after a node loss, while the cluster looks the user
+// up again or activates it elsewhere), as one connection of a real
+// gateway would; the other devices' frames go on meanwhile.
+const frameWorkers = 32
+
+type queuedFrame struct {
+	i    int
+	user string
+	fr   *wire.Frame
+}
+
+// startFrames starts the frame senders; the function it returns stops
+// them once nothing queues frames any more.
+func (r *actorsRun) startFrames() func() {
+	r.frameq = make([]chan queuedFrame, frameWorkers)
+	for w := range r.frameq {
+		q := make(chan queuedFrame, 1024)
+		r.frameq[w] = q
+		r.frameWG.Go(func() {
+			for f := range q {
+				r.front.Frame(r.sid(f.i), f.user, f.fr)
+			}
+		})
+	}
+	return func() {
+		for _, q := range r.frameq {
+			close(q)
+		}
+		r.frameWG.Wait()
+	}
+}
+
+// frame queues fr of device i (user user) for its frame sender; the
+// session is the device's current one when it is sent.
+func (r *actorsRun) frame(i int, user string, fr *wire.Frame) {
+	r.frameq[i%frameWorkers] <- queuedFrame{i: i, user: user, fr: fr}
+}
+
 // late notes how far behind its schedule the loop is; under mu.
 func (r *actorsRun) late(sched time.Duration) {
 	r.lateness = max(r.lateness, time.Since(r.start)-sched)
@@ -533,7 +580,7 @@ func (r *actorsRun) sendFrame(i, n int, first bool) {
 	}
 	content := make([]byte, 8)
 	binary.LittleEndian.PutUint64(content, uint64(n))
-	r.front.Frame(r.sid(i), vuser(int(e.sender)), &wire.Frame{Id: uint64(n) + 1, Body: &wire.Frame_Send{Send: &wire.Send{
+	r.frame(i, vuser(int(e.sender)), &wire.Frame{Id: uint64(n) + 1, Body: &wire.Frame_Send{Send: &wire.Send{
 		ClientMessageId: "m" + strconv.Itoa(n),
 		FirstAttempt:    first,
 		Conversation:    conv,
@@ -561,7 +608,7 @@ func (r *actorsRun) markRead(i, u int, sched time.Duration) {
 	if rc.group {
 		conv = &wire.Conversation{Type: wire.Conversation_GROUP, Id: vgroup(int(rc.conv))}
 	}
-	r.front.Frame(r.sid(i), vuser(u), &wire.Frame{Id: readIDBase + uint64(n), Body: &wire.Frame_MarkRead{MarkRead: &wire.MarkRead{
+	r.frame(i, vuser(u), &wire.Frame{Id: readIDBase + uint64(n), Body: &wire.Frame_MarkRead{MarkRead: &wire.MarkRead{
 		Conversation: conv, UpToSeq: rc.seq,
 	}}})
 }
@@ -590,7 +637,7 @@ func (r *actorsRun) recall(i, u int, sched time.Duration) {
 	if group {
 		conv = &wire.Conversation{Type: wire.Conversation_GROUP, Id: vgroup(int(to))}
 	}
-	r.front.Frame(r.sid(i), vuser(u), &wire.Frame{Id: recallIDBase + uint64(n), Body: &wire.Frame_Recall{Recall: &wire.Recall{
+	r.frame(i, vuser(u), &wire.Frame{Id: recallIDBase + uint64(n), Body: &wire.Frame_Recall{Recall: &wire.Recall{
 		Conversation: conv, MessageId: id,
 	}}})
 }
