@@ -58,6 +58,10 @@ type ActorsResult struct {
 		// WorstLatenessMs: the furthest behind its schedule the sender
 		// loop sent a message (the bench's own limit, if large).
 		WorstLatenessMs float64 `json:"worst_lateness_ms"`
+		// WorstFrameWaitMs: the longest one frame took to hand to the
+		// actors (Frontend.Frame waits for a user's lookup or activation):
+		// the devices queued behind it on its sender waited as long.
+		WorstFrameWaitMs float64 `json:"worst_frame_wait_ms"`
 		// Pushes of the messages to their recipients' devices: Expected is
 		// acked × devices; FullyPushed messages reached every one.
 		PushesExpected  uint64  `json:"pushes_expected"`
@@ -218,6 +222,7 @@ func (r *actorsRun) fill(res *ActorsResult, loginEnd, chatStart, chatEnd time.Du
 		c.AckedPerSecond = float64(c.Acked) / d.Seconds()
 	}
 	c.WorstLatenessMs = ms(r.lateness)
+	c.WorstFrameWaitMs = ms(time.Duration(r.frameWait.Load()))
 	g := &res.Groups
 	for k := range r.ledger {
 		e := &r.ledger[k]
@@ -658,7 +663,7 @@ func (r *ActorsResult) print(w io.Writer) {
 	fmt.Fprintf(w, "%-28s %.1f MiB before, %.1f MiB after the logins: %.0f B per user\n", "heap live after GC", float64(m.HeapBaseline)/(1<<20), float64(m.HeapAfterLogins)/(1<<20), m.PerUserBytes)
 	if ch := r.Chat; ch.Sent+ch.Skipped > 0 {
 		fmt.Fprintf(w, "%-28s %d sent, %d acked, %d refused, %d unacked, %d skipped (sender offline)\n", "messages", ch.Sent, ch.Acked, ch.Refused, ch.Unacked, ch.Skipped)
-		fmt.Fprintf(w, "%-28s %.0f (chat %.1f s, to the last ack); sender loop at worst %.1f ms late\n", "acked msgs/s", ch.AckedPerSecond, ch.Seconds, ch.WorstLatenessMs)
+		fmt.Fprintf(w, "%-28s %.0f (chat %.1f s, to the last ack); sender loop at worst %.1f ms late, a frame's hand-over at worst %.1f ms\n", "acked msgs/s", ch.AckedPerSecond, ch.Seconds, ch.WorstLatenessMs, ch.WorstFrameWaitMs)
 		fmt.Fprintf(w, "%-28s p50 %.2f  p99 %.2f  max %.2f ms\n", "send → ack", ch.Ack.P50, ch.Ack.P99, ch.Ack.Max)
 		fmt.Fprintf(w, "%-28s p50 %.2f  p99 %.2f  max %.2f ms\n", "send → push (recipient)", ch.Push.P50, ch.Push.P99, ch.Push.Max)
 		fmt.Fprintf(w, "%-28s %d of %d expected (%d messages to every device), %d duplicates, %d carbons, %d foreign; %d recalled messages not counted; %d entries again at or below a cursor, dropped\n", "pushes", ch.Pushes, ch.PushesExpected, ch.FullyPushed, ch.DuplicatePushes, ch.Carbons, ch.Foreign, ch.Recalled, ch.Repeats)

@@ -115,8 +115,9 @@ type actorsRun struct {
 
 	// The frame senders (frameWorkers): device i's frames go through
 	// frameq[i % frameWorkers], in order.
-	frameq  []chan queuedFrame
-	frameWG sync.WaitGroup
+	frameq    []chan queuedFrame
+	frameWG   sync.WaitGroup
+	frameWait atomic.Int64 // the longest one Frontend.Frame call took, ns
 
 	// Re-logins and logouts in flight (busy), their goroutines and the
 	// resend timers (wg); closing: the run is ending, kicks start no
@@ -495,7 +496,7 @@ func (r *actorsRun) runChat(ctx context.Context, start time.Duration) {
 // user's activation (after a node loss, while the cluster looks the user
 // up again or activates it elsewhere), as one connection of a real
 // gateway would; the other devices' frames go on meanwhile.
-const frameWorkers = 32
+const frameWorkers = 1024
 
 type queuedFrame struct {
 	i    int
@@ -508,11 +509,15 @@ type queuedFrame struct {
 func (r *actorsRun) startFrames() func() {
 	r.frameq = make([]chan queuedFrame, frameWorkers)
 	for w := range r.frameq {
-		q := make(chan queuedFrame, 1024)
+		q := make(chan queuedFrame, 64)
 		r.frameq[w] = q
 		r.frameWG.Go(func() {
 			for f := range q {
+				t0 := time.Now()
 				r.front.Frame(r.sid(f.i), f.user, f.fr)
+				if d := int64(time.Since(t0)); d > r.frameWait.Load() {
+					r.frameWait.Store(d) // one writer per worker: a lost race loses a near-equal value
+				}
 			}
 		})
 	}
