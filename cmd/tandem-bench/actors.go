@@ -30,13 +30,19 @@ import (
 // (node.Node.Groups). The chat has every user act at MsgRate (open loop:
 // latencies count from the scheduled time): each action is a mark-read of
 // the newest message it received (ReadShare), a recall of its newest
-// acked message (RecallShare), or a send — to one of its groups
-// (GroupShare of the sends) or to the next user. At the end every acked
+// acked message (RecallShare), a logout of the device and a login again
+// with its cursor (LogoutShare), or a send — to one of its groups
+// (GroupShare of the sends) or to the next user. A device kicked with
+// may_reconnect (after a node loss: -kill-pid, or a node the user kills)
+// logs in again at once with its cursor and resends its unacked sends
+// with the same client message IDs, and the wave is measured
+// (actors_wave.go; -reconnect=false keeps it offline). At the end every acked
 // message is looked up in its recipients' logs, read from the store (the
 // ack ledger): a 1:1 message in its recipient's, a group message in
 // every member's, exactly once; an acked recall's RecallEvent in every
 // log that had the message, an acked mark-read in the reader's log and
-// conversation state; every login's device event in its user's log. See
+// conversation state; every login's LOGGED_IN and every logout's
+// LOGGED_OUT device event in its user's log, and no message stored twice. See
 // bench/README.md, "Actor level".
 
 // ActorsConfig is one `tandem-bench actors` run. Zero fields mean
@@ -373,7 +379,7 @@ func parseActorsFlags(args []string) (ActorsConfig, error) {
 	fs.StringVar(&platforms, "platforms", DefaultActorsPlatforms, "platform mix: device d of user u gets the ((u+d) mod n)-th; a mix the default per_class kick policy cannot hold is refused")
 	fs.Float64Var(&c.LoginRate, "login-rate", 0, "logins per second (0: as fast as -concurrency allows)")
 	fs.IntVar(&c.Concurrency, "concurrency", DefaultActorsConcurrency, "logins in flight")
-	fs.Float64Var(&c.MsgRate, "msg-rate", 0, "actions per second per online user: sends (1:1 to the next user, or to a group), mark-reads, recalls (0: no chat)")
+	fs.Float64Var(&c.MsgRate, "msg-rate", 0, "actions per second per online user: sends (1:1 to the next user, or to a group), mark-reads, recalls, logouts (0: no chat)")
 	fs.DurationVar(&c.Duration, "duration", 0, "how long the chat runs (default 10s)")
 	fs.DurationVar(&c.Ramp, "ramp", 0, "the login rate (with -login-rate) and the chat rate rise linearly from 0 over this")
 	fs.DurationVar(&c.Timeout, "timeout", DefaultActorsTimeout, "limit per login request and group creation")
