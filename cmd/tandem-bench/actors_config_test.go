@@ -452,3 +452,25 @@ func TestActorsLedgerLogoutsAndTwice(t *testing.T) {
 		}
 	}
 }
+
+// TestActorsReconnectFlag: re-logging kicked devices is on unless
+// -reconnect=false (or "reconnect": false in a scenario file).
+func TestActorsReconnectFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		off  bool
+	}{{nil, false}, {[]string{"-reconnect=false"}, true}, {[]string{"-reconnect"}, false}} {
+		c, err := parseActorsFlags(tc.args)
+		if err != nil || c.NoReconnect != tc.off {
+			t.Errorf("%q: NoReconnect %v, %v; want %v", tc.args, c.NoReconnect, err, tc.off)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "s.json")
+	if err := os.WriteFile(file, []byte(`{"reconnect": false, "logout-share": 0.1, "msg-rate": 1}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := parseActorsFlags([]string{"-scenario-file", file})
+	if err != nil || !c.NoReconnect || c.LogoutShare != 0.1 {
+		t.Errorf("scenario file: %+v, %v", c, err)
+	}
+}
