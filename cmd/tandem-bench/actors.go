@@ -97,8 +97,10 @@ type ActorsConfig struct {
 	Terminal bool      `json:"-"`
 
 	// beforeVerify, if set, sees the run before the ledger check (tests
-	// add acks the store never saw).
+	// add acks the store never saw); onChat, if set, runs on its own
+	// goroutine from the chat's start (tests lose sessions).
 	beforeVerify func(*actorsRun)
+	onChat       func(context.Context, *actorsRun)
 }
 
 // Defaults without a scenario.

@@ -275,12 +275,17 @@ func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*Actors
 		}
 		chatStart = time.Since(r.start)
 		r.startKill(ctx, chatStart)
+		if cfg.onChat != nil {
+			r.wg.Go(func() { cfg.onChat(ctx, r) })
+		}
 		r.runChat(ctx, chatStart)
 		chatEnd = time.Since(r.start)
 		r.drain()
 		stopProfile()
 	}
-	r.closing.Store(true) // kicks from here on start no re-login
+	r.mu.Lock()
+	r.closing.Store(true) // kicks from here on start no re-login, UNAVAILABLE no resend
+	r.mu.Unlock()
 	r.wg.Wait()
 	stopFrames()
 	progress()

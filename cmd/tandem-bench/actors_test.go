@@ -315,3 +315,39 @@ func TestActorsLogout(t *testing.T) {
 		t.Errorf("a wave without a kick: %+v", res.Wave)
 	}
 }
+
+// TestActorsReconnectInProcess: the re-login path on one node. Half a
+// second into the chat, 10 devices' sessions are lost to the server: the
+// tool moves each to a session ID the user's actor never saw, so its next
+// frame is answered with a 4017 kick (may reconnect), as after a node
+// loss. Each logs in again with its cursor, resends the send the kick
+// answered (and any whose ack went to the lost session) under the same
+// client message ID, and gets the pushes it missed in the login's
+// catch-up: every message acked once, pushed everywhere, in the log once.
+func TestActorsReconnectInProcess(t *testing.T) {
+	const users, lost = 50, 10
+	res, _ := runActorsTest(t, ActorsConfig{
+		Users: users, MsgRate: 4, Duration: 2 * time.Second,
+		onChat: func(ctx context.Context, r *actorsRun) {
+			if sleepCtx(ctx, 500*time.Millisecond) == nil {
+				for i := range lost {
+					r.gens[i].Add(1)
+				}
+			}
+		},
+	})
+	if len(res.Problems) > 0 {
+		t.Errorf("not sound: %q", res.Problems)
+	}
+	w := res.Wave
+	if w == nil || w.Kicked != lost || w.ReloginsOK != lost || w.LoginRequests != lost || w.Resent < lost || w.StoredTwice != 0 || w.Relogin.Count != lost {
+		t.Fatalf("wave %+v: want the %d lost devices kicked, back, and their sends resent", w, lost)
+	}
+	c := res.Chat
+	if c.Sent == 0 || c.Acked != c.Sent || c.Pushes != c.PushesExpected || c.FullyPushed != c.Acked || c.DuplicatePushes != 0 {
+		t.Errorf("chat %+v", c)
+	}
+	if lc := res.Ledger; lc == nil || lc.missing() != 0 || lc.Messages != c.Acked || lc.Logins != users+lost {
+		t.Errorf("ledger %+v", lc)
+	}
+}

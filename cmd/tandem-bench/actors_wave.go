@@ -149,8 +149,9 @@ func (r *actorsRun) Kick(sid uint64, k *wire.Kick) bool {
 		return false
 	}
 	now := time.Since(r.start)
-	again := k.GetMayReconnect() && !r.cfg.NoReconnect && !r.closing.Load()
 	r.mu.Lock()
+	// closing is set under mu: no re-login starts once the run waits for them.
+	again := k.GetMayReconnect() && !r.cfg.NoReconnect && !r.closing.Load()
 	if again {
 		w := &r.wave
 		if w.kicked == 0 {
@@ -158,16 +159,18 @@ func (r *actorsRun) Kick(sid uint64, k *wire.Kick) bool {
 		}
 		w.kicked++
 		r.busy.Add(1)
+		r.wg.Add(1)
 	} else {
 		r.kicks++
 		r.errs["kick "+k.GetReason().String()+" "+closeName(k.GetCloseCode())]++
 	}
 	r.mu.Unlock()
 	if again {
-		r.wg.Go(func() {
+		go func() {
+			defer r.wg.Done()
 			defer r.busy.Add(-1)
 			r.relogin(i, now)
-		})
+		}()
 	}
 	return true
 }
@@ -288,7 +291,8 @@ func (r *actorsRun) resend(i int) {
 }
 
 // retrySend resends message n from device i after an UNAVAILABLE answer,
-// after a pause; a device offline by then resends it when back.
+// after a pause; a device offline by then resends it when back. Under mu
+// (closing is set under mu).
 func (r *actorsRun) retrySend(i, n int, tries uint8) {
 	if r.closing.Load() {
 		return
