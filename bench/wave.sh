@@ -119,15 +119,16 @@ store="postgres://tandem@127.0.0.1:$pg_port/wave?sslmode=disable"
 say "PostgreSQL $(psql -c 'SHOW server_version') on 127.0.0.1:$pg_port, pid $pg_pid"
 
 # The nodes.
-gossip=() api=()
-for ((i = 0; i < NODES; i++)); do gossip+=("$(free_port)"); done
+gossip=() api=() ws=() remote=()
 for ((i = 0; i < NODES; i++)); do
-	api+=("$(free_port)")
+	gossip+=("$(free_port)") api+=("$(free_port)") ws+=("$(free_port)") remote+=("$(free_port)")
+done
+for ((i = 0; i < NODES; i++)); do
 	seeds=()
 	for ((j = 0; j < NODES; j++)); do ((j == i)) || seeds+=("127.0.0.1:${gossip[j]}"); done
 	mkdir -p "$work/node$i"
-	"$work/bin/tandem" --data-dir "$work/node$i" --ws-addr "127.0.0.1:$(free_port)" --api-addr "127.0.0.1:${api[i]}" \
-		--remote-addr "127.0.0.1:$(free_port)" --gossip-addr "127.0.0.1:${gossip[i]}" --store "$store" \
+	"$work/bin/tandem" --data-dir "$work/node$i" --ws-addr "127.0.0.1:${ws[i]}" --api-addr "127.0.0.1:${api[i]}" \
+		--remote-addr "127.0.0.1:${remote[i]}" --gossip-addr "127.0.0.1:${gossip[i]}" --store "$store" \
 		--admin-key "$admin_key" --jwt-secret "$jwt_secret" --cluster-key "$cluster_key" --log-level warn \
 		--max-frame-rate -1 --seeds "$(IFS=,; echo "${seeds[*]}")" >"$work/node$i.log" 2>&1 &
 	node_pids+=($!)
@@ -143,7 +144,10 @@ for ((i = 0; i < NODES; i++)); do
 		fi
 		sleep 0.2
 	done
-	$ok || die "node $i not ready with $NODES members within 60 s"
+	if ! $ok; then
+		tail -n 30 "$work/node$i.log" >&2
+		die "node $i not ready with $NODES members within 60 s (members: ${members:-?}; its log above)"
+	fi
 done
 victim=${node_pids[NODES - 1]}
 say "$NODES nodes ready: pids ${node_pids[*]}; node $((NODES - 1)) (pid $victim) is killed $KILL_AFTER into the chat"
