@@ -30,13 +30,19 @@ import (
 // (node.Node.Groups). The chat has every user act at MsgRate (open loop:
 // latencies count from the scheduled time): each action is a mark-read of
 // the newest message it received (ReadShare), a recall of its newest
-// acked message (RecallShare), or a send — to one of its groups
-// (GroupShare of the sends) or to the next user. At the end every acked
+// acked message (RecallShare), a logout of the device and a login again
+// with its cursor (LogoutShare), or a send — to one of its groups
+// (GroupShare of the sends) or to the next user. A device kicked with
+// may_reconnect (after a node loss: -kill-pid, or a node the user kills)
+// logs in again at once with its cursor and resends its unacked sends
+// with the same client message IDs, and the wave is measured
+// (actors_wave.go; -reconnect=false keeps it offline). At the end every acked
 // message is looked up in its recipients' logs, read from the store (the
 // ack ledger): a 1:1 message in its recipient's, a group message in
 // every member's, exactly once; an acked recall's RecallEvent in every
 // log that had the message, an acked mark-read in the reader's log and
-// conversation state; every login's device event in its user's log. See
+// conversation state; every login's LOGGED_IN and every logout's
+// LOGGED_OUT device event in its user's log, and no message stored twice. See
 // bench/README.md, "Actor level".
 
 // ActorsConfig is one `tandem-bench actors` run. Zero fields mean
@@ -64,6 +70,17 @@ type ActorsConfig struct {
 	GroupShare  float64 // of the sends, the share to one of the sender's groups
 	ReadShare   float64 // of the actions, mark-reads of the newest message received
 	RecallShare float64 // of the actions, recalls of the user's newest acked message
+	LogoutShare float64 // of the actions, a logout of the device and a login again with its cursor
+
+	// NoReconnect: a device kicked with may_reconnect (4017 session lost
+	// after a node loss, 4015 shutdown) stays offline; by default it logs
+	// in again at once with its cursor and resends its unacked sends with
+	// the same client message IDs, as a real client does (actors_wave.go).
+	NoReconnect bool
+	// KillPID: with Join, the tool sends SIGKILL to this process (a node
+	// of the cluster, named by the user) KillAfter into the chat.
+	KillPID   int
+	KillAfter time.Duration // default DefaultActorsKillAfter
 
 	DataDir  string
 	Keep     bool
@@ -80,8 +97,10 @@ type ActorsConfig struct {
 	Terminal bool      `json:"-"`
 
 	// beforeVerify, if set, sees the run before the ledger check (tests
-	// add acks the store never saw).
+	// add acks the store never saw); onChat, if set, runs on its own
+	// goroutine from the chat's start (tests lose sessions).
 	beforeVerify func(*actorsRun)
+	onChat       func(context.Context, *actorsRun)
 }
 
 // Defaults without a scenario.
@@ -94,6 +113,7 @@ const (
 	DefaultActorsTimeout     = 30 * time.Second
 	DefaultActorsDrain       = 30 * time.Second
 	DefaultActorsGroupSize   = 100
+	DefaultActorsKillAfter   = 10 * time.Second
 
 	// maxActorsMessages bounds the ack ledger (about 100 bytes an action).
 	maxActorsMessages = 50_000_000
@@ -120,6 +140,14 @@ var actorsScenarios = []actorsScenario{
 	{"big-group-burst", "20 groups of 2,000 of 20,000 online users; a 5 s burst of 100 group sends/s (1,000,000 member-log entries)",
 		[][2]string{{"users", "20000"}, {"devices", "1"}, {"concurrency", "64"}, {"groups", "20"}, {"group-size", "2000"}, {"group-share", "1"},
 			{"msg-rate", "0.005"}, {"duration", "5s"}, {"drain", "3m"}}},
+	{"reconnect-wave", "with -join: 3,000 users chat 1:1 at 0.2 msg/s each for 40 s; a node is lost (kill one yourself, or -kill-pid PID -kill-after 10s): its users' devices are kicked (4017), log in again with their cursors and resend their unacked sends; the wave is measured",
+		[][2]string{{"users", "3000"}, {"devices", "1"}, {"concurrency", "64"}, {"msg-rate", "0.2"}, {"duration", "40s"}, {"ramp", "2s"}, {"drain", "1m"}}},
+}
+
+// scenarioNeedsJoin: a ready-made scenario that only makes sense against
+// a cluster (a node of the in-process run is this process).
+var scenarioNeedsJoin = map[string]string{
+	"reconnect-wave": "a node loss needs a cluster: give -join, -cluster-key, -jwt-secret and -store of a running one (bench/cluster.sh starts one)",
 }
 
 func findScenario(name string) (actorsScenario, bool) {
@@ -162,6 +190,9 @@ func (c ActorsConfig) withDefaults() ActorsConfig {
 	orDefault(&c.Timeout, DefaultActorsTimeout)
 	orDefault(&c.Drain, DefaultActorsDrain)
 	orDefault(&c.LogLevel, "warn")
+	if c.KillPID != 0 {
+		orDefault(&c.KillAfter, DefaultActorsKillAfter)
+	}
 	if len(c.GroupSizes) == 0 {
 		c.GroupSizes = []int{DefaultActorsGroupSize}
 	}
@@ -191,7 +222,11 @@ func (c ActorsConfig) Validate(memTotal int64) error {
 	if c.MsgRate > 0 && c.Users < 2 {
 		errs = append(errs, errors.New("-msg-rate needs at least 2 users: each sends to the next"))
 	}
+	if why, ok := scenarioNeedsJoin[c.Scenario]; ok && len(c.Target.Join) == 0 {
+		errs = append(errs, fmt.Errorf("-scenario %s: %s", c.Scenario, why))
+	}
 	errs = append(errs, c.validateMix()...)
+	errs = append(errs, c.validateKill()...)
 	if c.Users > 0 && c.Devices > 0 {
 		if d := int64(c.Users) * int64(c.Devices); d > 1<<31 {
 			errs = append(errs, fmt.Errorf("%d devices: more than this tool counts (2^31)", d))
@@ -215,19 +250,19 @@ func (c ActorsConfig) validateMix() []error {
 	for _, s := range []struct {
 		name string
 		v    float64
-	}{{"-group-share", c.GroupShare}, {"-read-share", c.ReadShare}, {"-recall-share", c.RecallShare}} {
+	}{{"-group-share", c.GroupShare}, {"-read-share", c.ReadShare}, {"-recall-share", c.RecallShare}, {"-logout-share", c.LogoutShare}} {
 		if s.v < 0 || s.v > 1 || math.IsNaN(s.v) {
 			errs = append(errs, fmt.Errorf("%s %g: a share is between 0 and 1", s.name, s.v))
 			shares = false
 		}
 	}
-	if sum := c.ReadShare + c.RecallShare; shares && sum > 1 {
-		errs = append(errs, fmt.Errorf("-read-share %g + -recall-share %g is more than 1: they are shares of the same actions", c.ReadShare, c.RecallShare))
+	if sum := c.ReadShare + c.RecallShare + c.LogoutShare; shares && sum > 1 {
+		errs = append(errs, fmt.Errorf("-read-share %g + -recall-share %g + -logout-share %g is more than 1: they are shares of the same actions", c.ReadShare, c.RecallShare, c.LogoutShare))
 	} else if shares && sum == 1 {
-		errs = append(errs, errors.New("-read-share + -recall-share is 1: no action is a send, so nothing is ever received or acked to read or recall"))
+		errs = append(errs, errors.New("-read-share + -recall-share + -logout-share is 1: no action is a send, so nothing is ever received or acked to read or recall"))
 	}
-	if c.MsgRate == 0 && c.GroupShare+c.ReadShare+c.RecallShare > 0 {
-		errs = append(errs, errors.New("-group-share, -read-share and -recall-share are shares of the chat's actions: give -msg-rate too"))
+	if c.MsgRate == 0 && c.GroupShare+c.ReadShare+c.RecallShare+c.LogoutShare > 0 {
+		errs = append(errs, errors.New("-group-share, -read-share, -recall-share and -logout-share are shares of the chat's actions: give -msg-rate too"))
 	}
 	if c.Groups < 0 {
 		errs = append(errs, fmt.Errorf("-groups %d must not be negative", c.Groups))
@@ -267,6 +302,9 @@ func (c ActorsConfig) mixString() string {
 	var parts []string
 	if c.ReadShare+c.RecallShare > 0 {
 		parts = append(parts, fmt.Sprintf("%g %% mark-reads, %g %% recalls", 100*c.ReadShare, 100*c.RecallShare))
+	}
+	if c.LogoutShare > 0 {
+		parts = append(parts, fmt.Sprintf("%g %% logouts (and a login again with the cursor)", 100*c.LogoutShare))
 	}
 	if c.GroupShare > 0 {
 		parts = append(parts, fmt.Sprintf("%g %% of the sends to groups", 100*c.GroupShare))
@@ -332,6 +370,7 @@ func parseActorsFlags(args []string) (ActorsConfig, error) {
 		platforms, sizes string
 		scenarioFile     string
 		list             bool
+		reconnect        bool
 	)
 	fs := flag.NewFlagSet("tandem-bench actors", flag.ContinueOnError)
 	fs.StringVar(&c.Scenario, "scenario", "", "a ready-made scenario ("+scenarioNames()+"; see -list-scenarios); other flags override it")
@@ -342,7 +381,7 @@ func parseActorsFlags(args []string) (ActorsConfig, error) {
 	fs.StringVar(&platforms, "platforms", DefaultActorsPlatforms, "platform mix: device d of user u gets the ((u+d) mod n)-th; a mix the default per_class kick policy cannot hold is refused")
 	fs.Float64Var(&c.LoginRate, "login-rate", 0, "logins per second (0: as fast as -concurrency allows)")
 	fs.IntVar(&c.Concurrency, "concurrency", DefaultActorsConcurrency, "logins in flight")
-	fs.Float64Var(&c.MsgRate, "msg-rate", 0, "actions per second per online user: sends (1:1 to the next user, or to a group), mark-reads, recalls (0: no chat)")
+	fs.Float64Var(&c.MsgRate, "msg-rate", 0, "actions per second per online user: sends (1:1 to the next user, or to a group), mark-reads, recalls, logouts (0: no chat)")
 	fs.DurationVar(&c.Duration, "duration", 0, "how long the chat runs (default 10s)")
 	fs.DurationVar(&c.Ramp, "ramp", 0, "the login rate (with -login-rate) and the chat rate rise linearly from 0 over this")
 	fs.DurationVar(&c.Timeout, "timeout", DefaultActorsTimeout, "limit per login request and group creation")
@@ -352,6 +391,10 @@ func parseActorsFlags(args []string) (ActorsConfig, error) {
 	fs.IntVar(&c.Groups, "groups", 0, "groups, created before the chat through the group actors (default with -group-share: just enough to hold every user once)")
 	fs.Float64Var(&c.ReadShare, "read-share", 0, "the share of the actions that mark the newest message the user received read")
 	fs.Float64Var(&c.RecallShare, "recall-share", 0, "the share of the actions that recall the user's newest acked message")
+	fs.Float64Var(&c.LogoutShare, "logout-share", 0, "the share of the actions that log the device out (Logout) and in again with its cursor")
+	fs.BoolVar(&reconnect, "reconnect", true, "a device kicked with may_reconnect (4017 session lost after a node loss, 4015 shutdown) logs in again at once with its cursor and resends its unacked sends with the same client message IDs, as a real client does; the wave is measured (-reconnect=false: it stays offline)")
+	fs.IntVar(&c.KillPID, "kill-pid", 0, "with -join: KILLS the process with this PID (SIGKILL) -kill-after into the chat — a node of the cluster, to measure the reconnect wave; refused for this process, PID 1 or no process")
+	fs.DurationVar(&c.KillAfter, "kill-after", 0, fmt.Sprintf("with -kill-pid: how long into the chat the process is killed (default %v)", DefaultActorsKillAfter))
 	fs.BoolVar(&c.NoVerify, "no-verify", false, "skip the ack ledger check (every acked message, recall, mark-read and login read back from the store)")
 	fs.StringVar(&c.DataDir, "data-dir", "", "parent of the node's temporary data dir (default: the system's temp dir)")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the node's data dir")
@@ -395,6 +438,7 @@ func parseActorsFlags(args []string) (ActorsConfig, error) {
 			}
 		}
 	}
+	c.NoReconnect = !reconnect
 	c.Platforms = splitList(platforms)
 	for _, f := range splitList(sizes) {
 		n, err := strconv.Atoi(f)

@@ -45,7 +45,10 @@ func TestActorsRefused(t *testing.T) {
 		{[]string{"-msg-rate", "1", "-group-share", "0.5", "-group-size", "0"}, "at least 1 member"},
 		{[]string{"-msg-rate", "1", "-group-share", "1.5"}, "-group-share 1.5: a share is between 0 and 1"},
 		{[]string{"-msg-rate", "1", "-read-share", "-0.1"}, "-read-share -0.1: a share"},
-		{[]string{"-msg-rate", "1", "-read-share", "0.7", "-recall-share", "0.4"}, "-read-share 0.7 + -recall-share 0.4 is more than 1"},
+		{[]string{"-msg-rate", "1", "-read-share", "0.7", "-recall-share", "0.4"}, "-read-share 0.7 + -recall-share 0.4 + -logout-share 0 is more than 1"},
+		{[]string{"-msg-rate", "1", "-read-share", "0.5", "-logout-share", "0.6"}, "-read-share 0.5 + -recall-share 0 + -logout-share 0.6 is more than 1"},
+		{[]string{"-msg-rate", "1", "-logout-share", "1.5"}, "-logout-share 1.5: a share is between 0 and 1"},
+		{[]string{"-logout-share", "0.2"}, "give -msg-rate too"},
 		{[]string{"-msg-rate", "1", "-read-share", "0.5", "-recall-share", "0.5"}, "no action is a send"},
 		{[]string{"-group-share", "0.2"}, "give -msg-rate too"},
 		{[]string{"-users", "1000", "-msg-rate", "1", "-group-share", "0.2", "-groups", "3", "-group-size", "10,200"}, "-groups 3 of -group-size 10,200 hold 220 of the 1000 users"},
@@ -104,7 +107,18 @@ func TestActorsScenarioFlags(t *testing.T) {
 		t.Errorf("big-group-burst: %+v", c)
 	}
 	for _, sc := range actorsScenarios {
-		c, err := parseActorsFlags([]string{"-scenario", sc.Name})
+		args := []string{"-scenario", sc.Name}
+		if why, ok := scenarioNeedsJoin[sc.Name]; ok {
+			c, err := parseActorsFlags(args)
+			if err == nil {
+				err = c.Validate(16 << 30)
+			}
+			if err == nil || !strings.Contains(err.Error(), why) {
+				t.Errorf("scenario %s without -join: %v, want %q", sc.Name, err, why)
+			}
+			args = append(args, "-join", "127.0.0.1:1", "-cluster-key", "x", "-jwt-secret", "0123456789abcdef", "-store", "postgres://x")
+		}
+		c, err := parseActorsFlags(args)
 		if err == nil {
 			err = c.Validate(16 << 30)
 		}
@@ -185,8 +199,7 @@ func TestActorsLedgerMissing(t *testing.T) {
 	logs.add(t, "u1", &wire.Entry{Kind: &wire.Entry_Message{Message: &wire.Message{MessageId: "C", Sender: "u1"}}})
 	r := newActorsRun(ActorsConfig{Users: 2, Devices: 2}.withDefaults(), nil)
 	r.activated[1].Store(true)
-	r.online[2].Store(devOnline) // u1's d0
-	r.online[3].Store(devOnline) // u1's d1
+	r.loginsOK[2], r.loginsOK[3] = 1, 1 // u1's d0 and d1 logged in once
 	r.ledger = []ledgerEntry{
 		{sender: 0, recipient: 1, acked: true, seq: 1, msgID: "A"},
 		{sender: 0, recipient: 1, acked: true, seq: 2, msgID: "B"},
@@ -411,5 +424,53 @@ func TestActorsLedgerGroupsMissing(t *testing.T) {
 	}
 	if code := finishRun(slog.New(slog.DiscardHandler), &strings.Builder{}, "actors", res, "", nil); code != 1 {
 		t.Errorf("exit status %d, want 1", code)
+	}
+}
+
+// TestActorsLedgerLogoutsAndTwice: the ledger counts device events per
+// login and logout, and finds a message stored twice under two message
+// IDs. u1's d0 logged in twice and out once, but its log shows one
+// LOGGED_IN and no LOGGED_OUT; message 0 (content 0) is in u1's log under
+// its acked ID and under another.
+func TestActorsLedgerLogoutsAndTwice(t *testing.T) {
+	logs := fakeLogs{}
+	content := make([]byte, 8) // ledger index 0
+	logs.add(t, "u1", &wire.Entry{Kind: &wire.Entry_Device{Device: &wire.DeviceEvent{Kind: wire.DeviceEvent_LOGGED_IN, Device: &wire.DeviceInfo{DeviceId: "d0"}}}})
+	logs.add(t, "u1", &wire.Entry{Kind: &wire.Entry_Message{Message: &wire.Message{MessageId: "A", Sender: "u0", Content: content}}})
+	logs.add(t, "u1", &wire.Entry{Kind: &wire.Entry_Message{Message: &wire.Message{MessageId: "A2", Sender: "u0", Content: content}}})
+	r := newActorsRun(ActorsConfig{Users: 2, Devices: 1}.withDefaults(), nil)
+	r.loginsOK[1], r.logoutsOK[1] = 2, 1
+	r.ledger = []ledgerEntry{{sender: 0, recipient: 1, acked: true, seq: 1, msgID: "A"}}
+	lc := r.verify(context.Background(), logs)
+	if lc.Messages != 1 || lc.MessagesDuplicated != 1 || lc.Logins != 2 || lc.LoginsMissing != 1 || lc.Logouts != 1 || lc.LogoutsMissing != 1 {
+		t.Errorf("ledger check %+v: want the copy stored twice, 1 of 2 logins and 1 of 1 logout missing", lc)
+	}
+	ex := strings.Join(lc.Examples, "\n")
+	for _, want := range []string{"stored 2 times in u1's log, under different message IDs", "u1's device d0: no LOGGED_IN event in its log for 1 of its 2 logins", "no LOGGED_OUT event in its log for 1 of its 1 logouts"} {
+		if !strings.Contains(ex, want) {
+			t.Errorf("examples %q: want %q", ex, want)
+		}
+	}
+}
+
+// TestActorsReconnectFlag: re-logging kicked devices is on unless
+// -reconnect=false (or "reconnect": false in a scenario file).
+func TestActorsReconnectFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		off  bool
+	}{{nil, false}, {[]string{"-reconnect=false"}, true}, {[]string{"-reconnect"}, false}} {
+		c, err := parseActorsFlags(tc.args)
+		if err != nil || c.NoReconnect != tc.off {
+			t.Errorf("%q: NoReconnect %v, %v; want %v", tc.args, c.NoReconnect, err, tc.off)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "s.json")
+	if err := os.WriteFile(file, []byte(`{"reconnect": false, "logout-share": 0.1, "msg-rate": 1}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := parseActorsFlags([]string{"-scenario-file", file})
+	if err != nil || !c.NoReconnect || c.LogoutShare != 0.1 {
+		t.Errorf("scenario file: %+v, %v", c, err)
 	}
 }

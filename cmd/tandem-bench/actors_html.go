@@ -25,6 +25,23 @@ type chart struct {
 	YTicks []tick
 	XTicks []tick
 	XAxisY int // baseline of the time axis' labels
+	// Marks: vertical lines at moments of the run (the kill, the wave).
+	Marks []chartMark
+}
+
+type chartMark struct {
+	X      float64 // pixels
+	Label  string
+	Color  string
+	LabelY int
+}
+
+// mark adds a vertical line at t seconds (if on the chart).
+func (c *chart) mark(t float64, label, color string) {
+	if t <= 0 || t > c.XMax {
+		return
+	}
+	c.Marks = append(c.Marks, chartMark{X: float64(plotL) + c.plotW()*t/c.XMax, Label: label, Color: color, LabelY: plotT + 12 + 14*len(c.Marks)})
 }
 
 type chartLine struct {
@@ -195,9 +212,10 @@ func buildHTMLReport(r *ActorsResult) htmlReport {
 		name, color string
 		vals        []float64
 	}
-	mixed := false // more than 1:1 sends
+	mixed, logouts := false, false // more than 1:1 sends; logouts among them
 	for _, k := range r.Kinds {
 		mixed = mixed || (k.Kind != kindNames[kindDirect] && k.Sent > 0)
+		logouts = logouts || (k.Kind == kindNames[kindLogout] && k.Sent > 0)
 	}
 	thr := []s{
 		{"logins/s", "#1f77b4", col(func(p ActorsPoint) float64 { return float64(p.LoginsPerSecond) })},
@@ -209,6 +227,9 @@ func buildHTMLReport(r *ActorsResult) htmlReport {
 			s{"group/s", "#9467bd", col(func(p ActorsPoint) float64 { return float64(p.GroupPerSecond) })},
 			s{"reads/s", "#8c564b", col(func(p ActorsPoint) float64 { return float64(p.ReadsPerSecond) })},
 			s{"recalls/s", "#e377c2", col(func(p ActorsPoint) float64 { return float64(p.RecallsPerSecond) })})
+	}
+	if logouts {
+		thr = append(thr, s{"logouts/s", "#17becf", col(func(p ActorsPoint) float64 { return float64(p.LogoutsPerSecond) })})
 	}
 	p99 := []s{
 		{"login p99", "#1f77b4", col(func(p ActorsPoint) float64 { return p.LoginP99Ms })},
@@ -225,6 +246,24 @@ func buildHTMLReport(r *ActorsResult) htmlReport {
 	if g.MemberEntries > 0 {
 		h.Charts = append(h.Charts, newChart("Group fan-out: member-log entries per second", "per second", ts,
 			s{"member-log entries/s", "#9467bd", col(func(p ActorsPoint) float64 { return float64(p.MemberEntriesPerSecond) })}))
+	}
+	if w := r.Wave; w != nil {
+		h.Summary = append(h.Summary, [2]string{"reconnect wave", w.summary()})
+		if w.Kicked > 0 {
+			h.Charts = append(h.Charts, newChart("Reconnect wave: devices kicked (may reconnect) and back online", "devices", ts,
+				s{"kicked", "#d62728", col(func(p ActorsPoint) float64 { return float64(p.Kicked) })},
+				s{"back online", "#2ca02c", col(func(p ActorsPoint) float64 { return float64(p.BackOnline) })}))
+		}
+		for i := range h.Charts {
+			c := &h.Charts[i]
+			if w.KilledPID != 0 {
+				c.mark(w.KillAtSeconds, fmt.Sprintf("kill PID %d", w.KilledPID), "#000")
+			}
+			if w.Kicked > 0 {
+				c.mark(w.FirstKickSeconds, "first kick", "#d62728")
+				c.mark(w.LastBackSeconds, "last back online", "#2ca02c")
+			}
+		}
 	}
 
 	lat := []struct {
@@ -304,6 +343,7 @@ svg text{font-size:11px;fill:#444}.bad{color:#b00;font-weight:bold}h2{font-size:
 {{end}}{{$c := .}}{{range .XTicks}}<text x="{{f1 .Pos}}" y="{{$c.XAxisY}}" text-anchor="middle">{{.Label}}</text>
 {{end}}{{range .Lines}}<polyline fill="none" stroke="{{.Color}}" stroke-width="1.5" points="{{.Points}}"/>
 <text x="70" y="{{.LabelY}}" style="fill:{{.Color}}">{{.Name}}</text>
+{{end}}{{range .Marks}}<line class="mark" x1="{{f1 .X}}" x2="{{f1 .X}}" y1="20" y2="230" stroke="{{.Color}}" stroke-dasharray="4,3"/><text x="{{f1 (add .X 3)}}" y="{{.LabelY}}" style="fill:{{.Color}}">{{.Label}}</text>
 {{end}}</svg>{{end}}
 {{if .Percentiles}}<h2>Latency percentiles (ms)</h2>
 <svg width="{{.PctW}}" height="{{.PctH}}" viewBox="0 0 {{.PctW}} {{.PctH}}" role="img" aria-label="latency percentiles">

@@ -92,3 +92,41 @@ func TestActorsHTMLKinds(t *testing.T) {
 		}
 	}
 }
+
+// A run with a reconnect wave: its summary row, a chart of the devices
+// kicked and back online, and on every time chart a marked line at the
+// kill, the first kick and the last device back (inside the time axis).
+func TestActorsHTMLWave(t *testing.T) {
+	r := &ActorsResult{}
+	r.Config = ActorsConfig{Users: 30, Devices: 1, Platforms: []string{"linux"}, MsgRate: 1}
+	r.Chat.Sent, r.Chat.Acked = 300, 300
+	r.Wave = &WaveResult{KilledPID: 4242, KillAtSeconds: 3.2, Kicked: 10, ReloginsOK: 10, FirstKickSeconds: 5.1, LastBackSeconds: 6.4, Seconds: 1.3,
+		Relogin: Latency{Count: 10, P50: 200, P99: 900, Max: 950}}
+	for i := range 9 {
+		p := ActorsPoint{Seconds: float64(i + 1), MsgsPerSecond: 30}
+		if i >= 5 {
+			p.Kicked, p.BackOnline = 10, 10
+		}
+		r.Series = append(r.Series, p)
+	}
+	var b strings.Builder
+	if err := renderActorsHTML(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	page := b.String()
+	charts := strings.Count(page, "<h2>") - strings.Count(page, "<h2>Latency percentiles")
+	for _, want := range []string{"Reconnect wave: devices kicked", ">kicked<", ">back online<", "PID 4242 killed at 3.2 s", "10 devices kicked (may reconnect), 10 back online"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("%q missing", want)
+		}
+	}
+	for _, mark := range []string{">kill PID 4242<", ">first kick<", ">last back online<"} {
+		if n := strings.Count(page, mark); n != charts {
+			t.Errorf("%q on %d of %d charts", mark, n, charts)
+		}
+	}
+	// On a 10 s axis (9 s rounded up), the kill at 3.2 s is at 60 + 680 × 0.32.
+	if !strings.Contains(page, `x1="277.6"`) {
+		t.Error("the kill's line is not at 3.2 s")
+	}
+}

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,6 +58,10 @@ type ActorsResult struct {
 		// WorstLatenessMs: the furthest behind its schedule the sender
 		// loop sent a message (the bench's own limit, if large).
 		WorstLatenessMs float64 `json:"worst_lateness_ms"`
+		// WorstFrameWaitMs: the longest one frame took to hand to the
+		// actors (Frontend.Frame waits for a user's lookup or activation):
+		// the devices queued behind it on its sender waited as long.
+		WorstFrameWaitMs float64 `json:"worst_frame_wait_ms"`
 		// Pushes of the messages to their recipients' devices: Expected is
 		// acked × devices; FullyPushed messages reached every one.
 		PushesExpected  uint64  `json:"pushes_expected"`
@@ -69,7 +75,14 @@ type ActorsResult struct {
 		// Recalled: messages a recall was sent for; their pushes are not
 		// counted above (the recall can beat a delivery).
 		Recalled uint64 `json:"recalled"`
+		// Repeats: entries a device got again at or below its cursor (a
+		// login's catch-up and a live push both carried them), dropped.
+		Repeats uint64 `json:"repeats"`
 	} `json:"chat"`
+
+	// Wave: devices kicked with may_reconnect logging in again (nil: no
+	// such kick and no -kill-pid); actors_wave.go.
+	Wave *WaveResult `json:"wave,omitempty"`
 
 	// Kinds: each kind of action on its own (1:1, group, read, recall).
 	Kinds  []KindResult `json:"kinds"`
@@ -83,7 +96,7 @@ type ActorsResult struct {
 
 // KindResult is one kind of action.
 type KindResult struct {
-	Kind    string `json:"kind"` // 1:1, group, read or recall
+	Kind    string `json:"kind"` // 1:1, group, read, recall or logout
 	Sent    uint64 `json:"sent"`
 	Skipped uint64 `json:"skipped"` // the device was offline, or (read, recall) there was nothing to read or recall yet
 	Acked   uint64 `json:"acked"`   // SendAck, or Ok
@@ -91,7 +104,7 @@ type KindResult struct {
 	Unacked uint64 `json:"unacked"` // neither by the end of the drain
 	// AckedPerSecond: from the chat's start to this kind's last answer.
 	AckedPerSecond float64 `json:"acked_per_second"`
-	Ack            Latency `json:"ack"` // scheduled → SendAck or Ok
+	Ack            Latency `json:"ack"` // scheduled → SendAck or Ok; a logout: → logged in again
 }
 
 // GroupResult is the groups and the fan-out of their messages.
@@ -129,6 +142,9 @@ type ActorsPoint struct {
 	GroupPerSecond         uint64  `json:"group_per_second"`
 	ReadsPerSecond         uint64  `json:"reads_per_second"`
 	RecallsPerSecond       uint64  `json:"recalls_per_second"`
+	LogoutsPerSecond       uint64  `json:"logouts_per_second"`
+	Kicked                 uint64  `json:"kicked"`      // so far: devices kicked with may_reconnect
+	BackOnline             uint64  `json:"back_online"` // so far: of them, logged in again
 	MemberEntriesPerSecond uint64  `json:"member_entries_per_second"`
 	Errors                 uint64  `json:"errors"`
 	LoginP99Ms             float64 `json:"login_p99_ms"`
@@ -143,7 +159,9 @@ type ActorsPoint struct {
 // message (the sender's too) and that copy erased, an acked mark-read's
 // position in the reader's log (ReadEvent) and stored conversation
 // state, every successful login's LOGGED_IN device event in its user's
-// log.
+// log (a device logged in n times: n of them), every answered logout's
+// LOGGED_OUT. A message stored twice — two entries with its message ID,
+// or two message IDs with its content — counts as duplicated.
 type LedgerCheck struct {
 	Messages           uint64   `json:"messages"` // copies looked for
 	MessagesMissing    uint64   `json:"messages_missing"`
@@ -155,6 +173,8 @@ type LedgerCheck struct {
 	ReadsMissing       uint64   `json:"reads_missing"`
 	Logins             uint64   `json:"logins"`
 	LoginsMissing      uint64   `json:"logins_missing"`
+	Logouts            uint64   `json:"logouts"`
+	LogoutsMissing     uint64   `json:"logouts_missing"`
 	ReadErrors         uint64   `json:"read_errors"`
 	Examples           []string `json:"examples,omitempty"` // the first problems found
 	Seconds            float64  `json:"seconds"`
@@ -162,15 +182,15 @@ type LedgerCheck struct {
 
 // missing is everything acked the store did not show.
 func (lc *LedgerCheck) missing() uint64 {
-	return lc.MessagesMissing + lc.MessagesDuplicated + lc.RecallsMissing + lc.ReadsMissing + lc.LoginsMissing + lc.ReadErrors
+	return lc.MessagesMissing + lc.MessagesDuplicated + lc.RecallsMissing + lc.ReadsMissing + lc.LoginsMissing + lc.LogoutsMissing + lc.ReadErrors
 }
 
 func (r *ActorsResult) problems() int { return len(r.Problems) }
 
 // verdict is the ledger check in one line.
 func (lc *LedgerCheck) verdict() string {
-	return fmt.Sprintf("%d of %d copies of acked messages missing (%d group messages), %d duplicated; %d of %d recalls, %d of %d read positions, %d of %d logins missing; %d read errors",
-		lc.MessagesMissing, lc.Messages, lc.GroupMessages, lc.MessagesDuplicated, lc.RecallsMissing, lc.Recalls, lc.ReadsMissing, lc.Reads, lc.LoginsMissing, lc.Logins, lc.ReadErrors)
+	return fmt.Sprintf("%d of %d copies of acked messages missing (%d group messages), %d duplicated; %d of %d recalls, %d of %d read positions, %d of %d logins missing, %d of %d logouts missing; %d read errors",
+		lc.MessagesMissing, lc.Messages, lc.GroupMessages, lc.MessagesDuplicated, lc.RecallsMissing, lc.Recalls, lc.ReadsMissing, lc.Reads, lc.LoginsMissing, lc.Logins, lc.LogoutsMissing, lc.Logouts, lc.ReadErrors)
 }
 
 // fill copies the counters into res.
@@ -202,6 +222,7 @@ func (r *actorsRun) fill(res *ActorsResult, loginEnd, chatStart, chatEnd time.Du
 		c.AckedPerSecond = float64(c.Acked) / d.Seconds()
 	}
 	c.WorstLatenessMs = ms(r.lateness)
+	c.WorstFrameWaitMs = ms(time.Duration(r.frameWait.Load()))
 	g := &res.Groups
 	for k := range r.ledger {
 		e := &r.ledger[k]
@@ -220,7 +241,8 @@ func (r *actorsRun) fill(res *ActorsResult, loginEnd, chatStart, chatEnd time.Du
 			g.MemberPushes += got
 		}
 	}
-	c.FullyPushed, c.DuplicatePushes, c.Carbons, c.Foreign = r.fullyPushed, r.dups, r.carbons, r.foreign
+	c.FullyPushed, c.DuplicatePushes, c.Carbons, c.Foreign, c.Repeats = r.fullyPushed, r.dups, r.carbons, r.foreign, r.repeats
+	res.Wave = r.fillWave()
 	var msgAck hist
 	msgAck.merge(&direct.ack)
 	msgAck.merge(&group.ack)
@@ -278,6 +300,9 @@ func (r *actorsRun) soundness(res *ActorsResult) []string {
 	if g := res.Groups; g.EventPushes < g.EventPushesExpected {
 		p = append(p, fmt.Sprintf("%d of %d pushes of the groups' CREATED events missing before the chat", g.EventPushesExpected-g.EventPushes, g.EventPushesExpected))
 	}
+	if res.Wave != nil {
+		p = append(p, res.Wave.problems(r.cfg.KillPID != 0)...)
+	}
 	if lc := res.Ledger; lc != nil {
 		if lc.MessagesMissing > 0 {
 			hint := ""
@@ -301,6 +326,9 @@ func (r *actorsRun) soundness(res *ActorsResult) []string {
 		if lc.LoginsMissing > 0 {
 			p = append(p, fmt.Sprintf("ack ledger: %d of %d logins without their device event in the log", lc.LoginsMissing, lc.Logins))
 		}
+		if lc.LogoutsMissing > 0 {
+			p = append(p, fmt.Sprintf("ack ledger: %d of %d logouts without their LOGGED_OUT event in the log", lc.LogoutsMissing, lc.Logouts))
+		}
 		if lc.ReadErrors > 0 {
 			p = append(p, fmt.Sprintf("ack ledger: %d logs could not be read", lc.ReadErrors))
 		}
@@ -317,11 +345,14 @@ type logReader interface {
 
 // userChecks is what user u's log must show.
 type userChecks struct {
-	devs       []int     // devices whose login succeeded
-	msgs       [][]int32 // ledger indexes of acked messages it must hold a copy of
-	ownRecalls []int32   // its own 1:1 messages whose recall was acked
+	devs       []devCheck // devices that logged in
+	msgs       [][]int32  // ledger indexes of acked messages it must hold a copy of
+	ownRecalls []int32    // its own 1:1 messages whose recall was acked
 	reads      map[string]uint64
 }
+
+// devCheck: device d logged in logins times and out logouts times.
+type devCheck struct{ d, logins, logouts int }
 
 func (uc *userChecks) empty() bool {
 	return len(uc.devs) == 0 && len(uc.ownRecalls) == 0 && len(uc.reads) == 0 && !slices.ContainsFunc(uc.msgs, func(l []int32) bool { return len(l) > 0 })
@@ -334,6 +365,7 @@ func (r *actorsRun) verify(ctx context.Context, rd logReader) *LedgerCheck {
 	r.mu.Lock()
 	ledger := slices.Clone(r.ledger)
 	reads, recalls := slices.Clone(r.reads), slices.Clone(r.recalls)
+	loginsOK, logoutsOK := slices.Clone(r.loginsOK), slices.Clone(r.logoutsOK)
 	r.mu.Unlock()
 	lc := &LedgerCheck{}
 	byRecipient := make([][]int32, r.cfg.Users)
@@ -390,8 +422,8 @@ func (r *actorsRun) verify(ctx context.Context, rd logReader) *LedgerCheck {
 					uc.msgs = append(uc.msgs, byGroup[g])
 				}
 				for d := range r.cfg.Devices {
-					if r.activated[u].Load() && r.loggedIn(u*r.cfg.Devices+d) {
-						uc.devs = append(uc.devs, d)
+					if i := u*r.cfg.Devices + d; loginsOK[i] > 0 {
+						uc.devs = append(uc.devs, devCheck{d: d, logins: int(loginsOK[i]), logouts: int(logoutsOK[i])})
 					}
 				}
 				if uc.empty() {
@@ -420,6 +452,8 @@ func (lc *LedgerCheck) add(got *LedgerCheck) {
 	lc.ReadsMissing += got.ReadsMissing
 	lc.Logins += got.Logins
 	lc.LoginsMissing += got.LoginsMissing
+	lc.Logouts += got.Logouts
+	lc.LogoutsMissing += got.LogoutsMissing
 	lc.ReadErrors += got.ReadErrors
 	for _, s := range got.Examples {
 		if len(lc.Examples) < 20 {
@@ -427,9 +461,6 @@ func (lc *LedgerCheck) add(got *LedgerCheck) {
 		}
 	}
 }
-
-// loggedIn: device i's login succeeded (it may have been kicked since).
-func (r *actorsRun) loggedIn(i int) bool { return r.online[i].Load() == devOnline }
 
 // logCopy is what a log holds of one message.
 type logCopy struct {
@@ -451,7 +482,8 @@ func checkUserLog(ctx context.Context, rd logReader, u int, uc *userChecks, ledg
 	copies := map[string]*logCopy{} // message ID →
 	recallEvents := map[string]bool{}
 	readEvents := map[string]uint64{} // conversation key → the highest position logged
-	loggedIn := map[string]bool{}
+	loggedIn, loggedOut := map[string]int{}, map[string]int{}
+	byContent := map[uint64]int{} // ledger index (a message's content) → entries with it, from the run's users
 	var after uint64
 	for {
 		page, err := rd.ReadLog(ctx, user, after, 1000)
@@ -476,24 +508,35 @@ func checkUserLog(ctx context.Context, rd logReader, u int, uc *userChecks, ledg
 				}
 				c.n++
 				c.live = c.live || !m.GetRecalled()
+				if len(m.GetContent()) == 8 && strings.HasPrefix(m.GetSender(), vuserPrefix) {
+					byContent[binary.LittleEndian.Uint64(m.GetContent())]++
+				}
 			case en.GetRecall() != nil:
 				recallEvents[en.GetRecall().GetMessageId()] = true
 			case en.GetRead() != nil:
 				k := convKeyOf(en.GetRead().GetConversation())
 				readEvents[k] = max(readEvents[k], en.GetRead().GetUpToSeq())
 			case en.GetDevice().GetKind() == wire.DeviceEvent_LOGGED_IN:
-				loggedIn[en.GetDevice().GetDevice().GetDeviceId()] = true
+				loggedIn[en.GetDevice().GetDevice().GetDeviceId()]++
+			case en.GetDevice().GetKind() == wire.DeviceEvent_LOGGED_OUT:
+				loggedOut[en.GetDevice().GetDevice().GetDeviceId()]++
 			}
 		}
 		if len(page) < 1000 {
 			break
 		}
 	}
-	for _, d := range uc.devs {
-		out.Logins++
-		if !loggedIn[vdevice(d)] {
-			out.LoginsMissing++
-			miss("login of %s's device %s: no LOGGED_IN event in its log", user, vdevice(d))
+	for _, dc := range uc.devs {
+		dev := vdevice(dc.d)
+		out.Logins += uint64(dc.logins)
+		if got := loggedIn[dev]; got < dc.logins {
+			out.LoginsMissing += uint64(dc.logins - got)
+			miss("%s's device %s: no LOGGED_IN event in its log for %d of its %d logins", user, dev, dc.logins-got, dc.logins)
+		}
+		out.Logouts += uint64(dc.logouts)
+		if got := loggedOut[dev]; got < dc.logouts {
+			out.LogoutsMissing += uint64(dc.logouts - got)
+			miss("%s's device %s: no LOGGED_OUT event in its log for %d of its %d logouts", user, dev, dc.logouts-got, dc.logouts)
 		}
 	}
 	for _, list := range uc.msgs {
@@ -514,6 +557,9 @@ func checkUserLog(ctx context.Context, rd logReader, u int, uc *userChecks, ledg
 			case c.n > 1:
 				out.MessagesDuplicated++
 				miss("message %s from %s: %d times in %s's log", e.msgID, sender, c.n, user)
+			case byContent[uint64(k)] > 1:
+				out.MessagesDuplicated++
+				miss("message %s from %s: stored %d times in %s's log, under different message IDs", e.msgID, sender, byContent[uint64(k)], user)
 			}
 			if recallAcked[k] {
 				checkRecall(&out, miss, e, c, recallEvents, user)
@@ -617,10 +663,10 @@ func (r *ActorsResult) print(w io.Writer) {
 	fmt.Fprintf(w, "%-28s %.1f MiB before, %.1f MiB after the logins: %.0f B per user\n", "heap live after GC", float64(m.HeapBaseline)/(1<<20), float64(m.HeapAfterLogins)/(1<<20), m.PerUserBytes)
 	if ch := r.Chat; ch.Sent+ch.Skipped > 0 {
 		fmt.Fprintf(w, "%-28s %d sent, %d acked, %d refused, %d unacked, %d skipped (sender offline)\n", "messages", ch.Sent, ch.Acked, ch.Refused, ch.Unacked, ch.Skipped)
-		fmt.Fprintf(w, "%-28s %.0f (chat %.1f s, to the last ack); sender loop at worst %.1f ms late\n", "acked msgs/s", ch.AckedPerSecond, ch.Seconds, ch.WorstLatenessMs)
+		fmt.Fprintf(w, "%-28s %.0f (chat %.1f s, to the last ack); sender loop at worst %.1f ms late, a frame's hand-over at worst %.1f ms\n", "acked msgs/s", ch.AckedPerSecond, ch.Seconds, ch.WorstLatenessMs, ch.WorstFrameWaitMs)
 		fmt.Fprintf(w, "%-28s p50 %.2f  p99 %.2f  max %.2f ms\n", "send → ack", ch.Ack.P50, ch.Ack.P99, ch.Ack.Max)
 		fmt.Fprintf(w, "%-28s p50 %.2f  p99 %.2f  max %.2f ms\n", "send → push (recipient)", ch.Push.P50, ch.Push.P99, ch.Push.Max)
-		fmt.Fprintf(w, "%-28s %d of %d expected (%d messages to every device), %d duplicates, %d carbons, %d foreign; %d recalled messages not counted\n", "pushes", ch.Pushes, ch.PushesExpected, ch.FullyPushed, ch.DuplicatePushes, ch.Carbons, ch.Foreign, ch.Recalled)
+		fmt.Fprintf(w, "%-28s %d of %d expected (%d messages to every device), %d duplicates, %d carbons, %d foreign; %d recalled messages not counted; %d entries again at or below a cursor, dropped\n", "pushes", ch.Pushes, ch.PushesExpected, ch.FullyPushed, ch.DuplicatePushes, ch.Carbons, ch.Foreign, ch.Recalled, ch.Repeats)
 		fmt.Fprintf(w, "\n%-8s %9s %9s %9s %8s %8s %10s %9s %9s %9s\n", "kind", "sent", "acked", "skipped", "refused", "unacked", "acked/s", "ack p50", "ack p99", "ack max")
 		for _, k := range r.Kinds {
 			fmt.Fprintf(w, "%-8s %9d %9d %9d %8d %8d %10.1f %9.2f %9.2f %9.2f\n", k.Kind, k.Sent, k.Acked, k.Skipped, k.Refused, k.Unacked, k.AckedPerSecond, k.Ack.P50, k.Ack.P99, k.Ack.Max)
@@ -635,6 +681,9 @@ func (r *ActorsResult) print(w io.Writer) {
 			fmt.Fprintf(w, "%-28s p50 %.2f  p99 %.2f  max %.2f ms\n", "send → member push", g.MemberPush.P50, g.MemberPush.P99, g.MemberPush.Max)
 			fmt.Fprintf(w, "%-28s p50 %.2f  p99 %.2f  max %.2f ms (%d messages)\n", "send → last member push", g.LastMemberPush.P50, g.LastMemberPush.P99, g.LastMemberPush.Max, g.LastMemberPush.Count)
 		}
+	}
+	if wv := r.Wave; wv != nil {
+		fmt.Fprintf(w, "%-28s %s\n", "reconnect wave", wv.summary())
 	}
 	if lc := r.Ledger; lc != nil {
 		fmt.Fprintf(w, "%-28s %s (%.1f s)\n", "ack ledger (store)", lc.verdict(), lc.Seconds)

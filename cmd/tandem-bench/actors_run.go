@@ -27,9 +27,10 @@ import (
 
 // Device states in actorsRun.online.
 const (
-	devNone   = iota // not logged in (yet)
-	devOnline        // login asked or answered ok: pushes are taken
-	devGone          // the login failed, or the device was kicked
+	devNone      = iota // not logged in (yet)
+	devOnline           // login asked or answered ok: pushes are taken
+	devGone             // the login failed, or the device was kicked
+	devLoggingIn        // a login again (after a kick or a logout) in flight: takes frames, the chat skips it
 )
 
 // The chat's actions.
@@ -40,10 +41,11 @@ const (
 	kindGroup                    // a send to one of the sender's groups
 	kindRead                     // a mark-read of the newest message received
 	kindRecall                   // a recall of the user's newest acked message
+	kindLogout                   // a logout of the device and a login again with its cursor
 	numKinds
 )
 
-var kindNames = [numKinds]string{"1:1", "group", "read", "recall"}
+var kindNames = [numKinds]string{"1:1", "group", "read", "recall", "logout"}
 
 // Frame IDs: a message's is its ledger index + 1; mark-reads and recalls
 // count from their bases.
@@ -57,8 +59,11 @@ const (
 type ledgerEntry struct {
 	sched             time.Duration // since the run's start
 	sender, recipient int32         // recipient: the peer, or the group's index
+	dev               int32         // the sending device
 	group             bool
 	acked, failed     bool
+	resent            bool   // sent again after its device logged in again
+	tries             uint8  // resends after UNAVAILABLE
 	recalled          bool   // a recall of it was sent: its pushes are no longer awaited
 	settled           bool   // acked, and pushed to every device it goes to, or recalled
 	pushes            uint32 // to the recipient's devices (a group's: every member's, the sender's too)
@@ -70,7 +75,7 @@ type ledgerEntry struct {
 type opEntry struct {
 	sched         time.Duration
 	user          int32
-	target        int32  // read: the peer or the group; recall: the message's ledger index
+	target        int32  // read: the peer or the group; recall: the message's ledger index; logout: the device
 	group         bool   // read: of a group conversation
 	upTo          uint64 // read: the seq marked, in the user's log
 	acked, failed bool
@@ -102,9 +107,24 @@ type actorsRun struct {
 	groups *groupLayout
 
 	// Any goroutine; one slot per device (user u's device d is u·Devices+d,
-	// session ID that plus 1) and per user.
+	// session ID that plus 1, plus its login's generation << 32: sidOf)
+	// and per user.
 	online    []atomic.Uint32
+	gens      []atomic.Uint32 // logins of the device after its first
 	activated []atomic.Bool
+
+	// The frame senders (frameWorkers): device i's frames go through
+	// frameq[i % frameWorkers], in order.
+	frameq    []chan queuedFrame
+	frameWG   sync.WaitGroup
+	frameWait atomic.Int64 // the longest one Frontend.Frame call took, ns
+
+	// Re-logins and logouts in flight (busy), their goroutines and the
+	// resend timers (wg); closing: the run is ending, kicks start no
+	// re-login.
+	busy    atomic.Int64
+	wg      sync.WaitGroup
+	closing atomic.Bool
 
 	// Everything below: under mu.
 	mu                        sync.Mutex
@@ -123,7 +143,12 @@ type actorsRun struct {
 	lateness                  time.Duration // the sender loop's worst
 	errs                      map[string]uint64
 	ledger                    []ledgerEntry
-	reads, recalls            []opEntry
+	reads, recalls, logouts   []opEntry
+	cursors                   []uint64  // per device: the highest seq pushed or paged to it
+	repeats                   uint64    // entries at or below their device's cursor, dropped (a catch-up page and a push both had them)
+	loginsOK, logoutsOK       []uint16  // per device: successful logins, logouts answered
+	outstanding               [][]int32 // per device, with a chat: ledger indexes of its sends, unanswered at the last look
+	wave                      waveState
 	lastRecv                  []received      // per user
 	lastOwn                   []int32         // per user: the newest acked own message not recalled (ledger index), -1 none
 	marks                     []time.Duration // marks[k]: when logins done reached k % of all
@@ -209,6 +234,7 @@ func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*Actors
 			return nil
 		}
 		stopped = true
+		r.closing.Store(true)
 		if err := n.Stop(); err != nil {
 			return fmt.Errorf("stop the in-process node: %w", err)
 		}
@@ -223,6 +249,8 @@ func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*Actors
 		return nil, fmt.Errorf("the node's token keys: %w", err)
 	}
 	r.front = n.Frontend()
+	stopFrames := sync.OnceFunc(r.startFrames())
+	defer stopFrames()
 	res.Memory.HeapBaseline = heapLive()
 
 	r.start = time.Now()
@@ -246,11 +274,20 @@ func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*Actors
 			return nil, err
 		}
 		chatStart = time.Since(r.start)
+		r.startKill(ctx, chatStart)
+		if cfg.onChat != nil {
+			r.wg.Go(func() { cfg.onChat(ctx, r) })
+		}
 		r.runChat(ctx, chatStart)
 		chatEnd = time.Since(r.start)
 		r.drain()
 		stopProfile()
 	}
+	r.mu.Lock()
+	r.closing.Store(true) // kicks from here on start no re-login, UNAVAILABLE no resend
+	r.mu.Unlock()
+	r.wg.Wait()
+	stopFrames()
 	progress()
 	res.Interrupted = ctx.Err() != nil
 	r.fill(res, loginEnd, chatStart, chatEnd)
@@ -275,6 +312,10 @@ func newActorsRun(cfg ActorsConfig, log *slog.Logger) *actorsRun {
 	r := &actorsRun{
 		cfg: cfg, log: log,
 		online:    make([]atomic.Uint32, cfg.Users*cfg.Devices),
+		gens:      make([]atomic.Uint32, cfg.Users*cfg.Devices),
+		cursors:   make([]uint64, cfg.Users*cfg.Devices),
+		loginsOK:  make([]uint16, cfg.Users*cfg.Devices),
+		logoutsOK: make([]uint16, cfg.Users*cfg.Devices),
 		activated: make([]atomic.Bool, cfg.Users),
 		errs:      map[string]uint64{},
 		marks:     make([]time.Duration, 101),
@@ -282,6 +323,7 @@ func newActorsRun(cfg ActorsConfig, log *slog.Logger) *actorsRun {
 	}
 	if cfg.MsgRate > 0 { // only a chat has messages to read or recall
 		r.lastRecv, r.lastOwn = make([]received, cfg.Users), make([]int32, cfg.Users)
+		r.outstanding = make([][]int32, cfg.Users*cfg.Devices)
 		for u := range r.lastOwn {
 			r.lastOwn[u] = -1
 		}
@@ -364,7 +406,7 @@ func (r *actorsRun) login(i int, at time.Duration) {
 	// Online before the request: the actor may push before it answers.
 	r.online[i].Store(devOnline)
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
-	reply, _, ok := r.front.Login(ctx, uint64(i)+1, fr)
+	reply, _, ok := r.front.Login(ctx, r.sid(i), fr)
 	cancel()
 	lat := time.Since(r.start) - at
 	if !ok || reply.GetLoginOk() == nil {
@@ -379,6 +421,7 @@ func (r *actorsRun) login(i int, at time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.logins++
+	r.loginsOK[i]++
 	if first {
 		r.users++
 	}
@@ -426,6 +469,8 @@ func (r *actorsRun) runChat(ctx context.Context, start time.Duration) {
 			kind = kindRead
 		case x < r.cfg.ReadShare+r.cfg.RecallShare:
 			kind = kindRecall
+		case x < r.cfg.ReadShare+r.cfg.RecallShare+r.cfg.LogoutShare:
+			kind = kindLogout
 		case rng.Float64() < r.cfg.GroupShare:
 			kind = kindGroup
 		}
@@ -446,8 +491,53 @@ func (r *actorsRun) runChat(ctx context.Context, start time.Duration) {
 			r.markRead(i, u, sched)
 		case kindRecall:
 			r.recall(i, u, sched)
+		case kindLogout:
+			r.logout(i, u, sched)
 		}
 	}
+}
+
+// frameWorkers send the devices' frames: Frontend.Frame may wait for a
+// user's activation (after a node loss, while the cluster looks the user
+// up again or activates it elsewhere), as one connection of a real
+// gateway would; the other devices' frames go on meanwhile.
+const frameWorkers = 1024
+
+type queuedFrame struct {
+	i    int
+	user string
+	fr   *wire.Frame
+}
+
+// startFrames starts the frame senders; the function it returns stops
+// them once nothing queues frames any more.
+func (r *actorsRun) startFrames() func() {
+	r.frameq = make([]chan queuedFrame, frameWorkers)
+	for w := range r.frameq {
+		q := make(chan queuedFrame, 64)
+		r.frameq[w] = q
+		r.frameWG.Go(func() {
+			for f := range q {
+				t0 := time.Now()
+				r.front.Frame(r.sid(f.i), f.user, f.fr)
+				if d := int64(time.Since(t0)); d > r.frameWait.Load() {
+					r.frameWait.Store(d) // one writer per worker: a lost race loses a near-equal value
+				}
+			}
+		})
+	}
+	return func() {
+		for _, q := range r.frameq {
+			close(q)
+		}
+		r.frameWG.Wait()
+	}
+}
+
+// frame queues fr of device i (user user) for its frame sender; the
+// session is the device's current one when it is sent.
+func (r *actorsRun) frame(i int, user string, fr *wire.Frame) {
+	r.frameq[i%frameWorkers] <- queuedFrame{i: i, user: user, fr: fr}
 }
 
 // late notes how far behind its schedule the loop is; under mu.
@@ -458,24 +548,51 @@ func (r *actorsRun) late(sched time.Duration) {
 // send sends a message from device i of user u to the user or the group
 // to, as message n of the ledger (its content is n).
 func (r *actorsRun) send(i, u int, to int32, group bool, sched time.Duration) {
-	kind, conv := kindDirect, &wire.Conversation{Type: wire.Conversation_DIRECT, Id: vuser(int(to))}
+	kind := kindDirect
 	if group {
-		kind, conv = kindGroup, &wire.Conversation{Type: wire.Conversation_GROUP, Id: vgroup(int(to))}
+		kind = kindGroup
 	}
 	r.mu.Lock()
 	r.late(sched)
 	n := len(r.ledger)
-	r.ledger = append(r.ledger, ledgerEntry{sched: sched, sender: int32(u), recipient: to, group: group})
+	r.ledger = append(r.ledger, ledgerEntry{sched: sched, sender: int32(u), recipient: to, dev: int32(i), group: group})
 	r.kinds[kind].sent++
 	if group && r.kinds[kindGroup].sent == 1 {
 		r.firstGroupSend = sched
 	}
+	if r.outstanding != nil {
+		out := r.outstanding[i]
+		if len(out) >= 8 { // forget the answered ones
+			keep := out[:0]
+			for _, k := range out {
+				if e := &r.ledger[k]; !e.acked && !e.failed {
+					keep = append(keep, k)
+				}
+			}
+			out = keep
+		}
+		r.outstanding[i] = append(out, int32(n))
+	}
 	r.mu.Unlock()
+	r.sendFrame(i, n, true)
+}
+
+// sendFrame sends message n of the ledger from device i: its content is
+// n, its client message ID "m" n; first: its first attempt (every run's
+// IDs are new), else a resend.
+func (r *actorsRun) sendFrame(i, n int, first bool) {
+	r.mu.Lock()
+	e := r.ledger[n]
+	r.mu.Unlock()
+	conv := &wire.Conversation{Type: wire.Conversation_DIRECT, Id: vuser(int(e.recipient))}
+	if e.group {
+		conv = &wire.Conversation{Type: wire.Conversation_GROUP, Id: vgroup(int(e.recipient))}
+	}
 	content := make([]byte, 8)
 	binary.LittleEndian.PutUint64(content, uint64(n))
-	r.front.Frame(uint64(i)+1, vuser(u), &wire.Frame{Id: uint64(n) + 1, Body: &wire.Frame_Send{Send: &wire.Send{
+	r.frame(i, vuser(int(e.sender)), &wire.Frame{Id: uint64(n) + 1, Body: &wire.Frame_Send{Send: &wire.Send{
 		ClientMessageId: "m" + strconv.Itoa(n),
-		FirstAttempt:    true, // every run is a fresh store
+		FirstAttempt:    first,
 		Conversation:    conv,
 		Type:            int32(wire.MessageType_TEXT),
 		Content:         content,
@@ -501,7 +618,7 @@ func (r *actorsRun) markRead(i, u int, sched time.Duration) {
 	if rc.group {
 		conv = &wire.Conversation{Type: wire.Conversation_GROUP, Id: vgroup(int(rc.conv))}
 	}
-	r.front.Frame(uint64(i)+1, vuser(u), &wire.Frame{Id: readIDBase + uint64(n), Body: &wire.Frame_MarkRead{MarkRead: &wire.MarkRead{
+	r.frame(i, vuser(u), &wire.Frame{Id: readIDBase + uint64(n), Body: &wire.Frame_MarkRead{MarkRead: &wire.MarkRead{
 		Conversation: conv, UpToSeq: rc.seq,
 	}}})
 }
@@ -530,7 +647,7 @@ func (r *actorsRun) recall(i, u int, sched time.Duration) {
 	if group {
 		conv = &wire.Conversation{Type: wire.Conversation_GROUP, Id: vgroup(int(to))}
 	}
-	r.front.Frame(uint64(i)+1, vuser(u), &wire.Frame{Id: recallIDBase + uint64(n), Body: &wire.Frame_Recall{Recall: &wire.Recall{
+	r.frame(i, vuser(u), &wire.Frame{Id: recallIDBase + uint64(n), Body: &wire.Frame_Recall{Recall: &wire.Recall{
 		Conversation: conv, MessageId: id,
 	}}})
 }
@@ -567,7 +684,7 @@ func (r *actorsRun) drain() {
 			done = done && r.kinds[k].acked+r.kinds[k].failed == r.kinds[k].sent
 		}
 		r.mu.Unlock()
-		if done {
+		if done && r.busy.Load() == 0 {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -577,8 +694,11 @@ func (r *actorsRun) drain() {
 // Deliver takes the actors' frames for a virtual device (actors.SessionTable).
 // It never blocks on anything but mu.
 func (r *actorsRun) Deliver(sid uint64, frames []*wire.Frame) bool {
-	i := int(sid) - 1
-	if i < 0 || i >= len(r.online) || r.online[i].Load() != devOnline {
+	i, ok := r.device(sid)
+	if !ok {
+		return false
+	}
+	if st := r.online[i].Load(); st != devOnline && st != devLoggingIn {
 		return false
 	}
 	u := i / r.cfg.Devices
@@ -607,6 +727,14 @@ func (r *actorsRun) Deliver(sid uint64, frames []*wire.Frame) bool {
 				if e.group {
 					kind = kindGroup
 				}
+				if fr.GetError().GetCode() == uint32(wire.CodeUnavailable) && !r.cfg.NoReconnect && !e.acked && !e.failed && e.tries < sendRetries {
+					// A real client sends it again, with the same ID.
+					e.tries++
+					r.wave.retried++
+					r.errs["send "+kindNames[kind]+" "+name+" (retried)"]++
+					r.retrySend(int(e.dev), int(fr.GetId()-1), e.tries)
+					continue
+				}
 				if !e.acked && !e.failed {
 					e.failed = true
 					r.kinds[kind].failed++
@@ -623,18 +751,42 @@ func (r *actorsRun) Deliver(sid uint64, frames []*wire.Frame) bool {
 			}
 		case fr.GetPush() != nil:
 			for _, en := range fr.GetPush().GetEntries() {
-				r.pushed(u, en, now)
+				r.take(i, u, en, now)
+			}
+		case fr.GetSyncPage() != nil: // a login's catch-up
+			for _, en := range fr.GetSyncPage().GetEntries() {
+				r.take(i, u, en, now)
 			}
 		}
 	}
 	return true
 }
 
+// take is one entry pushed or paged to device i of user u: the device
+// keeps the highest seq it got as its cursor and drops what it had
+// (a catch-up page and a live push may both carry an entry); under mu.
+func (r *actorsRun) take(i, u int, en *wire.Entry, now time.Duration) {
+	if en.GetSeq() <= r.cursors[i] {
+		r.repeats++
+		return
+	}
+	r.cursors[i] = en.GetSeq()
+	r.pushed(u, en, now)
+}
+
 // acked records message id-1's SendAck; under mu.
 func (r *actorsRun) acked(id uint64, a *wire.SendAck, now time.Duration) {
 	e := r.entry(id)
-	if e == nil || e.acked {
+	switch {
+	case e == nil:
 		r.foreign++
+		return
+	case e.acked && a.GetMessageId() == e.msgID:
+		r.wave.dupAcks++ // a resend's ack: the server's de-duplication found it
+		return
+	case e.acked:
+		r.wave.storedTwice++
+		r.errs["send acked twice with different message IDs"]++
 		return
 	}
 	kind := kindDirect
@@ -728,20 +880,6 @@ func (r *actorsRun) op(id uint64) (*opEntry, actionKind) {
 	return nil, 0
 }
 
-// Kick takes a kick for a virtual device: it is gone (and a kick of a
-// scenario the policy holds is a problem).
-func (r *actorsRun) Kick(sid uint64, k *wire.Kick) bool {
-	i := int(sid) - 1
-	if i < 0 || i >= len(r.online) || r.online[i].Swap(devGone) != devOnline {
-		return false
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.kicks++
-	r.errs["kick "+k.GetReason().String()]++
-	return true
-}
-
 // startProgress prints a line a second (one updated line on a terminal)
 // and keeps it as a point of res.Series; the function it returns stops it.
 func (r *actorsRun) startProgress(res *ActorsResult) func() {
@@ -774,6 +912,7 @@ func (r *actorsRun) startProgress(res *ActorsResult) func() {
 				Seconds: math.Round(time.Since(r.start).Seconds()*10) / 10,
 				Users:   r.users, LoginsPerSecond: r.logins - prevLogins, MsgsPerSecond: acked[kindDirect] + acked[kindGroup],
 				DirectPerSecond: acked[kindDirect], GroupPerSecond: acked[kindGroup], ReadsPerSecond: acked[kindRead], RecallsPerSecond: acked[kindRecall],
+				LogoutsPerSecond: acked[kindLogout], Kicked: r.wave.kicked, BackOnline: r.wave.ok,
 				MemberEntriesPerSecond: (r.groupPushes - prevGroupPushes) / uint64(r.cfg.Devices),
 				Errors:                 r.loginFails + r.kicks + r.failures(),
 				LoginP99Ms:             ms(r.loginSec.quantile(0.99)), AckP99Ms: ms(msgSec.quantile(0.99)), FanoutP99Ms: ms(r.fanoutSec.quantile(0.99)),
@@ -796,9 +935,12 @@ func (r *actorsRun) startProgress(res *ActorsResult) func() {
 func writeProgress(w io.Writer, terminal bool, p ActorsPoint) {
 	line := fmt.Sprintf("%6.0fs  users %9d  logins/s %7d  msgs/s %7d  errors %d  p99 login %.1f ms  ack %.1f ms",
 		p.Seconds, p.Users, p.LoginsPerSecond, p.MsgsPerSecond, p.Errors, p.LoginP99Ms, p.AckP99Ms)
-	if p.GroupPerSecond+p.ReadsPerSecond+p.RecallsPerSecond+p.MemberEntriesPerSecond > 0 {
-		line += fmt.Sprintf("  | 1:1/s %d  group/s %d  reads/s %d  recalls/s %d  member entries/s %d  fan-out p99 %.1f ms",
-			p.DirectPerSecond, p.GroupPerSecond, p.ReadsPerSecond, p.RecallsPerSecond, p.MemberEntriesPerSecond, p.FanoutP99Ms)
+	if p.GroupPerSecond+p.ReadsPerSecond+p.RecallsPerSecond+p.LogoutsPerSecond+p.MemberEntriesPerSecond > 0 {
+		line += fmt.Sprintf("  | 1:1/s %d  group/s %d  reads/s %d  recalls/s %d  logouts/s %d  member entries/s %d  fan-out p99 %.1f ms",
+			p.DirectPerSecond, p.GroupPerSecond, p.ReadsPerSecond, p.RecallsPerSecond, p.LogoutsPerSecond, p.MemberEntriesPerSecond, p.FanoutP99Ms)
+	}
+	if p.Kicked > 0 {
+		line += fmt.Sprintf("  | wave: %d kicked, %d back online", p.Kicked, p.BackOnline)
 	}
 	if terminal {
 		fmt.Fprintf(w, "\r%-110s", line)

@@ -146,14 +146,14 @@ func runActorsTest(t *testing.T, cfg ActorsConfig) (*ActorsResult, *slog.Logger)
 
 // TestActorsMixedKinds: every kind of action in one small run — 1:1 and
 // group sends (groups of 10 and 50, created through the group actors),
-// mark-reads, recalls — each acked, every push made, and the ledger read
-// back from the store finds every copy, recall and read position; JSON
-// and HTML carry each kind.
+// mark-reads, recalls, logouts — each acked, every push made, and the
+// ledger read back from the store finds every copy, recall, read position
+// and device event; JSON and HTML carry each kind.
 func TestActorsMixedKinds(t *testing.T) {
 	const users, devices = 300, 2
 	res, log := runActorsTest(t, ActorsConfig{
 		Users: users, Devices: devices, MsgRate: 2, Duration: 2 * time.Second, Ramp: 300 * time.Millisecond,
-		GroupShare: 0.3, GroupSizes: []int{10, 50}, ReadShare: 0.2, RecallShare: 0.1,
+		GroupShare: 0.3, GroupSizes: []int{10, 50}, ReadShare: 0.2, RecallShare: 0.1, LogoutShare: 0.05,
 	})
 	if len(res.Problems) > 0 {
 		t.Errorf("not sound: %q", res.Problems)
@@ -166,11 +166,11 @@ func TestActorsMixedKinds(t *testing.T) {
 			t.Errorf("kind %s: %+v", k.Kind, k)
 		}
 	}
-	direct, group, reads, recalls := res.Kinds[kindDirect], res.Kinds[kindGroup], res.Kinds[kindRead], res.Kinds[kindRecall]
-	// 2 s at 600 actions/s: ~1,100 actions, 70 % sends (30 % of them to
-	// groups), 20 % reads, 10 % recalls (the draw is seeded).
-	total := direct.Sent + group.Sent + direct.Skipped + group.Skipped + reads.Sent + reads.Skipped + recalls.Sent + recalls.Skipped
-	if total < 1000 || group.Sent < total/10 || reads.Sent+reads.Skipped < total/10 || recalls.Sent+recalls.Skipped < total/20 {
+	direct, group, reads, recalls, logouts := res.Kinds[kindDirect], res.Kinds[kindGroup], res.Kinds[kindRead], res.Kinds[kindRecall], res.Kinds[kindLogout]
+	// 2 s at 600 actions/s: ~1,100 actions, 65 % sends (30 % of them to
+	// groups), 20 % reads, 10 % recalls, 5 % logouts (the draw is seeded).
+	total := direct.Sent + group.Sent + direct.Skipped + group.Skipped + reads.Sent + reads.Skipped + recalls.Sent + recalls.Skipped + logouts.Sent + logouts.Skipped
+	if total < 1000 || group.Sent < total/10 || reads.Sent+reads.Skipped < total/10 || recalls.Sent+recalls.Skipped < total/20 || logouts.Sent+logouts.Skipped < total/40 {
 		t.Errorf("the mix of %d actions: %+v", total, res.Kinds)
 	}
 	c := res.Chat
@@ -185,7 +185,8 @@ func TestActorsMixedKinds(t *testing.T) {
 		t.Errorf("group fan-out %+v", g)
 	}
 	lc := res.Ledger
-	if lc == nil || lc.missing() != 0 || lc.GroupMessages != group.Acked || lc.Messages <= direct.Acked || lc.Recalls < 2*recalls.Acked || lc.Reads == 0 || lc.Logins != users*devices {
+	if lc == nil || lc.missing() != 0 || lc.GroupMessages != group.Acked || lc.Messages <= direct.Acked || lc.Recalls < 2*recalls.Acked || lc.Reads == 0 ||
+		lc.Logins != users*devices+logouts.Acked || lc.Logouts != logouts.Acked {
 		t.Errorf("ledger %+v", lc)
 	}
 	if code := finishRun(log, &strings.Builder{}, "actors", res, res.Config.JSONPath, nil); code != 0 {
@@ -207,7 +208,7 @@ func TestActorsMixedKinds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"recall →ack", "group→last member", "member-log entries/s"} {
+	for _, want := range []string{"recall →ack", "group→last member", "member-log entries/s", "logout →ack", ">logouts/s<"} {
 		if !strings.Contains(string(page), want) {
 			t.Errorf("the HTML report lacks %q", want)
 		}
@@ -279,5 +280,74 @@ func TestActorsLedgerRealStore(t *testing.T) {
 	}
 	if code := finishRun(log, &strings.Builder{}, "actors", res, "", nil); code != 1 {
 		t.Errorf("exit status %d, want 1", code)
+	}
+}
+
+// TestActorsLogout: logout as a traffic kind, in process. A fifth of the
+// actions log a device out (Frontend.Logout) and in again with its
+// cursor; each is counted and timed as acked once the device is back,
+// the messages pushed to it meanwhile arrive in its login's catch-up (so
+// every push is made), and the ledger finds one LOGGED_OUT per logout and
+// one LOGGED_IN per login (the first ones and those after each logout) in
+// the users' logs read back from the store.
+func TestActorsLogout(t *testing.T) {
+	const users, devices = 100, 2
+	res, _ := runActorsTest(t, ActorsConfig{
+		Users: users, Devices: devices, MsgRate: 2, Duration: 2 * time.Second, LogoutShare: 0.2,
+	})
+	if len(res.Problems) > 0 {
+		t.Errorf("not sound: %q", res.Problems)
+	}
+	lo := res.Kinds[kindLogout]
+	// 2 s at 200 actions/s: ~400 actions, a fifth logouts.
+	if lo.Sent < 50 || lo.Acked != lo.Sent || lo.Refused+lo.Unacked != 0 || lo.Ack.Count != lo.Acked || lo.Ack.P50 <= 0 || lo.AckedPerSecond <= 0 {
+		t.Errorf("logouts %+v", lo)
+	}
+	c := res.Chat
+	if c.Sent == 0 || c.Acked != c.Sent || c.Pushes != c.PushesExpected || c.FullyPushed != c.Acked || c.DuplicatePushes+c.Foreign != 0 {
+		t.Errorf("chat %+v", c)
+	}
+	lc := res.Ledger
+	if lc == nil || lc.missing() != 0 || lc.Messages != c.Acked || lc.Logouts != lo.Acked || lc.Logins != users*devices+lo.Acked {
+		t.Errorf("ledger %+v: want %d logouts and %d logins", lc, lo.Acked, users*devices+lo.Acked)
+	}
+	if res.Wave != nil {
+		t.Errorf("a wave without a kick: %+v", res.Wave)
+	}
+}
+
+// TestActorsReconnectInProcess: the re-login path on one node. Half a
+// second into the chat, 10 devices' sessions are lost to the server: the
+// tool moves each to a session ID the user's actor never saw, so its next
+// frame is answered with a 4017 kick (may reconnect), as after a node
+// loss. Each logs in again with its cursor, resends the send the kick
+// answered (and any whose ack went to the lost session) under the same
+// client message ID, and gets the pushes it missed in the login's
+// catch-up: every message acked once, pushed everywhere, in the log once.
+func TestActorsReconnectInProcess(t *testing.T) {
+	const users, lost = 50, 10
+	res, _ := runActorsTest(t, ActorsConfig{
+		Users: users, MsgRate: 4, Duration: 2 * time.Second,
+		onChat: func(ctx context.Context, r *actorsRun) {
+			if sleepCtx(ctx, 500*time.Millisecond) == nil {
+				for i := range lost {
+					r.gens[i].Add(1)
+				}
+			}
+		},
+	})
+	if len(res.Problems) > 0 {
+		t.Errorf("not sound: %q", res.Problems)
+	}
+	w := res.Wave
+	if w == nil || w.Kicked != lost || w.ReloginsOK != lost || w.LoginRequests != lost || w.Resent < lost || w.StoredTwice != 0 || w.Relogin.Count != lost {
+		t.Fatalf("wave %+v: want the %d lost devices kicked, back, and their sends resent", w, lost)
+	}
+	c := res.Chat
+	if c.Sent == 0 || c.Acked != c.Sent || c.Pushes != c.PushesExpected || c.FullyPushed != c.Acked || c.DuplicatePushes != 0 {
+		t.Errorf("chat %+v", c)
+	}
+	if lc := res.Ledger; lc == nil || lc.missing() != 0 || lc.Messages != c.Acked || lc.Logins != users+lost {
+		t.Errorf("ledger %+v", lc)
 	}
 }

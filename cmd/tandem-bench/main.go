@@ -13,9 +13,10 @@
 // CPU per delivered push of group messages to many online members
 // (broadcast.go; flags: `tandem-bench broadcast -h`). `tandem-bench
 // actors` drives virtual users straight into the user and group actors
-// of an in-process node, with no WebSocket: logins, 1:1 and group sends,
-// mark-reads, recalls (actors.go; flags and ready-made scenarios:
-// `tandem-bench actors -h`).
+// of an in-process node or of a cluster it joins, with no WebSocket:
+// logins, 1:1 and group sends, mark-reads, recalls, logouts, and the
+// reconnect wave after a node loss (actors.go, actors_wave.go; flags and
+// ready-made scenarios: `tandem-bench actors -h`).
 package main
 
 import (
