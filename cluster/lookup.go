@@ -114,13 +114,25 @@ func (l *Lookup) Setup(c *pcluster.Cluster, _ []string, isClient bool) {
 	})
 }
 
-// onTopology installs a new view with an empty PID cache (cached PIDs may
-// point at activations the new owners will not hand out, or at members
-// that left) and wakes waiting lookups. It runs on the goroutine that
-// called UpdateClusterTopology.
+// onTopology installs a new view and wakes waiting lookups. It runs on the
+// goroutine that called UpdateClusterTopology. After a change that only
+// removed members the new view keeps the cached PIDs on the members that
+// remain: under rendezvous hashing a member's leaving moves only the
+// identities it owned, so every other owner, and its activation, is
+// unchanged, and the users of the survivors are not held up by a lookup
+// each after a node loss (the reconnect wave measured every user's next
+// frame waiting up to ~2 s). Any other change starts with an empty cache:
+// a joiner takes over identities whose cached PIDs point at activations
+// their new owner will not hand out.
 func (l *Lookup) onTopology(t *pcluster.ClusterTopology) {
 	v := newView(l.self, t.TopologyHash, t.Members)
-	old := l.cur.Swap(&topology{v: v, changed: make(chan struct{})})
+	next := &topology{v: v, changed: make(chan struct{})}
+	if len(t.GetJoined()) == 0 && len(t.GetLeft()) > 0 {
+		// An entry cached into the old view meanwhile may be missed: a
+		// cache miss, nothing more.
+		next.pids.keepFrom(&l.cur.Load().pids, v.has)
+	}
+	old := l.cur.Swap(next)
 	close(old.changed)
 
 	if v.has(l.self) {

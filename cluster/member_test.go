@@ -780,3 +780,67 @@ func askUntil(stop <-chan struct{}, m func() *Member, ids []string, seed uint64,
 		}
 	}
 }
+
+// TestLeaveKeepsSurvivorsCache: when a member leaves, the others keep the
+// PIDs they cached for activations on the members that remain (under
+// rendezvous hashing those owners do not change) and drop those on the
+// member that left; the kept PIDs still answer, and the identities the
+// leaver owned are activated again on survivors.
+func TestLeaveKeepsSurvivorsCache(t *testing.T) {
+	reg := newRegistry()
+	ms := startMembers(t, reg, 3)
+	a, b, c := ms[0], ms[1], ms[2]
+	all := ids("leave", 90)
+	where := map[string]string{}
+	for _, id := range all {
+		addr, err := ask(a, id, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		where[id] = addr
+	}
+	cached := func() map[string]string {
+		out := map[string]string{}
+		for _, id := range all {
+			if v, ok := a.lookup.cur.Load().pids.load(idKey{echoKind, id}); ok {
+				out[id] = v.pid.Address
+			}
+		}
+		return out
+	}
+	before := cached()
+	byAddr := map[string]int{}
+	for _, addr := range before {
+		byAddr[addr]++
+	}
+	if byAddr[a.Address()] == 0 || byAddr[b.Address()] == 0 || byAddr[c.Address()] == 0 {
+		t.Fatalf("a's cache before the leave holds PIDs on %v; want some on each of the 3 members", byAddr)
+	}
+	if err := c.Stop(true); err != nil {
+		t.Fatal(err)
+	}
+	waitMembers(t, ms[:2], 2)
+	after := cached()
+	for _, id := range all {
+		switch addr, ok := after[id]; {
+		case before[id] == c.Address() && ok:
+			t.Errorf("%s: still cached on %s, which left", id, addr)
+		case before[id] != "" && before[id] != c.Address() && (!ok || addr != before[id]):
+			t.Errorf("%s: cached on %s before the leave, %q after; want it kept", id, before[id], addr)
+		}
+	}
+	// Every identity answers again: survivors' from the same activation,
+	// the leaver's from a new one on a survivor.
+	for _, id := range all {
+		addr, err := ask(a, id, 5*time.Second)
+		if err != nil {
+			t.Fatalf("%s after the leave: %v", id, err)
+		}
+		if where[id] != c.Address() && addr != where[id] {
+			t.Errorf("%s answered from %s after the leave, before from %s", id, addr, where[id])
+		}
+		if addr == c.Address() {
+			t.Errorf("%s answered from %s, which left", id, addr)
+		}
+	}
+}

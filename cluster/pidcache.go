@@ -83,6 +83,29 @@ func (c *pidCache) clear() {
 	c.n.Store(0)
 }
 
+// keepFrom fills c, not yet in use by anyone, with the entries of old whose
+// PID lives on a member keep accepts. Shards line up: the same identity
+// hashes to the same shard in both.
+func (c *pidCache) keepFrom(old *pidCache, keep func(addr string) bool) {
+	var n int64
+	for i := range old.shards {
+		from, to := &old.shards[i], &c.shards[i]
+		from.mu.RLock()
+		for k, v := range from.m {
+			if !keep(v.pid.Address) {
+				continue
+			}
+			if to.m == nil {
+				to.m = make(map[idKey]cachedPID, len(from.m))
+			}
+			to.m[k] = v
+			n++
+		}
+		from.mu.RUnlock()
+	}
+	c.n.Store(n)
+}
+
 type idKey struct{ kind, identity string }
 
 type cachedPID struct {
