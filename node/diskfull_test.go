@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,33 +17,13 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tandem-im/tandem/client"
+	"github.com/tandem-im/tandem/internal/fstest"
 	"github.com/tandem-im/tandem/persistence"
 	"github.com/tandem-im/tandem/proto/wire"
 )
-
-// mountTmpfs mounts a tmpfs of size bytes on a new directory and unmounts
-// it in Cleanup (after the cleanups registered later: the node's stop).
-// Not root: skipped; root and the mount fails: the test fails.
-func mountTmpfs(t *testing.T, size int64) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipped: mounting a tmpfs needs root, and this test is not running as root")
-	}
-	dir := t.TempDir()
-	if err := unix.Mount("tandem-test", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
-		t.Fatalf("mount a %d-byte tmpfs on %s as root: %v", size, dir, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
 
 const (
 	dfAdminKey  = "diskfull-admin-key"
@@ -182,33 +161,6 @@ func metric(t *testing.T, n *Node, name string) float64 {
 	return v
 }
 
-func freeOn(t *testing.T, dir string) uint64 {
-	t.Helper()
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	return st.Bavail * uint64(st.Bsize)
-}
-
-// fillTo writes dir/filler until at most leave bytes are free.
-func fillTo(t *testing.T, dir string, leave uint64) string {
-	t.Helper()
-	p := filepath.Join(dir, "filler")
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 64<<10)
-	for free := freeOn(t, dir); free > leave; free = freeOn(t, dir) {
-		if _, err := f.Write(chunk[:min(uint64(len(chunk)), free-leave)]); err != nil {
-			t.Fatalf("filler: %v", err)
-		}
-	}
-	return p
-}
-
 func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -283,7 +235,7 @@ func checkLogs(t *testing.T, n *Node, user string, want map[string]bool) map[str
 // acked again without a restart, and every acked message is in the logs
 // once, seqs consecutive.
 func TestDiskFullWhileServing(t *testing.T) {
-	mnt := mountTmpfs(t, 48<<20)
+	mnt := fstest.Tmpfs(t, 48<<20)
 	n := startDF(t, mnt)
 	api := "http://" + n.APIAddr()
 	if got := n.health.Disk().Reserve; got != 8<<20 {
@@ -309,7 +261,7 @@ func TestDiskFullWhileServing(t *testing.T) {
 		t.Fatalf("sends before the fill: %v", errs)
 	}
 
-	filler := fillTo(t, mnt, 4<<20)
+	filler := fstest.Fill(t, mnt, 4<<20)
 	waitFor(t, 2*time.Second, "the node notices the full disk", func() bool { return n.health.WriteErr() != nil })
 	code, body, _ := httpGet(t, api+"/readyz")
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "disk full") || !strings.Contains(body, "reserve 8.0 MiB") ||
@@ -423,7 +375,7 @@ func TestDiskFullWhileServing(t *testing.T) {
 // true once a filler leaves 12 MiB free (81 % used; still above the
 // 8 MiB reserve, so writes go on), and the metrics agree with statfs.
 func TestDiskMetricsAlertRule(t *testing.T) {
-	mnt := mountTmpfs(t, 64<<20)
+	mnt := fstest.Tmpfs(t, 64<<20)
 	n := startDF(t, mnt)
 	api := "http://" + n.APIAddr()
 	metric := func(body, name string) float64 {
@@ -449,13 +401,13 @@ func TestDiskMetricsAlertRule(t *testing.T) {
 	if u, _ := used(); u > 0.80 {
 		t.Fatalf("the rule fires on an empty 64 MiB tmpfs: %.2f used", u)
 	}
-	fillTo(t, mnt, 12<<20)
+	fstest.Fill(t, mnt, 12<<20)
 	var u, free float64
 	waitFor(t, 2*time.Second, "the metric follows the filler (the guard looks every 250 ms)", func() bool {
 		u, free = used()
 		return u > 0.80
 	})
-	if real := float64(freeOn(t, mnt)); free < real-(1<<20) || free > real+(1<<20) {
+	if real := float64(fstest.Free(t, mnt)); free < real-(1<<20) || free > real+(1<<20) {
 		t.Errorf("tandem_store_disk_free_bytes %.0f, statfs says %.0f", free, real)
 	}
 	if n.health.WriteErr() != nil {

@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandem-im/tandem/internal/fstest"
 	"github.com/tandem-im/tandem/internal/pgtest"
 	"github.com/tandem-im/tandem/persistence"
 )
@@ -490,28 +491,9 @@ func TestCommandStartStop(t *testing.T) {
 		requireRoot(t)
 		dir := t.TempDir()
 		mount(t, dir, "-t", "tmpfs", "-o", "size=1m", "tandem-full")
-		fill(t, filepath.Join(dir, "filler"))
+		fstest.Fill(t, dir, 0)
 		bin.refused(t, dir, false, dir, "the file system is full")
 	})
-}
-
-// fill writes zeros into p until the file system is full.
-func fill(t *testing.T, p string) {
-	t.Helper()
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatal(err)
-			}
-			return
-		}
-	}
 }
 
 // sendMessages sends n messages alice → bob through the server API and
@@ -704,7 +686,7 @@ func TestCommandStop(t *testing.T) {
 		p := bin.run(t, dataDir, false, timeout, "--disk-reserve=16777216")
 		waitReady(t, p.api, 15*time.Second)
 		acked := sendMessages(t, p.api, 10, "full")
-		fill(t, filepath.Join(dataDir, "filler"))
+		fstest.Fill(t, dataDir, 0)
 		// The close's memtable flush would fault on the full tmpfs
 		// (SIGBUS in badger's mmapped table): it is skipped and named.
 		p.stopBounded(t, ExitAbandoned)

@@ -13,72 +13,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-// mountTmpfs mounts a tmpfs of size bytes on a new directory and unmounts
-// it in Cleanup (after the cleanups registered later, such as closing a
-// store on it). It needs root: not root, the test is skipped; root and the
-// mount fails, the test fails.
-func mountTmpfs(t *testing.T, size int64) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipped: mounting a tmpfs needs root, and this test is not running as root")
-	}
-	dir := t.TempDir()
-	if err := unix.Mount("tandem-test", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
-		t.Fatalf("mount a %d-byte tmpfs on %s as root: %v", size, dir, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
+	"github.com/tandem-im/tandem/internal/fstest"
+)
 
 // smallOptions keep the reserve small (8 MiB by the default formula) so a
 // small tmpfs can fill.
 func smallOptions() BadgerOptions {
 	return BadgerOptions{MemTableSize: 1 << 20, NumMemtables: 2, NumLevelZeroTables: 2, NumLevelZeroTablesStall: 3,
 		BaseTableSize: 1 << 20, BlockCacheSize: 1 << 20, IndexCacheSize: 1 << 20}
-}
-
-func freeBytes(t *testing.T, dir string) uint64 {
-	t.Helper()
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	return st.Bavail * uint64(st.Bsize)
-}
-
-// fill writes a filler file in dir until at most leave bytes are free
-// (leave 0: until ENOSPC) and returns its path.
-func fill(t *testing.T, dir string, leave uint64) string {
-	t.Helper()
-	p := filepath.Join(dir, "filler")
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 64<<10)
-	for {
-		free := freeBytes(t, dir)
-		if leave > 0 && free <= leave {
-			return p
-		}
-		n := uint64(len(chunk))
-		if leave > 0 {
-			n = min(n, free-leave)
-		}
-		if _, err := f.Write(chunk[:n]); err != nil {
-			if leave == 0 && errors.Is(err, unix.ENOSPC) {
-				return p
-			}
-			t.Fatalf("filler: %v", err)
-		}
-	}
 }
 
 func openOn(t *testing.T, dir string, opts BadgerOptions) *Badger {
@@ -119,7 +62,7 @@ func checkLog(t *testing.T, b *Badger, user string, acked map[Seq]bool, last Seq
 // is removed the store takes writes again without a reopen, with the next
 // seq.
 func TestDiskFullRefusesAndRecovers(t *testing.T) {
-	mnt := mountTmpfs(t, 32<<20)
+	mnt := fstest.Tmpfs(t, 32<<20)
 	dir := filepath.Join(mnt, "badger")
 	opts := smallOptions()
 	reserve := DefaultDiskReserve(opts)
@@ -167,7 +110,7 @@ func TestDiskFullRefusesAndRecovers(t *testing.T) {
 	}
 	checkAllocated(t, dir)
 
-	filler := fill(t, mnt, uint64(reserve)/2)
+	filler := fstest.Fill(t, mnt, uint64(reserve)/2)
 	// The committer checks at most every 5 ms: a few appends may still go.
 	var refused error
 	for range 100 {
@@ -208,7 +151,7 @@ func TestDiskFullRefusesAndRecovers(t *testing.T) {
 	}
 
 	// Freeing a little (still under reserve + 25 %) is not enough.
-	if err := os.Truncate(filler, int64(freeBytes(t, mnt))); err != nil {
+	if err := os.Truncate(filler, int64(fstest.Free(t, mnt))); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Remove(filler); err != nil {
@@ -240,7 +183,7 @@ func TestDiskFullRefusesAndRecovers(t *testing.T) {
 // writer takes the last byte can still fault (badger writes tables the
 // same way); see docs/operations.md.
 func TestDiskFullNoSIGBUS(t *testing.T) {
-	mnt := mountTmpfs(t, 64<<20)
+	mnt := fstest.Tmpfs(t, 64<<20)
 	dir := filepath.Join(mnt, "badger")
 	opts := smallOptions()
 	opts.MemTableSize = 4 << 20
@@ -288,7 +231,7 @@ func TestDiskFullNoSIGBUS(t *testing.T) {
 		})
 	}
 	time.Sleep(200 * time.Millisecond)
-	filler := fill(t, mnt, 0) // to ENOSPC
+	filler := fstest.Fill(t, mnt, 0) // to ENOSPC
 	time.Sleep(500 * time.Millisecond)
 	full := b.Disk()
 	if err := os.Remove(filler); err != nil {

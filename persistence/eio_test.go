@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tandem-im/tandem/internal/fstest"
 )
 
 // loopExt4 makes an ext4 file system of size bytes in a sparse image file
 // in dir, attaches it to a loop device and mounts it (errors=continue);
 // Cleanup unmounts it and detaches the device. Root only: the caller's
-// mountTmpfs has skipped otherwise, and a failing step fails the test.
+// fstest.Tmpfs has skipped otherwise, and a failing step fails the test.
 func loopExt4(t *testing.T, size int64, dir string) string {
 	t.Helper()
 	run := func(name string, args ...string) string {
@@ -83,7 +85,7 @@ func TestSyncErrorFailsStore(t *testing.T) {
 		}
 		return
 	}
-	backing := mountTmpfs(t, 40<<20)
+	backing := fstest.Tmpfs(t, 40<<20)
 	mnt := loopExt4(t, 64<<20, backing)
 	b, err := OpenBadger(filepath.Join(mnt, "badger"), smallOptions(), nil)
 	if err != nil {
@@ -113,7 +115,7 @@ func TestSyncErrorFailsStore(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	filler := fill(t, backing, 0)
+	filler := fstest.Fill(t, backing, 0)
 	var first error
 	for range 50 {
 		if first = appendNext(); first != nil {

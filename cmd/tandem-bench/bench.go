@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -577,23 +575,7 @@ func sum(ns []uint64) uint64 {
 }
 
 func (b *bench) startProfile() (stop func(), err error) {
-	if b.cfg.CPUProfile == "" {
-		return func() {}, nil
-	}
-	f, err := os.Create(b.cfg.CPUProfile)
-	if err != nil {
-		return nil, fmt.Errorf("create the CPU profile: %w", err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start the CPU profile: %w", err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		if err := f.Close(); err != nil {
-			b.log.Warn("closing the CPU profile", "err", err)
-		}
-	}, nil
+	return startCPUProfile(b.cfg.CPUProfile, b.log)
 }
 
 // sleepUntil sleeps until offset d of ck or ctx is done.

@@ -57,15 +57,24 @@ type procNode struct {
 
 func startProc(t *testing.T, bin, dir, ws, api string) *procNode {
 	t.Helper()
-	p := &procNode{bin: bin, dir: dir, ws: ws, api: api, logPath: filepath.Join(dir, "node.log"), exited: make(chan struct{})}
+	return launchProc(t, bin, dir, ws, api, filepath.Join(dir, "node.log"), "/healthz")
+}
+
+// launchProc starts the node binary on dir with the given listen
+// addresses and extra flags, its output appended to logPath, and returns
+// once GET ready answers 200 (it fails the test if the process exits
+// first or 30 s pass). The process is killed at cleanup.
+func launchProc(t *testing.T, bin, dir, ws, api, logPath, ready string, extra ...string) *procNode {
+	t.Helper()
+	p := &procNode{bin: bin, dir: dir, ws: ws, api: api, logPath: logPath, exited: make(chan struct{})}
 	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.cmd = exec.Command(bin,
-		"--data-dir", dir, "--ws-addr", ws, "--api-addr", api,
+	args := append([]string{"--data-dir", dir, "--ws-addr", ws, "--api-addr", api,
 		"--gossip-addr", "127.0.0.1:0", "--remote-addr", "127.0.0.1:0",
-		"--admin-key", adminKey, "--jwt-secret", jwtSecret, "--log-level", "warn")
+		"--admin-key", adminKey, "--jwt-secret", jwtSecret, "--log-level", "warn"}, extra...)
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -74,7 +83,7 @@ func startProc(t *testing.T, bin, dir, ws, api string) *procNode {
 	t.Cleanup(func() { p.kill() })
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get("http://" + api + "/healthz")
+		resp, err := http.Get("http://" + api + ready)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -88,7 +97,7 @@ func startProc(t *testing.T, bin, dir, ws, api string) *procNode {
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("node not healthy within 30 s")
+			t.Fatalf("node not answering %s with 200 within 30 s", ready)
 		}
 	}
 }

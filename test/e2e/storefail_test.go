@@ -5,7 +5,6 @@ package e2e
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tandem-im/tandem/client"
+	"github.com/tandem-im/tandem/internal/fstest"
 	"github.com/tandem-im/tandem/proto/wire"
 )
 
@@ -38,18 +38,7 @@ func (v *thinVolume) run(t *testing.T, name string, args ...string) {
 // step fails, the test fails. Cleanup unmounts and detaches everything.
 func newThinVolume(t *testing.T, backingSize, fsSize int64) *thinVolume {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipped: loop devices and tmpfs mounts need root, and this test is not running as root")
-	}
-	v := &thinVolume{backing: t.TempDir(), mnt: t.TempDir()}
-	if err := unix.Mount("tandem-test", v.backing, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", backingSize)); err != nil {
-		t.Fatalf("mount a tmpfs on %s as root: %v", v.backing, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(v.backing, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", v.backing, err)
-		}
-	})
+	v := &thinVolume{backing: fstest.Tmpfs(t, backingSize), mnt: t.TempDir()}
 	v.img = filepath.Join(v.backing, "fs.img")
 	if err := os.WriteFile(v.img, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -79,61 +68,13 @@ func (v *thinVolume) mount(t *testing.T) {
 // exhaust fills the backing tmpfs to ENOSPC and returns the filler's path.
 func (v *thinVolume) exhaust(t *testing.T) string {
 	t.Helper()
-	p := filepath.Join(v.backing, "filler")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 256<<10)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if errors.Is(err, unix.ENOSPC) {
-				return p
-			}
-			t.Fatal(err)
-		}
-	}
+	return fstest.Fill(t, v.backing, 0)
 }
 
 // startProcArgs is startProc with more flags and the log outside dir.
 func startProcArgs(t *testing.T, bin, dir, logPath string, extra ...string) *procNode {
 	t.Helper()
-	ws, api := freePort(t), freePort(t)
-	p := &procNode{bin: bin, dir: dir, ws: ws, api: api, logPath: logPath, exited: make(chan struct{})}
-	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := append([]string{"--data-dir", dir, "--ws-addr", ws, "--api-addr", api,
-		"--gossip-addr", "127.0.0.1:0", "--remote-addr", "127.0.0.1:0",
-		"--admin-key", adminKey, "--jwt-secret", jwtSecret, "--log-level", "warn"}, extra...)
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.exitErr = p.cmd.Wait(); logf.Close(); close(p.exited) }()
-	t.Cleanup(func() { p.kill() })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + api + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return p
-			}
-		}
-		select {
-		case <-p.exited:
-			log, _ := os.ReadFile(p.logPath)
-			t.Fatalf("node exited during start: %v\n%s", p.exitErr, log)
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("node not ready within 30 s")
-		}
-	}
+	return launchProc(t, bin, dir, freePort(t), freePort(t), logPath, "/readyz", extra...)
 }
 
 // TestStoreFailsWhileServing runs the node binary on a thin volume and
