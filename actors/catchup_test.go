@@ -21,7 +21,7 @@ import (
 // scan; dedup lookups read one) records its range, reads, and then waits
 // for release before it returns what it read.
 type gatedStore struct {
-	*persistence.Badger
+	*persistence.Local
 	mu      sync.Mutex
 	armed   bool
 	reads   []readCall    // every Read of more than one entry, in order
@@ -40,14 +40,14 @@ func (g *gatedStore) Read(ctx context.Context, user string, after persistence.Se
 		g.reads = append(g.reads, readCall{after, limit})
 		armed, release, entered := g.armed, g.release, g.entered
 		g.mu.Unlock()
-		es, err := g.Badger.Read(ctx, user, after, limit)
+		es, err := g.Local.Read(ctx, user, after, limit)
 		if armed {
 			entered <- struct{}{}
 			<-release
 		}
 		return es, err
 	}
-	return g.Badger.Read(ctx, user, after, limit)
+	return g.Local.Read(ctx, user, after, limit)
 }
 
 // arm makes the following reads wait until the returned release runs.
@@ -129,7 +129,7 @@ func startUserHarnessWith(t *testing.T, user string, cfg Config) *userHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := &gatedStore{Badger: b}
+	store := &gatedStore{Local: b}
 	rt := NewRuntime(cfg, store, nil, nil, log)
 	rt.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return log }))
 	h := &userHarness{t: t, rt: rt, store: store, frames: make(chan sessFrame, 4096)}

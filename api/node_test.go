@@ -41,13 +41,13 @@ type realAPI struct {
 // submit and the ones completed, so a test can tell that a request wrote
 // nothing and wait for the writes of one that did.
 type countingStore struct {
-	*persistence.Badger
+	*persistence.Local
 	submitted, completed atomic.Int64
 }
 
 func (c *countingStore) Append(req persistence.AppendRequest, done func(error)) {
 	c.submitted.Add(1)
-	c.Badger.Append(req, func(err error) {
+	c.Local.Append(req, func(err error) {
 		c.completed.Add(1)
 		done(err)
 	})
@@ -81,7 +81,7 @@ func startRealAPI(tb testing.TB) *realAPI {
 			tb.Errorf("close store: %v", err)
 		}
 	})
-	store := &countingStore{Badger: b}
+	store := &countingStore{Local: b}
 	rt := actors.NewRuntime(actors.Config{}, store, nil, nil, log)
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(cluster.LoggerFactory(log)))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -31,7 +31,7 @@ type Config struct {
 	Seeds      []string // memberlist seeds (host:port)
 	AdminKey   string   // server API key; generated into DataDir if empty
 	JWTSecret  string   // HS256 secret (≥ 16 bytes); generated into DataDir if empty
-	Store      string   // "badger" (default) or a postgres:// URL
+	Store      string   // "badger" (default), "pebble" or a postgres:// URL
 	LogLevel   string   // debug, info (default), warn, error
 	DebugAddr  string   // Go profiling (net/http/pprof) listener; empty: none. Bind it to loopback.
 
@@ -52,8 +52,17 @@ type Config struct {
 	// for throughput, 232 MiB for latency). Ignored for PostgreSQL.
 	DiskReserve int64
 
-	// badger, if set (tests only), adjusts the badger options last.
+	// GCMinHeap is the smallest heap goal the Go collector is given
+	// (internal/gctune): while the live heap is small, GOGC is raised so
+	// the next collection comes at this heap size at the earliest. 0: off
+	// (Go's own GOGC). Set by the tandem command only: it tunes the whole
+	// process. See docs/operations.md "Memory".
+	GCMinHeap int64
+
+	// badger and pebble, if set (tests only), adjust the store options
+	// last.
 	badger func(*persistence.BadgerOptions)
+	pebble func(*persistence.PebbleOptions)
 	// BadgerCheck is what the start check reads of each badger table
 	// (persistence.CheckBadger): "blocks" (default: every data block's
 	// checksum, reading every table once) or "index" (each table's index
@@ -190,8 +199,8 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
-	if c.Store != "badger" && !c.postgres() {
-		errs = append(errs, fmt.Errorf("--store %q: use badger or a postgres:// URL", redactURL(c.Store)))
+	if c.Store != "badger" && c.Store != "pebble" && !c.postgres() {
+		errs = append(errs, fmt.Errorf("--store %q: use badger, pebble or a postgres:// URL", redactURL(c.Store)))
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %s: must not be negative", c.ShutdownTimeout))
@@ -211,13 +220,16 @@ func (c Config) Validate() error {
 	if c.NoActivations && len(c.Seeds) == 0 {
 		errs = append(errs, errors.New("NoActivations needs seeds: a member that hosts no actors serves nobody alone"))
 	}
-	if len(c.Seeds) > 0 && c.Store == "badger" && !c.UnsafeMultiNodeBadger {
-		errs = append(errs, errors.New("--seeds with --store badger: a multi-node cluster on badger loses a node's data with the node; use PostgreSQL or pass --unsafe-multi-node-badger"))
+	if len(c.Seeds) > 0 && !c.postgres() && !c.UnsafeMultiNodeBadger {
+		errs = append(errs, fmt.Errorf("--seeds with --store %s: a multi-node cluster on an embedded store loses a node's data with the node; use PostgreSQL or pass --unsafe-multi-node-badger", c.Store))
 	}
 	errs = append(errs, c.validateCluster()...)
 	errs = append(errs, c.validateGateway()...)
 	if c.JWTSecret != "" && len(c.JWTSecret) < 16 {
 		errs = append(errs, errors.New("--jwt-secret must be at least 16 bytes"))
+	}
+	if c.GCMinHeap < 0 {
+		errs = append(errs, fmt.Errorf("--gc-min-heap %d: must not be negative (0: off)", c.GCMinHeap))
 	}
 	if c.DiskReserve < 0 {
 		errs = append(errs, fmt.Errorf("--disk-reserve %d: must not be negative (0: computed from the memtable sizes)", c.DiskReserve))
@@ -456,9 +468,10 @@ func ParseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.GossipProfile, "gossip-profile", "lan", "failure detection: lan (a crashed node is noticed in 2-3 s) or wan (about 30 s, for slow links)")
 	fs.StringVar(&c.AdminKey, "admin-key", "", "server API admin key (generated into the data dir if empty)")
 	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret for login tokens, >= 16 bytes (generated into the data dir if empty)")
-	fs.StringVar(&c.Store, "store", "badger", "badger, or a postgres:// URL (several hosts with target_session_attrs=read-write for failover)")
+	fs.StringVar(&c.Store, "store", "badger", "badger, pebble (embedded, lower send→ack tail: docs/adr/0006-pebble.md), or a postgres:// URL (several hosts with target_session_attrs=read-write for failover)")
 	fs.IntVar(&c.StorePoolSize, "store-pool-size", DefaultStorePoolSize, "PostgreSQL connections per node")
 	fs.StringVar(&c.BadgerTuning, "badger-tuning", "throughput", "badger store: throughput (higher peak) or latency (smaller memtables: about half the send→ack p99 below saturation)")
+	fs.Int64Var(&c.GCMinHeap, "gc-min-heap", DefaultGCMinHeap, "smallest Go heap goal in bytes: while the live heap is small the collector waits until the heap reaches this size (less CPU for GC, at most this much more memory; 0: Go's default pacing)")
 	fs.Int64Var(&c.DiskReserve, "disk-reserve", 0, "badger store: free bytes to keep on the data dir's file system; below them writes are refused with UNAVAILABLE until space is freed (0: computed from the memtable sizes, 528 MiB for throughput)")
 	fs.StringVar(&c.BadgerCheck, "badger-check", "blocks", "badger store, at start: verify every table's blocks (blocks) or only each table's index (index: faster for a large store); damaged files refuse the start (exit 3)")
 	fs.BoolVar(&c.BadgerRepairTornManifest, "badger-repair-torn-manifest", false, "badger store, once after a crash: accept a MANIFEST whose last record is incomplete (badger cuts it; tables it does not name are moved to <data-dir>/badger-quarantine-*, not deleted)")
@@ -517,6 +530,9 @@ func ParseFlags(args []string) (Config, error) {
 	}
 	return c, c.Validate()
 }
+
+// DefaultGCMinHeap is the --gc-min-heap default: 256 MiB.
+const DefaultGCMinHeap = 256 << 20
 
 // DefaultStorePoolSize is the PostgreSQL pool per node: the committer's
 // connections plus readers (notes/postgres.md: keep it small, 16-32).

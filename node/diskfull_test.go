@@ -37,11 +37,20 @@ func smallBadger(o *persistence.BadgerOptions) {
 	o.BaseTableSize, o.BlockCacheSize, o.IndexCacheSize = 1<<20, 1<<20, 1<<20
 }
 
-func startDF(t *testing.T, dir string) *Node {
+// smallPebble: 1 MiB memtables; the reserve is set to badger's 8 MiB.
+func smallPebble(o *persistence.PebbleOptions) {
+	o.MemTableSize, o.CacheSize, o.DiskReserve = 1<<20, 1<<20, 8<<20
+}
+
+func startDF(t *testing.T, dir string) *Node { return startDFOn(t, dir, "badger") }
+
+// startDFOn starts a node on store (badger or pebble) with small
+// memtables in dir.
+func startDFOn(t *testing.T, dir, store string) *Node {
 	t.Helper()
 	cfg := Config{
 		DataDir: dir, WSAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", RemoteAddr: "127.0.0.1:0",
-		AdminKey: dfAdminKey, JWTSecret: dfJWTSecret, badger: smallBadger,
+		AdminKey: dfAdminKey, JWTSecret: dfJWTSecret, badger: smallBadger, pebble: smallPebble, Store: store,
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	n, err := Start(context.Background(), cfg, log)
@@ -234,9 +243,14 @@ func checkLogs(t *testing.T, n *Node, user string, want map[string]bool) map[str
 // catches up, and reads history; once the filler is removed sends are
 // acked again without a restart, and every acked message is in the logs
 // once, seqs consecutive.
-func TestDiskFullWhileServing(t *testing.T) {
+func TestDiskFullWhileServing(t *testing.T) { diskFullWhileServing(t, "badger") }
+
+// TestDiskFullWhileServingPebble: the same on the pebble store.
+func TestDiskFullWhileServingPebble(t *testing.T) { diskFullWhileServing(t, "pebble") }
+
+func diskFullWhileServing(t *testing.T, store string) {
 	mnt := fstest.Tmpfs(t, 48<<20)
-	n := startDF(t, mnt)
+	n := startDFOn(t, mnt, store)
 	api := "http://" + n.APIAddr()
 	if got := n.health.Disk().Reserve; got != 8<<20 {
 		t.Fatalf("reserve %d, want 8 MiB", got)

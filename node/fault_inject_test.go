@@ -41,7 +41,7 @@ func TestFaultStoreFailsWhileServing(t *testing.T) {
 		}
 	}
 
-	persistence.FailCommitsAfter(n.store.(*persistence.Badger), 3)
+	persistence.FailCommitsAfter(n.store.(*persistence.Local), 3)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var refusals []error

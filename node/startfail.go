@@ -6,6 +6,8 @@ import (
 	"net"
 	"strings"
 	"syscall"
+
+	"github.com/tandem-im/tandem/persistence"
 )
 
 // Start failures a second node on the same machine runs into. Start's
@@ -86,11 +88,11 @@ func probe(cfg Config) error {
 	return nil
 }
 
-// storeErr translates badger's directory lock failure into ErrDataDirLocked.
+// storeErr translates the embedded store's directory lock failure into
+// ErrDataDirLocked.
 func storeErr(dir string, err error) error {
-	// persistence wraps badger's text; badger has no sentinel for it.
-	if strings.Contains(err.Error(), "Cannot acquire directory lock") {
-		msg := fmt.Sprintf("data dir %s is locked by another tandem process (badger's LOCK file; stop it or choose --data-dir)", dir)
+	if errors.Is(err, persistence.ErrLocked) {
+		msg := fmt.Sprintf("data dir %s is locked by another tandem process (the store's LOCK file; stop it or choose --data-dir)", dir)
 		return &causeError{msg: msg, is: ErrDataDirLocked, err: err}
 	}
 	return err

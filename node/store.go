@@ -15,7 +15,7 @@ import (
 )
 
 var (
-	_ actors.Store = (*persistence.Badger)(nil)
+	_ actors.Store = (*persistence.Local)(nil)
 	_ actors.Store = (*postgres.Store)(nil)
 )
 
@@ -55,6 +55,21 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (nodeStore, fu
 		}
 		return s, stats, "postgres:" + redactURL(cfg.Store), nil
 	}
+	if cfg.Store == "pebble" {
+		dir := filepath.Join(cfg.DataDir, "pebble")
+		o := persistence.PebbleOptions{Retention: cfg.Retention, Now: cfg.Now, DiskReserve: cfg.DiskReserve}
+		if cfg.pebble != nil {
+			cfg.pebble(&o)
+		}
+		s, err := persistence.OpenPebble(dir, o, log.With("component", "pebble"))
+		if _, ok := errors.AsType[*persistence.DirError](err); ok {
+			return nil, nil, "", err
+		}
+		if err != nil {
+			return nil, nil, "", fmt.Errorf("open the pebble store in %s: %w", dir, err)
+		}
+		return s, localStats(s), "pebble:" + dir, nil
+	}
 	dir := filepath.Join(cfg.DataDir, "badger")
 	s, err := persistence.OpenBadger(dir, badgerOptions(cfg), log.With("component", "badger"))
 	if _, ok := errors.AsType[*persistence.DirError](err); ok {
@@ -63,11 +78,14 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (nodeStore, fu
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("open the badger store in %s: %w", dir, err)
 	}
-	stats := func() storeStats {
+	return s, localStats(s), "badger:" + dir, nil
+}
+
+func localStats(s *persistence.Local) func() storeStats {
+	return func() storeStats {
 		st := s.Stats()
 		return storeStats{st.Commits, st.Ops, st.Entries, st.Failed, st.Queued, st.LastCommitOps, st.CommitFailures}
 	}
-	return s, stats, "badger:" + dir, nil
 }
 
 // badgerOptions are the store options for cfg: the retention, the clock
@@ -96,7 +114,7 @@ type storeHealth interface {
 	Disk() persistence.DiskStatus
 }
 
-var _ storeHealth = (*persistence.Badger)(nil)
+var _ storeHealth = (*persistence.Local)(nil)
 
 // StoreFailedError is what Run returns when the store failed while
 // serving (a write or fsync error: persistence.ErrStoreFailed). The node

@@ -8,8 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -197,68 +195,11 @@ func (o BadgerOptions) badgerOptions(dir string, logger *slog.Logger) badger.Opt
 		WithDetectConflicts(false)
 }
 
-// Badger is the embedded Store: badger/v4 on local disk with one committer
-// goroutine that group-commits the appends of all users. See the package
-// doc for the concurrency contract.
-type Badger struct {
-	// Set by OpenBadger, then read-only.
-	db        *badger.DB
-	dir       string
-	log       *slog.Logger
-	maxBytes  int64            // per commit, estimated as badger does (plus slack)
-	maxWrites int              // key writes per commit
-	maxUsers  int              // cached user states
-	retention time.Duration    // 0: keep forever
-	now       func() time.Time // retention clock
-	guard     *diskGuard
-	stopGuard chan struct{} // closed by Close: the guard's ticker ends
-	wg        sync.WaitGroup
-
-	// A failed commit makes the store refuse every later write. failErr
-	// is set once (by the committer), then failed is closed.
-	failErr atomic.Pointer[error]
-	failed  chan struct{}
-
-	// Any goroutine may submit; only the committer drains.
-	mu      sync.Mutex
-	wake    sync.Cond // on mu: queue grew or closing was set
-	queue   []*op
-	closing bool
-
-	// Readers hold dbMu shared while they use db; Close takes it
-	// exclusively to close db.
-	dbMu     sync.RWMutex
-	dbClosed bool
-
-	closeOnce sync.Once
-	closeErr  error
-
-	// Only the committer goroutine.
-	users map[string]userState
-	chunk chunk
-	// commitHook, if set (tests, and the faultinject build), runs before
-	// each commit; an error fails the commit as if badger's write or sync
-	// had failed. Any goroutine may set it.
-	commitHook atomic.Pointer[func() error]
-
-	// Counters; any goroutine.
-	nCommits    atomic.Uint64
-	nOps        atomic.Uint64
-	nEntries    atomic.Uint64
-	nFailed     atomic.Uint64
-	nCommitErrs atomic.Uint64
-	lastOps     atomic.Int64
-	lastBytes   atomic.Int64
-	cachedUsers atomic.Int64
-}
-
-var _ Store = (*Badger)(nil)
-
 // OpenBadger opens (or creates) the store in dir and starts its committer.
 // If badger refuses to open, zero-byte memtable files (left by a crash
 // between creating and sizing one, upstream badger #2207) are removed and
 // the open is retried once.
-func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Badger, error) {
+func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Local, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
@@ -273,7 +214,7 @@ func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Badger, e
 	db, err := openDB(bopts)
 	if err != nil {
 		if isLockError(err) {
-			return nil, fmt.Errorf("persistence: open badger in %s: %w", dir, err)
+			return nil, fmt.Errorf("persistence: open badger in %s: %w: %w", dir, ErrLocked, err)
 		}
 		logger.Warn("badger open failed, retrying once", "dir", dir, "err", err)
 		removed, rerr := removeEmptyMemFiles(dir)
@@ -296,32 +237,14 @@ func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Badger, e
 	if err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
-	b := &Badger{
-		guard:     guard,
-		stopGuard: make(chan struct{}),
-		failed:    make(chan struct{}),
-		db:        db,
-		dir:       dir,
-		log:       logger,
-		maxBytes:  db.MaxBatchSize() - batchMargin,
-		maxWrites: int(db.MaxBatchCount()) - 2,
-		maxUsers:  opts.MaxCachedUsers,
-		retention: opts.Retention,
-		now:       opts.Now,
-		users:     make(map[string]userState),
-	}
-	if b.now == nil {
-		b.now = time.Now
-	}
-	if opts.MaxBatchBytes > 0 && opts.MaxBatchBytes < b.maxBytes {
-		b.maxBytes = opts.MaxBatchBytes
-	}
-	if opts.MaxBatchEntries > 0 && opts.MaxBatchEntries < b.maxWrites {
-		b.maxWrites = opts.MaxBatchEntries
-	}
-	b.wake.L = &b.mu
-	b.wg.Go(b.commitLoop)
-	b.wg.Go(b.guardLoop)
+	kv := badgerKV{db}
+	maxBytes, maxWrites := kv.maxBatch()
+	b := newLocal(kv, "badger", dir, guard, logger, localLimits{
+		maxBytes: maxBytes, maxWrites: maxWrites, maxBatchBytes: opts.MaxBatchBytes, maxBatchEntries: opts.MaxBatchEntries,
+		maxUsers: opts.MaxCachedUsers, retention: opts.Retention, now: opts.Now,
+	})
+	b.closeCheck = func() error { return flushRoom(dir, flushNeed(dir)) }
+	b.start()
 	return b, nil
 }
 
@@ -392,7 +315,7 @@ func openErr(dir string, err error) error {
 	wrapped := fmt.Errorf("persistence: open badger in %s (second attempt): %w", dir, err)
 	switch {
 	case isLockError(err):
-		return wrapped
+		return fmt.Errorf("%w: %w", ErrLocked, wrapped)
 	case errors.Is(err, os.ErrPermission), errors.Is(err, syscall.EROFS), errors.Is(err, syscall.ENOSPC):
 		return ioRefusal(dir, "cannot be opened by badger", err)
 	case strings.Contains(err.Error(), "badger panicked"):
@@ -434,109 +357,6 @@ func removeEmptyMemFiles(dir string) ([]string, error) {
 	return removed, nil
 }
 
-// Close stops taking submissions, lets the committer commit everything
-// already submitted, waits for it, and closes the database. Calls after
-// Close fail with ErrClosed; Close itself may be called more than once.
-// After a failed commit it waits for badger at most failedCloseWait, then
-// returns an error and leaves badger's goroutines (and the dir lock) to
-// the process's end.
-// On a file system too full for badger's closing memtable flushes Close
-// leaves badger open and returns an error matching ErrNotClosed
-// (flushRoom): everything committed is in the write-ahead log.
-func (b *Badger) Close() error {
-	b.closeOnce.Do(func() {
-		b.mu.Lock()
-		b.closing = true
-		b.wake.Signal()
-		b.mu.Unlock()
-		close(b.stopGuard)
-		b.wg.Wait()
-
-		// Readers in flight finish; later ones get ErrClosed.
-		b.dbMu.Lock()
-		b.dbClosed = true
-		b.dbMu.Unlock()
-		if err := flushRoom(b.dir, flushNeed(b.dir)); err != nil {
-			b.closeErr = err // badger left open: its close would fault
-			return
-		}
-		closed := make(chan error, 1)
-		go func() { closed <- b.db.Close() }()
-		var err error
-		if b.Err() == nil {
-			err = <-closed
-		} else {
-			// Badger's close flushes the memtable and retries a failed
-			// flush every second, forever: on a failed disk it would never
-			// return. Whatever it has not written is in the WAL, or was
-			// never acked.
-			select {
-			case err = <-closed:
-			case <-time.After(failedCloseWait):
-				err = fmt.Errorf("gave up after %v (badger cannot flush its memtable; the WAL holds it): %w", failedCloseWait, b.Err())
-			}
-		}
-		if err != nil {
-			b.closeErr = fmt.Errorf("persistence: close badger: %w", err)
-		}
-	})
-	return b.closeErr
-}
-
-// failedCloseWait bounds Close after a failed commit.
-const failedCloseWait = 3 * time.Second
-
-// Stats are the committer's counters since OpenBadger.
-type Stats struct {
-	Commits         uint64 // badger transactions committed (one fsync each)
-	Ops             uint64 // appends and activations made durable
-	Entries         uint64 // log entries made durable
-	Failed          uint64 // appends and activations that failed
-	CommitFailures  uint64 // commits badger failed (a write or sync error; the first one fails the store)
-	LastCommitOps   int    // appends and activations in the latest commit
-	LastCommitBytes int64  // estimated size of the latest commit
-	Queued          int    // submitted, not yet taken by the committer
-	CachedUsers     int    // user states the committer holds
-}
-
-// Stats returns the current counters. Safe to call concurrently.
-func (b *Badger) Stats() Stats {
-	b.mu.Lock()
-	queued := len(b.queue)
-	b.mu.Unlock()
-	return Stats{
-		Commits:         b.nCommits.Load(),
-		Ops:             b.nOps.Load(),
-		Entries:         b.nEntries.Load(),
-		Failed:          b.nFailed.Load(),
-		CommitFailures:  b.nCommitErrs.Load(),
-		LastCommitOps:   int(b.lastOps.Load()),
-		LastCommitBytes: b.lastBytes.Load(),
-		Queued:          queued,
-		CachedUsers:     int(b.cachedUsers.Load()),
-	}
-}
-
-// view runs fn in a read-only transaction unless ctx is done or the store
-// is closed or failed. A failed store serves no reads: badger puts a
-// batch into its memtable before syncing it, so the batch whose sync
-// failed is readable although it was never acked and may not be on disk
-// (its seqs may be taken by other entries after a restart).
-func (b *Badger) view(ctx context.Context, fn func(txn *badger.Txn) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := b.Err(); err != nil {
-		return err
-	}
-	b.dbMu.RLock()
-	defer b.dbMu.RUnlock()
-	if b.dbClosed {
-		return ErrClosed
-	}
-	return b.db.View(fn)
-}
-
 // badgerLogger adapts badger's printf logger to slog. Badger logs routine
 // events (compactions, flushes, replay) at info level: they go to Debug.
 type badgerLogger struct{ l *slog.Logger }
@@ -553,16 +373,3 @@ func (g badgerLogger) Errorf(f string, a ...any)   { g.logf(slog.LevelError, f, 
 func (g badgerLogger) Warningf(f string, a ...any) { g.logf(slog.LevelWarn, f, a...) }
 func (g badgerLogger) Infof(f string, a ...any)    { g.logf(slog.LevelDebug, f, a...) }
 func (g badgerLogger) Debugf(f string, a ...any)   { g.logf(slog.LevelDebug-4, f, a...) }
-
-// Compact merges the LSM tree's levels into one, dropping versions no reader
-// can see any more (overwritten values such as recalled content, expired
-// entries) from the files. It blocks while it runs: for maintenance and
-// tests, not the hot path. Badger's Flatten leaves level 0 alone while it
-// is the only level with tables and holds fewer than NumLevelZeroTables
-// (a young store): its tables are compacted once it fills.
-func (b *Badger) Compact() error {
-	if err := b.db.Flatten(2); err != nil {
-		return fmt.Errorf("persistence: flatten: %w", err)
-	}
-	return nil
-}

@@ -25,7 +25,7 @@ func testLogger() *slog.Logger {
 }
 
 // openBadger opens a Badger in dir and closes it when the test ends.
-func openBadger(t testing.TB, dir string, opts persistence.BadgerOptions) *persistence.Badger {
+func openBadger(t testing.TB, dir string, opts persistence.BadgerOptions) *persistence.Local {
 	t.Helper()
 	b, err := persistence.OpenBadger(dir, opts, testLogger())
 	if err != nil {

@@ -5,10 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"time"
-
-	"github.com/dgraph-io/badger/v4"
 )
 
 // mutation is one key write of a commit.
@@ -67,10 +64,10 @@ type userState struct {
 // chunk is the open transaction of the committer and the ops whose done is
 // due when it commits.
 type chunk struct {
-	txn    *badger.Txn // writes of staged; nil until needed
-	rtxn   *badger.Txn // read-only snapshot for loading uncached users
-	ops    []*op       // every op to report at the next flush, in submission order
-	staged []*op       // ops whose writes are in txn
+	txn    kvBatch // writes of staged; nil until needed
+	rtxn   kvView  // read-only snapshot for loading uncached users
+	ops    []*op   // every op to report at the next flush, in submission order
+	staged []*op   // ops whose writes are in txn
 	bytes  int64
 	writes int
 }
@@ -236,7 +233,7 @@ func encodeAppend(req *AppendRequest, keep time.Duration, nowMS int64) (muts []m
 }
 
 // submit queues o for the committer, or fails it at once with ErrClosed.
-func (b *Badger) submit(o *op) {
+func (b *Local) submit(o *op) {
 	b.mu.Lock()
 	if b.closing {
 		b.mu.Unlock()
@@ -251,7 +248,7 @@ func (b *Badger) submit(o *op) {
 // Append implements Store. req's slices are copied before Append returns.
 // After Close, done is called with ErrClosed before Append returns (there
 // is no committer left to call it).
-func (b *Badger) Append(req AppendRequest, done func(error)) {
+func (b *Local) Append(req AppendRequest, done func(error)) {
 	o := &op{kind: opAppend, user: req.User, epoch: req.Epoch, n: len(req.Entries), done: done}
 	for _, e := range req.Rewrites {
 		o.maxRewrite = max(o.maxRewrite, e.Seq)
@@ -272,7 +269,7 @@ func (b *Badger) Append(req AppendRequest, done func(error)) {
 
 // AppendSync implements Store. If ctx ends first it returns ctx.Err(); the
 // append may still become durable.
-func (b *Badger) AppendSync(ctx context.Context, req AppendRequest) error {
+func (b *Local) AppendSync(ctx context.Context, req AppendRequest) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -290,7 +287,7 @@ func (b *Badger) AppendSync(ctx context.Context, req AppendRequest) error {
 // so it is ordered with the appends submitted around it and is durable
 // when it returns. If ctx ends first it returns ctx.Err(); the epoch may
 // still have been bumped (a later Activate bumps it again).
-func (b *Badger) Activate(ctx context.Context, user, owner string) (Epoch, Seq, error) {
+func (b *Local) Activate(ctx context.Context, user, owner string) (Epoch, Seq, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, 0, err
 	}
@@ -315,7 +312,7 @@ func (b *Badger) Activate(ctx context.Context, user, owner string) (Epoch, Seq, 
 // commitLoop is the committer: it takes everything queued, commits it in
 // as few transactions as the caps allow, and repeats until Close has been
 // called and the queue is empty.
-func (b *Badger) commitLoop() {
+func (b *Local) commitLoop() {
 	var spare []*op
 	for {
 		b.mu.Lock()
@@ -342,7 +339,7 @@ func (b *Badger) commitLoop() {
 }
 
 // add puts o into the open chunk, flushing it first if o would not fit.
-func (b *Badger) add(o *op) {
+func (b *Local) add(o *op) {
 	c := &b.chunk
 	if o.err == nil && (o.size > b.maxBytes || len(o.muts) > b.maxWrites) {
 		o.err = fmt.Errorf("%w: user %q append of %d bytes in %d writes; a commit holds at most %d bytes, %d writes",
@@ -371,7 +368,7 @@ func (b *Badger) add(o *op) {
 // stage checks o against the user's state and writes it into the open
 // transaction. retry allows one more attempt in a fresh transaction if
 // badger finds the open one too big.
-func (b *Badger) stage(o *op, retry bool) {
+func (b *Local) stage(o *op, retry bool) {
 	c := &b.chunk
 	prev, err := b.userState(o.user)
 	if err != nil {
@@ -388,14 +385,14 @@ func (b *Badger) stage(o *op, retry bool) {
 		binary.BigEndian.PutUint64(o.muts[o.hwm].val, uint64(next.last))
 	}
 	if c.txn == nil {
-		c.txn = b.db.NewTransaction(true)
+		c.txn = b.kv.batch()
 	}
 	for _, m := range o.muts {
-		if err := set(c.txn, m); err != nil {
+		if err := c.txn.set(m); err != nil {
 			// The transaction holds part of o: rebuild it without o.
 			b.rebuild()
 			switch {
-			case !errors.Is(err, badger.ErrTxnTooBig):
+			case !errors.Is(err, errKVTooBig):
 				b.report(o, fmt.Errorf("persistence: write append of %q: %w", o.user, err))
 			case retry && b.flushIfStaged():
 				b.stage(o, false)
@@ -415,25 +412,9 @@ func (b *Badger) stage(o *op, retry bool) {
 	c.writes += max(len(o.muts), 1)
 }
 
-// set writes m into txn. Several writes of one key in one transaction (the
-// high-water mark of a user's appends in one batch) leave one write, the
-// last.
-func set(txn *badger.Txn, m mutation) error {
-	switch {
-	case m.del:
-		return txn.Delete(m.key)
-	case m.expiresAt != 0:
-		e := badger.NewEntry(m.key, m.val)
-		e.ExpiresAt = m.expiresAt
-		return txn.SetEntry(e)
-	default:
-		return txn.Set(m.key, m.val)
-	}
-}
-
 // check validates o against the user's state and returns the state after
 // o. For an activation it also builds the epoch write.
-func (b *Badger) check(o *op, st userState) (userState, error) {
+func (b *Local) check(o *op, st userState) (userState, error) {
 	switch o.kind {
 	case opActivate:
 		st.epoch++
@@ -461,13 +442,13 @@ func (b *Badger) check(o *op, st userState) (userState, error) {
 
 // userState returns the committer's state of user, loading it from the
 // committed data if it is not cached.
-func (b *Badger) userState(user string) (userState, error) {
+func (b *Local) userState(user string) (userState, error) {
 	if st, ok := b.users[user]; ok {
 		return st, nil
 	}
 	c := &b.chunk
 	if c.rtxn == nil {
-		c.rtxn = b.db.NewTransaction(false)
+		c.rtxn = b.kv.view()
 	}
 	st, err := loadUserState(c.rtxn, user)
 	if err != nil {
@@ -477,25 +458,18 @@ func (b *Badger) userState(user string) (userState, error) {
 	return st, nil
 }
 
-func loadUserState(txn *badger.Txn, user string) (userState, error) {
+func loadUserState(v kvView, user string) (userState, error) {
 	var st userState
-	item, err := txn.Get(epochKey(user))
+	val, ok, err := v.get(epochKey(user))
 	switch {
-	case errors.Is(err, badger.ErrKeyNotFound):
 	case err != nil:
 		return st, fmt.Errorf("read epoch: %w", err)
-	default:
-		if err := item.Value(func(v []byte) error {
-			if len(v) < 8 {
-				return fmt.Errorf("epoch record of %d bytes", len(v))
-			}
-			st.epoch = Epoch(binary.BigEndian.Uint64(v))
-			return nil
-		}); err != nil {
-			return st, fmt.Errorf("read epoch: %w", err)
-		}
+	case ok && len(val) < 8:
+		return st, fmt.Errorf("read epoch: epoch record of %d bytes", len(val))
+	case ok:
+		st.epoch = Epoch(binary.BigEndian.Uint64(val))
 	}
-	st.last, err = lastSeq(txn, user)
+	st.last, err = lastSeq(v, user)
 	return st, err
 }
 
@@ -504,48 +478,44 @@ func loadUserState(txn *badger.Txn, user string) (userState, error) {
 // high-water mark, a point read. The mark is the answer once every log key
 // has expired; the seek is, for logs written without retention (no mark,
 // or a stale one: those keys never expire).
-func lastSeq(txn *badger.Txn, user string) (Seq, error) {
+func lastSeq(v kvView, user string) (Seq, error) {
 	var last Seq
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: userPrefix(tagLog, user), Reverse: true})
-	it.Seek(logKey(user, math.MaxUint64))
-	if it.Valid() {
-		last = seqFromLogKey(it.Item().Key())
+	it := v.iter(userPrefix(tagLog, user), true)
+	it.first()
+	if it.valid() {
+		last = seqFromLogKey(it.key())
 	}
-	it.Close()
+	err := it.error()
+	it.close()
+	if err != nil {
+		return 0, fmt.Errorf("read last log key: %w", err)
+	}
 
-	item, err := txn.Get(hwmKey(user))
+	val, ok, err := v.get(hwmKey(user))
 	switch {
-	case errors.Is(err, badger.ErrKeyNotFound):
-		return last, nil
 	case err != nil:
 		return 0, fmt.Errorf("read high-water mark: %w", err)
+	case !ok:
+		return last, nil
+	case len(val) != 8:
+		return 0, fmt.Errorf("read high-water mark: high-water mark of %d bytes", len(val))
 	}
-	err = item.Value(func(v []byte) error {
-		if len(v) != 8 {
-			return fmt.Errorf("high-water mark of %d bytes", len(v))
-		}
-		last = max(last, Seq(binary.BigEndian.Uint64(v)))
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("read high-water mark: %w", err)
-	}
-	return last, nil
+	return max(last, Seq(binary.BigEndian.Uint64(val))), nil
 }
 
 // rebuild discards the open transaction and writes the staged ops again
 // into a new one. If that fails they fail.
-func (b *Badger) rebuild() {
+func (b *Local) rebuild() {
 	c := &b.chunk
-	c.txn.Discard()
+	c.txn.discard()
 	c.txn = nil
 	if len(c.staged) == 0 {
 		return
 	}
-	c.txn = b.db.NewTransaction(true)
+	c.txn = b.kv.batch()
 	for _, o := range c.staged {
 		for _, m := range o.muts {
-			if err := set(c.txn, m); err != nil {
+			if err := c.txn.set(m); err != nil {
 				b.failStaged(fmt.Errorf("persistence: rewrite %d appends: %w", len(c.staged), err))
 				return
 			}
@@ -555,7 +525,7 @@ func (b *Badger) rebuild() {
 
 // flushIfStaged commits the chunk if it holds writes; it reports whether
 // it did (so that a retry in a fresh transaction can differ).
-func (b *Badger) flushIfStaged() bool {
+func (b *Local) flushIfStaged() bool {
 	if len(b.chunk.staged) == 0 {
 		return false
 	}
@@ -568,10 +538,10 @@ func (b *Badger) flushIfStaged() bool {
 // reloads what is actually committed (the pre-chunk state when the failed
 // transaction left nothing, and whatever badger kept if it did), and the
 // later appends that depended on the failed ones fail the seq check.
-func (b *Badger) failStaged(err error) {
+func (b *Local) failStaged(err error) {
 	c := &b.chunk
 	if c.txn != nil {
-		c.txn.Discard()
+		c.txn.discard()
 		c.txn = nil
 	}
 	for _, o := range c.staged {
@@ -584,14 +554,14 @@ func (b *Badger) failStaged(err error) {
 
 // report records o's failure; its done is called at the next flush, after
 // the ops submitted before it.
-func (b *Badger) report(o *op, err error) {
+func (b *Local) report(o *op, err error) {
 	o.res = err
 	b.chunk.ops = append(b.chunk.ops, o)
 }
 
 // flush commits the open transaction (one fsync) and calls done of every op
 // of the chunk in submission order.
-func (b *Badger) flush() {
+func (b *Local) flush() {
 	c := &b.chunk
 	if len(c.staged) > 0 {
 		err := b.commit()
@@ -618,11 +588,11 @@ func (b *Badger) flush() {
 		}
 	}
 	if c.txn != nil {
-		c.txn.Discard()
+		c.txn.discard()
 		c.txn = nil
 	}
 	if c.rtxn != nil {
-		c.rtxn.Discard()
+		c.rtxn.close()
 		c.rtxn = nil
 	}
 	for _, o := range c.ops {
@@ -637,19 +607,31 @@ func (b *Badger) flush() {
 	c.bytes, c.writes = 0, 0
 }
 
-func (b *Badger) commit() error {
+func (b *Local) commit() (err error) {
+	defer func() {
+		// Pebble calls its logger's Fatalf on a failed WAL write or sync;
+		// pebbleLogger panics there (pebble must not go on as if it had
+		// committed). The store fails; nothing is acked.
+		if r := recover(); r != nil {
+			f, ok := r.(pebbleFatal)
+			if !ok {
+				panic(r)
+			}
+			err = fmt.Errorf("pebble: %s", f.msg)
+		}
+	}()
 	if hook := b.commitHook.Load(); hook != nil {
 		if err := (*hook)(); err != nil {
 			return err
 		}
 	}
-	return b.chunk.txn.Commit()
+	return b.chunk.txn.commit()
 }
 
 // evictUsers keeps the state cache within maxUsers. It runs between
 // batches, when every cached state equals the committed one, so an evicted
 // user is simply reloaded when next written.
-func (b *Badger) evictUsers() {
+func (b *Local) evictUsers() {
 	if over := len(b.users) - b.maxUsers; over > 0 {
 		for u := range b.users {
 			delete(b.users, u)

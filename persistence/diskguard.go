@@ -261,7 +261,7 @@ func fmtBytes(n uint64) string {
 // guardLoop checks the free space every guardTick, so a full store
 // notices freed space without a write, and /metrics and readiness stay
 // current while nothing is written.
-func (b *Badger) guardLoop() {
+func (b *Local) guardLoop() {
 	t := time.NewTicker(guardTick)
 	defer t.Stop()
 	for {
@@ -275,12 +275,12 @@ func (b *Badger) guardLoop() {
 }
 
 // Disk returns the guard's view of the data dir's file system.
-func (b *Badger) Disk() DiskStatus { return b.guard.status() }
+func (b *Local) Disk() DiskStatus { return b.guard.status() }
 
 // WriteErr returns why the store refuses writes now (an ErrStoreFailed
 // or ErrDiskFull error), or nil if it takes them. Cheap: callers ask it
 // before doing work that would end in a write.
-func (b *Badger) WriteErr() error {
+func (b *Local) WriteErr() error {
 	if err := b.Err(); err != nil {
 		return err
 	}
@@ -290,10 +290,10 @@ func (b *Badger) WriteErr() error {
 // Failed is closed when a commit fails: from then on every write fails
 // with ErrStoreFailed (Err says why). The store's owner should stop and
 // reopen it, which replays what is durable.
-func (b *Badger) Failed() <-chan struct{} { return b.failed }
+func (b *Local) Failed() <-chan struct{} { return b.failed }
 
 // Err is the ErrStoreFailed error once a commit has failed, else nil.
-func (b *Badger) Err() error {
+func (b *Local) Err() error {
 	if p := b.failErr.Load(); p != nil {
 		return *p
 	}
@@ -302,7 +302,7 @@ func (b *Badger) Err() error {
 
 // fail puts the store into the failed state (the first cause wins). Only
 // the committer calls it.
-func (b *Badger) fail(cause error) {
+func (b *Local) fail(cause error) {
 	if b.failErr.Load() != nil {
 		return
 	}

@@ -24,7 +24,7 @@ func smallOptions() BadgerOptions {
 		BaseTableSize: 1 << 20, BlockCacheSize: 1 << 20, IndexCacheSize: 1 << 20}
 }
 
-func openOn(t *testing.T, dir string, opts BadgerOptions) *Badger {
+func openOn(t *testing.T, dir string, opts BadgerOptions) *Local {
 	t.Helper()
 	b, err := OpenBadger(dir, opts, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	if err != nil {
@@ -36,7 +36,7 @@ func openOn(t *testing.T, dir string, opts BadgerOptions) *Badger {
 
 // checkLog reads u's whole log and checks it holds exactly seqs 1..last
 // and every seq in acked.
-func checkLog(t *testing.T, b *Badger, user string, acked map[Seq]bool, last Seq) {
+func checkLog(t *testing.T, b *Local, user string, acked map[Seq]bool, last Seq) {
 	t.Helper()
 	got, err := b.Read(t.Context(), user, 0, int(last)+10)
 	if err != nil {

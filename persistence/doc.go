@@ -9,8 +9,9 @@
 // per step — new log entries plus their side effects — and acks its
 // devices only after the append is durable. Readers (catch-up, history,
 // compensation) call Read, FirstSeq and FirstSeqSince. Store is the
-// interface; Badger is the embedded backend; storetest is the conformance
-// suite every backend runs.
+// interface; Local is the embedded backend, on badger (OpenBadger) or
+// pebble (OpenPebble) through kvEngine (kv.go); postgres is the cluster
+// backend; storetest is the conformance suite every backend runs.
 //
 // # Retention
 //
@@ -25,7 +26,8 @@
 // still return the seq of an aged-out entry for a while; that entry then
 // reads as missing.
 //
-// Badger deletes aged-out data with TTLs: log (L) and dedup (I) keys
+// Pebble has no TTL: a sweep deletes aged-out log and dedup keys
+// (pebble_sweep.go). Badger deletes aged-out data with TTLs: log (L) and dedup (I) keys
 // expire an hour (ttlMargin) after the filter has hidden them, so badger's
 // expiry — which upstream reports as not always reliable across restarts —
 // never decides what a reader gets; it only lets compaction reclaim the
@@ -44,11 +46,12 @@
 // check. The epoch check keeps each user's log single-writer: after a new
 // Activate, appends carrying the older epoch fail with ErrFenced.
 //
-// Badger runs one committer goroutine, owned by the Badger value and
-// stopped by Close. It is the only writer to the database: it takes every
+// Local runs one committer goroutine, owned by the Local value and
+// stopped by Close. It is the only writer to the database (on pebble the
+// retention sweep also deletes aged-out keys, which no append touches): it takes every
 // queued append and activation (of all users), checks each against the
 // user's cached {epoch, last seq}, writes the ones that pass into one
-// badger transaction, commits it with one fsync, and then calls every done
+// badger transaction or pebble batch, commits it with one fsync, and then calls every done
 // callback in submission order. So:
 //
 //   - done callbacks run on the committer goroutine and must not block:
@@ -72,7 +75,11 @@
 //     closing memtable flushes it leaves badger open (ErrNotClosed): the
 //     write-ahead log holds everything committed.
 //
-// Disk space and write errors (diskguard.go, issue 13). Badger writes its
+// Disk space and write errors (diskguard.go, issue 13); the guard and the
+// failed state are the same on pebble, which writes with write(2) (a full
+// disk is ENOSPC there, not SIGBUS) and reports a failed WAL write or
+// sync through its logger's Fatalf, which the committer recovers into
+// ErrStoreFailed. Badger writes its
 // WAL, tables and value log through mmapped sparse files, so a full file
 // system kills the process with SIGBUS instead of returning ENOSPC. A
 // guard (statfs before a batch, at most every 5 ms, and every 250 ms on

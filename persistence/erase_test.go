@@ -18,7 +18,7 @@ func TestRewriteGoneFromFilesAfterCompaction(t *testing.T) {
 	dir := t.TempDir()
 	secret := []byte("zq-recalled-content-" + time.Now().Format(time.RFC3339Nano))
 	ctx := context.Background()
-	open := func() *persistence.Badger {
+	open := func() *persistence.Local {
 		// Level 0 compacts at 3 tables here: Compact (badger's Flatten)
 		// leaves a level 0 below its threshold alone when no other level
 		// has tables, and this test makes only six.

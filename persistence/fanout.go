@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-
-	"github.com/dgraph-io/badger/v4"
 )
 
 // FanoutMark is a user's (or group's) fan-out watermark (DESIGN.md §3,
@@ -78,23 +76,18 @@ func DecodeFanoutMark(data []byte) (FanoutMark, error) {
 }
 
 // FanoutMark implements Store.
-func (b *Badger) FanoutMark(ctx context.Context, user string) (FanoutMark, error) {
+func (b *Local) FanoutMark(ctx context.Context, user string) (FanoutMark, error) {
 	if err := checkUser(user); err != nil {
 		return FanoutMark{}, err
 	}
 	var m FanoutMark
-	err := b.view(ctx, func(txn *badger.Txn) error {
-		it, err := txn.Get(appendOutboxKey(nil, user, fanoutRef.Seq, fanoutRef.Key))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
+	err := b.view(ctx, func(v kvView) error {
+		val, ok, err := v.get(appendOutboxKey(nil, user, fanoutRef.Seq, fanoutRef.Key))
+		if err != nil || !ok {
 			return err
 		}
-		return it.Value(func(v []byte) error {
-			m, err = DecodeFanoutMark(v)
-			return err
-		})
+		m, err = DecodeFanoutMark(val)
+		return err
 	})
 	if err != nil {
 		return FanoutMark{}, fmt.Errorf("persistence: read fan-out mark of %q: %w", user, err)

@@ -12,7 +12,7 @@ import (
 // after n more commits succeed: the n+1st commit and any later one. Only
 // in builds with the faultinject tag: tests of the store and the node use
 // it to check that a failed sync is never retried into an ack.
-func FailCommitsAfter(b *Badger, n int) {
+func FailCommitsAfter(b *Local, n int) {
 	var left atomic.Int64
 	left.Store(int64(n))
 	hook := func() error {

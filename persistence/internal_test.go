@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func openTest(t *testing.T, opts BadgerOptions) *Badger {
+func openTest(t *testing.T, opts BadgerOptions) *Local {
 	t.Helper()
 	b, err := OpenBadger(t.TempDir(), opts, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
@@ -61,7 +61,7 @@ func ents(first Seq, n int, data []byte) []Entry {
 // hold blocks the committer inside a done callback until the returned
 // release is called, so that everything submitted meanwhile lands in one
 // batch. (Tests only: done must not block.)
-func hold(t *testing.T, b *Badger, user string, epoch Epoch) (release func()) {
+func hold(t *testing.T, b *Local, user string, epoch Epoch) (release func()) {
 	t.Helper()
 	entered, gate := make(chan struct{}), make(chan struct{})
 	b.Append(AppendRequest{User: user, Epoch: epoch}, func(err error) {

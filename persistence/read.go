@@ -1,14 +1,12 @@
 package persistence
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"time"
-
-	"github.com/dgraph-io/badger/v4"
 )
 
 // Read implements Store. limit <= 0 returns no entries. The returned
@@ -16,7 +14,7 @@ import (
 // with TimeMS before the cutoff are skipped whether or not badger has
 // expired them yet; a cursor behind the retained part starts with a binary
 // search for it rather than a walk over aged-out entries.
-func (b *Badger) Read(ctx context.Context, user string, after Seq, limit int) ([]Entry, error) {
+func (b *Local) Read(ctx context.Context, user string, after Seq, limit int) ([]Entry, error) {
 	if err := checkUser(user); err != nil {
 		return nil, err
 	}
@@ -25,41 +23,36 @@ func (b *Badger) Read(ctx context.Context, user string, after Seq, limit int) ([
 	}
 	cutoff := b.cutoffMS()
 	var out []Entry
-	err := b.view(ctx, func(txn *badger.Txn) error {
-		// No value prefetching: log values are small enough to be kept in
-		// the LSM tree (the value threshold is 1 MiB or the batch cap), where
-		// prefetching only adds work: a catch-up read of 1,000 entries costs
-		// about a third of what it did with it (bench/README.md, "Catch-up").
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: userPrefix(tagLog, user)})
-		defer it.Close()
-		it.Seek(logKey(user, after+1))
-		if cutoff != math.MinInt64 && it.Valid() {
+	err := b.view(ctx, func(v kvView) error {
+		it := v.iter(userPrefix(tagLog, user), false)
+		defer it.close()
+		it.seek(logKey(user, after+1))
+		if cutoff != math.MinInt64 && it.valid() {
+			val, err := it.value()
 			var ts int64
-			if err := it.Item().Value(func(v []byte) error {
-				var err error
-				ts, err = decodeTime(v)
-				return err
-			}); err != nil {
-				return fmt.Errorf("seq %d: %w", seqFromLogKey(it.Item().Key()), err)
+			if err == nil {
+				ts, err = decodeTime(val)
+			}
+			if err != nil {
+				return fmt.Errorf("seq %d: %w", seqFromLogKey(it.key()), err)
 			}
 			if ts < cutoff {
-				first, err := firstSince(txn, user, cutoff)
+				first, err := firstSince(v, user, cutoff)
 				if err != nil {
 					return err
 				}
 				if first > after+1 {
-					it.Seek(logKey(user, first))
+					it.seek(logKey(user, first))
 				}
 			}
 		}
-		for ; it.Valid() && len(out) < limit; it.Next() {
-			item := it.Item()
-			e := Entry{Seq: seqFromLogKey(item.Key())}
-			if err := item.Value(func(v []byte) error {
-				var err error
-				e.TimeMS, e.Data, err = decodeLogValue(v)
-				return err
-			}); err != nil {
+		for ; it.valid() && len(out) < limit; it.next() {
+			e := Entry{Seq: seqFromLogKey(it.key())}
+			val, err := it.value()
+			if err == nil {
+				e.TimeMS, e.Data, err = decodeLogValue(val)
+			}
+			if err != nil {
 				return fmt.Errorf("seq %d: %w", e.Seq, err)
 			}
 			// Times are non-decreasing, so after the seek this is only a
@@ -69,7 +62,7 @@ func (b *Badger) Read(ctx context.Context, user string, after Seq, limit int) ([
 			}
 			out = append(out, e)
 		}
-		return nil
+		return it.error()
 	})
 	if err != nil {
 		return nil, fmt.Errorf("persistence: read log of %q after %d: %w", user, after, err)
@@ -90,16 +83,16 @@ func decodeLogValue(v []byte) (timeMS int64, data []byte, err error) {
 
 // FirstSeqSince implements Store: firstSince for the later of t and the
 // retention cutoff.
-func (b *Badger) FirstSeqSince(ctx context.Context, user string, t time.Time) (Seq, error) {
+func (b *Local) FirstSeqSince(ctx context.Context, user string, t time.Time) (Seq, error) {
 	if err := checkUser(user); err != nil {
 		return 0, err
 	}
 	// Entry time is whole milliseconds: TimeMS >= t ⇔ TimeMS >= ceil(t).
 	ms := max(ceilMS(t), b.cutoffMS())
 	var res Seq
-	err := b.view(ctx, func(txn *badger.Txn) error {
+	err := b.view(ctx, func(v kvView) error {
 		var err error
-		res, err = firstSince(txn, user, ms)
+		res, err = firstSince(v, user, ms)
 		return err
 	})
 	if err != nil {
@@ -110,15 +103,15 @@ func (b *Badger) FirstSeqSince(ctx context.Context, user string, t time.Time) (S
 
 // FirstSeq implements Store: firstSince for the retention cutoff, the
 // first stored entry without retention.
-func (b *Badger) FirstSeq(ctx context.Context, user string) (Seq, error) {
+func (b *Local) FirstSeq(ctx context.Context, user string) (Seq, error) {
 	if err := checkUser(user); err != nil {
 		return 0, err
 	}
 	ms := b.cutoffMS()
 	var res Seq
-	err := b.view(ctx, func(txn *badger.Txn) error {
+	err := b.view(ctx, func(v kvView) error {
 		var err error
-		res, err = firstSince(txn, user, ms)
+		res, err = firstSince(v, user, ms)
 		return err
 	})
 	if err != nil {
@@ -132,27 +125,25 @@ func (b *Badger) FirstSeq(ctx context.Context, user string) (Seq, error) {
 // search over the log by seek, as TimeMS is non-decreasing along it. The
 // log may start after seq 1 (once expired); each probe takes the first
 // entry at or after its seq.
-func firstSince(txn *badger.Txn, user string, ms int64) (Seq, error) {
-	last, err := lastSeq(txn, user)
+func firstSince(v kvView, user string, ms int64) (Seq, error) {
+	last, err := lastSeq(v, user)
 	if err != nil {
 		return 0, err
 	}
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: userPrefix(tagLog, user)})
-	defer it.Close()
+	it := v.iter(userPrefix(tagLog, user), false)
+	defer it.close()
 	// probe returns the first entry with seq >= s (ok false: none).
 	probe := func(s Seq) (Seq, int64, bool, error) {
-		it.Seek(logKey(user, s))
-		if !it.Valid() {
-			return 0, 0, false, nil
+		it.seek(logKey(user, s))
+		if !it.valid() {
+			return 0, 0, false, it.error()
 		}
-		item := it.Item()
+		val, err := it.value()
 		var ts int64
-		err := item.Value(func(v []byte) error {
-			var err error
-			ts, err = decodeTime(v)
-			return err
-		})
-		return seqFromLogKey(item.Key()), ts, true, err
+		if err == nil {
+			ts, err = decodeTime(val)
+		}
+		return seqFromLogKey(it.key()), ts, true, err
 	}
 	first, _, ok, err := probe(0)
 	if err != nil || !ok {
@@ -195,27 +186,22 @@ func decodeTime(v []byte) (int64, error) {
 // LookupDedup implements Store. With retention a key is found until its
 // TTL ends, ttlMargin past the retention window of its append, so it may
 // name an entry Read no longer returns.
-func (b *Badger) LookupDedup(ctx context.Context, user, key string) (Seq, bool, error) {
+func (b *Local) LookupDedup(ctx context.Context, user, key string) (Seq, bool, error) {
 	if err := checkUser(user); err != nil {
 		return 0, false, err
 	}
 	var seq Seq
 	var found bool
-	err := b.view(ctx, func(txn *badger.Txn) error {
-		item, err := txn.Get(dedupKey(user, key))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
+	err := b.view(ctx, func(v kvView) error {
+		val, ok, err := v.get(dedupKey(user, key))
+		if err != nil || !ok {
 			return err
 		}
-		return item.Value(func(v []byte) error {
-			if len(v) != 8 {
-				return fmt.Errorf("dedup value of %d bytes", len(v))
-			}
-			seq, found = Seq(binary.BigEndian.Uint64(v)), true
-			return nil
-		})
+		if len(val) != 8 {
+			return fmt.Errorf("dedup value of %d bytes", len(val))
+		}
+		seq, found = Seq(binary.BigEndian.Uint64(val)), true
+		return nil
 	})
 	if err != nil {
 		return 0, false, fmt.Errorf("persistence: look up dedup key of %q: %w", user, err)
@@ -225,26 +211,25 @@ func (b *Badger) LookupDedup(ctx context.Context, user, key string) (Seq, bool, 
 
 // scan calls fn with the part of each key after prefix and a copy of its
 // value, in key order.
-func (b *Badger) scan(ctx context.Context, prefix []byte, fn func(rest, val []byte) error) error {
-	return b.view(ctx, func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: prefix})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			val, err := item.ValueCopy(nil)
+func (b *Local) scan(ctx context.Context, prefix []byte, fn func(rest, val []byte) error) error {
+	return b.view(ctx, func(v kvView) error {
+		it := v.iter(prefix, false)
+		defer it.close()
+		for it.first(); it.valid(); it.next() {
+			val, err := it.value()
 			if err != nil {
 				return err
 			}
-			if err := fn(item.Key()[len(prefix):], val); err != nil {
+			if err := fn(it.key()[len(prefix):], bytes.Clone(val)); err != nil {
 				return err
 			}
 		}
-		return nil
+		return it.error()
 	})
 }
 
 // Outbox implements Store: items in seq order, then key order.
-func (b *Badger) Outbox(ctx context.Context, user string) ([]OutboxItem, error) {
+func (b *Local) Outbox(ctx context.Context, user string) ([]OutboxItem, error) {
 	if err := checkUser(user); err != nil {
 		return nil, err
 	}
@@ -268,7 +253,7 @@ func (b *Badger) Outbox(ctx context.Context, user string) ([]OutboxItem, error) 
 
 // Devices implements Store: in device ID order. A device whose record was
 // never stored but whose cursor was is returned with nil Data.
-func (b *Badger) Devices(ctx context.Context, user string) ([]Device, error) {
+func (b *Local) Devices(ctx context.Context, user string) ([]Device, error) {
 	if err := checkUser(user); err != nil {
 		return nil, err
 	}
@@ -306,7 +291,7 @@ func (b *Badger) Devices(ctx context.Context, user string) ([]Device, error) {
 }
 
 // Convs implements Store: in conversation key order.
-func (b *Badger) Convs(ctx context.Context, user string) ([]Conv, error) {
+func (b *Local) Convs(ctx context.Context, user string) ([]Conv, error) {
 	if err := checkUser(user); err != nil {
 		return nil, err
 	}
@@ -331,23 +316,23 @@ func nilIfEmpty(b []byte) []byte {
 // OutboxUsers implements Store: the users with at least one pending outbox
 // item, in key order, at most limit of them after the user named after ("" to
 // start). Key-only iteration that skips over each user's items.
-func (b *Badger) OutboxUsers(ctx context.Context, after string, limit int) ([]string, error) {
+func (b *Local) OutboxUsers(ctx context.Context, after string, limit int) ([]string, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
 	var out []string
-	err := b.view(ctx, func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagOutbox}})
-		defer it.Close()
+	err := b.view(ctx, func(v kvView) error {
+		it := v.iter([]byte{tagOutbox}, false)
+		defer it.close()
 		start := []byte{tagOutbox}
 		if after != "" {
 			start = append(userPrefix(tagOutbox, after), 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF)
 		}
-		for it.Seek(start); it.Valid() && len(out) < limit; {
+		for it.seek(start); it.valid() && len(out) < limit; {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			k := it.Item().Key()
+			k := it.key()
 			if len(k) < 3 {
 				return fmt.Errorf("malformed outbox key %x", k)
 			}
@@ -358,9 +343,9 @@ func (b *Badger) OutboxUsers(ctx context.Context, after string, limit int) ([]st
 			user := string(k[3 : 3+n])
 			out = append(out, user)
 			// Past every key of this user: its seqs are 8 bytes of at most 0xFF.
-			it.Seek(append(userPrefix(tagOutbox, user), 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF))
+			it.seek(append(userPrefix(tagOutbox, user), 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF))
 		}
-		return nil
+		return it.error()
 	})
 	if err != nil {
 		return nil, fmt.Errorf("persistence: list users with pending outbox: %w", err)

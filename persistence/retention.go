@@ -29,7 +29,7 @@ func ceilMS(t time.Time) int64 {
 
 // cutoffMS returns the oldest entry time readers return now: entries with
 // TimeMS < cutoffMS have aged out. math.MinInt64 without retention.
-func (b *Badger) cutoffMS() int64 {
+func (b *Local) cutoffMS() int64 {
 	if b.retention <= 0 {
 		return math.MinInt64
 	}

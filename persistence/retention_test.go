@@ -33,10 +33,10 @@ func (c *testClock) Add(d time.Duration) {
 }
 
 // rawKeys returns every live key of the database with its expiry.
-func rawKeys(t *testing.T, b *Badger) map[string]uint64 {
+func rawKeys(t *testing.T, b *Local) map[string]uint64 {
 	t.Helper()
 	out := map[string]uint64{}
-	err := b.db.View(func(txn *badger.Txn) error {
+	err := b.kv.(badgerKV).db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -51,11 +51,11 @@ func rawKeys(t *testing.T, b *Badger) map[string]uint64 {
 }
 
 // rawHWM returns the stored high-water mark of user (false: none).
-func rawHWM(t *testing.T, b *Badger, user string) (Seq, bool) {
+func rawHWM(t *testing.T, b *Local, user string) (Seq, bool) {
 	t.Helper()
 	var seq Seq
 	found := false
-	err := b.db.View(func(txn *badger.Txn) error {
+	err := b.kv.(badgerKV).db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(hwmKey(user))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
@@ -263,7 +263,7 @@ func TestRetentionHighWaterMark(t *testing.T) {
 	}
 	// One mark write per commit, not one per append.
 	versions := 0
-	if err := b.db.View(func(txn *badger.Txn) error {
+	if err := b.kv.(badgerKV).db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{AllVersions: true, Prefix: hwmKey("u")})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {

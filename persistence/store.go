@@ -28,6 +28,9 @@ var (
 	ErrClosed = errors.New("persistence: store closed")
 	// ErrTooLarge: one append is bigger than the store accepts in a batch.
 	ErrTooLarge = errors.New("persistence: append too large")
+	// ErrLocked: another store (in this or another process) has the
+	// directory open.
+	ErrLocked = errors.New("persistence: directory locked by another store")
 	// ErrNotInLog: a rewrite names a seq beyond the user's log.
 	ErrNotInLog = errors.New("persistence: no such entry")
 )

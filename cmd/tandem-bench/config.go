@@ -10,22 +10,25 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tandem-im/tandem/node"
 )
 
 // Config is one benchmark run, or with Sweep one run per step. Zero
 // fields mean their defaults, except Warmup and Late (0 is none; the flags
 // default to DefaultWarmup and DefaultLate).
 type Config struct {
-	Pairs    int           // sender→receiver pairs
-	Window   int           // sends in flight per sender (DefaultWindow; DefaultOpenWindow in open loop)
-	Rate     float64       // open loop: total msgs/s over all senders, on a fixed schedule (openloop.go); 0: closed loop
-	Sweep    bool          // the closed-loop peak (unless Peak), then open loop at sweepPercents of it (sweep.go)
-	Peak     float64       // Sweep: the peak msgs/s, instead of measuring it
-	Duration time.Duration // measured time
-	Warmup   time.Duration // sending before the measured time, not measured
-	Size     int           // content bytes per message (≥ minSize)
-	Drain    time.Duration // after the senders stop: wait this long for acks, then as long again for deliveries
-	Late     time.Duration // if some acked messages were lost (not delivered within Drain), wait this much longer to tell late from gone; 0: don't
+	GCMinHeap int64         // this process's smallest heap goal (internal/gctune); 0: Go's pacing
+	Pairs     int           // sender→receiver pairs
+	Window    int           // sends in flight per sender (DefaultWindow; DefaultOpenWindow in open loop)
+	Rate      float64       // open loop: total msgs/s over all senders, on a fixed schedule (openloop.go); 0: closed loop
+	Sweep     bool          // the closed-loop peak (unless Peak), then open loop at sweepPercents of it (sweep.go)
+	Peak      float64       // Sweep: the peak msgs/s, instead of measuring it
+	Duration  time.Duration // measured time
+	Warmup    time.Duration // sending before the measured time, not measured
+	Size      int           // content bytes per message (≥ minSize)
+	Drain     time.Duration // after the senders stop: wait this long for acks, then as long again for deliveries
+	Late      time.Duration // if some acked messages were lost (not delivered within Drain), wait this much longer to tell late from gone; 0: don't
 
 	JSONPath     string // write the result here as JSON ("" = don't)
 	JSONProtocol bool   // "tandem.v1.json" instead of binary protobuf
@@ -147,6 +150,7 @@ func parseFlags(args []string) (Config, error) {
 		ws, api, pids string
 	)
 	fs := flag.NewFlagSet("tandem-bench", flag.ContinueOnError)
+	fs.Int64Var(&c.GCMinHeap, "gc-min-heap", node.DefaultGCMinHeap, "smallest Go heap goal of this process in bytes, as the node's --gc-min-heap (0: Go's default pacing); with an in-process node it covers the node too")
 	fs.IntVar(&c.Pairs, "pairs", DefaultPairs, "sender→receiver pairs (users bench-s<i>-<run> → bench-r<i>-<run>)")
 	fs.IntVar(&c.Window, "window", 0, fmt.Sprintf("max unacked sends per sender (default %d; %d in open loop: -rate, and -sweep's steps)", DefaultWindow, DefaultOpenWindow))
 	fs.Float64Var(&c.Rate, "rate", 0, "open loop: send this many msgs/s in all, spread over the senders on a fixed schedule; latencies are measured from each message's scheduled time (default: closed loop)")

@@ -28,6 +28,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/tandem-im/tandem/internal/gctune"
 )
 
 func main() {
@@ -54,6 +56,11 @@ func main() {
 		os.Exit(2)
 	}
 	log := newLogger(cfg, os.Stderr)
+	if cfg.GCMinHeap < 0 {
+		fmt.Fprintln(os.Stderr, "-gc-min-heap must not be negative")
+		os.Exit(2)
+	}
+	defer gctune.Start(uint64(cfg.GCMinHeap)).Stop()
 	if cfg.Sweep {
 		os.Exit(sweepMain(ctx, cfg, log))
 	}

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/tandem-im/tandem/internal/gctune"
 	"github.com/tandem-im/tandem/node"
 )
 
@@ -26,6 +27,7 @@ func main() {
 		os.Exit(node.ExitBadFlags)
 	}
 	log := node.Logger(cfg, os.Stderr)
+	defer gctune.Start(uint64(cfg.GCMinHeap)).Stop()
 	go func() {
 		// After the first signal, a second one ends the process at once
 		// (the default action) instead of waiting for the stop deadline.

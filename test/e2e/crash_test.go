@@ -122,7 +122,12 @@ type ledgerRow struct {
 // sender's log at its acked seq and in the recipient's log — read back by
 // fresh devices through catch-up, not through acks — with no seq hole and
 // no duplicate.
-func TestCrashKill9(t *testing.T) {
+func TestCrashKill9(t *testing.T) { crashKill9(t) }
+
+// TestCrashKill9Pebble: the same on the pebble store.
+func TestCrashKill9Pebble(t *testing.T) { crashKill9(t, "--store", "pebble") }
+
+func crashKill9(t *testing.T, flags ...string) {
 	if testing.Short() {
 		t.Skip("process-level crash test")
 	}
@@ -132,7 +137,10 @@ func TestCrashKill9(t *testing.T) {
 	}
 	dir := t.TempDir()
 	ws, api := freePort(t), freePort(t)
-	p := startProc(t, bin, dir, ws, api)
+	start := func() *procNode {
+		return launchProc(t, bin, dir, ws, api, filepath.Join(dir, "node.log"), "/healthz", flags...)
+	}
+	p := start()
 	wsURL, apiURL := "ws://"+ws+"/ws", "http://"+api
 
 	const pairs, window = 4, 16
@@ -210,7 +218,7 @@ func TestCrashKill9(t *testing.T) {
 	}
 	t.Logf("%d messages acked before kill -9 (ledger %s)", len(acked), ledgerPath)
 
-	startProc(t, bin, dir, ws, api)
+	start()
 
 	// Recipients first: their senders' actors are not touched by any
 	// device, so the recipients depend on the node re-driving the senders'

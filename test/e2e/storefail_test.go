@@ -86,6 +86,16 @@ func startProcArgs(t *testing.T, bin, dir, logPath string, extra ...string) *pro
 // every acked message once, seqs dense, and takes the refused sends as
 // new ones (they were never stored).
 func TestStoreFailsWhileServing(t *testing.T) {
+	storeFailsWhileServing(t, "--badger-tuning", "latency", "--disk-reserve", "1048576")
+}
+
+// TestStoreFailsWhileServingPebble: the same on the pebble store, whose
+// failed WAL sync reaches the committer through pebble's Fatalf.
+func TestStoreFailsWhileServingPebble(t *testing.T) {
+	storeFailsWhileServing(t, "--store", "pebble", "--disk-reserve", "1048576")
+}
+
+func storeFailsWhileServing(t *testing.T, flags ...string) {
 	bin, err := buildServer()
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +103,6 @@ func TestStoreFailsWhileServing(t *testing.T) {
 	v := newThinVolume(t, 48<<20, 256<<20)
 	dir := filepath.Join(v.mnt, "data")
 	logPath := filepath.Join(t.TempDir(), "node.log")
-	flags := []string{"--badger-tuning", "latency", "--disk-reserve", "1048576"}
 	p := startProcArgs(t, bin, dir, logPath, flags...)
 	ws, api := "ws://"+p.ws+"/ws", "http://"+p.api
 
