@@ -55,6 +55,8 @@ func TestValidateRefuses(t *testing.T) {
 		{"pool size", []string{"--store", "postgres://x/y", "--store-pool-size", "-1"}, "--store-pool-size"},
 		{"negative shutdown timeout", []string{"--shutdown-timeout", "-1s"}, "--shutdown-timeout"},
 		{"unknown store", []string{"--store", "mysql"}, "--store"},
+		{"pebble in a cluster", []string{"--store", "pebble", "--seeds", "127.0.0.1:7946"}, "embedded store"},
+		{"gc min heap", []string{"--gc-min-heap", "-1"}, "--gc-min-heap"},
 		{"short secret", []string{"--jwt-secret", "short"}, "16 bytes"},
 		{"compensation too long", []string{"--compensation-days", "8"}, "compensation days"},
 		{"retention too short", []string{"--retention", "1h"}, "retention"},

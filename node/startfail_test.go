@@ -69,6 +69,20 @@ func TestStartFailsOnCollision(t *testing.T) {
 			}
 		})
 	}
+	// The same for a pebble store (an in-process lock, held by pebble).
+	pdir := t.TempDir()
+	pfirst, err := startTestNode(t, func(c *Config) { c.DataDir, c.Store = pdir, "pebble" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := startTestNode(t, func(c *Config) { c.DataDir, c.Store = pdir, "pebble" }); err == nil {
+		t.Fatalf("second pebble node started on %s (ws %s)", pdir, n.WSAddr())
+	} else if !errors.Is(err, ErrDataDirLocked) || !strings.Contains(err.Error(), "locked by another tandem process") {
+		t.Errorf("second pebble node: %v, want ErrDataDirLocked", err)
+	}
+	if code, body := readyz(t, pfirst); code != 200 {
+		t.Errorf("first pebble node /readyz: %d %s", code, body)
+	}
 	// The first node is unharmed.
 	if code, body := readyz(t, first); code != 200 {
 		t.Errorf("first node /readyz: %d %s", code, body)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tandem-im/tandem/actors"
+	"github.com/tandem-im/tandem/internal/gctune"
 )
 
 // `tandem-bench actors` drives virtual users straight into the real user
@@ -49,6 +50,7 @@ import (
 // defaults; ready-made scenarios (actorsScenarios) and scenario files are
 // flag values, applied by parseActorsFlags.
 type ActorsConfig struct {
+	GCMinHeap   int64         // this process's smallest heap goal, as the node's --gc-min-heap (0: Go's pacing)
 	Scenario    string        // the ready-made scenario the flags started from ("": none)
 	Users       int           // virtual users
 	Devices     int           // devices per user, each logged in once
@@ -373,6 +375,7 @@ func parseActorsFlags(args []string) (ActorsConfig, error) {
 		reconnect        bool
 	)
 	fs := flag.NewFlagSet("tandem-bench actors", flag.ContinueOnError)
+	fs.Int64Var(&c.GCMinHeap, "gc-min-heap", 256<<20, "smallest Go heap goal of this process (and so of the in-process node) in bytes, as the node's --gc-min-heap; 0: Go's default pacing")
 	fs.StringVar(&c.Scenario, "scenario", "", "a ready-made scenario ("+scenarioNames()+"; see -list-scenarios); other flags override it")
 	fs.StringVar(&scenarioFile, "scenario-file", "", "a JSON object of flag values, e.g. {\"users\": 5000, \"group-size\": [10, 200]}; unknown keys are refused; flags given override it")
 	fs.BoolVar(&list, "list-scenarios", false, "print the ready-made scenarios and their flags, and exit")
@@ -549,6 +552,11 @@ func actorsMain(ctx context.Context, args []string, stdout io.Writer) int {
 		return 2
 	}
 	log := newLogger(Config{LogLevel: cfg.LogLevel}, os.Stderr)
+	if cfg.GCMinHeap < 0 {
+		fmt.Fprintln(os.Stderr, "-gc-min-heap must not be negative")
+		return 2
+	}
+	defer gctune.Start(uint64(cfg.GCMinHeap)).Stop()
 	cfg.Progress = stdout
 	if f, ok := stdout.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {

@@ -47,7 +47,7 @@ func (t *ActorsTarget) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&t.ClusterKey, "cluster-key", "", "with -join: the cluster's --cluster-key")
 	fs.StringVar(&t.ClusterKeyFile, "cluster-key-file", "", "with -join: a file holding the cluster's --cluster-key")
 	fs.StringVar(&t.JWTSecret, "jwt-secret", "", "with -join: the cluster's --jwt-secret (the tool mints the virtual users' tokens)")
-	fs.StringVar(&t.Store, "store", "", "with -join: the cluster's postgres:// store URL, read for the ack ledger")
+	fs.StringVar(&t.Store, "store", "", "with -join: the cluster's postgres:// store URL, read for the ack ledger; without: the in-process node's store, badger (default) or pebble")
 	fs.StringVar(&t.Bind, "bind", "127.0.0.1", "with -join: the address the tool's member listens on and the nodes dial back (gossip and actor remote, ports chosen freely)")
 	fs.DurationVar(&t.JoinTimeout, "join-timeout", defaultJoinTimeout, "with -join: how long to wait for a node that hosts users before refusing the run")
 	fs.StringVar(&t.UserPrefix, "user-prefix", "", `virtual user IDs are this plus a number (default "u"; with -join "bench-<random>-", so runs never meet real users or each other)`)
@@ -57,8 +57,11 @@ func (t *ActorsTarget) addFlags(fs *flag.FlagSet) {
 func (t ActorsTarget) validate() []error {
 	if len(t.Join) == 0 {
 		var errs []error
-		if t.ClusterKey != "" || t.ClusterKeyFile != "" || t.JWTSecret != "" || t.Store != "" {
-			errs = append(errs, errors.New("-cluster-key, -cluster-key-file, -jwt-secret and -store go with -join (the in-process node makes its own)"))
+		if t.ClusterKey != "" || t.ClusterKeyFile != "" || t.JWTSecret != "" {
+			errs = append(errs, errors.New("-cluster-key, -cluster-key-file and -jwt-secret go with -join (the in-process node makes its own)"))
+		}
+		if t.Store != "" && t.Store != "badger" && t.Store != "pebble" {
+			errs = append(errs, fmt.Errorf("-store %q without -join: the in-process node's store, badger (default) or pebble", t.Store))
 		}
 		return errs
 	}
@@ -111,6 +114,7 @@ func (t ActorsTarget) nodeConfig(dir, adminKey, logLevel string, sessions actors
 		Sessions: sessions, // the virtual devices
 	}
 	if len(t.Join) == 0 {
+		c.Store = t.Store // "" is the node's default
 		return c
 	}
 	c.Seeds = t.Join
