@@ -39,24 +39,35 @@ func openBadger(t testing.TB, dir string, opts persistence.BadgerOptions) *persi
 	return b
 }
 
-// harness opens every store in its own t.TempDir and reopens it in the
-// same directory with the same options (retention and clock included).
+// harness opens every badger store in its own t.TempDir and reopens it
+// in the same directory with the same options (retention and clock
+// included).
 func harness(opts persistence.BadgerOptions) storetest.Harness {
+	return localHarness(opts, openBadger, func(o persistence.BadgerOptions, r time.Duration, now func() time.Time) persistence.BadgerOptions {
+		o.Retention, o.Now = r, now
+		return o
+	})
+}
+
+// localHarness is the conformance harness of a local store opened by
+// open with options O; withRetention sets the retention and clock.
+func localHarness[O any](opts O, open func(testing.TB, string, O) *persistence.Local,
+	withRetention func(O, time.Duration, func() time.Time) O) storetest.Harness {
 	type opened struct {
 		dir  string
-		opts persistence.BadgerOptions
+		opts O
 	}
 	var mu sync.Mutex
 	stores := make(map[persistence.Store]opened)
-	open := func(t *testing.T, dir string, opts persistence.BadgerOptions) persistence.Store {
-		b := openBadger(t, dir, opts)
+	openIn := func(t *testing.T, dir string, opts O) persistence.Store {
+		b := open(t, dir, opts)
 		mu.Lock()
 		stores[b] = opened{dir, opts}
 		mu.Unlock()
 		return b
 	}
 	return storetest.Harness{
-		Open: func(t *testing.T) persistence.Store { return open(t, t.TempDir(), opts) },
+		Open: func(t *testing.T) persistence.Store { return openIn(t, t.TempDir(), opts) },
 		Reopen: func(t *testing.T, old persistence.Store) persistence.Store {
 			mu.Lock()
 			o, ok := stores[old]
@@ -64,12 +75,10 @@ func harness(opts persistence.BadgerOptions) storetest.Harness {
 			if !ok {
 				t.Fatal("Reopen of a store this harness did not open")
 			}
-			return open(t, o.dir, o.opts)
+			return openIn(t, o.dir, o.opts)
 		},
 		OpenWithRetention: func(t *testing.T, retention time.Duration, now func() time.Time) persistence.Store {
-			o := opts
-			o.Retention, o.Now = retention, now
-			return open(t, t.TempDir(), o)
+			return openIn(t, t.TempDir(), withRetention(opts, retention, now))
 		},
 	}
 }

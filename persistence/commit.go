@@ -608,18 +608,10 @@ func (b *Local) flush() {
 }
 
 func (b *Local) commit() (err error) {
-	defer func() {
-		// Pebble calls its logger's Fatalf on a failed WAL write or sync;
-		// pebbleLogger panics there (pebble must not go on as if it had
-		// committed). The store fails; nothing is acked.
-		if r := recover(); r != nil {
-			f, ok := r.(pebbleFatal)
-			if !ok {
-				panic(r)
-			}
-			err = fmt.Errorf("pebble: %s", f.msg)
-		}
-	}()
+	// Pebble calls its logger's Fatalf on a failed WAL write or sync;
+	// pebbleLogger panics there (pebble must not go on as if it had
+	// committed). The store fails; nothing is acked.
+	defer recoverPebbleFatal(&err)
 	if hook := b.commitHook.Load(); hook != nil {
 		if err := (*hook)(); err != nil {
 			return err

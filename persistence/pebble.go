@@ -115,6 +115,9 @@ func OpenPebble(dir string, opts PebbleOptions, logger *slog.Logger) (*Local, er
 	if err := checkFilesWritable(dir); err != nil {
 		return nil, err
 	}
+	if err := checkPebbleManifest(dir); err != nil {
+		return nil, err
+	}
 	cache := pebble.NewCache(opts.CacheSize)
 	defer cache.Unref()
 	po := &pebble.Options{
@@ -206,6 +209,18 @@ func pebbleEvents(log *slog.Logger) *pebble.EventListener {
 // Fatalf where it cannot go on (a failed WAL write or sync in a commit)
 // and expects it not to return.
 type pebbleFatal struct{ msg string }
+
+// recoverPebbleFatal, deferred, turns a pebbleFatal panic into *err and
+// lets any other panic go on.
+func recoverPebbleFatal(err *error) {
+	if r := recover(); r != nil {
+		f, ok := r.(pebbleFatal)
+		if !ok {
+			panic(r)
+		}
+		*err = fmt.Errorf("pebble: %s", f.msg)
+	}
+}
 
 // pebbleLogger adapts pebble's logger to slog; routine events go to Debug.
 type pebbleLogger struct{ l *slog.Logger }

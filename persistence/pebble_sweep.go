@@ -49,15 +49,7 @@ func (b *Local) sweep(ctx context.Context) (users int, err error) {
 	if !ok || b.retention <= 0 {
 		return 0, nil
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			f, ok := r.(pebbleFatal)
-			if !ok {
-				panic(r)
-			}
-			err = fmt.Errorf("retention sweep: %s", f.msg)
-		}
-	}()
+	defer recoverPebbleFatal(&err)
 	cutoff := b.cutoffMS()
 	dedupCutoff := cutoff - ttlMargin.Milliseconds()
 	from := []byte{tagHWM}

@@ -1,7 +1,6 @@
 package persistence_test
 
 import (
-	"sync"
 	"testing"
 	"time"
 
@@ -24,39 +23,12 @@ func openPebble(t testing.TB, dir string, opts persistence.PebbleOptions) *persi
 	return b
 }
 
-// pebbleHarness is harness for pebble: every store in its own
-// t.TempDir, reopened in the same directory with the same options.
+// pebbleHarness is harness for pebble.
 func pebbleHarness(opts persistence.PebbleOptions) storetest.Harness {
-	type opened struct {
-		dir  string
-		opts persistence.PebbleOptions
-	}
-	var mu sync.Mutex
-	stores := make(map[persistence.Store]opened)
-	open := func(t *testing.T, dir string, opts persistence.PebbleOptions) persistence.Store {
-		b := openPebble(t, dir, opts)
-		mu.Lock()
-		stores[b] = opened{dir, opts}
-		mu.Unlock()
-		return b
-	}
-	return storetest.Harness{
-		Open: func(t *testing.T) persistence.Store { return open(t, t.TempDir(), opts) },
-		Reopen: func(t *testing.T, old persistence.Store) persistence.Store {
-			mu.Lock()
-			o, ok := stores[old]
-			mu.Unlock()
-			if !ok {
-				t.Fatal("Reopen of a store this harness did not open")
-			}
-			return open(t, o.dir, o.opts)
-		},
-		OpenWithRetention: func(t *testing.T, retention time.Duration, now func() time.Time) persistence.Store {
-			o := opts
-			o.Retention, o.Now = retention, now
-			return open(t, t.TempDir(), o)
-		},
-	}
+	return localHarness(opts, openPebble, func(o persistence.PebbleOptions, r time.Duration, now func() time.Time) persistence.PebbleOptions {
+		o.Retention, o.Now = r, now
+		return o
+	})
 }
 
 func TestPebbleConformance(t *testing.T) {
