@@ -2,6 +2,7 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -38,9 +39,16 @@ type session struct {
 	rd  *wsutil.Reader
 	ctl wsutil.ControlHandler
 
-	// Serializes whole frames onto nc.
-	wmu sync.Mutex
-	hdr [ws.MaxHeaderSize]byte
+	// Whole frames go onto nc through one queue: the writer that finds no
+	// write in progress writes every queued frame with one writev, and
+	// repeats while more were queued meanwhile; the others wait for the
+	// writev that carried theirs. A client sending many messages makes
+	// one system call for many frames instead of one each.
+	wmu     sync.Mutex
+	wq      [][]byte    // frames queued for the next writev
+	wspare  [][]byte    // the slice of the last writev, for reuse
+	wbatch  *writeBatch // the frames in wq share it
+	writing bool        // a writer is in writeFrames
 
 	closeOnce sync.Once
 
@@ -165,6 +173,39 @@ func readAll(r io.Reader, hint int64) ([]byte, error) {
 // WebSocket message. On failure the connection is closed (the reader then
 // reports the drop).
 func (s *session) write(f *wire.Frame) error {
+	frame, err := s.encode(f)
+	if err != nil {
+		return err
+	}
+	return s.writeFrame(frame)
+}
+
+// writeAsync encodes f and queues it, without waiting for the write: a
+// goroutine writes the queue (with the frames queued meanwhile) unless a
+// writer is at it already. Frames keep their queue order. A failed write
+// closes the connection, which the reader reports.
+func (s *session) writeAsync(f *wire.Frame) error {
+	frame, err := s.encode(f)
+	if err != nil {
+		return err
+	}
+	s.wmu.Lock()
+	if s.wbatch == nil {
+		s.wbatch = &writeBatch{done: make(chan struct{})}
+	}
+	s.wq = append(s.wq, frame)
+	if s.writing {
+		s.wmu.Unlock()
+		return nil
+	}
+	s.writing = true
+	go s.writeQueued() // takes wmu
+	s.wmu.Unlock()
+	return nil
+}
+
+// encode is f as one masked WebSocket frame in the session's encoding.
+func (s *session) encode(f *wire.Frame) ([]byte, error) {
 	var (
 		p   []byte
 		op  ws.OpCode
@@ -178,23 +219,74 @@ func (s *session) write(f *wire.Frame) error {
 		op = ws.OpBinary
 	}
 	if err != nil {
-		return fmt.Errorf("client: encode frame: %w", err)
+		return nil, fmt.Errorf("client: encode frame: %w", err)
 	}
 	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(p)), Masked: true, Mask: ws.NewMask()}
 	ws.Cipher(p, h.Mask, 0)
-
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	hw := byteWriter{buf: s.hdr[:0]}
+	hw := byteWriter{buf: make([]byte, 0, ws.HeaderSize(h)+len(p))}
 	if err := ws.WriteHeader(&hw, h); err != nil {
-		return fmt.Errorf("client: encode frame header: %w", err)
+		return nil, fmt.Errorf("client: encode frame header: %w", err)
 	}
+	return append(hw.buf, p...), nil
+}
+
+// writeBatch is the outcome of one writev, shared by the frames in it.
+type writeBatch struct {
+	done chan struct{} // closed after the writev
+	err  error
+}
+
+// writeFrame queues frame (a whole WebSocket frame, not touched after) and
+// returns once a writev carried it. On failure the connection is closed.
+func (s *session) writeFrame(frame []byte) error {
+	s.wmu.Lock()
+	if s.wbatch == nil {
+		s.wbatch = &writeBatch{done: make(chan struct{})}
+	}
+	mine := s.wbatch
+	s.wq = append(s.wq, frame)
+	if s.writing {
+		s.wmu.Unlock()
+		<-mine.done
+		return mine.err
+	}
+	s.writing = true
+	s.writeLocked()
+	return mine.err
+}
+
+// writeQueued writes the queue until it is empty (writeAsync's writer).
+func (s *session) writeQueued() {
+	s.wmu.Lock()
+	s.writeLocked()
+}
+
+// writeLocked, called with wmu held and writing set, writes batches until
+// the queue is empty, then clears writing and releases wmu.
+func (s *session) writeLocked() {
+	for len(s.wq) > 0 {
+		bufs, b := s.wq, s.wbatch
+		s.wq, s.wbatch = s.wspare[:0], nil
+		s.wmu.Unlock()
+		b.err = s.writev(bufs)
+		close(b.done)
+		clear(bufs)
+		s.wmu.Lock()
+		s.wspare = bufs[:0]
+	}
+	s.writing = false
+	s.wmu.Unlock()
+}
+
+// writev writes bufs whole, within the write timeout; on failure it
+// closes the connection.
+func (s *session) writev(bufs [][]byte) error {
 	if err := s.nc.SetWriteDeadline(time.Now().Add(s.writeTimeout)); err != nil {
 		s.close()
 		return fmt.Errorf("client: write: %w", err)
 	}
-	bufs := net.Buffers{hw.buf, p}
-	if _, err := bufs.WriteTo(s.nc); err != nil {
+	nb := net.Buffers(bufs)
+	if _, err := nb.WriteTo(s.nc); err != nil {
 		s.close()
 		return fmt.Errorf("client: write: %w", err)
 	}
@@ -208,15 +300,13 @@ func (w *byteWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// ctlWriter writes control-frame answers (pong, close) whole, under the
-// session's write lock. wsutil writes each such frame with one Write.
+// ctlWriter writes control-frame answers (pong, close) whole, through the
+// session's write queue. wsutil writes each such frame with one Write.
 type ctlWriter struct{ s *session }
 
 func (w ctlWriter) Write(p []byte) (int, error) {
-	w.s.wmu.Lock()
-	defer w.s.wmu.Unlock()
-	if err := w.s.nc.SetWriteDeadline(time.Now().Add(w.s.writeTimeout)); err != nil {
+	if err := w.s.writeFrame(bytes.Clone(p)); err != nil {
 		return 0, err
 	}
-	return w.s.nc.Write(p)
+	return len(p), nil
 }

@@ -116,8 +116,9 @@ func (c *Client) SendAsync(m *wire.Send) *Pending {
 	}
 	p.sess = s
 	c.mu.Unlock()
-	if err := s.write(sendFrame(p, false)); err != nil {
-		// The connection is gone; the send is resent after the reconnect.
+	if err := s.writeAsync(sendFrame(p, false)); err != nil {
+		// Not encodable, or the connection is gone: the send is resent
+		// after the reconnect.
 		c.log.Debug("send not written", "client_message_id", m.GetClientMessageId(), "err", err)
 	}
 	return p
