@@ -46,9 +46,12 @@
 //
 // A Client may be used from many goroutines. It owns two goroutines: run,
 // the only reader (it also redials), and housekeep (resends, cursor acks,
-// pings, retried gap pulls). Frames are written whole under a per-
-// connection lock by whichever goroutine needs to write. Close stops both
-// goroutines and returns after they exited.
+// pings, retried gap pulls). Frames go out whole, in order, through one
+// write queue per connection: the goroutine that finds no write in
+// progress writes every queued frame with one writev (a burst of sends is
+// one system call, not one each); SendAsync only queues its frame, and a
+// short-lived goroutine writes the queue. Close stops both goroutines and
+// returns after they exited.
 //
 // Callbacks in Options run on the reader goroutine, one at a time (except
 // OnError, which housekeep may call too, and the first OnLogin and
