@@ -15,6 +15,9 @@ import (
 // -cpuprofile also covers filling the log).
 var catchupProfile = flag.String("catchup.cpuprofile", "", "write a CPU profile of the measured catch-ups (the benchmarks' loops) to this file")
 
+// catchupStore is the node's --store for the catch-up benchmarks.
+var catchupStore = flag.String("catchup.store", "", "the node's store for the catch-up benchmarks: badger (default) or pebble")
+
 // The catch-up benchmarks (bench/README.md, "Catch-up"): a real in-process
 // node, a user whose log is filled through the node's send path, and a new
 // device logging in over one WebSocket with the Go client, timed from Dial
@@ -23,6 +26,7 @@ var catchupProfile = flag.String("catchup.cpuprofile", "", "write a CPU profile 
 //
 //	go test ./test/e2e -run '^$' -bench Catchup -benchtime 5x
 //	go test ./test/e2e -run '^$' -bench Catchup10k -benchtime 30x -args -catchup.cpuprofile=/tmp/catchup.pprof
+//	go test ./test/e2e -run '^$' -bench Catchup -benchtime 5x -args -catchup.store=pebble
 
 // BenchmarkCatchup10k: a device with cursor 0, 10,000 messages behind.
 func BenchmarkCatchup10k(b *testing.B) {
