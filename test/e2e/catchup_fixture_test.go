@@ -35,7 +35,7 @@ func startCatchupNode(tb testing.TB, compensationDays int) *catchupNode {
 	n.Node = startNodeWith(tb, tb.TempDir(), func(c *node.Config) {
 		c.CompensationDays = compensationDays
 		c.Store = *catchupStore // "": the default
-		c.MaxFrameRate = -1 // fillNotes loads backlogs faster than a device may send
+		c.MaxFrameRate = -1     // fillNotes loads backlogs faster than a device may send
 		c.Now = func() time.Time { return time.Now().Add(time.Duration(n.offset.Load())) }
 	}).Node
 	return n
