@@ -251,7 +251,7 @@ func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*Actors
 	r.front = n.Frontend()
 	stopFrames := sync.OnceFunc(r.startFrames())
 	defer stopFrames()
-	res.Memory.HeapBaseline = heapLive()
+	res.Memory.HeapBaseline = settledHeapLive()
 
 	r.start = time.Now()
 	progress := r.startProgress(res)
@@ -354,6 +354,23 @@ func startCPUProfile(path string, log *slog.Logger) (stop func(), err error) {
 }
 
 // heapLive is the live heap after a full collection.
+// settledHeapLive is heapLive once it stops falling: memory that
+// goroutines of an earlier node in the same process (a stop still running
+// its steps) release would otherwise come off the baseline during the
+// logins. At most ten samples, 50 ms apart.
+func settledHeapLive() uint64 {
+	h := heapLive()
+	for range 10 {
+		time.Sleep(50 * time.Millisecond)
+		next := heapLive()
+		if next+next/100 >= h { // not 1 % below the last sample
+			return min(h, next)
+		}
+		h = next
+	}
+	return h
+}
+
 func heapLive() uint64 {
 	runtime.GC()
 	runtime.GC()
