@@ -43,6 +43,10 @@ func convRecord(cs *actorpb.ConvState) persistence.Conv {
 // noteMessage updates the conversation of a message entry just appended to
 // this log and returns the record to write with it.
 func (s *userState) noteMessage(e *wire.Entry) persistence.Conv {
+	return convRecord(s.noteMessageState(e))
+}
+
+func (s *userState) noteMessageState(e *wire.Entry) *actorpb.ConvState {
 	m := e.GetMessage()
 	cs := s.conv(m.GetConversation())
 	cs.LastMessage, cs.LastSeq, cs.Deleted = m, e.GetSeq(), false
@@ -52,7 +56,7 @@ func (s *userState) noteMessage(e *wire.Entry) persistence.Conv {
 			cs.UnreadMentions++
 		}
 	}
-	return convRecord(cs)
+	return cs
 }
 
 // noteIncoming is noteMessage for a message delivered from the peer: it
@@ -64,13 +68,17 @@ func (s *userState) noteIncoming(e *wire.Entry) persistence.Conv {
 // noteDelivered is noteIncoming for a message whose seq in the sender's
 // log is known (originSeq), so a receipt can name it.
 func (s *userState) noteDelivered(e *wire.Entry, originSeq uint64) persistence.Conv {
-	rec := s.noteMessage(e)
-	cs := s.convs[rec.Key]
+	return convRecord(s.noteDeliveredState(e, originSeq))
+}
+
+// noteDeliveredState is noteDelivered that returns the changed state, for
+// callers that write one record after several messages.
+func (s *userState) noteDeliveredState(e *wire.Entry, originSeq uint64) *actorpb.ConvState {
+	cs := s.noteMessageState(e)
 	if e.GetMessage().GetOptions().GetReceiptRequested() {
 		wantReceipt(cs, e, originSeq)
-		rec = convRecord(cs)
 	}
-	return rec
+	return cs
 }
 
 // noteChanged updates the conversation of a message that was recalled or

@@ -84,7 +84,9 @@ func applyEdit(m *wire.Message, typ int32, content []byte, attrs map[string]stri
 func (s *userState) editDelivered(e *actorpb.EditDeliver, now time.Time) []effect {
 	nm := e.GetMessage()
 	id := nm.GetMessageId()
-	if id == "" || !ValidID(e.GetFromUser()) || s.changing[id] {
+	if id == "" || !ValidID(e.GetFromUser()) || s.changing[id] || s.delivering[id] {
+		// (a change of a message whose delivery is not durable yet waits
+		// for its sender's re-drive: the copy to change is not in the log)
 		return nil
 	}
 	ackTo, ackKind := e.GetFromUser(), ""

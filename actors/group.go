@@ -756,5 +756,5 @@ func (s *userState) groupEvent(e *actorpb.GroupEventDeliver, now time.Time) []ef
 	return []effect{s.submit(persistence.AppendRequest{
 		Entries: []persistence.Entry{{Seq: s.lastSeq, TimeMS: t, Data: mustMarshal(entry)}},
 		Dedup:   []persistence.DedupKey{{Key: id, Seq: s.lastSeq}},
-	}, &commit{lastSeq: s.lastSeq, entries: []*wire.Entry{entry}, deliverKey: id, deliverAcks: []effDeliverAck{ack(uint64(s.lastSeq))}})}
+	}, &commit{lastSeq: s.lastSeq, entries: []*wire.Entry{entry}, deliverKeys: []string{id}, deliverAcks: []effDeliverAck{ack(uint64(s.lastSeq))}})}
 }

@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -64,6 +65,15 @@ type outbox struct {
 	// re-sent just for being long.
 	lastAck     int64 // when the last confirmation came, Unix ns (0: none yet)
 	ackedSentAt int64 // the latest send time among confirmed deliveries, Unix ns
+
+	// tick scans the items only from nextScan on (zero: at the next tick):
+	// the earliest an item can be due with the delays of the last scan, or
+	// confirmations stall. Items due but waiting to be overtaken (the
+	// oldest sent at blockedSentAt; 0: none) make a confirmation that
+	// overtakes them clear it, as do delays that shrink.
+	nextScan      time.Time
+	blockedSentAt int64
+	scanDelay     time.Duration // the first re-send delay nextScan assumed
 }
 
 type outboxEntry struct {
@@ -121,6 +131,9 @@ func (o *outbox) sent(items []*actorpb.OutboxItem, logged bool, now time.Time) [
 		setIn(&o.items, outboxRef(it), &outboxEntry{item: it, logged: logged, sentAt: now, attempts: 1})
 		effs = append(effs, effDeliver{item: it})
 	}
+	if due := now.Add(o.latency.redriveDelay(1)); len(items) > 0 && !o.nextScan.IsZero() && due.Before(o.nextScan) {
+		o.nextScan = due
+	}
 	return effs
 }
 
@@ -168,6 +181,13 @@ func (o *outbox) ack(a *actorpb.DeliverAck, now time.Time) bool {
 		}
 		o.lastAck = now.UnixNano()
 		o.ackedSentAt = max(o.ackedSentAt, e.sentAt.UnixNano())
+		// nextScan assumed the delays of the last scan: scan again at the
+		// next tick when they shrank by a quarter, or when a delivery
+		// waiting to be overtaken was (and is still due).
+		d := o.latency.redriveDelay(1)
+		if b := o.blockedSentAt; d < o.scanDelay*3/4 || (b != 0 && o.ackedSentAt > b+int64(overtaken) && time.Duration(now.UnixNano()-b) >= d) {
+			o.nextScan, o.blockedSentAt = time.Time{}, 0
+		}
 	}
 	delete(o.items, ref)
 	if !e.logged {
@@ -234,15 +254,37 @@ const overtaken = time.Second
 // tick re-sends deliveries not confirmed in time, with back-off: once
 // overtaken by a later confirmed one, or when confirmations stalled.
 func (o *outbox) tick(now time.Time) []effect {
+	if now.Before(o.nextScan) {
+		return nil // nothing can be due: a big fan-out is not scanned every tick
+	}
 	var effs []effect
 	stalled := time.Duration(now.UnixNano()-o.lastAck) >= o.latency.redriveDelay(1)
+	var next time.Time
+	blocked := int64(math.MaxInt64)
 	for _, e := range o.items {
-		if now.Sub(e.sentAt) >= o.latency.redriveDelay(e.attempts) && (stalled || e.sentAt.Add(overtaken).UnixNano() < o.ackedSentAt) {
+		if now.Sub(e.sentAt) >= o.latency.redriveDelay(e.attempts) {
+			if !stalled && e.sentAt.Add(overtaken).UnixNano() >= o.ackedSentAt {
+				blocked = min(blocked, e.sentAt.UnixNano()) // waits to be overtaken, or for a stall
+				continue
+			}
 			e.sentAt = now
 			e.attempts++
 			effs = append(effs, effDeliver{item: e.item})
 		}
+		if due := e.sentAt.Add(o.latency.redriveDelay(e.attempts)); next.IsZero() || due.Before(next) {
+			next = due
+		}
 	}
+	if blocked != math.MaxInt64 {
+		// Confirmations that stop stall no later than this; one that
+		// overtakes the blocked items clears nextScan (ack).
+		if stall := time.Unix(0, o.lastAck).Add(o.latency.redriveDelay(1)); next.IsZero() || stall.Before(next) {
+			next = stall
+		}
+	} else {
+		blocked = 0
+	}
+	o.nextScan, o.blockedSentAt, o.scanDelay = next, blocked, o.latency.redriveDelay(1)
 	return effs
 }
 

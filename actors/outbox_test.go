@@ -228,3 +228,37 @@ func TestRedriveOvertakenOrStalled(t *testing.T) {
 		t.Fatalf("stalled: re-sent %v, want b's", d)
 	}
 }
+
+// tick scans the items only once one can be due; a confirmation that
+// overtakes a delivery waiting for it makes the next tick scan again.
+func TestTickScansOnlyWhenSomethingCanBeDue(t *testing.T) {
+	o := new(outbox)
+	*o = newOutbox()
+	item := func(to string, seq uint64) *actorpb.OutboxItem {
+		return &actorpb.OutboxItem{ToUser: to, Deliver: &actorpb.Deliver{OriginSeq: seq, Message: &wire.Message{MessageId: fmt.Sprint("M", seq)}}}
+	}
+	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+	o.sent([]*actorpb.OutboxItem{item("a", 1), item("x", 1)}, true, t0)
+	if d := delivers(o.tick(ms(500))); len(d) != 0 || !o.nextScan.Equal(ms(1000)) {
+		t.Fatalf("tick at 0.5 s re-sent %d, next scan at %v, want none and t0+1s", len(d), o.nextScan.Sub(t0))
+	}
+	// x is confirmed at once; a is due by time at 1.02 s but neither
+	// overtaken nor stalled: it waits, and the next scan is the stall.
+	o.ack(&actorpb.DeliverAck{ToUser: "x", MessageId: "M1", OriginSeq: 1}, ms(50))
+	if d := delivers(o.tick(ms(1020))); len(d) != 0 {
+		t.Fatalf("re-sent %v while confirmations flow", d)
+	}
+	if !o.nextScan.Equal(ms(1050)) {
+		t.Fatalf("next scan at %v, want the stall at t0+1.05s", o.nextScan.Sub(t0))
+	}
+	// A later delivery, sent more than 1 s after a's, is confirmed: a is
+	// overtaken and re-sent at the next tick, before the stall time.
+	o.sent([]*actorpb.OutboxItem{item("b", 2)}, true, ms(1030))
+	o.ack(&actorpb.DeliverAck{ToUser: "b", MessageId: "M2", OriginSeq: 2}, ms(1040))
+	if d := delivers(o.tick(ms(1045))); len(d) != 1 || d[0].GetToUser() != "a" {
+		t.Fatalf("after a was overtaken the tick re-sent %v, want a's", d)
+	}
+	if d := delivers(o.tick(ms(1500))); len(d) != 0 {
+		t.Fatalf("re-sent %v again at once", d)
+	}
+}

@@ -152,7 +152,9 @@ func (s *userState) applyRecall(orig *wire.Entry, by string, now time.Time, afte
 // so the late copy is acknowledged and never stored as a live message.
 func (s *userState) recallDelivered(r *actorpb.RecallDeliver, now time.Time) []effect {
 	id := r.GetMessageId()
-	if id == "" || !ValidID(r.GetFromUser()) || s.changing[id] {
+	if id == "" || !ValidID(r.GetFromUser()) || s.changing[id] || s.delivering[id] {
+		// (a change of a message whose delivery is not durable yet waits
+		// for its sender's re-drive: the copy to change is not in the log)
 		return nil
 	}
 	ackTo, ackKind := r.GetFromUser(), ""

@@ -3,6 +3,7 @@ package actors
 import (
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -40,9 +41,14 @@ type userState struct {
 	commits []*commit
 
 	sending    map[string]*pendingSend // client message ID → in-flight send
-	delivering map[string]bool         // message ID → in-flight delivery
-	delivered  recentIndex             // deliveries this activation committed, newest few
-	sentAcks   recentAcks              // acks of the sends this activation committed, newest few
+	delivering map[string]bool         // message ID → in-flight or held delivery
+	// held are deliveries waiting for the delivery commit in flight
+	// (deliveriesInFlight > 0) to complete; then they are appended
+	// together (deliver, takeHeld).
+	held               []heldDelivery
+	deliveriesInFlight int
+	delivered          recentIndex // deliveries this activation committed, newest few
+	sentAcks           recentAcks  // acks of the sends this activation committed, newest few
 	// freshMS is set by the shell (real time in Unix ms, unlike the
 	// injectable clock; 0: unset): messages whose IDs were minted after it
 	// cannot have been delivered by an earlier activation (see
@@ -120,7 +126,8 @@ type commit struct {
 	skip        *sessionKey // the sending session: it gets the ack, not the entry
 	sendKey     string      // client message ID whose waiters get the ack
 	sender      string      // a group's send: the member who sent it
-	deliverKey  string      // message ID delivered into this log
+	deliverKeys []string    // message IDs delivered into this log, one per entry from lastSeq back
+	held        bool        // the append of held deliveries (takeHeld)
 	fanout      []*actorpb.OutboxItem
 	logged      bool // fanout is a log entry's (no stored items: outbox.go)
 	deliverAcks []effDeliverAck
@@ -736,6 +743,14 @@ func (s *userState) submit(req persistence.AppendRequest, c *commit) effect {
 
 // deliver appends a message another user sent to this user, once per
 // message ID, and answers DeliverAck when it is durable.
+//
+// Deliveries that arrive while an earlier one is being committed wait and
+// go into the store together, in one append, when it completes
+// (takeHeld): under a burst — a big group's messages, a busy peer — a
+// member writes its conversation state once and pushes one frame per
+// batch instead of per message, and the store takes one append for many
+// entries. An idle member's delivery is appended at once, so a single
+// message waits for nothing.
 func (s *userState) deliver(d *actorpb.Deliver, now time.Time) []effect {
 	m := d.GetMessage()
 	id := m.GetMessageId()
@@ -743,7 +758,7 @@ func (s *userState) deliver(d *actorpb.Deliver, now time.Time) []effect {
 		return nil // malformed: nothing to ack, nothing to store
 	}
 	if s.delivering[id] {
-		return nil // in flight: its commit answers
+		return nil // in flight or held: its commit answers
 	}
 	ackTo, ackKind, relay := d.GetFromUser(), "", ""
 	if g := d.GetViaGroup(); g != "" {
@@ -766,23 +781,78 @@ func (s *userState) deliver(d *actorpb.Deliver, now time.Time) []effect {
 			ToUser: s.user, MessageId: id, OriginSeq: d.GetOriginSeq(), Seq: prior.GetSeq(),
 		}}}
 	}
-	t := s.nextTime(now)
-	s.lastSeq++
-	seq := s.lastSeq
-	entry := &wire.Entry{Seq: uint64(seq), ServerTimeMs: t, Kind: &wire.Entry_Message{Message: m}}
 	setIn(&s.delivering, id, true)
-	return []effect{s.submit(persistence.AppendRequest{
-		Entries: []persistence.Entry{{Seq: seq, TimeMS: t, Data: mustMarshal(entry)}},
-		Dedup:   []persistence.DedupKey{{Key: "m:" + id, Seq: seq}},
-		Convs:   []persistence.Conv{s.noteDelivered(entry, d.GetOriginSeq())},
-	}, &commit{
-		lastSeq:    seq,
-		entries:    []*wire.Entry{entry},
-		deliverKey: id,
-		deliverAcks: []effDeliverAck{{to: ackTo, kind: ackKind, relay: relay, ack: &actorpb.DeliverAck{
-			ToUser: s.user, MessageId: id, OriginSeq: d.GetOriginSeq(), Seq: uint64(seq),
-		}}},
-	})}
+	if s.held == nil {
+		s.held = getHeld()
+	}
+	s.held = append(s.held, heldDelivery{d: d, ackTo: ackTo, ackKind: ackKind, relay: relay})
+	if s.deliveriesInFlight > 0 && len(s.held) < maxHeldDeliveries {
+		return nil // appended with the others when the commit ahead completes
+	}
+	return []effect{s.takeHeld(now)}
+}
+
+// heldDelivery is a delivery waiting for the delivery commit ahead of it.
+type heldDelivery struct {
+	d                     *actorpb.Deliver
+	ackTo, ackKind, relay string
+}
+
+// maxHeldDeliveries bounds one coalesced append (and what a member holds
+// in memory beyond its mailbox).
+const maxHeldDeliveries = 256
+
+// takeHeld appends every held delivery in one append: one entry and dedup
+// key each, the conversation states they change once each.
+func (s *userState) takeHeld(now time.Time) effect {
+	held := s.held
+	s.held = nil
+	var req persistence.AppendRequest
+	c := &commit{deliverKeys: make([]string, 0, len(held)), deliverAcks: make([]effDeliverAck, 0, len(held)), entries: make([]*wire.Entry, 0, len(held))}
+	req.Entries = make([]persistence.Entry, 0, len(held))
+	req.Dedup = make([]persistence.DedupKey, 0, len(held))
+	var convs []*actorpb.ConvState // changed, each once, in first-change order
+	for _, h := range held {
+		m := h.d.GetMessage()
+		id := m.GetMessageId()
+		t := s.nextTime(now)
+		s.lastSeq++
+		seq := s.lastSeq
+		entry := &wire.Entry{Seq: uint64(seq), ServerTimeMs: t, Kind: &wire.Entry_Message{Message: m}}
+		req.Entries = append(req.Entries, persistence.Entry{Seq: seq, TimeMS: t, Data: mustMarshal(entry)})
+		req.Dedup = append(req.Dedup, persistence.DedupKey{Key: "m:" + id, Seq: seq})
+		if cs := s.noteDeliveredState(entry, h.d.GetOriginSeq()); !slices.Contains(convs, cs) {
+			convs = append(convs, cs)
+		}
+		c.entries = append(c.entries, entry)
+		c.deliverKeys = append(c.deliverKeys, id)
+		c.deliverAcks = append(c.deliverAcks, effDeliverAck{to: h.ackTo, kind: h.ackKind, relay: h.relay, ack: &actorpb.DeliverAck{
+			ToUser: s.user, MessageId: id, OriginSeq: h.d.GetOriginSeq(), Seq: uint64(seq),
+		}})
+	}
+	putHeld(held)
+	req.Convs = make([]persistence.Conv, len(convs))
+	for i, cs := range convs {
+		req.Convs[i] = convRecord(cs)
+	}
+	c.lastSeq, c.held = s.lastSeq, true
+	s.deliveriesInFlight++
+	return s.submit(req, c)
+}
+
+// heldPool recycles the slices deliveries are held in: a member holds one
+// only while deliveries wait, so an idle member keeps none.
+var heldPool = sync.Pool{New: func() any { s := make([]heldDelivery, 0, 32); return &s }}
+
+func getHeld() []heldDelivery { return (*heldPool.Get().(*[]heldDelivery))[:0] }
+
+func putHeld(h []heldDelivery) {
+	if cap(h) > 4*maxHeldDeliveries {
+		return
+	}
+	clear(h)
+	h = h[:0]
+	heldPool.Put(&h)
 }
 
 // deliverAck records that a fan-out is durable on the other side; the
@@ -834,9 +904,12 @@ func (s *userState) appendDone(err error, now time.Time) []effect {
 		effs = append(effs, s.pushLive(c.entries, c.skip)...)
 	}
 	effs = append(effs, s.out.sent(c.fanout, c.logged, now)...)
-	if c.deliverKey != "" {
-		delete(s.delivering, c.deliverKey)
-		s.delivered.add(c.deliverKey, c.lastSeq)
+	if len(c.deliverKeys) > 0 {
+		first := c.lastSeq - persistence.Seq(len(c.deliverKeys)) + 1
+		for i, id := range c.deliverKeys {
+			delete(s.delivering, id)
+			s.delivered.add(id, first+persistence.Seq(i))
+		}
 	}
 	if c.recallKey != "" {
 		delete(s.changing, c.recallKey)
@@ -844,6 +917,12 @@ func (s *userState) appendDone(err error, now time.Time) []effect {
 	effs = append(effs, c.after...)
 	for _, a := range c.deliverAcks {
 		effs = append(effs, a)
+	}
+	if c.held {
+		s.deliveriesInFlight--
+	}
+	if s.deliveriesInFlight == 0 && len(s.held) > 0 {
+		effs = append(effs, s.takeHeld(now))
 	}
 	return effs
 }
@@ -867,32 +946,32 @@ func (s *userState) fail(first *commit, err error) []effect {
 	s.sending = nil
 	s.sessions = nil
 	s.commits = nil
+	s.held = nil // not acked: their senders re-drive them
 	return append(effs, s.presence(), effStop{reason: err.Error()})
 }
 
 // pushLive pushes entries to every live session but skip, grouped by
 // gateway.
 func (s *userState) pushLive(entries []*wire.Entry, skip *sessionKey) []effect {
-	byGW := map[gwKey][]uint64{}
-	var order []gwKey
+	var effs []effect
+	var f *wire.Frame
 	for _, sess := range s.sessions {
 		k := sess.key
 		if !sess.live || (skip != nil && k == *skip) {
 			continue
 		}
-		g := k.gw()
-		if _, ok := byGW[g]; !ok {
-			order = append(order, g)
+		if f == nil {
+			f = &wire.Frame{Body: &wire.Frame_Push{Push: &wire.Push{Entries: entries}}}
 		}
-		byGW[g] = append(byGW[g], k.sid)
-	}
-	if len(order) == 0 {
-		return nil
-	}
-	f := &wire.Frame{Body: &wire.Frame_Push{Push: &wire.Push{Entries: entries}}}
-	effs := make([]effect, 0, len(order))
-	for _, g := range order {
-		effs = append(effs, effPush{gw: g, sids: byGW[g], frames: []*wire.Frame{f}})
+		g := k.gw()
+		i := slices.IndexFunc(effs, func(e effect) bool { return e.(effPush).gw == g })
+		if i < 0 {
+			effs = append(effs, effPush{gw: g, sids: []uint64{k.sid}, frames: []*wire.Frame{f}})
+			continue
+		}
+		p := effs[i].(effPush)
+		p.sids = append(p.sids, k.sid)
+		effs[i] = p
 	}
 	return effs
 }

@@ -1,10 +1,12 @@
 package actors
 
 import (
+	"bytes"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"github.com/oklog/ulid/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -844,4 +846,136 @@ func countDelivers(effs []effect) int {
 		}
 	}
 	return n
+}
+
+// Deliveries that arrive while a delivery commit is in flight wait and go
+// into one append when it completes: one entry and dedup key each, each
+// conversation's state once (the latest), one push frame, every ack.
+func TestDeliveriesCoalesceWhileCommitInFlight(t *testing.T) {
+	h := newHarness(t, "bob")
+	h.login(1, "phone", false, 0)
+	direct := &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "alice"}
+	group := &wire.Conversation{Type: wire.Conversation_GROUP, Id: "g1"}
+	d := func(id string, conv *wire.Conversation) *actorpb.Deliver {
+		dl := &actorpb.Deliver{FromUser: "alice", OriginSeq: 9, Message: &wire.Message{MessageId: id, Sender: "alice", Conversation: conv, Type: 1}}
+		if conv == group {
+			dl.ViaGroup, dl.RelayAddress = "g1", "node2"
+		}
+		return dl
+	}
+	base := h.st.lastSeq
+	first := h.st.deliver(d("M1", direct), t0)
+	if r := appends(first); len(r) != 1 || len(r[0].Entries) != 1 {
+		t.Fatalf("an idle member's delivery must be appended at once: %+v", r)
+	}
+	for _, dl := range []*actorpb.Deliver{d("M2", direct), d("G1", group), d("M3", direct), d("M2", direct)} {
+		if effs := h.st.deliver(dl, t0); len(effs) != 0 {
+			t.Fatalf("delivery %s while a commit is in flight gave %v, want it held", dl.GetMessage().GetMessageId(), effs)
+		}
+	}
+	// A recall of a held message waits for its sender's re-drive.
+	if effs := h.st.recallDelivered(&actorpb.RecallDeliver{FromUser: "alice", MessageId: "M2", Conversation: direct, By: "alice"}, t0); len(effs) != 0 {
+		t.Fatalf("recall of a held delivery gave %v", effs)
+	}
+
+	done := h.st.appendDone(nil, t0)
+	r := appends(done)
+	if len(r) != 1 {
+		t.Fatalf("the held deliveries gave %d appends, want 1", len(r))
+	}
+	req := r[0]
+	var keys []string
+	for i, e := range req.Entries {
+		if e.Seq != base+2+persistence.Seq(i) {
+			t.Fatalf("entry %d has seq %d, want %d", i, e.Seq, base+2+persistence.Seq(i))
+		}
+		keys = append(keys, req.Dedup[i].Key)
+	}
+	if !slices.Equal(keys, []string{"m:M2", "m:G1", "m:M3"}) {
+		t.Fatalf("dedup keys %v", keys)
+	}
+	if len(req.Convs) != 2 {
+		t.Fatalf("%d conversation records, want one per conversation (2)", len(req.Convs))
+	}
+	for _, c := range req.Convs {
+		want := convRecord(h.st.convs[c.Key])
+		if !bytes.Equal(c.Data, want.Data) {
+			t.Fatalf("conversation %s: the record is not its latest state", c.Key)
+		}
+	}
+	if u := h.st.convs["d:alice"].GetUnread(); u != 3 {
+		t.Fatalf("unread of the direct conversation %d, want 3", u)
+	}
+
+	later := h.st.appendDone(nil, t0)
+	acks := map[string]effDeliverAck{}
+	for _, e := range later {
+		if a, ok := e.(effDeliverAck); ok {
+			acks[a.ack.GetMessageId()] = a
+		}
+	}
+	if len(acks) != 3 || acks["M2"].ack.GetSeq() != uint64(base+2) || acks["G1"].ack.GetSeq() != uint64(base+3) || acks["M3"].ack.GetSeq() != uint64(base+4) {
+		t.Fatalf("acks %v", acks)
+	}
+	if a := acks["G1"]; a.to != "g1" || a.kind != GroupKind || a.relay != "node2" {
+		t.Fatalf("the group delivery's ack goes to %q/%q via %q", a.to, a.kind, a.relay)
+	}
+	fr := framesTo(later, 1)
+	if len(fr) != 1 || len(fr[0].GetPush().GetEntries()) != 3 {
+		t.Fatalf("pushes %v, want one frame with 3 entries", fr)
+	}
+	if len(h.st.held) != 0 || len(h.st.delivering) != 0 || h.st.deliveriesInFlight != 0 {
+		t.Fatalf("held %d, delivering %d, in flight %d after the commits", len(h.st.held), len(h.st.delivering), h.st.deliveriesInFlight)
+	}
+	// Repeats are answered from memory now.
+	if effs := h.st.deliver(d("M3", direct), t0); len(appends(effs)) != 0 || len(effs) != 1 {
+		t.Fatalf("repeat after the commit gave %v", effs)
+	}
+}
+
+// A member holds at most maxHeldDeliveries: the next one appends them all
+// without waiting.
+func TestHeldDeliveriesBounded(t *testing.T) {
+	h := newHarness(t, "bob")
+	conv := &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "alice"}
+	deliver := func(i int) []effect {
+		return h.st.deliver(&actorpb.Deliver{FromUser: "alice", Message: &wire.Message{MessageId: fmt.Sprintf("M%d", i), Sender: "alice", Conversation: conv}}, t0)
+	}
+	if len(appends(deliver(0))) != 1 {
+		t.Fatal("first delivery not appended")
+	}
+	for i := 1; i < maxHeldDeliveries; i++ {
+		if effs := deliver(i); len(effs) != 0 {
+			t.Fatalf("delivery %d not held", i)
+		}
+	}
+	r := appends(deliver(maxHeldDeliveries))
+	if len(r) != 1 || len(r[0].Entries) != maxHeldDeliveries {
+		t.Fatalf("at the bound: %d appends, want one of %d entries", len(r), maxHeldDeliveries)
+	}
+	// Both commits complete; nothing is left held.
+	h.st.appendDone(nil, t0)
+	if effs := h.st.appendDone(nil, t0); len(appends(effs)) != 0 || h.st.deliveriesInFlight != 0 || len(h.st.held) != 0 {
+		t.Fatalf("after both commits: %d appends, %d in flight, %d held", len(appends(effs)), h.st.deliveriesInFlight, len(h.st.held))
+	}
+}
+
+// A failed commit drops the held deliveries unanswered (their senders
+// re-drive them to the next activation).
+func TestHeldDeliveriesDroppedOnFailure(t *testing.T) {
+	h := newHarness(t, "bob")
+	conv := &wire.Conversation{Type: wire.Conversation_DIRECT, Id: "alice"}
+	for i := range 3 {
+		h.st.deliver(&actorpb.Deliver{FromUser: "alice", Message: &wire.Message{MessageId: fmt.Sprintf("M%d", i), Sender: "alice", Conversation: conv}}, t0)
+	}
+	effs := h.st.appendDone(errors.New("disk on fire"), t0)
+	for _, e := range effs {
+		switch e.(type) {
+		case effAppend, effDeliverAck:
+			t.Fatalf("after a failed commit: %T %v", e, e)
+		}
+	}
+	if len(h.st.held) != 0 {
+		t.Fatalf("%d deliveries still held", len(h.st.held))
+	}
 }

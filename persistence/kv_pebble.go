@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -15,9 +16,33 @@ type pebbleKV struct {
 	sync      *pebble.WriteOptions
 	maxBytes  int64
 	maxWrites int
+	// memCap bounds a batch's memtable footprint (as pebble estimates it:
+	// key, value and a skiplist node per write) below pebble's large-batch
+	// threshold, half a memtable: a batch above it is not applied to the
+	// memtable but queued as a flushable of its own — sorted, and flushed
+	// to level 0 at once with a memtable rotation — which under a burst of
+	// small writes made many small L0 tables.
+	memCap uint64
+	// spare is the last committed batch, reset: its buffer is reused
+	// (growing a fresh batch to several MiB copied it ~10 times).
+	spare atomic.Pointer[pebble.Batch]
 }
 
-func (e *pebbleKV) batch() kvBatch { return &pebbleBatch{e: e, b: e.db.NewBatch()} }
+// pebbleNodeOverhead is what pebble adds to a write's key and value in its
+// memtable estimate (a skiplist node of the maximum height, the key's
+// trailer, padding).
+const pebbleNodeOverhead = 200
+
+// pebbleMemCap is memCap for a memtable size.
+func pebbleMemCap(memTableSize int64) uint64 { return uint64(memTableSize) * 7 / 16 }
+
+func (e *pebbleKV) batch() kvBatch {
+	b := e.spare.Swap(nil)
+	if b == nil {
+		b = e.db.NewBatch(pebble.WithMaxRetainedSizeBytes(int(e.maxBytes) + 1<<20))
+	}
+	return &pebbleBatch{e: e, b: b}
+}
 
 func (e *pebbleKV) view() kvView { return pebbleView{e.db.NewSnapshot()} }
 
@@ -28,27 +53,55 @@ func (e *pebbleKV) compact() error {
 	return e.db.Compact(context.Background(), []byte{0}, []byte{0xFF}, true)
 }
 
-func (e *pebbleKV) close() error { return e.db.Close() }
+func (e *pebbleKV) close() error {
+	if b := e.spare.Swap(nil); b != nil {
+		_ = b.Close()
+	}
+	return e.db.Close()
+}
 
 type pebbleBatch struct {
-	e *pebbleKV
-	b *pebble.Batch
+	e      *pebbleKV
+	b      *pebble.Batch
+	mem    uint64 // memtable footprint, as pebble estimates it
+	failed bool   // a commit failed (or panicked): never reused
 }
 
 // set ignores m.expiresAt: pebble has no TTL. Readers filter aged-out
 // entries by their time, and the retention sweep deletes them.
 func (b *pebbleBatch) set(m mutation) error {
-	if int(b.b.Count()) >= b.e.maxWrites || int64(b.b.Len())+int64(len(m.key)+len(m.val)) > b.e.maxBytes {
+	mem := uint64(len(m.key) + len(m.val) + pebbleNodeOverhead)
+	if int(b.b.Count()) >= b.e.maxWrites || int64(b.b.Len())+int64(len(m.key)+len(m.val)) > b.e.maxBytes || b.mem+mem > b.e.memCap {
 		return errKVTooBig
 	}
+	b.mem += mem
 	if m.del {
 		return b.b.Delete(m.key, nil)
 	}
 	return b.b.Set(m.key, m.val, nil)
 }
 
-func (b *pebbleBatch) commit() error { return b.b.Commit(b.e.sync) }
-func (b *pebbleBatch) discard()      { _ = b.b.Close() }
+func (b *pebbleBatch) commit() error {
+	b.failed = true // until Commit returns without error or panic
+	err := b.b.Commit(b.e.sync)
+	b.failed = err != nil
+	return err
+}
+
+// discard keeps a committed or unused batch's buffer for the next batch.
+// (Committed means applied to the memtable and written to the WAL: the
+// buffer is free. memCap keeps every batch out of pebble's flushable
+// path, where the memtable queue would keep referencing it.)
+func (b *pebbleBatch) discard() {
+	if b.failed {
+		_ = b.b.Close()
+		return
+	}
+	b.b.Reset()
+	if old := b.e.spare.Swap(b.b); old != nil {
+		_ = old.Close()
+	}
+}
 
 type pebbleView struct{ s *pebble.Snapshot }
 

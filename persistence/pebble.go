@@ -140,7 +140,7 @@ func OpenPebble(dir string, opts PebbleOptions, logger *slog.Logger) (*Local, er
 	if err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
-	kv := &pebbleKV{db: db, sync: pebble.Sync, maxBytes: opts.MemTableSize / 4, maxWrites: 200_000}
+	kv := &pebbleKV{db: db, sync: pebble.Sync, maxBytes: opts.MemTableSize / 4, maxWrites: 200_000, memCap: pebbleMemCap(opts.MemTableSize)}
 	if opts.NoSync {
 		kv.sync = pebble.NoSync
 	}
