@@ -157,13 +157,28 @@ func (g *groupState) send(key sessionKey, reqID uint64, from, device string, m *
 // seq): one per member, each with its own mentioned flag.
 func (g *groupState) messageFanout(m *wire.Message, seq persistence.Seq) []*actorpb.OutboxItem {
 	members := g.st.GetMembers()
-	items := make([]*actorpb.OutboxItem, 0, len(members))
-	for _, member := range members {
+	// Every member gets one of two shared Delivers (mentioned or not):
+	// nothing changes a delivered message in place (relay.go).
+	deliver := func(mentioned bool) *actorpb.Deliver {
 		cp := proto.Clone(m).(*wire.Message)
-		cp.Mentioned = member != m.GetSender() && mentionedIn(m.GetMentionAll(), m.GetMentionList(), member)
-		items = append(items, &actorpb.OutboxItem{ToUser: member, Deliver: &actorpb.Deliver{FromUser: m.GetSender(), Message: cp, OriginSeq: uint64(seq), ViaGroup: g.id}})
+		cp.Mentioned = mentioned
+		return &actorpb.Deliver{FromUser: m.GetSender(), Message: cp, OriginSeq: uint64(seq), ViaGroup: g.id}
 	}
-	return items
+	plain, mention := deliver(false), (*actorpb.Deliver)(nil)
+	items := make([]actorpb.OutboxItem, len(members))
+	out := make([]*actorpb.OutboxItem, len(members))
+	for i, member := range members {
+		d := plain
+		if member != m.GetSender() && mentionedIn(m.GetMentionAll(), m.GetMentionList(), member) {
+			if mention == nil {
+				mention = deliver(true)
+			}
+			d = mention
+		}
+		items[i].ToUser, items[i].Deliver = member, d
+		out[i] = &items[i]
+	}
+	return out
 }
 
 // fanoutOf returns the deliveries of an entry of the group's log that the

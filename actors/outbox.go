@@ -35,7 +35,7 @@ import (
 //
 // Only the owning actor's goroutine touches it.
 type outbox struct {
-	items map[persistence.OutboxRef]*outboxEntry // every delivery not yet confirmed
+	items map[itemKey]*outboxEntry // every delivery not yet confirmed
 	done  []persistence.OutboxRef                // stored items confirmed, not yet deleted
 
 	// Fan-outs of log entries: unconfirmed deliveries per entry, and the
@@ -74,6 +74,19 @@ type outbox struct {
 	nextScan      time.Time
 	blockedSentAt int64
 	scanDelay     time.Duration // the first re-send delay nextScan assumed
+}
+
+// itemKey names a delivery in the outbox without building a string (a big
+// group's fan-out puts and confirms a million of them): outboxRef's
+// fields, the key's two parts kept apart.
+type itemKey struct {
+	seq persistence.Seq
+	to  string
+	id  string
+}
+
+func keyOfItem(it *actorpb.OutboxItem) itemKey {
+	return itemKey{originSeq(it), it.GetToUser(), itemMessageID(it)}
 }
 
 type outboxEntry struct {
@@ -127,8 +140,10 @@ func (o *outbox) put(req *persistence.AppendRequest, c *commit, seq persistence.
 // re-drives them) and returns the effects that send them.
 func (o *outbox) sent(items []*actorpb.OutboxItem, logged bool, now time.Time) []effect {
 	effs := make([]effect, 0, len(items))
-	for _, it := range items {
-		setIn(&o.items, outboxRef(it), &outboxEntry{item: it, logged: logged, sentAt: now, attempts: 1})
+	entries := make([]outboxEntry, len(items)) // one allocation for a fan-out's entries
+	for i, it := range items {
+		entries[i] = outboxEntry{item: it, logged: logged, sentAt: now, attempts: 1}
+		setIn(&o.items, keyOfItem(it), &entries[i])
 		effs = append(effs, effDeliver{item: it})
 	}
 	if due := now.Add(o.latency.redriveDelay(1)); len(items) > 0 && !o.nextScan.IsZero() && due.Before(o.nextScan) {
@@ -143,7 +158,7 @@ func (o *outbox) sent(items []*actorpb.OutboxItem, logged bool, now time.Time) [
 func (o *outbox) redrive(seq persistence.Seq, items []*actorpb.OutboxItem, now time.Time) []effect {
 	var fresh []*actorpb.OutboxItem
 	for _, it := range items {
-		if o.items[outboxRef(it)] == nil {
+		if o.items[keyOfItem(it)] == nil {
 			fresh = append(fresh, it)
 		}
 	}
@@ -170,8 +185,8 @@ func (o *outbox) scannedTo(seq persistence.Seq, through bool) {
 // ack records a confirmation; it reports whether it was one this outbox
 // waited for.
 func (o *outbox) ack(a *actorpb.DeliverAck, now time.Time) bool {
-	ref := persistence.OutboxRef{Seq: persistence.Seq(a.GetOriginSeq()), Key: a.GetToUser() + "/" + a.GetMessageId()}
-	e := o.items[ref]
+	k := itemKey{persistence.Seq(a.GetOriginSeq()), a.GetToUser(), a.GetMessageId()}
+	e := o.items[k]
 	if e == nil {
 		return false // a repeat, or not ours
 	}
@@ -189,15 +204,15 @@ func (o *outbox) ack(a *actorpb.DeliverAck, now time.Time) bool {
 			o.nextScan, o.blockedSentAt = time.Time{}, 0
 		}
 	}
-	delete(o.items, ref)
+	delete(o.items, k)
 	if !e.logged {
-		o.done = append(o.done, ref)
+		o.done = append(o.done, outboxRef(e.item))
 		return true
 	}
-	if n := o.open[ref.Seq] - 1; n > 0 {
-		o.open[ref.Seq] = n
+	if n := o.open[k.seq] - 1; n > 0 {
+		o.open[k.seq] = n
 	} else {
-		delete(o.open, ref.Seq)
+		delete(o.open, k.seq)
 	}
 	return true
 }

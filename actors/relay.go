@@ -135,7 +135,8 @@ func (r *relayActor) deliver(ctx actor.Context, m *actorpb.DeliverBatch) {
 	plain := proto.Clone(msg).(*wire.Message)
 	plain.Mentioned = false
 	deliver := func(msg *wire.Message) *actorpb.Deliver {
-		return &actorpb.Deliver{FromUser: msg.GetSender(), Message: msg, OriginSeq: m.GetOriginSeq(), ViaGroup: m.GetGroupId(), RelayAddress: r.self.Address}
+		return &actorpb.Deliver{FromUser: msg.GetSender(), Message: msg, OriginSeq: m.GetOriginSeq(), ViaGroup: m.GetGroupId(), RelayAddress: r.self.Address,
+			MessageWire: mustMarshal(msg)}
 	}
 	isMent := func(u string) bool {
 		return u != msg.GetSender() && mentionedIn(msg.GetMentionAll(), msg.GetMentionList(), u)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/oklog/ulid/v2"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tandem-im/tandem/persistence"
@@ -819,7 +820,7 @@ func (s *userState) takeHeld(now time.Time) effect {
 		s.lastSeq++
 		seq := s.lastSeq
 		entry := &wire.Entry{Seq: uint64(seq), ServerTimeMs: t, Kind: &wire.Entry_Message{Message: m}}
-		req.Entries = append(req.Entries, persistence.Entry{Seq: seq, TimeMS: t, Data: mustMarshal(entry)})
+		req.Entries = append(req.Entries, persistence.Entry{Seq: seq, TimeMS: t, Data: messageEntryBytes(entry, h.d.GetMessageWire())})
 		req.Dedup = append(req.Dedup, persistence.DedupKey{Key: "m:" + id, Seq: seq})
 		if cs := s.noteDeliveredState(entry, h.d.GetOriginSeq()); !slices.Contains(convs, cs) {
 			convs = append(convs, cs)
@@ -838,6 +839,22 @@ func (s *userState) takeHeld(now time.Time) effect {
 	c.lastSeq, c.held = s.lastSeq, true
 	s.deliveriesInFlight++
 	return s.submit(req, c)
+}
+
+// messageEntryBytes marshals a message entry; with msgWire (the entry's
+// message, marshalled once by the relay for every member it delivers to)
+// it writes the entry's fields around those bytes instead.
+func messageEntryBytes(e *wire.Entry, msgWire []byte) []byte {
+	if len(msgWire) == 0 {
+		return mustMarshal(e)
+	}
+	b := make([]byte, 0, len(msgWire)+24)
+	b = protowire.AppendTag(b, 1, protowire.VarintType) // seq
+	b = protowire.AppendVarint(b, e.GetSeq())
+	b = protowire.AppendTag(b, 2, protowire.VarintType) // server_time_ms
+	b = protowire.AppendVarint(b, uint64(e.GetServerTimeMs()))
+	b = protowire.AppendTag(b, 10, protowire.BytesType) // message
+	return protowire.AppendBytes(b, msgWire)
 }
 
 // heldPool recycles the slices deliveries are held in: a member holds one

@@ -825,7 +825,7 @@ func TestRedriveWaitsForSlowConfirmations(t *testing.T) {
 		at := t0.Add(time.Duration(i) * time.Minute)
 		send(fmt.Sprintf("c%d", i), at)
 		for ref, e := range h.st.out.items {
-			h.st.deliverAckAt(&actorpb.DeliverAck{ToUser: "bob", MessageId: e.item.GetDeliver().GetMessage().GetMessageId(), OriginSeq: uint64(ref.Seq)}, at.Add(5*time.Second))
+			h.st.deliverAckAt(&actorpb.DeliverAck{ToUser: "bob", MessageId: e.item.GetDeliver().GetMessage().GetMessageId(), OriginSeq: uint64(ref.seq)}, at.Add(5*time.Second))
 		}
 	}
 	late := t0.Add(time.Hour)
@@ -977,5 +977,29 @@ func TestHeldDeliveriesDroppedOnFailure(t *testing.T) {
 	}
 	if len(h.st.held) != 0 {
 		t.Fatalf("%d deliveries still held", len(h.st.held))
+	}
+}
+
+// An entry built around the relay's marshalled message reads back as the
+// entry marshalled whole, and zero fields are handled like the marshaller.
+func TestMessageEntryBytes(t *testing.T) {
+	m := &wire.Message{MessageId: "M1", Sender: "alice", Conversation: &wire.Conversation{Type: wire.Conversation_GROUP, Id: "g1"},
+		Type: 1, Content: []byte("hi"), Mentioned: true, Attributes: map[string]string{"a": "b"}, ServerTimeMs: 17}
+	for _, e := range []*wire.Entry{
+		{Seq: 42, ServerTimeMs: 1_790_000_000_000, Kind: &wire.Entry_Message{Message: m}},
+		{Seq: 1, ServerTimeMs: 0, Kind: &wire.Entry_Message{Message: &wire.Message{}}},
+	} {
+		got := messageEntryBytes(e, mustMarshal(e.GetMessage()))
+		var back wire.Entry
+		if err := proto.Unmarshal(got, &back); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(&back, e) {
+			t.Fatalf("built %v, want %v", &back, e)
+		}
+	}
+	e := &wire.Entry{Seq: 3, Kind: &wire.Entry_Message{Message: m}}
+	if !bytes.Equal(messageEntryBytes(e, nil), mustMarshal(e)) {
+		t.Fatal("without the relay's bytes the entry is not marshalled whole")
 	}
 }

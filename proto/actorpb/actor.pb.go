@@ -549,7 +549,11 @@ type Deliver struct {
 	ViaGroup  string                 `protobuf:"bytes,4,opt,name=via_group,json=viaGroup,proto3" json:"via_group,omitempty"`     // set when a group fans out: ack the group, not the sender
 	// Set when a node's relay actor hands a group's DeliverBatch to the
 	// member: ack that node's relay (DeliverAck) instead of the group.
-	RelayAddress  string `protobuf:"bytes,5,opt,name=relay_address,json=relayAddress,proto3" json:"relay_address,omitempty"`
+	RelayAddress string `protobuf:"bytes,5,opt,name=relay_address,json=relayAddress,proto3" json:"relay_address,omitempty"`
+	// message marshalled, set by a node's relay for the members it hands
+	// the message to (one marshal for all of them): the member's log entry
+	// is built around these bytes. Empty: marshal message.
+	MessageWire   []byte `protobuf:"bytes,6,opt,name=message_wire,json=messageWire,proto3" json:"message_wire,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -617,6 +621,13 @@ func (x *Deliver) GetRelayAddress() string {
 		return x.RelayAddress
 	}
 	return ""
+}
+
+func (x *Deliver) GetMessageWire() []byte {
+	if x != nil {
+		return x.MessageWire
+	}
+	return nil
 }
 
 // Recipient → sender: the message is durable in the recipient's log.
@@ -2486,14 +2497,15 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\vSessionKick\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\x04R\tsessionId\x12(\n" +
-	"\x04kick\x18\x02 \x01(\v2\x14.tandem.wire.v1.KickR\x04kick\"\xba\x01\n" +
+	"\x04kick\x18\x02 \x01(\v2\x14.tandem.wire.v1.KickR\x04kick\"\xdd\x01\n" +
 	"\aDeliver\x12\x1b\n" +
 	"\tfrom_user\x18\x01 \x01(\tR\bfromUser\x121\n" +
 	"\amessage\x18\x02 \x01(\v2\x17.tandem.wire.v1.MessageR\amessage\x12\x1d\n" +
 	"\n" +
 	"origin_seq\x18\x03 \x01(\x04R\toriginSeq\x12\x1b\n" +
 	"\tvia_group\x18\x04 \x01(\tR\bviaGroup\x12#\n" +
-	"\rrelay_address\x18\x05 \x01(\tR\frelayAddress\"u\n" +
+	"\rrelay_address\x18\x05 \x01(\tR\frelayAddress\x12!\n" +
+	"\fmessage_wire\x18\x06 \x01(\fR\vmessageWire\"u\n" +
 	"\n" +
 	"DeliverAck\x12\x17\n" +
 	"\ato_user\x18\x01 \x01(\tR\x06toUser\x12\x1d\n" +
