@@ -36,7 +36,7 @@ import (
 // Only the owning actor's goroutine touches it.
 type outbox struct {
 	items map[itemKey]*outboxEntry // every delivery not yet confirmed
-	done  []persistence.OutboxRef                // stored items confirmed, not yet deleted
+	done  []persistence.OutboxRef  // stored items confirmed, not yet deleted
 
 	// Fan-outs of log entries: unconfirmed deliveries per entry, and the
 	// entries' seqs in ascending order (the front is popped once
