@@ -59,6 +59,8 @@ type groupState struct {
 	lastSeq, committed persistence.Seq
 	lastTime           int64
 	st                 *actorpb.GroupState // nil: no such group
+	pos                map[string]int32    // member → index in st's members, for bulkOf
+	posOf              *actorpb.GroupState // the state pos was built from
 
 	commits []*commit
 	sending map[string]*pendingSend // "from/cmid" → in flight
@@ -147,50 +149,43 @@ func (g *groupState) send(key sessionKey, reqID uint64, from, device string, m *
 		Dedup:   []persistence.DedupKey{{Key: dk, Seq: seq}, {Key: "m:" + msg.MessageId, Seq: seq}},
 	}
 	c := &commit{lastSeq: seq, sendKey: dk}
-	g.out.put(&req, c, seq, g.messageFanout(msg, seq), true)
+	g.out.putBulk(&req, c, g.bulkOf(msg, seq))
 	setIn(&g.sending, dk, &pendingSend{ack: &wire.SendAck{MessageId: msg.MessageId, ServerTimeMs: t}, waiters: []waiter{{key, reqID}}})
 	c.sender = from
 	return []effect{g.submit(req, c)}
 }
 
-// messageFanout returns the deliveries of the group's message m (entry
-// seq): one per member, each with its own mentioned flag.
-func (g *groupState) messageFanout(m *wire.Message, seq persistence.Seq) []*actorpb.OutboxItem {
-	members := g.st.GetMembers()
-	// Every member gets one of two shared Delivers (mentioned or not):
-	// nothing changes a delivered message in place (relay.go).
-	deliver := func(mentioned bool) *actorpb.Deliver {
-		cp := proto.Clone(m).(*wire.Message)
-		cp.Mentioned = mentioned
-		return &actorpb.Deliver{FromUser: m.GetSender(), Message: cp, OriginSeq: uint64(seq), ViaGroup: g.id}
-	}
-	plain, mention := deliver(false), (*actorpb.Deliver)(nil)
-	items := make([]actorpb.OutboxItem, len(members))
-	out := make([]*actorpb.OutboxItem, len(members))
-	for i, member := range members {
-		d := plain
-		if member != m.GetSender() && mentionedIn(m.GetMentionAll(), m.GetMentionList(), member) {
-			if mention == nil {
-				mention = deliver(true)
-			}
-			d = mention
+// bulkOf returns the deliveries of the group's message m (entry seq) to
+// every member (the sender included: its own log gets the message through
+// the group) as one bulk fan-out.
+func (g *groupState) bulkOf(m *wire.Message, seq persistence.Seq) *bulkFanout {
+	if g.posOf != g.st {
+		// The index of the members the bulks share: rebuilt when the
+		// state is replaced (commands replace it, never change it).
+		g.pos = make(map[string]int32, len(g.st.GetMembers()))
+		for i, u := range g.st.GetMembers() {
+			g.pos[u] = int32(i)
 		}
-		items[i].ToUser, items[i].Deliver = member, d
-		out[i] = &items[i]
+		g.posOf = g.st
 	}
-	return out
+	plain := m
+	if m.GetMentioned() {
+		plain = proto.Clone(m).(*wire.Message)
+		plain.Mentioned = false
+	}
+	return &bulkFanout{seq: seq, id: m.GetMessageId(), group: g.id, msg: plain, members: g.st.GetMembers(), pos: g.pos}
 }
 
 // fanoutOf returns the deliveries of an entry of the group's log that the
 // activation re-drives: a message goes to the current members (a member
 // removed since does not get it; one added since does — only on this
 // crash path, see ADR 0005).
-func (g *groupState) fanoutOf(e *wire.Entry) []*actorpb.OutboxItem {
+func (g *groupState) fanoutOf(e *wire.Entry) ([]*actorpb.OutboxItem, *bulkFanout) {
 	m := e.GetMessage()
 	if m == nil || g.st == nil {
-		return nil
+		return nil, nil
 	}
-	return g.messageFanout(m, persistence.Seq(e.GetSeq()))
+	return nil, g.bulkOf(m, persistence.Seq(e.GetSeq()))
 }
 
 // repeat answers a repeated send of a message already in the group's log:
@@ -460,7 +455,8 @@ func (g *groupState) appendDone(err error, now time.Time) []effect {
 		delete(g.sending, c.sendKey)
 	}
 	effs = append(effs, c.after...)
-	return append(effs, g.out.sent(c.fanout, c.logged, now)...)
+	effs = append(effs, g.out.sent(c.fanout, c.logged, now)...)
+	return append(effs, g.out.sentBulk(c.bulk, now)...)
 }
 
 func (g *groupState) deliverAck(a *actorpb.DeliverAck, now time.Time) []effect {
@@ -713,6 +709,8 @@ func (a *groupActor) perform(ctx actor.Context, effs []effect) {
 				continue
 			}
 			ctx.Send(actor.NewPID(e.gw.addr, e.gw.id), &actorpb.SessionPush{SessionIds: e.sids, Frames: e.frames})
+		case effDeliverBulk:
+			a.rt.sendBulk(ctx, e.b, e.idx)
 		case effDeliver:
 			if e.item.GetDeliver() != nil {
 				batched = append(batched, e.item)

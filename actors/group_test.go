@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tandem-im/tandem/persistence"
 	"github.com/tandem-im/tandem/proto/actorpb"
 	"github.com/tandem-im/tandem/proto/wire"
 )
@@ -194,7 +195,7 @@ func TestGroupTransient(t *testing.T) {
 	m := &wire.Send{ClientMessageId: "typing", Conversation: &wire.Conversation{Type: wire.Conversation_GROUP, Id: "g"}, Type: 1,
 		Options: &wire.SendOptions{Transient: true}}
 	effs := g.send(sk(1), 2, "a", "", m, t0)
-	if len(appends(effs)) != 0 || len(g.out.items) != 0 {
+	if len(appends(effs)) != 0 || g.out.inFlight() != 0 {
 		t.Fatal("a transient group message was stored or queued for retry")
 	}
 	var sent []effGroupTransient
@@ -234,5 +235,72 @@ func TestGroupEdit(t *testing.T) {
 		if it.GetEdit().GetViaGroup() != "g" || string(it.GetEdit().GetMessage().GetContent()) != "the" || !it.GetEdit().GetMessage().GetEdited() {
 			t.Fatalf("edit fan-out %v", it)
 		}
+	}
+}
+
+// TestGroupBulkFanout: a group message's fan-out is one record — members
+// confirm it one by one (repeats, strangers and other messages' IDs are
+// not taken), the members of the send are kept although the membership
+// changes, the fan-out mark is cleared once all confirmed, and an
+// activation re-drives it from the log.
+func TestGroupBulkFanout(t *testing.T) {
+	g := newGroup(t)
+	m := &wire.Send{ClientMessageId: "c1", Conversation: &wire.Conversation{Type: wire.Conversation_GROUP, Id: "g"}, Type: 1}
+	r := appends(g.send(sk(1), 2, "a", "phone", m, t0))
+	d := delivers(g.appendDone(nil, t0))
+	if len(d) != 3 || len(g.out.items) != 0 || len(g.out.bulks) != 1 {
+		t.Fatalf("fan-out: %d deliveries, %d items, %d bulk records; want 3, 0, 1", len(d), len(g.out.items), len(g.out.bulks))
+	}
+	id, origin := d[0].GetDeliver().GetMessage().GetMessageId(), d[0].GetDeliver().GetOriginSeq()
+	ack := func(to, msgID string) bool {
+		return g.out.ack(&actorpb.DeliverAck{ToUser: to, MessageId: msgID, OriginSeq: origin, Seq: 1}, t0.Add(10*time.Millisecond))
+	}
+	// c leaves after the send: the message still goes to the three.
+	g.command(2, &actorpb.GroupCommand{Op: actorpb.GroupCommand_REMOVE, By: "a", Members: []string{"c"}}, t0)
+	g.appendDone(nil, t0)
+	if !ack("b", id) || ack("b", id) || ack("mallory", id) || ack("c", "another-message") {
+		t.Fatal("b's confirmation must be taken once; a stranger's and another message's not")
+	}
+	if n := g.out.bulks[persistence.Seq(origin)].left; n != 2 {
+		t.Fatalf("%d of the message's deliveries in flight, want 2", n)
+	}
+	var again []*actorpb.OutboxItem
+	for _, it := range delivers(g.tick(t0.Add(3 * time.Second))) {
+		if it.GetDeliver() != nil {
+			again = append(again, it) // (not the REMOVED events')
+		}
+	}
+	if len(again) != 2 || again[0].GetToUser() != "a" || again[1].GetToUser() != "c" {
+		t.Fatalf("re-sent %v, want a's and c's", again)
+	}
+	if !ack("a", id) || !ack("c", id) {
+		t.Fatal("confirmations of the re-sent deliveries not taken")
+	}
+	if len(g.out.bulks) != 0 {
+		t.Fatalf("%d bulk records after every confirmation", len(g.out.bulks))
+	}
+	var cleared bool
+	for _, a := range appends(g.tick(t0.Add(4 * time.Second))) {
+		cleared = cleared || (a.Fanout != nil && !a.Fanout.Pending)
+	}
+	if !cleared {
+		t.Fatal("the fan-out mark was not cleared once every member confirmed")
+	}
+
+	// A new activation with the mark pending re-drives the message from
+	// its log entry to the members of now (a and b).
+	g2 := newGroup(t)
+	g2.st = g.st
+	var entry wire.Entry
+	if err := proto.Unmarshal(r[0].Entries[0].Data, &entry); err != nil {
+		t.Fatal(err)
+	}
+	g2.out.activated(persistence.FanoutMark{Done: 0, Pending: true}, persistence.Seq(entry.GetSeq()))
+	re := delivers(g2.redrivePage([]*wire.Entry{&entry}, false, t0))
+	if len(re) != 2 || re[0].GetDeliver().GetMessage().GetMessageId() != id {
+		t.Fatalf("activation re-drove %v, want the message to a and b", re)
+	}
+	if again := delivers(g2.redrivePage([]*wire.Entry{&entry}, false, t0)); len(again) != 0 {
+		t.Fatalf("a second re-drive of the page sent %v again", again)
 	}
 }

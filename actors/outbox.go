@@ -35,8 +35,9 @@ import (
 //
 // Only the owning actor's goroutine touches it.
 type outbox struct {
-	items map[itemKey]*outboxEntry // every delivery not yet confirmed
-	done  []persistence.OutboxRef  // stored items confirmed, not yet deleted
+	items map[itemKey]*outboxEntry        // every delivery not yet confirmed, but
+	bulks map[persistence.Seq]*bulkFanout // group messages' (bulk.go)
+	done  []persistence.OutboxRef         // stored items confirmed, not yet deleted
 
 	// Fan-outs of log entries: unconfirmed deliveries per entry, and the
 	// entries' seqs in ascending order (the front is popped once
@@ -125,6 +126,12 @@ func (o *outbox) put(req *persistence.AppendRequest, c *commit, seq persistence.
 		}
 		return
 	}
+	o.openLogged(req, seq, len(items))
+}
+
+// openLogged registers n deliveries of entry seq's logged fan-out, and
+// writes the mark in req if none is pending.
+func (o *outbox) openLogged(req *persistence.AppendRequest, seq persistence.Seq, n int) {
 	if !o.markPending {
 		done := o.watermark(seq - 1)
 		req.Fanout = &persistence.FanoutMark{Done: done, Pending: true}
@@ -133,7 +140,7 @@ func (o *outbox) put(req *persistence.AppendRequest, c *commit, seq persistence.
 	if o.open[seq] == 0 {
 		o.seqs = append(o.seqs, seq)
 	}
-	setIn(&o.open, seq, o.open[seq]+len(items))
+	setIn(&o.open, seq, o.open[seq]+n)
 }
 
 // sent starts deliveries (an append became durable, or the activation
@@ -146,10 +153,18 @@ func (o *outbox) sent(items []*actorpb.OutboxItem, logged bool, now time.Time) [
 		setIn(&o.items, keyOfItem(it), &entries[i])
 		effs = append(effs, effDeliver{item: it})
 	}
-	if due := now.Add(o.latency.redriveDelay(1)); len(items) > 0 && !o.nextScan.IsZero() && due.Before(o.nextScan) {
-		o.nextScan = due
+	if len(items) > 0 {
+		o.scanBy(now)
 	}
 	return effs
+}
+
+// scanBy makes the next tick that comes a first re-send delay after now
+// (or later) scan: deliveries were sent at now.
+func (o *outbox) scanBy(now time.Time) {
+	if due := now.Add(o.latency.redriveDelay(1)); !o.nextScan.IsZero() && due.Before(o.nextScan) {
+		o.nextScan = due
+	}
 }
 
 // redrive starts the deliveries of an entry the activation found after the
@@ -165,13 +180,18 @@ func (o *outbox) redrive(seq persistence.Seq, items []*actorpb.OutboxItem, now t
 	if len(fresh) == 0 {
 		return nil
 	}
+	o.openRedriven(seq, len(fresh))
+	return o.sent(fresh, true, now)
+}
+
+// openRedriven registers n re-driven deliveries of entry seq.
+func (o *outbox) openRedriven(seq persistence.Seq, n int) {
 	if o.open[seq] == 0 {
 		o.seqs = append(o.seqs, seq)
 		slices.Sort(o.seqs) // pages come in seq order, but new sends may be open already
 		o.seqs = slices.Compact(o.seqs)
 	}
-	setIn(&o.open, seq, o.open[seq]+len(fresh))
-	return o.sent(fresh, true, now)
+	setIn(&o.open, seq, o.open[seq]+n)
 }
 
 // scannedTo records how far the re-drive scan has read; through ends it.
@@ -188,33 +208,45 @@ func (o *outbox) ack(a *actorpb.DeliverAck, now time.Time) bool {
 	k := itemKey{persistence.Seq(a.GetOriginSeq()), a.GetToUser(), a.GetMessageId()}
 	e := o.items[k]
 	if e == nil {
-		return false // a repeat, or not ours
+		return o.ackBulk(a, now) // or a repeat, or not ours
 	}
-	if !now.IsZero() {
-		if e.attempts == 1 {
-			o.latency.observe(now.Sub(e.sentAt))
-		}
-		o.lastAck = now.UnixNano()
-		o.ackedSentAt = max(o.ackedSentAt, e.sentAt.UnixNano())
-		// nextScan assumed the delays of the last scan: scan again at the
-		// next tick when they shrank by a quarter, or when a delivery
-		// waiting to be overtaken was (and is still due).
-		d := o.latency.redriveDelay(1)
-		if b := o.blockedSentAt; d < o.scanDelay*3/4 || (b != 0 && o.ackedSentAt > b+int64(overtaken) && time.Duration(now.UnixNano()-b) >= d) {
-			o.nextScan, o.blockedSentAt = time.Time{}, 0
-		}
-	}
+	o.confirmed(e.sentAt, e.attempts, now)
 	delete(o.items, k)
 	if !e.logged {
 		o.done = append(o.done, outboxRef(e.item))
 		return true
 	}
-	if n := o.open[k.seq] - 1; n > 0 {
-		o.open[k.seq] = n
-	} else {
-		delete(o.open, k.seq)
-	}
+	o.closeLogged(k.seq)
 	return true
+}
+
+// closeLogged counts one delivery of entry seq's logged fan-out confirmed.
+func (o *outbox) closeLogged(seq persistence.Seq) {
+	if n := o.open[seq] - 1; n > 0 {
+		o.open[seq] = n
+	} else {
+		delete(o.open, seq)
+	}
+}
+
+// confirmed learns from a confirmation of a delivery sent at sentAt (on
+// its attempts-th send) that came at now (zero: learns nothing).
+func (o *outbox) confirmed(sentAt time.Time, attempts int, now time.Time) {
+	if now.IsZero() {
+		return
+	}
+	if attempts == 1 {
+		o.latency.observe(now.Sub(sentAt))
+	}
+	o.lastAck = now.UnixNano()
+	o.ackedSentAt = max(o.ackedSentAt, sentAt.UnixNano())
+	// nextScan assumed the delays of the last scan: scan again at the
+	// next tick when they shrank by a quarter, or when a delivery
+	// waiting to be overtaken was (and is still due).
+	d := o.latency.redriveDelay(1)
+	if b := o.blockedSentAt; d < o.scanDelay*3/4 || (b != 0 && o.ackedSentAt > b+int64(overtaken) && time.Duration(now.UnixNano()-b) >= d) {
+		o.nextScan, o.blockedSentAt = time.Time{}, 0
+	}
 }
 
 // watermark is the highest seq through which every logged fan-out is
@@ -290,6 +322,20 @@ func (o *outbox) tick(now time.Time) []effect {
 			next = due
 		}
 	}
+	for _, b := range o.bulks {
+		if now.Sub(b.sentAt) >= o.latency.redriveDelay(b.attempts) {
+			if !stalled && b.sentAt.Add(overtaken).UnixNano() >= o.ackedSentAt {
+				blocked = min(blocked, b.sentAt.UnixNano())
+				continue
+			}
+			b.sentAt = now
+			b.attempts++
+			effs = append(effs, effDeliverBulk{b: b, idx: b.pendingIdx()})
+		}
+		if due := b.sentAt.Add(o.latency.redriveDelay(b.attempts)); next.IsZero() || due.Before(next) {
+			next = due
+		}
+	}
 	if blocked != math.MaxInt64 {
 		// Confirmations that stop stall no later than this; one that
 		// overtakes the blocked items clears nextScan (ack).
@@ -305,7 +351,7 @@ func (o *outbox) tick(now time.Time) []effect {
 
 // busy reports whether deliveries are in flight or the re-drive scan is
 // not through.
-func (o *outbox) busy() bool { return len(o.items) > 0 || o.scanning }
+func (o *outbox) busy() bool { return len(o.items) > 0 || len(o.bulks) > 0 || o.scanning }
 
 // storedItems decodes the stored outbox items an activation re-drives,
 // skipping the fan-out mark.
@@ -347,7 +393,7 @@ const redrivePage = 256
 // scan position; full reports whether the page was full) with fanoutOf
 // naming an entry's deliveries, and asks for the next page unless the scan
 // reached last.
-func (o *outbox) redriveEntries(entries []*wire.Entry, full bool, fanoutOf func(*wire.Entry) []*actorpb.OutboxItem, now time.Time) []effect {
+func (o *outbox) redriveEntries(entries []*wire.Entry, full bool, fanoutOf func(*wire.Entry) ([]*actorpb.OutboxItem, *bulkFanout), now time.Time) []effect {
 	if !o.scanning {
 		return nil
 	}
@@ -363,7 +409,9 @@ func (o *outbox) redriveEntries(entries []*wire.Entry, full bool, fanoutOf func(
 		if seq > last {
 			break // appended by this activation: its own fan-out runs
 		}
-		effs = append(effs, o.redrive(seq, fanoutOf(e), now)...)
+		items, bulk := fanoutOf(e)
+		effs = append(effs, o.redrive(seq, items, now)...)
+		effs = append(effs, o.redriveBulk(bulk, now)...)
 	}
 	through := !full || end >= last
 	if through {

@@ -130,7 +130,8 @@ type commit struct {
 	deliverKeys []string    // message IDs delivered into this log, one per entry from lastSeq back
 	held        bool        // the append of held deliveries (takeHeld)
 	fanout      []*actorpb.OutboxItem
-	logged      bool // fanout is a log entry's (no stored items: outbox.go)
+	bulk        *bulkFanout // a group message's fan-out (bulk.go)
+	logged      bool        // fanout is a log entry's (no stored items: outbox.go)
 	deliverAcks []effDeliverAck
 	after       []effect // replies to send once durable
 	recallKey   string   // message ID whose recall (or edit) this commits
@@ -224,7 +225,7 @@ func (s *userState) fanoutMark(m persistence.FanoutMark) []effect {
 // redrivePage re-drives the fan-outs of one page of the log read after the
 // re-drive position (full: the page had the limit's worth).
 func (s *userState) redrivePage(entries []*wire.Entry, full bool, now time.Time) []effect {
-	return s.out.redriveEntries(entries, full, s.fanoutOf, now)
+	return s.out.redriveEntries(entries, full, func(e *wire.Entry) ([]*actorpb.OutboxItem, *bulkFanout) { return s.fanoutOf(e), nil }, now)
 }
 
 // fanoutOf returns the deliveries of an entry of this user's log: a

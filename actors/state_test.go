@@ -123,8 +123,18 @@ func framesTo(effs []effect, sid uint64) []*wire.Frame {
 func delivers(effs []effect) []*actorpb.OutboxItem {
 	var out []*actorpb.OutboxItem
 	for _, e := range effs {
-		if d, ok := e.(effDeliver); ok {
+		switch d := e.(type) {
+		case effDeliver:
 			out = append(out, d.item)
+		case effDeliverBulk: // a group message's: one item per member it goes to
+			if d.idx == nil {
+				for i := range d.b.members {
+					out = append(out, d.b.item(i))
+				}
+			}
+			for _, i := range d.idx {
+				out = append(out, d.b.item(int(i)))
+			}
 		}
 	}
 	return out

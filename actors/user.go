@@ -481,7 +481,7 @@ func (a *userActor) inspect() *actorpb.InspectResult {
 	r := &actorpb.InspectResult{
 		LastSeq:       uint64(a.st.committed),
 		Epoch:         uint64(a.st.epoch),
-		PendingFanout: uint32(len(a.st.out.items)),
+		PendingFanout: uint32(a.st.out.inFlight()),
 	}
 	for _, s := range a.st.sessions {
 		r.Sessions = append(r.Sessions, s.info)
