@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -21,9 +22,12 @@ const UserKind = "user"
 // Messages the user actor sends itself (never cross a node).
 type (
 	appendDone  struct{ err error }
-	catchupStep struct{ key sessionKey }
-	tickMsg     struct{}
-	willDue     struct{ device, loginID string }
+	catchupStep struct {
+		key   sessionKey
+		force bool // read even if appends are still in flight (waitCatchup's bound)
+	}
+	tickMsg struct{}
+	willDue struct{ device, loginID string }
 )
 
 // userActor is the thin shell around userState: it decodes a message,
@@ -40,6 +44,11 @@ type userActor struct {
 	dead  bool // activation failed or an append failed: refuse everything
 
 	idle idleClock // passivation once userState.idle for the idle timeout
+
+	// Catch-up reads waiting for appends in flight to be durable (a
+	// login's own device event, above all): started by appendDone
+	// rather than read again and again until they are.
+	waitingCatchup []waitingCatchup
 
 	api     apiWaiters   // server API requests waiting for their answer (see apiAddr)
 	history historyScans // history scans running off the mailbox, and those waiting
@@ -110,8 +119,9 @@ func (a *userActor) Receive(ctx actor.Context) {
 			a.rt.metrics.appendFailures.Inc()
 		}
 		a.perform(ctx, a.st.appendDone(m.err, now))
+		a.startWaitingCatchups()
 	case catchupStep:
-		a.onCatchup(ctx, m.key)
+		a.onCatchup(ctx, m.key, m.force)
 	case readDone:
 		m.apply(ctx, a)
 	case redriveStep:
@@ -200,42 +210,21 @@ func (a *userActor) load(init *cluster.ClusterInit) (*userState, []effect, error
 	if err != nil {
 		return nil, nil, fmt.Errorf("activate %q: %w", a.user, err)
 	}
-	var lastTime int64
-	if last > 0 {
-		es, err := a.rt.store.Read(ctx, a.user, last-1, 1)
-		if err != nil {
-			return nil, nil, fmt.Errorf("read last entry of %q: %w", a.user, err)
+	var (
+		lastTime int64
+		convs    []*actorpb.ConvState
+		outbox   []*actorpb.OutboxItem
+		mark     persistence.FanoutMark
+	)
+	// On the first activation ever (epoch 1, empty log) there is nothing
+	// to read: every write to a user's data is fenced by an epoch
+	// (persistence.Store), so no earlier actor wrote conversations, an
+	// outbox or a fan-out mark. (A login storm of new users spent a fifth
+	// of its CPU on these reads of nothing.)
+	if epoch > 1 || last > 0 {
+		if convs, outbox, mark, lastTime, err = a.loadStored(ctx, last); err != nil {
+			return nil, nil, err
 		}
-		if len(es) == 1 {
-			lastTime = es[0].TimeMS
-		}
-	}
-	stored, err := a.rt.store.Convs(ctx, a.user)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read conversations of %q: %w", a.user, err)
-	}
-	convs := make([]*actorpb.ConvState, 0, len(stored))
-	for _, c := range stored {
-		var cs actorpb.ConvState
-		if err := proto.Unmarshal(c.Data, &cs); err != nil {
-			return nil, nil, fmt.Errorf("decode conversation %q of %q: %w", c.Key, a.user, err)
-		}
-		convs = append(convs, &cs)
-	}
-	items, err := a.rt.store.Outbox(ctx, a.user)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read outbox of %q: %w", a.user, err)
-	}
-	outbox, err := storedItems(items, decodeOutboxItem)
-	if err != nil {
-		return nil, nil, fmt.Errorf("outbox of %q: %w", a.user, err)
-	}
-	mark, err := a.rt.store.FanoutMark(ctx, a.user)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read fan-out mark of %q: %w", a.user, err)
-	}
-	if len(outbox) > 0 || mark.Pending {
-		a.log().Info("re-driving pending fan-outs", "items", len(outbox), "after_seq", mark.Done)
 	}
 	st := newUserState(a.user, &a.rt.cfg, storeReader{a.rt.store, a.user}, NewMessageID)
 	fresh := time.Now() // after Activate: real time, as in message IDs (not the injectable clock)
@@ -248,6 +237,46 @@ func (a *userActor) load(init *cluster.ClusterInit) (*userState, []effect, error
 	effs := st.activated(epoch, last, lastTime, outbox, a.rt.now(), convs...)
 	effs = append(effs, st.fanoutMark(mark)...)
 	return st, effs, nil
+}
+
+// loadStored reads what an earlier activation left: the newest entry's
+// time (last > 0), the conversations, the outbox and the fan-out mark.
+func (a *userActor) loadStored(ctx context.Context, last persistence.Seq) (convs []*actorpb.ConvState, outbox []*actorpb.OutboxItem, mark persistence.FanoutMark, lastTime int64, err error) {
+	if last > 0 {
+		es, err := a.rt.store.Read(ctx, a.user, last-1, 1)
+		if err != nil {
+			return nil, nil, mark, 0, fmt.Errorf("read last entry of %q: %w", a.user, err)
+		}
+		if len(es) == 1 {
+			lastTime = es[0].TimeMS
+		}
+	}
+	stored, err := a.rt.store.Convs(ctx, a.user)
+	if err != nil {
+		return nil, nil, mark, 0, fmt.Errorf("read conversations of %q: %w", a.user, err)
+	}
+	convs = make([]*actorpb.ConvState, 0, len(stored))
+	for _, c := range stored {
+		var cs actorpb.ConvState
+		if err := proto.Unmarshal(c.Data, &cs); err != nil {
+			return nil, nil, mark, 0, fmt.Errorf("decode conversation %q of %q: %w", c.Key, a.user, err)
+		}
+		convs = append(convs, &cs)
+	}
+	items, err := a.rt.store.Outbox(ctx, a.user)
+	if err != nil {
+		return nil, nil, mark, 0, fmt.Errorf("read outbox of %q: %w", a.user, err)
+	}
+	if outbox, err = storedItems(items, decodeOutboxItem); err != nil {
+		return nil, nil, mark, 0, fmt.Errorf("outbox of %q: %w", a.user, err)
+	}
+	if mark, err = a.rt.store.FanoutMark(ctx, a.user); err != nil {
+		return nil, nil, mark, 0, fmt.Errorf("read fan-out mark of %q: %w", a.user, err)
+	}
+	if len(outbox) > 0 || mark.Pending {
+		a.log().Info("re-driving pending fan-outs", "items", len(outbox), "after_seq", mark.Done)
+	}
+	return convs, outbox, mark, lastTime, nil
 }
 
 // refuseWrite answers (or drops) a message that would write while the
@@ -310,9 +339,12 @@ func (a *userActor) onLogin(ctx actor.Context, m *actorpb.LoginRequest, now time
 	}
 	if a.st.needsCompensation(m.GetLogin(), first) {
 		since := now.Add(-time.Duration(a.st.cfg.CompensationDays) * 24 * time.Hour)
-		rctx, cancel := context.WithTimeout(context.Background(), a.st.cfg.RequestTimeout)
-		seq, err := a.rt.store.FirstSeqSince(rctx, a.user, since)
-		cancel()
+		seq, err := persistence.Seq(1), error(nil) // nothing was ever appended: last seq + 1
+		if a.st.lastSeq > 0 {
+			rctx, cancel := context.WithTimeout(context.Background(), a.st.cfg.RequestTimeout)
+			seq, err = a.rt.store.FirstSeqSince(rctx, a.user, since)
+			cancel()
+		}
 		if err != nil {
 			a.log().Error("compensation window lookup failed", "err", err)
 			ctx.Respond(&actorpb.LoginResult{Reply: wire.ErrFrame(0, wire.CodeUnavailable, "storage unavailable; retry")})
@@ -410,12 +442,60 @@ func frameName(f *wire.Frame) string {
 
 // onCatchup starts the read of a catching-up session's next page off the
 // mailbox; the page comes back as catchupRead (catchup.go).
-func (a *userActor) onCatchup(ctx actor.Context, key sessionKey) {
+func (a *userActor) onCatchup(ctx actor.Context, key sessionKey, force bool) {
 	sess := a.st.sessions.get(key)
 	if sess == nil || sess.live {
 		return
 	}
+	i := slices.IndexFunc(a.waitingCatchup, func(w waitingCatchup) bool { return w.key == key })
+	if !force && a.st.committed < a.st.lastSeq {
+		// Appends in flight (the login's device event): read once they
+		// are durable, so the device gets them in its catch-up. Bounded
+		// by catchupCommitWait, as readCatchup's own wait.
+		if i < 0 {
+			a.waitingCatchup = append(a.waitingCatchup, waitingCatchup{key: key, until: a.st.lastSeq})
+			self, root := a.self, a.rt.sys.Root
+			time.AfterFunc(catchupCommitWait, func() { root.Send(self, catchupStep{key: key, force: true}) })
+		}
+		return
+	}
+	if i >= 0 {
+		a.waitingCatchup = slices.Delete(a.waitingCatchup, i, i+1)
+	} else if force {
+		return // started already by appendDone
+	}
 	a.readCatchup(key, sess.next-1)
+}
+
+// waitingCatchup is a catch-up read waiting until the actor's committed
+// seq reaches until.
+type waitingCatchup struct {
+	key   sessionKey
+	until persistence.Seq
+}
+
+// startWaitingCatchups starts the waiting catch-up reads whose appends
+// are durable now.
+func (a *userActor) startWaitingCatchups() {
+	if len(a.waitingCatchup) == 0 || a.dead {
+		return
+	}
+	var ready []sessionKey
+	a.waitingCatchup = slices.DeleteFunc(a.waitingCatchup, func(w waitingCatchup) bool {
+		if w.until <= a.st.committed {
+			ready = append(ready, w.key)
+			return true
+		}
+		return false
+	})
+	if len(a.waitingCatchup) == 0 {
+		a.waitingCatchup = nil
+	}
+	for _, k := range ready {
+		if sess := a.st.sessions.get(k); sess != nil && !sess.live {
+			a.readCatchup(k, sess.next-1)
+		}
+	}
 }
 
 // onHistory answers a HistoryRequest: the conversation's messages, newest
@@ -436,6 +516,9 @@ func (a *userActor) onHistory(ctx actor.Context, key sessionKey, reqID uint64, h
 }
 
 func (a *userActor) firstSeq() (persistence.Seq, error) {
+	if a.st.lastSeq == 0 {
+		return 1, nil // nothing was ever appended: last seq + 1, without a read
+	}
 	rctx, cancel := context.WithTimeout(context.Background(), a.rt.cfg.RequestTimeout)
 	defer cancel()
 	return a.rt.store.FirstSeq(rctx, a.user)

@@ -468,6 +468,11 @@ func loadUserState(v kvView, user string) (userState, error) {
 		return st, fmt.Errorf("read epoch: epoch record of %d bytes", len(val))
 	case ok:
 		st.epoch = Epoch(binary.BigEndian.Uint64(val))
+	default:
+		// Never activated: every append is fenced by the epoch, so there
+		// is no log and no high-water mark to look for (a new user's
+		// activation spares the reverse seek and the point read).
+		return st, nil
 	}
 	st.last, err = lastSeq(v, user)
 	return st, err
