@@ -118,8 +118,14 @@ func (a *userActor) Receive(ctx actor.Context) {
 			a.log().Error("append failed; stopping the user actor", "err", m.err)
 			a.rt.metrics.appendFailures.Inc()
 		}
+		var head *commit // the commit this completes
+		if len(a.st.commits) > 0 {
+			head = a.st.commits[0]
+		}
 		a.perform(ctx, a.st.appendDone(m.err, now))
-		a.startWaitingCatchups()
+		if m.err == nil {
+			a.startWaitingCatchups(ctx, head)
+		}
 	case catchupStep:
 		a.onCatchup(ctx, m.key, m.force)
 	case readDone:
@@ -475,8 +481,11 @@ type waitingCatchup struct {
 }
 
 // startWaitingCatchups starts the waiting catch-up reads whose appends
-// are durable now.
-func (a *userActor) startWaitingCatchups() {
+// are durable now. When what a session still needs is exactly the
+// entries of the commit that just completed (head) — a login whose device
+// was up to date needs only its own device event — they are its page,
+// without a read.
+func (a *userActor) startWaitingCatchups(ctx actor.Context, head *commit) {
 	if len(a.waitingCatchup) == 0 || a.dead {
 		return
 	}
@@ -492,10 +501,29 @@ func (a *userActor) startWaitingCatchups() {
 		a.waitingCatchup = nil
 	}
 	for _, k := range ready {
-		if sess := a.st.sessions.get(k); sess != nil && !sess.live {
-			a.readCatchup(k, sess.next-1)
+		sess := a.st.sessions.get(k)
+		if sess == nil || sess.live {
+			continue
+		}
+		if head != nil && head.lastSeq == a.st.committed && entriesFrom(head.entries, sess.next, head.lastSeq) {
+			catchupRead{key: k, after: sess.next - 1, readAt: a.st.committed, entries: head.entries}.apply(ctx, a)
+			continue
+		}
+		a.readCatchup(k, sess.next-1)
+	}
+}
+
+// entriesFrom reports whether entries are seqs first, first+1, … last.
+func entriesFrom(entries []*wire.Entry, first, last persistence.Seq) bool {
+	if len(entries) == 0 || persistence.Seq(len(entries)) != last-first+1 {
+		return false
+	}
+	for i, e := range entries {
+		if persistence.Seq(e.GetSeq()) != first+persistence.Seq(i) {
+			return false
 		}
 	}
+	return true
 }
 
 // onHistory answers a HistoryRequest: the conversation's messages, newest
