@@ -305,37 +305,18 @@ func (o *outbox) tick(now time.Time) []effect {
 		return nil // nothing can be due: a big fan-out is not scanned every tick
 	}
 	var effs []effect
-	stalled := time.Duration(now.UnixNano()-o.lastAck) >= o.latency.redriveDelay(1)
-	var next time.Time
-	blocked := int64(math.MaxInt64)
+	sc := resendScan{now: now, stalled: time.Duration(now.UnixNano()-o.lastAck) >= o.latency.redriveDelay(1), blocked: math.MaxInt64}
 	for _, e := range o.items {
-		if now.Sub(e.sentAt) >= o.latency.redriveDelay(e.attempts) {
-			if !stalled && e.sentAt.Add(overtaken).UnixNano() >= o.ackedSentAt {
-				blocked = min(blocked, e.sentAt.UnixNano()) // waits to be overtaken, or for a stall
-				continue
-			}
-			e.sentAt = now
-			e.attempts++
+		if o.resend(&sc, &e.sentAt, &e.attempts) {
 			effs = append(effs, effDeliver{item: e.item})
-		}
-		if due := e.sentAt.Add(o.latency.redriveDelay(e.attempts)); next.IsZero() || due.Before(next) {
-			next = due
 		}
 	}
 	for _, b := range o.bulks {
-		if now.Sub(b.sentAt) >= o.latency.redriveDelay(b.attempts) {
-			if !stalled && b.sentAt.Add(overtaken).UnixNano() >= o.ackedSentAt {
-				blocked = min(blocked, b.sentAt.UnixNano())
-				continue
-			}
-			b.sentAt = now
-			b.attempts++
+		if o.resend(&sc, &b.sentAt, &b.attempts) {
 			effs = append(effs, effDeliverBulk{b: b, idx: b.pendingIdx()})
 		}
-		if due := b.sentAt.Add(o.latency.redriveDelay(b.attempts)); next.IsZero() || due.Before(next) {
-			next = due
-		}
 	}
+	next, blocked := sc.next, sc.blocked
 	if blocked != math.MaxInt64 {
 		// Confirmations that stop stall no later than this; one that
 		// overtakes the blocked items clears nextScan (ack).
@@ -347,6 +328,32 @@ func (o *outbox) tick(now time.Time) []effect {
 	}
 	o.nextScan, o.blockedSentAt, o.scanDelay = next, blocked, o.latency.redriveDelay(1)
 	return effs
+}
+
+// resendScan is one tick's pass over the deliveries.
+type resendScan struct {
+	now     time.Time
+	stalled bool      // no confirmation for a first re-send delay
+	next    time.Time // the earliest a delivery not due now can be
+	blocked int64     // the oldest send among those due but waiting to be overtaken (MaxInt64: none)
+}
+
+// resend reports whether a delivery — an item, or a bulk fan-out's
+// unconfirmed members — sent at *sentAt on its *attempts-th send goes
+// again now, and if so counts the send.
+func (o *outbox) resend(sc *resendScan, sentAt *time.Time, attempts *int) bool {
+	again := false
+	if sc.now.Sub(*sentAt) >= o.latency.redriveDelay(*attempts) {
+		if !sc.stalled && sentAt.Add(overtaken).UnixNano() >= o.ackedSentAt {
+			sc.blocked = min(sc.blocked, sentAt.UnixNano()) // waits to be overtaken, or for a stall
+			return false
+		}
+		*sentAt, *attempts, again = sc.now, *attempts+1, true
+	}
+	if due := sentAt.Add(o.latency.redriveDelay(*attempts)); sc.next.IsZero() || due.Before(sc.next) {
+		sc.next = due
+	}
+	return again
 }
 
 // busy reports whether deliveries are in flight or the re-drive scan is

@@ -345,12 +345,7 @@ func (a *userActor) onLogin(ctx actor.Context, m *actorpb.LoginRequest, now time
 	}
 	if a.st.needsCompensation(m.GetLogin(), first) {
 		since := now.Add(-time.Duration(a.st.cfg.CompensationDays) * 24 * time.Hour)
-		seq, err := persistence.Seq(1), error(nil) // nothing was ever appended: last seq + 1
-		if a.st.lastSeq > 0 {
-			rctx, cancel := context.WithTimeout(context.Background(), a.st.cfg.RequestTimeout)
-			seq, err = a.rt.store.FirstSeqSince(rctx, a.user, since)
-			cancel()
-		}
+		seq, err := a.firstSeqSince(since)
 		if err != nil {
 			a.log().Error("compensation window lookup failed", "err", err)
 			ctx.Respond(&actorpb.LoginResult{Reply: wire.ErrFrame(0, wire.CodeUnavailable, "storage unavailable; retry")})
@@ -543,13 +538,24 @@ func (a *userActor) onHistory(ctx actor.Context, key sessionKey, reqID uint64, h
 	a.scanHistory(ctx, key, reqID, q)
 }
 
+// firstSeq and firstSeqSince are the store's FirstSeq and FirstSeqSince,
+// answered without a read while nothing was ever appended (last seq + 1).
 func (a *userActor) firstSeq() (persistence.Seq, error) {
 	if a.st.lastSeq == 0 {
-		return 1, nil // nothing was ever appended: last seq + 1, without a read
+		return 1, nil
 	}
 	rctx, cancel := context.WithTimeout(context.Background(), a.rt.cfg.RequestTimeout)
 	defer cancel()
 	return a.rt.store.FirstSeq(rctx, a.user)
+}
+
+func (a *userActor) firstSeqSince(t time.Time) (persistence.Seq, error) {
+	if a.st.lastSeq == 0 {
+		return 1, nil
+	}
+	rctx, cancel := context.WithTimeout(context.Background(), a.rt.cfg.RequestTimeout)
+	defer cancel()
+	return a.rt.store.FirstSeqSince(rctx, a.user, t)
 }
 
 // readAll returns the entries after seq after up to seq upTo (for
