@@ -12,6 +12,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	tcluster "github.com/tandem-im/tandem/cluster"
 	"github.com/tandem-im/tandem/persistence"
@@ -497,6 +498,7 @@ type metrics struct {
 	activations, logins, loginConflicts, sends, appendFailures, courierDrops prometheus.Counter
 	presenceFailures, storeRefusals                                          prometheus.Counter
 	activeUsers                                                              prometheus.Gauge
+	passivations                                                             prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -512,9 +514,35 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		storeRefusals: prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_store_write_refusals_total",
 			Help: "Client and API writes answered UNAVAILABLE without writing because the store refused writes (disk full, or failed)."}),
 		activeUsers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tandem_active_users", Help: "User actors active on this node."}),
+		passivations: prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_user_passivations_total",
+			Help: "User actors stopped after their idle timeout (no session, nothing in flight)."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.activations, m.logins, m.loginConflicts, m.sends, m.appendFailures, m.courierDrops, m.presenceFailures, m.storeRefusals, m.activeUsers)
+		reg.MustRegister(m.activations, m.logins, m.loginConflicts, m.sends, m.appendFailures, m.courierDrops, m.presenceFailures, m.storeRefusals, m.activeUsers, m.passivations)
 	}
 	return m
+}
+
+// UserCounts is what this node's user actors have done so far.
+type UserCounts struct {
+	Active       int64  // user actors active now
+	Activations  uint64 // started since the node started
+	Passivations uint64 // stopped after their idle timeout
+}
+
+// UserCounts reads the node's user-actor metrics (load tools watch
+// activations and passivations with it).
+func (rt *Runtime) UserCounts() UserCounts {
+	read := func(c prometheus.Metric) float64 {
+		var m dto.Metric
+		if err := c.Write(&m); err != nil {
+			return 0
+		}
+		if g := m.GetGauge(); g != nil {
+			return g.GetValue()
+		}
+		return m.GetCounter().GetValue()
+	}
+	m := rt.metrics
+	return UserCounts{Active: int64(read(m.activeUsers)), Activations: uint64(read(m.activations)), Passivations: uint64(read(m.passivations))}
 }

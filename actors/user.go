@@ -157,6 +157,7 @@ func (a *userActor) Receive(ctx actor.Context) {
 		a.perform(ctx, a.st.tick(now))
 	case idleCheck:
 		if a.idle.due(a.st.idle()) {
+			a.rt.metrics.passivations.Inc()
 			ctx.Poison(ctx.Self())
 			return
 		}

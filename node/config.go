@@ -91,6 +91,11 @@ type Config struct {
 	ClassLimits string // per_class limits, e.g. "mobile=1,web=4"; unnamed classes keep their defaults
 
 	HeartbeatTimeout time.Duration // default 60 s
+	// IdleTimeout: a user actor with no session and nothing in flight is
+	// passivated (stopped; activated again by its next message) after this
+	// long, ±25 % so that users who went idle together do not stop
+	// together. Default actors.DefaultIdleTimeout (2 min).
+	IdleTimeout time.Duration
 
 	// Overload bounds (gateway.Config): Sends in flight per session and per
 	// node (count and payload bytes); past them Sends are answered
@@ -227,6 +232,9 @@ func (c Config) Validate() error {
 	errs = append(errs, c.validateGateway()...)
 	if c.JWTSecret != "" && len(c.JWTSecret) < 16 {
 		errs = append(errs, errors.New("--jwt-secret must be at least 16 bytes"))
+	}
+	if c.IdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--idle-timeout %s: must not be negative", c.IdleTimeout))
 	}
 	if c.GCMinHeap < 0 {
 		errs = append(errs, fmt.Errorf("--gc-min-heap %d: must not be negative (0: off)", c.GCMinHeap))
@@ -427,6 +435,7 @@ func (c Config) actors() actors.Config {
 	limits, _ := actors.ParseLimits(c.ClassLimits) // Validate reports the error
 	return actors.Config{
 		HeartbeatTimeout: c.HeartbeatTimeout,
+		IdleTimeout:      c.IdleTimeout,
 		CompensationDays: c.CompensationDays,
 		RecallWindow:     c.RecallWindow,
 		Now:              c.Now,
@@ -489,6 +498,7 @@ func ParseFlags(args []string) (Config, error) {
 	fs.IntVar(&c.MaxHandshakes, "max-handshakes", gateway.DefaultMaxHandshakes, "connections in their TLS and WebSocket handshake at once; more wait in the listen backlog")
 	fs.DurationVar(&c.FrameTimeout, "frame-timeout", gateway.DefaultFrameTimeout, "how long one WebSocket frame may take to arrive once it has begun; a slower client is closed")
 	fs.DurationVar(&c.HeartbeatTimeout, "heartbeat-timeout", actors.DefaultHeartbeatTimeout, "drop a session silent this long")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", actors.DefaultIdleTimeout, "passivate a user actor with no session and nothing in flight after this long (±25 %); its next message activates it again")
 	fs.IntVar(&c.CompensationDays, "compensation-days", actors.DefaultCompensationDays, "days of history a device without a cursor gets (1-7)")
 	fs.DurationVar(&c.RecallWindow, "recall-window", 0, "how long after sending a sender may recall (0: no limit)")
 	fs.DurationVar(&c.Retention, "retention", DefaultRetention, "keep sync-log entries this long")

@@ -63,7 +63,13 @@ type ActorsConfig struct {
 	Timeout     time.Duration // per login request and group creation
 	Drain       time.Duration // after the chat: the longest wait for acks and pushes
 	NoVerify    bool          // skip the ledger check
-	Target      ActorsTarget  // an in-process node, or a cluster to join (actors_join.go)
+	// Passivate: users 0 … Passivate−1 log in, then log out together and
+	// go idle while the others log in at LoginRate (actors_passivate.go).
+	Passivate int
+	// IdleTimeout: the in-process node's passivation timeout (0: its
+	// default, actors.DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	Target      ActorsTarget // an in-process node, or a cluster to join (actors_join.go)
 
 	// Groups: group g has GroupSizes[g % len] members, the users after
 	// the previous group's (packed around the users).
@@ -142,6 +148,8 @@ var actorsScenarios = []actorsScenario{
 	{"big-group-burst", "20 groups of 2,000 of 20,000 online users; a 5 s burst of 100 group sends/s (1,000,000 member-log entries)",
 		[][2]string{{"users", "20000"}, {"devices", "1"}, {"concurrency", "64"}, {"groups", "20"}, {"group-size", "2000"}, {"group-share", "1"},
 			{"msg-rate", "0.005"}, {"duration", "5s"}, {"drain", "3m"}}},
+	{"passivation-wave", "100,000 users log in, then log out together; their actors passivate 7.5–12.5 s later (idle timeout 10 s ±25 %) while 30,000 new users log in at 1,500/s",
+		[][2]string{{"users", "130000"}, {"devices", "1"}, {"concurrency", "64"}, {"passivate", "100000"}, {"idle-timeout", "10s"}, {"login-rate", "1500"}}},
 	{"reconnect-wave", "with -join: 3,000 users chat 1:1 at 0.2 msg/s each for 40 s; a node is lost (kill one yourself, or -kill-pid PID -kill-after 10s): its users' devices are kicked (4017), log in again with their cursors and resend their unacked sends; the wave is measured",
 		[][2]string{{"users", "3000"}, {"devices", "1"}, {"concurrency", "64"}, {"msg-rate", "0.2"}, {"duration", "40s"}, {"ramp", "2s"}, {"drain", "1m"}}},
 }
@@ -229,6 +237,7 @@ func (c ActorsConfig) Validate(memTotal int64) error {
 	}
 	errs = append(errs, c.validateMix()...)
 	errs = append(errs, c.validateKill()...)
+	errs = append(errs, c.validatePassivate()...)
 	if c.Users > 0 && c.Devices > 0 {
 		if d := int64(c.Users) * int64(c.Devices); d > 1<<31 {
 			errs = append(errs, fmt.Errorf("%d devices: more than this tool counts (2^31)", d))
@@ -395,6 +404,8 @@ func parseActorsFlags(args []string) (ActorsConfig, error) {
 	fs.Float64Var(&c.ReadShare, "read-share", 0, "the share of the actions that mark the newest message the user received read")
 	fs.Float64Var(&c.RecallShare, "recall-share", 0, "the share of the actions that recall the user's newest acked message")
 	fs.Float64Var(&c.LogoutShare, "logout-share", 0, "the share of the actions that log the device out (Logout) and in again with its cursor")
+	fs.IntVar(&c.Passivate, "passivate", 0, "a passivation wave: users 0 … N−1 log in, then all their devices log out at once and their actors go idle together, while the other users (new ones) log in at -login-rate; the node's passivations and the logins' p99 are reported per second")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 0, "the in-process node's --idle-timeout: an actor with no session and nothing in flight passivates after this long ±25 % (default 2m)")
 	fs.BoolVar(&reconnect, "reconnect", true, "a device kicked with may_reconnect (4017 session lost after a node loss, 4015 shutdown) logs in again at once with its cursor and resends its unacked sends with the same client message IDs, as a real client does; the wave is measured (-reconnect=false: it stays offline)")
 	fs.IntVar(&c.KillPID, "kill-pid", 0, "with -join: KILLS the process with this PID (SIGKILL) -kill-after into the chat — a node of the cluster, to measure the reconnect wave; refused for this process, PID 1 or no process")
 	fs.DurationVar(&c.KillAfter, "kill-after", 0, fmt.Sprintf("with -kill-pid: how long into the chat the process is killed (default %v)", DefaultActorsKillAfter))

@@ -53,6 +53,12 @@ func TestActorsRefused(t *testing.T) {
 		{[]string{"-group-share", "0.2"}, "give -msg-rate too"},
 		{[]string{"-users", "1000", "-msg-rate", "1", "-group-share", "0.2", "-groups", "3", "-group-size", "10,200"}, "-groups 3 of -group-size 10,200 hold 220 of the 1000 users"},
 		{[]string{"-groups", "-1"}, "-groups -1 must not be negative"},
+		// The passivation wave.
+		{[]string{"-users", "100", "-passivate", "100", "-login-rate", "10"}, "-passivate 100: between 1 and -users − 1 (99)"},
+		{[]string{"-users", "100", "-passivate", "50"}, "-passivate needs -login-rate"},
+		{[]string{"-users", "100", "-passivate", "50", "-login-rate", "1", "-msg-rate", "1"}, "leave -msg-rate out"},
+		{[]string{"-users", "100", "-passivate", "50", "-login-rate", "100", "-idle-timeout", "10s"}, "the 50 new users' logins take 0.5 s at -login-rate 100, but the passivations go on until 12.5 s"},
+		{[]string{"-idle-timeout", "-1s"}, "-idle-timeout -1s must not be negative"},
 	} {
 		cfg, err := parseActorsFlags(tc.args)
 		if err == nil {

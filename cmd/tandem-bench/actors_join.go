@@ -131,7 +131,7 @@ func (t ActorsTarget) nodeConfig(dir, adminKey, logLevel string, sessions actors
 // describe names the target in the summary's first line.
 func (t ActorsTarget) describe() string {
 	if len(t.Join) == 0 {
-		return "in-process node (badger, fsync on)"
+		return fmt.Sprintf("in-process node (%s, fsync on)", cmp.Or(t.Store, "badger"))
 	}
 	return fmt.Sprintf("the cluster at %s (PostgreSQL; this tool's member hosts no actors), users %q…", strings.Join(t.Join, ","), t.UserPrefix)
 }

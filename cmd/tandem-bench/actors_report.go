@@ -84,6 +84,9 @@ type ActorsResult struct {
 	// such kick and no -kill-pid); actors_wave.go.
 	Wave *WaveResult `json:"wave,omitempty"`
 
+	// Passivation: the wave of -passivate (nil: none); actors_passivate.go.
+	Passivation *PassivationResult `json:"passivation,omitempty"`
+
 	// Kinds: each kind of action on its own (1:1, group, read, recall).
 	Kinds  []KindResult `json:"kinds"`
 	Groups GroupResult  `json:"groups"`
@@ -147,9 +150,13 @@ type ActorsPoint struct {
 	BackOnline             uint64  `json:"back_online"` // so far: of them, logged in again
 	MemberEntriesPerSecond uint64  `json:"member_entries_per_second"`
 	Errors                 uint64  `json:"errors"`
-	LoginP99Ms             float64 `json:"login_p99_ms"`
-	AckP99Ms               float64 `json:"ack_p99_ms"`    // messages
-	FanoutP99Ms            float64 `json:"fanout_p99_ms"` // group send → last member push
+	// The node's user actors (in process; a joined cluster's are not
+	// seen): active at the point, passivated in the second before it.
+	ActiveUsers           int64   `json:"active_users"`
+	PassivationsPerSecond uint64  `json:"passivations_per_second"`
+	LoginP99Ms            float64 `json:"login_p99_ms"`
+	AckP99Ms              float64 `json:"ack_p99_ms"`    // messages
+	FanoutP99Ms           float64 `json:"fanout_p99_ms"` // group send → last member push
 }
 
 // LedgerCheck is the end-of-run check against the store: every acked
@@ -302,6 +309,9 @@ func (r *actorsRun) soundness(res *ActorsResult) []string {
 	}
 	if res.Wave != nil {
 		p = append(p, res.Wave.problems(r.cfg.KillPID != 0)...)
+	}
+	if res.Passivation != nil {
+		p = append(p, res.Passivation.problems()...)
 	}
 	if lc := res.Ledger; lc != nil {
 		if lc.MessagesMissing > 0 {
@@ -681,6 +691,9 @@ func (r *ActorsResult) print(w io.Writer) {
 			fmt.Fprintf(w, "%-28s p50 %.2f  p99 %.2f  max %.2f ms\n", "send → member push", g.MemberPush.P50, g.MemberPush.P99, g.MemberPush.Max)
 			fmt.Fprintf(w, "%-28s p50 %.2f  p99 %.2f  max %.2f ms (%d messages)\n", "send → last member push", g.LastMemberPush.P50, g.LastMemberPush.P99, g.LastMemberPush.Max, g.LastMemberPush.Count)
 		}
+	}
+	if pw := r.Passivation; pw != nil {
+		fmt.Fprintf(w, "%-28s %s\n", "passivation wave", pw.summary())
 	}
 	if wv := r.Wave; wv != nil {
 		fmt.Fprintf(w, "%-28s %s\n", "reconnect wave", wv.summary())

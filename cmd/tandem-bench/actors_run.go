@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -99,12 +100,15 @@ type kindCounters struct {
 // table, actors.SessionTable) and what they measured.
 type actorsRun struct {
 	// Set before the load, then read-only.
-	cfg    ActorsConfig
-	log    *slog.Logger
-	front  *actors.Frontend
-	keys   *auth.Keys
-	start  time.Time
-	groups *groupLayout
+	cfg   ActorsConfig
+	log   *slog.Logger
+	front *actors.Frontend
+	keys  *auth.Keys
+	// userCounts reads the in-process node's (or the tool's member's:
+	// none) user actors: active, activated, passivated.
+	userCounts func() actors.UserCounts
+	start      time.Time
+	groups     *groupLayout
 
 	// Any goroutine; one slot per device (user u's device d is u·Devices+d,
 	// session ID that plus 1, plus its login's generation << 32: sidOf)
@@ -215,7 +219,9 @@ func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*Actors
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("generate an admin key: %w", err)
 	}
-	n, err := node.Start(ctx, cfg.Target.nodeConfig(dir, hex.EncodeToString(key), cfg.LogLevel, r), log.With("component", "node"))
+	ncfg := cfg.Target.nodeConfig(dir, hex.EncodeToString(key), cfg.LogLevel, r)
+	ncfg.IdleTimeout = cfg.IdleTimeout // 0: the node's default
+	n, err := node.Start(ctx, ncfg, log.With("component", "node"))
 	if err != nil {
 		if len(cfg.Target.Join) > 0 {
 			return nil, fmt.Errorf("join the cluster at %s: %w", strings.Join(cfg.Target.Join, ","), err)
@@ -249,17 +255,27 @@ func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*Actors
 		return nil, fmt.Errorf("the node's token keys: %w", err)
 	}
 	r.front = n.Frontend()
+	r.userCounts = n.UserCounts
 	stopFrames := sync.OnceFunc(r.startFrames())
 	defer stopFrames()
 	res.Memory.HeapBaseline = settledHeapLive()
 
 	r.start = time.Now()
 	progress := r.startProgress(res)
-	r.runLogins(ctx)
+	if cfg.Passivate > 0 {
+		r.runLogins(ctx, 0, cfg.Passivate*cfg.Devices, 0, 0) // the users that go idle together, as fast as they can
+	} else {
+		r.runLogins(ctx, 0, len(r.online), cfg.LoginRate, 0)
+	}
 	loginEnd := time.Since(r.start)
 	res.Memory.HeapAfterLogins = heapLive()
-	if cfg.Users > 0 && res.Memory.HeapAfterLogins > res.Memory.HeapBaseline {
-		res.Memory.PerUserBytes = float64(res.Memory.HeapAfterLogins-res.Memory.HeapBaseline) / float64(cfg.Users)
+	if loggedIn := cmp.Or(cfg.Passivate, cfg.Users); loggedIn > 0 && res.Memory.HeapAfterLogins > res.Memory.HeapBaseline {
+		res.Memory.PerUserBytes = float64(res.Memory.HeapAfterLogins-res.Memory.HeapBaseline) / float64(loggedIn)
+	}
+	var passivation *PassivationResult
+	if cfg.Passivate > 0 && ctx.Err() == nil {
+		passivation = r.runPassivationWave(ctx)
+		loginEnd = passivation.end // the run's logins end with the new users'
 	}
 	var groupsErr error
 	if cfg.Groups > 0 && ctx.Err() == nil {
@@ -291,6 +307,10 @@ func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*Actors
 	progress()
 	res.Interrupted = ctx.Err() != nil
 	r.fill(res, loginEnd, chatStart, chatEnd)
+	if passivation != nil {
+		passivation.fromSeries(res.Series)
+		res.Passivation = passivation
+	}
 	if groupsErr != nil {
 		res.Problems = r.soundness(res)
 		return res, groupsErr
@@ -382,20 +402,23 @@ func heapLive() uint64 {
 // runLogins logs every device in once, Concurrency at a time, at
 // LoginRate if set; after ctx ends it starts no more and waits for those
 // in flight.
-func (r *actorsRun) runLogins(ctx context.Context) {
-	total := len(r.online)
-	var next atomic.Int64
+func (r *actorsRun) runLogins(ctx context.Context, from, to int, rate float64, offset time.Duration) {
+	next := atomic.Int64{}
+	next.Store(int64(from))
 	var wg sync.WaitGroup
-	for range min(r.cfg.Concurrency, total) {
+	for range min(r.cfg.Concurrency, to-from) {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				i := int(next.Add(1) - 1)
-				if i >= total {
+				if i >= to {
 					return
 				}
-				at := rampSchedule(i, r.cfg.LoginRate, r.cfg.Ramp)
-				if !r.sleepUntil(ctx, at) {
-					return
+				at := time.Duration(-1) // as fast as the concurrency allows: from the request
+				if rate > 0 {
+					at = offset + rampSchedule(i-from, rate, r.cfg.Ramp)
+					if !r.sleepUntil(ctx, at) {
+						return
+					}
 				}
 				r.login(i, at)
 			}
@@ -405,7 +428,8 @@ func (r *actorsRun) runLogins(ctx context.Context) {
 }
 
 // login logs device i in; with a login rate its latency counts from the
-// scheduled time at, else from the request.
+// scheduled time at (since the run's start), else (at < 0) from the
+// request.
 func (r *actorsRun) login(i int, at time.Duration) {
 	u, d := i/r.cfg.Devices, i%r.cfg.Devices
 	tok, _, err := r.keys.Mint(vuser(u), 24*time.Hour)
@@ -417,7 +441,7 @@ func (r *actorsRun) login(i int, at time.Duration) {
 	fr := &wire.Frame{Id: 1, Body: &wire.Frame_Login{Login: &wire.Login{
 		Token: tok, DeviceId: vdevice(d), Platform: r.cfg.platformOf(u, d),
 	}}}
-	if r.cfg.LoginRate <= 0 {
+	if at < 0 {
 		at = time.Since(r.start)
 	}
 	// Online before the request: the actor may push before it answers.
@@ -906,6 +930,7 @@ func (r *actorsRun) startProgress(res *ActorsResult) func() {
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
 		var prevLogins, prevGroupPushes uint64
+		prevCounts := r.userCounts()
 		var prevAcked [numKinds]uint64
 		for {
 			select {
@@ -934,6 +959,9 @@ func (r *actorsRun) startProgress(res *ActorsResult) func() {
 				Errors:                 r.loginFails + r.kicks + r.failures(),
 				LoginP99Ms:             ms(r.loginSec.quantile(0.99)), AckP99Ms: ms(msgSec.quantile(0.99)), FanoutP99Ms: ms(r.fanoutSec.quantile(0.99)),
 			}
+			counts := r.userCounts()
+			p.ActiveUsers, p.PassivationsPerSecond = counts.Active, counts.Passivations-prevCounts.Passivations
+			prevCounts = counts
 			prevLogins, prevGroupPushes = r.logins, r.groupPushes
 			r.loginSec, r.fanoutSec = hist{}, hist{}
 			for k := range r.kinds {
@@ -958,6 +986,9 @@ func writeProgress(w io.Writer, terminal bool, p ActorsPoint) {
 	}
 	if p.Kicked > 0 {
 		line += fmt.Sprintf("  | wave: %d kicked, %d back online", p.Kicked, p.BackOnline)
+	}
+	if p.PassivationsPerSecond > 0 {
+		line += fmt.Sprintf("  | active %d, passivated/s %d", p.ActiveUsers, p.PassivationsPerSecond)
 	}
 	if terminal {
 		fmt.Fprintf(w, "\r%-110s", line)

@@ -351,3 +351,62 @@ func TestActorsReconnectInProcess(t *testing.T) {
 		t.Errorf("ledger %+v", lc)
 	}
 }
+
+// TestActorsPassivationWave is the CI-sized passivation wave: 600 users
+// log in and out together, their actors passivate 1.5–2.5 s later (idle
+// timeout 2 s), while 300 new users log in at 80/s. It checks that every
+// idle actor was passivated (counted by the node), every new user's login
+// succeeded during the wave, the seconds with passivations were seen and
+// the ledger has every LOGGED_IN and LOGGED_OUT; it asserts no speed.
+func TestActorsPassivationWave(t *testing.T) {
+	dir := t.TempDir()
+	const users, idle, fresh = 900, 600, 300
+	var progress strings.Builder
+	cfg := ActorsConfig{
+		Users: users, Passivate: idle, IdleTimeout: 2 * time.Second, LoginRate: 80,
+		DataDir: dir, Progress: &progress,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	res, err := runActors(ctx, cfg, log)
+	if res != nil {
+		var out strings.Builder
+		res.print(&out)
+		t.Log("\n" + progress.String() + "\n" + out.String())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Problems) > 0 {
+		t.Errorf("not sound: %q", res.Problems)
+	}
+	w := res.Passivation
+	if w == nil {
+		t.Fatal("no passivation result")
+	}
+	if w.LoggedOut != idle || w.LogoutFailed != 0 || w.Passivated != idle {
+		t.Errorf("wave: %d logged out (%d refused), %d passivated; want %d each", w.LoggedOut, w.LogoutFailed, w.Passivated, idle)
+	}
+	if w.Logins != fresh || w.LoginsFailed != 0 || w.Latency.Count != fresh {
+		t.Errorf("new users during the wave: %d logins, %d failed, %d latencies; want %d", w.Logins, w.LoginsFailed, w.Latency.Count, fresh)
+	}
+	// Passivations come 1.5–2.5 s after the logouts (±25 %), inside the
+	// new users' 3.75 s of logins.
+	if w.SecondsWith == 0 || w.PeakPerSecond == 0 || w.FirstSeconds < 1 || w.LastSeconds > 4 {
+		t.Errorf("passivation seconds: %d with, peak %d, first %.1f s, last %.1f s after the logouts", w.SecondsWith, w.PeakPerSecond, w.FirstSeconds, w.LastSeconds)
+	}
+	var sum uint64
+	for _, p := range res.Series {
+		sum += p.PassivationsPerSecond
+	}
+	if sum == 0 || sum > w.Passivated { // the last second may end after the run's last point
+		t.Errorf("the series counts %d passivations, the result %d", sum, w.Passivated)
+	}
+	if w.ActiveAtEnd != fresh {
+		t.Errorf("%d user actors active at the end, want the %d new users'", w.ActiveAtEnd, fresh)
+	}
+	if lc := res.Ledger; lc == nil || lc.Logins != users || lc.LoginsMissing != 0 || lc.Logouts != idle || lc.LogoutsMissing != 0 {
+		t.Errorf("ledger %+v", res.Ledger)
+	}
+}
