@@ -196,7 +196,7 @@ func (o *outbox) ackBulk(a *actorpb.DeliverAck, now time.Time) bool {
 	o.confirmed(b.sentAt, b.attempts, now)
 	o.closeLogged(seq)
 	if b.left == 0 {
-		delete(o.bulks, seq)
+		deleteIn(&o.bulks, seq)
 	}
 	return true
 }

@@ -211,7 +211,7 @@ func (o *outbox) ack(a *actorpb.DeliverAck, now time.Time) bool {
 		return o.ackBulk(a, now) // or a repeat, or not ours
 	}
 	o.confirmed(e.sentAt, e.attempts, now)
-	delete(o.items, k)
+	deleteIn(&o.items, k)
 	if !e.logged {
 		o.done = append(o.done, outboxRef(e.item))
 		return true
@@ -225,7 +225,7 @@ func (o *outbox) closeLogged(seq persistence.Seq) {
 	if n := o.open[seq] - 1; n > 0 {
 		o.open[seq] = n
 	} else {
-		delete(o.open, seq)
+		deleteIn(&o.open, seq)
 	}
 }
 

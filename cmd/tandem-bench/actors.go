@@ -97,7 +97,10 @@ type ActorsConfig struct {
 	// CPUProfile: the whole process's (node and bench) CPU profile over
 	// the chat and its drain, written to this file.
 	CPUProfile string
-	LogLevel   string
+	// HeapProfile: the whole process's heap profile (in use after a
+	// collection) once the chat is drained, written to this file.
+	HeapProfile string
+	LogLevel    string
 
 	// Progress gets the line per second (nil: none); Terminal: overwrite
 	// one line with \r instead of printing lines.
@@ -415,6 +418,7 @@ func parseActorsFlags(args []string) (ActorsConfig, error) {
 	fs.StringVar(&c.JSONPath, "json", "", "write the result as JSON to this file")
 	fs.StringVar(&c.HTMLPath, "html", "", "write an HTML report (summary, throughput and p99 over time, latency percentiles) to this file")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the CPU profile of the chat and its drain (node and bench: one process) to this file")
+	fs.StringVar(&c.HeapProfile, "heapprofile", "", "write the heap profile (in use after a collection; node and bench: one process) to this file once the chat is drained, or after the logins without a chat")
 	fs.StringVar(&c.LogLevel, "log-level", "warn", "debug, info, warn or error")
 	c.Target.addFlags(fs)
 	fs.Usage = func() {

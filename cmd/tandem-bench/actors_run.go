@@ -299,6 +299,9 @@ func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*Actors
 		r.drain()
 		stopProfile()
 	}
+	if err := writeHeapProfile(cfg.HeapProfile); err != nil {
+		log.Warn("writing the heap profile", "err", err)
+	}
 	r.mu.Lock()
 	r.closing.Store(true) // kicks from here on start no re-login, UNAVAILABLE no resend
 	r.mu.Unlock()
@@ -349,6 +352,24 @@ func newActorsRun(cfg ActorsConfig, log *slog.Logger) *actorsRun {
 		}
 	}
 	return r
+}
+
+// writeHeapProfile writes the heap in use after a collection to path
+// ("": nothing).
+func writeHeapProfile(path string) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // startCPUProfile profiles the process into path ("": not at all) until
