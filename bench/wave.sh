@@ -10,8 +10,12 @@
 #   bench/wave.sh                       3 nodes, the scenario's 3,000 users at 0.2 msg/s
 #   USERS=10000 bench/wave.sh           more users
 #   BENCH_ARGS="-duration 60s" bench/wave.sh
+#   SCENARIO=steady-chat KILL=0 USERS=100000 bench/wave.sh
+#                                       another scenario on the cluster, no node lost
 #
-# Environment: NODES (3), USERS (the scenario's), KILL_AFTER (10s), OUT
+# Environment: NODES (3), USERS (the scenario's), SCENARIO (reconnect-wave;
+# any of tandem-bench actors' ready-made ones), KILL (1; 0: no node is
+# killed), KILL_AFTER (10s), OUT
 # (bench/out: wave.json, wave.html, wave.txt), KEEP=1 keeps the temporary
 # folder (database, node data and logs), BENCH_ARGS more tandem-bench
 # actors flags.
@@ -150,12 +154,15 @@ for ((i = 0; i < NODES; i++)); do
 	fi
 done
 victim=${node_pids[NODES - 1]}
-say "$NODES nodes ready: pids ${node_pids[*]}; node $((NODES - 1)) (pid $victim) is killed $KILL_AFTER into the chat"
-
 mkdir -p "$OUT"
-args=(-scenario reconnect-wave -join "127.0.0.1:${gossip[0]},127.0.0.1:${gossip[1]}" -cluster-key "$cluster_key"
-	-jwt-secret "$jwt_secret" -store "$store" -kill-pid "$victim" -kill-after "$KILL_AFTER"
-	-json "$OUT/wave.json" -html "$OUT/wave.html")
+args=(-scenario "${SCENARIO:-reconnect-wave}" -join "127.0.0.1:${gossip[0]},127.0.0.1:${gossip[1]}" -cluster-key "$cluster_key"
+	-jwt-secret "$jwt_secret" -store "$store" -json "$OUT/wave.json" -html "$OUT/wave.html")
+if [[ ${KILL:-1} == 1 ]]; then
+	say "$NODES nodes ready: pids ${node_pids[*]}; node $((NODES - 1)) (pid $victim) is killed $KILL_AFTER into the chat"
+	args+=(-kill-pid "$victim" -kill-after "$KILL_AFTER")
+else
+	say "$NODES nodes ready: pids ${node_pids[*]}; none is killed"
+fi
 [[ -z ${USERS:-} ]] || args+=(-users "$USERS")
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of flags
 "$work/bin/tandem-bench" actors "${args[@]}" ${BENCH_ARGS:-} > >(tee "$OUT/wave.txt") 2>"$work/bench.err" &
