@@ -168,6 +168,7 @@ func (o *outbox) sentBulk(b *bulkFanout, now time.Time) []effect {
 		return nil
 	}
 	b.start(now)
+	o.live()
 	setIn(&o.bulks, b.seq, b)
 	o.scanBy(now)
 	return []effect{effDeliverBulk{b: b}}
@@ -175,7 +176,7 @@ func (o *outbox) sentBulk(b *bulkFanout, now time.Time) []effect {
 
 // redriveBulk is redrive for a bulk fan-out: nothing if it is in flight.
 func (o *outbox) redriveBulk(b *bulkFanout, now time.Time) []effect {
-	if b == nil || len(b.members) == 0 || o.bulks[b.seq] != nil {
+	if b == nil || len(b.members) == 0 || (o.fanouts != nil && o.bulks[b.seq] != nil) {
 		return nil
 	}
 	o.openRedriven(b.seq, len(b.members))
@@ -184,6 +185,9 @@ func (o *outbox) redriveBulk(b *bulkFanout, now time.Time) []effect {
 
 // ackBulk is ack for a member's confirmation of a bulk fan-out.
 func (o *outbox) ackBulk(a *actorpb.DeliverAck, now time.Time) bool {
+	if o.fanouts == nil {
+		return false
+	}
 	seq := persistence.Seq(a.GetOriginSeq())
 	b := o.bulks[seq]
 	if b == nil || b.id != a.GetMessageId() {
@@ -203,6 +207,9 @@ func (o *outbox) ackBulk(a *actorpb.DeliverAck, now time.Time) bool {
 
 // inFlight counts the deliveries not confirmed yet.
 func (o *outbox) inFlight() int {
+	if o.fanouts == nil {
+		return 0
+	}
 	n := len(o.items)
 	for _, b := range o.bulks {
 		n += b.left

@@ -461,7 +461,7 @@ func (g *groupState) appendDone(err error, now time.Time) []effect {
 
 func (g *groupState) deliverAck(a *actorpb.DeliverAck, now time.Time) []effect {
 	effs := g.senderAck(a)
-	if g.out.ack(a, now) && len(g.out.done) >= flushBatch {
+	if g.out.ack(a, now) && g.out.doneCount() >= flushBatch {
 		return append(effs, g.flush())
 	}
 	return effs

@@ -248,8 +248,8 @@ func TestGroupBulkFanout(t *testing.T) {
 	m := &wire.Send{ClientMessageId: "c1", Conversation: &wire.Conversation{Type: wire.Conversation_GROUP, Id: "g"}, Type: 1}
 	r := appends(g.send(sk(1), 2, "a", "phone", m, t0))
 	d := delivers(g.appendDone(nil, t0))
-	if len(d) != 3 || len(g.out.items) != 0 || len(g.out.bulks) != 1 {
-		t.Fatalf("fan-out: %d deliveries, %d items, %d bulk records; want 3, 0, 1", len(d), len(g.out.items), len(g.out.bulks))
+	if len(d) != 3 || g.out.itemCount() != 0 || len(g.out.bulks) != 1 {
+		t.Fatalf("fan-out: %d deliveries, %d items, %d bulk records; want 3, 0, 1", len(d), g.out.itemCount(), len(g.out.bulks))
 	}
 	id, origin := d[0].GetDeliver().GetMessage().GetMessageId(), d[0].GetDeliver().GetOriginSeq()
 	ack := func(to, msgID string) bool {

@@ -35,16 +35,10 @@ import (
 //
 // Only the owning actor's goroutine touches it.
 type outbox struct {
-	items map[itemKey]*outboxEntry        // every delivery not yet confirmed, but
-	bulks map[persistence.Seq]*bulkFanout // group messages' (bulk.go)
-	done  []persistence.OutboxRef         // stored items confirmed, not yet deleted
-
-	// Fan-outs of log entries: unconfirmed deliveries per entry, and the
-	// entries' seqs in ascending order (the front is popped once
-	// confirmed). Registered when the entry is submitted, so the mark
-	// never passes an entry whose fan-out has not started.
-	open map[persistence.Seq]int
-	seqs []persistence.Seq
+	// The deliveries in flight and what the re-sends learn from them:
+	// nil until the actor's first fan-out (live). Most of a million
+	// online users never send, and this is most of the outbox's size.
+	*fanouts
 
 	// The activation's re-drive of entries after the stored mark reads
 	// the log in pages; until it is through, the mark stays at or behind
@@ -57,6 +51,20 @@ type outbox struct {
 	// stored mark once they commit).
 	markPending bool
 	markDone    persistence.Seq
+}
+
+// fanouts is the part of an outbox that exists once the actor fans out.
+type fanouts struct {
+	items map[itemKey]*outboxEntry        // every delivery not yet confirmed, but
+	bulks map[persistence.Seq]*bulkFanout // group messages' (bulk.go)
+	done  []persistence.OutboxRef         // stored items confirmed, not yet deleted
+
+	// Fan-outs of log entries: unconfirmed deliveries per entry, and the
+	// entries' seqs in ascending order (the front is popped once
+	// confirmed). Registered when the entry is submitted, so the mark
+	// never passes an entry whose fan-out has not started.
+	open map[persistence.Seq]int
+	seqs []persistence.Seq
 
 	latency ackLatency // how long fan-outs take to be confirmed
 	// Confirmations come roughly in send order (one queue per node and
@@ -75,6 +83,32 @@ type outbox struct {
 	nextScan      time.Time
 	blockedSentAt int64
 	scanDelay     time.Duration // the first re-send delay nextScan assumed
+}
+
+// live returns the outbox's fan-out state, made on first use. Methods that
+// only read check o.fanouts for nil instead.
+func (o *outbox) live() *fanouts {
+	if o.fanouts == nil {
+		o.fanouts = &fanouts{}
+	}
+	return o.fanouts
+}
+
+// itemCount is how many item deliveries (not bulk fan-outs) wait for
+// their confirmation.
+func (o *outbox) itemCount() int {
+	if o.fanouts == nil {
+		return 0
+	}
+	return len(o.items)
+}
+
+// doneCount is how many confirmed stored items wait for their deletion.
+func (o *outbox) doneCount() int {
+	if o.fanouts == nil {
+		return 0
+	}
+	return len(o.done)
 }
 
 // itemKey names a delivery in the outbox without building a string (a big
@@ -132,6 +166,7 @@ func (o *outbox) put(req *persistence.AppendRequest, c *commit, seq persistence.
 // openLogged registers n deliveries of entry seq's logged fan-out, and
 // writes the mark in req if none is pending.
 func (o *outbox) openLogged(req *persistence.AppendRequest, seq persistence.Seq, n int) {
+	o.live()
 	if !o.markPending {
 		done := o.watermark(seq - 1)
 		req.Fanout = &persistence.FanoutMark{Done: done, Pending: true}
@@ -146,6 +181,10 @@ func (o *outbox) openLogged(req *persistence.AppendRequest, seq persistence.Seq,
 // sent starts deliveries (an append became durable, or the activation
 // re-drives them) and returns the effects that send them.
 func (o *outbox) sent(items []*actorpb.OutboxItem, logged bool, now time.Time) []effect {
+	if len(items) == 0 {
+		return nil
+	}
+	o.live()
 	effs := make([]effect, 0, len(items))
 	entries := make([]outboxEntry, len(items)) // one allocation for a fan-out's entries
 	for i, it := range items {
@@ -153,9 +192,7 @@ func (o *outbox) sent(items []*actorpb.OutboxItem, logged bool, now time.Time) [
 		setIn(&o.items, keyOfItem(it), &entries[i])
 		effs = append(effs, effDeliver{item: it})
 	}
-	if len(items) > 0 {
-		o.scanBy(now)
-	}
+	o.scanBy(now)
 	return effs
 }
 
@@ -171,6 +208,10 @@ func (o *outbox) scanBy(now time.Time) {
 // stored mark (its fan-out was not confirmed when the last activation
 // ended, as far as the mark knows).
 func (o *outbox) redrive(seq persistence.Seq, items []*actorpb.OutboxItem, now time.Time) []effect {
+	if len(items) == 0 {
+		return nil
+	}
+	o.live()
 	var fresh []*actorpb.OutboxItem
 	for _, it := range items {
 		if o.items[keyOfItem(it)] == nil {
@@ -186,6 +227,7 @@ func (o *outbox) redrive(seq persistence.Seq, items []*actorpb.OutboxItem, now t
 
 // openRedriven registers n re-driven deliveries of entry seq.
 func (o *outbox) openRedriven(seq persistence.Seq, n int) {
+	o.live()
 	if o.open[seq] == 0 {
 		o.seqs = append(o.seqs, seq)
 		slices.Sort(o.seqs) // pages come in seq order, but new sends may be open already
@@ -205,6 +247,9 @@ func (o *outbox) scannedTo(seq persistence.Seq, through bool) {
 // ack records a confirmation; it reports whether it was one this outbox
 // waited for.
 func (o *outbox) ack(a *actorpb.DeliverAck, now time.Time) bool {
+	if o.fanouts == nil {
+		return false // nothing in flight: a repeat, or not ours
+	}
 	k := itemKey{persistence.Seq(a.GetOriginSeq()), a.GetToUser(), a.GetMessageId()}
 	e := o.items[k]
 	if e == nil {
@@ -252,12 +297,14 @@ func (o *outbox) confirmed(sentAt time.Time, attempts int, now time.Time) {
 // watermark is the highest seq through which every logged fan-out is
 // confirmed, given that entries up to last exist.
 func (o *outbox) watermark(last persistence.Seq) persistence.Seq {
-	for len(o.seqs) > 0 && o.open[o.seqs[0]] == 0 {
-		o.seqs = o.seqs[1:]
-	}
 	w := last
-	if len(o.seqs) > 0 {
-		w = min(w, o.seqs[0]-1)
+	if f := o.fanouts; f != nil {
+		for len(f.seqs) > 0 && f.open[f.seqs[0]] == 0 {
+			f.seqs = f.seqs[1:]
+		}
+		if len(f.seqs) > 0 {
+			w = min(w, f.seqs[0]-1)
+		}
 	}
 	if o.scanning {
 		w = min(w, o.scanned)
@@ -268,7 +315,7 @@ func (o *outbox) watermark(last persistence.Seq) persistence.Seq {
 // pending reports whether some logged fan-out may be unconfirmed.
 func (o *outbox) pending(last persistence.Seq) bool {
 	o.watermark(last) // pops confirmed seqs
-	return o.scanning || len(o.seqs) > 0
+	return o.scanning || (o.fanouts != nil && len(o.seqs) > 0)
 }
 
 // markStale reports whether the stored mark is behind what is known.
@@ -279,13 +326,15 @@ func (o *outbox) markStale(last persistence.Seq) bool {
 
 // needsFlush reports whether a flush would write anything.
 func (o *outbox) needsFlush(last persistence.Seq) bool {
-	return len(o.done) > 0 || o.markStale(last)
+	return o.doneCount() > 0 || o.markStale(last)
 }
 
 // flush puts the confirmed items' deletions and the moved mark into req.
 func (o *outbox) flush(req *persistence.AppendRequest, last persistence.Seq) {
-	req.OutboxDone = append(req.OutboxDone, o.done...)
-	o.done = nil
+	if o.fanouts != nil {
+		req.OutboxDone = append(req.OutboxDone, o.done...)
+		o.done = nil
+	}
 	if !o.markStale(last) {
 		return
 	}
@@ -301,7 +350,7 @@ const overtaken = time.Second
 // tick re-sends deliveries not confirmed in time, with back-off: once
 // overtaken by a later confirmed one, or when confirmations stalled.
 func (o *outbox) tick(now time.Time) []effect {
-	if now.Before(o.nextScan) {
+	if o.fanouts == nil || now.Before(o.nextScan) {
 		return nil // nothing can be due: a big fan-out is not scanned every tick
 	}
 	var effs []effect
@@ -358,7 +407,9 @@ func (o *outbox) resend(sc *resendScan, sentAt *time.Time, attempts *int) bool {
 
 // busy reports whether deliveries are in flight or the re-drive scan is
 // not through.
-func (o *outbox) busy() bool { return len(o.items) > 0 || len(o.bulks) > 0 || o.scanning }
+func (o *outbox) busy() bool {
+	return o.scanning || (o.fanouts != nil && (len(o.items) > 0 || len(o.bulks) > 0))
+}
 
 // storedItems decodes the stored outbox items an activation re-drives,
 // skipping the fan-out mark.

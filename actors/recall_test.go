@@ -75,8 +75,8 @@ func TestRecallBySender(t *testing.T) {
 	}
 	// A DeliverAck for the recall clears the outbox item.
 	h.st.deliverAck(&actorpb.DeliverAck{ToUser: "bob", MessageId: id, OriginSeq: d[0].GetRecall().GetOriginSeq()})
-	if len(h.st.out.items) != 1 { // the message's own delivery is still pending
-		t.Fatalf("outbox has %d items, want only the message's own delivery", len(h.st.out.items))
+	if h.st.out.itemCount() != 1 { // the message's own delivery is still pending
+		t.Fatalf("outbox has %d items, want only the message's own delivery", h.st.out.itemCount())
 	}
 }
 

@@ -893,7 +893,7 @@ func (s *userState) deliverAck(a *actorpb.DeliverAck) []effect {
 // deliverAckAt is deliverAck that also learns how long fan-outs take to be
 // confirmed (a zero now learns nothing), which spaces the re-sends.
 func (s *userState) deliverAckAt(a *actorpb.DeliverAck, now time.Time) []effect {
-	if s.out.ack(a, now) && len(s.out.done) >= flushBatch {
+	if s.out.ack(a, now) && s.out.doneCount() >= flushBatch {
 		return []effect{s.flush()}
 	}
 	return nil

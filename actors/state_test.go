@@ -195,8 +195,8 @@ func TestSendAckCarbonDeliver(t *testing.T) {
 	if theirs.GetConversation().GetId() != "alice" || !theirs.GetMentioned() || theirs.GetMessageId() != "M0001" {
 		t.Fatalf("recipient's copy = %v: conversation must be from bob's side and mention bob", theirs)
 	}
-	if h.st.committed != seq || len(h.st.out.items) != 1 {
-		t.Fatalf("committed %d outbox %d, want %d and 1", h.st.committed, len(h.st.out.items), seq)
+	if h.st.committed != seq || h.st.out.itemCount() != 1 {
+		t.Fatalf("committed %d outbox %d, want %d and 1", h.st.committed, h.st.out.itemCount(), seq)
 	}
 }
 
@@ -317,7 +317,7 @@ func TestOutboxConfirmRedriveAndFlush(t *testing.T) {
 	h.login(1, "phone", false, 0)
 	seq := h.st.lastSeq + 1
 	h.completeAppends(h.st.send(sk(1), 1, directSend("c1", "bob", "hi"), t0))
-	if len(h.st.out.items) != 1 {
+	if h.st.out.itemCount() != 1 {
 		t.Fatal("no pending fan-out after the commit")
 	}
 	// Not confirmed: re-driven after the delay, not before.
@@ -700,7 +700,7 @@ func TestTransientSendNeverStored(t *testing.T) {
 	if f := framesTo(effs, 2); len(f) != 1 || len(f[0].GetPush().GetTransient()) != 1 || len(f[0].GetPush().GetEntries()) != 0 {
 		t.Fatalf("alice's other device got %v, want the transient carbon", f)
 	}
-	if len(delivers(effs)) != 0 || len(h.st.out.items) != 0 {
+	if len(delivers(effs)) != 0 || h.st.out.itemCount() != 0 {
 		t.Fatal("a transient message must never be retried")
 	}
 	// The same client message ID twice: two transients (no dedup, nothing to dedup against).
