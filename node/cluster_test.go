@@ -146,3 +146,41 @@ func TestSingleNodeListensOnLoopback(t *testing.T) {
 	}
 	t.Logf("checked %d non-loopback addresses: %s", checked, fmt.Sprint(ifaces))
 }
+
+// TestNodeBlockedByClusterStops: a node the cluster cuts off for good (as
+// protoactor does to a member it declared dead while it ran) stops
+// serving with cluster.ErrBlocked, the tandem command's exit code 6,
+// instead of running on unready and useless; the cluster keeps serving
+// without it.
+func TestNodeBlockedByClusterStops(t *testing.T) {
+	a, err := startTestNode(t, func(*Config) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := startTestNode(t, func(c *Config) {
+		c.Seeds = []string{a.GossipAddr()}
+		c.UnsafeMultiNodeBadger = true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for a.ClusterMembers() != 2 || b.ClusterMembers() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("members: a sees %d, b sees %d; want 2", a.ClusterMembers(), b.ClusterMembers())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	a.Member().Cluster().Remote.BlockList().Block(b.Member().ID())
+	select {
+	case <-b.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the blocked node is still serving 10 s after the cluster blocked it")
+	}
+	if !errors.Is(b.err, cluster.ErrBlocked) || ExitCode(b.err) != ExitBlocked {
+		t.Fatalf("the blocked node ended with %v (exit code %d); want cluster.ErrBlocked, %d", b.err, ExitCode(b.err), ExitBlocked)
+	}
+	if code, body := readyz(t, a); code != http.StatusOK {
+		t.Errorf("the node that blocked it is not ready: %d %s", code, body)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 
+	"github.com/tandem-im/tandem/cluster"
 	"github.com/tandem-im/tandem/persistence"
 )
 
@@ -15,6 +16,7 @@ const (
 	ExitDataDir     = 3 // start refused: the data dir is unusable or its store damaged
 	ExitAbandoned   = 4 // stopped, but shutdown steps were abandoned at the deadline
 	ExitStoreFailed = 5 // the store failed while serving (a write or sync error): restart to recover from what is durable
+	ExitBlocked     = 6 // the cluster cut this node off (declared dead while it ran): restart it to rejoin
 )
 
 // ExitUsage is the exit code table, for `tandem -h`.
@@ -28,6 +30,9 @@ const ExitUsage = `Exit codes:
      logged; acknowledged messages were durable before their acks)
   5  the store failed while serving (a write or fsync error): nothing was acked
      after it; fix the disk and restart to continue from what is durable
+  6  the cluster cut this node off: the other members declared it dead while it
+     ran (overload, a long pause, a partition) and never take it back; restart it
+     (a restarted node joins with a new member ID)
   A second SIGTERM or SIGINT during the stop ends the process at once (128+signal).
 `
 
@@ -58,6 +63,9 @@ func ExitCode(err error) int {
 	// steps (badger's close retries a failed flush forever).
 	if _, ok := errors.AsType[*StoreFailedError](err); ok {
 		return ExitStoreFailed
+	}
+	if errors.Is(err, cluster.ErrBlocked) { // also when steps of the stop after it were abandoned
+		return ExitBlocked
 	}
 	if _, ok := errors.AsType[*ShutdownError](err); ok {
 		return ExitAbandoned

@@ -288,6 +288,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	if n.health != nil {
 		n.serve(sctx, func() error { return n.watchStore(sctx) })
 	}
+	n.serve(sctx, func() error { return n.watchBlocked(sctx) })
 
 	scheme := "ws://"
 	if tlsCfg != nil {
@@ -317,6 +318,22 @@ func (n *Node) ready() error {
 		return err
 	}
 	return storeReady(n.health)
+}
+
+// watchBlocked ends the node when the cluster cuts it off for good: a
+// member the others declared dead while it ran (overloaded, paused,
+// partitioned) is blocked by protoactor and never taken back, so it would
+// serve nobody — not ready, its activations fenced off by the store's
+// epochs — until restarted. It stops instead (exit code ExitBlocked);
+// restarted, it joins with a new member ID.
+func (n *Node) watchBlocked(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-n.member.Blocked():
+		n.log.Error("the cluster cut this node off (the other members declared it dead while it ran): stopping the node; restart it to rejoin")
+		return cluster.ErrBlocked
+	}
 }
 
 // watchStore ends the node when the store fails while serving: the
