@@ -26,23 +26,11 @@ import (
 func TestActorsStormAndChat(t *testing.T) {
 	dir := t.TempDir()
 	const users, devices = 300, 2
-	var progress strings.Builder
 	cfg := ActorsConfig{
 		Users: users, Devices: devices, MsgRate: 1, Duration: 2 * time.Second, Ramp: 500 * time.Millisecond,
-		DataDir: dir, JSONPath: filepath.Join(dir, "actors.json"), Progress: &progress,
+		DataDir: dir, JSONPath: filepath.Join(dir, "actors.json"),
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	res, err := runActors(ctx, cfg, log)
-	if res != nil {
-		var out strings.Builder
-		res.print(&out)
-		t.Log("\n" + progress.String() + "\n" + out.String())
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, progress := runLogged(t, cfg, time.Minute)
 	if len(res.Problems) > 0 {
 		t.Errorf("not sound: %q", res.Problems)
 	}
@@ -67,10 +55,10 @@ func TestActorsStormAndChat(t *testing.T) {
 	if res.Memory.HeapAfterLogins == 0 || res.Memory.PerUserBytes <= 0 || len(res.Series) == 0 {
 		t.Errorf("memory %+v, %d progress points", res.Memory, len(res.Series))
 	}
-	if !strings.Contains(progress.String(), "logins/s") {
-		t.Errorf("no progress lines: %q", progress.String())
+	if !strings.Contains(progress, "logins/s") {
+		t.Errorf("no progress lines: %q", progress)
 	}
-	if code := finishRun(log, &strings.Builder{}, "actors", res, cfg.JSONPath, nil); code != 0 {
+	if code := finishRun(testLog(), &strings.Builder{}, "actors", res, cfg.JSONPath, nil); code != 0 {
 		t.Errorf("exit status %d, want 0", code)
 	}
 	b, err := os.ReadFile(cfg.JSONPath)
@@ -361,23 +349,8 @@ func TestActorsReconnectInProcess(t *testing.T) {
 func TestActorsPassivationWave(t *testing.T) {
 	dir := t.TempDir()
 	const users, idle, fresh = 900, 600, 300
-	var progress strings.Builder
-	cfg := ActorsConfig{
-		Users: users, Passivate: idle, IdleTimeout: 2 * time.Second, LoginRate: 80,
-		DataDir: dir, Progress: &progress,
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	res, err := runActors(ctx, cfg, log)
-	if res != nil {
-		var out strings.Builder
-		res.print(&out)
-		t.Log("\n" + progress.String() + "\n" + out.String())
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := ActorsConfig{Users: users, Passivate: idle, IdleTimeout: 2 * time.Second, LoginRate: 80, DataDir: dir}
+	res, _ := runLogged(t, cfg, time.Minute)
 	if len(res.Problems) > 0 {
 		t.Errorf("not sound: %q", res.Problems)
 	}
@@ -409,4 +382,29 @@ func TestActorsPassivationWave(t *testing.T) {
 	if lc := res.Ledger; lc == nil || lc.Logins != users || lc.LoginsMissing != 0 || lc.Logouts != idle || lc.LogoutsMissing != 0 {
 		t.Errorf("ledger %+v", res.Ledger)
 	}
+}
+
+// runLogged runs cfg within limit, logs its progress lines and summary,
+// and fails the test if the run returned an error; it returns the result
+// and the progress lines.
+func runLogged(t *testing.T, cfg ActorsConfig, limit time.Duration) (*ActorsResult, string) {
+	t.Helper()
+	var progress strings.Builder
+	cfg.Progress = &progress
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	res, err := runActors(ctx, cfg, testLog())
+	if res != nil {
+		var out strings.Builder
+		res.print(&out)
+		t.Log("\n" + progress.String() + "\n" + out.String())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, progress.String()
+}
+
+func testLog() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
