@@ -526,12 +526,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 // UserCounts is what this node's user actors have done so far.
 type UserCounts struct {
 	Active       int64  // user actors active now
-	Activations  uint64 // started since the node started
 	Passivations uint64 // stopped after their idle timeout
 }
 
 // UserCounts reads the node's user-actor metrics (load tools watch
-// activations and passivations with it).
+// passivation waves with it).
 func (rt *Runtime) UserCounts() UserCounts {
 	read := func(c prometheus.Metric) float64 {
 		var m dto.Metric
@@ -544,5 +543,5 @@ func (rt *Runtime) UserCounts() UserCounts {
 		return m.GetCounter().GetValue()
 	}
 	m := rt.metrics
-	return UserCounts{Active: int64(read(m.activeUsers)), Activations: uint64(read(m.activations)), Passivations: uint64(read(m.passivations))}
+	return UserCounts{Active: int64(read(m.activeUsers)), Passivations: uint64(read(m.passivations))}
 }

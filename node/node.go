@@ -383,8 +383,8 @@ func (n *Node) ReadConvs(ctx context.Context, user string) ([]persistence.Conv, 
 // devices create their groups with it.
 func (n *Node) Groups() api.Groups { return n.rt }
 
-// UserCounts is this node's user actors: active now, activated and
-// passivated so far (load tools watch passivation waves with it).
+// UserCounts is this node's user actors: active now and passivated so
+// far (load tools watch passivation waves with it).
 func (n *Node) UserCounts() actors.UserCounts { return n.rt.UserCounts() }
 
 // GossipAddr is the bound memberlist address: the seed to give other nodes.

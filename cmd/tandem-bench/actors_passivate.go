@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -92,39 +91,25 @@ func (c ActorsConfig) validatePassivate() []error {
 // logoutAll logs out every device of users [0, n), -concurrency at a
 // time, and counts them.
 func (r *actorsRun) logoutAll(ctx context.Context, n int) (ok, failed uint64) {
-	total := n * r.cfg.Devices
-	var next atomic.Int64
 	var okN, failN atomic.Uint64
-	var wg sync.WaitGroup
-	for range min(r.cfg.Concurrency, total) {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				i := int(next.Add(1) - 1)
-				if i >= total {
-					return
-				}
-				if !r.online[i].CompareAndSwap(devOnline, devGone) {
-					continue // its login failed: nothing to log out
-				}
-				u := i / r.cfg.Devices
-				lctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-				err := r.front.Logout(lctx, r.sid(i), vuser(u))
-				cancel()
-				if err != nil {
-					failN.Add(1)
-					r.mu.Lock()
-					r.errs["logout refused"]++
-					r.mu.Unlock()
-					continue
-				}
-				okN.Add(1)
-				r.mu.Lock()
-				r.logoutsOK[i]++
-				r.mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
+	r.eachDevice(ctx, 0, n*r.cfg.Devices, func(i int) bool {
+		if !r.online[i].CompareAndSwap(devOnline, devGone) {
+			return true // its login failed: nothing to log out
+		}
+		lctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+		err := r.front.Logout(lctx, r.sid(i), vuser(i/r.cfg.Devices))
+		cancel()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if err != nil {
+			failN.Add(1)
+			r.errs["logout refused"]++
+			return true
+		}
+		okN.Add(1)
+		r.logoutsOK[i]++
+		return true
+	})
 	return okN.Load(), failN.Load()
 }
 

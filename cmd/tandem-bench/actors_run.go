@@ -105,7 +105,7 @@ type actorsRun struct {
 	front *actors.Frontend
 	keys  *auth.Keys
 	// userCounts reads the in-process node's (or the tool's member's:
-	// none) user actors: active, activated, passivated.
+	// none) user actors: active and passivated.
 	userCounts func() actors.UserCounts
 	start      time.Time
 	groups     *groupLayout
@@ -420,28 +420,38 @@ func heapLive() uint64 {
 	return m.HeapAlloc
 }
 
-// runLogins logs every device in once, Concurrency at a time, at
-// LoginRate if set; after ctx ends it starts no more and waits for those
-// in flight.
+// runLogins logs devices from … to−1 in once, Concurrency at a time, at
+// rate if set (scheduled from offset since the run's start), else as fast
+// as the concurrency allows; after ctx ends it starts no more and waits
+// for those in flight.
 func (r *actorsRun) runLogins(ctx context.Context, from, to int, rate float64, offset time.Duration) {
-	next := atomic.Int64{}
+	r.eachDevice(ctx, from, to, func(i int) bool {
+		at := time.Duration(-1) // from the request
+		if rate > 0 {
+			at = offset + rampSchedule(i-from, rate, r.cfg.Ramp)
+			if !r.sleepUntil(ctx, at) {
+				return false
+			}
+		}
+		r.login(i, at)
+		return true
+	})
+}
+
+// eachDevice calls f for devices from … to−1 in order, Concurrency calls
+// at a time, until f returns false or ctx ends; it waits for the calls in
+// flight.
+func (r *actorsRun) eachDevice(ctx context.Context, from, to int, f func(i int) bool) {
+	var next atomic.Int64
 	next.Store(int64(from))
 	var wg sync.WaitGroup
 	for range min(r.cfg.Concurrency, to-from) {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				i := int(next.Add(1) - 1)
-				if i >= to {
+				if i >= to || !f(i) {
 					return
 				}
-				at := time.Duration(-1) // as fast as the concurrency allows: from the request
-				if rate > 0 {
-					at = offset + rampSchedule(i-from, rate, r.cfg.Ramp)
-					if !r.sleepUntil(ctx, at) {
-						return
-					}
-				}
-				r.login(i, at)
 			}
 		})
 	}

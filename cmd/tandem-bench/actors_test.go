@@ -111,25 +111,13 @@ func (w cancelWriter) Write(b []byte) (int, error) {
 func runActorsTest(t *testing.T, cfg ActorsConfig) (*ActorsResult, *slog.Logger) {
 	t.Helper()
 	dir := t.TempDir()
-	var progress strings.Builder
-	cfg.DataDir, cfg.Progress = dir, &progress
+	cfg.DataDir = dir
 	cfg.JSONPath, cfg.HTMLPath = filepath.Join(dir, "actors.json"), filepath.Join(dir, "actors.html")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	res, err := runActors(ctx, cfg, log)
-	if res != nil {
-		var out strings.Builder
-		res.print(&out)
-		t.Log("\n" + progress.String() + "\n" + out.String())
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, _ := runLogged(t, cfg, time.Minute)
 	if err := writeActorsHTML(cfg.HTMLPath, res); err != nil {
 		t.Fatal(err)
 	}
-	return res, log
+	return res, testLog()
 }
 
 // TestActorsMixedKinds: every kind of action in one small run — 1:1 and

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"log/slog"
 	"math"
 	"os"
 	"strconv"
@@ -36,28 +35,16 @@ func TestActorsReconnectWave(t *testing.T) {
 	})
 	const users = 90
 	victim := c.Node(2).PID()
-	var progress strings.Builder
 	cfg := ActorsConfig{
 		Users: users, MsgRate: 2, Duration: 8 * time.Second, Drain: 20 * time.Second, Timeout: 10 * time.Second,
 		KillPID: victim, KillAfter: 2 * time.Second,
-		DataDir: t.TempDir(), Progress: &progress,
+		DataDir: t.TempDir(),
 		Target: ActorsTarget{
 			Join:        []string{c.Node(0).GossipAddr(), c.Node(1).GossipAddr()},
 			ClusterName: "tandem", ClusterKey: c.ClusterKey, JWTSecret: clustertest.JWTSecret, Store: url, Bind: "127.0.0.1",
 		},
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	res, err := runActors(ctx, cfg, log)
-	if res != nil {
-		var out strings.Builder
-		res.print(&out)
-		t.Log("\n" + progress.String() + "\n" + out.String())
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, progress := runLogged(t, cfg, 90*time.Second)
 	if c.Node(2).Running() {
 		t.Fatalf("node 2 (PID %d) still runs after -kill-pid", victim)
 	}
@@ -93,7 +80,7 @@ func TestActorsReconnectWave(t *testing.T) {
 	if lc == nil || lc.Messages != ch.Acked || lc.missing() != 0 || lc.Logins != users+w.ReloginsOK {
 		t.Errorf("ledger %+v: want every acked message once, %d logins", lc, users+w.ReloginsOK)
 	}
-	if !strings.Contains(progress.String(), "killed PID") || !strings.Contains(progress.String(), "wave:") {
+	if !strings.Contains(progress, "killed PID") || !strings.Contains(progress, "wave:") {
 		t.Errorf("the progress lines do not show the kill and the wave")
 	}
 	page := buildHTMLReport(res)
