@@ -16,7 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandem-im/tandem/client"
 	"github.com/tandem-im/tandem/cluster"
+	"github.com/tandem-im/tandem/proto/wire"
 )
 
 // startTestNode starts a node on loopback ports picked by the kernel, after
@@ -182,5 +184,103 @@ func TestNodeBlockedByClusterStops(t *testing.T) {
 	}
 	if code, body := readyz(t, a); code != http.StatusOK {
 		t.Errorf("the node that blocked it is not ready: %d %s", code, body)
+	}
+}
+
+// TestReusePortSharesWSAddr: two members of one cluster listen on the same
+// WebSocket address with --reuse-port; the kernel spreads connections
+// over both, every device logs in wherever it lands, and messages reach
+// users connected through the other process. A node without the flag
+// still finds the address in use.
+func TestReusePortSharesWSAddr(t *testing.T) {
+	a, err := startTestNode(t, func(c *Config) { c.ReusePort = true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := a.WSAddr()
+	b, err := startTestNode(t, func(c *Config) {
+		c.Seeds = []string{a.GossipAddr()}
+		c.UnsafeMultiNodeBadger = true
+		c.ReusePort = true
+		c.WSAddr = shared
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.WSAddr() != shared {
+		t.Fatalf("second node listens on %s, want the shared %s", b.WSAddr(), shared)
+	}
+	if _, err := startTestNode(t, func(c *Config) { c.WSAddr = shared }); !errors.Is(err, ErrAddrInUse) {
+		t.Fatalf("a node without --reuse-port on %s: %v; want ErrAddrInUse", shared, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for a.ClusterMembers() != 2 || b.ClusterMembers() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("members: a sees %d, b sees %d; want 2", a.ClusterMembers(), b.ClusterMembers())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// 32 users, one device each, all dialling the shared address: the
+	// kernel hashes each connection to one of the two listeners (all on
+	// one process with probability 2⁻³¹).
+	const users = 32
+	type device struct {
+		*client.Client
+		got chan *wire.Message
+	}
+	devs := make([]device, users)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	for i := range devs {
+		user := fmt.Sprintf("rp%02d", i)
+		got := make(chan *wire.Message, 4)
+		c, err := client.Dial(ctx, client.Options{
+			URL: "ws://" + shared + "/ws", DeviceID: "d", Platform: "web",
+			TokenFunc: func(ctx context.Context) (string, error) {
+				return client.MintToken(ctx, "http://"+a.APIAddr(), "node-test-admin-key", user, time.Hour)
+			},
+			OnEntry: func(e *wire.Entry) {
+				if m := e.GetMessage(); m != nil {
+					got <- m
+				}
+			},
+		})
+		if err != nil {
+			t.Fatalf("dial %s: %v", user, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if err := c.WaitCaughtUp(ctx); err != nil {
+			t.Fatalf("%s catch-up: %v", user, err)
+		}
+		devs[i] = device{c, got}
+	}
+	onA := metric(t, a, "tandem_gateway_logged_in_sessions")
+	onB := metric(t, b, "tandem_gateway_logged_in_sessions")
+	if onA+onB != users || onA == 0 || onB == 0 {
+		t.Fatalf("logged-in sessions: %v on a, %v on b; want %d spread over both", onA, onB, users)
+	}
+	t.Logf("the kernel put %v connections on a, %v on b", onA, onB)
+
+	// A ring of messages: user i to user i+1, each acked and pushed.
+	for i, d := range devs {
+		peer := fmt.Sprintf("rp%02d", (i+1)%users)
+		if _, err := d.Send(ctx, &wire.Send{ClientMessageId: fmt.Sprintf("ring-%d", i),
+			Conversation: &wire.Conversation{Type: wire.Conversation_DIRECT, Id: peer},
+			Type:         1, Content: []byte("ring")}); err != nil {
+			t.Fatalf("send rp%02d → %s: %v", i, peer, err)
+		}
+	}
+	for i, d := range devs {
+		from := fmt.Sprintf("rp%02d", (i+users-1)%users)
+		for received := false; !received; {
+			select {
+			case m := <-d.got:
+				// Its own message may come back as an entry of its log.
+				received = m.GetSender() == from
+			case <-ctx.Done():
+				t.Fatalf("rp%02d: no message from %s", i, from)
+			}
+		}
 	}
 }

@@ -25,6 +25,7 @@ import (
 type Config struct {
 	DataDir    string   // badger data and generated secrets; default "data"
 	WSAddr     string   // client WebSocket listener; default ":7400"
+	ReusePort  bool     // SO_REUSEPORT on WSAddr: the cluster's processes on one host share it
 	APIAddr    string   // HTTP server API; default ":7401"
 	GossipAddr string   // memberlist bind; default 127.0.0.1:7946, with Seeds :7946
 	RemoteAddr string   // actor remote bind; default 127.0.0.1:7402, with Seeds :7402
@@ -230,6 +231,9 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.validateCluster()...)
 	errs = append(errs, c.validateGateway()...)
+	if c.ReusePort && !reusePortSupported {
+		errs = append(errs, errors.New("--reuse-port: SO_REUSEPORT is not available on this system"))
+	}
 	if c.JWTSecret != "" && len(c.JWTSecret) < 16 {
 		errs = append(errs, errors.New("--jwt-secret must be at least 16 bytes"))
 	}
@@ -465,6 +469,7 @@ func ParseFlags(args []string) (Config, error) {
 	var seeds string
 	fs.StringVar(&c.DataDir, "data-dir", "data", "folder for the embedded store and generated secrets")
 	fs.StringVar(&c.WSAddr, "ws-addr", DefaultWSAddr, "client WebSocket listen address (path /ws)")
+	fs.BoolVar(&c.ReusePort, "reuse-port", false, "SO_REUSEPORT on --ws-addr: several node processes of one cluster on this host share the address, the kernel spreads new connections among them (Linux, BSD)")
 	fs.StringVar(&c.APIAddr, "api-addr", DefaultAPIAddr, "HTTP server API listen address")
 	fs.StringVar(&c.GossipAddr, "gossip-addr", "", "memberlist gossip bind address, TCP and UDP (default "+DefaultGossipAddr+"; with --seeds "+DefaultClusterGossipAddr+")")
 	fs.StringVar(&c.RemoteAddr, "remote-addr", "", "actor remote bind address (default "+DefaultRemoteAddr+"; with --seeds "+DefaultClusterRemoteAddr+")")

@@ -132,3 +132,19 @@ func TestSecretGeneratedOnceAndKept(t *testing.T) {
 		t.Fatalf("a configured secret must win, got %q", c)
 	}
 }
+
+// TestReusePortFlag: --reuse-port reaches the config; off by default.
+func TestReusePortFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want bool
+	}{{nil, false}, {[]string{"--reuse-port"}, true}} {
+		cfg, err := ParseFlags(c.args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.ReusePort != c.want {
+			t.Errorf("ParseFlags(%q).ReusePort = %v, want %v", c.args, cfg.ReusePort, c.want)
+		}
+	}
+}

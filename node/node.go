@@ -178,7 +178,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	}
 	// Listeners first, store and cluster after: a second node on the same
 	// ports fails at once, naming the address.
-	if n.wsLn, err = listen("WebSockets", cfg.WSAddr); err != nil {
+	if n.wsLn, err = listenWS(cfg); err != nil {
 		return nil, err
 	}
 	if n.apiLn, err = listen("the server API", cfg.APIAddr); err != nil {

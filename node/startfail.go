@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -52,6 +53,21 @@ func listen(what, addr string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, listenErr(what, addr, err)
+	}
+	return ln, nil
+}
+
+// listenWS binds the WebSocket listener, with SO_REUSEPORT if the
+// config asks for it: then another process that set it too may hold the
+// same address, and the kernel spreads new connections among them.
+func listenWS(cfg Config) (net.Listener, error) {
+	if !cfg.ReusePort {
+		return listen("WebSockets", cfg.WSAddr)
+	}
+	lc := net.ListenConfig{Control: setReusePort}
+	ln, err := lc.Listen(context.Background(), "tcp", cfg.WSAddr)
+	if err != nil {
+		return nil, listenErr("WebSockets (with SO_REUSEPORT)", cfg.WSAddr, err)
 	}
 	return ln, nil
 }
