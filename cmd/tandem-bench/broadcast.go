@@ -328,7 +328,7 @@ func (b *bcast) setup(ctx context.Context, bin string) error {
 		flags = append(flags, "--ws-transport", b.transport)
 	}
 	b.res.NodeFlags = flags
-	if b.node, err = startNode(ctx, ConnsConfig{Heartbeat: b.cfg.Heartbeat, NodeFlags: flags}, bin, b.dir, key, 0); err != nil {
+	if b.node, err = startNode(ctx, ConnsConfig{Heartbeat: b.cfg.Heartbeat, NodeFlags: flags}, bin, b.dir, key, 0, nil); err != nil {
 		return err
 	}
 	b.res.NodePID = b.node.pid()

@@ -20,8 +20,10 @@ import (
 
 // `tandem-bench conns` measures the memory a node spends per connection
 // (issue 11): it starts Servers real tandem node processes (each a
-// single-node cluster on badger with --debug-addr) and Clients client
-// worker processes (conns_worker.go), then logs in
+// single-node cluster on badger with --debug-addr; with ReusePort one
+// cluster whose members share one WebSocket port with --reuse-port, the
+// kernel choosing each connection's process) and Clients client worker
+// processes (conns_worker.go), then logs in
 //
 //	phase a: Users connections, each a new user (the whole server cost of
 //	         a connection: gateway session and the user's actor), and
@@ -45,6 +47,14 @@ type ConnsConfig struct {
 	Servers int // tandem node processes; user u lives on node u % Servers
 	Clients int // client worker processes
 	Steps   int // measurement points per phase after its start
+
+	// ReusePort: the nodes are one cluster (badger each, with
+	// --unsafe-multi-node-badger) listening on one shared WebSocket
+	// address with --reuse-port. The kernel picks the process of each
+	// connection, a user's actor lives where the cluster places it, and
+	// the figure that counts is the whole server's: every node's growth
+	// over all the connections (phaseSlope.Whole).
+	ReusePort bool
 
 	Tandem    string   // the tandem binary; "" = go build ./cmd/tandem into the run's dir
 	NodeFlags []string // more flags for every node (e.g. a gateway transport)
@@ -136,7 +146,11 @@ func (c ConnsConfig) Validate(fdLimit uint64) error {
 	}
 	if fdLimit > 0 && c.Servers > 0 && c.Clients > 0 {
 		limit := int(min(fdLimit, 1<<30)) - fdReserve
-		if n := c.perServer(); n > limit {
+		n := c.perServer()
+		if c.ReusePort {
+			n += n / 10 // the kernel's spread is not exact
+		}
+		if n > limit {
 			errs = append(errs, fmt.Errorf("%d connections per node: more than the file-descriptor limit %d less %d; add -servers", n, fdLimit, fdReserve))
 		}
 		if n := c.perClient(); n > limit {
@@ -162,6 +176,7 @@ func parseConnsFlags(args []string) (ConnsConfig, error) {
 	fs.IntVar(&c.Servers, "servers", DefaultConnsServers, "tandem node processes (each a single-node cluster on badger)")
 	fs.IntVar(&c.Clients, "clients", DefaultConnsClients, "client worker processes holding the connections")
 	fs.IntVar(&c.Steps, "steps", DefaultConnsSteps, "measurement points per phase after its start")
+	fs.BoolVar(&c.ReusePort, "reuse-port", false, "the nodes form one cluster sharing one WebSocket port (--reuse-port, SO_REUSEPORT): the kernel picks each connection's node")
 	fs.StringVar(&c.Tandem, "tandem", "", "the tandem binary to run (default: go build ./cmd/tandem into the run's dir)")
 	fs.StringVar(&nodeFlags, "node-flags", "", "more flags for every node, space-separated, e.g. \"--kick-policy tag\"")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", DefaultConnsHeartbeat, "the nodes' --heartbeat-timeout; the clients never ping, so it must outlast the run")
@@ -270,13 +285,27 @@ func (c *conns) start(ctx context.Context) error {
 		return err
 	}
 	c.key = key
+	var cl *sharedPort
+	if c.cfg.ReusePort {
+		if cl, err = newSharedPort(); err != nil {
+			return err
+		}
+	}
 	for i := range c.cfg.Servers {
-		n, err := startNode(ctx, c.cfg, bin, c.dir, key, i)
+		n, err := startNode(ctx, c.cfg, bin, c.dir, key, i, cl)
 		if err != nil {
 			return err
 		}
 		c.nodes = append(c.nodes, n)
 		c.res.Config.NodePIDs = append(c.res.Config.NodePIDs, n.pid())
+		if cl != nil && i == 0 {
+			cl.seed = n.gossip
+		}
+	}
+	if cl != nil {
+		if err := c.waitMembers(ctx); err != nil {
+			return err
+		}
 	}
 	servers := make([]serverAddrs, len(c.nodes))
 	for i, n := range c.nodes {
@@ -377,8 +406,12 @@ func (c *conns) connect(phase string, from, to int) error {
 }
 
 // expected is how many sessions node i holds with a users of phase a and
-// b devices of phase b logged in.
+// b devices of phase b logged in; -1 with ReusePort (the kernel decides:
+// only the sum over the nodes is known).
 func (c *conns) expected(i, a, b int) int {
+	if c.cfg.ReusePort {
+		return -1
+	}
 	return countOn(i, a, c.cfg.Servers) + countOn(i, b, c.cfg.Servers)
 }
 
@@ -397,7 +430,7 @@ func (c *conns) measure(ctx context.Context, phase string, step, a, b int) error
 	for i := range c.nodes {
 		want[i] = c.expected(i, a, b)
 	}
-	metrics, err := c.waitLoggedIn(ctx, want)
+	metrics, err := c.waitLoggedIn(ctx, want, a+b)
 	if err != nil {
 		return err
 	}
@@ -406,7 +439,7 @@ func (c *conns) measure(ctx context.Context, phase string, step, a, b int) error
 	}
 	p := connsPoint{Phase: phase, Step: step, Users: a, SecondDevices: b, Conns: a + b, At: time.Now().UTC(), Load1: loadAverage()[0]}
 	for i, n := range c.nodes {
-		sp := serverPoint{Conns: want[i], Sessions: int(metrics[i][mSessions]), OnlineUsers: int(metrics[i][mOnline])}
+		sp := serverPoint{Conns: int(metrics[i][mLoggedIn]), Sessions: int(metrics[i][mSessions]), OnlineUsers: int(metrics[i][mOnline])}
 		if sp.Runtime, err = c.gc(ctx, n); err != nil {
 			return err
 		}
@@ -440,13 +473,15 @@ const (
 	mCloses    = "tandem_gateway_closes_total"
 	mSlow      = "tandem_gateway_slow_consumers_total"
 	mWriteErr  = "tandem_gateway_write_errors_total"
+	mMembers   = "tandem_cluster_members"
 )
 
 var connsMetrics = []string{mLoggedIn, mSessions, mOnline, mLogins, mConflicts, mCloses, mSlow, mWriteErr}
 
 // waitLoggedIn polls every node's /metrics until its logged-in sessions
-// are want[i] (at most a minute) and returns the last scrape of each.
-func (c *conns) waitLoggedIn(ctx context.Context, want []int) ([]map[string]float64, error) {
+// are want[i] (any for -1) and all of them together total (at most a
+// minute), and returns the last scrape of each.
+func (c *conns) waitLoggedIn(ctx context.Context, want []int, total int) ([]map[string]float64, error) {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		ms, err := c.scrape(ctx)
@@ -454,10 +489,15 @@ func (c *conns) waitLoggedIn(ctx context.Context, want []int) ([]map[string]floa
 			return nil, err
 		}
 		var off []string
+		sum := 0
 		for i, m := range ms {
-			if int(m[mLoggedIn]) != want[i] {
+			sum += int(m[mLoggedIn])
+			if want[i] >= 0 && int(m[mLoggedIn]) != want[i] {
 				off = append(off, fmt.Sprintf("node %d has %d logged in, want %d", i, int(m[mLoggedIn]), want[i]))
 			}
+		}
+		if sum != total {
+			off = append(off, fmt.Sprintf("the nodes have %d logged in, want %d", sum, total))
 		}
 		if len(off) == 0 {
 			return ms, nil
@@ -470,6 +510,39 @@ func (c *conns) waitLoggedIn(ctx context.Context, want []int) ([]map[string]floa
 		}
 		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
 			return nil, err
+		}
+	}
+}
+
+// waitMembers waits (at most a minute) until every node of a -reuse-port
+// run lists all of them as cluster members: placement is settled before
+// the first login.
+func (c *conns) waitMembers(ctx context.Context) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var off []string
+		for i, n := range c.nodes {
+			var m map[string]float64
+			err := c.get(ctx, http.MethodGet, n.api+"/metrics", func(r io.Reader) error {
+				var err error
+				m, err = parseMetrics(r, mMembers)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("node %d: %w", i, err)
+			}
+			if int(m[mMembers]) != len(c.nodes) {
+				off = append(off, fmt.Sprintf("node %d lists %d cluster members, want %d", i, int(m[mMembers]), len(c.nodes)))
+			}
+		}
+		if len(off) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New(strings.Join(off, "; "))
+		}
+		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+			return err
 		}
 	}
 }
@@ -589,16 +662,32 @@ func (c *conns) check(ctx context.Context) error {
 		return err
 	}
 	var problems []string
+	// Per node where the bench placed the users; with ReusePort the
+	// kernel and the cluster did, and only the sums are known: node -1.
+	check := func(node int, m map[string]float64, wantSess, wantUsers int) {
+		if int(m[mLoggedIn]) != wantSess || int(m[mSessions]) != wantSess || int(m[mLogins]) != wantSess || int(m[mOnline]) != wantUsers {
+			what := fmt.Sprintf("node %d", node)
+			if node < 0 {
+				what = "all nodes"
+			}
+			problems = append(problems, fmt.Sprintf("%s: %d sessions, %d logged in, %d logins, %d online users; want %d, %d, %d, %d",
+				what, int(m[mSessions]), int(m[mLoggedIn]), int(m[mLogins]), int(m[mOnline]), wantSess, wantSess, wantSess, wantUsers))
+		}
+	}
+	sum := map[string]float64{}
 	for i, m := range ms {
-		wantSess := c.expected(i, c.cfg.Users, c.cfg.Second)
-		wantUsers := countOn(i, c.cfg.Users, c.cfg.Servers)
 		ck.ServerCloses += int(m[mCloses])
 		ck.LoginConflicts += int(m[mConflicts])
 		ck.SlowConsumers += int(m[mSlow] + m[mWriteErr])
-		if int(m[mLoggedIn]) != wantSess || int(m[mSessions]) != wantSess || int(m[mLogins]) != wantSess || int(m[mOnline]) != wantUsers {
-			problems = append(problems, fmt.Sprintf("node %d: %d sessions, %d logged in, %d logins, %d online users; want %d, %d, %d, %d",
-				i, int(m[mSessions]), int(m[mLoggedIn]), int(m[mLogins]), int(m[mOnline]), wantSess, wantSess, wantSess, wantUsers))
+		for k, v := range m {
+			sum[k] += v
 		}
+		if !c.cfg.ReusePort {
+			check(i, m, c.expected(i, c.cfg.Users, c.cfg.Second), countOn(i, c.cfg.Users, c.cfg.Servers))
+		}
+	}
+	if c.cfg.ReusePort {
+		check(-1, sum, c.cfg.Users+c.cfg.Second, c.cfg.Users)
 	}
 	want := c.cfg.Users + c.cfg.Second
 	if ck.OpenClientConns != want {

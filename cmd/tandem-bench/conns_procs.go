@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -21,7 +22,8 @@ import (
 )
 
 // The processes of `tandem-bench conns`: tandem nodes (the real binary,
-// one single-node cluster each) and client workers (this binary again).
+// one single-node cluster each, or one cluster sharing a WebSocket port)
+// and client workers (this binary again).
 
 // buildTandem builds ./cmd/tandem into dir (the go command must be on the
 // PATH and the working directory inside the module).
@@ -40,6 +42,7 @@ type nodeProc struct {
 	index             int
 	dir, logPath      string
 	ws, api, debugURL string // ws://…/ws, http://…, http://… (the debug listener)
+	gossip            string // host:port
 	cmd               *exec.Cmd
 	done              chan struct{} // closed when the process exited
 	waitErr           error         // set before done is closed
@@ -67,12 +70,39 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
+// sharedPort is what the nodes of a -reuse-port run share: the
+// WebSocket port, the cluster's key and JWT secret, and the first node's
+// gossip address (the others' seed; set once it runs).
+type sharedPort struct {
+	ws   int
+	key  string // --cluster-key
+	jwt  string // --jwt-secret
+	seed string
+}
+
+func newSharedPort() (*sharedPort, error) {
+	ports, err := freePorts(1)
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, 32+24)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("generate the cluster key: %w", err)
+	}
+	return &sharedPort{ws: ports[0], key: base64.StdEncoding.EncodeToString(b[:32]), jwt: hex.EncodeToString(b[32:])}, nil
+}
+
 // startNode starts node i of the run in its own data dir under parent
-// and waits until its API answers /readyz.
-func startNode(ctx context.Context, cfg ConnsConfig, bin, parent, adminKey string, i int) (*nodeProc, error) {
+// and waits until its API answers /readyz. With sp (a -reuse-port run)
+// it listens on the shared WebSocket port and, after the first, joins the
+// first node's cluster.
+func startNode(ctx context.Context, cfg ConnsConfig, bin, parent, adminKey string, i int, sp *sharedPort) (*nodeProc, error) {
 	ports, err := freePorts(5)
 	if err != nil {
 		return nil, err
+	}
+	if sp != nil {
+		ports[0] = sp.ws
 	}
 	addr := func(p int) string { return fmt.Sprintf("127.0.0.1:%d", p) }
 	n := &nodeProc{
@@ -81,6 +111,7 @@ func startNode(ctx context.Context, cfg ConnsConfig, bin, parent, adminKey strin
 		ws:       "ws://" + addr(ports[0]) + "/ws",
 		api:      "http://" + addr(ports[1]),
 		debugURL: "http://" + addr(ports[4]),
+		gossip:   addr(ports[2]),
 		done:     make(chan struct{}),
 	}
 	n.logPath = n.dir + ".log"
@@ -97,6 +128,12 @@ func startNode(ctx context.Context, cfg ConnsConfig, bin, parent, adminKey strin
 		"--admin-key", adminKey,
 		"--heartbeat-timeout", cfg.Heartbeat.String(),
 		"--log-level", "warn",
+	}
+	if sp != nil {
+		args = append(args, "--reuse-port", "--unsafe-multi-node-badger", "--cluster-key", sp.key, "--jwt-secret", sp.jwt)
+		if i > 0 {
+			args = append(args, "--seeds", sp.seed)
+		}
 	}
 	args = append(args, cfg.NodeFlags...)
 	n.cmd = exec.Command(bin, args...)

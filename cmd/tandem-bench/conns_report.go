@@ -32,6 +32,7 @@ type connsRunConfig struct {
 	Clients     int       `json:"clients"`
 	Steps       int       `json:"steps"`
 	PerServer   int       `json:"max_conns_per_server"`
+	ReusePort   bool      `json:"reuse_port"`
 	Tandem      string    `json:"tandem"` // binary, Go version, VCS revision
 	NodeFlags   []string  `json:"node_flags"`
 	Heartbeat   string    `json:"heartbeat_timeout"`
@@ -44,7 +45,7 @@ type connsRunConfig struct {
 func (c ConnsConfig) describe(run string) connsRunConfig {
 	return connsRunConfig{
 		Run: run, Date: time.Now().UTC(), Users: c.Users, Second: c.Second, Servers: c.Servers, Clients: c.Clients,
-		Steps: c.Steps, PerServer: c.perServer(), NodeFlags: c.NodeFlags, Heartbeat: c.Heartbeat.String(),
+		Steps: c.Steps, PerServer: c.perServer(), ReusePort: c.ReusePort, NodeFlags: c.NodeFlags, Heartbeat: c.Heartbeat.String(),
 		Settle: c.Settle.String(), Concurrency: c.Concurrency,
 	}
 }
@@ -140,11 +141,15 @@ type kernelPerConn struct {
 func (k kernelPerConn) othersBusy() bool { return k.TCPInUse < 1.9 || k.TCPInUse > 2.1 }
 
 // phaseSlope is a phase's figures: (last point − first point) ÷ the
-// connections added, per node; Mean, Min and Max over the nodes;
-// StepMin and StepMax the extremes of the same figure (mean over the
-// nodes) between consecutive points, to show whether growth is linear.
+// connections added, per node; Whole: all the nodes' growth together ÷
+// all the connections added (the whole server's figure, and with
+// -reuse-port the only one that means a cost per connection: a node holds
+// sessions of users whose actors live on another); Mean, Min and Max over
+// the nodes; StepMin and StepMax the extremes of Whole between
+// consecutive points, to show whether growth is linear.
 type phaseSlope struct {
 	Phase         string        `json:"phase"`
+	Whole         perConn       `json:"whole"`
 	FromPerServer float64       `json:"from_conns_per_server"`
 	ToPerServer   float64       `json:"to_conns_per_server"`
 	FromConns     int           `json:"from_conns"`
@@ -171,6 +176,24 @@ func slopeOf(a, b serverPoint) perConn {
 		StackInuse: float64(b.Runtime.StackInuse-a.Runtime.StackInuse) / d,
 		Goroutines: float64(b.Runtime.Goroutines-a.Runtime.Goroutines) / d,
 	}
+}
+
+// wholeOf is every node's growth between points a and b together,
+// divided by all the connections added.
+func wholeOf(a, b connsPoint) perConn {
+	var da, db serverPoint
+	for i := range min(len(a.Servers), len(b.Servers)) {
+		for _, x := range []struct{ sum, p *serverPoint }{{&da, &a.Servers[i]}, {&db, &b.Servers[i]}} {
+			x.sum.Conns += x.p.Conns
+			x.sum.Process.RSS += x.p.Process.RSS
+			x.sum.Process.RSSAnon += x.p.Process.RSSAnon
+			x.sum.Runtime.HeapInuse += x.p.Runtime.HeapInuse
+			x.sum.Runtime.HeapAlloc += x.p.Runtime.HeapAlloc
+			x.sum.Runtime.StackInuse += x.p.Runtime.StackInuse
+			x.sum.Runtime.Goroutines += x.p.Runtime.Goroutines
+		}
+	}
+	return slopeOf(da, db)
 }
 
 // fields lists a perConn's figures in table order, for mean/min/max.
@@ -220,11 +243,12 @@ func phaseSlopes(points []connsPoint) []phaseSlope {
 			s.FromPerServer /= n
 			s.ToPerServer /= n
 		}
+		s.Whole = wholeOf(first, last)
 		s.Mean = meanOf(first, last)
 		s.Min, s.Max = spread(s.PerServer)
 		var steps []perConn
 		for i := 1; i < len(ps); i++ {
-			steps = append(steps, meanOf(ps[i-1], ps[i]))
+			steps = append(steps, wholeOf(ps[i-1], ps[i]))
 		}
 		s.StepMin, s.StepMax = spread(steps)
 		s.Kernel = kernelSlope(first, last)
@@ -283,8 +307,12 @@ func (r *ConnsResult) problems() int { return len(r.Problems) }
 func (r *ConnsResult) print(w io.Writer) {
 	c, m := r.Config, r.Machine
 	fmt.Fprintf(w, "tandem-bench conns, run %s, %s\n", c.Run, c.Date.Format(time.RFC3339))
-	fmt.Fprintf(w, "%d node processes (single-node, badger), %d client workers; phase a %d new users, phase b %d second devices; at most %d connections per node\n",
-		c.Servers, c.Clients, c.Users, c.Second, c.PerServer)
+	nodes := "single-node, badger"
+	if c.ReusePort {
+		nodes = "one cluster, badger each, sharing one WebSocket port with SO_REUSEPORT: the kernel picks each connection's node"
+	}
+	fmt.Fprintf(w, "%d node processes (%s), %d client workers; phase a %d new users, phase b %d second devices; at most %d connections per node\n",
+		c.Servers, nodes, c.Clients, c.Users, c.Second, c.PerServer)
 	fmt.Fprintf(w, "node: %s; flags %q; heartbeat timeout %s\n", c.Tandem, strings.Join(append([]string{"--log-level warn"}, c.NodeFlags...), " "), c.Heartbeat)
 	fmt.Fprintf(w, "machine: %d CPUs, %.1f GiB, Linux %s, fd limit %d, load %.2f before, %.2f after; bench %s\n",
 		m.CPUs, float64(m.MemTotal)/(1<<30), m.Kernel, m.FDLimit, m.LoadBefore[0], m.LoadAfter[0], m.GoVersion)
@@ -327,11 +355,12 @@ func (r *ConnsResult) print(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%s\t\t%s\t%s\t%s\t%s\t%s\t%.3f\t\n", label, what, kib(p.RSS), kib(p.RSSAnon), kib(p.HeapInuse), kib(p.HeapAlloc), kib(p.StackInuse), p.Goroutines)
 	}
 	for _, s := range r.Phases {
-		row(phaseTitle[s.Phase], fmt.Sprintf("%.0f → %.0f, mean of nodes", s.FromPerServer, s.ToPerServer), s.Mean)
+		row(phaseTitle[s.Phase], fmt.Sprintf("%d → %d, whole server (all nodes)", s.FromConns, s.ToConns), s.Whole)
+		row("", fmt.Sprintf("%.0f → %.0f, mean of nodes", s.FromPerServer, s.ToPerServer), s.Mean)
 		row("", "min over nodes", s.Min)
 		row("", "max over nodes", s.Max)
-		row("", "min over steps", s.StepMin)
-		row("", "max over steps", s.StepMax)
+		row("", "whole, min over steps", s.StepMin)
+		row("", "whole, max over steps", s.StepMax)
 	}
 	tw.Flush()
 

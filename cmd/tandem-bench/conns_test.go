@@ -141,6 +141,50 @@ func TestConnsPipeline(t *testing.T) {
 	}
 }
 
+// TestConnsReusePort is the CI-sized -reuse-port run: 2 node processes
+// of one cluster on one shared WebSocket port, 600 new users and 400
+// second devices. The kernel places the connections: the run must be
+// sound, both nodes must have got some, and the whole-server figure must
+// be measured (not judged).
+func TestConnsReusePort(t *testing.T) {
+	bin := testTandem(t)
+	cfg := ConnsConfig{
+		Tandem: bin, Users: 600, Second: 400, Servers: 2, Clients: 2, Steps: 2,
+		Settle: 300 * time.Millisecond, DataDir: t.TempDir(), ReusePort: true,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := runConns(ctx, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if res != nil {
+		var out strings.Builder
+		res.print(&out)
+		t.Log("\n" + out.String())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Problems) > 0 {
+		t.Fatalf("not sound: %q", res.Problems)
+	}
+	if k := res.Checks; k.Logins != 1000 || k.OpenClientConns != 1000 || k.DevicesChecked == 0 {
+		t.Errorf("checks %+v: want 1,000 logins, all open, devices checked", k)
+	}
+	last := res.Points[len(res.Points)-1]
+	a, b := last.Servers[0], last.Servers[1]
+	if a.Conns+b.Conns != 1000 || a.Conns == 0 || b.Conns == 0 || a.OnlineUsers+b.OnlineUsers != 600 {
+		t.Errorf("last point: node 0 %d sessions, node 1 %d, %d+%d online users; want 1,000 spread over both, 600 users",
+			a.Conns, b.Conns, a.OnlineUsers, b.OnlineUsers)
+	}
+	if !res.Config.ReusePort || len(res.Phases) != 2 {
+		t.Fatalf("config %+v, %d phases", res.Config, len(res.Phases))
+	}
+	for _, ph := range res.Phases {
+		if ph.Whole.RSS <= 0 || ph.Whole.HeapAlloc <= 0 {
+			t.Errorf("phase %s: whole-server figures %+v", ph.Phase, ph.Whole)
+		}
+	}
+}
+
 // TestConnsKicksFail: under the single kick policy every second device
 // kicks the user's first; the run must fail, and say so, rather than
 // measure.
@@ -271,6 +315,24 @@ tandem_gateway_sessions_other 7
 	}
 }
 
+// TestPhaseSlopesWhole: with connections spread unevenly (as the kernel
+// does with -reuse-port), Whole is all the growth over all the
+// connections, not the mean of the nodes' own slopes.
+func TestPhaseSlopesWhole(t *testing.T) {
+	pt := func(step int, conns0, conns1 int, rss0, rss1 int64) connsPoint {
+		a, b := serverPoint{Conns: conns0}, serverPoint{Conns: conns1}
+		a.Process.RSS, b.Process.RSS = rss0, rss1
+		return connsPoint{Phase: phaseNew, Step: step, Conns: conns0 + conns1, Servers: []serverPoint{a, b}}
+	}
+	got := phaseSlopes([]connsPoint{pt(0, 0, 0, 100e6, 100e6), pt(1, 1000, 3000, 110e6, 110e6)})
+	if len(got) != 1 {
+		t.Fatalf("%d phases", len(got))
+	}
+	if w, m := got[0].Whole.RSS, got[0].Mean.RSS; w != 5000 || m < 6666 || m > 6667 {
+		t.Errorf("whole %v, mean %v; want 5000 (20 MB ÷ 4,000) and 6,666.7 ((10,000 + 3,333.3) ÷ 2)", w, m)
+	}
+}
+
 func TestPhaseSlopes(t *testing.T) {
 	pt := func(phase string, step, conns int, rss, heap int64, g int) connsPoint {
 		s := serverPoint{Conns: conns}
@@ -291,7 +353,7 @@ func TestPhaseSlopes(t *testing.T) {
 		t.Fatalf("%d phases", len(got))
 	}
 	a, b := got[0], got[1]
-	if a.Mean.RSS != 18_000 || a.StepMin.RSS != 16_000 || a.StepMax.RSS != 20_000 || a.Mean.HeapInuse != 10_000 || a.Mean.Goroutines != 1 {
+	if a.Mean.RSS != 18_000 || a.Whole.RSS != 18_000 || a.StepMin.RSS != 16_000 || a.StepMax.RSS != 20_000 || a.Mean.HeapInuse != 10_000 || a.Mean.Goroutines != 1 {
 		t.Errorf("phase a: %+v", a)
 	}
 	if a.FromPerServer != 0 || a.ToPerServer != 2000 || a.FromConns != 0 || a.ToConns != 4000 {
