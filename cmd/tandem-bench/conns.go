@@ -312,10 +312,14 @@ func (c *conns) start(ctx context.Context) error {
 		servers[i] = serverAddrs{WS: n.ws, API: n.api}
 	}
 	for i := range c.cfg.Clients {
-		w, err := startWorker(workerSetup{
+		setup := workerSetup{
 			Index: i, Clients: c.cfg.Clients, Servers: servers, AdminKey: key, Run: c.run,
 			Concurrency: c.cfg.Concurrency, Timeout: c.cfg.Timeout,
-		})
+		}
+		if c.cfg.ReusePort {
+			setup.SourceIP = fmt.Sprintf("127.0.%d.%d", 1+i/250, 2+i%250)
+		}
+		w, err := startWorker(setup)
 		if err != nil {
 			return err
 		}

@@ -64,6 +64,11 @@ type workerSetup struct {
 	Run         string        `json:"run"`       // user IDs: conns-<run>-<u>
 	Concurrency int           `json:"concurrency"`
 	Timeout     time.Duration `json:"timeout"` // per mint, dial and login
+	// SourceIP, if set, is the local address the connections are bound
+	// to: with -reuse-port every connection goes to one address and port,
+	// and one source address has only the kernel's ephemeral port range
+	// (~28,000) towards it, so each worker takes its own loopback address.
+	SourceIP string `json:"source_ip,omitempty"`
 }
 
 type serverAddrs struct {
@@ -350,6 +355,10 @@ func (w *connsWorker) login(ctx context.Context, url, token, device, platform st
 		err error
 	)
 	d := ws.Dialer{Protocols: []string{client.SubprotocolProto}, Timeout: w.setup.Timeout}
+	if w.setup.SourceIP != "" {
+		nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(w.setup.SourceIP)}}
+		d.NetDial = nd.DialContext
+	}
 	for attempt := range 3 {
 		if attempt > 0 {
 			w.dialRetries.Add(1)
