@@ -309,7 +309,7 @@ func (r *ConnsResult) print(w io.Writer) {
 	fmt.Fprintf(w, "tandem-bench conns, run %s, %s\n", c.Run, c.Date.Format(time.RFC3339))
 	nodes := "single-node, badger"
 	if c.ReusePort {
-		nodes = "one cluster, badger each, sharing one WebSocket port with SO_REUSEPORT: the kernel picks each connection's node"
+		nodes = "one cluster sharing one WebSocket port with SO_REUSEPORT: the kernel picks each connection's node"
 	}
 	fmt.Fprintf(w, "%d node processes (%s), %d client workers; phase a %d new users, phase b %d second devices; at most %d connections per node\n",
 		c.Servers, nodes, c.Clients, c.Users, c.Second, c.PerServer)
