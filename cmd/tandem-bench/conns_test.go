@@ -57,6 +57,27 @@ func testTandem(t *testing.T) string {
 	return tandemBin
 }
 
+// soundConnsRun runs cfg (at most 2 minutes), logs the report, and fails
+// the test unless the run finished and was sound.
+func soundConnsRun(t *testing.T, cfg ConnsConfig) *ConnsResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := runConns(ctx, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if res != nil {
+		var out strings.Builder
+		res.print(&out)
+		t.Log("\n" + out.String())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Problems) > 0 {
+		t.Fatalf("not sound: %q", res.Problems)
+	}
+	return res
+}
+
 // TestConnsPipeline is the CI-sized run of `tandem-bench conns`: 2 real
 // node processes, 2 client worker processes, 1,000 connections per node
 // (600 new users, then 400 second devices each). It checks that the run
@@ -70,21 +91,7 @@ func TestConnsPipeline(t *testing.T) {
 		Settle: 300 * time.Millisecond, DataDir: dir,
 		JSONPath: filepath.Join(dir, "conns.json"), HeapProfiles: filepath.Join(dir, "heap"),
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	res, err := runConns(ctx, cfg, log)
-	if res != nil {
-		var out strings.Builder
-		res.print(&out)
-		t.Log("\n" + out.String())
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(res.Problems) > 0 {
-		t.Fatalf("not sound: %q", res.Problems)
-	}
+	res := soundConnsRun(t, cfg)
 	k := res.Checks
 	if k.Logins != 2000 || k.FailedLogins != 0 || k.OpenClientConns != 2000 || k.Kicks != 0 || k.Drops != 0 || k.ServerCloses != 0 || k.LoginConflicts != 0 {
 		t.Errorf("checks %+v: want 2,000 logins, all open, no kick, drop, close or conflict", k)
@@ -152,20 +159,7 @@ func TestConnsReusePort(t *testing.T) {
 		Tandem: bin, Users: 600, Second: 400, Servers: 2, Clients: 2, Steps: 2,
 		Settle: 300 * time.Millisecond, DataDir: t.TempDir(), ReusePort: true,
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	res, err := runConns(ctx, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	if res != nil {
-		var out strings.Builder
-		res.print(&out)
-		t.Log("\n" + out.String())
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(res.Problems) > 0 {
-		t.Fatalf("not sound: %q", res.Problems)
-	}
+	res := soundConnsRun(t, cfg)
 	if k := res.Checks; k.Logins != 1000 || k.OpenClientConns != 1000 || k.DevicesChecked == 0 {
 		t.Errorf("checks %+v: want 1,000 logins, all open, devices checked", k)
 	}
