@@ -17,7 +17,8 @@
 # any of tandem-bench actors' ready-made ones), KILL (1; 0: no node is
 # killed), KILL_AFTER (10s), OUT
 # (bench/out: wave.json, wave.html, wave.txt), KEEP=1 keeps the temporary
-# folder (database, node data and logs), BENCH_ARGS more tandem-bench
+# folder (database, node data and logs), NODE_ARGS more flags for every
+# node (e.g. "--gossip-profile wan"), BENCH_ARGS more tandem-bench
 # actors flags.
 #
 # The binaries are built into a temporary folder, which also holds the
@@ -127,6 +128,7 @@ gossip=() api=() ws=() remote=()
 for ((i = 0; i < NODES; i++)); do
 	gossip+=("$(free_port)") api+=("$(free_port)") ws+=("$(free_port)") remote+=("$(free_port)")
 done
+# shellcheck disable=SC2086 # NODE_ARGS is a list of flags
 for ((i = 0; i < NODES; i++)); do
 	seeds=()
 	for ((j = 0; j < NODES; j++)); do ((j == i)) || seeds+=("127.0.0.1:${gossip[j]}"); done
@@ -134,7 +136,7 @@ for ((i = 0; i < NODES; i++)); do
 	"$work/bin/tandem" --data-dir "$work/node$i" --ws-addr "127.0.0.1:${ws[i]}" --api-addr "127.0.0.1:${api[i]}" \
 		--remote-addr "127.0.0.1:${remote[i]}" --gossip-addr "127.0.0.1:${gossip[i]}" --store "$store" \
 		--admin-key "$admin_key" --jwt-secret "$jwt_secret" --cluster-key "$cluster_key" --log-level warn \
-		--max-frame-rate -1 --seeds "$(IFS=,; echo "${seeds[*]}")" >"$work/node$i.log" 2>&1 &
+		--max-frame-rate -1 --seeds "$(IFS=,; echo "${seeds[*]}")" ${NODE_ARGS:-} >"$work/node$i.log" 2>&1 &
 	node_pids+=($!)
 done
 for ((i = 0; i < NODES; i++)); do

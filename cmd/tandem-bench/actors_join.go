@@ -34,6 +34,7 @@ type ActorsTarget struct {
 	JWTSecret      string        `json:"-"` // as the nodes' --jwt-secret: tokens the tool mints must verify there
 	Store          string        `json:"-"` // the cluster's postgres:// URL, read for the ledger (may hold a password)
 	Bind           string        // host the tool's member binds and advertises (default 127.0.0.1)
+	GossipProfile  string        // the tool's member's failure detection, as the nodes' --gossip-profile ("": lan)
 	JoinTimeout    time.Duration // how long to wait for the cluster before refusing the run (default 30 s)
 	UserPrefix     string        // virtual user IDs are UserPrefix + n (default "u" in process; "bench-<random>-" with Join)
 }
@@ -49,6 +50,7 @@ func (t *ActorsTarget) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&t.JWTSecret, "jwt-secret", "", "with -join: the cluster's --jwt-secret (the tool mints the virtual users' tokens)")
 	fs.StringVar(&t.Store, "store", "", "with -join: the cluster's postgres:// store URL, read for the ack ledger; without: the in-process node's store, badger (default) or pebble")
 	fs.StringVar(&t.Bind, "bind", "127.0.0.1", "with -join: the address the tool's member listens on and the nodes dial back (gossip and actor remote, ports chosen freely)")
+	fs.StringVar(&t.GossipProfile, "gossip-profile", "", "with -join: the tool's member's failure detection, lan (default) or wan, as the nodes' --gossip-profile")
 	fs.DurationVar(&t.JoinTimeout, "join-timeout", defaultJoinTimeout, "with -join: how long to wait for a node that hosts users before refusing the run")
 	fs.StringVar(&t.UserPrefix, "user-prefix", "", `virtual user IDs are this plus a number (default "u"; with -join "bench-<random>-", so runs never meet real users or each other)`)
 }
@@ -59,6 +61,9 @@ func (t ActorsTarget) validate() []error {
 		var errs []error
 		if t.ClusterKey != "" || t.ClusterKeyFile != "" || t.JWTSecret != "" {
 			errs = append(errs, errors.New("-cluster-key, -cluster-key-file and -jwt-secret go with -join (the in-process node makes its own)"))
+		}
+		if t.GossipProfile != "" {
+			errs = append(errs, errors.New("-gossip-profile goes with -join (the in-process node is alone)"))
 		}
 		if t.Store != "" && t.Store != "badger" && t.Store != "pebble" {
 			errs = append(errs, fmt.Errorf("-store %q without -join: the in-process node's store, badger (default) or pebble", t.Store))
@@ -79,6 +84,9 @@ func (t ActorsTarget) validate() []error {
 	}
 	if !strings.HasPrefix(t.Store, "postgres://") && !strings.HasPrefix(t.Store, "postgresql://") {
 		errs = append(errs, errors.New("-join needs -store postgres://… (the cluster's store, read for the ack ledger; a badger cluster's logs cannot be read from outside its nodes)"))
+	}
+	if t.GossipProfile != "" && t.GossipProfile != "lan" && t.GossipProfile != "wan" {
+		errs = append(errs, fmt.Errorf("-gossip-profile %q: use lan or wan, as the nodes' --gossip-profile", t.GossipProfile))
 	}
 	if t.JoinTimeout < 0 {
 		errs = append(errs, errors.New("-join-timeout must not be negative"))
@@ -124,6 +132,7 @@ func (t ActorsTarget) nodeConfig(dir, adminKey, logLevel string, sessions actors
 	c.StorePoolSize = 4 // reads for the ledger only
 	c.GossipAddr = net.JoinHostPort(t.Bind, "0")
 	c.RemoteAddr = net.JoinHostPort(t.Bind, "0")
+	c.GossipProfile = t.GossipProfile // node.Config.Validate refuses an unknown one
 	c.NoActivations = true
 	return c
 }

@@ -121,6 +121,8 @@ func TestActorsJoinRefusals(t *testing.T) {
 		{[]string{"-join", "nohostport", "-cluster-key", "x", "-jwt-secret", "0123456789abcdef", "-store", "postgres://x"}, "host:port"},
 		{[]string{"-jwt-secret", "0123456789abcdef"}, "go with -join"},
 		{[]string{"-join", "127.0.0.1:1", "-cluster-key", "x", "-jwt-secret", "0123456789abcdef", "-store", "postgres://x", "-bind", "localhost"}, "-bind"},
+		{[]string{"-join", "127.0.0.1:1", "-cluster-key", "x", "-jwt-secret", "0123456789abcdef", "-store", "postgres://x", "-gossip-profile", "fast"}, "-gossip-profile"},
+		{[]string{"-gossip-profile", "wan"}, "-gossip-profile goes with -join"},
 	} {
 		cfg, err := parseActorsFlags(tc.args)
 		if err != nil {
