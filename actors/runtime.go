@@ -419,9 +419,14 @@ func (g *gatewayActor) Receive(ctx actor.Context) {
 }
 
 // courier sends messages to user actors by identity from a small worker
-// pool, so no actor blocks on a PID lookup or activation. It is lossy by
-// design when its queue is full: everything it carries is re-driven (the
-// outbox) or re-derivable.
+// pool, so no actor blocks on a PID lookup or activation. A PID this
+// node has cached is sent to at once; the others are resolved by up to
+// courierLookups goroutines at a time, so that a slow owner (a lookup
+// waits for the owner's placement actor, across the network for a
+// remote user, whose PID is cached only briefly) holds up only its own
+// messages, not every delivery of the node. It is lossy by design when
+// its queue is full: everything it carries is re-driven (the outbox) or
+// re-derivable.
 type courier struct {
 	cl      *cluster.Cluster
 	log     *slog.Logger
@@ -429,6 +434,12 @@ type courier struct {
 	q       chan courierMsg
 	wg      sync.WaitGroup
 	once    sync.Once
+
+	// cached answers from the lookup's PID cache without waiting (nil:
+	// every message is resolved on a lookup goroutine).
+	cached    func(identity, kind string) (*actor.PID, bool)
+	lookups   chan struct{} // a slot per lookup goroutine running
+	resolving sync.WaitGroup
 
 	// Senders hold mu for reading; stop holds it to close q, so that a
 	// late send (a session closing while the node stops) is dropped, not
@@ -446,10 +457,21 @@ type courierMsg struct {
 const (
 	courierWorkers = 8
 	courierQueue   = 65536
+	// courierLookups bounds the lookups in flight. Eight workers each
+	// waiting for a lookup were the cluster's delivery ceiling: 8 ÷ the
+	// lookup's round trip (a few ms, seconds under overload).
+	courierLookups = 256
 )
 
 func newCourier(cl *cluster.Cluster, log *slog.Logger, m *metrics) *courier {
-	c := &courier{cl: cl, log: log, metrics: m, q: make(chan courierMsg, courierQueue)}
+	c := &courier{cl: cl, log: log, metrics: m, q: make(chan courierMsg, courierQueue), lookups: make(chan struct{}, courierLookups)}
+	if cl != nil {
+		if l, ok := cl.Config.IdentityLookup.(interface {
+			Cached(identity, kind string) (*actor.PID, bool)
+		}); ok {
+			c.cached = l.Cached
+		}
+	}
 	for range courierWorkers {
 		c.wg.Go(c.work)
 	}
@@ -474,14 +496,29 @@ func (c *courier) sendKind(kind, identity string, msg any) {
 
 func (c *courier) work() {
 	for m := range c.q {
-		pid := c.cl.Get(m.identity, m.kind)
-		if pid == nil {
-			c.metrics.courierDrops.Inc()
-			c.log.Warn("courier: no activation", "kind", m.kind, "identity", m.identity)
-			continue
+		if c.cached != nil {
+			if pid, ok := c.cached(m.identity, m.kind); ok {
+				c.cl.ActorSystem.Root.Send(pid, m.msg)
+				continue
+			}
 		}
-		c.cl.ActorSystem.Root.Send(pid, m.msg)
+		c.lookups <- struct{}{} // waits while courierLookups run: the queue fills, then drops
+		c.resolving.Go(func() {
+			defer func() { <-c.lookups }()
+			c.deliver(m)
+		})
 	}
+}
+
+// deliver resolves m's identity (activating it if need be) and sends.
+func (c *courier) deliver(m courierMsg) {
+	pid := c.cl.Get(m.identity, m.kind)
+	if pid == nil {
+		c.metrics.courierDrops.Inc()
+		c.log.Warn("courier: no activation", "kind", m.kind, "identity", m.identity)
+		return
+	}
+	c.cl.ActorSystem.Root.Send(pid, m.msg)
 }
 
 func (c *courier) stop() {
@@ -492,6 +529,7 @@ func (c *courier) stop() {
 		c.mu.Unlock()
 	})
 	c.wg.Wait()
+	c.resolving.Wait()
 }
 
 type metrics struct {

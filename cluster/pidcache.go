@@ -119,9 +119,22 @@ const (
 	maxCachedPIDs = 1 << 20
 )
 
+// Cached returns the PID of identity of kind if this node's cache holds
+// one that may still be used, without asking anyone: callers that must
+// not wait (the courier) resolve the others elsewhere.
+func (l *Lookup) Cached(identity, kind string) (*actor.PID, bool) {
+	if l.c == nil {
+		return nil, false
+	}
+	return l.cachedKey(l.cur.Load(), idKey{kind, identity})
+}
+
 // cachedGet returns the cached PID of ci if it may still be used.
 func (l *Lookup) cachedGet(t *topology, ci *pcluster.ClusterIdentity) (*actor.PID, bool) {
-	k := idKey{ci.Kind, ci.Identity}
+	return l.cachedKey(t, idKey{ci.Kind, ci.Identity})
+}
+
+func (l *Lookup) cachedKey(t *topology, k idKey) (*actor.PID, bool) {
 	c, ok := t.pids.load(k)
 	if !ok {
 		return nil, false
