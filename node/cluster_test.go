@@ -45,6 +45,19 @@ func startTestNode(t *testing.T, edit func(*Config)) (*Node, error) {
 	return n, err
 }
 
+// waitTwoMembers waits up to 10 s until a and b each list both as
+// cluster members.
+func waitTwoMembers(t *testing.T, a, b *Node) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for a.ClusterMembers() != 2 || b.ClusterMembers() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("members: a sees %d, b sees %d; want 2", a.ClusterMembers(), b.ClusterMembers())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // readyz returns /readyz's status code and body.
 func readyz(t *testing.T, n *Node) (int, string) {
 	t.Helper()
@@ -166,13 +179,7 @@ func TestNodeBlockedByClusterStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for a.ClusterMembers() != 2 || b.ClusterMembers() != 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("members: a sees %d, b sees %d; want 2", a.ClusterMembers(), b.ClusterMembers())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitTwoMembers(t, a, b)
 	a.Member().Cluster().Remote.BlockList().Block(b.Member().ID())
 	select {
 	case <-b.done:
@@ -213,13 +220,7 @@ func TestReusePortSharesWSAddr(t *testing.T) {
 	if _, err := startTestNode(t, func(c *Config) { c.WSAddr = shared }); !errors.Is(err, ErrAddrInUse) {
 		t.Fatalf("a node without --reuse-port on %s: %v; want ErrAddrInUse", shared, err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for a.ClusterMembers() != 2 || b.ClusterMembers() != 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("members: a sees %d, b sees %d; want 2", a.ClusterMembers(), b.ClusterMembers())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitTwoMembers(t, a, b)
 
 	// 32 users, one device each, all dialling the shared address: the
 	// kernel hashes each connection to one of the two listeners (all on

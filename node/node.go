@@ -178,14 +178,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (n *Node, err erro
 	}
 	// Listeners first, store and cluster after: a second node on the same
 	// ports fails at once, naming the address.
-	if n.wsLn, err = listenWS(cfg); err != nil {
+	if n.wsLn, err = listen("WebSockets", cfg.WSAddr, cfg.ReusePort); err != nil {
 		return nil, err
 	}
-	if n.apiLn, err = listen("the server API", cfg.APIAddr); err != nil {
+	if n.apiLn, err = listen("the server API", cfg.APIAddr, false); err != nil {
 		return nil, err
 	}
 	if cfg.DebugAddr != "" {
-		if n.debugLn, err = listen("the debug (pprof) listener", cfg.DebugAddr); err != nil {
+		if n.debugLn, err = listen("the debug (pprof) listener", cfg.DebugAddr, false); err != nil {
 			return nil, err
 		}
 	}

@@ -48,26 +48,18 @@ func listenErr(what, addr string, err error) error {
 	return fmt.Errorf("cannot listen for %s on %s: %w", what, addr, err)
 }
 
-// listen binds a TCP listener for what on addr.
-func listen(what, addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
+// listen binds a TCP listener for what on addr; with reusePort it sets
+// SO_REUSEPORT first, so that other processes that set it too may hold
+// the same address and the kernel spreads new connections among them.
+func listen(what, addr string, reusePort bool) (net.Listener, error) {
+	var lc net.ListenConfig
+	if reusePort {
+		lc.Control = setReusePort
+		what += " (with SO_REUSEPORT)"
+	}
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, listenErr(what, addr, err)
-	}
-	return ln, nil
-}
-
-// listenWS binds the WebSocket listener, with SO_REUSEPORT if the
-// config asks for it: then another process that set it too may hold the
-// same address, and the kernel spreads new connections among them.
-func listenWS(cfg Config) (net.Listener, error) {
-	if !cfg.ReusePort {
-		return listen("WebSockets", cfg.WSAddr)
-	}
-	lc := net.ListenConfig{Control: setReusePort}
-	ln, err := lc.Listen(context.Background(), "tcp", cfg.WSAddr)
-	if err != nil {
-		return nil, listenErr("WebSockets (with SO_REUSEPORT)", cfg.WSAddr, err)
 	}
 	return ln, nil
 }

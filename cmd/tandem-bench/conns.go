@@ -285,9 +285,9 @@ func (c *conns) start(ctx context.Context) error {
 		return err
 	}
 	c.key = key
-	var cl *sharedPort
+	var cl *sharedCluster
 	if c.cfg.ReusePort {
-		if cl, err = newSharedPort(); err != nil {
+		if cl, err = newSharedCluster(); err != nil {
 			return err
 		}
 	}
@@ -480,18 +480,14 @@ const (
 	mMembers   = "tandem_cluster_members"
 )
 
-var connsMetrics = []string{mLoggedIn, mSessions, mOnline, mLogins, mConflicts, mCloses, mSlow, mWriteErr}
+var connsMetrics = []string{mLoggedIn, mSessions, mOnline, mLogins, mConflicts, mCloses, mSlow, mWriteErr, mMembers}
 
 // waitLoggedIn polls every node's /metrics until its logged-in sessions
 // are want[i] (any for -1) and all of them together total (at most a
-// minute), and returns the last scrape of each.
+// minute), and returns the last scrape of each. A kicked or dropped
+// connection fails it at once.
 func (c *conns) waitLoggedIn(ctx context.Context, want []int, total int) ([]map[string]float64, error) {
-	deadline := time.Now().Add(time.Minute)
-	for {
-		ms, err := c.scrape(ctx)
-		if err != nil {
-			return nil, err
-		}
+	return c.pollNodes(ctx, func(ms []map[string]float64) ([]string, error) {
 		var off []string
 		sum := 0
 		for i, m := range ms {
@@ -504,49 +500,54 @@ func (c *conns) waitLoggedIn(ctx context.Context, want []int, total int) ([]map[
 			off = append(off, fmt.Sprintf("the nodes have %d logged in, want %d", sum, total))
 		}
 		if len(off) == 0 {
-			return ms, nil
+			return nil, nil
 		}
 		if err := c.workerTrouble(); err != nil {
 			return nil, fmt.Errorf("%s: %w", strings.Join(off, "; "), err)
 		}
-		if time.Now().After(deadline) {
-			return nil, errors.New(strings.Join(off, "; "))
-		}
-		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
-			return nil, err
-		}
-	}
+		return off, nil
+	})
 }
 
 // waitMembers waits (at most a minute) until every node of a -reuse-port
 // run lists all of them as cluster members: placement is settled before
 // the first login.
 func (c *conns) waitMembers(ctx context.Context) error {
-	deadline := time.Now().Add(time.Minute)
-	for {
+	_, err := c.pollNodes(ctx, func(ms []map[string]float64) ([]string, error) {
 		var off []string
-		for i, n := range c.nodes {
-			var m map[string]float64
-			err := c.get(ctx, http.MethodGet, n.api+"/metrics", func(r io.Reader) error {
-				var err error
-				m, err = parseMetrics(r, mMembers)
-				return err
-			})
-			if err != nil {
-				return fmt.Errorf("node %d: %w", i, err)
-			}
+		for i, m := range ms {
 			if int(m[mMembers]) != len(c.nodes) {
 				off = append(off, fmt.Sprintf("node %d lists %d cluster members, want %d", i, int(m[mMembers]), len(c.nodes)))
 			}
 		}
+		return off, nil
+	})
+	return err
+}
+
+// pollNodes scrapes every node's /metrics every 200 ms until judge finds
+// nothing off (at most a minute) and returns the last scrape; judge's
+// error ends it at once, and after the minute what was still off is the
+// error.
+func (c *conns) pollNodes(ctx context.Context, judge func([]map[string]float64) (off []string, err error)) ([]map[string]float64, error) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ms, err := c.scrape(ctx)
+		if err != nil {
+			return nil, err
+		}
+		off, err := judge(ms)
+		if err != nil {
+			return nil, err
+		}
 		if len(off) == 0 {
-			return nil
+			return ms, nil
 		}
 		if time.Now().After(deadline) {
-			return errors.New(strings.Join(off, "; "))
+			return nil, errors.New(strings.Join(off, "; "))
 		}
 		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
-			return err
+			return nil, err
 		}
 	}
 }

@@ -70,17 +70,17 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// sharedPort is what the nodes of a -reuse-port run share: the
+// sharedCluster is what the nodes of a -reuse-port run share: the
 // WebSocket port, the cluster's key and JWT secret, and the first node's
 // gossip address (the others' seed; set once it runs).
-type sharedPort struct {
+type sharedCluster struct {
 	ws   int
 	key  string // --cluster-key
 	jwt  string // --jwt-secret
 	seed string
 }
 
-func newSharedPort() (*sharedPort, error) {
+func newSharedCluster() (*sharedCluster, error) {
 	ports, err := freePorts(1)
 	if err != nil {
 		return nil, err
@@ -89,14 +89,14 @@ func newSharedPort() (*sharedPort, error) {
 	if _, err := rand.Read(b); err != nil {
 		return nil, fmt.Errorf("generate the cluster key: %w", err)
 	}
-	return &sharedPort{ws: ports[0], key: base64.StdEncoding.EncodeToString(b[:32]), jwt: hex.EncodeToString(b[32:])}, nil
+	return &sharedCluster{ws: ports[0], key: base64.StdEncoding.EncodeToString(b[:32]), jwt: hex.EncodeToString(b[32:])}, nil
 }
 
 // startNode starts node i of the run in its own data dir under parent
 // and waits until its API answers /readyz. With sp (a -reuse-port run)
 // it listens on the shared WebSocket port and, after the first, joins the
 // first node's cluster.
-func startNode(ctx context.Context, cfg ConnsConfig, bin, parent, adminKey string, i int, sp *sharedPort) (*nodeProc, error) {
+func startNode(ctx context.Context, cfg ConnsConfig, bin, parent, adminKey string, i int, sp *sharedCluster) (*nodeProc, error) {
 	ports, err := freePorts(5)
 	if err != nil {
 		return nil, err

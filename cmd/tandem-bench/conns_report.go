@@ -181,19 +181,23 @@ func slopeOf(a, b serverPoint) perConn {
 // wholeOf is every node's growth between points a and b together,
 // divided by all the connections added.
 func wholeOf(a, b connsPoint) perConn {
-	var da, db serverPoint
-	for i := range min(len(a.Servers), len(b.Servers)) {
-		for _, x := range []struct{ sum, p *serverPoint }{{&da, &a.Servers[i]}, {&db, &b.Servers[i]}} {
-			x.sum.Conns += x.p.Conns
-			x.sum.Process.RSS += x.p.Process.RSS
-			x.sum.Process.RSSAnon += x.p.Process.RSSAnon
-			x.sum.Runtime.HeapInuse += x.p.Runtime.HeapInuse
-			x.sum.Runtime.HeapAlloc += x.p.Runtime.HeapAlloc
-			x.sum.Runtime.StackInuse += x.p.Runtime.StackInuse
-			x.sum.Runtime.Goroutines += x.p.Runtime.Goroutines
-		}
+	n := min(len(a.Servers), len(b.Servers))
+	return slopeOf(sumServers(a.Servers[:n]), sumServers(b.Servers[:n]))
+}
+
+// sumServers adds up the nodes' connections and memory figures.
+func sumServers(ps []serverPoint) serverPoint {
+	var s serverPoint
+	for _, p := range ps {
+		s.Conns += p.Conns
+		s.Process.RSS += p.Process.RSS
+		s.Process.RSSAnon += p.Process.RSSAnon
+		s.Runtime.HeapInuse += p.Runtime.HeapInuse
+		s.Runtime.HeapAlloc += p.Runtime.HeapAlloc
+		s.Runtime.StackInuse += p.Runtime.StackInuse
+		s.Runtime.Goroutines += p.Runtime.Goroutines
 	}
-	return slopeOf(da, db)
+	return s
 }
 
 // fields lists a perConn's figures in table order, for mean/min/max.
@@ -327,17 +331,8 @@ func (r *ConnsResult) print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "phase\tstep\tconns/node\tRSS MiB\tRssAnon MiB\theap inuse MiB\theap live MiB\tstacks MiB\tgoroutines\tsocket slab MiB\tTCP mem MiB\tslab MiB\tclients RSS MiB\tload1\t")
 	for _, p := range r.Points {
-		var s serverPoint
+		s := sumServers(p.Servers)
 		n := int64(len(p.Servers))
-		for _, sp := range p.Servers {
-			s.Conns += sp.Conns
-			s.Process.RSS += sp.Process.RSS
-			s.Process.RSSAnon += sp.Process.RSSAnon
-			s.Runtime.HeapInuse += sp.Runtime.HeapInuse
-			s.Runtime.HeapAlloc += sp.Runtime.HeapAlloc
-			s.Runtime.StackInuse += sp.Runtime.StackInuse
-			s.Runtime.Goroutines += sp.Runtime.Goroutines
-		}
 		if n == 0 {
 			continue
 		}
