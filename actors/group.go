@@ -527,6 +527,8 @@ func (a *groupActor) Receive(ctx actor.Context) {
 	}
 	if a.dead || a.g == nil {
 		switch ctx.Message().(type) {
+		case deadStop:
+			ctx.Stop(ctx.Self())
 		case *actorpb.GroupCommand:
 			ctx.Respond(&actorpb.GroupResult{Error: wire.Err(wire.CodeUnavailable, "group temporarily unavailable; retry")})
 		case *actorpb.ApiSend:
@@ -671,7 +673,7 @@ func (a *groupActor) activate(ctx actor.Context, id string) {
 	if err != nil {
 		a.log.Error("group activation failed", "err", err)
 		a.dead = true
-		ctx.Poison(ctx.Self())
+		lingerDead(ctx, a.rt.sys.Root)
 		return
 	}
 	effs := a.g.out.sent(items, false, a.rt.now())

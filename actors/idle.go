@@ -54,3 +54,22 @@ func (c *idleClock) arm(ctx actor.Context, root *actor.RootContext, idle bool) {
 		c.timer = nil
 	}
 }
+
+// deadLinger is how long an activation that failed to start keeps
+// answering before it stops. It refuses everything with the reason (a full
+// disk's retry hint among them), and it must live a while to do so:
+// protoactor drops, without a dead letter, every message that reaches a
+// mailbox behind the stop, and a request the placement actor had already
+// handed this PID to (typically the login that activated it) would wait
+// its whole timeout for nothing. Requests that come later find the same
+// refusal until it stops; after that they activate it again.
+const deadLinger = time.Second
+
+// deadStop ends a failed activation's linger.
+type deadStop struct{}
+
+// lingerDead stops a failed activation deadLinger from now.
+func lingerDead(ctx actor.Context, root *actor.RootContext) {
+	self := ctx.Self()
+	time.AfterFunc(deadLinger, func() { root.Send(self, deadStop{}) })
+}

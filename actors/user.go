@@ -73,6 +73,10 @@ func (a *userActor) Receive(ctx actor.Context) {
 		return
 	}
 	if a.dead || a.st == nil {
+		if _, ok := ctx.Message().(deadStop); ok {
+			ctx.Stop(ctx.Self())
+			return
+		}
 		a.refuse(ctx)
 		return
 	}
@@ -200,7 +204,7 @@ func (a *userActor) activate(ctx actor.Context, init *cluster.ClusterInit) {
 	if err != nil {
 		a.log().Error("user actor activation failed", "err", err)
 		a.dead = true
-		ctx.Poison(ctx.Self())
+		lingerDead(ctx, a.rt.sys.Root)
 		return
 	}
 	a.st = st
