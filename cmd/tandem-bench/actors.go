@@ -95,7 +95,7 @@ type ActorsConfig struct {
 	JSONPath string
 	HTMLPath string // the HTML report (actors_html.go)
 	// CPUProfile: the whole process's (node and bench) CPU profile over
-	// the chat and its drain, written to this file.
+	// the chat and its drain (without a chat: the logins), written to this file.
 	CPUProfile string
 	// HeapProfile: the whole process's heap profile (in use after a
 	// collection) once the chat is drained, written to this file.
@@ -417,7 +417,7 @@ func parseActorsFlags(args []string) (ActorsConfig, error) {
 	fs.BoolVar(&c.Keep, "keep", false, "keep the node's data dir")
 	fs.StringVar(&c.JSONPath, "json", "", "write the result as JSON to this file")
 	fs.StringVar(&c.HTMLPath, "html", "", "write an HTML report (summary, throughput and p99 over time, latency percentiles) to this file")
-	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the CPU profile of the chat and its drain (node and bench: one process) to this file")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the CPU profile of the chat and its drain, or of the logins when there is no chat (node and bench: one process), to this file")
 	fs.StringVar(&c.HeapProfile, "heapprofile", "", "write the heap profile (in use after a collection; node and bench: one process) to this file once the chat is drained, or after the logins without a chat")
 	fs.StringVar(&c.LogLevel, "log-level", "warn", "debug, info, warn or error")
 	c.Target.addFlags(fs)

@@ -260,6 +260,13 @@ func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*Actors
 	defer stopFrames()
 	res.Memory.HeapBaseline = settledHeapLive()
 
+	chat := cfg.MsgRate > 0 && cfg.Duration > 0
+	stopLoginProfile := func() {}
+	if !chat { // no chat to profile: the logins
+		if stopLoginProfile, err = startCPUProfile(cfg.CPUProfile, log); err != nil {
+			return nil, err
+		}
+	}
 	r.start = time.Now()
 	progress := r.startProgress(res)
 	if cfg.Passivate > 0 {
@@ -268,6 +275,9 @@ func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*Actors
 		r.runLogins(ctx, 0, len(r.online), cfg.LoginRate, 0)
 	}
 	loginEnd := time.Since(r.start)
+	if cfg.Passivate == 0 {
+		stopLoginProfile()
+	}
 	res.Memory.HeapAfterLogins = heapLive()
 	if loggedIn := cmp.Or(cfg.Passivate, cfg.Users); loggedIn > 0 && res.Memory.HeapAfterLogins > res.Memory.HeapBaseline {
 		res.Memory.PerUserBytes = float64(res.Memory.HeapAfterLogins-res.Memory.HeapBaseline) / float64(loggedIn)
@@ -276,6 +286,7 @@ func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*Actors
 	if cfg.Passivate > 0 && ctx.Err() == nil {
 		passivation = r.runPassivationWave(ctx)
 		loginEnd = passivation.end // the run's logins end with the new users'
+		stopLoginProfile()
 	}
 	var groupsErr error
 	if cfg.Groups > 0 && ctx.Err() == nil {
@@ -284,7 +295,7 @@ func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*Actors
 		res.Groups.CreateSeconds = time.Since(t0).Seconds()
 	}
 	var chatStart, chatEnd time.Duration
-	if cfg.MsgRate > 0 && cfg.Duration > 0 && ctx.Err() == nil && groupsErr == nil {
+	if chat && ctx.Err() == nil && groupsErr == nil {
 		stopProfile, err := startCPUProfile(cfg.CPUProfile, log)
 		if err != nil {
 			return nil, err
