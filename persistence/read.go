@@ -251,6 +251,29 @@ func (b *Local) Outbox(ctx context.Context, user string) ([]OutboxItem, error) {
 	return out, nil
 }
 
+// Epoch implements Store: the committed epoch record, 0 if there is none.
+func (b *Local) Epoch(ctx context.Context, user string) (Epoch, error) {
+	if err := checkUser(user); err != nil {
+		return 0, err
+	}
+	var e Epoch
+	err := b.view(ctx, func(v kvView) error {
+		val, ok, err := v.get(epochKey(user))
+		switch {
+		case err != nil || !ok:
+			return err
+		case len(val) < 8:
+			return fmt.Errorf("epoch record of %d bytes", len(val))
+		}
+		e = Epoch(binary.BigEndian.Uint64(val))
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("persistence: read epoch of %q: %w", user, err)
+	}
+	return e, nil
+}
+
 // Devices implements Store: in device ID order. A device whose record was
 // never stored but whose cursor was is returned with nil Data.
 func (b *Local) Devices(ctx context.Context, user string) ([]Device, error) {

@@ -127,6 +127,11 @@ type Store interface {
 	// older epoch fails with ErrFenced from then on.
 	Activate(ctx context.Context, user, owner string) (Epoch, Seq, error)
 
+	// Epoch reads the user's current epoch (0: never activated) without
+	// bumping it: a read, which fences nothing. Load tools and checks use
+	// it to see that an activation is durable.
+	Epoch(ctx context.Context, user string) (Epoch, error)
+
 	// Append submits req for group commit and returns at once; done is
 	// called exactly once, after req is durable (nil) or has failed: from
 	// the committer goroutine, or before Append returns if the store is

@@ -229,6 +229,27 @@ func (s *Store) OutboxUsers(ctx context.Context, after string, limit int) ([]str
 
 // Devices implements persistence.Store: in device ID order. A device whose
 // cursor was stored but never its record has nil Data.
+// Epoch implements persistence.Store: the user's row's epoch, 0 without
+// a row.
+func (s *Store) Epoch(ctx context.Context, user string) (persistence.Epoch, error) {
+	if err := checkUser(user); err != nil {
+		return 0, err
+	}
+	var epoch int64
+	err := s.use(ctx, func(ctx context.Context) error {
+		err := s.pool.QueryRow(ctx, "SELECT epoch FROM tandem_users WHERE user_id = $1", user).Scan(&epoch)
+		if errors.Is(err, pgx.ErrNoRows) {
+			epoch = 0
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("postgres: read epoch of %q: %w", user, err)
+	}
+	return persistence.Epoch(epoch), nil
+}
+
 func (s *Store) Devices(ctx context.Context, user string) ([]persistence.Device, error) {
 	if err := checkUser(user); err != nil {
 		return nil, err

@@ -17,6 +17,9 @@
 //     or any epoch of a never-activated user) fails with ErrFenced;
 //   - an append is checked against the stored epoch and last seq: it needs
 //     no Activate in the same process (e.g. after a reopen);
+//   - Epoch reads the current epoch (0 before the first Activate, the one
+//     the last Activate returned after it, also after a reopen) and
+//     bumps nothing;
 //   - done callbacks of one user's appends are called in submission order,
 //     failures included;
 //   - OutboxDone in the same append as OutboxPut of the same item deletes
@@ -302,12 +305,24 @@ func checkSideEffects(t *testing.T, s persistence.Store, user, tag string, want 
 
 // ---- tests ----
 
+// checkEpoch: Epoch reads want for user (twice: reading bumps nothing).
+func checkEpoch(t *testing.T, s persistence.Store, user string, want persistence.Epoch) {
+	t.Helper()
+	for range 2 {
+		if e, err := s.Epoch(ctxT(t), user); err != nil || e != want {
+			t.Fatalf("Epoch(%q) = %d, %v; want %d", user, e, err, want)
+		}
+	}
+}
+
 func testActivateEmpty(t *testing.T, h Harness) {
 	s := h.Open(t)
+	checkEpoch(t, s, "alice", 0)
 	e, last := activate(t, s, "alice")
 	if e != 1 || last != 0 {
 		t.Fatalf("first Activate = (epoch %d, seq %d), want (1, 0)", e, last)
 	}
+	checkEpoch(t, s, "alice", 1)
 	if got := readAll(t, s, "alice"); len(got) != 0 {
 		t.Fatalf("new user has %d entries", len(got))
 	}
@@ -330,6 +345,8 @@ func testActivateBumpsEpoch(t *testing.T, h Harness) {
 	if e2 != e1+1 || last != 3 {
 		t.Fatalf("second Activate = (epoch %d, seq %d), want (%d, 3)", e2, last, e1+1)
 	}
+	checkEpoch(t, s, "bob", e2)
+	checkEpoch(t, s, "never-activated", 0)
 	// Another user's epoch is independent.
 	if e, _ := activate(t, s, "carol"); e != 1 {
 		t.Fatalf("first Activate of another user = epoch %d, want 1", e)
@@ -851,6 +868,7 @@ func testReopen(t *testing.T, h Harness) {
 	}
 
 	s2 := h.Reopen(t, s)
+	checkEpoch(t, s2, "u", e)
 	checkLog(t, s2, "u", 5)
 	checkLog(t, s2, "v", 2)
 	checkSideEffects(t, s2, "u", "before", true)
