@@ -75,6 +75,27 @@ func (f *Frontend) Login(ctx context.Context, sid uint64, fr *wire.Frame) (*wire
 	return reply, user, r.GetOk()
 }
 
+// Activate starts user's actor if it is not active — an actor start and
+// a store activation, the epoch claimed durably before it answers — and
+// returns the epoch it runs under. No device logs in and nothing is
+// appended. Load tools measure activations apart from logins with it.
+func (f *Frontend) Activate(ctx context.Context, user string) (uint64, error) {
+	if !ValidID(user) {
+		return 0, fmt.Errorf("activate %q: not a valid user ID", user)
+	}
+	res, err := f.request(ctx, user, &actorpb.InspectRequest{})
+	if err != nil {
+		return 0, fmt.Errorf("activate %q: %w", user, err)
+	}
+	switch r := res.(type) {
+	case *actorpb.InspectResult:
+		return r.GetEpoch(), nil
+	case *actorpb.Done:
+		return 0, fmt.Errorf("activate %q: %s", user, r.GetError().GetMessage())
+	}
+	return 0, fmt.Errorf("activate %q: unexpected answer %T", user, res)
+}
+
 func (f *Frontend) request(ctx context.Context, user string, msg any) (any, error) {
 	timeout := f.rt.cfg.RequestTimeout
 	if d, ok := ctx.Deadline(); ok {

@@ -378,6 +378,13 @@ func (n *Node) ReadConvs(ctx context.Context, user string) ([]persistence.Conv, 
 	return n.store.Convs(ctx, user)
 }
 
+// ReadEpoch reads user's epoch straight from the store (0: never
+// activated), like ReadLog: what an activation made durable.
+func (n *Node) ReadEpoch(ctx context.Context, user string) (uint64, error) {
+	e, err := n.store.Epoch(ctx, user)
+	return uint64(e), err
+}
+
 // Groups runs membership commands (create, add, remove, dismiss) through
 // the group actors, the way the server API does: tools that play the
 // devices create their groups with it.

@@ -23,6 +23,7 @@ var (
 // Close, and the counters /metrics exports.
 type nodeStore interface {
 	actors.Store
+	Epoch(ctx context.Context, user string) (persistence.Epoch, error) // Node.ReadEpoch
 	Close() error
 }
 

@@ -69,7 +69,12 @@ type ActorsConfig struct {
 	// IdleTimeout: the in-process node's passivation timeout (0: its
 	// default, actors.DefaultIdleTimeout).
 	IdleTimeout time.Duration
-	Target      ActorsTarget // an in-process node, or a cluster to join (actors_join.go)
+	// ActivateOnly: each user is activated (its actor started and its
+	// epoch claimed in the store, actors.Frontend.Activate) rather than
+	// logged in: no device, nothing appended. Activations are counted,
+	// timed and checked where logins otherwise are.
+	ActivateOnly bool
+	Target       ActorsTarget // an in-process node, or a cluster to join (actors_join.go)
 
 	// Groups: group g has GroupSizes[g % len] members, the users after
 	// the previous group's (packed around the users).
@@ -143,6 +148,8 @@ type actorsScenario struct {
 var actorsScenarios = []actorsScenario{
 	{"login-storm", "100,000 users with one device each log in as fast as 64 at a time allow",
 		[][2]string{{"users", "100000"}, {"devices", "1"}, {"concurrency", "64"}}},
+	{"activation-storm", "100,000 users are activated (actor start + store activation, no login) as fast as 1,024 at a time allow",
+		[][2]string{{"users", "100000"}, {"devices", "1"}, {"concurrency", "1024"}, {"activate-only", "true"}}},
 	{"steady-chat", "10,000 users chat 1:1 at 0.2 msg/s each for 30 s (5 s ramp)",
 		[][2]string{{"users", "10000"}, {"devices", "1"}, {"concurrency", "64"}, {"msg-rate", "0.2"}, {"duration", "30s"}, {"ramp", "5s"}}},
 	{"mixed-chat", "10,000 users act at 0.1/s each for 30 s (5 s ramp): 10 % mark-reads, 2 % recalls, the other sends 20 % to groups of 10 and 50 members",
@@ -241,6 +248,9 @@ func (c ActorsConfig) Validate(memTotal int64) error {
 	errs = append(errs, c.validateMix()...)
 	errs = append(errs, c.validateKill()...)
 	errs = append(errs, c.validatePassivate()...)
+	if c.ActivateOnly && (c.MsgRate > 0 || c.Passivate > 0 || c.Devices > 1 || c.KillPID != 0) {
+		errs = append(errs, errors.New("-activate-only activates users and nothing else: no -msg-rate, -passivate, -kill-pid or -devices above 1"))
+	}
 	if c.Users > 0 && c.Devices > 0 {
 		if d := int64(c.Users) * int64(c.Devices); d > 1<<31 {
 			errs = append(errs, fmt.Errorf("%d devices: more than this tool counts (2^31)", d))
@@ -407,6 +417,7 @@ func parseActorsFlags(args []string) (ActorsConfig, error) {
 	fs.Float64Var(&c.ReadShare, "read-share", 0, "the share of the actions that mark the newest message the user received read")
 	fs.Float64Var(&c.RecallShare, "recall-share", 0, "the share of the actions that recall the user's newest acked message")
 	fs.Float64Var(&c.LogoutShare, "logout-share", 0, "the share of the actions that log the device out (Logout) and in again with its cursor")
+	fs.BoolVar(&c.ActivateOnly, "activate-only", false, "activate each user (actor start + store activation, the epoch durable) instead of logging a device in; the report's logins are these activations, and the ledger check reads every activated user's epoch from the store")
 	fs.IntVar(&c.Passivate, "passivate", 0, "a passivation wave: users 0 … N−1 log in, then all their devices log out at once and their actors go idle together, while the other users (new ones) log in at -login-rate; the node's passivations and the logins' p99 are reported per second")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 0, "the in-process node's --idle-timeout: an actor with no session and nothing in flight passivates after this long ±25 % (default 2m)")
 	fs.BoolVar(&reconnect, "reconnect", true, "a device kicked with may_reconnect (4017 session lost after a node loss, 4015 shutdown) logs in again at once with its cursor and resends its unacked sends with the same client message IDs, as a real client does; the wave is measured (-reconnect=false: it stays offline)")

@@ -59,6 +59,9 @@ func TestActorsRefused(t *testing.T) {
 		{[]string{"-users", "100", "-passivate", "50", "-login-rate", "1", "-msg-rate", "1"}, "leave -msg-rate out"},
 		{[]string{"-users", "100", "-passivate", "50", "-login-rate", "100", "-idle-timeout", "10s"}, "the 50 new users' logins take 0.5 s at -login-rate 100, but the passivations go on until 12.5 s"},
 		{[]string{"-idle-timeout", "-1s"}, "-idle-timeout -1s must not be negative"},
+		// Activations only.
+		{[]string{"-scenario", "activation-storm", "-msg-rate", "1"}, "-activate-only activates users and nothing else"},
+		{[]string{"-activate-only", "-devices", "2"}, "-activate-only activates users and nothing else"},
 	} {
 		cfg, err := parseActorsFlags(tc.args)
 		if err == nil {
@@ -183,6 +186,9 @@ func (f fakeLogs) ReadLog(_ context.Context, user string, after uint64, limit in
 	}
 	return out, nil
 }
+
+// ReadEpoch: this test store activates nobody.
+func (f fakeLogs) ReadEpoch(context.Context, string) (uint64, error) { return 0, nil }
 
 func (f fakeLogs) add(t *testing.T, user string, e *wire.Entry) {
 	e.Seq = uint64(len(f[user]) + 1)

@@ -170,18 +170,22 @@ type ActorsPoint struct {
 // LOGGED_OUT. A message stored twice — two entries with its message ID,
 // or two message IDs with its content — counts as duplicated.
 type LedgerCheck struct {
-	Messages           uint64   `json:"messages"` // copies looked for
-	MessagesMissing    uint64   `json:"messages_missing"`
-	MessagesDuplicated uint64   `json:"messages_duplicated"`
-	GroupMessages      uint64   `json:"group_messages"` // acked group messages (each looked for in every member's log)
-	Recalls            uint64   `json:"recalls"`        // logs that must show an acked recall
-	RecallsMissing     uint64   `json:"recalls_missing"`
-	Reads              uint64   `json:"reads"` // (reader, conversation) positions acked
-	ReadsMissing       uint64   `json:"reads_missing"`
-	Logins             uint64   `json:"logins"`
-	LoginsMissing      uint64   `json:"logins_missing"`
-	Logouts            uint64   `json:"logouts"`
-	LogoutsMissing     uint64   `json:"logouts_missing"`
+	Messages           uint64 `json:"messages"` // copies looked for
+	MessagesMissing    uint64 `json:"messages_missing"`
+	MessagesDuplicated uint64 `json:"messages_duplicated"`
+	GroupMessages      uint64 `json:"group_messages"` // acked group messages (each looked for in every member's log)
+	Recalls            uint64 `json:"recalls"`        // logs that must show an acked recall
+	RecallsMissing     uint64 `json:"recalls_missing"`
+	Reads              uint64 `json:"reads"` // (reader, conversation) positions acked
+	ReadsMissing       uint64 `json:"reads_missing"`
+	Logins             uint64 `json:"logins"`
+	LoginsMissing      uint64 `json:"logins_missing"`
+	Logouts            uint64 `json:"logouts"`
+	LogoutsMissing     uint64 `json:"logouts_missing"`
+	// -activate-only: users whose activation answered, and those of them
+	// whose stored epoch is below the one their actor answered with.
+	Activations        uint64   `json:"activations,omitempty"`
+	ActivationsMissing uint64   `json:"activations_missing,omitempty"`
 	ReadErrors         uint64   `json:"read_errors"`
 	Examples           []string `json:"examples,omitempty"` // the first problems found
 	Seconds            float64  `json:"seconds"`
@@ -189,13 +193,17 @@ type LedgerCheck struct {
 
 // missing is everything acked the store did not show.
 func (lc *LedgerCheck) missing() uint64 {
-	return lc.MessagesMissing + lc.MessagesDuplicated + lc.RecallsMissing + lc.ReadsMissing + lc.LoginsMissing + lc.LogoutsMissing + lc.ReadErrors
+	return lc.MessagesMissing + lc.MessagesDuplicated + lc.RecallsMissing + lc.ReadsMissing + lc.LoginsMissing + lc.LogoutsMissing +
+		lc.ActivationsMissing + lc.ReadErrors
 }
 
 func (r *ActorsResult) problems() int { return len(r.Problems) }
 
 // verdict is the ledger check in one line.
 func (lc *LedgerCheck) verdict() string {
+	if lc.Activations > 0 {
+		return fmt.Sprintf("%d of %d activations without their epoch in the store; %d read errors", lc.ActivationsMissing, lc.Activations, lc.ReadErrors)
+	}
 	return fmt.Sprintf("%d of %d copies of acked messages missing (%d group messages), %d duplicated; %d of %d recalls, %d of %d read positions, %d of %d logins missing, %d of %d logouts missing; %d read errors",
 		lc.MessagesMissing, lc.Messages, lc.GroupMessages, lc.MessagesDuplicated, lc.RecallsMissing, lc.Recalls, lc.ReadsMissing, lc.Reads, lc.LoginsMissing, lc.Logins, lc.LogoutsMissing, lc.Logouts, lc.ReadErrors)
 }
@@ -336,6 +344,9 @@ func (r *actorsRun) soundness(res *ActorsResult) []string {
 		if lc.LoginsMissing > 0 {
 			p = append(p, fmt.Sprintf("ack ledger: %d of %d logins without their device event in the log", lc.LoginsMissing, lc.Logins))
 		}
+		if lc.ActivationsMissing > 0 {
+			p = append(p, fmt.Sprintf("ack ledger: %d of %d activations without their epoch in the store", lc.ActivationsMissing, lc.Activations))
+		}
 		if lc.LogoutsMissing > 0 {
 			p = append(p, fmt.Sprintf("ack ledger: %d of %d logouts without their LOGGED_OUT event in the log", lc.LogoutsMissing, lc.Logouts))
 		}
@@ -351,6 +362,7 @@ func (r *actorsRun) soundness(res *ActorsResult) []string {
 type logReader interface {
 	ReadLog(ctx context.Context, user string, after uint64, limit int) ([]persistence.Entry, error)
 	ReadConvs(ctx context.Context, user string) ([]persistence.Conv, error)
+	ReadEpoch(ctx context.Context, user string) (uint64, error)
 }
 
 // userChecks is what user u's log must show.
@@ -376,6 +388,7 @@ func (r *actorsRun) verify(ctx context.Context, rd logReader) *LedgerCheck {
 	ledger := slices.Clone(r.ledger)
 	reads, recalls := slices.Clone(r.reads), slices.Clone(r.recalls)
 	loginsOK, logoutsOK := slices.Clone(r.loginsOK), slices.Clone(r.logoutsOK)
+	epochs := slices.Clone(r.epochs)
 	r.mu.Unlock()
 	lc := &LedgerCheck{}
 	byRecipient := make([][]int32, r.cfg.Users)
@@ -436,6 +449,12 @@ func (r *actorsRun) verify(ctx context.Context, rd logReader) *LedgerCheck {
 						uc.devs = append(uc.devs, devCheck{d: d, logins: int(loginsOK[i]), logouts: int(logoutsOK[i])})
 					}
 				}
+				if epochs != nil && epochs[u] > 0 {
+					got := checkEpoch(ctx, rd, u, epochs[u])
+					mu.Lock()
+					lc.add(&got)
+					mu.Unlock()
+				}
 				if uc.empty() {
 					continue
 				}
@@ -464,12 +483,30 @@ func (lc *LedgerCheck) add(got *LedgerCheck) {
 	lc.LoginsMissing += got.LoginsMissing
 	lc.Logouts += got.Logouts
 	lc.LogoutsMissing += got.LogoutsMissing
+	lc.Activations += got.Activations
+	lc.ActivationsMissing += got.ActivationsMissing
 	lc.ReadErrors += got.ReadErrors
 	for _, s := range got.Examples {
 		if len(lc.Examples) < 20 {
 			lc.Examples = append(lc.Examples, s)
 		}
 	}
+}
+
+// checkEpoch: user u's actor answered its activation with epoch; the
+// store must hold that epoch (or a later one) for u.
+func checkEpoch(ctx context.Context, rd logReader, u int, epoch uint64) LedgerCheck {
+	out := LedgerCheck{Activations: 1}
+	stored, err := rd.ReadEpoch(ctx, vuser(u))
+	switch {
+	case err != nil:
+		out.ReadErrors++
+		out.Examples = append(out.Examples, fmt.Sprintf("%s: reading its epoch: %v", vuser(u), err))
+	case stored < epoch:
+		out.ActivationsMissing++
+		out.Examples = append(out.Examples, fmt.Sprintf("%s: activated under epoch %d, the store holds %d", vuser(u), epoch, stored))
+	}
+	return out
 }
 
 // logCopy is what a log holds of one message.
@@ -665,12 +702,18 @@ func (r *ActorsResult) print(w io.Writer) {
 		fmt.Fprintln(w, "INTERRUPTED: the load stopped early; what was in flight was drained")
 	}
 	l := r.Logins
-	fmt.Fprintf(w, "\n%-28s %d of %d ok, %d failed, %d kicked\n", "logins", l.OK, l.Devices, l.Failed, l.Kicked)
-	fmt.Fprintf(w, "%-28s %d\n", "users activated", l.UsersActivated)
-	fmt.Fprintf(w, "%-28s %.0f over %.1f s (first tenth %.0f, last tenth %.0f)\n", "logins/s", l.PerSecond, l.Seconds, l.FirstTenthPerSecond, l.LastTenthPerSecond)
-	fmt.Fprintf(w, "%-28s p50 %.2f  p99 %.2f  max %.2f ms\n", "login latency", l.Latency.P50, l.Latency.P99, l.Latency.Max)
+	noun := "login" // -activate-only: what the logins' figures count
+	if c.ActivateOnly {
+		noun = "activation"
+		fmt.Fprintf(w, "\n%-28s %d of %d ok, %d failed (actor start + store activation; no login)\n", "activations", l.OK, l.Devices, l.Failed)
+	} else {
+		fmt.Fprintf(w, "\n%-28s %d of %d ok, %d failed, %d kicked\n", "logins", l.OK, l.Devices, l.Failed, l.Kicked)
+		fmt.Fprintf(w, "%-28s %d\n", "users activated", l.UsersActivated)
+	}
+	fmt.Fprintf(w, "%-28s %.0f over %.1f s (first tenth %.0f, last tenth %.0f)\n", noun+"s/s", l.PerSecond, l.Seconds, l.FirstTenthPerSecond, l.LastTenthPerSecond)
+	fmt.Fprintf(w, "%-28s p50 %.2f  p99 %.2f  max %.2f ms\n", noun+" latency", l.Latency.P50, l.Latency.P99, l.Latency.Max)
 	m := r.Memory
-	fmt.Fprintf(w, "%-28s %.1f MiB before, %.1f MiB after the logins: %.0f B per user\n", "heap live after GC", float64(m.HeapBaseline)/(1<<20), float64(m.HeapAfterLogins)/(1<<20), m.PerUserBytes)
+	fmt.Fprintf(w, "%-28s %.1f MiB before, %.1f MiB after the %ss: %.0f B per user\n", "heap live after GC", float64(m.HeapBaseline)/(1<<20), float64(m.HeapAfterLogins)/(1<<20), noun, m.PerUserBytes)
 	if ch := r.Chat; ch.Sent+ch.Skipped > 0 {
 		fmt.Fprintf(w, "%-28s %d sent, %d acked, %d refused, %d unacked, %d skipped (sender offline)\n", "messages", ch.Sent, ch.Acked, ch.Refused, ch.Unacked, ch.Skipped)
 		fmt.Fprintf(w, "%-28s %.0f (chat %.1f s, to the last ack); sender loop at worst %.1f ms late, a frame's hand-over at worst %.1f ms\n", "acked msgs/s", ch.AckedPerSecond, ch.Seconds, ch.WorstLatenessMs, ch.WorstFrameWaitMs)

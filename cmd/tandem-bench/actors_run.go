@@ -116,6 +116,7 @@ type actorsRun struct {
 	online    []atomic.Uint32
 	gens      []atomic.Uint32 // logins of the device after its first
 	activated []atomic.Bool
+	epochs    []uint64 // -activate-only: user u's epoch as its actor answered (under mu)
 
 	// The frame senders (frameWorkers): device i's frames go through
 	// frameq[i % frameWorkers], in order.
@@ -355,6 +356,9 @@ func newActorsRun(cfg ActorsConfig, log *slog.Logger) *actorsRun {
 		marks:     make([]time.Duration, 101),
 		groups:    newGroupLayout(cfg.Users, cfg.Groups, cfg.GroupSizes),
 	}
+	if cfg.ActivateOnly {
+		r.epochs = make([]uint64, cfg.Users)
+	}
 	if cfg.MsgRate > 0 { // only a chat has messages to read or recall
 		r.lastRecv, r.lastOwn = make([]received, cfg.Users), make([]int32, cfg.Users)
 		r.outstanding = make([][]int32, cfg.Users*cfg.Devices)
@@ -473,6 +477,10 @@ func (r *actorsRun) eachDevice(ctx context.Context, from, to int, f func(i int) 
 // scheduled time at (since the run's start), else (at < 0) from the
 // request.
 func (r *actorsRun) login(i int, at time.Duration) {
+	if r.cfg.ActivateOnly {
+		r.activate(i, at)
+		return
+	}
 	u, d := i/r.cfg.Devices, i%r.cfg.Devices
 	tok, _, err := r.keys.Mint(vuser(u), 24*time.Hour)
 	if err != nil {
@@ -508,6 +516,32 @@ func (r *actorsRun) login(i int, at time.Duration) {
 	if first {
 		r.users++
 	}
+	r.loginLat.record(lat)
+	r.loginSec.record(lat)
+	r.loginDone()
+}
+
+// activate activates user i (one device per user: device i is user i)
+// and records the epoch it runs under, for the ledger check.
+func (r *actorsRun) activate(i int, at time.Duration) {
+	if at < 0 {
+		at = time.Since(r.start)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
+	epoch, err := r.front.Activate(ctx, vuser(i))
+	cancel()
+	lat := time.Since(r.start) - at
+	if err != nil || epoch == 0 {
+		r.loginFailed(i, "ACTIVATE")
+		r.log.Error("activation failed", "user", vuser(i), "epoch", epoch, "err", err)
+		return
+	}
+	r.activated[i].Store(true)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.epochs[i] = epoch
+	r.logins++
+	r.users++
 	r.loginLat.record(lat)
 	r.loginSec.record(lat)
 	r.loginDone()

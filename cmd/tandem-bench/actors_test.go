@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -253,6 +254,51 @@ func TestActorsLedgerRealStore(t *testing.T) {
 	}
 	if len(res.Problems) != 3 {
 		t.Errorf("problems %q: want the missing copies, recalls and read", res.Problems)
+	}
+	if code := finishRun(log, &strings.Builder{}, "actors", res, "", nil); code != 1 {
+		t.Errorf("exit status %d, want 1", code)
+	}
+}
+
+// TestActorsActivateOnly: -activate-only activates every user (actor
+// start + store activation, through actors.Frontend.Activate) and logs
+// nobody in: the ledger finds each activation's epoch in the store and
+// no device event is looked for; an epoch the store does not hold (one
+// the test raises) is reported and fails the run.
+func TestActorsActivateOnly(t *testing.T) {
+	const users = 2000
+	cfg, err := parseActorsFlags([]string{"-scenario", "activation-storm", "-users", fmt.Sprint(users), "-concurrency", "256"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, log := runActorsTest(t, cfg)
+	lc := res.Ledger
+	if len(res.Problems) > 0 || lc == nil || lc.Activations != users || lc.ActivationsMissing+lc.ReadErrors+lc.Logins != 0 {
+		t.Fatalf("problems %q, ledger %+v: want %d activations found, no login looked for", res.Problems, lc, users)
+	}
+	if l := res.Logins; l.OK != users || l.UsersActivated != users || l.Failed != 0 || l.PerSecond <= 0 {
+		t.Fatalf("activations %+v", l)
+	}
+	var out strings.Builder
+	res.print(&out)
+	if !strings.Contains(out.String(), fmt.Sprintf("activations                  %d of %d ok", users, users)) ||
+		!strings.Contains(out.String(), "0 of 2000 activations without their epoch in the store") {
+		t.Errorf("summary:\n%s", out.String())
+	}
+	if code := finishRun(log, &strings.Builder{}, "actors", res, "", nil); code != 0 {
+		t.Errorf("exit status %d, want 0", code)
+	}
+
+	cfg.Users = 50
+	cfg.beforeVerify = func(r *actorsRun) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.epochs[7]++ // an activation the store did not keep
+	}
+	res, log = runActorsTest(t, cfg)
+	if lc := res.Ledger; lc == nil || lc.Activations != 50 || lc.ActivationsMissing != 1 ||
+		!slices.ContainsFunc(lc.Examples, func(s string) bool { return strings.Contains(s, "u7: activated under epoch 2, the store holds 1") }) {
+		t.Fatalf("ledger %+v: want u7's activation missing", lc)
 	}
 	if code := finishRun(log, &strings.Builder{}, "actors", res, "", nil); code != 1 {
 		t.Errorf("exit status %d, want 1", code)
