@@ -59,6 +59,7 @@ type Lookup struct {
 
 	readyOnce    sync.Once
 	closed       atomic.Bool
+	forwarded    atomic.Uint64 // requests the placement actor handed over (requestLocal)
 	shutdownOnce sync.Once
 }
 

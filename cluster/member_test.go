@@ -354,6 +354,76 @@ func TestSingleMember(t *testing.T) {
 	}
 }
 
+// TestRequestActivatesLocally: a request to an identity this member owns
+// and has no PID for goes to its placement actor with the message, which
+// starts the activation and hands the message over (one request instead of
+// a lookup and a request). Concurrent first requests of one identity all
+// reach its one activation; the placement caches the PID as a lookup
+// would; after the activation stopped, the stale cached PID gets a dead
+// letter and the retry activates anew.
+func TestRequestActivatesLocally(t *testing.T) {
+	reg := newRegistry()
+	m := startMember(t, reg)
+	defer m.Stop(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	request := func(id, what string) (string, error) {
+		res, err := m.Request(ctx, id, echoKind, wrapperspb.String(what))
+		if err != nil {
+			return "", err
+		}
+		return res.(*wrapperspb.StringValue).Value, nil
+	}
+	var wg sync.WaitGroup
+	answers := make([]string, 64)
+	errs := make([]error, 64)
+	for i := range answers {
+		wg.Go(func() { answers[i], errs[i] = request("local-0", "hi") })
+	}
+	for i := range 200 {
+		wg.Go(func() {
+			if got, err := request(fmt.Sprint("local-many-", i), "hi"); err != nil || got != fmt.Sprint("local-many-", i, "@", m.Address()) {
+				reg.fail(fmt.Sprintf("local-many-%d: %q, %v", i, got, err))
+			}
+		})
+	}
+	wg.Wait()
+	reg.check(t)
+	for i, a := range answers {
+		if errs[i] != nil || a != "local-0@"+m.Address() {
+			t.Fatalf("concurrent first request %d: %q, %v", i, a, errs[i])
+		}
+	}
+	_, total, doubles := reg.snapshot()
+	if total["local-0"] != 1 || len(doubles) > 0 {
+		t.Fatalf("local-0 activated %d times (doubles %v), want once", total["local-0"], doubles)
+	}
+	for i := range 200 {
+		if n := total[fmt.Sprint("local-many-", i)]; n != 1 {
+			t.Fatalf("local-many-%d activated %d times, want once", i, n)
+		}
+	}
+	l := m.Cluster().IdentityLookup.(*Lookup)
+	if n := l.forwarded.Load(); n < 201 {
+		t.Fatalf("%d requests went through the placement with their message, want at least 201 (every new identity's first)", n)
+	}
+	pid, ok := l.Cached("local-0", echoKind)
+	if !ok || pid.Address != m.Address() {
+		t.Fatalf("the PID cache after a local activation: %v, %v", pid, ok)
+	}
+
+	if _, err := request("local-0", "passivate"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "passivation", func() bool { live, _, _ := reg.snapshot(); return len(live["local-0"]) == 0 })
+	if got, err := request("local-0", "hi"); err != nil || got != "local-0@"+m.Address() {
+		t.Fatalf("request after passivation: %q, %v", got, err)
+	}
+	if _, total, _ := reg.snapshot(); total["local-0"] != 2 {
+		t.Fatalf("local-0 activated %d times, want 2", total["local-0"])
+	}
+}
+
 // TestGetCachesLiveActivations checks Lookup.Get's cache: a second Get of a
 // live activation answers the same PID without activating again, and after
 // the activation passivated Get hands out a new one, never the dead PID.

@@ -41,6 +41,9 @@ type removeActivation struct {
 type placementActor struct {
 	l  *Lookup
 	st placementState
+	// forwards: the message of each waiter (a future's PID ID) that came
+	// as an activateAndRequest, to hand the activation once it is known.
+	forwards map[string]any
 }
 
 func (p *placementActor) Receive(ctx actor.Context) {
@@ -59,6 +62,16 @@ func (p *placementActor) Receive(ctx actor.Context) {
 			return
 		}
 		p.perform(ctx, v, msg.ClusterIdentity, p.st.activate(v, msg.ClusterIdentity, ctx.Sender()))
+	case *activateAndRequest:
+		if ctx.Sender() == nil {
+			return
+		}
+		if p.forwards == nil {
+			p.forwards = map[string]any{}
+		}
+		p.forwards[ctx.Sender().Id] = msg.message
+		v := p.l.view()
+		p.perform(ctx, v, msg.ci, p.st.activate(v, msg.ci, ctx.Sender()))
 	case *actor.Terminated:
 		if ci, ok := p.st.terminated(msg.Who); ok {
 			p.l.cur.Load().forget(ci, msg.Who)
@@ -78,9 +91,9 @@ func (p *placementActor) perform(ctx actor.Context, v *view, ci *pcluster.Cluste
 	switch d.verdict {
 	case verdictWait:
 	case verdictReply:
-		answer(ctx, d.waiters, d.pid, v.hash)
+		p.answer(ctx, v, ci, d.waiters, d.pid)
 	case verdictRefuse:
-		answer(ctx, d.waiters, nil, v.hash)
+		p.answer(ctx, v, ci, d.waiters, nil)
 	case verdictProbe:
 		p.probe(ctx, ci, d.targets, v.hash)
 	case verdictSpawn:
@@ -88,7 +101,7 @@ func (p *placementActor) perform(ctx actor.Context, v *view, ci *pcluster.Cluste
 		if err != nil {
 			p.l.log.Error("activation failed", "identity", ci.Identity, "kind", ci.Kind, "err", err)
 		}
-		answer(ctx, d.waiters, pid, v.hash)
+		p.answer(ctx, v, ci, d.waiters, pid)
 	}
 }
 
@@ -127,9 +140,26 @@ func (p *placementActor) spawn(ctx actor.Context, ci *pcluster.ClusterIdentity) 
 }
 
 // answer sends every waiter an ActivationResponse: the PID, or Failed when
-// pid is nil.
-func answer(ctx actor.Context, waiters []*actor.PID, pid *actor.PID, hash uint64) {
+// pid is nil (decided under view v). A waiter that came with a message
+// (activateAndRequest) gets it handed to pid as its request instead, and
+// the PID goes into the node's cache, as its lookup would have put it.
+func (p *placementActor) answer(ctx actor.Context, v *view, ci *pcluster.ClusterIdentity, waiters []*actor.PID, pid *actor.PID) {
+	cached := false
 	for _, w := range waiters {
-		ctx.Send(w, &pcluster.ActivationResponse{Pid: pid, Failed: pid == nil, TopologyHash: hash})
+		msg, fwd := p.forwards[w.Id]
+		if !fwd || w.Address != ctx.Self().Address {
+			ctx.Send(w, &pcluster.ActivationResponse{Pid: pid, Failed: pid == nil, TopologyHash: v.hash})
+			continue
+		}
+		delete(p.forwards, w.Id)
+		if pid == nil {
+			ctx.Send(w, &pcluster.ActivationResponse{Failed: true, TopologyHash: v.hash})
+			continue
+		}
+		if t := p.l.cur.Load(); !cached && t.v == v {
+			p.l.cachePut(t, ci, pid)
+			cached = true
+		}
+		ctx.RequestWithCustomSender(pid, msg, w)
 	}
 }

@@ -63,6 +63,15 @@ func (r *requestContext) RequestFuture(identity, kind string, message any, opts 
 func (l *Lookup) request(ctx context.Context, sender actor.SenderContext, ci *pcluster.ClusterIdentity, message any) (any, error) {
 	var last error
 	for attempt := 0; ; attempt++ {
+		if res, err, done := l.requestLocal(ctx, sender, ci, message); done {
+			return res, err
+		} else if err != nil {
+			last = err
+			if !l.pause(ctx, attempt) {
+				return nil, fmt.Errorf("%w: request %s after %d attempts: %w", ErrTimeout, ci.AsKey(), attempt+1, last)
+			}
+			continue
+		}
 		pid, err := l.resolve(ctx, ci)
 		if err != nil {
 			return nil, err
@@ -81,14 +90,62 @@ func (l *Lookup) request(ctx context.Context, sender actor.SenderContext, ci *pc
 		}
 		l.cur.Load().forget(ci, pid)
 		last = err
-		timer := time.NewTimer(backoff(attempt))
-		select {
-		case <-ctx.Done():
-			timer.Stop()
+		if !l.pause(ctx, attempt) {
 			return nil, fmt.Errorf("%w: request %s after %d attempts: %w", ErrTimeout, ci.AsKey(), attempt+1, last)
-		case <-timer.C:
 		}
 	}
+}
+
+// pause waits backoff(attempt) before a retry; false if ctx ended first.
+func (l *Lookup) pause(ctx context.Context, attempt int) bool {
+	timer := time.NewTimer(backoff(attempt))
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
+}
+
+// activateAndRequest asks this node's placement actor to find or start
+// an activation of ci and hand it message as a request from the sender
+// (a future): one request, and one wake-up of the caller, where a lookup
+// and then a request take two. Local only: it never crosses the wire.
+type activateAndRequest struct {
+	ci      *pcluster.ClusterIdentity
+	message any
+}
+
+// requestLocal is request's first try for an identity this node owns and
+// has no cached PID for (an activation, typically): through the placement
+// actor, which forwards message once it has the PID. done reports an
+// answer or a final error; err without done is worth a retry (the
+// placement refused — the topology moved — or the activation was gone).
+func (l *Lookup) requestLocal(ctx context.Context, sender actor.SenderContext, ci *pcluster.ClusterIdentity, message any) (res any, err error, done bool) {
+	if l.c == nil || l.closed.Load() {
+		return nil, ErrStopped, true
+	}
+	t := l.cur.Load()
+	if _, ok := l.cachedGet(t, ci); ok || t.v.owner(ci.Kind, ci.Identity) != l.self {
+		return nil, nil, false
+	}
+	dl, _ := ctx.Deadline()
+	remaining := time.Until(dl)
+	if remaining <= 0 {
+		return nil, fmt.Errorf("%w: request %s: %w", ErrTimeout, ci.AsKey(), context.DeadlineExceeded), true
+	}
+	l.forwarded.Add(1)
+	res, err = sender.RequestFuture(l.placement, &activateAndRequest{ci: ci, message: message}, remaining).Result()
+	switch r, refused := res.(*pcluster.ActivationResponse); {
+	case err == nil && refused && r.Failed:
+		return nil, fmt.Errorf("%w by this node", errRefused), false
+	case err == nil:
+		return res, nil, true
+	case retriable(err):
+		return nil, err, false
+	}
+	return nil, fmt.Errorf("cluster: request %s: %w", ci.AsKey(), err), true
 }
 
 // resolve returns the cached PID of ci (pidcache.go), or looks it up and
