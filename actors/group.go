@@ -1,7 +1,6 @@
 package actors
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -638,8 +637,7 @@ func (a *groupActor) arm(ctx actor.Context) {
 func (a *groupActor) activate(ctx actor.Context, id string) {
 	a.id, a.self = id, ctx.Self()
 	a.log = a.rt.log.With("group", id)
-	rctx, cancel := context.WithTimeout(context.Background(), a.rt.cfg.RequestTimeout)
-	defer cancel()
+	rctx := a.rt.activate.get()
 	ns := groupUser(id)
 	owner := a.rt.sys.Address() + "/" + a.rt.sys.ID
 	epoch, last, err := a.rt.store.Activate(rctx, ns, owner)

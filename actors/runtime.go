@@ -61,6 +61,7 @@ type Runtime struct {
 	presence *presence
 	policy   atomic.Pointer[Policy] // current kick policy (the server API may change it)
 	dispatch *workerDispatcher      // runs the mailboxes of this runtime's actors (dispatcher.go)
+	activate storeDeadline          // the contexts of activations' store calls (deadline.go)
 
 	// Set by Start, then read-only.
 	sys      *actor.ActorSystem
@@ -81,6 +82,7 @@ type Runtime struct {
 func NewRuntime(cfg Config, store Store, hooks Publisher, reg prometheus.Registerer, log *slog.Logger) *Runtime {
 	r := &Runtime{cfg: cfg.withDefaults(), store: store, log: log, metrics: newMetrics(reg), hooks: hooks, presence: newPresence(),
 		dispatch: newWorkerDispatcher(mailboxThroughput, workerIdle)}
+	r.activate.timeout = r.cfg.RequestTimeout
 	p := r.cfg.Policy
 	r.policy.Store(&p)
 	r.gate, _ = store.(writeGate)

@@ -214,8 +214,7 @@ func (a *userActor) activate(ctx actor.Context, init *cluster.ClusterInit) {
 }
 
 func (a *userActor) load(init *cluster.ClusterInit) (*userState, []effect, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), a.rt.cfg.withDefaults().RequestTimeout)
-	defer cancel()
+	ctx := a.rt.activate.get()
 	owner := init.Cluster.ActorSystem.Address() + "/" + init.Cluster.ActorSystem.ID
 	epoch, last, err := a.rt.store.Activate(ctx, a.user, owner)
 	if err != nil {
