@@ -157,15 +157,16 @@ type htmlReport struct {
 func buildHTMLReport(r *ActorsResult) htmlReport {
 	h := htmlReport{R: r, Title: "tandem-bench actors", PctW: chartW, PctH: percentileChartH, Problems: r.Problems}
 	c := r.Config
+	noun := c.loginNoun()
 	h.Summary = [][2]string{
 		{"scenario", fmt.Sprintf("%s: %d users × %d devices (%s), concurrency %d, login rate %s, chat %g msgs/s per user for %s",
 			orDash(c.Scenario), c.Users, c.Devices, strings.Join(c.Platforms, ","), c.Concurrency, rateOrMax(c.LoginRate), c.MsgRate, c.Duration)},
 		{"machine", fmt.Sprintf("%d CPUs, load %.2f before, %.2f after, %s", r.Machine.CPUs, r.Machine.LoadBefore[0], r.Machine.LoadAfter[0], r.Machine.GoVersion)},
-		{"logins", fmt.Sprintf("%d of %d ok, %d failed, %d kicked; %.0f/s over %.1f s (first tenth %.0f/s, last tenth %.0f/s)",
+		{noun + "s", fmt.Sprintf("%d of %d ok, %d failed, %d kicked; %.0f/s over %.1f s (first tenth %.0f/s, last tenth %.0f/s)",
 			r.Logins.OK, r.Logins.Devices, r.Logins.Failed, r.Logins.Kicked, r.Logins.PerSecond, r.Logins.Seconds, r.Logins.FirstTenthPerSecond, r.Logins.LastTenthPerSecond)},
 		{"users activated", fmt.Sprint(r.Logins.UsersActivated)},
-		{"heap live after GC", fmt.Sprintf("%.1f MiB before, %.1f MiB after the logins: %.0f B per user",
-			float64(r.Memory.HeapBaseline)/(1<<20), float64(r.Memory.HeapAfterLogins)/(1<<20), r.Memory.PerUserBytes)},
+		{"heap live after GC", fmt.Sprintf("%.1f MiB before, %.1f MiB after the %ss: %.0f B per user",
+			float64(r.Memory.HeapBaseline)/(1<<20), float64(r.Memory.HeapAfterLogins)/(1<<20), noun, r.Memory.PerUserBytes)},
 	}
 	if mix := c.mixString(); mix != "" {
 		h.Summary = append(h.Summary, [2]string{"mix", mix})
@@ -218,7 +219,7 @@ func buildHTMLReport(r *ActorsResult) htmlReport {
 		logouts = logouts || (k.Kind == kindNames[kindLogout] && k.Sent > 0)
 	}
 	thr := []s{
-		{"logins/s", "#1f77b4", col(func(p ActorsPoint) float64 { return float64(p.LoginsPerSecond) })},
+		{r.Config.loginNoun() + "s/s", "#1f77b4", col(func(p ActorsPoint) float64 { return float64(p.LoginsPerSecond) })},
 		{"acked msgs/s", "#d62728", col(func(p ActorsPoint) float64 { return float64(p.MsgsPerSecond) })},
 	}
 	if mixed {
@@ -269,7 +270,7 @@ func buildHTMLReport(r *ActorsResult) htmlReport {
 	lat := []struct {
 		name string
 		l    Latency
-	}{{"login", r.Logins.Latency}, {"send→ack", r.Chat.Ack}, {"send→push", r.Chat.Push}}
+	}{{r.Config.loginNoun(), r.Logins.Latency}, {"send→ack", r.Chat.Ack}, {"send→push", r.Chat.Push}}
 	if mixed {
 		for _, k := range r.Kinds {
 			lat = append(lat, struct {

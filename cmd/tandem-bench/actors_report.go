@@ -680,6 +680,15 @@ func convKeyOf(c *wire.Conversation) string {
 	return "d:" + c.GetId()
 }
 
+// loginNoun names what the run's logins figures count: logins, or with
+// -activate-only activations.
+func (c ActorsConfig) loginNoun() string {
+	if c.ActivateOnly {
+		return "activation"
+	}
+	return "login"
+}
+
 // print writes the summary table.
 func (r *ActorsResult) print(w io.Writer) {
 	c := r.Config
@@ -702,9 +711,8 @@ func (r *ActorsResult) print(w io.Writer) {
 		fmt.Fprintln(w, "INTERRUPTED: the load stopped early; what was in flight was drained")
 	}
 	l := r.Logins
-	noun := "login" // -activate-only: what the logins' figures count
+	noun := c.loginNoun()
 	if c.ActivateOnly {
-		noun = "activation"
 		fmt.Fprintf(w, "\n%-28s %d of %d ok, %d failed (actor start + store activation; no login)\n", "activations", l.OK, l.Devices, l.Failed)
 	} else {
 		fmt.Fprintf(w, "\n%-28s %d of %d ok, %d failed, %d kicked\n", "logins", l.OK, l.Devices, l.Failed, l.Kicked)

@@ -285,6 +285,9 @@ func TestActorsActivateOnly(t *testing.T) {
 		!strings.Contains(out.String(), "0 of 2000 activations without their epoch in the store") {
 		t.Errorf("summary:\n%s", out.String())
 	}
+	if page, err := os.ReadFile(res.Config.HTMLPath); err != nil || !strings.Contains(string(page), "activations/s") || strings.Contains(string(page), "logins/s") {
+		t.Errorf("the HTML report names its figures logins, or could not be read: %v", err)
+	}
 	if code := finishRun(log, &strings.Builder{}, "actors", res, "", nil); code != 0 {
 		t.Errorf("exit status %d, want 0", code)
 	}
