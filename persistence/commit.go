@@ -418,6 +418,9 @@ func (b *Local) check(o *op, st userState) (userState, error) {
 	switch o.kind {
 	case opActivate:
 		st.epoch++
+		if b.known != nil {
+			b.known.add(o.user) // before the record can be committed
+		}
 		key := epochKey(o.user)
 		val := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(o.owner)), uint64(st.epoch))
 		val = append(val, o.owner...)
@@ -444,6 +447,11 @@ func (b *Local) check(o *op, st userState) (userState, error) {
 // committed data if it is not cached.
 func (b *Local) userState(user string) (userState, error) {
 	if st, ok := b.users[user]; ok {
+		return st, nil
+	}
+	if b.known != nil && !b.known.mayHave(user) {
+		var st userState // never activated: no epoch, no log (see loadUserState)
+		b.users[user] = st
 		return st, nil
 	}
 	c := &b.chunk

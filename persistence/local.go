@@ -52,6 +52,7 @@ type Local struct {
 
 	// Only the committer goroutine.
 	users map[string]userState
+	known *userFilter // users that may have an epoch record (userfilter.go); nil: every state is read
 	chunk chunk
 	// commitHook, if set (tests, and the faultinject build), runs before
 	// each commit; an error fails the commit as if badger's write or sync
@@ -114,6 +115,19 @@ func newLocal(kv kvEngine, engine, dir string, guard *diskGuard, logger *slog.Lo
 func (b *Local) start() {
 	b.wg.Go(b.commitLoop)
 	b.wg.Go(b.guardLoop)
+}
+
+// startWithFilter lists the activated users into the committer's filter
+// (userfilter.go), then starts. Without the list (a read error) every
+// user's state is read, as before.
+func (b *Local) startWithFilter() {
+	t0 := time.Now()
+	if err := b.loadUserFilter(context.Background()); err != nil {
+		b.log.Warn("no filter of activated users: every activation reads its epoch record", "err", err)
+	} else if d := time.Since(t0); d > time.Second {
+		b.log.Info("listed the activated users", "took", d)
+	}
+	b.start()
 }
 
 // Close stops taking submissions, lets the committer commit everything
