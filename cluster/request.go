@@ -76,10 +76,9 @@ func (l *Lookup) request(ctx context.Context, sender actor.SenderContext, ci *pc
 		if err != nil {
 			return nil, err
 		}
-		dl, _ := ctx.Deadline()
-		remaining := time.Until(dl)
-		if remaining <= 0 {
-			return nil, fmt.Errorf("%w: request %s: %w", ErrTimeout, ci.AsKey(), context.DeadlineExceeded)
+		remaining, err := remainingOf(ctx, ci)
+		if err != nil {
+			return nil, err
 		}
 		res, err := sender.RequestFuture(pid, message, remaining).Result()
 		if err == nil {
@@ -94,6 +93,16 @@ func (l *Lookup) request(ctx context.Context, sender actor.SenderContext, ci *pc
 			return nil, fmt.Errorf("%w: request %s after %d attempts: %w", ErrTimeout, ci.AsKey(), attempt+1, last)
 		}
 	}
+}
+
+// remainingOf is the time left of ctx (which carries a deadline) for a
+// request to ci, or ErrTimeout if none is.
+func remainingOf(ctx context.Context, ci *pcluster.ClusterIdentity) (time.Duration, error) {
+	dl, _ := ctx.Deadline()
+	if remaining := time.Until(dl); remaining > 0 {
+		return remaining, nil
+	}
+	return 0, fmt.Errorf("%w: request %s: %w", ErrTimeout, ci.AsKey(), context.DeadlineExceeded)
 }
 
 // pause waits backoff(attempt) before a retry; false if ctx ended first.
@@ -130,10 +139,9 @@ func (l *Lookup) requestLocal(ctx context.Context, sender actor.SenderContext, c
 	if _, ok := l.cachedGet(t, ci); ok || t.v.owner(ci.Kind, ci.Identity) != l.self {
 		return nil, nil, false
 	}
-	dl, _ := ctx.Deadline()
-	remaining := time.Until(dl)
-	if remaining <= 0 {
-		return nil, fmt.Errorf("%w: request %s: %w", ErrTimeout, ci.AsKey(), context.DeadlineExceeded), true
+	remaining, err := remainingOf(ctx, ci)
+	if err != nil {
+		return nil, err, true
 	}
 	l.forwarded.Add(1)
 	res, err = sender.RequestFuture(l.placement, &activateAndRequest{ci: ci, message: message}, remaining).Result()

@@ -244,7 +244,7 @@ func OpenBadger(dir string, opts BadgerOptions, logger *slog.Logger) (*Local, er
 		maxUsers: opts.MaxCachedUsers, retention: opts.Retention, now: opts.Now,
 	})
 	b.closeCheck = func() error { return flushRoom(dir, flushNeed(dir)) }
-	b.startWithFilter()
+	b.start()
 	return b, nil
 }
 

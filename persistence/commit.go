@@ -417,10 +417,10 @@ func (b *Local) stage(o *op, retry bool) {
 func (b *Local) check(o *op, st userState) (userState, error) {
 	switch o.kind {
 	case opActivate:
-		st.epoch++
-		if b.known != nil {
-			b.known.add(o.user) // before the record can be committed
+		if b.known != nil && st.epoch == 0 {
+			b.known.add(o.user) // its first record: before it can be committed
 		}
+		st.epoch++
 		key := epochKey(o.user)
 		val := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(o.owner)), uint64(st.epoch))
 		val = append(val, o.owner...)
@@ -444,23 +444,22 @@ func (b *Local) check(o *op, st userState) (userState, error) {
 }
 
 // userState returns the committer's state of user, loading it from the
-// committed data if it is not cached.
+// committed data if it is not cached — without a read for a user the
+// filter says was never activated (userfilter.go).
 func (b *Local) userState(user string) (userState, error) {
 	if st, ok := b.users[user]; ok {
 		return st, nil
 	}
-	if b.known != nil && !b.known.mayHave(user) {
-		var st userState // never activated: no epoch, no log (see loadUserState)
-		b.users[user] = st
-		return st, nil
-	}
-	c := &b.chunk
-	if c.rtxn == nil {
-		c.rtxn = b.kv.view()
-	}
-	st, err := loadUserState(c.rtxn, user)
-	if err != nil {
-		return st, fmt.Errorf("persistence: load state of %q: %w", user, err)
+	var st userState // never activated: no epoch, no log (see loadUserState)
+	if b.known == nil || b.known.mayHave(user) {
+		c := &b.chunk
+		if c.rtxn == nil {
+			c.rtxn = b.kv.view()
+		}
+		var err error
+		if st, err = loadUserState(c.rtxn, user); err != nil {
+			return st, fmt.Errorf("persistence: load state of %q: %w", user, err)
+		}
 	}
 	b.users[user] = st
 	return st, nil
@@ -468,15 +467,11 @@ func (b *Local) userState(user string) (userState, error) {
 
 func loadUserState(v kvView, user string) (userState, error) {
 	var st userState
-	val, ok, err := v.get(epochKey(user))
-	switch {
+	var err error
+	switch st.epoch, err = readEpoch(v, user); {
 	case err != nil:
-		return st, fmt.Errorf("read epoch: %w", err)
-	case ok && len(val) < 8:
-		return st, fmt.Errorf("read epoch: epoch record of %d bytes", len(val))
-	case ok:
-		st.epoch = Epoch(binary.BigEndian.Uint64(val))
-	default:
+		return st, err
+	case st.epoch == 0:
 		// Never activated: every append is fenced by the epoch, so there
 		// is no log and no high-water mark to look for (a new user's
 		// activation spares the reverse seek and the point read).
@@ -484,6 +479,20 @@ func loadUserState(v kvView, user string) (userState, error) {
 	}
 	st.last, err = lastSeq(v, user)
 	return st, err
+}
+
+// readEpoch reads user's epoch record: 0 if there is none.
+func readEpoch(v kvView, user string) (Epoch, error) {
+	val, ok, err := v.get(epochKey(user))
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("read epoch: %w", err)
+	case !ok:
+		return 0, nil
+	case len(val) < 8:
+		return 0, fmt.Errorf("read epoch: epoch record of %d bytes", len(val))
+	}
+	return Epoch(binary.BigEndian.Uint64(val)), nil
 }
 
 // lastSeq returns the user's last log seq (0: none ever appended): the

@@ -112,22 +112,18 @@ func newLocal(kv kvEngine, engine, dir string, guard *diskGuard, logger *slog.Lo
 	return b
 }
 
+// start lists the activated users into the committer's filter
+// (userfilter.go), then starts the committer and the disk guard. Without
+// the list (a read error) every user's state is read, as before.
 func (b *Local) start() {
-	b.wg.Go(b.commitLoop)
-	b.wg.Go(b.guardLoop)
-}
-
-// startWithFilter lists the activated users into the committer's filter
-// (userfilter.go), then starts. Without the list (a read error) every
-// user's state is read, as before.
-func (b *Local) startWithFilter() {
 	t0 := time.Now()
 	if err := b.loadUserFilter(context.Background()); err != nil {
 		b.log.Warn("no filter of activated users: every activation reads its epoch record", "err", err)
 	} else if d := time.Since(t0); d > time.Second {
 		b.log.Info("listed the activated users", "took", d)
 	}
-	b.start()
+	b.wg.Go(b.commitLoop)
+	b.wg.Go(b.guardLoop)
 }
 
 // Close stops taking submissions, lets the committer commit everything

@@ -154,7 +154,7 @@ func OpenPebble(dir string, opts PebbleOptions, logger *slog.Logger) (*Local, er
 		maxBytes: kv.maxBytes, maxWrites: kv.maxWrites,
 		maxUsers: opts.MaxCachedUsers, retention: opts.Retention, now: opts.Now,
 	})
-	b.startWithFilter()
+	b.start()
 	if opts.Retention > 0 {
 		b.wg.Go(b.sweepLoop)
 	}

@@ -257,19 +257,12 @@ func (b *Local) Epoch(ctx context.Context, user string) (Epoch, error) {
 		return 0, err
 	}
 	var e Epoch
-	err := b.view(ctx, func(v kvView) error {
-		val, ok, err := v.get(epochKey(user))
-		switch {
-		case err != nil || !ok:
-			return err
-		case len(val) < 8:
-			return fmt.Errorf("epoch record of %d bytes", len(val))
-		}
-		e = Epoch(binary.BigEndian.Uint64(val))
-		return nil
+	err := b.view(ctx, func(v kvView) (err error) {
+		e, err = readEpoch(v, user)
+		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("persistence: read epoch of %q: %w", user, err)
+		return 0, fmt.Errorf("persistence: %q: %w", user, err)
 	}
 	return e, nil
 }

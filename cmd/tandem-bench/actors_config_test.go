@@ -210,7 +210,7 @@ func TestActorsLedgerMissing(t *testing.T) {
 	logs.add(t, "u1", &wire.Entry{Kind: &wire.Entry_Message{Message: &wire.Message{MessageId: "A", Sender: "u0"}}})
 	logs.add(t, "u1", &wire.Entry{Kind: &wire.Entry_Message{Message: &wire.Message{MessageId: "C", Sender: "u1"}}})
 	r := newActorsRun(ActorsConfig{Users: 2, Devices: 2}.withDefaults(), nil)
-	r.activated[1].Store(true)
+	r.activated[1] = true
 	r.loginsOK[2], r.loginsOK[3] = 1, 1 // u1's d0 and d1 logged in once
 	r.ledger = []ledgerEntry{
 		{sender: 0, recipient: 1, acked: true, seq: 1, msgID: "A"},

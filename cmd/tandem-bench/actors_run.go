@@ -115,8 +115,8 @@ type actorsRun struct {
 	// and per user.
 	online    []atomic.Uint32
 	gens      []atomic.Uint32 // logins of the device after its first
-	activated []atomic.Bool
-	epochs    []uint64 // -activate-only: user u's epoch as its actor answered (under mu)
+	activated []bool          // per user: a login or activation succeeded (under mu)
+	epochs    []uint64        // -activate-only: user u's epoch as its actor answered (under mu)
 
 	// The frame senders (frameWorkers): device i's frames go through
 	// frameq[i % frameWorkers], in order.
@@ -351,7 +351,7 @@ func newActorsRun(cfg ActorsConfig, log *slog.Logger) *actorsRun {
 		cursors:   make([]uint64, cfg.Users*cfg.Devices),
 		loginsOK:  make([]uint16, cfg.Users*cfg.Devices),
 		logoutsOK: make([]uint16, cfg.Users*cfg.Devices),
-		activated: make([]atomic.Bool, cfg.Users),
+		activated: make([]bool, cfg.Users),
 		errs:      map[string]uint64{},
 		marks:     make([]time.Duration, 101),
 		groups:    newGroupLayout(cfg.Users, cfg.Groups, cfg.GroupSizes),
@@ -508,14 +508,20 @@ func (r *actorsRun) login(i int, at time.Duration) {
 		r.loginFailed(i, name)
 		return
 	}
-	first := !r.activated[u].Swap(true)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.logins++
 	r.loginsOK[i]++
-	if first {
+	r.succeeded(u, lat)
+}
+
+// succeeded counts a login (or with -activate-only an activation) of
+// user u that took lat; under mu.
+func (r *actorsRun) succeeded(u int, lat time.Duration) {
+	if !r.activated[u] {
+		r.activated[u] = true
 		r.users++
 	}
+	r.logins++
 	r.loginLat.record(lat)
 	r.loginSec.record(lat)
 	r.loginDone()
@@ -536,15 +542,10 @@ func (r *actorsRun) activate(i int, at time.Duration) {
 		r.log.Error("activation failed", "user", vuser(i), "epoch", epoch, "err", err)
 		return
 	}
-	r.activated[i].Store(true)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.epochs[i] = epoch
-	r.logins++
-	r.users++
-	r.loginLat.record(lat)
-	r.loginSec.record(lat)
-	r.loginDone()
+	r.succeeded(i, lat)
 }
 
 func (r *actorsRun) loginFailed(i int, name string) {
