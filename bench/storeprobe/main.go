@@ -7,9 +7,12 @@
 // stall cannot hide (no coordinated omission). It prints p50/p99/p999/max,
 // the acked count of every second and the slowest second as a share of
 // the rate. bench/README.md ("Issue 10: the pebble store") has figures.
+// With -logins it measures instead the store's memory per login of a new
+// user (logins.go).
 //
 //	go run ./bench/storeprobe -engine pebble -rate 20000 -duration 60s
 //	go run ./bench/storeprobe -engine badger -rate 20000 -duration 60s
+//	go run ./bench/storeprobe -engine badger -logins 200000 -every 10000
 package main
 
 import (
@@ -32,32 +35,38 @@ func main() {
 	users := flag.Int("users", 20000, "users; each message goes from a random user to another")
 	size := flag.Int("size", 220, "log entry bytes (a 100-byte text as the actors store it)")
 	dir := flag.String("dir", "", "data dir (default: a new temp dir, removed at the end)")
+	nLogins := flag.Int("logins", 0, "instead: memory per login of this many new users (logins.go)")
+	every := flag.Int("every", 10000, "with -logins: users between measurements")
+	entry := flag.Int("entry", 92, "with -logins: LOGGED_IN entry bytes")
+	record := flag.Int("record", 85, "with -logins: device record bytes")
 	flag.Parse()
-	if err := run(*engine, *rate, *dur, *users, *size, *dir); err != nil {
+	var err error
+	if *nLogins > 0 {
+		err = withDir(*dir, func(d string) error { return logins(*engine, d, *nLogins, max(*every, 1), *entry, *record) })
+	} else {
+		err = withDir(*dir, func(d string) error { return run(*engine, *rate, *dur, *users, *size, d) })
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "storeprobe:", err)
 		os.Exit(1)
 	}
 }
 
+// withDir runs f on dir, or on a new temp dir removed afterwards.
+func withDir(dir string, f func(string) error) error {
+	if dir != "" {
+		return f(dir)
+	}
+	d, err := os.MkdirTemp("", "storeprobe-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(d)
+	return f(d)
+}
+
 func run(engine string, rate int, dur time.Duration, users, size int, dir string) error {
-	if dir == "" {
-		d, err := os.MkdirTemp("", "storeprobe-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(d)
-		dir = d
-	}
-	var s *persistence.Local
-	var err error
-	switch engine {
-	case "badger":
-		s, err = persistence.OpenBadger(dir, persistence.BadgerOptions{}, nil)
-	case "pebble":
-		s, err = persistence.OpenPebble(dir, persistence.PebbleOptions{}, nil)
-	default:
-		return fmt.Errorf("-engine %q: badger or pebble", engine)
-	}
+	s, err := open(engine, dir)
 	if err != nil {
 		return err
 	}

@@ -148,19 +148,84 @@ func (k kernelPerConn) othersBusy() bool { return k.TCPInUse < 1.9 || k.TCPInUse
 // the nodes; StepMin and StepMax the extremes of Whole between
 // consecutive points, to show whether growth is linear.
 type phaseSlope struct {
-	Phase         string        `json:"phase"`
-	Whole         perConn       `json:"whole"`
-	FromPerServer float64       `json:"from_conns_per_server"`
-	ToPerServer   float64       `json:"to_conns_per_server"`
-	FromConns     int           `json:"from_conns"`
-	ToConns       int           `json:"to_conns"`
-	PerServer     []perConn     `json:"per_server"`
-	Mean          perConn       `json:"mean"`
-	Min           perConn       `json:"min"`
-	Max           perConn       `json:"max"`
-	StepMin       perConn       `json:"step_min"`
-	StepMax       perConn       `json:"step_max"`
-	Kernel        kernelPerConn `json:"kernel"`
+	Phase         string    `json:"phase"`
+	Whole         perConn   `json:"whole"`
+	FromPerServer float64   `json:"from_conns_per_server"`
+	ToPerServer   float64   `json:"to_conns_per_server"`
+	FromConns     int       `json:"from_conns"`
+	ToConns       int       `json:"to_conns"`
+	PerServer     []perConn `json:"per_server"`
+	Mean          perConn   `json:"mean"`
+	Min           perConn   `json:"min"`
+	Max           perConn   `json:"max"`
+	StepMin       perConn   `json:"step_min"`
+	StepMax       perConn   `json:"step_max"`
+	// Fit is the marginal cost: a least-squares line through the whole
+	// server's points after the phase's first step (nil with fewer than
+	// two of them). The first step carries each process's one-off costs —
+	// the collector filling its heap goal floor (--gc-min-heap), first-use
+	// pools, a cluster's remote endpoints — which belong in the intercept,
+	// not in a cost per connection.
+	Fit    *lineFit      `json:"fit,omitempty"`
+	Kernel kernelPerConn `json:"kernel"`
+}
+
+// lineFit is figure ≈ Intercept + Slope × connections (whole server),
+// fitted over the points from FromConns to ToConns.
+type lineFit struct {
+	FromConns int     `json:"from_conns"`
+	ToConns   int     `json:"to_conns"`
+	Points    int     `json:"points"`
+	Slope     perConn `json:"slope"`     // per connection
+	Intercept perConn `json:"intercept"` // whole server, bytes (goroutines: a count)
+	// PerConnAtMillion is RSS per connection of one process holding a
+	// million connections by this line: Slope.RSS + the intercept's RSS
+	// shared by the processes, ÷ 1,000,000.
+	PerConnAtMillion float64 `json:"rss_per_conn_at_1m_per_process"`
+}
+
+// fitLine fits the whole server's figures against its connections by
+// least squares over ps (at least two points with different counts).
+func fitLine(ps []connsPoint, servers int) *lineFit {
+	if len(ps) < 2 || servers < 1 {
+		return nil
+	}
+	xs := make([]float64, len(ps))
+	ys := make([]perConn, len(ps))
+	var mx float64
+	for i, p := range ps {
+		s := sumServers(p.Servers)
+		xs[i] = float64(s.Conns)
+		ys[i] = perConn{
+			RSS: float64(s.Process.RSS), RSSAnon: float64(s.Process.RSSAnon),
+			HeapInuse: float64(s.Runtime.HeapInuse), HeapAlloc: float64(s.Runtime.HeapAlloc),
+			StackInuse: float64(s.Runtime.StackInuse), Goroutines: float64(s.Runtime.Goroutines),
+		}
+		mx += xs[i]
+	}
+	mx /= float64(len(ps))
+	var sxx float64
+	for _, x := range xs {
+		sxx += (x - mx) * (x - mx)
+	}
+	if sxx == 0 {
+		return nil
+	}
+	f := &lineFit{FromConns: int(xs[0]), ToConns: int(xs[len(xs)-1]), Points: len(ps)}
+	for j := range f.Slope.fields() {
+		var my, sxy float64
+		for i := range ys {
+			my += *ys[i].fields()[j]
+		}
+		my /= float64(len(ys))
+		for i := range ys {
+			sxy += (xs[i] - mx) * (*ys[i].fields()[j] - my)
+		}
+		*f.Slope.fields()[j] = sxy / sxx
+		*f.Intercept.fields()[j] = my - sxy/sxx*mx
+	}
+	f.PerConnAtMillion = f.Slope.RSS + f.Intercept.RSS/float64(servers)/1e6
+	return f
 }
 
 func slopeOf(a, b serverPoint) perConn {
@@ -255,6 +320,9 @@ func phaseSlopes(points []connsPoint) []phaseSlope {
 			steps = append(steps, wholeOf(ps[i-1], ps[i]))
 		}
 		s.StepMin, s.StepMax = spread(steps)
+		if len(ps) > 2 {
+			s.Fit = fitLine(ps[1:], len(first.Servers))
+		}
 		s.Kernel = kernelSlope(first, last)
 		out = append(out, s)
 	}
@@ -356,8 +424,17 @@ func (r *ConnsResult) print(w io.Writer) {
 		row("", "max over nodes", s.Max)
 		row("", "whole, min over steps", s.StepMin)
 		row("", "whole, max over steps", s.StepMax)
+		if f := s.Fit; f != nil {
+			row("", fmt.Sprintf("%d → %d, marginal: least-squares slope over %d points", f.FromConns, f.ToConns, f.Points), f.Slope)
+		}
 	}
 	tw.Flush()
+	for _, s := range r.Phases {
+		if f := s.Fit; f != nil {
+			fmt.Fprintf(w, "%s: fixed part (intercept, whole server) RSS %s MiB, heap in use %s MiB; by this line one process holding 1,000,000 such connections: %s KiB RSS per connection\n",
+				phaseTitle[s.Phase], mib(int64(f.Intercept.RSS)), mib(int64(f.Intercept.HeapInuse)), kib(f.PerConnAtMillion))
+		}
+	}
 
 	fmt.Fprintln(w, "\nKernel, per connection (machine-wide; on loopback a connection is two sockets, client and server end); KiB")
 	for _, s := range r.Phases {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -359,5 +360,51 @@ func TestPhaseSlopes(t *testing.T) {
 	}
 	if b.Mean.RSS != 10_000 || b.Mean.HeapAlloc != 2_000 || b.Min != b.Max {
 		t.Errorf("phase b: %+v", b)
+	}
+}
+
+// The marginal fit leaves the first step's one-off cost in the intercept:
+// points on an exact line after it give that line back, and a point off it
+// moves the slope the way least squares must.
+func TestPhaseSlopesFit(t *testing.T) {
+	pt := func(step, conns int, rss int64) connsPoint {
+		s := serverPoint{Conns: conns}
+		s.Process.RSS = rss
+		s.Runtime.HeapInuse = rss / 2
+		return connsPoint{Phase: phaseNew, Step: step, Conns: 2 * conns, Servers: []serverPoint{s, s}}
+	}
+	const fixed, first = 50 << 20, 200 << 20 // per process: at start, and what step 1 adds once
+	line := func(step, conns int) connsPoint { return pt(step, conns, fixed+first+int64(conns)*3000) }
+	ps := []connsPoint{pt(0, 0, fixed), line(1, 1000), line(2, 2000), line(3, 3000), line(4, 4000)}
+	got := phaseSlopes(ps)[0]
+	f := got.Fit
+	if f == nil {
+		t.Fatal("no fit over 4 points after the start")
+	}
+	// Whole server: 2 processes, so 2 × 3,000 B per 2 connections = 3,000 B per connection.
+	if math.Abs(f.Slope.RSS-3000) > 1e-6 || math.Abs(f.Slope.HeapInuse-1500) > 1e-6 {
+		t.Errorf("slope %+v, want RSS 3000, heap in use 1500", f.Slope)
+	}
+	if want := float64(2 * (fixed + first)); math.Abs(f.Intercept.RSS-want) > 1 {
+		t.Errorf("intercept %.0f, want %.0f", f.Intercept.RSS, want)
+	}
+	if f.FromConns != 2000 || f.ToConns != 8000 || f.Points != 4 {
+		t.Errorf("range %+v", f)
+	}
+	if want := 3000 + float64(fixed+first)/1e6; math.Abs(f.PerConnAtMillion-want) > 1e-6 {
+		t.Errorf("at 1M per process %.3f, want %.3f", f.PerConnAtMillion, want)
+	}
+	if got.Whole.RSS <= 3000 {
+		t.Errorf("whole %.0f: the first step's one-off cost must show in the whole-phase figure", got.Whole.RSS)
+	}
+	// The last point 4 MB higher per process: the slope rises by
+	// Σ(x−x̄)·Δy ÷ Σ(x−x̄)² = 3,000·8e6 ÷ 2e7 = 1,200 B.
+	ps[4].Servers[0].Process.RSS += 4e6
+	ps[4].Servers[1].Process.RSS += 4e6
+	if f := phaseSlopes(ps)[0].Fit; math.Abs(f.Slope.RSS-4200) > 1e-6 {
+		t.Errorf("slope with an outlier %.3f, want 4200", f.Slope.RSS)
+	}
+	if phaseSlopes(ps[:3])[0].Fit == nil || phaseSlopes(ps[:2])[0].Fit != nil {
+		t.Error("a fit needs two points after the start")
 	}
 }
