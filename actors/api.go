@@ -101,7 +101,7 @@ func (s *userState) apiDeliver(token uint64, from string, m *wire.Send, now time
 		p.waiters = append(p.waiters, waiter{key, 0})
 		return nil
 	}
-	prior, err := s.rd.entryByKey(dk)
+	prior, err := s.rd.entryByKey(s.user, dk)
 	if err != nil {
 		return []effect{s.replyErr(key, 0, wire.CodeUnavailable, "storage unavailable; retry")}
 	}

@@ -96,14 +96,14 @@ func (s *userState) editDelivered(e *actorpb.EditDeliver, now time.Time) []effec
 	ack := func(seq uint64) effect {
 		return effDeliverAck{to: ackTo, kind: ackKind, ack: &actorpb.DeliverAck{ToUser: s.user, MessageId: id, OriginSeq: e.GetOriginSeq(), Seq: seq}}
 	}
-	applied, found, err := s.rd.indexed("v:" + id)
+	applied, found, err := s.rd.indexed(s.user, "v:"+id)
 	if err != nil {
 		return nil // re-driven
 	}
 	if found && uint64(applied) >= e.GetOriginSeq() {
 		return []effect{ack(0)} // this edit, or a newer one, is already in
 	}
-	orig, err := s.rd.entryByKey("m:" + id)
+	orig, err := s.rd.entryByKey(s.user, "m:"+id)
 	if err != nil {
 		return nil
 	}

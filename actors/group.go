@@ -51,6 +51,7 @@ func (effGroupTransient) isEffect() {}
 // through rd; only the actor's goroutine touches it.
 type groupState struct {
 	id    string
+	log   string // the group's log in the store (groupUser(id))
 	rd    logReader
 	newID func() string
 
@@ -130,7 +131,7 @@ func (g *groupState) send(key sessionKey, reqID uint64, from, device string, m *
 		p.waiters = append(p.waiters, waiter{key, reqID})
 		return nil
 	}
-	prior, err := g.rd.entryByKey(dk)
+	prior, err := g.rd.entryByKey(g.log, dk)
 	if err != nil {
 		return []effect{g.reply(key, wire.ErrFrame(reqID, wire.CodeUnavailable, "storage unavailable; retry"))}
 	}
@@ -238,7 +239,7 @@ func (g *groupState) recall(key sessionKey, reqID uint64, from string, r *wire.R
 	if id == "" {
 		return fail(wire.CodeInvalidArgument, "message_id is required")
 	}
-	orig, err := g.rd.entryByKey("m:" + id)
+	orig, err := g.rd.entryByKey(g.log, "m:"+id)
 	if err != nil {
 		return fail(wire.CodeUnavailable, "storage unavailable; retry")
 	}
@@ -290,7 +291,7 @@ func (g *groupState) edit(key sessionKey, reqID uint64, from string, ed *wire.Ed
 	if t := ed.GetType(); t < 0 || (t > int32(wire.MessageType_LOCATION) && t < 1000) {
 		return fail(wire.CodeInvalidArgument, fmt.Sprintf("message type %d: use 1-6, >= 1000, or 0 to keep it", t))
 	}
-	orig, err := g.rd.entryByKey("m:" + id)
+	orig, err := g.rd.entryByKey(g.log, "m:"+id)
 	if err != nil {
 		return fail(wire.CodeUnavailable, "storage unavailable; retry")
 	}
@@ -427,7 +428,11 @@ func (g *groupState) appendDone(err error, now time.Time) []effect {
 		return nil
 	}
 	c := g.commits[0]
+	g.commits[0] = nil
 	g.commits = g.commits[1:]
+	if len(g.commits) == 0 {
+		g.commits = nil // as userState.appendDone: an idle group keeps no array
+	}
 	if err != nil {
 		// Nothing after a failed append is durable: senders retry (their
 		// client message IDs de-duplicate), API callers get UNAVAILABLE
@@ -642,7 +647,7 @@ func (a *groupActor) activate(ctx actor.Context, id string) {
 	owner := a.rt.sys.Address() + "/" + a.rt.sys.ID
 	epoch, last, err := a.rt.store.Activate(rctx, ns, owner)
 	if err == nil {
-		a.g = &groupState{id: id, rd: storeReader{a.rt.store, ns}, newID: NewMessageID, epoch: epoch, lastSeq: last, committed: last,
+		a.g = &groupState{id: id, log: ns, rd: a.rt.reader, newID: NewMessageID, epoch: epoch, lastSeq: last, committed: last,
 			sending: map[string]*pendingSend{}, awaiting: map[string]*groupAck{}, out: newOutbox()}
 		var convs []persistence.Conv
 		if convs, err = a.rt.store.Convs(rctx, ns); err == nil {
@@ -755,7 +760,7 @@ func (s *userState) groupEvent(e *actorpb.GroupEventDeliver, now time.Time) []ef
 	if seq, ok := s.delivered.get(id); ok {
 		return []effect{ack(uint64(seq))} // a repeat of a recent one: no store read
 	}
-	seq, found, err := s.rd.indexed(id)
+	seq, found, err := s.rd.indexed(s.user, id)
 	if err != nil {
 		return nil // re-driven
 	}

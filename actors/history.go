@@ -107,7 +107,7 @@ func (s *userState) historyStart(h *wire.HistoryRequest) (persistence.Seq, wire.
 	if id == "" {
 		return s.committed + 1, 0, nil
 	}
-	e, err := s.rd.entryByKey("m:" + id)
+	e, err := s.rd.entryByKey(s.user, "m:"+id)
 	if err != nil {
 		return 0, wire.CodeUnavailable, fmt.Errorf("storage unavailable; retry")
 	}
@@ -176,7 +176,7 @@ func (h *historyScans) done() {
 // the page comes back. The user's other requests are served meanwhile.
 func (a *userActor) scanHistory(ctx actor.Context, key sessionKey, reqID uint64, q historyQuery) {
 	lr := a.logRead()
-	if !a.history.start(func() {
+	if !a.aside().history.start(func() {
 		a.readOff(func() readDone {
 			msgs, more, err := historyScan(q.conv, q.cleared, q.before, q.limit, lr.read)
 			return historyRead{key: key, reqID: reqID, msgs: msgs, more: more, err: err}
@@ -187,7 +187,10 @@ func (a *userActor) scanHistory(ctx actor.Context, key sessionKey, reqID uint64,
 }
 
 func (m historyRead) apply(ctx actor.Context, a *userActor) {
-	a.history.done()
+	if a.x != nil { // set by scanHistory until its scans are done
+		a.x.history.done()
+		a.tidy()
+	}
 	if m.err != nil {
 		a.log().Error("history read failed", "err", m.err)
 		a.perform(ctx, []effect{a.st.replyErr(m.key, m.reqID, wire.CodeUnavailable, "storage unavailable; retry")})

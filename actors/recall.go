@@ -69,7 +69,7 @@ func (s *userState) ownMessage(key sessionKey, reqID uint64, conv *wire.Conversa
 	if id == "" {
 		return nil, []effect{s.replyErr(key, reqID, wire.CodeInvalidArgument, "message_id is required")}
 	}
-	e, err := s.rd.entryByKey("m:" + id)
+	e, err := s.rd.entryByKey(s.user, "m:"+id)
 	if err != nil {
 		return nil, []effect{s.replyErr(key, reqID, wire.CodeUnavailable, "storage unavailable; retry")}
 	}
@@ -164,14 +164,14 @@ func (s *userState) recallDelivered(r *actorpb.RecallDeliver, now time.Time) []e
 	ack := func(seq uint64) effDeliverAck {
 		return effDeliverAck{to: ackTo, kind: ackKind, ack: &actorpb.DeliverAck{ToUser: s.user, MessageId: id, OriginSeq: r.GetOriginSeq(), Seq: seq}}
 	}
-	done, err := s.rd.entryByKey("r:" + id)
+	done, err := s.rd.entryByKey(s.user, "r:"+id)
 	if err != nil {
 		return nil // re-driven
 	}
 	if done != nil {
 		return []effect{ack(done.GetSeq())}
 	}
-	orig, err := s.rd.entryByKey("m:" + id)
+	orig, err := s.rd.entryByKey(s.user, "m:"+id)
 	if err != nil {
 		return nil
 	}

@@ -54,6 +54,7 @@ const GatewayActorName = "gateway"
 type Runtime struct {
 	cfg      Config
 	store    Store
+	reader   logReader // storeReader{store}: one for every actor
 	gate     writeGate // store, if it refuses writes ahead (storefull.go); nil: no
 	log      *slog.Logger
 	metrics  *metrics
@@ -80,7 +81,7 @@ type Runtime struct {
 // NewRuntime returns a runtime; hooks and reg may be nil (no webhooks, no
 // metrics registered).
 func NewRuntime(cfg Config, store Store, hooks Publisher, reg prometheus.Registerer, log *slog.Logger) *Runtime {
-	r := &Runtime{cfg: cfg.withDefaults(), store: store, log: log, metrics: newMetrics(reg), hooks: hooks, presence: newPresence(),
+	r := &Runtime{cfg: cfg.withDefaults(), store: store, reader: storeReader{store}, log: log, metrics: newMetrics(reg), hooks: hooks, presence: newPresence(),
 		dispatch: newWorkerDispatcher(mailboxThroughput, workerIdle)}
 	r.activate.timeout = r.cfg.RequestTimeout
 	p := r.cfg.Policy

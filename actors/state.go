@@ -78,11 +78,14 @@ type userState struct {
 
 // logReader is the read the pure state needs: the entry indexed under a
 // dedup key ("c:"+client message ID, "m:"+message ID), or nil.
+//
+// Reads name the log (a user, or a group's namespace) so one reader serves
+// every actor: a reader per user would be a heap object per idle user.
 type logReader interface {
-	entryByKey(key string) (*wire.Entry, error)
+	entryByKey(log, key string) (*wire.Entry, error)
 	// indexed returns the value stored under a dedup key (a seq, or for
 	// "v:" keys the sender's edit version).
-	indexed(key string) (persistence.Seq, bool, error)
+	indexed(log, key string) (persistence.Seq, bool, error)
 }
 
 type sessionKey struct {
@@ -339,12 +342,12 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 		order: s.logins,
 		info: &wire.DeviceInfo{
 			DeviceId:   l.GetDeviceId(),
-			Platform:   l.GetPlatform(),
-			Tag:        l.GetTag(),
+			Platform:   intern(l.GetPlatform()),
+			Tag:        intern(l.GetTag()),
 			LoginId:    newLoginID(),
 			SinceMs:    now.UnixMilli(),
 			LoginExt:   l.GetLoginExt(),
-			AppVersion: l.GetAppVersion(),
+			AppVersion: intern(l.GetAppVersion()),
 		},
 	}
 	ok := &wire.LoginOk{
@@ -704,7 +707,7 @@ func (s *userState) sendFrom(key sessionKey, device string, skip *sessionKey, ow
 	if !m.GetFirstAttempt() {
 		// A resend may name a send an earlier activation stored, or one
 		// this one has forgotten: ask the store's dedup index.
-		prior, err := s.rd.entryByKey("c:" + cmid)
+		prior, err := s.rd.entryByKey(s.user, "c:"+cmid)
 		if err != nil {
 			return []effect{s.replyErr(key, reqID, wire.CodeUnavailable, "storage unavailable; retry")}
 		}
@@ -911,6 +914,11 @@ func (s *userState) appendDone(err error, now time.Time) []effect {
 	c := s.commits[0]
 	s.commits[0] = nil
 	s.commits = s.commits[1:]
+	if len(s.commits) == 0 {
+		// An empty slice of the old array keeps the array: an idle user
+		// would hold it (a heap object per user) until its next append.
+		s.commits = nil
+	}
 	if err != nil {
 		return s.fail(c, err)
 	}
@@ -1184,7 +1192,7 @@ func (s *userState) deliveredBefore(id string) (*wire.Entry, error) {
 			return nil, nil
 		}
 	}
-	return s.rd.entryByKey("m:" + id)
+	return s.rd.entryByKey(s.user, "m:"+id)
 }
 
 // ulidMS returns the time of a ULID message ID in Unix milliseconds.

@@ -32,7 +32,7 @@ type fakeLog struct {
 	err   error
 }
 
-func (f *fakeLog) indexed(key string) (persistence.Seq, bool, error) {
+func (f *fakeLog) indexed(_, key string) (persistence.Seq, bool, error) {
 	if f.err != nil {
 		return 0, false, f.err
 	}
@@ -40,7 +40,7 @@ func (f *fakeLog) indexed(key string) (persistence.Seq, bool, error) {
 	return v, ok, nil
 }
 
-func (f *fakeLog) entryByKey(key string) (*wire.Entry, error) {
+func (f *fakeLog) entryByKey(_, key string) (*wire.Entry, error) {
 	if f.err != nil {
 		return nil, f.err
 	}

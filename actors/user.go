@@ -45,6 +45,13 @@ type userActor struct {
 
 	idle idleClock // passivation once userState.idle for the idle timeout
 
+	// x holds what only a busy actor has; nil most of the time (aside,
+	// tidy): a million idle users do not each carry its 72 bytes.
+	x *userAside
+}
+
+// userAside is the part of a user actor that is empty while it is idle.
+type userAside struct {
 	// Catch-up reads waiting for appends in flight to be durable (a
 	// login's own device event, above all): started by appendDone
 	// rather than read again and again until they are.
@@ -52,6 +59,22 @@ type userActor struct {
 
 	api     apiWaiters   // server API requests waiting for their answer (see apiAddr)
 	history historyScans // history scans running off the mailbox, and those waiting
+}
+
+// aside returns the actor's busy part, making it if need be.
+func (a *userActor) aside() *userAside {
+	if a.x == nil {
+		a.x = &userAside{}
+	}
+	return a.x
+}
+
+// tidy drops the busy part once nothing waits in it. apiWaiters' token
+// counter restarts with it, safe because no token is outstanding then.
+func (a *userActor) tidy() {
+	if x := a.x; x != nil && len(x.waitingCatchup) == 0 && len(x.api.pids) == 0 && x.history.running == 0 && len(x.history.waiting) == 0 {
+		a.x = nil
+	}
 }
 
 func (a *userActor) Receive(ctx actor.Context) {
@@ -104,13 +127,13 @@ func (a *userActor) Receive(ctx actor.Context) {
 	case *actorpb.InspectRequest:
 		ctx.Respond(a.inspect())
 	case *actorpb.ApiSend:
-		a.perform(ctx, a.st.apiSend(a.api.wait(ctx), m.GetSend(), m.GetIncludeSender(), now))
+		a.perform(ctx, a.st.apiSend(a.aside().api.wait(ctx), m.GetSend(), m.GetIncludeSender(), now))
 	case *actorpb.ApiDeliver:
-		a.perform(ctx, a.st.apiDeliver(a.api.wait(ctx), m.GetFromUser(), m.GetSend(), now))
+		a.perform(ctx, a.st.apiDeliver(a.aside().api.wait(ctx), m.GetFromUser(), m.GetSend(), now))
 	case *actorpb.ApiRecall:
-		a.perform(ctx, a.st.apiRecall(a.api.wait(ctx), m.GetRecall(), now))
+		a.perform(ctx, a.st.apiRecall(a.aside().api.wait(ctx), m.GetRecall(), now))
 	case *actorpb.ApiHistory:
-		a.onHistory(ctx, apiKey(a.api.wait(ctx)), 0, m.GetRequest())
+		a.onHistory(ctx, apiKey(a.aside().api.wait(ctx)), 0, m.GetRequest())
 	case *actorpb.PolicyChanged:
 		a.perform(ctx, a.st.applyPolicy(policyFromProto(m), now))
 	case *actorpb.AdminKick:
@@ -236,7 +259,7 @@ func (a *userActor) load(init *cluster.ClusterInit) (*userState, []effect, error
 			return nil, nil, err
 		}
 	}
-	st := newUserState(a.user, &a.rt.cfg, storeReader{a.rt.store, a.user}, NewMessageID)
+	st := newUserState(a.user, &a.rt.cfg, a.rt.reader, NewMessageID)
 	fresh := time.Now() // after Activate: real time, as in message IDs (not the injectable clock)
 	st.freshMS = fresh.UnixMilli()
 	if d := a.rt.now().Sub(fresh); d > -time.Second && d < time.Second {
@@ -358,7 +381,7 @@ func (a *userActor) onLogin(ctx actor.Context, m *actorpb.LoginRequest, now time
 		comp = seq
 	}
 	a.st.policy = a.rt.policy.Load() // the server API may have changed it
-	reply, effs := a.st.login(keyOf(m.GetSession()), m, now, comp, first)
+	reply, effs := a.st.login(keyOf(m.GetSession()).interned(), m, now, comp, first)
 	ok := reply.GetLoginOk() != nil
 	ctx.Respond(&actorpb.LoginResult{Reply: reply, Ok: ok})
 	if ok {
@@ -452,20 +475,25 @@ func (a *userActor) onCatchup(ctx actor.Context, key sessionKey, force bool) {
 	if sess == nil || sess.live {
 		return
 	}
-	i := slices.IndexFunc(a.waitingCatchup, func(w waitingCatchup) bool { return w.key == key })
+	i := -1
+	if a.x != nil {
+		i = slices.IndexFunc(a.x.waitingCatchup, func(w waitingCatchup) bool { return w.key == key })
+	}
 	if !force && a.st.committed < a.st.lastSeq {
 		// Appends in flight (the login's device event): read once they
 		// are durable, so the device gets them in its catch-up. Bounded
 		// by catchupCommitWait, as readCatchup's own wait.
 		if i < 0 {
-			a.waitingCatchup = append(a.waitingCatchup, waitingCatchup{key: key, until: a.st.lastSeq})
+			x := a.aside()
+			x.waitingCatchup = append(x.waitingCatchup, waitingCatchup{key: key, until: a.st.lastSeq})
 			self, root := a.self, a.rt.sys.Root
 			time.AfterFunc(catchupCommitWait, func() { root.Send(self, catchupStep{key: key, force: true}) })
 		}
 		return
 	}
 	if i >= 0 {
-		a.waitingCatchup = slices.Delete(a.waitingCatchup, i, i+1)
+		a.x.waitingCatchup = slices.Delete(a.x.waitingCatchup, i, i+1)
+		a.tidy()
 	} else if force {
 		return // started already by appendDone
 	}
@@ -485,19 +513,21 @@ type waitingCatchup struct {
 // was up to date needs only its own device event — they are its page,
 // without a read.
 func (a *userActor) startWaitingCatchups(ctx actor.Context, head *commit) {
-	if len(a.waitingCatchup) == 0 || a.dead {
+	if a.x == nil || len(a.x.waitingCatchup) == 0 || a.dead {
 		return
 	}
 	var ready []sessionKey
-	a.waitingCatchup = slices.DeleteFunc(a.waitingCatchup, func(w waitingCatchup) bool {
+	x := a.x
+	x.waitingCatchup = slices.DeleteFunc(x.waitingCatchup, func(w waitingCatchup) bool {
 		if w.until <= a.st.committed {
 			ready = append(ready, w.key)
 			return true
 		}
 		return false
 	})
-	if len(a.waitingCatchup) == 0 {
-		a.waitingCatchup = nil
+	if len(x.waitingCatchup) == 0 {
+		x.waitingCatchup = nil
+		a.tidy()
 	}
 	for _, k := range ready {
 		sess := a.st.sessions.get(k)
@@ -618,7 +648,10 @@ func (a *userActor) perform(ctx actor.Context, effs []effect) {
 			appendAsync(a.rt, a.self, e.req)
 		case effPush:
 			if e.gw.addr == apiAddr {
-				a.api.answer(ctx, e.sids, &actorpb.ApiResult{Reply: e.frames[0]})
+				if a.x != nil { // nil: nobody waits
+					a.x.api.answer(ctx, e.sids, &actorpb.ApiResult{Reply: e.frames[0]})
+					a.tidy()
+				}
 				continue
 			}
 			ctx.Send(actor.NewPID(e.gw.addr, e.gw.id), &actorpb.SessionPush{SessionIds: e.sids, Frames: e.frames, UserId: a.user})
@@ -666,26 +699,24 @@ func (a *userActor) perform(ctx actor.Context, effs []effect) {
 	}
 }
 
-// storeReader implements logReader on the store.
-type storeReader struct {
-	store Store
-	user  string
-}
+// storeReader implements logReader on the store; the Runtime's one
+// (Runtime.reader) serves every user and group actor.
+type storeReader struct{ store Store }
 
-func (r storeReader) indexed(key string) (persistence.Seq, bool, error) {
+func (r storeReader) indexed(log, key string) (persistence.Seq, bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultRequestTimeout)
 	defer cancel()
-	return r.store.LookupDedup(ctx, r.user, key)
+	return r.store.LookupDedup(ctx, log, key)
 }
 
-func (r storeReader) entryByKey(key string) (*wire.Entry, error) {
+func (r storeReader) entryByKey(log, key string) (*wire.Entry, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultRequestTimeout)
 	defer cancel()
-	seq, ok, err := r.store.LookupDedup(ctx, r.user, key)
+	seq, ok, err := r.store.LookupDedup(ctx, log, key)
 	if err != nil || !ok {
 		return nil, err
 	}
-	es, err := r.store.Read(ctx, r.user, seq-1, 1)
+	es, err := r.store.Read(ctx, log, seq-1, 1)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,88 @@
+package actors
+
+import (
+	"fmt"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"strings"
+	"testing"
+	"unsafe"
+)
+
+// copyOf returns a string equal to s in memory of its own, as a decoded
+// message's field would be.
+func copyOf(s string) string { return string([]byte(s)) }
+
+func sameMemory(a, b string) bool { return unsafe.StringData(a) == unsafe.StringData(b) }
+
+func TestInternSharesAndIsBounded(t *testing.T) {
+	a, b := copyOf("127.0.0.1:7001"), copyOf("127.0.0.1:7001")
+	if sameMemory(a, b) {
+		t.Fatal("copies share memory: the test proves nothing")
+	}
+	ia, ib := intern(a), intern(b)
+	if ia != a || ib != b || !sameMemory(ia, ib) {
+		t.Fatalf("intern(%q), intern(%q): equal values must come back as one string", a, b)
+	}
+	k := sessionKey{addr: copyOf("127.0.0.1:7001"), id: copyOf("gateway"), sid: 9}.interned()
+	if k.addr != a || !sameMemory(k.addr, ia) || k.id != "gateway" || k.sid != 9 {
+		t.Fatalf("interned key %+v", k)
+	}
+	long := strings.Repeat("v", internMaxLen+1)
+	if got := intern(long); !sameMemory(got, long) {
+		t.Fatal("a value longer than internMaxLen was replaced")
+	}
+	if intern("") != "" {
+		t.Fatal("empty string")
+	}
+	// Fill the table: past internMax a new value comes back as it came
+	// and is not stored; values stored earlier are still shared.
+	for i := 0; interned.n.Load() < internMax; i++ {
+		intern(fmt.Sprintf("fill-%d", i))
+	}
+	x := copyOf("after-the-bound")
+	if got := intern(x); !sameMemory(got, x) {
+		t.Fatal("a value past the bound was not returned as it came")
+	}
+	if _, ok := interned.m.Load("after-the-bound"); ok {
+		t.Fatal("the table grew past internMax")
+	}
+	if got := intern(copyOf("127.0.0.1:7001")); !sameMemory(got, ia) {
+		t.Fatal("a value stored before the bound is no longer shared")
+	}
+	if n := interned.n.Load(); n != internMax {
+		t.Fatalf("table holds %d values, want %d", n, internMax)
+	}
+}
+
+// A user actor's busy part exists only while something waits in it.
+func TestUserAsideDroppedWhenEmpty(t *testing.T) {
+	a := &userActor{}
+	a.tidy()
+	if a.x != nil {
+		t.Fatal("tidy made the busy part")
+	}
+	x := a.aside()
+	if a.aside() != x {
+		t.Fatal("aside made a second busy part")
+	}
+	for name, fill := range map[string]func(){
+		"waiting catch-up": func() { x.waitingCatchup = []waitingCatchup{{until: 1}} },
+		"API waiter":       func() { x.api.pids = map[uint64]*actor.PID{1: nil} },
+		"history running":  func() { x.history.running = 1 },
+		"history waiting":  func() { x.history.waiting = []func(){func() {}} },
+	} {
+		*x = userAside{}
+		fill()
+		a.x = x
+		a.tidy()
+		if a.x == nil {
+			t.Errorf("%s: dropped while it waits", name)
+		}
+	}
+	*x = userAside{api: apiWaiters{pids: map[uint64]*actor.PID{}, next: 7}}
+	a.tidy()
+	if a.x != nil {
+		t.Error("an empty busy part was kept")
+	}
+}
