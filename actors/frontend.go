@@ -9,6 +9,7 @@ import (
 	"github.com/asynkron/protoactor-go/cluster"
 
 	"github.com/tandem-im/tandem/auth"
+	tcluster "github.com/tandem-im/tandem/cluster"
 	"github.com/tandem-im/tandem/proto/actorpb"
 	"github.com/tandem-im/tandem/proto/wire"
 )
@@ -98,11 +99,13 @@ func (f *Frontend) Activate(ctx context.Context, user string) (uint64, error) {
 
 func (f *Frontend) request(ctx context.Context, user string, msg any) (any, error) {
 	timeout := f.rt.cfg.RequestTimeout
-	if d, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(d))
-	}
-	if timeout <= 0 {
-		return nil, context.DeadlineExceeded
+	d, ok := ctx.Deadline()
+	if ok && time.Until(d) <= timeout {
+		// The caller's deadline is the nearer one: wait on its context.
+		if time.Until(d) <= 0 {
+			return nil, context.DeadlineExceeded
+		}
+		return tcluster.Request(ctx, f.rt.cl, user, UserKind, msg)
 	}
 	return f.rt.cl.Request(user, UserKind, msg, cluster.WithTimeout(timeout))
 }

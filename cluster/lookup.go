@@ -51,6 +51,7 @@ type Lookup struct {
 	c         *pcluster.Cluster
 	self      string
 	placement *actor.PID
+	replies   *replies // answers to requests to this node's activations (reply.go)
 	sub       *eventstream.Subscription
 	ready     chan struct{} // closed once a topology includes this node
 
@@ -107,6 +108,9 @@ func (l *Lookup) Setup(c *pcluster.Cluster, _ []string, isClient bool) {
 		panic(fmt.Errorf("cluster: spawn placement actor: %w", err))
 	}
 	l.placement = pid
+	if l.replies, err = startReplies(c.ActorSystem); err != nil {
+		panic(fmt.Errorf("cluster: %w", err))
+	}
 	l.sub = c.ActorSystem.EventStream.Subscribe(func(evt any) {
 		switch e := evt.(type) {
 		case *pcluster.ClusterTopology:

@@ -914,3 +914,31 @@ func TestLeaveKeepsSurvivorsCache(t *testing.T) {
 		}
 	}
 }
+
+// Request on the caller's context: with a deadline it goes through the
+// lookup on that context (no context of its own); without one it is the
+// cluster's c.Request; a context already past its deadline fails at once
+// with ErrTimeout instead of waiting out the cluster's request timeout.
+func TestRequestOnCallersContext(t *testing.T) {
+	reg := newRegistry()
+	m := startMember(t, reg)
+	defer m.Stop(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, c := range []context.Context{ctx, context.Background()} {
+		res, err := Request(c, m.Cluster(), "callers-ctx", echoKind, wrapperspb.String("hi"))
+		if err != nil || res.(*wrapperspb.StringValue).Value != "callers-ctx@"+m.Address() {
+			t.Fatalf("Request: %v, %v", res, err)
+		}
+	}
+	past, cancelPast := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancelPast()
+	start := time.Now()
+	if _, err := Request(past, m.Cluster(), "callers-ctx-2", echoKind, wrapperspb.String("hi")); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Request past its deadline: %v, want ErrTimeout", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("Request past its deadline took %v", d)
+	}
+	reg.check(t)
+}

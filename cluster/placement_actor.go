@@ -41,10 +41,19 @@ type removeActivation struct {
 type placementActor struct {
 	l  *Lookup
 	st placementState
-	// forwards: the message of each waiter (a future's PID ID) that came
-	// as an activateAndRequest, to hand the activation once it is known.
-	forwards map[string]any
+	// forwards: the message of each waiter that came as an
+	// activateAndRequest, to hand the activation once it is known.
+	forwards map[waiterKey]any
 }
+
+// waiterKey names a waiting requester: a future's PID ID, or the reply
+// PID's ID and RequestId (reply.go), which every local request shares.
+type waiterKey struct {
+	id  string
+	rid uint32
+}
+
+func keyOfWaiter(pid *actor.PID) waiterKey { return waiterKey{pid.Id, pid.RequestId} }
 
 func (p *placementActor) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
@@ -67,9 +76,9 @@ func (p *placementActor) Receive(ctx actor.Context) {
 			return
 		}
 		if p.forwards == nil {
-			p.forwards = map[string]any{}
+			p.forwards = map[waiterKey]any{}
 		}
-		p.forwards[ctx.Sender().Id] = msg.message
+		p.forwards[keyOfWaiter(ctx.Sender())] = msg.message
 		v := p.l.view()
 		p.perform(ctx, v, msg.ci, p.st.activate(v, msg.ci, ctx.Sender()))
 	case *actor.Terminated:
@@ -146,12 +155,12 @@ func (p *placementActor) spawn(ctx actor.Context, ci *pcluster.ClusterIdentity) 
 func (p *placementActor) answer(ctx actor.Context, v *view, ci *pcluster.ClusterIdentity, waiters []*actor.PID, pid *actor.PID) {
 	cached := false
 	for _, w := range waiters {
-		msg, fwd := p.forwards[w.Id]
+		msg, fwd := p.forwards[keyOfWaiter(w)]
 		if !fwd || w.Address != ctx.Self().Address {
 			ctx.Send(w, &pcluster.ActivationResponse{Pid: pid, Failed: pid == nil, TopologyHash: v.hash})
 			continue
 		}
-		delete(p.forwards, w.Id)
+		delete(p.forwards, keyOfWaiter(w))
 		if pid == nil {
 			ctx.Send(w, &pcluster.ActivationResponse{Failed: true, TopologyHash: v.hash})
 			continue

@@ -40,6 +40,20 @@ func (r *requestContext) Request(identity, kind string, message any, opts ...pcl
 	return r.l.request(ctx, cfg.Context, pcluster.NewClusterIdentity(identity, kind), message)
 }
 
+// Request sends message to the activation of identity and waits for its
+// answer until ctx is done, as c.Request does but on the caller's context:
+// a caller that has a deadline already (a login, a frame) saves a timer
+// and a context per request. Without a deadline, or on a cluster whose
+// identity lookup is not this package's, it is c.Request with c's
+// request timeout.
+func Request(ctx context.Context, c *pcluster.Cluster, identity, kind string, message any) (any, error) {
+	l, ok := c.Config.IdentityLookup.(*Lookup)
+	if _, has := ctx.Deadline(); !ok || !has {
+		return c.Request(identity, kind, message)
+	}
+	return l.request(ctx, c.ActorSystem.Root, pcluster.NewClusterIdentity(identity, kind), message)
+}
+
 // RequestFuture resolves the identity within the call timeout and sends
 // one request; the future is not retried.
 func (r *requestContext) RequestFuture(identity, kind string, message any, opts ...pcluster.GrainCallOption) (*actor.Future, error) {
@@ -80,7 +94,12 @@ func (l *Lookup) request(ctx context.Context, sender actor.SenderContext, ci *pc
 		if err != nil {
 			return nil, err
 		}
-		res, err := sender.RequestFuture(pid, message, remaining).Result()
+		var res any
+		if pid.Address == l.self {
+			res, err = l.replies.request(ctx, func(reply *actor.PID) { sender.RequestWithCustomSender(pid, message, reply) })
+		} else {
+			res, err = sender.RequestFuture(pid, message, remaining).Result()
+		}
 		if err == nil {
 			return res, nil
 		}
@@ -139,12 +158,13 @@ func (l *Lookup) requestLocal(ctx context.Context, sender actor.SenderContext, c
 	if _, ok := l.cachedGet(t, ci); ok || t.v.owner(ci.Kind, ci.Identity) != l.self {
 		return nil, nil, false
 	}
-	remaining, err := remainingOf(ctx, ci)
-	if err != nil {
+	if _, err := remainingOf(ctx, ci); err != nil {
 		return nil, err, true
 	}
 	l.forwarded.Add(1)
-	res, err = sender.RequestFuture(l.placement, &activateAndRequest{ci: ci, message: message}, remaining).Result()
+	res, err = l.replies.request(ctx, func(reply *actor.PID) {
+		sender.RequestWithCustomSender(l.placement, &activateAndRequest{ci: ci, message: message}, reply)
+	})
 	switch r, refused := res.(*pcluster.ActivationResponse); {
 	case err == nil && refused && r.Failed:
 		return nil, fmt.Errorf("%w by this node", errRefused), false
