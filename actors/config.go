@@ -34,6 +34,10 @@ type Config struct {
 	// owned elsewhere. For a load tool that joins a running cluster from
 	// outside the nodes' processes (`tandem-bench actors -join`).
 	NoActivations bool
+
+	// noEvents: nobody publishes session events (NewRuntime without a
+	// Publisher), so the user state builds none (userState.notify).
+	noEvents bool
 }
 
 // Defaults.

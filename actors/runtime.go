@@ -84,6 +84,7 @@ func NewRuntime(cfg Config, store Store, hooks Publisher, reg prometheus.Registe
 	r := &Runtime{cfg: cfg.withDefaults(), store: store, reader: storeReader{store}, log: log, metrics: newMetrics(reg), hooks: hooks, presence: newPresence(),
 		dispatch: newWorkerDispatcher(mailboxThroughput, workerIdle)}
 	r.activate.timeout = r.cfg.RequestTimeout
+	r.cfg.noEvents = hooks == nil
 	p := r.cfg.Policy
 	r.policy.Store(&p)
 	r.gate, _ = store.(writeGate)

@@ -312,7 +312,10 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 		return wire.ErrFrame(0, wire.CodeLoginConflict, why), nil
 	}
 	wasOnline := len(s.sessions) > 0
-	newInfo := &wire.DeviceInfo{DeviceId: l.GetDeviceId(), Platform: l.GetPlatform(), Tag: l.GetTag(), LoginExt: l.GetLoginExt(), AppVersion: l.GetAppVersion()}
+	var newInfo *wire.DeviceInfo // the kicker, for the kicked devices' webhooks: made only if one is kicked
+	if len(d.kick) > 0 {
+		newInfo = &wire.DeviceInfo{DeviceId: l.GetDeviceId(), Platform: l.GetPlatform(), Tag: l.GetTag(), LoginExt: l.GetLoginExt(), AppVersion: l.GetAppVersion()}
+	}
 	var effs []effect
 	var events []*wire.Entry
 	for _, k := range d.kick {
@@ -541,8 +544,13 @@ func (s *userState) adminKick(device string, now time.Time) ([]*wire.DeviceInfo,
 	return kicked, append(effs, s.presence())
 }
 
-// notify builds a session event about one device for the app backend.
+// notify builds a session event about one device for the app backend; nil
+// (an effect the shell skips) when nobody publishes them: an event per
+// login and two per first device were allocated for nothing.
 func (s *userState) notify(t EventType, dev, by *wire.DeviceInfo, reason string, now time.Time) effect {
+	if s.cfg.noEvents {
+		return nil
+	}
 	return effNotify{ev: Event{Type: t, UserID: s.user, Device: dev, KickedBy: by, Reason: reason, AtMS: now.UnixMilli()}}
 }
 

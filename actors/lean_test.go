@@ -4,6 +4,9 @@ import (
 	"fmt"
 
 	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/tandem-im/tandem/proto/actorpb"
+	"github.com/tandem-im/tandem/proto/wire"
 	"strings"
 	"testing"
 	"unsafe"
@@ -84,5 +87,29 @@ func TestUserAsideDroppedWhenEmpty(t *testing.T) {
 	a.tidy()
 	if a.x != nil {
 		t.Error("an empty busy part was kept")
+	}
+}
+
+// Without a publisher of session events the state builds none (a nil
+// effect the shell skips); with one, a first login builds device.login and
+// user.online.
+func TestNoSessionEventsWithoutPublisher(t *testing.T) {
+	for _, quiet := range []bool{false, true} {
+		cfg := testConfig(Config{})
+		cfg.noEvents = quiet
+		st := newUserState("u", cfg, &fakeLog{}, NewMessageID)
+		st.activated(1, 0, 0, nil, t0)
+		req := &actorpb.LoginRequest{Login: &wire.Login{DeviceId: "phone", Platform: "ios"}}
+		reply, effs := st.login(sk(1), req, t0, 1, 1)
+		if reply.GetLoginOk() == nil {
+			t.Fatalf("noEvents %v: login refused: %v", quiet, reply)
+		}
+		got := fmt.Sprint(notifications(effs))
+		if want := map[bool]string{false: "[device.login:phone: user.online:phone:]", true: "[]"}[quiet]; got != want {
+			t.Errorf("noEvents %v: events %s, want %s", quiet, got, want)
+		}
+		if len(appends(effs)) != 1 {
+			t.Errorf("noEvents %v: %d appends, want the LOGGED_IN one", quiet, len(appends(effs)))
+		}
 	}
 }
