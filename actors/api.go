@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -28,17 +29,22 @@ const apiSendAddr = "\x00apisend"
 // touches it.
 type apiWaiters struct {
 	pids map[uint64]*actor.PID
-	next uint64
 }
+
+// apiTokens numbers the API requests of every actor of the process: a
+// token is never reused, not even by an actor whose waiters were dropped
+// while idle (userActor.tidy) and made again, so an answer the state
+// still owes an old token cannot reach a newer request.
+var apiTokens atomic.Uint64
 
 // wait registers the requester of the current message and returns its token.
 func (w *apiWaiters) wait(ctx actor.Context) uint64 {
 	if w.pids == nil {
 		w.pids = map[uint64]*actor.PID{}
 	}
-	w.next++
-	w.pids[w.next] = ctx.Sender()
-	return w.next
+	t := apiTokens.Add(1)
+	w.pids[t] = ctx.Sender()
+	return t
 }
 
 // answer sends each waiting token in tokens its answer, once.

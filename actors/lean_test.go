@@ -9,6 +9,7 @@ import (
 	"github.com/tandem-im/tandem/proto/wire"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 )
 
@@ -83,7 +84,7 @@ func TestUserAsideDroppedWhenEmpty(t *testing.T) {
 			t.Errorf("%s: dropped while it waits", name)
 		}
 	}
-	*x = userAside{api: apiWaiters{pids: map[uint64]*actor.PID{}, next: 7}}
+	*x = userAside{api: apiWaiters{pids: map[uint64]*actor.PID{}}}
 	a.tidy()
 	if a.x != nil {
 		t.Error("an empty busy part was kept")
@@ -111,5 +112,38 @@ func TestNoSessionEventsWithoutPublisher(t *testing.T) {
 		if len(appends(effs)) != 1 {
 			t.Errorf("noEvents %v: %d appends, want the LOGGED_IN one", quiet, len(appends(effs)))
 		}
+	}
+}
+
+// API tokens are never reused, even by an actor whose waiters were
+// dropped and made again.
+func TestAPITokensNotReused(t *testing.T) {
+	a := &userActor{}
+	sys := actor.NewActorSystem()
+	defer sys.Shutdown()
+	seen := map[uint64]bool{}
+	probe := sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if _, ok := ctx.Message().(*wire.Ping); !ok {
+			return
+		}
+		for range 3 {
+			tok := a.aside().api.wait(ctx)
+			if seen[tok] {
+				t.Errorf("token %d handed out twice", tok)
+			}
+			seen[tok] = true
+			a.x.api.answer(ctx, []uint64{tok}, &wire.Pong{})
+			a.tidy()
+			if a.x != nil {
+				t.Error("waiters kept after the last answer")
+			}
+		}
+		ctx.Respond(&wire.Pong{})
+	}))
+	if _, err := sys.Root.RequestFuture(probe, &wire.Ping{}, 5*time.Second).Result(); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != 3 {
+		t.Fatalf("%d tokens, want 3", len(seen))
 	}
 }

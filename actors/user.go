@@ -69,8 +69,8 @@ func (a *userActor) aside() *userAside {
 	return a.x
 }
 
-// tidy drops the busy part once nothing waits in it. apiWaiters' token
-// counter restarts with it, safe because no token is outstanding then.
+// tidy drops the busy part once nothing waits in it (API tokens come from
+// a process-wide counter, apiTokens: none is reused when it is made again).
 func (a *userActor) tidy() {
 	if x := a.x; x != nil && len(x.waitingCatchup) == 0 && len(x.api.pids) == 0 && x.history.running == 0 && len(x.history.waiting) == 0 {
 		a.x = nil
