@@ -132,6 +132,9 @@ func startUserHarnessWith(t *testing.T, user string, cfg Config) *userHarness {
 	store := &gatedStore{Local: b}
 	rt := NewRuntime(cfg, store, nil, nil, log)
 	rt.sys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return log }))
+	idleCtx, stopIdle := context.WithCancel(context.Background())
+	idleDone := make(chan struct{})
+	go func() { rt.idle.run(idleCtx, rt.sys.Root); close(idleDone) }() // Start runs it; this harness has no Start
 	h := &userHarness{t: t, rt: rt, store: store, frames: make(chan sessFrame, 4096)}
 	h.gw = rt.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &fakeGateway{frames: h.frames} }))
 	h.user = rt.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &userActor{rt: rt} }))
@@ -141,6 +144,8 @@ func startUserHarnessWith(t *testing.T, user string, cfg Config) *userHarness {
 	})
 	t.Cleanup(func() {
 		_ = rt.sys.Root.StopFuture(h.user).Wait() // only a timeout can fail
+		stopIdle()
+		<-idleDone
 		rt.sys.Shutdown()
 		store.Close()
 	})

@@ -636,7 +636,7 @@ func (a *groupActor) arm(ctx actor.Context) {
 		self, root := ctx.Self(), a.rt.sys.Root
 		time.AfterFunc(tickEvery, func() { root.Send(self, tickMsg{}) })
 	}
-	a.idle.arm(ctx, a.rt.sys.Root, a.g.idle())
+	a.idle.arm(ctx, a.rt.idle, a.g.idle())
 }
 
 func (a *groupActor) activate(ctx actor.Context, id string) {

@@ -9,13 +9,14 @@ import (
 
 // idleClock passivates an actor once it has been idle (by its own test:
 // no session, nothing in flight) for its timeout since its last message.
-// Its timer exists only while the actor is idle, so an online user's
-// actor holds none; protoactor's receive timeout would keep a timer, and
-// the context extras it lives in, for every activation.
+// Its check is scheduled on the runtime's idle wheel (idlewheel.go) once
+// the actor is idle, so an online user's actor holds no timer;
+// protoactor's receive timeout would keep a timer, and the context extras
+// it lives in, for every activation.
 type idleClock struct {
 	after time.Duration // this activation's timeout
-	timer *time.Timer   // sends idleCheck; nil while the actor is busy
 	last  int64         // when the last message other than idleCheck came, Unix ns
+	armed bool          // an idleCheck is on the wheel
 }
 
 // idleCheck asks the actor whether it has been idle long enough to stop.
@@ -37,21 +38,18 @@ func (c *idleClock) quiet() time.Duration { return time.Duration(time.Now().Unix
 
 // due handles an idleCheck: whether the actor, idle now, should stop.
 func (c *idleClock) due(idle bool) bool {
-	c.timer = nil // it fired (or one stopped too late did): the test is right either way
+	c.armed = false // the actor's one entry came: arm schedules the next if it is still idle
 	return idle && c.quiet() >= c.after
 }
 
-// arm, after a message, starts the timer if the actor is idle and stops
-// it if it is busy again (typically: the login that activated it; the
-// timer would otherwise be kept for the whole session).
-func (c *idleClock) arm(ctx actor.Context, root *actor.RootContext, idle bool) {
-	switch {
-	case idle && c.timer == nil:
-		self := ctx.Self()
-		c.timer = time.AfterFunc(c.after-c.quiet(), func() { root.Send(self, idleCheck{}) })
-	case !idle && c.timer != nil:
-		c.timer.Stop()
-		c.timer = nil
+// arm, after a message, schedules the idle check if the actor is idle and
+// has none scheduled. A busy actor's entry stays on the wheel (a wheel
+// entry cannot be cancelled cheaply): when it comes, due finds the actor
+// busy, and arm schedules the next once it is idle again.
+func (c *idleClock) arm(ctx actor.Context, w *idleWheel, idle bool) {
+	if idle && !c.armed {
+		c.armed = true
+		w.add(time.Now().Add(c.after-c.quiet()), ctx.Self())
 	}
 }
 

@@ -63,6 +63,7 @@ type Runtime struct {
 	policy   atomic.Pointer[Policy] // current kick policy (the server API may change it)
 	dispatch *workerDispatcher      // runs the mailboxes of this runtime's actors (dispatcher.go)
 	activate storeDeadline          // the contexts of activations' store calls (deadline.go)
+	idle     *idleWheel             // idle actors' passivation checks (idlewheel.go)
 
 	// Set by Start, then read-only.
 	sys      *actor.ActorSystem
@@ -84,6 +85,7 @@ func NewRuntime(cfg Config, store Store, hooks Publisher, reg prometheus.Registe
 	r := &Runtime{cfg: cfg.withDefaults(), store: store, reader: storeReader{store}, log: log, metrics: newMetrics(reg), hooks: hooks, presence: newPresence(),
 		dispatch: newWorkerDispatcher(mailboxThroughput, workerIdle)}
 	r.activate.timeout = r.cfg.RequestTimeout
+	r.idle = newIdleWheel(r.cfg.IdleTimeout)
 	r.cfg.noEvents = hooks == nil
 	p := r.cfg.Policy
 	r.policy.Store(&p)
@@ -333,6 +335,7 @@ func (r *Runtime) Start(cl *cluster.Cluster, sessions SessionTable, members Memb
 		r.wg.Go(func() { r.redriveOutboxes(ctx, false) })
 	}
 	r.unwatch = r.watchTopology(ctx)
+	r.wg.Go(func() { r.idle.run(ctx, r.sys.Root) })
 	return nil
 }
 

@@ -210,7 +210,7 @@ func (a *userActor) arm(ctx actor.Context) {
 		self, root := ctx.Self(), a.rt.sys.Root
 		time.AfterFunc(tickEvery, func() { root.Send(self, tickMsg{}) })
 	}
-	a.idle.arm(ctx, a.rt.sys.Root, a.st.idle())
+	a.idle.arm(ctx, a.rt.idle, a.st.idle())
 }
 
 // log is the node's logger with this user's ID. Made per call, not kept:
