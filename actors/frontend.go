@@ -99,13 +99,13 @@ func (f *Frontend) Activate(ctx context.Context, user string) (uint64, error) {
 
 func (f *Frontend) request(ctx context.Context, user string, msg any) (any, error) {
 	timeout := f.rt.cfg.RequestTimeout
-	d, ok := ctx.Deadline()
-	if ok && time.Until(d) <= timeout {
-		// The caller's deadline is the nearer one: wait on its context.
-		if time.Until(d) <= 0 {
+	if d, ok := ctx.Deadline(); ok {
+		switch left := time.Until(d); {
+		case left <= 0:
 			return nil, context.DeadlineExceeded
+		case left <= timeout: // the caller's deadline is the nearer one: wait on its context
+			return tcluster.Request(ctx, f.rt.cl, user, UserKind, msg)
 		}
-		return tcluster.Request(ctx, f.rt.cl, user, UserKind, msg)
 	}
 	return f.rt.cl.Request(user, UserKind, msg, cluster.WithTimeout(timeout))
 }

@@ -18,6 +18,11 @@ import (
 // cancelled: an actor that became busy meanwhile gets its idleCheck, finds
 // itself busy and does nothing (idleClock.due), as it did when a stopped
 // timer fired anyway. A check comes at most one tick late.
+//
+// Not the gateway's heartbeat wheel (gateway/wheel.go): that one expires
+// items sharing one timeout and keeps its bookkeeping inside each item;
+// an actor's timeout has its own jitter, and the wheel only needs to send
+// a message, so a PID per entry is all it keeps.
 type idleWheel struct {
 	tick time.Duration
 
@@ -60,17 +65,6 @@ func (w *idleWheel) due(now time.Time) []*actor.PID {
 		}
 	}
 	return out
-}
-
-// pending is the number of entries not sent yet.
-func (w *idleWheel) pending() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n := 0
-	for _, b := range w.buckets {
-		n += len(b)
-	}
-	return n
 }
 
 // run sends the due checks every tick until ctx ends.

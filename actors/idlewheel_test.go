@@ -80,3 +80,14 @@ func TestIdleWheelRunSends(t *testing.T) {
 		t.Fatal("run did not stop with its context")
 	}
 }
+
+// pending is the number of entries not sent yet.
+func (w *idleWheel) pending() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, b := range w.buckets {
+		n += len(b)
+	}
+	return n
+}

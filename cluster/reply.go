@@ -61,13 +61,13 @@ func startReplies(sys *actor.ActorSystem) (*replies, error) {
 	return r, nil
 }
 
-// request sends message to pid, which must be on this node, through send
-// (send's sender argument is the request's reply PID), and waits for the
-// answer until ctx is done: the answer, actor.ErrDeadLetter if pid is
-// gone, actor.ErrTimeout if ctx ended first.
-func (r *replies) request(ctx context.Context, send func(sender *actor.PID)) (any, error) {
+// request sends message to pid, which must be on this node, from sender
+// with the request's reply PID as its sender, and waits for the answer
+// until ctx is done: the answer, actor.ErrDeadLetter if pid is gone,
+// actor.ErrTimeout if ctx ended first.
+func (r *replies) request(ctx context.Context, sender actor.SenderContext, pid *actor.PID, message any) (any, error) {
 	id, ch := r.register()
-	send(&actor.PID{Address: r.self.Address, Id: r.self.Id, RequestId: id})
+	sender.RequestWithCustomSender(pid, message, &actor.PID{Address: r.self.Address, Id: r.self.Id, RequestId: id})
 	select {
 	case res := <-ch:
 		replyChans.Put(ch)

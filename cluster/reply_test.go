@@ -28,6 +28,18 @@ func (replyEcho) Receive(ctx actor.Context) {
 	ctx.Respond(wrapperspb.String(fmt.Sprintf("%s#%d", m.Value, ctx.Sender().GetRequestId())))
 }
 
+// recordingSender is a SenderContext that notes the reply PID a request
+// went with.
+type recordingSender struct {
+	actor.SenderContext
+	reply *actor.PID
+}
+
+func (s *recordingSender) RequestWithCustomSender(pid *actor.PID, message any, sender *actor.PID) {
+	s.reply = sender
+	s.SenderContext.RequestWithCustomSender(pid, message, sender)
+}
+
 // Every caller gets its own answer, not another's; a caller whose context
 // ends first gets ErrTimeout and the answer that comes late goes nowhere;
 // a request to a stopped actor gets ErrDeadLetter; and the process
@@ -46,11 +58,9 @@ func TestRepliesAnswerTheirCaller(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ask := func(ctx context.Context, to *actor.PID, s string) (string, uint32, error) {
-		var rid uint32
-		res, err := r.request(ctx, func(reply *actor.PID) {
-			rid = reply.RequestId
-			sys.Root.RequestWithCustomSender(to, wrapperspb.String(s), reply)
-		})
+		rec := &recordingSender{SenderContext: sys.Root}
+		res, err := r.request(ctx, rec, to, wrapperspb.String(s))
+		rid := rec.reply.GetRequestId()
 		if err != nil {
 			return "", rid, err
 		}

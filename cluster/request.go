@@ -96,7 +96,7 @@ func (l *Lookup) request(ctx context.Context, sender actor.SenderContext, ci *pc
 		}
 		var res any
 		if pid.Address == l.self {
-			res, err = l.replies.request(ctx, func(reply *actor.PID) { sender.RequestWithCustomSender(pid, message, reply) })
+			res, err = l.replies.request(ctx, sender, pid, message)
 		} else {
 			res, err = sender.RequestFuture(pid, message, remaining).Result()
 		}
@@ -162,9 +162,7 @@ func (l *Lookup) requestLocal(ctx context.Context, sender actor.SenderContext, c
 		return nil, err, true
 	}
 	l.forwarded.Add(1)
-	res, err = l.replies.request(ctx, func(reply *actor.PID) {
-		sender.RequestWithCustomSender(l.placement, &activateAndRequest{ci: ci, message: message}, reply)
-	})
+	res, err = l.replies.request(ctx, sender, l.placement, &activateAndRequest{ci: ci, message: message})
 	switch r, refused := res.(*pcluster.ActivationResponse); {
 	case err == nil && refused && r.Failed:
 		return nil, fmt.Errorf("%w by this node", errRefused), false

@@ -1,16 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"sync"
 
+	"github.com/tandem-im/tandem/internal/procmem"
 	"github.com/tandem-im/tandem/persistence"
 )
 
@@ -97,26 +95,8 @@ func measure() memPoint {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	p := memPoint{heap: int64(ms.HeapInuse)}
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return p
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		name, val, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(val), " kB"), 10, 64)
-		switch name {
-		case "VmRSS":
-			p.rss = kb << 10
-		case "RssAnon":
-			p.anon = kb << 10
-		case "RssFile":
-			p.file = kb << 10
-		}
+	if m, err := procmem.Read(os.Getpid()); err == nil { // not Linux: the heap only
+		p.rss, p.anon, p.file = m.RSS, m.RSSAnon, m.RSSFile
 	}
 	return p
 }

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tandem-im/tandem/internal/procmem"
 )
 
 // `tandem-bench conns` measures the memory a node spends per connection
@@ -447,7 +449,7 @@ func (c *conns) measure(ctx context.Context, phase string, step, a, b int) error
 		if sp.Runtime, err = c.gc(ctx, n); err != nil {
 			return err
 		}
-		if sp.Process, err = readProcMemory(n.pid()); err != nil {
+		if sp.Process, err = procmem.Read(n.pid()); err != nil {
 			return fmt.Errorf("node %d: %w", i, err)
 		}
 		p.Servers = append(p.Servers, sp)
@@ -456,7 +458,7 @@ func (c *conns) measure(ctx context.Context, phase string, step, a, b int) error
 		return fmt.Errorf("read the kernel's memory: %w", err)
 	}
 	for _, w := range c.workers {
-		if m, err := readProcMemory(w.cmd.Process.Pid); err == nil {
+		if m, err := procmem.Read(w.cmd.Process.Pid); err == nil {
 			p.ClientRSS += m.RSS
 		}
 	}

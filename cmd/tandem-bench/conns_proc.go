@@ -11,47 +11,7 @@ import (
 )
 
 // What `tandem-bench conns` reads from Linux's /proc and from a node's
-// /metrics.
-
-// procMemory is a process's resident memory (/proc/PID/status), in bytes.
-type procMemory struct {
-	RSS     int64 `json:"rss"`      // VmRSS
-	RSSAnon int64 `json:"rss_anon"` // RssAnon: heap, stacks, runtime (no file-backed pages)
-	RSSFile int64 `json:"rss_file"` // RssFile: the binary's pages, mapped files
-}
-
-func readProcMemory(pid int) (procMemory, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return procMemory{}, err
-	}
-	return parseProcStatus(b)
-}
-
-// parseProcStatus reads the VmRSS, RssAnon and RssFile lines ("kB").
-func parseProcStatus(b []byte) (procMemory, error) {
-	var m procMemory
-	want := map[string]*int64{"VmRSS:": &m.RSS, "RssAnon:": &m.RSSAnon, "RssFile:": &m.RSSFile}
-	found := 0
-	for line := range strings.SplitSeq(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 3 || f[2] != "kB" {
-			continue
-		}
-		if p, ok := want[f[0]]; ok {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil {
-				return procMemory{}, fmt.Errorf("/proc status %s: %w", f[0], err)
-			}
-			*p = kb << 10
-			found++
-		}
-	}
-	if found != len(want) {
-		return procMemory{}, fmt.Errorf("/proc status: found %d of VmRSS, RssAnon, RssFile", found)
-	}
-	return m, nil
-}
+// /metrics (a process's own memory: internal/procmem).
 
 // kernelMemory is the machine's kernel memory that grows with sockets.
 // Machine-wide: on loopback it counts both ends of every connection, and

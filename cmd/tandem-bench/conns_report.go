@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/tandem-im/tandem/internal/procmem"
 )
 
 // ConnsResult is a `tandem-bench conns` run: what was run where, every
@@ -76,11 +78,11 @@ type connsPoint struct {
 }
 
 type serverPoint struct {
-	Conns       int           `json:"conns"` // logged-in sessions (checked against /metrics)
-	Sessions    int           `json:"sessions"`
-	OnlineUsers int           `json:"online_users"`
-	Process     procMemory    `json:"process"`
-	Runtime     runtimeMemory `json:"runtime"`
+	Conns       int            `json:"conns"` // logged-in sessions (checked against /metrics)
+	Sessions    int            `json:"sessions"`
+	OnlineUsers int            `json:"online_users"`
+	Process     procmem.Memory `json:"process"`
+	Runtime     runtimeMemory  `json:"runtime"`
 }
 
 // runtimeMemory is what the node's POST /debug/gc answers (node/debug.go).
@@ -195,12 +197,7 @@ func fitLine(ps []connsPoint, servers int) *lineFit {
 	var mx float64
 	for i, p := range ps {
 		s := sumServers(p.Servers)
-		xs[i] = float64(s.Conns)
-		ys[i] = perConn{
-			RSS: float64(s.Process.RSS), RSSAnon: float64(s.Process.RSSAnon),
-			HeapInuse: float64(s.Runtime.HeapInuse), HeapAlloc: float64(s.Runtime.HeapAlloc),
-			StackInuse: float64(s.Runtime.StackInuse), Goroutines: float64(s.Runtime.Goroutines),
-		}
+		xs[i], ys[i] = float64(s.Conns), figuresOf(s)
 		mx += xs[i]
 	}
 	mx /= float64(len(ps))
@@ -233,13 +230,20 @@ func slopeOf(a, b serverPoint) perConn {
 	if d == 0 {
 		return perConn{}
 	}
+	s, fa := figuresOf(b), figuresOf(a)
+	for i, f := range s.fields() {
+		*f = (*f - *fa.fields()[i]) / d
+	}
+	return s
+}
+
+// figuresOf is a point's memory figures as they are (not per connection),
+// in a perConn's fields.
+func figuresOf(p serverPoint) perConn {
 	return perConn{
-		RSS:        float64(b.Process.RSS-a.Process.RSS) / d,
-		RSSAnon:    float64(b.Process.RSSAnon-a.Process.RSSAnon) / d,
-		HeapInuse:  float64(b.Runtime.HeapInuse-a.Runtime.HeapInuse) / d,
-		HeapAlloc:  float64(b.Runtime.HeapAlloc-a.Runtime.HeapAlloc) / d,
-		StackInuse: float64(b.Runtime.StackInuse-a.Runtime.StackInuse) / d,
-		Goroutines: float64(b.Runtime.Goroutines-a.Runtime.Goroutines) / d,
+		RSS: float64(p.Process.RSS), RSSAnon: float64(p.Process.RSSAnon),
+		HeapInuse: float64(p.Runtime.HeapInuse), HeapAlloc: float64(p.Runtime.HeapAlloc),
+		StackInuse: float64(p.Runtime.StackInuse), Goroutines: float64(p.Runtime.Goroutines),
 	}
 }
 

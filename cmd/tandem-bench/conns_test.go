@@ -254,19 +254,6 @@ func TestConnsFlags(t *testing.T) {
 	}
 }
 
-func TestParseProcStatus(t *testing.T) {
-	m, err := parseProcStatus([]byte("Name:\ttandem\nVmRSS:\t  2048 kB\nRssAnon:\t  1024 kB\nRssFile:\t 1000 kB\nRssShmem:\t0 kB\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.RSS != 2048<<10 || m.RSSAnon != 1024<<10 || m.RSSFile != 1000<<10 {
-		t.Errorf("%+v", m)
-	}
-	if _, err := parseProcStatus([]byte("VmRSS:\t1 kB\n")); err == nil {
-		t.Error("no error for a status without RssAnon")
-	}
-}
-
 func TestParseSockstat(t *testing.T) {
 	in, mem, err := parseSockstat([]byte("sockets: used 13\nTCP: inuse 5 orphan 0 tw 1 alloc 7 mem 73\nUDP: inuse 0 mem 0\n"))
 	if err != nil || in != 5 || mem != 73 {
