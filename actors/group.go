@@ -642,7 +642,7 @@ func (a *groupActor) arm(ctx actor.Context) {
 func (a *groupActor) activate(ctx actor.Context, id string) {
 	a.id, a.self = id, ctx.Self()
 	a.log = a.rt.log.With("group", id)
-	rctx := a.rt.activate.get()
+	rctx := a.rt.activate.Get()
 	ns := groupUser(id)
 	owner := a.rt.sys.Address() + "/" + a.rt.sys.ID
 	epoch, last, err := a.rt.store.Activate(rctx, ns, owner)

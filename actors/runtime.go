@@ -15,6 +15,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	tcluster "github.com/tandem-im/tandem/cluster"
+	"github.com/tandem-im/tandem/internal/deadline"
 	"github.com/tandem-im/tandem/persistence"
 	"github.com/tandem-im/tandem/proto/actorpb"
 	"github.com/tandem-im/tandem/proto/wire"
@@ -62,7 +63,7 @@ type Runtime struct {
 	presence *presence
 	policy   atomic.Pointer[Policy] // current kick policy (the server API may change it)
 	dispatch *workerDispatcher      // runs the mailboxes of this runtime's actors (dispatcher.go)
-	activate storeDeadline          // the contexts of activations' store calls (deadline.go)
+	activate deadline.Shared        // the contexts of activations' store calls: one per second, not a timer each
 	idle     *idleWheel             // idle actors' passivation checks (idlewheel.go)
 
 	// Set by Start, then read-only.
@@ -84,7 +85,7 @@ type Runtime struct {
 func NewRuntime(cfg Config, store Store, hooks Publisher, reg prometheus.Registerer, log *slog.Logger) *Runtime {
 	r := &Runtime{cfg: cfg.withDefaults(), store: store, reader: storeReader{store}, log: log, metrics: newMetrics(reg), hooks: hooks, presence: newPresence(),
 		dispatch: newWorkerDispatcher(mailboxThroughput, workerIdle)}
-	r.activate.timeout = r.cfg.RequestTimeout
+	r.activate.Timeout = r.cfg.RequestTimeout
 	r.idle = newIdleWheel(r.cfg.IdleTimeout)
 	r.cfg.noEvents = hooks == nil
 	p := r.cfg.Policy

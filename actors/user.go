@@ -237,7 +237,7 @@ func (a *userActor) activate(ctx actor.Context, init *cluster.ClusterInit) {
 }
 
 func (a *userActor) load(init *cluster.ClusterInit) (*userState, []effect, error) {
-	ctx := a.rt.activate.get()
+	ctx := a.rt.activate.Get()
 	owner := init.Cluster.ActorSystem.Address() + "/" + init.Cluster.ActorSystem.ID
 	epoch, last, err := a.rt.store.Activate(ctx, a.user, owner)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	pcluster "github.com/asynkron/protoactor-go/cluster"
 	"github.com/asynkron/protoactor-go/remote"
+
+	"github.com/tandem-im/tandem/internal/deadline"
 )
 
 // requestContext replaces protoactor's DefaultContext (the cluster's
@@ -19,13 +21,17 @@ import (
 //   - back off between retries (protoactor's RetryAction sleeps
 //     nanoseconds);
 //   - keep no process-global state (protoactor's RequestFuture captures
-//     the first cluster's options for the whole process).
+//     the first cluster's options for the whole process);
+//   - make no timer per request: requests with the same timeout share a
+//     deadline (internal/deadline), so one may wait up to a tenth of its
+//     timeout (at most a second) longer than asked.
 //
 // RetryCount and RetryAction options are ignored: requests retry on
 // timeouts and dead letters until the deadline.
 type requestContext struct {
-	c *pcluster.Cluster
-	l *Lookup
+	c         *pcluster.Cluster
+	l         *Lookup
+	deadlines deadline.Set // shared per timeout: no timer per request
 }
 
 var _ pcluster.Context = (*requestContext)(nil)
@@ -35,7 +41,7 @@ func (r *requestContext) Request(identity, kind string, message any, opts ...pcl
 	for _, o := range opts {
 		o(cfg)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+	ctx, cancel := r.deadlines.Get(cfg.Timeout)
 	defer cancel()
 	return r.l.request(ctx, cfg.Context, pcluster.NewClusterIdentity(identity, kind), message)
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/tandem-im/tandem/actors"
 	"github.com/tandem-im/tandem/auth"
+	"github.com/tandem-im/tandem/internal/deadline"
 	"github.com/tandem-im/tandem/node"
 	"github.com/tandem-im/tandem/proto/wire"
 )
@@ -109,6 +110,9 @@ type actorsRun struct {
 	userCounts func() actors.UserCounts
 	start      time.Time
 	groups     *groupLayout
+	// calls: the deadline of logins and activations, shared (no timer of
+	// the tool's own per call on the node's cores).
+	calls deadline.Shared
 
 	// Any goroutine; one slot per device (user u's device d is u·Devices+d,
 	// session ID that plus 1, plus its login's generation << 32: sidOf)
@@ -356,6 +360,7 @@ func newActorsRun(cfg ActorsConfig, log *slog.Logger) *actorsRun {
 		marks:     make([]time.Duration, 101),
 		groups:    newGroupLayout(cfg.Users, cfg.Groups, cfg.GroupSizes),
 	}
+	r.calls.Timeout = cfg.Timeout
 	if cfg.ActivateOnly {
 		r.epochs = make([]uint64, cfg.Users)
 	}
@@ -496,9 +501,7 @@ func (r *actorsRun) login(i int, at time.Duration) {
 	}
 	// Online before the request: the actor may push before it answers.
 	r.online[i].Store(devOnline)
-	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
-	reply, _, ok := r.front.Login(ctx, r.sid(i), fr)
-	cancel()
+	reply, _, ok := r.front.Login(r.calls.Get(), r.sid(i), fr)
 	lat := time.Since(r.start) - at
 	if !ok || reply.GetLoginOk() == nil {
 		name := reply.GetError().GetName()
@@ -533,9 +536,7 @@ func (r *actorsRun) activate(i int, at time.Duration) {
 	if at < 0 {
 		at = time.Since(r.start)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
-	epoch, err := r.front.Activate(ctx, vuser(i))
-	cancel()
+	epoch, err := r.front.Activate(r.calls.Get(), vuser(i))
 	lat := time.Since(r.start) - at
 	if err != nil || epoch == 0 {
 		r.loginFailed(i, "ACTIVATE")
