@@ -276,7 +276,12 @@ func (l *Lookup) RemovePid(ci *pcluster.ClusterIdentity, pid *actor.PID) {
 	}
 }
 
-// Shutdown stops the placement actor and with it every local activation,
+// drainTimeout bounds how long Shutdown waits for the local activations
+// to stop (protoactor's PoisonFuture of a parent waited 10 s for its
+// children).
+const drainTimeout = 10 * time.Second
+
+// Shutdown stops every local activation and then the placement actor,
 // and waits for them. Safe to call more than once (protoactor does).
 func (l *Lookup) Shutdown() {
 	l.shutdownOnce.Do(func() {
@@ -285,6 +290,15 @@ func (l *Lookup) Shutdown() {
 			return
 		}
 		l.c.ActorSystem.EventStream.Unsubscribe(l.sub)
+		// The activations are not the placement actor's protoactor
+		// children (placementActor): it stops them itself, then itself.
+		drained := make(chan struct{})
+		l.c.ActorSystem.Root.Send(l.placement, &drainActivations{done: drained})
+		select {
+		case <-drained:
+		case <-time.After(drainTimeout):
+			l.log.Warn("local activations did not all stop", "waited", drainTimeout)
+		}
 		if err := l.c.ActorSystem.Root.PoisonFuture(l.placement).Wait(); err != nil {
 			l.log.Warn("placement actor did not stop", "err", err)
 		}

@@ -19,7 +19,9 @@ func placementPID(addr string) *actor.PID { return actor.NewPID(addr, placementN
 
 // NewKind returns a cluster kind of actors made by props. Build kinds
 // with it, not with protoactor's cluster.NewKind: the placement actor
-// spawns every activation with these props as they are and sends it
+// spawns every activation with these props as they are, with protoactor's
+// default spawner (props must not set a spawner or spawn middleware of
+// their own: they would not run), and sends it
 // *cluster.ClusterInit first, so an activation costs no props clone and
 // no context extension, and its messages pass no receive middleware (a
 // million idle users pay for what each activation keeps). protoactor's
@@ -35,16 +37,29 @@ type removeActivation struct {
 	pid *actor.PID
 }
 
-// placementActor owns this node's activations: they are its children, so
-// it sees every termination. It never blocks: probes complete through
-// ReenterAfter while it keeps serving other requests.
+// placementActor owns this node's activations: it is their parent, so it
+// sees every termination (and every failure, as their supervisor). They
+// are not in its protoactor child set: a set of a million PIDs (a map and
+// a slice) cost each activation ~70 bytes and, while the collector marked,
+// the growth of a million-pointer slice and map on this one actor's path;
+// its own index (placementState.active) already knows them. So it stops
+// them itself when it stops (drain). It never blocks: probes complete
+// through ReenterAfter while it keeps serving other requests.
 type placementActor struct {
 	l  *Lookup
 	st placementState
 	// forwards: the message of each waiter that came as an
 	// activateAndRequest, to hand the activation once it is known.
 	forwards map[waiterKey]any
+	// drained is closed once every activation has stopped after a
+	// drainActivations; nil until then. No activation starts after it.
+	drained chan struct{}
 }
+
+// drainActivations asks the placement actor to stop every local
+// activation and refuse new ones; done is closed once all have stopped.
+// Local only (Lookup.Shutdown).
+type drainActivations struct{ done chan struct{} }
 
 // waiterKey names a waiting requester: a future's PID ID, or the reply
 // PID's ID and RequestId (reply.go), which every local request shares.
@@ -88,9 +103,44 @@ func (p *placementActor) Receive(ctx actor.Context) {
 				k.Dec()
 			}
 		}
+		p.checkDrained()
 	case *removeActivation:
 		if p.st.holds(msg.ci, msg.pid) {
 			ctx.Poison(msg.pid) // forgotten on Terminated, never before
+		}
+	case *drainActivations:
+		if p.drained == nil {
+			p.drained = msg.done
+			p.stopAll(ctx)
+			p.checkDrained()
+		} else {
+			drained := p.drained
+			go func() { <-drained; close(msg.done) }()
+		}
+	case *actor.Restarting:
+		// protoactor stops a restarting actor's children first; these are
+		// not in its child set, and the new instance starts with an empty
+		// index: stop them, so none outlives what indexes it.
+		p.stopAll(ctx)
+	}
+}
+
+// stopAll stops every local activation at once, as protoactor stops an
+// actor's children (their mailboxes' user messages are not processed).
+func (p *placementActor) stopAll(ctx actor.Context) {
+	for _, pid := range p.st.active {
+		ctx.Stop(pid)
+	}
+}
+
+// checkDrained closes drained once a drain has begun and no activation is
+// left.
+func (p *placementActor) checkDrained() {
+	if p.drained != nil && len(p.st.active) == 0 {
+		select {
+		case <-p.drained:
+		default:
+			close(p.drained)
 		}
 	}
 }
@@ -106,6 +156,10 @@ func (p *placementActor) perform(ctx actor.Context, v *view, ci *pcluster.Cluste
 	case verdictProbe:
 		p.probe(ctx, ci, d.targets, v.hash)
 	case verdictSpawn:
+		if p.drained != nil { // stopping: the requesters retry elsewhere or time out
+			p.answer(ctx, v, ci, d.waiters, nil)
+			return
+		}
 		pid, err := p.spawn(ctx, ci)
 		if err != nil {
 			p.l.log.Error("activation failed", "identity", ci.Identity, "kind", ci.Kind, "err", err)
@@ -138,7 +192,10 @@ func (p *placementActor) spawn(ctx actor.Context, ci *pcluster.ClusterIdentity) 
 	// The kind's own props, shared by every activation (see NewKind); the
 	// identity travels in ClusterInit, the first message in the mailbox:
 	// no one can send the new actor anything before answer hands out pid.
-	pid, err := ctx.SpawnNamed(k.Props, name)
+	// Spawned as ctx.SpawnNamed spawns a child (this actor its parent and
+	// supervisor, the name under its own) but kept out of protoactor's
+	// child set (see placementActor).
+	pid, err := actor.DefaultSpawner(ctx.ActorSystem(), ctx.Self().Id+"/"+name, k.Props, ctx)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: spawn %s: %w", name, err)
 	}
