@@ -33,12 +33,21 @@ type sessionHomes struct {
 	m  map[uint64]string // session ID → actor address
 }
 
-func (h *sessionHomes) set(sid uint64, addr string) {
+// set records that sid's actor lives at addr. A session whose actor lives
+// on this node (self) is not kept: were this node lost, its gateway's
+// sessions would go with it, so only other members' addresses are ever
+// orphaned — and a single node kept an entry per session for nothing (a
+// million-entry map under one lock on every login's path).
+func (h *sessionHomes) set(sid uint64, addr, self string) {
 	h.mu.Lock()
-	if h.m == nil {
-		h.m = map[uint64]string{}
+	switch {
+	case addr == self:
+		delete(h.m, sid) // homed elsewhere before, here now
+	case h.m == nil:
+		h.m = map[uint64]string{sid: addr}
+	default:
+		h.m[sid] = addr
 	}
-	h.m[sid] = addr
 	h.mu.Unlock()
 }
 

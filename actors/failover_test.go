@@ -6,15 +6,23 @@ import (
 )
 
 // Sessions whose actor lived on a member that left are handed out once;
-// the others stay; closed sessions are forgotten.
+// the others stay; closed sessions and sessions homed on this node are
+// not kept.
 func TestSessionHomesOrphaned(t *testing.T) {
 	var h sessionHomes
-	h.set(1, "10.0.0.1:7402")
-	h.set(2, "10.0.0.2:7402")
-	h.set(3, "10.0.0.1:7402")
-	h.set(4, "10.0.0.3:7402")
-	h.drop(3)                 // closed before the member left
-	h.set(2, "10.0.0.1:7402") // logged in again, now homed elsewhere
+	const self = "10.0.0.9:7402"
+	h.set(1, "10.0.0.1:7402", self)
+	h.set(2, "10.0.0.2:7402", self)
+	h.set(3, "10.0.0.1:7402", self)
+	h.set(4, "10.0.0.3:7402", self)
+	h.set(5, self, self)
+	h.set(6, "10.0.0.1:7402", self)
+	h.drop(3)                       // closed before the member left
+	h.set(2, "10.0.0.1:7402", self) // logged in again, now homed elsewhere
+	h.set(6, self, self)            // logged in again, now homed here
+	if len(h.m) != 3 {
+		t.Fatalf("%d sessions kept, want 3 (1, 2, 4): those homed here are not (%v)", len(h.m), h.m)
+	}
 
 	got := h.orphaned(map[string]bool{"10.0.0.1:7402": true})
 	slices.Sort(got)

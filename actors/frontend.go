@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
 
 	"github.com/tandem-im/tandem/auth"
@@ -69,11 +70,22 @@ func (f *Frontend) Login(ctx context.Context, sid uint64, fr *wire.Frame) (*wire
 		// PID the request reached is in the lookup's cache (a request
 		// that found a stopped activation dropped its entry and cached
 		// the successor), so the session's frames go there too.
-		if pid := f.rt.cl.Get(user, UserKind); pid != nil {
-			f.rt.homes.set(sid, pid.Address)
+		if pid := f.home(user); pid != nil {
+			f.rt.homes.set(sid, pid.Address, f.rt.sys.Address())
 		}
 	}
 	return reply, user, r.GetOk()
+}
+
+// home is the PID of user's actor from the lookup's cache (no identity
+// object and no request), else from a lookup.
+func (f *Frontend) home(user string) *actor.PID {
+	if f.rt.courier != nil && f.rt.courier.cached != nil {
+		if pid, ok := f.rt.courier.cached(user, UserKind); ok {
+			return pid
+		}
+	}
+	return f.rt.cl.Get(user, UserKind)
 }
 
 // Activate starts user's actor if it is not active — an actor start and
