@@ -51,7 +51,8 @@ type Lookup struct {
 	c         *pcluster.Cluster
 	self      string
 	placement *actor.PID
-	replies   *replies // answers to requests to this node's activations (reply.go)
+	replies   *replies   // answers to requests to this node's activations (reply.go)
+	local     localIndex // this node's live activations (the placement actor's index)
 	sub       *eventstream.Subscription
 	ready     chan struct{} // closed once a topology includes this node
 
@@ -101,7 +102,7 @@ func (l *Lookup) Setup(c *pcluster.Cluster, _ []string, isClient bool) {
 	l.self = c.ActorSystem.Address()
 	l.cur.Store(&topology{v: newView(l.self, 0, nil), changed: make(chan struct{})})
 	props := actor.PropsFromProducer(func() actor.Actor {
-		return &placementActor{l: l, st: newPlacementState()}
+		return &placementActor{l: l, st: newPlacementState(&l.local)}
 	})
 	pid, err := c.ActorSystem.Root.SpawnNamed(props, placementName)
 	if err != nil {

@@ -411,11 +411,23 @@ func TestRequestActivatesLocally(t *testing.T) {
 	if !ok || pid.Address != m.Address() {
 		t.Fatalf("the PID cache after a local activation: %v, %v", pid, ok)
 	}
+	// Answered from the placement's index; the topology's cache holds
+	// remote PIDs only.
+	if c, ok := l.cur.Load().pids.load(idKey{echoKind, "local-0"}); ok {
+		t.Fatalf("a local activation in the remote PID cache: %v", c.pid)
+	}
+	if n := l.local.len(); n != 201 {
+		t.Fatalf("%d activations in the placement's index, want 201", n)
+	}
 
 	if _, err := request("local-0", "passivate"); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 2*time.Second, "passivation", func() bool { live, _, _ := reg.snapshot(); return len(live["local-0"]) == 0 })
+	waitFor(t, 2*time.Second, "the index to forget local-0", func() bool { _, ok := l.local.get(idKey{echoKind, "local-0"}); return !ok })
+	if pid, ok := l.Cached("local-0", echoKind); ok {
+		t.Fatalf("a passivated activation still handed out: %v", pid)
+	}
 	if got, err := request("local-0", "hi"); err != nil || got != "local-0@"+m.Address() {
 		t.Fatalf("request after passivation: %q, %v", got, err)
 	}
@@ -872,7 +884,9 @@ func TestLeaveKeepsSurvivorsCache(t *testing.T) {
 	cached := func() map[string]string {
 		out := map[string]string{}
 		for _, id := range all {
-			if v, ok := a.lookup.cur.Load().pids.load(idKey{echoKind, id}); ok {
+			if pid, ok := a.lookup.local.get(idKey{echoKind, id}); ok {
+				out[id] = pid.Address // a's own activations: its placement's index
+			} else if v, ok := a.lookup.cur.Load().pids.load(idKey{echoKind, id}); ok {
 				out[id] = v.pid.Address
 			}
 		}

@@ -10,14 +10,15 @@ import (
 	pcluster "github.com/asynkron/protoactor-go/cluster"
 )
 
-// pidCache remembers the PIDs Get found, so that the hot paths (every
-// device frame, every courier message) do not ask the owner's placement
-// actor each time. One cache belongs to one topology and is dropped with
-// it. A local PID is used only while it is still registered (a passivated
-// activation's PID is not handed out again); a remote one for remoteTTL
-// after the lookup, because a member learns nothing when a peer's
-// activation stops — a send to it is lost until the entry expires, which
-// the senders' retries (devices, the outbox) absorb.
+// pidCache remembers the remote PIDs Get found, so that the hot paths
+// (every device frame, every courier message) do not ask the owner's
+// placement actor each time. One cache belongs to one topology and is
+// dropped with it. A remote PID is used for remoteTTL after the lookup,
+// because a member learns nothing when a peer's activation stops — a send
+// to it is lost until the entry expires, which the senders' retries
+// (devices, the outbox) absorb. Local activations are answered from the
+// placement's own index instead (localindex.go), and only while still
+// registered (a passivated activation's PID is not handed out again).
 type pidCache struct {
 	// A plain map per shard, not a sync.Map: a sync.Map boxes every key
 	// and value and adds trie nodes, ≈ 0.25 KiB per identity, and a node
@@ -36,8 +37,10 @@ type pidShard struct {
 
 var pidSeed = maphash.MakeSeed()
 
+func hashIdentity(identity string) uint64 { return maphash.String(pidSeed, identity) }
+
 func (c *pidCache) shard(k idKey) *pidShard {
-	return &c.shards[maphash.String(pidSeed, k.identity)%pidShards]
+	return &c.shards[hashIdentity(k.identity)%pidShards]
 }
 
 func (c *pidCache) load(k idKey) (cachedPID, bool) {
@@ -110,7 +113,7 @@ type idKey struct{ kind, identity string }
 
 type cachedPID struct {
 	pid   *actor.PID
-	until int64 // remote only: unix nanoseconds after which it is not used
+	until int64 // unix nanoseconds after which it is not used
 }
 
 const (
@@ -135,15 +138,16 @@ func (l *Lookup) cachedGet(t *topology, ci *pcluster.ClusterIdentity) (*actor.PI
 }
 
 func (l *Lookup) cachedKey(t *topology, k idKey) (*actor.PID, bool) {
+	if pid, ok := l.local.get(k); ok {
+		if _, ok := l.c.ActorSystem.ProcessRegistry.GetLocal(pid.Id); ok {
+			return pid, true
+		}
+	}
 	c, ok := t.pids.load(k)
 	if !ok {
 		return nil, false
 	}
-	if c.pid.Address == l.self {
-		if _, ok := l.c.ActorSystem.ProcessRegistry.GetLocal(c.pid.Id); ok {
-			return c.pid, true
-		}
-	} else if time.Now().UnixNano() < c.until {
+	if c.pid.Address != l.self && time.Now().UnixNano() < c.until {
 		return c.pid, true
 	}
 	if t.pids.deleteIf(k, c.pid) {
@@ -152,12 +156,13 @@ func (l *Lookup) cachedKey(t *topology, k idKey) (*actor.PID, bool) {
 	return nil, false
 }
 
-// cachePut remembers pid for ci in t's cache.
+// cachePut remembers pid for ci in t's cache if it is remote (a local one
+// is in the placement's index already).
 func (l *Lookup) cachePut(t *topology, ci *pcluster.ClusterIdentity, pid *actor.PID) {
-	c := cachedPID{pid: pid}
-	if pid.Address != l.self {
-		c.until = time.Now().Add(remoteTTL).UnixNano()
+	if pid.Address == l.self {
+		return
 	}
+	c := cachedPID{pid: pid, until: time.Now().Add(remoteTTL).UnixNano()}
 	if t.pids.n.Load() >= maxCachedPIDs {
 		t.pids.clear()
 	}

@@ -56,31 +56,41 @@ type decision struct {
 // placementState is the placement actor's bookkeeping. Not safe for
 // concurrent use: only the placement actor touches it.
 type placementState struct {
-	// active holds the live activations by ClusterIdentity.AsKey(), the
-	// keys being substrings of the PIDs' own names (activationKey): no
+	// active holds the live activations by kind and identity, the keys
+	// being substrings of the PIDs' own names (keyOfActivation): no
 	// reverse index and no copy of the identity per activation, of which
-	// a node holds a million.
-	active  map[string]*actor.PID
-	pending map[string]*pendingActivation // by key
+	// a node holds a million. Shared with the Lookup, which reads it.
+	active  *localIndex
+	pending map[string]*pendingActivation // by ClusterIdentity.AsKey()
 }
 
-func newPlacementState() placementState {
+// newPlacementState returns a state over the index active (nil: an index
+// of its own).
+func newPlacementState(active *localIndex) placementState {
+	if active == nil {
+		active = new(localIndex)
+	}
 	return placementState{
-		active:  map[string]*actor.PID{},
+		active:  active,
 		pending: map[string]*pendingActivation{},
 	}
 }
 
+// activeAt returns the live activation of ci, if any.
+func (s *placementState) activeAt(ci *pcluster.ClusterIdentity) (*actor.PID, bool) {
+	return s.active.get(idKey{ci.Kind, ci.Identity})
+}
+
 // activate handles an activation request from sender under view v.
 func (s *placementState) activate(v *view, ci *pcluster.ClusterIdentity, sender *actor.PID) decision {
-	key := ci.AsKey()
-	if pid, ok := s.active[key]; ok {
+	if pid, ok := s.activeAt(ci); ok {
 		// Served even if no longer ours: the old activation keeps serving.
 		return decision{verdict: verdictReply, pid: pid, waiters: []*actor.PID{sender}}
 	}
 	if v.owner(ci.Kind, ci.Identity) != v.self {
 		return decision{verdict: verdictRefuse, waiters: []*actor.PID{sender}}
 	}
+	key := ci.AsKey()
 	if p, ok := s.pending[key]; ok {
 		p.waiters = append(p.waiters, sender)
 		return decision{verdict: verdictWait}
@@ -138,11 +148,10 @@ func (s *placementState) probe(v *view, ci *pcluster.ClusterIdentity, from strin
 	case ci == nil || !v.has(from):
 		return &pcluster.ActivationResponse{Failed: true, TopologyHash: v.hash}
 	}
-	key := ci.AsKey()
-	if pid, ok := s.active[key]; ok {
+	if pid, ok := s.activeAt(ci); ok {
 		return &pcluster.ActivationResponse{Pid: pid, TopologyHash: v.hash}
 	}
-	if _, ok := s.pending[key]; ok {
+	if _, ok := s.pending[ci.AsKey()]; ok {
 		return &pcluster.ActivationResponse{Failed: true, TopologyHash: v.hash}
 	}
 	return &pcluster.ActivationResponse{TopologyHash: v.hash}
@@ -166,23 +175,21 @@ func (s *placementState) spawned(ci *pcluster.ClusterIdentity, pid *actor.PID) {
 	if len(key) != len(ci.Kind)+1+len(ci.Identity) || !strings.HasPrefix(key, ci.Kind) || key[len(ci.Kind)] != '/' || !strings.HasSuffix(key, ci.Identity) {
 		panic(fmt.Sprintf("cluster: activation %s of %s is not named by its identity", pid.Id, ci.AsKey()))
 	}
-	s.active[key] = pid
+	s.active.put(keyOfActivation(pid), pid)
 }
 
 // terminated forgets the activation pid, if it is one, in O(1), and
 // returns its identity.
 func (s *placementState) terminated(pid *actor.PID) (*pcluster.ClusterIdentity, bool) {
-	key := activationKey(pid)
-	if a, ok := s.active[key]; !ok || a.Id != pid.Id {
+	k := keyOfActivation(pid)
+	if !s.active.del(k, pid) {
 		return nil, false
 	}
-	delete(s.active, key)
-	kind, identity, _ := strings.Cut(key, "/")
-	return pcluster.NewClusterIdentity(identity, kind), true
+	return pcluster.NewClusterIdentity(k.identity, k.kind), true
 }
 
 // holds reports whether pid is the live activation of ci here.
 func (s *placementState) holds(ci *pcluster.ClusterIdentity, pid *actor.PID) bool {
-	a, ok := s.active[ci.AsKey()]
+	a, ok := s.activeAt(ci)
 	return ok && a.Id == pid.Id
 }

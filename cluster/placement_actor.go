@@ -128,7 +128,7 @@ func (p *placementActor) Receive(ctx actor.Context) {
 // stopAll stops every local activation at once, as protoactor stops an
 // actor's children (their mailboxes' user messages are not processed).
 func (p *placementActor) stopAll(ctx actor.Context) {
-	for _, pid := range p.st.active {
+	for _, pid := range p.st.active.pids() {
 		ctx.Stop(pid)
 	}
 }
@@ -136,7 +136,7 @@ func (p *placementActor) stopAll(ctx actor.Context) {
 // checkDrained closes drained once a drain has begun and no activation is
 // left.
 func (p *placementActor) checkDrained() {
-	if p.drained != nil && len(p.st.active) == 0 {
+	if p.drained != nil && p.st.active.len() == 0 {
 		select {
 		case <-p.drained:
 		default:

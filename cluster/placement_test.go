@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -13,7 +14,7 @@ import (
 
 func TestPlacementSingleMemberSpawns(t *testing.T) {
 	v := newView("a:1", 1, members(userKinds, "a:1"))
-	s := newPlacementState()
+	s := newPlacementState(nil)
 	ci := pcluster.NewClusterIdentity("alice", "user")
 	caller := actor.NewPID("x:1", "future$1")
 	d := s.activate(v, ci, caller)
@@ -32,8 +33,8 @@ func TestPlacementSingleMemberSpawns(t *testing.T) {
 	if got, ok := s.terminated(pid); !ok || got.Identity != "alice" || got.Kind != "user" {
 		t.Fatalf("terminated: %v %v", got, ok)
 	}
-	if len(s.active) != 0 {
-		t.Fatalf("index not empty after termination: %v", s.active)
+	if s.active.len() != 0 {
+		t.Fatalf("index not empty after termination: %v", s.active.pids())
 	}
 	if _, ok := s.terminated(pid); ok {
 		t.Fatal("terminated twice")
@@ -55,7 +56,7 @@ func ownedBy(t *testing.T, v *view, addr string) *pcluster.ClusterIdentity {
 
 func TestPlacementRefusesWhenNotOwner(t *testing.T) {
 	v := newView("a:1", 1, members(userKinds, "a:1", "b:1"))
-	s := newPlacementState()
+	s := newPlacementState(nil)
 	ci := ownedBy(t, v, "b:1")
 	if d := s.activate(v, ci, actor.NewPID("b:1", "f")); d.verdict != verdictRefuse {
 		t.Fatalf("non-owner: %+v, want refuse", d)
@@ -76,7 +77,7 @@ func TestPlacementProbeRound(t *testing.T) {
 	none := &pcluster.ActivationResponse{}
 
 	t.Run("all none: spawn for every waiter", func(t *testing.T) {
-		s := newPlacementState()
+		s := newPlacementState(nil)
 		d := s.activate(v, ci, c1)
 		if d.verdict != verdictProbe || !slices.Equal(d.targets, []string{"b:1", "c:1"}) {
 			t.Fatalf("%+v, want probes to b and c", d)
@@ -93,7 +94,7 @@ func TestPlacementProbeRound(t *testing.T) {
 		}
 	})
 	t.Run("found elsewhere: hand it out", func(t *testing.T) {
-		s := newPlacementState()
+		s := newPlacementState(nil)
 		s.activate(v, ci, c1)
 		elsewhere := actor.NewPID("c:1", "old")
 		s.probed(v, key, &pcluster.ActivationResponse{Pid: elsewhere}, nil)
@@ -101,12 +102,12 @@ func TestPlacementProbeRound(t *testing.T) {
 		if d.verdict != verdictReply || d.pid != elsewhere {
 			t.Fatalf("%+v, want the other node's PID", d)
 		}
-		if len(s.active) != 0 {
+		if s.active.len() != 0 {
 			t.Fatal("recorded a remote activation as local")
 		}
 	})
 	t.Run("silent member: refuse", func(t *testing.T) {
-		s := newPlacementState()
+		s := newPlacementState(nil)
 		s.activate(v, ci, c1)
 		s.probed(v, key, none, nil)
 		if d := s.probed(v, key, nil, actor.ErrTimeout); d.verdict != verdictRefuse {
@@ -117,7 +118,7 @@ func TestPlacementProbeRound(t *testing.T) {
 		}
 	})
 	t.Run("members changed: probe again", func(t *testing.T) {
-		s := newPlacementState()
+		s := newPlacementState(nil)
 		s.activate(v, ci, c1)
 		v2 := newView("a:1", 2, members(userKinds, "a:1", "b:1", "c:1", "z:1"))
 		if v2.owner(ci.Kind, ci.Identity) != "a:1" {
@@ -133,7 +134,7 @@ func TestPlacementProbeRound(t *testing.T) {
 
 func TestPlacementAnswersProbes(t *testing.T) {
 	v := newView("b:1", 1, members(userKinds, "a:1", "b:1"))
-	s := newPlacementState()
+	s := newPlacementState(nil)
 	ci := pcluster.NewClusterIdentity("alice", "user")
 	if r := s.probe(v, ci, "z:1"); !r.Failed {
 		t.Error("answered a prober outside its view")
@@ -196,7 +197,7 @@ func (s *sim) setView(addr string, members ...string) {
 	ms := members
 	n := s.nodes[addr]
 	if n == nil {
-		n = &simNode{addr: addr, st: newPlacementState()}
+		n = &simNode{addr: addr, st: newPlacementState(nil)}
 		s.nodes[addr] = n
 	}
 	h := uint64(0)
@@ -288,7 +289,7 @@ func (s *sim) perform(n *simNode, ci *pcluster.ClusterIdentity, d decision) {
 func (s *sim) check(key, at string) {
 	s.t.Helper()
 	for _, n := range s.nodes {
-		if _, ok := n.st.active[key]; ok && !n.down && n.addr != at {
+		if _, ok := activeByKey(n.st, key); ok && !n.down && n.addr != at {
 			s.t.Fatalf("%s activated on %s while active on %s", key, at, n.addr)
 		}
 	}
@@ -358,7 +359,7 @@ func TestPlacementSimJoin(t *testing.T) {
 		// Every identity asked for is answered with its one activation.
 		for k, pid := range s.answers {
 			owner := s.nodes[pid.Address[:len(pid.Address)-2]]
-			if a, ok := owner.st.active[k]; !ok || a != pid {
+			if a, ok := activeByKey(owner.st, k); !ok || a != pid {
 				t.Fatalf("seed %d: %s answered with %v, not a live activation", seed, k, pid)
 			}
 		}
@@ -382,7 +383,7 @@ func TestPlacementSimCrash(t *testing.T) {
 			if n.down {
 				continue // answered before the crash
 			}
-			if _, ok := n.st.active[k]; !ok {
+			if _, ok := activeByKey(n.st, k); !ok {
 				t.Fatalf("seed %d: %s answered with %v, not a live activation", seed, k, pid)
 			}
 		}
@@ -392,10 +393,16 @@ func TestPlacementSimCrash(t *testing.T) {
 func TestPlacementProbeErrorIsUnsure(t *testing.T) {
 	v := newView("a:1", 1, members(userKinds, "a:1", "b:1"))
 	ci := ownedBy(t, v, "a:1")
-	s := newPlacementState()
+	s := newPlacementState(nil)
 	s.activate(v, ci, actor.NewPID("b:1", "f"))
 	d := s.probed(v, ci.AsKey(), nil, errors.New("dead letter"))
 	if d.verdict != verdictRefuse {
 		t.Fatalf("%+v, want refuse", d)
 	}
+}
+
+// activeByKey looks key ("kind/identity") up in s's index.
+func activeByKey(s placementState, key string) (*actor.PID, bool) {
+	kind, identity, _ := strings.Cut(key, "/")
+	return s.active.get(idKey{kind, identity})
 }
