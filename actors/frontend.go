@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
 
 	"github.com/tandem-im/tandem/auth"
@@ -70,22 +69,26 @@ func (f *Frontend) Login(ctx context.Context, sid uint64, fr *wire.Frame) (*wire
 		// PID the request reached is in the lookup's cache (a request
 		// that found a stopped activation dropped its entry and cached
 		// the successor), so the session's frames go there too.
-		if pid := f.home(user); pid != nil {
-			f.rt.homes.set(sid, pid.Address, f.rt.sys.Address())
+		if addr := f.home(user); addr != "" {
+			f.rt.homes.set(sid, addr, f.rt.sys.Address())
 		}
 	}
 	return reply, user, r.GetOk()
 }
 
-// home is the PID of user's actor from the lookup's cache (no identity
-// object and no request), else from a lookup.
-func (f *Frontend) home(user string) *actor.PID {
-	if f.rt.courier != nil && f.rt.courier.cached != nil {
-		if pid, ok := f.rt.courier.cached(user, UserKind); ok {
-			return pid
+// home is the address of the member where user's actor lives: from what
+// the identity lookup knows (no identity object, no request), else from a
+// lookup; "" if none is found.
+func (f *Frontend) home(user string) string {
+	if l, ok := f.rt.cl.Config.IdentityLookup.(*tcluster.Lookup); ok {
+		if addr, ok := l.Home(user, UserKind); ok {
+			return addr
 		}
 	}
-	return f.rt.cl.Get(user, UserKind)
+	if pid := f.rt.cl.Get(user, UserKind); pid != nil {
+		return pid.Address
+	}
+	return ""
 }
 
 // Activate starts user's actor if it is not active — an actor start and

@@ -419,6 +419,12 @@ func TestRequestActivatesLocally(t *testing.T) {
 	if n := l.local.len(); n != 201 {
 		t.Fatalf("%d activations in the placement's index, want 201", n)
 	}
+	// The only member is every identity's home, activated or not.
+	for _, id := range []string{"local-0", "never-activated"} {
+		if addr, ok := l.Home(id, echoKind); !ok || addr != m.Address() {
+			t.Fatalf("Home(%s) on a single member = %q, %v; want %q", id, addr, ok, m.Address())
+		}
+	}
 
 	if _, err := request("local-0", "passivate"); err != nil {
 		t.Fatal(err)
@@ -893,6 +899,11 @@ func TestLeaveKeepsSurvivorsCache(t *testing.T) {
 		return out
 	}
 	before := cached()
+	for id, addr := range before {
+		if got, ok := a.lookup.Home(id, echoKind); addr == a.Address() && (!ok || got != addr) {
+			t.Fatalf("Home(%s) on a = %q, %v; want a's own address %q (its activation is there)", id, got, ok, addr)
+		}
+	}
 	byAddr := map[string]int{}
 	for _, addr := range before {
 		byAddr[addr]++

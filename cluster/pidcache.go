@@ -132,6 +132,29 @@ func (l *Lookup) Cached(identity, kind string) (*actor.PID, bool) {
 	return l.cachedKey(l.cur.Load(), idKey{kind, identity})
 }
 
+// Home returns the remote address of the member whose activation of
+// identity this node knows — itself if this node is the view's only
+// member or has the activation (no check that it still runs: the answer
+// is where it lives, not a PID to send to), else a cached remote PID's —
+// without asking anyone; ok is false if it knows of none.
+func (l *Lookup) Home(identity, kind string) (addr string, ok bool) {
+	if l.c == nil {
+		return "", false
+	}
+	t := l.cur.Load()
+	if ms := t.v.members(); len(ms) == 1 && t.v.self == l.self && t.v.has(l.self) {
+		return l.self, true
+	}
+	k := idKey{kind, identity}
+	if _, ok := l.local.get(k); ok {
+		return l.self, true
+	}
+	if c, ok := t.pids.load(k); ok && time.Now().UnixNano() < c.until {
+		return c.pid.Address, true
+	}
+	return "", false
+}
+
 // cachedGet returns the cached PID of ci if it may still be used.
 func (l *Lookup) cachedGet(t *topology, ci *pcluster.ClusterIdentity) (*actor.PID, bool) {
 	return l.cachedKey(t, idKey{ci.Kind, ci.Identity})
