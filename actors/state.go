@@ -316,8 +316,11 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 	if len(d.kick) > 0 {
 		newInfo = &wire.DeviceInfo{DeviceId: l.GetDeviceId(), Platform: l.GetPlatform(), Tag: l.GetTag(), LoginExt: l.GetLoginExt(), AppVersion: l.GetAppVersion()}
 	}
-	var effs []effect
-	var events []*wire.Entry
+	// Sized for a login that kicks no one: the append, two notifications,
+	// presence and the catch-up (grown one step at a time, the slice cost
+	// three allocations per login).
+	effs := make([]effect, 0, 5)
+	events := make([]*wire.Entry, 0, 1+len(d.kick))
 	for _, k := range d.kick {
 		if !s.readOnly { // no seq is taken for an event that is not written
 			events = append(events, s.deviceEvent(wire.DeviceEvent_KICKED, s.sessions.get(k).info, now))
