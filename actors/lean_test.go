@@ -2,15 +2,16 @@ package actors
 
 import (
 	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+	"unsafe"
 
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/tandem-im/tandem/proto/actorpb"
 	"github.com/tandem-im/tandem/proto/wire"
-	"strings"
-	"testing"
-	"time"
-	"unsafe"
 )
 
 // copyOf returns a string equal to s in memory of its own, as a decoded
@@ -149,5 +150,23 @@ func TestAPITokensNotReused(t *testing.T) {
 	}
 	if len(tokens) != 3 || tokens[0] == tokens[1] || tokens[1] == tokens[2] || tokens[0] == tokens[2] {
 		t.Fatalf("tokens %v: want 3 different ones", tokens)
+	}
+}
+
+// A runtime's user states share one environment (config, reader, ID
+// source) instead of carrying it, and a state fits the 288-byte size
+// class (320 with the environment inline): a million idle users pay for
+// every word of it.
+func TestUserStateSharesEnvironment(t *testing.T) {
+	r := NewRuntime(Config{}, nil, nil, nil, slog.New(slog.DiscardHandler))
+	a, b := newUserStateIn("a", r.env), newUserStateIn("b", r.env)
+	if a.stateEnv != b.stateEnv || a.cfg != &r.cfg || a.rd != r.reader {
+		t.Fatal("two users' states do not share the runtime's environment")
+	}
+	if a.policy != &r.cfg.Policy {
+		t.Fatal("a new state's policy is not the runtime's")
+	}
+	if size := unsafe.Sizeof(userState{}); size > 288 {
+		t.Fatalf("userState is %d bytes, past the 288-byte size class", size)
 	}
 }

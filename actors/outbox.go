@@ -44,12 +44,12 @@ type outbox struct {
 	// the log in pages; until it is through, the mark stays at or behind
 	// scanned, the last seq it looked at.
 	scanning bool
-	scanned  persistence.Seq
-	scanTo   persistence.Seq // the activation's last seq: later entries are this activation's
-
 	// The mark as last submitted (appends apply in order, so this is the
-	// stored mark once they commit).
+	// stored mark once they commit). The two bools side by side: a word
+	// less in each of a million users' states.
 	markPending bool
+	scanned     persistence.Seq
+	scanTo      persistence.Seq // the activation's last seq: later entries are this activation's
 	markDone    persistence.Seq
 }
 

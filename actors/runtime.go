@@ -56,6 +56,7 @@ type Runtime struct {
 	cfg      Config
 	store    Store
 	reader   logReader // storeReader{store}: one for every actor
+	env      *stateEnv // every user state's shared part (over cfg and reader)
 	gate     writeGate // store, if it refuses writes ahead (storefull.go); nil: no
 	log      *slog.Logger
 	metrics  *metrics
@@ -86,6 +87,7 @@ func NewRuntime(cfg Config, store Store, hooks Publisher, reg prometheus.Registe
 	r := &Runtime{cfg: cfg.withDefaults(), store: store, reader: storeReader{store}, log: log, metrics: newMetrics(reg), hooks: hooks, presence: newPresence(),
 		dispatch: newWorkerDispatcher(mailboxThroughput, workerIdle)}
 	r.activate.Timeout = r.cfg.RequestTimeout
+	r.env = &stateEnv{cfg: &r.cfg, rd: r.reader, newID: NewMessageID}
 	r.idle = newIdleWheel(r.cfg.IdleTimeout)
 	r.cfg.noEvents = hooks == nil
 	p := r.cfg.Policy

@@ -259,7 +259,7 @@ func (a *userActor) load(init *cluster.ClusterInit) (*userState, []effect, error
 			return nil, nil, err
 		}
 	}
-	st := newUserState(a.user, &a.rt.cfg, a.rt.reader, NewMessageID)
+	st := newUserStateIn(a.user, a.rt.env)
 	fresh := time.Now() // after Activate: real time, as in message IDs (not the injectable clock)
 	st.freshMS = fresh.UnixMilli()
 	if d := a.rt.now().Sub(fresh); d > -time.Second && d < time.Second {
