@@ -23,15 +23,18 @@ import (
 // it, and MessageBatch unpacked as the default does. No mailbox
 // middlewares.
 type leanMailbox struct {
-	mu     sync.Mutex
-	user   []any // user messages; user[head:] are waiting
-	head   int
-	system []any
+	mu   sync.Mutex
+	user []any // user messages; user[head:] are waiting
+	// system messages (an actor's Started, a Stop): made on demand and
+	// dropped once drained — a pointer, not a slice header, in each of a
+	// million idle actors' mailboxes.
+	system *[]any
 
 	running   atomic.Bool  // scheduled on the dispatcher, or processing
 	waiting   atomic.Int32 // user messages waiting
 	sysWait   atomic.Int32 // system messages waiting
 	suspended atomic.Bool
+	head      int32 // with the 4-byte fields: the mailbox fits 96 bytes, not 112
 
 	invoker    actor.MessageInvoker
 	dispatcher actor.Dispatcher
@@ -68,7 +71,10 @@ func (m *leanMailbox) PostUserMessage(msg any) {
 // PostSystemMessage implements actor.Mailbox.
 func (m *leanMailbox) PostSystemMessage(msg any) {
 	m.mu.Lock()
-	m.system = append(m.system, msg)
+	if m.system == nil {
+		m.system = new([]any)
+	}
+	*m.system = append(*m.system, msg)
 	m.mu.Unlock()
 	m.sysWait.Add(1)
 	m.schedule()
@@ -147,14 +153,16 @@ func (m *leanMailbox) popSystem() any {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if len(m.system) == 0 {
+	if m.system == nil || len(*m.system) == 0 {
 		return nil
 	}
-	msg := m.system[0]
-	m.system[0] = nil
-	m.system = m.system[1:]
-	if len(m.system) == 0 {
+	q := *m.system
+	msg := q[0]
+	q[0] = nil
+	if len(q) == 1 {
 		m.system = nil
+	} else {
+		*m.system = q[1:]
 	}
 	return msg
 }
@@ -165,13 +173,13 @@ func (m *leanMailbox) popUser() any {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.head == len(m.user) {
+	if int(m.head) == len(m.user) {
 		return nil
 	}
 	msg := m.user[m.head]
 	m.user[m.head] = nil
 	m.head++
-	if m.head == len(m.user) {
+	if int(m.head) == len(m.user) {
 		// Drained: drop the slice, so an idle actor holds no queue.
 		m.user, m.head = nil, 0
 	}

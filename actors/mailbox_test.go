@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/asynkron/protoactor-go/actor"
 )
@@ -91,7 +92,11 @@ func TestLeanMailboxOrderAndDrain(t *testing.T) {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
 	if mb.user != nil || mb.system != nil || mb.waiting.Load() != 0 {
-		t.Fatalf("drained mailbox keeps user %d/%d, system %d, waiting %d", len(mb.user), cap(mb.user), len(mb.system), mb.waiting.Load())
+		t.Fatalf("drained mailbox keeps user %d/%d, system queue %v, waiting %d", len(mb.user), cap(mb.user), mb.system != nil, mb.waiting.Load())
+	}
+	// A million idle actors each have one: it stays in the 96-byte class.
+	if size := unsafe.Sizeof(leanMailbox{}); size > 96 {
+		t.Fatalf("leanMailbox is %d bytes, past the 96-byte size class", size)
 	}
 }
 
