@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"hash/maphash"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,52 +17,90 @@ import (
 // (~90 bytes) and the insert into a million-entry map on every
 // activation's path being the copy.
 //
-// Keys are substrings of the PIDs' own names (keyOfActivation): no copy of
-// an identity per activation.
+// Entries are keyed by a 64-bit hash of the kind and identity, the PID's
+// own name (keyOfActivation) telling which identity an entry is: no copy
+// of an identity per activation, and a slot of 16 bytes, not the 40 of a
+// key of two strings and a PID. The rare key whose hash another key holds
+// already goes into a small map by key (clash).
 type localIndex struct {
 	shards [pidShards]localShard
 	n      atomic.Int64
+	hash   func(idKey) uint64 // nil: hashOfKey (tests make keys clash)
 }
 
 type localShard struct {
-	mu sync.RWMutex
-	m  map[idKey]*actor.PID
+	mu    sync.RWMutex
+	m     map[uint64]*actor.PID // by hashOfKey
+	clash map[idKey]*actor.PID  // keys whose hash m holds for another key
 }
 
-func (x *localIndex) shard(k idKey) *localShard {
-	return &x.shards[hashIdentity(k.identity)%pidShards]
+func hashOfKey(k idKey) uint64 { return maphash.Comparable(pidSeed, k) }
+
+func (x *localIndex) shard(h uint64) *localShard { return &x.shards[h%pidShards] }
+
+func (x *localIndex) hashOf(k idKey) uint64 {
+	if x.hash != nil {
+		return x.hash(k)
+	}
+	return hashOfKey(k)
 }
 
 func (x *localIndex) get(k idKey) (*actor.PID, bool) {
-	s := x.shard(k)
+	h := x.hashOf(k)
+	s := x.shard(h)
 	s.mu.RLock()
-	pid, ok := s.m[k]
-	s.mu.RUnlock()
+	defer s.mu.RUnlock()
+	if pid, ok := s.m[h]; ok && keyOfActivation(pid) == k {
+		return pid, true
+	}
+	pid, ok := s.clash[k]
 	return pid, ok
 }
 
 func (x *localIndex) put(k idKey, pid *actor.PID) {
-	s := x.shard(k)
+	h := x.hashOf(k)
+	s := x.shard(h)
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.m == nil {
-		s.m = make(map[idKey]*actor.PID)
+		s.m = make(map[uint64]*actor.PID)
 	}
-	if _, had := s.m[k]; !had {
-		x.n.Add(1)
+	switch a, ok := s.m[h]; {
+	case !ok:
+		if _, had := s.clash[k]; had { // its slot was freed since: stays where it is
+			s.clash[k] = pid
+			return
+		}
+		s.m[h] = pid
+	case keyOfActivation(a) == k:
+		s.m[h] = pid
+		return
+	default:
+		if _, had := s.clash[k]; !had {
+			x.n.Add(1)
+		}
+		setIn(&s.clash, k, pid)
+		return
 	}
-	s.m[k] = pid
-	s.mu.Unlock()
+	x.n.Add(1)
 }
 
 // del removes k if it is still pid's, and reports whether it did.
 func (x *localIndex) del(k idKey, pid *actor.PID) bool {
-	s := x.shard(k)
+	h := x.hashOf(k)
+	s := x.shard(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if a, ok := s.m[k]; !ok || a.Id != pid.Id {
+	if a, ok := s.m[h]; ok && a.Id == pid.Id {
+		delete(s.m, h)
+	} else if a, ok := s.clash[k]; ok && a.Id == pid.Id {
+		delete(s.clash, k)
+		if len(s.clash) == 0 {
+			s.clash = nil
+		}
+	} else {
 		return false
 	}
-	delete(s.m, k)
 	x.n.Add(-1)
 	return true
 }
@@ -77,15 +116,24 @@ func (x *localIndex) pids() []*actor.PID {
 		for _, pid := range s.m {
 			out = append(out, pid)
 		}
+		for _, pid := range s.clash {
+			out = append(out, pid)
+		}
 		s.mu.RUnlock()
 	}
 	return out
 }
 
-// keyOfActivation is the key of the activation pid: spawn names it
-// "kind/identity$n" under the placement actor, so its Id is
-// "tandem-placement/kind/identity$n"; the kind and identity are
-// substrings of it.
+// setIn sets (*m)[k] = v, making the map first if it is nil.
+func setIn[K comparable, V any](m *map[K]V, k K, v V) {
+	if *m == nil {
+		*m = make(map[K]V)
+	}
+	(*m)[k] = v
+}
+
+// keyOfActivation is the key of the activation pid (activationKey): its
+// kind and identity, substrings of its name.
 func keyOfActivation(pid *actor.PID) idKey {
 	key := activationKey(pid)
 	kind, identity, _ := strings.Cut(key, "/")

@@ -158,11 +158,10 @@ func (s *placementState) probe(v *view, ci *pcluster.ClusterIdentity, from strin
 }
 
 // activationKey is the key of the activation pid: spawn names it
-// "kind/identity$n" under the placement actor, so its Id is
-// "tandem-placement/kind/identity$n" and the key, ClusterIdentity.AsKey(),
-// is the part between the prefix and the last '$'.
+// "act/kind/identity$n" (activationPrefix), and the key,
+// ClusterIdentity.AsKey(), is the part between the prefix and the last '$'.
 func activationKey(pid *actor.PID) string {
-	id := strings.TrimPrefix(pid.Id, placementName+"/")
+	id := strings.TrimPrefix(pid.Id, activationPrefix)
 	if i := strings.LastIndexByte(id, '$'); i >= 0 {
 		return id[:i]
 	}

@@ -10,6 +10,12 @@ import (
 const (
 	// placementName is the name of the placement actor on every member.
 	placementName = "tandem-placement"
+	// activationPrefix starts the process name of every activation,
+	// "act/kind/identity$n": short, for a million of them are kept (the
+	// placement's own name as the prefix made each name a 48-byte string,
+	// not 24). Only this member reads it (activationKey); to others a PID
+	// is opaque.
+	activationPrefix = "act/"
 	// probeRequestID marks an ActivationRequest as a probe ("do you have
 	// it?") rather than a request to activate.
 	probeRequestID = "tandem-probe"
@@ -188,14 +194,14 @@ func (p *placementActor) spawn(ctx actor.Context, ci *pcluster.ClusterIdentity) 
 	if !ok {
 		return nil, fmt.Errorf("cluster: kind %q is not registered on this member", ci.Kind)
 	}
-	name := ci.Kind + "/" + ci.Identity + ctx.ActorSystem().ProcessRegistry.NextId()
+	name := activationPrefix + ci.Kind + "/" + ci.Identity + ctx.ActorSystem().ProcessRegistry.NextId()
 	// The kind's own props, shared by every activation (see NewKind); the
 	// identity travels in ClusterInit, the first message in the mailbox:
 	// no one can send the new actor anything before answer hands out pid.
 	// Spawned as ctx.SpawnNamed spawns a child (this actor its parent and
-	// supervisor, the name under its own) but kept out of protoactor's
-	// child set (see placementActor).
-	pid, err := actor.DefaultSpawner(ctx.ActorSystem(), ctx.Self().Id+"/"+name, k.Props, ctx)
+	// supervisor) but kept out of protoactor's child set (see
+	// placementActor), and named apart from its own name.
+	pid, err := actor.DefaultSpawner(ctx.ActorSystem(), name, k.Props, ctx)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: spawn %s: %w", name, err)
 	}

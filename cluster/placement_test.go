@@ -21,13 +21,13 @@ func TestPlacementSingleMemberSpawns(t *testing.T) {
 	if d.verdict != verdictSpawn || !slices.Equal(d.waiters, []*actor.PID{caller}) {
 		t.Fatalf("alone: %+v, want spawn for the caller", d)
 	}
-	pid := actor.NewPID("a:1", "tandem-placement/user/alice$1")
+	pid := actor.NewPID("a:1", activationPrefix+"user/alice$1")
 	s.spawned(ci, pid)
 	if d := s.activate(v, ci, caller); d.verdict != verdictReply || d.pid != pid {
 		t.Fatalf("active: %+v, want the existing PID", d)
 	}
 	// An earlier activation's PID (same name, another $n) is not this one.
-	if _, ok := s.terminated(actor.NewPID("a:1", "tandem-placement/user/alice$0")); ok {
+	if _, ok := s.terminated(actor.NewPID("a:1", activationPrefix+"user/alice$0")); ok {
 		t.Fatal("terminated an activation that is not the live one")
 	}
 	if got, ok := s.terminated(pid); !ok || got.Identity != "alice" || got.Kind != "user" {
@@ -62,7 +62,7 @@ func TestPlacementRefusesWhenNotOwner(t *testing.T) {
 		t.Fatalf("non-owner: %+v, want refuse", d)
 	}
 	// But an activation it still has (from an older topology) is served.
-	pid := actor.NewPID("a:1", placementName+"/"+ci.AsKey()+"$1")
+	pid := actor.NewPID("a:1", activationPrefix+ci.AsKey()+"$1")
 	s.spawned(ci, pid)
 	if d := s.activate(v, ci, actor.NewPID("b:1", "f")); d.verdict != verdictReply || d.pid != pid {
 		t.Fatalf("non-owner with activation: %+v, want its PID", d)
@@ -142,7 +142,7 @@ func TestPlacementAnswersProbes(t *testing.T) {
 	if r := s.probe(v, ci, "a:1"); r.Failed || r.Pid != nil {
 		t.Errorf("nothing here: %v", r)
 	}
-	pid := actor.NewPID("b:1", placementName+"/"+ci.AsKey()+"$1")
+	pid := actor.NewPID("b:1", activationPrefix+ci.AsKey()+"$1")
 	s.spawned(ci, pid)
 	if r := s.probe(v, ci, "a:1"); r.Pid != pid {
 		t.Errorf("active here: %v", r)
