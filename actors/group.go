@@ -713,7 +713,7 @@ func (a *groupActor) perform(ctx actor.Context, effs []effect) {
 				a.api.answer(ctx, e.sids, res)
 				continue
 			}
-			ctx.Send(actor.NewPID(e.gw.addr, e.gw.id), &actorpb.SessionPush{SessionIds: e.sids, Frames: e.frames})
+			ctx.Send(a.rt.pids.get(e.gw.addr, e.gw.id), &actorpb.SessionPush{SessionIds: e.sids, Frames: e.frames})
 		case effDeliverBulk:
 			a.rt.sendBulk(ctx, e.b, e.idx)
 		case effDeliver:

@@ -57,6 +57,7 @@ type Runtime struct {
 	store    Store
 	reader   logReader // storeReader{store}: one for every actor
 	env      *stateEnv // every user state's shared part (over cfg and reader)
+	pids     namedPIDs // gateway actors' and relays' PIDs, one each (pids.go)
 	gate     writeGate // store, if it refuses writes ahead (storefull.go); nil: no
 	log      *slog.Logger
 	metrics  *metrics

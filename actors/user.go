@@ -654,16 +654,16 @@ func (a *userActor) perform(ctx actor.Context, effs []effect) {
 				}
 				continue
 			}
-			ctx.Send(actor.NewPID(e.gw.addr, e.gw.id), &actorpb.SessionPush{SessionIds: e.sids, Frames: e.frames, UserId: a.user})
+			ctx.Send(a.rt.pids.get(e.gw.addr, e.gw.id), &actorpb.SessionPush{SessionIds: e.sids, Frames: e.frames, UserId: a.user})
 		case effKick:
-			ctx.Send(actor.NewPID(e.key.addr, e.key.id), &actorpb.SessionKick{SessionId: e.key.sid, Kick: e.kick})
+			ctx.Send(a.rt.pids.get(e.key.addr, e.key.id), &actorpb.SessionKick{SessionId: e.key.sid, Kick: e.kick})
 		case effDeliver:
 			a.rt.courier.send(e.item.GetToUser(), itemMessage(e.item))
 		case effRedrive:
 			ctx.Send(a.self, redriveStep{})
 		case effDeliverAck:
 			if e.relay != "" {
-				ctx.Send(actor.NewPID(e.relay, RelayActorName), e.ack) // the node's relay batches acks to the group
+				ctx.Send(a.rt.pids.get(e.relay, RelayActorName), e.ack) // the node's relay batches acks to the group
 				continue
 			}
 			kind := e.kind
