@@ -35,7 +35,10 @@ type ActorsResult struct {
 		// Over the first and the last tenth of the logins.
 		FirstTenthPerSecond float64 `json:"first_tenth_per_second"`
 		LastTenthPerSecond  float64 `json:"last_tenth_per_second"`
-		Latency             Latency `json:"latency"`
+		// Over each tenth of the logins in turn: the ramp at every point
+		// (a tenth whose logins all ended in one instant: 0).
+		TenthsPerSecond []float64 `json:"tenths_per_second"`
+		Latency         Latency   `json:"latency"`
 	} `json:"logins"`
 
 	Memory struct {
@@ -224,6 +227,14 @@ func (r *actorsRun) fill(res *ActorsResult, loginEnd, chatStart, chatEnd time.Du
 	}
 	if d := r.marks[100] - r.marks[90]; r.marks[100] > 0 && r.marks[90] > 0 && d > 0 {
 		l.LastTenthPerSecond = tenth / d.Seconds()
+	}
+	if r.marks[100] > 0 {
+		l.TenthsPerSecond = make([]float64, 10)
+		for k := range 10 {
+			if d := r.marks[10*k+10] - r.marks[10*k]; d > 0 {
+				l.TenthsPerSecond[k] = tenth / d.Seconds()
+			}
+		}
 	}
 	l.Latency = latency(&r.loginLat)
 
@@ -719,6 +730,13 @@ func (r *ActorsResult) print(w io.Writer) {
 		fmt.Fprintf(w, "%-28s %d\n", "users activated", l.UsersActivated)
 	}
 	fmt.Fprintf(w, "%-28s %.0f over %.1f s (first tenth %.0f, last tenth %.0f)\n", noun+"s/s", l.PerSecond, l.Seconds, l.FirstTenthPerSecond, l.LastTenthPerSecond)
+	if len(l.TenthsPerSecond) > 0 {
+		tenths := make([]string, len(l.TenthsPerSecond))
+		for i, v := range l.TenthsPerSecond {
+			tenths[i] = fmt.Sprintf("%.0f", v)
+		}
+		fmt.Fprintf(w, "%-28s %s\n", noun+"s/s per tenth", strings.Join(tenths, " "))
+	}
 	fmt.Fprintf(w, "%-28s p50 %.2f  p99 %.2f  max %.2f ms\n", noun+" latency", l.Latency.P50, l.Latency.P99, l.Latency.Max)
 	m := r.Memory
 	fmt.Fprintf(w, "%-28s %.1f MiB before, %.1f MiB after the %ss: %.0f B per user\n", "heap live after GC", float64(m.HeapBaseline)/(1<<20), float64(m.HeapAfterLogins)/(1<<20), noun, m.PerUserBytes)

@@ -279,8 +279,24 @@ func TestActorsActivateOnly(t *testing.T) {
 	if l := res.Logins; l.OK != users || l.UsersActivated != users || l.Failed != 0 || l.PerSecond <= 0 {
 		t.Fatalf("activations %+v", l)
 	}
+	// The rate over each tenth: ten, none zero, as many in the report as
+	// the activations took (each tenth's time over a tenth of them).
+	tenths := res.Logins.TenthsPerSecond
+	if len(tenths) != 10 || slices.Min(tenths) <= 0 {
+		t.Fatalf("activations per tenth: %v, want ten rates above 0", tenths)
+	}
+	var took float64
+	for _, v := range tenths {
+		took += float64(users) / 10 / v
+	}
+	if d := took - res.Logins.Seconds; d > 0.01 || d < -0.5 {
+		t.Fatalf("the tenths add up to %.3f s, the activations took %.3f s", took, res.Logins.Seconds)
+	}
 	var out strings.Builder
 	res.print(&out)
+	if !strings.Contains(out.String(), "activations/s per tenth") {
+		t.Fatalf("no per-tenth line in the summary:\n%s", out.String())
+	}
 	if !strings.Contains(out.String(), fmt.Sprintf("activations                  %d of %d ok", users, users)) ||
 		!strings.Contains(out.String(), "0 of 2000 activations without their epoch in the store") {
 		t.Errorf("summary:\n%s", out.String())
