@@ -66,9 +66,10 @@ func (f *Frontend) Login(ctx context.Context, sid uint64, fr *wire.Frame) (*wire
 	if r.GetOk() {
 		// Remember where the session's actor lives: if that member is
 		// lost, the session is told to log in again (failover.go). The
-		// PID the request reached is in the lookup's cache (a request
-		// that found a stopped activation dropped its entry and cached
-		// the successor), so the session's frames go there too.
+		// activation the request reached is what the lookup knows now (in
+		// this node's index, or a remote PID it cached; a request that
+		// found a stopped activation dropped it and found the successor),
+		// so the session's frames go there too.
 		if addr := f.home(user); addr != "" {
 			f.rt.homes.set(sid, addr, f.rt.sys.Address())
 		}

@@ -293,12 +293,16 @@ func (l *Lookup) Shutdown() {
 		l.c.ActorSystem.EventStream.Unsubscribe(l.sub)
 		// The activations are not the placement actor's protoactor
 		// children (placementActor): it stops them itself, then itself.
-		drained := make(chan struct{})
-		l.c.ActorSystem.Root.Send(l.placement, &drainActivations{done: drained})
-		select {
-		case <-drained:
-		case <-time.After(drainTimeout):
-			l.log.Warn("local activations did not all stop", "waited", drainTimeout)
+		// (Not if it is gone already — an actor system shut down first —:
+		// nothing would answer.)
+		if _, alive := l.c.ActorSystem.ProcessRegistry.GetLocal(l.placement.Id); alive {
+			drained := make(chan struct{})
+			l.c.ActorSystem.Root.Send(l.placement, &drainActivations{done: drained})
+			select {
+			case <-drained:
+			case <-time.After(drainTimeout):
+				l.log.Warn("local activations did not all stop", "waited", drainTimeout)
+			}
 		}
 		if err := l.c.ActorSystem.Root.PoisonFuture(l.placement).Wait(); err != nil {
 			l.log.Warn("placement actor did not stop", "err", err)

@@ -64,8 +64,11 @@ func SlackOf(timeout time.Duration) time.Duration {
 }
 
 // Set keeps a Shared per timeout for callers whose timeouts vary among a
-// few values (a request option); past maxTimeouts distinct ones, Get makes
-// a context of its own per call. Safe for concurrent use.
+// few configured values (a request option); past maxTimeouts distinct
+// ones, Get makes a context of its own per call. A timeout that is not a
+// whole number of milliseconds — the rest of a caller's deadline,
+// time.Until(d), almost always — gets a context of its own too: such
+// values would each take a slot for good. Safe for concurrent use.
 type Set struct {
 	mu sync.Mutex
 	m  atomic.Pointer[map[time.Duration]*Shared]
@@ -78,7 +81,7 @@ const maxTimeouts = 16
 // from now, and its cancel function (a no-op for a shared one: call it
 // anyway when done).
 func (s *Set) Get(timeout time.Duration) (context.Context, context.CancelFunc) {
-	if timeout <= 0 {
+	if timeout <= 0 || timeout%time.Millisecond != 0 {
 		return context.WithTimeout(context.Background(), timeout)
 	}
 	if m := s.m.Load(); m != nil {

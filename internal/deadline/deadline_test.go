@@ -65,7 +65,7 @@ func TestSet(t *testing.T) {
 	// Past maxTimeouts distinct timeouts: a context per call, ended by
 	// its cancel.
 	for i := range maxTimeouts {
-		s.Get(time.Hour + time.Duration(i))
+		s.Get(time.Hour + time.Duration(i)*time.Millisecond)
 	}
 	ctx, cancel := s.Get(2 * time.Hour)
 	if ctx.Err() != nil {
@@ -77,6 +77,14 @@ func TestSet(t *testing.T) {
 	}
 	if n := len(*s.m.Load()); n != maxTimeouts {
 		t.Fatalf("%d timeouts kept, want %d", n, maxTimeouts)
+	}
+
+	// The rest of a caller's deadline (not whole milliseconds) takes no
+	// slot: a context of its own, ended by its cancel.
+	ctx, cancel = s.Get(3*time.Second + 123*time.Nanosecond)
+	cancel()
+	if ctx.Err() != context.Canceled {
+		t.Fatalf("a timeout of %v got a shared context", 3*time.Second+123*time.Nanosecond)
 	}
 
 	// A timeout of zero or less is over at once, as context.WithTimeout's.
