@@ -40,17 +40,20 @@ type outbox struct {
 	// online users never send, and this is most of the outbox's size.
 	*fanouts
 
+	// The two flags side by side: a word less in each of a million users'
+	// states.
+	scanning    bool // see scanned
+	markPending bool // see markDone
+
 	// The activation's re-drive of entries after the stored mark reads
 	// the log in pages; until it is through, the mark stays at or behind
 	// scanned, the last seq it looked at.
-	scanning bool
+	scanned persistence.Seq
+	scanTo  persistence.Seq // the activation's last seq: later entries are this activation's
+
 	// The mark as last submitted (appends apply in order, so this is the
-	// stored mark once they commit). The two bools side by side: a word
-	// less in each of a million users' states.
-	markPending bool
-	scanned     persistence.Seq
-	scanTo      persistence.Seq // the activation's last seq: later entries are this activation's
-	markDone    persistence.Seq
+	// stored mark once they commit).
+	markDone persistence.Seq
 }
 
 // fanouts is the part of an outbox that exists once the actor fans out.
