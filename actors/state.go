@@ -450,14 +450,15 @@ func (s *userState) catchupPageAt(key sessionKey, entries []*wire.Entry, limit i
 		}}})
 		entries = entries[n:]
 	}
-	effs := []effect{effPush{gw: key.gw(), sids: []uint64{key.sid}, frames: frames}}
 	if more {
-		return append(effs, effCatchup{key: key})
+		return []effect{effPush{gw: key.gw(), sids: []uint64{key.sid}, frames: frames}, effCatchup{key: key}}
 	}
 	sess.live = true
 	// Then the conversations with unread messages (SPEC: "on login the
-	// device gets every conversation with unread > 0 and its last message").
-	return append(effs, s.reply(key, &wire.Frame{Body: &wire.Frame_ConversationList{ConversationList: s.conversationList(false)}}))
+	// device gets every conversation with unread > 0 and its last message"),
+	// in the same push: one message to the gateway per login, not two.
+	frames = append(frames, &wire.Frame{Body: &wire.Frame_ConversationList{ConversationList: s.conversationList(false)}})
+	return []effect{effPush{gw: key.gw(), sids: []uint64{key.sid}, frames: frames}}
 }
 
 // syncPage answers a SyncRequest (gap pull) with entries the shell read.

@@ -422,6 +422,15 @@ func TestCatchupPagesThenLive(t *testing.T) {
 	if f := framesTo(effs, 1); len(f) != 2 || f[0].GetSyncPage().GetHasMore() || !sess.live || f[1].GetConversationList() == nil {
 		t.Fatalf("last page = %v live=%v, want the last page then the conversation list", f, sess.live)
 	}
+	pushes := 0
+	for _, e := range effs {
+		if _, ok := e.(effPush); ok {
+			pushes++
+		}
+	}
+	if pushes != 1 {
+		t.Fatalf("the last page and the conversation list in %d pushes, want one (one message to the gateway)", pushes)
+	}
 	pushed = h.completeAppends(h.st.deliver(&actorpb.Deliver{FromUser: "alice", Message: &wire.Message{MessageId: "newer"}}, t0))
 	if len(framesTo(pushed, 1)) != 1 {
 		t.Fatal("no live push after catch-up")
