@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"hash/maphash"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -79,7 +78,10 @@ func (x *localIndex) put(k idKey, pid *actor.PID) {
 		if _, had := s.clash[k]; !had {
 			x.n.Add(1)
 		}
-		setIn(&s.clash, k, pid)
+		if s.clash == nil {
+			s.clash = make(map[idKey]*actor.PID)
+		}
+		s.clash[k] = pid
 		return
 	}
 	x.n.Add(1)
@@ -122,20 +124,4 @@ func (x *localIndex) pids() []*actor.PID {
 		s.mu.RUnlock()
 	}
 	return out
-}
-
-// setIn sets (*m)[k] = v, making the map first if it is nil.
-func setIn[K comparable, V any](m *map[K]V, k K, v V) {
-	if *m == nil {
-		*m = make(map[K]V)
-	}
-	(*m)[k] = v
-}
-
-// keyOfActivation is the key of the activation pid (activationKey): its
-// kind and identity, substrings of its name.
-func keyOfActivation(pid *actor.PID) idKey {
-	key := activationKey(pid)
-	kind, identity, _ := strings.Cut(key, "/")
-	return idKey{kind, identity}
 }

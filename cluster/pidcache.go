@@ -37,10 +37,8 @@ type pidShard struct {
 
 var pidSeed = maphash.MakeSeed()
 
-func hashIdentity(identity string) uint64 { return maphash.String(pidSeed, identity) }
-
 func (c *pidCache) shard(k idKey) *pidShard {
-	return &c.shards[hashIdentity(k.identity)%pidShards]
+	return &c.shards[maphash.String(pidSeed, k.identity)%pidShards]
 }
 
 func (c *pidCache) load(k idKey) (cachedPID, bool) {

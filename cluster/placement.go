@@ -157,24 +157,26 @@ func (s *placementState) probe(v *view, ci *pcluster.ClusterIdentity, from strin
 	return &pcluster.ActivationResponse{TopologyHash: v.hash}
 }
 
-// activationKey is the key of the activation pid: spawn names it
-// "act/kind/identity$n" (activationPrefix), and the key,
-// ClusterIdentity.AsKey(), is the part between the prefix and the last '$'.
-func activationKey(pid *actor.PID) string {
+// keyOfActivation is the kind and identity of the activation pid,
+// substrings of its name: spawn names it "act/kind/identity$n"
+// (activationPrefix), the key being the part between the prefix and the
+// last '$', split at its first '/'.
+func keyOfActivation(pid *actor.PID) idKey {
 	id := strings.TrimPrefix(pid.Id, activationPrefix)
 	if i := strings.LastIndexByte(id, '$'); i >= 0 {
-		return id[:i]
+		id = id[:i]
 	}
-	return id
+	kind, identity, _ := strings.Cut(id, "/")
+	return idKey{kind, identity}
 }
 
 // spawned records a new local activation of ci, named as spawn names it.
 func (s *placementState) spawned(ci *pcluster.ClusterIdentity, pid *actor.PID) {
-	key := activationKey(pid)
-	if len(key) != len(ci.Kind)+1+len(ci.Identity) || !strings.HasPrefix(key, ci.Kind) || key[len(ci.Kind)] != '/' || !strings.HasSuffix(key, ci.Identity) {
+	k := keyOfActivation(pid)
+	if k != (idKey{ci.Kind, ci.Identity}) {
 		panic(fmt.Sprintf("cluster: activation %s of %s is not named by its identity", pid.Id, ci.AsKey()))
 	}
-	s.active.put(keyOfActivation(pid), pid)
+	s.active.put(k, pid)
 }
 
 // terminated forgets the activation pid, if it is one, in O(1), and

@@ -114,15 +114,10 @@ func (p *placementActor) Receive(ctx actor.Context) {
 		if p.st.holds(msg.ci, msg.pid) {
 			ctx.Poison(msg.pid) // forgotten on Terminated, never before
 		}
-	case *drainActivations:
-		if p.drained == nil {
-			p.drained = msg.done
-			p.stopAll(ctx)
-			p.checkDrained()
-		} else {
-			drained := p.drained
-			go func() { <-drained; close(msg.done) }()
-		}
+	case *drainActivations: // Lookup.Shutdown sends one, once
+		p.drained = msg.done
+		p.stopAll(ctx)
+		p.checkDrained()
 	case *actor.Restarting:
 		// protoactor stops a restarting actor's children first; these are
 		// not in its child set, and the new instance starts with an empty
