@@ -50,18 +50,27 @@ type Membership interface {
 // this node: user → the activation and its live sessions, as last
 // published by that activation (the only writer of its entry). Safe for
 // concurrent use.
+//
+// Entries are keyed by a 64-bit hash of the user ID, the entry naming its
+// user: a map keyed by the ID itself rehashed every key's bytes as it
+// grew (a cache miss per user moved), 3 % of a million-login storm's CPU.
+// The rare user whose hash another user holds already goes into a small
+// map by ID (clash).
 type presence struct {
 	seed   maphash.Seed
 	shards [64]presenceShard
+	hash   func(string) uint64 // nil: maphash with seed (tests make users clash)
 }
 
 type presenceShard struct {
-	mu sync.RWMutex
-	m  map[string]presenceEntry
+	mu    sync.RWMutex
+	m     map[uint64]presenceEntry // by the user's hash
+	clash map[string]presenceEntry // users whose hash m holds for another user
 }
 
 // presenceEntry is one online user. Read-only once stored.
 type presenceEntry struct {
+	user    string
 	epoch   persistence.Epoch
 	pid     *actor.PID         // the activation on this node
 	devices []*wire.DeviceInfo // oldest login first; never empty
@@ -70,13 +79,19 @@ type presenceEntry struct {
 func newPresence() *presence {
 	p := &presence{seed: maphash.MakeSeed()}
 	for i := range p.shards {
-		p.shards[i].m = make(map[string]presenceEntry)
+		p.shards[i].m = make(map[uint64]presenceEntry)
 	}
 	return p
 }
 
-func (p *presence) shard(user string) *presenceShard {
-	return &p.shards[maphash.String(p.seed, user)%uint64(len(p.shards))]
+func (p *presence) shard(user string) (*presenceShard, uint64) {
+	var h uint64
+	if p.hash != nil {
+		h = p.hash(user)
+	} else {
+		h = maphash.String(p.seed, user)
+	}
+	return &p.shards[h%uint64(len(p.shards))], h
 }
 
 // set replaces the user's entry with the sessions of the activation pid;
@@ -86,28 +101,50 @@ func (p *presence) set(user string, epoch persistence.Epoch, pid *actor.PID, dev
 		p.clear(user, pid)
 		return
 	}
-	s := p.shard(user)
+	s, h := p.shard(user)
+	e := presenceEntry{user: user, epoch: epoch, pid: pid, devices: devices}
 	s.mu.Lock()
-	s.m[user] = presenceEntry{epoch: epoch, pid: pid, devices: devices}
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	switch old, ok := s.m[h]; {
+	case ok && old.user == user:
+		s.m[h] = e
+	case !ok && s.clash[user].user == "": // in clash, it stays there although its slot is free now
+		s.m[h] = e
+	default:
+		if s.clash == nil {
+			s.clash = make(map[string]presenceEntry)
+		}
+		s.clash[user] = e
+	}
 }
 
-// clear removes the user's entry if it is the activation pid's.
+// clear removes the user's entry if it is the activation pid's (any
+// activation's if pid is nil).
 func (p *presence) clear(user string, pid *actor.PID) {
-	s := p.shard(user)
+	s, h := p.shard(user)
 	s.mu.Lock()
-	if e, ok := s.m[user]; ok && (pid == nil || e.pid.Equal(pid)) {
-		delete(s.m, user)
+	defer s.mu.Unlock()
+	if e, ok := s.m[h]; ok && e.user == user {
+		if pid == nil || e.pid.Equal(pid) {
+			delete(s.m, h)
+		}
+	} else if e, ok := s.clash[user]; ok && (pid == nil || e.pid.Equal(pid)) {
+		delete(s.clash, user)
+		if len(s.clash) == 0 {
+			s.clash = nil
+		}
 	}
-	s.mu.Unlock()
 }
 
 // get returns the user's entry. Its slices must not be modified.
 func (p *presence) get(user string) (presenceEntry, bool) {
-	s := p.shard(user)
+	s, h := p.shard(user)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	e, ok := s.m[user]
+	if e, ok := s.m[h]; ok && e.user == user {
+		return e, true
+	}
+	e, ok := s.clash[user]
 	return e, ok
 }
 
@@ -124,20 +161,19 @@ func (p *presence) query(users []string) []*actorpb.UserPresence {
 
 // each calls f for every online user (f must not call back into p).
 func (p *presence) each(f func(user string, e presenceEntry)) {
-	type kv struct {
-		user string
-		e    presenceEntry
-	}
 	for i := range p.shards {
 		s := &p.shards[i]
 		s.mu.RLock()
-		all := make([]kv, 0, len(s.m))
-		for u, e := range s.m {
-			all = append(all, kv{u, e})
+		all := make([]presenceEntry, 0, len(s.m)+len(s.clash))
+		for _, e := range s.m {
+			all = append(all, e)
+		}
+		for _, e := range s.clash {
+			all = append(all, e)
 		}
 		s.mu.RUnlock()
-		for _, x := range all {
-			f(x.user, x.e)
+		for _, e := range all {
+			f(e.user, e)
 		}
 	}
 }
@@ -148,7 +184,7 @@ func (p *presence) count() int {
 	for i := range p.shards {
 		s := &p.shards[i]
 		s.mu.RLock()
-		n += len(s.m)
+		n += len(s.m) + len(s.clash)
 		s.mu.RUnlock()
 	}
 	return n

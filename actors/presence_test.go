@@ -10,6 +10,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/tandem-im/tandem/persistence"
 	"github.com/tandem-im/tandem/proto/actorpb"
 	"github.com/tandem-im/tandem/proto/wire"
 )
@@ -64,8 +65,24 @@ func nothing(t *testing.T, ch chan any) {
 
 func dev(id string) *wire.DeviceInfo { return &wire.DeviceInfo{DeviceId: id, Platform: "ios"} }
 
+// The table answers the same whatever users' hashes: each user its own
+// (the seeded hash), every user the same, and users in pairs.
 func TestPresenceTable(t *testing.T) {
-	p := newPresence()
+	for name, hash := range map[string]func(string) uint64{
+		"seeded":    nil,
+		"all alike": func(string) uint64 { return 7 },
+		"in pairs":  func(u string) uint64 { return uint64(len(u) / 2) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := newPresence()
+			p.hash = hash
+			checkPresenceTable(t, p)
+		})
+	}
+}
+
+func checkPresenceTable(t *testing.T, p *presence) {
+	t.Helper()
 	a1, a2 := actor.NewPID("n1", "a1"), actor.NewPID("n1", "a2")
 	p.set("alice", 3, a1, []*wire.DeviceInfo{dev("phone"), dev("laptop")})
 	if e, ok := p.get("alice"); !ok || e.epoch != 3 || len(e.devices) != 2 {
@@ -86,9 +103,32 @@ func TestPresenceTable(t *testing.T) {
 	if p.count() != 2 {
 		t.Fatalf("count %d", p.count())
 	}
+	// Bob set again while alice holds the slot bob's hash may share, then
+	// alice gone: bob is found once, with his latest entry, wherever he is.
+	p.set("bob", 2, a1, []*wire.DeviceInfo{dev("web")})
 	p.set("alice", 4, a2, nil)
 	if _, ok := p.get("alice"); ok || p.count() != 1 {
 		t.Fatal("alice still online")
+	}
+	p.set("bob", 3, a1, []*wire.DeviceInfo{dev("web")})
+	p.set("carol", 1, a2, []*wire.DeviceInfo{dev("tab")})
+	seen := map[string]persistence.Epoch{}
+	p.each(func(user string, e presenceEntry) {
+		if _, twice := seen[user]; twice || e.user != user {
+			t.Fatalf("each: %s twice or named %q", user, e.user)
+		}
+		seen[user] = e.epoch
+	})
+	if len(seen) != 2 || seen["bob"] != 3 || seen["carol"] != 1 || p.count() != 2 {
+		t.Fatalf("each: %v, count %d", seen, p.count())
+	}
+	p.clear("bob", nil)
+	p.clear("carol", a1) // not carol's activation
+	if _, ok := p.get("bob"); ok {
+		t.Fatal("bob still online after a clear of any activation")
+	}
+	if e, ok := p.get("carol"); !ok || e.epoch != 1 || p.count() != 1 {
+		t.Fatalf("carol after another activation's clear: %+v %v, count %d", e, ok, p.count())
 	}
 }
 
