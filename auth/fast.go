@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -191,5 +192,7 @@ func (k *Keys) mintFast(user string, now, exp time.Time) (string, bool) {
 	s.h.Write(out)
 	out = append(out, '.')
 	out = enc.AppendEncode(out, s.h.Sum(s.sum[:0]))
-	return string(out), true
+	// out was sized exactly and is not written again: the token is its
+	// bytes, not a copy of them (half of a mint's allocation).
+	return unsafe.String(unsafe.SliceData(out), len(out)), true
 }
