@@ -37,13 +37,19 @@ type requestContext struct {
 var _ pcluster.Context = (*requestContext)(nil)
 
 func (r *requestContext) Request(identity, kind string, message any, opts ...pcluster.GrainCallOption) (any, error) {
-	cfg := pcluster.NewGrainCallOptions(r.c)
-	for _, o := range opts {
-		o(cfg)
+	// Without options, the defaults NewGrainCallOptions would make (an
+	// object and a closure per request).
+	timeout, sender := r.c.Config.RequestTimeoutTime, actor.SenderContext(r.c.ActorSystem.Root)
+	if len(opts) > 0 {
+		cfg := pcluster.NewGrainCallOptions(r.c)
+		for _, o := range opts {
+			o(cfg)
+		}
+		timeout, sender = cfg.Timeout, cfg.Context
 	}
-	ctx, cancel := r.deadlines.Get(cfg.Timeout)
+	ctx, cancel := r.deadlines.Get(timeout)
 	defer cancel()
-	return r.l.request(ctx, cfg.Context, pcluster.NewClusterIdentity(identity, kind), message)
+	return r.l.request(ctx, sender, pcluster.NewClusterIdentity(identity, kind), message)
 }
 
 // Request sends message to the activation of identity and waits for its
