@@ -206,12 +206,19 @@ func newUserState(user string, cfg *Config, rd logReader, newID func() string) *
 
 // newUserStateIn returns the state of user's actor in env, shared.
 func newUserStateIn(user string, env *stateEnv) *userState {
-	return &userState{
+	return initUserStateIn(new(userState), user, env)
+}
+
+// initUserStateIn makes *st the new state of user's actor in env, shared,
+// and returns st.
+func initUserStateIn(st *userState, user string, env *stateEnv) *userState {
+	*st = userState{
 		user:     user,
 		stateEnv: env,
 		policy:   &env.cfg.Policy,
 		out:      newOutbox(),
 	}
+	return st
 }
 
 // setIn sets m[k] = v, making the map first if it is nil. A user's state
