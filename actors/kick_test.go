@@ -141,7 +141,7 @@ func runKickScript(t *testing.T, path string) {
 			case "live":
 				var got []string
 				for _, s := range st.sessions {
-					got = append(got, s.info.GetDeviceId())
+					got = append(got, s.info().GetDeviceId())
 				}
 				slices.Sort(got)
 				if want := f[2:]; !slices.Equal(got, want) {

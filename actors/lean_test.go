@@ -170,3 +170,35 @@ func TestUserStateSharesEnvironment(t *testing.T) {
 		t.Fatalf("userState is %d bytes, past the 288-byte size class", size)
 	}
 }
+
+// A lone session is held in its own array, and the set never keeps an
+// array of a session it no longer has.
+func TestSessionSetHoldsNoStaleSession(t *testing.T) {
+	a, b, a2 := &session{key: sk(1)}, &session{key: sk(2)}, &session{key: sk(1)}
+	var ss sessionSet
+	ss.put(a)
+	if len(ss) != 1 || &ss[0] != &a.self[0] {
+		t.Fatal("a lone session is not held in its own array")
+	}
+	ss.put(b)
+	if len(ss) != 2 || ss[0] != a || ss[1] != b || &ss[0] == &a.self[0] {
+		t.Fatal("a second session did not copy the set out of the first's array")
+	}
+	ss.del(sk(1))
+	if len(ss) != 1 || ss[0] != b || ss.get(sk(1)) != nil {
+		t.Fatalf("after deleting a: %d sessions", len(ss))
+	}
+	ss.del(sk(2))
+	if ss != nil {
+		t.Fatal("an empty set keeps an array")
+	}
+	ss.put(a)
+	ss.put(a2) // replaces a: a's array must not hold a2
+	if len(ss) != 1 || ss[0] != a2 || &ss[0] != &a2.self[0] {
+		t.Fatal("a replaced lone session's array is still the set's")
+	}
+	ss.del(sk(1))
+	if ss != nil {
+		t.Fatal("deleting the lone session keeps its array")
+	}
+}

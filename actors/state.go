@@ -102,7 +102,6 @@ func (k sessionKey) gw() gwKey { return gwKey{k.addr, k.id} }
 
 type session struct {
 	key    sessionKey
-	info   *wire.DeviceInfo // &device
 	class  Class
 	order  uint64          // login order: smaller is older
 	live   bool            // catch-up done: pushes flow
@@ -110,12 +109,17 @@ type session struct {
 	cursor persistence.Seq
 	will   *will // SetWill; nil if none
 
-	// The device and, for presence while this is the user's only session,
-	// a slice of it, in the session's own object: two fewer objects per
-	// online user for the collector to mark. Never modified after login.
+	// The device and, while this is the user's only session, the one-
+	// element slices presence and the user's session set need, in the
+	// session's own object: three fewer objects per online user for the
+	// collector to mark. Never modified after login but by sessionSet.
 	device wire.DeviceInfo
 	alone  [1]*wire.DeviceInfo
+	self   [1]*session
 }
+
+// info is the session's device.
+func (s *session) info() *wire.DeviceInfo { return &s.device }
 
 type waiter struct {
 	key   sessionKey
@@ -323,7 +327,7 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 		if k == key {
 			continue // a repeated Login of the same connection; the gateway refuses it first
 		}
-		live = append(live, liveLogin{key: k, device: old.info.GetDeviceId(), class: old.class, tag: old.info.GetTag(), order: old.order})
+		live = append(live, liveLogin{key: k, device: old.info().GetDeviceId(), class: old.class, tag: old.info().GetTag(), order: old.order})
 	}
 	d := decideLogin(*s.policy, live, newLogin{
 		device: l.GetDeviceId(), class: class, tag: l.GetTag(), noKick: l.GetNoKick(), reconnect: l.GetReconnect(),
@@ -347,12 +351,12 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 	events := make([]*wire.Entry, 0, 1+len(d.kick))
 	for _, k := range d.kick {
 		if !s.readOnly { // no seq is taken for an event that is not written
-			events = append(events, s.deviceEvent(wire.DeviceEvent_KICKED, s.sessions.get(k).info, now))
+			events = append(events, s.deviceEvent(wire.DeviceEvent_KICKED, s.sessions.get(k).info(), now))
 		}
-		effs = append(effs, s.notify(EventDeviceKicked, s.sessions.get(k).info, newInfo, wire.Kick_LOGIN_CONFLICT.String(), now))
+		effs = append(effs, s.notify(EventDeviceKicked, s.sessions.get(k).info(), newInfo, wire.Kick_LOGIN_CONFLICT.String(), now))
 	}
 	for _, k := range d.replace {
-		effs = append(effs, s.notify(EventDeviceLogout, s.sessions.get(k).info, nil, "replaced", now))
+		effs = append(effs, s.notify(EventDeviceLogout, s.sessions.get(k).info(), nil, "replaced", now))
 	}
 	for _, k := range append(d.replace, d.kick...) {
 		effs = append(effs, effKick{key: k, kick: &wire.Kick{
@@ -380,10 +384,9 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 			AppVersion: intern(l.GetAppVersion()),
 		},
 	}
-	sess.info = &sess.device
-	sess.alone[0] = sess.info
+	sess.alone[0] = sess.info()
 	ok := &wire.LoginOk{
-		LoginId:          sess.info.LoginId,
+		LoginId:          sess.info().LoginId,
 		LastSeq:          uint64(s.committed),
 		ServerTimeMs:     now.UnixMilli(),
 		HeartbeatSeconds: int32(s.cfg.HeartbeatTimeout / time.Second / 2),
@@ -400,15 +403,15 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 	s.sessions.put(sess)
 
 	if !s.readOnly {
-		rec := mustMarshal(&actorpb.DeviceRecord{Info: sess.info, Cursor: uint64(sess.cursor), LastSeenMs: now.UnixMilli()})
-		events = append(events, s.deviceEvent(wire.DeviceEvent_LOGGED_IN, sess.info, now))
+		rec := mustMarshal(&actorpb.DeviceRecord{Info: sess.info(), Cursor: uint64(sess.cursor), LastSeenMs: now.UnixMilli()})
+		events = append(events, s.deviceEvent(wire.DeviceEvent_LOGGED_IN, sess.info(), now))
 		effs = append(effs, s.appendEntries(events, persistence.AppendRequest{
-			Devices: []persistence.Device{{DeviceID: sess.info.DeviceId, Data: rec, Cursor: sess.cursor}},
+			Devices: []persistence.Device{{DeviceID: sess.info().DeviceId, Data: rec, Cursor: sess.cursor}},
 		}))
 	}
-	effs = append(effs, s.notify(EventDeviceLogin, sess.info, nil, "", now))
+	effs = append(effs, s.notify(EventDeviceLogin, sess.info(), nil, "", now))
 	if !wasOnline {
-		effs = append(effs, s.notify(EventUserOnline, sess.info, nil, "", now))
+		effs = append(effs, s.notify(EventUserOnline, sess.info(), nil, "", now))
 	}
 	effs = append(effs, s.presence(), effCatchup{key: key})
 	return &wire.Frame{Body: &wire.Frame_LoginOk{LoginOk: ok}}, effs
@@ -504,11 +507,11 @@ func (s *userState) closed(key sessionKey, logout bool, now time.Time) []effect 
 		reason = "logout"
 	}
 	if logout && !s.readOnly {
-		effs = append(effs, s.appendEntries([]*wire.Entry{s.deviceEvent(wire.DeviceEvent_LOGGED_OUT, sess.info, now)}, persistence.AppendRequest{}))
+		effs = append(effs, s.appendEntries([]*wire.Entry{s.deviceEvent(wire.DeviceEvent_LOGGED_OUT, sess.info(), now)}, persistence.AppendRequest{}))
 	}
-	effs = append(effs, s.notify(EventDeviceLogout, sess.info, nil, reason, now))
+	effs = append(effs, s.notify(EventDeviceLogout, sess.info(), nil, reason, now))
 	if len(s.sessions) == 0 {
-		effs = append(effs, s.notify(EventUserOffline, sess.info, nil, reason, now))
+		effs = append(effs, s.notify(EventUserOffline, sess.info(), nil, reason, now))
 	}
 	return append(effs, s.presence())
 }
@@ -521,7 +524,7 @@ func (s *userState) applyPolicy(p Policy, now time.Time) []effect {
 	live := make([]liveLogin, 0, len(s.sessions))
 	for _, sess := range s.sessions {
 		k := sess.key
-		live = append(live, liveLogin{key: k, device: sess.info.GetDeviceId(), class: sess.class, tag: sess.info.GetTag(), order: sess.order})
+		live = append(live, liveLogin{key: k, device: sess.info().GetDeviceId(), class: sess.class, tag: sess.info().GetTag(), order: sess.order})
 	}
 	keys := enforce(*s.policy, live)
 	if len(keys) == 0 {
@@ -531,9 +534,9 @@ func (s *userState) applyPolicy(p Policy, now time.Time) []effect {
 	var effs []effect
 	for _, k := range keys {
 		sess := s.sessions.get(k)
-		events = append(events, s.deviceEvent(wire.DeviceEvent_KICKED, sess.info, now))
+		events = append(events, s.deviceEvent(wire.DeviceEvent_KICKED, sess.info(), now))
 		effs = append(effs, effKick{key: k, kick: &wire.Kick{Reason: wire.Kick_POLICY, CloseCode: wire.CloseKickedByPolicy}},
-			s.notify(EventDeviceKicked, sess.info, nil, wire.Kick_POLICY.String(), now))
+			s.notify(EventDeviceKicked, sess.info(), nil, wire.Kick_POLICY.String(), now))
 		s.flushCursor(sess)
 		s.sessions.del(k)
 	}
@@ -547,7 +550,7 @@ func (s *userState) adminKick(device string, now time.Time) ([]*wire.DeviceInfo,
 	var keys []sessionKey
 	for _, sess := range s.sessions {
 		k := sess.key
-		if device == "" || sess.info.GetDeviceId() == device {
+		if device == "" || sess.info().GetDeviceId() == device {
 			keys = append(keys, k)
 		}
 	}
@@ -560,10 +563,10 @@ func (s *userState) adminKick(device string, now time.Time) ([]*wire.DeviceInfo,
 	var effs []effect
 	for _, k := range keys {
 		sess := s.sessions.get(k)
-		kicked = append(kicked, sess.info)
-		events = append(events, s.deviceEvent(wire.DeviceEvent_KICKED, sess.info, now))
+		kicked = append(kicked, sess.info())
+		events = append(events, s.deviceEvent(wire.DeviceEvent_KICKED, sess.info(), now))
 		effs = append(effs, effKick{key: k, kick: &wire.Kick{Reason: wire.Kick_ADMIN, CloseCode: wire.CloseKickedByAdmin}},
-			s.notify(EventDeviceKicked, sess.info, nil, wire.Kick_ADMIN.String(), now))
+			s.notify(EventDeviceKicked, sess.info(), nil, wire.Kick_ADMIN.String(), now))
 		s.flushCursor(sess)
 		s.sessions.del(k)
 	}
@@ -591,7 +594,7 @@ func (s *userState) presence() effect {
 	}
 	devs := make([]*wire.DeviceInfo, len(s.sessions))
 	for i, sess := range s.sessions {
-		devs[i] = sess.info
+		devs[i] = sess.info()
 	}
 	return effPresence{devices: devs}
 }
@@ -626,13 +629,13 @@ func (s *userState) cursorAck(key sessionKey, seq uint64, now time.Time) []effec
 		return nil
 	}
 	sess.cursor = c
-	setIn(&s.cursors, sess.info.GetDeviceId(), c)
+	setIn(&s.cursors, sess.info().GetDeviceId(), c)
 	return s.receiptsDelivered(c, now)
 }
 
 func (s *userState) flushCursor(sess *session) {
 	if sess.cursor > 0 {
-		setIn(&s.cursors, sess.info.GetDeviceId(), sess.cursor)
+		setIn(&s.cursors, sess.info().GetDeviceId(), sess.cursor)
 	}
 }
 
@@ -723,7 +726,7 @@ func (s *userState) send(key sessionKey, reqID uint64, m *wire.Send, now time.Ti
 	if sess == nil {
 		return []effect{lostSession(key)}
 	}
-	return s.sendFrom(key, sess.info.GetDeviceId(), &key, true, reqID, m, now)
+	return s.sendFrom(key, sess.info().GetDeviceId(), &key, true, reqID, m, now)
 }
 
 // sendFrom sends m for the requester key (a device session, or the server
@@ -1270,17 +1273,31 @@ func (ss sessionSet) get(k sessionKey) *session {
 	return nil
 }
 
-// put adds sess, or replaces the session with its key in place.
+// put adds sess, or replaces the session with its key in place. A lone
+// session is held in its own self array (a second one's append copies it
+// out, its capacity being one), so the set never holds on to a session
+// it no longer has.
 func (ss *sessionSet) put(sess *session) {
 	for i, s := range *ss {
 		if s.key == sess.key {
+			if len(*ss) == 1 {
+				*ss = nil // s's own array: sess takes its place below
+				break
+			}
 			(*ss)[i] = sess
 			return
 		}
+	}
+	if len(*ss) == 0 {
+		sess.self[0] = sess
+		*ss = sess.self[:]
+		return
 	}
 	*ss = append(*ss, sess)
 }
 
 func (ss *sessionSet) del(k sessionKey) {
-	*ss = slices.DeleteFunc(*ss, func(s *session) bool { return s.key == k })
+	if *ss = slices.DeleteFunc(*ss, func(s *session) bool { return s.key == k }); len(*ss) == 0 {
+		*ss = nil // not the deleted one's array
+	}
 }

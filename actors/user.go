@@ -639,7 +639,7 @@ func (a *userActor) inspect() *actorpb.InspectResult {
 		PendingFanout: uint32(a.st.out.inFlight()),
 	}
 	for _, s := range a.st.sessions {
-		r.Sessions = append(r.Sessions, s.info)
+		r.Sessions = append(r.Sessions, s.info())
 	}
 	return r
 }

@@ -73,7 +73,7 @@ func (s *userState) setWill(key sessionKey, reqID uint64, w *wire.SetWill) []eff
 	sess.will = &will{grace: grace, msg: &wire.Message{
 		ClientMessageId: m.GetClientMessageId(),
 		Sender:          s.user,
-		SenderDevice:    sess.info.GetDeviceId(),
+		SenderDevice:    sess.info().GetDeviceId(),
 		Conversation:    m.GetConversation(),
 		Type:            m.GetType(),
 		Content:         m.GetContent(),
@@ -97,9 +97,9 @@ func (s *userState) dropWill(sess *session, logout bool, now time.Time) []effect
 	if w.grace == 0 {
 		return s.fireWill(*w, now)
 	}
-	dev := sess.info.GetDeviceId()
-	setIn(&s.wills, dev, &pendingWill{will: *w, loginID: sess.info.GetLoginId()})
-	return []effect{effWillTimer{device: dev, loginID: sess.info.GetLoginId(), after: w.grace}}
+	dev := sess.info().GetDeviceId()
+	setIn(&s.wills, dev, &pendingWill{will: *w, loginID: sess.info().GetLoginId()})
+	return []effect{effWillTimer{device: dev, loginID: sess.info().GetLoginId(), after: w.grace}}
 }
 
 // resumed cancels a pending will: the device is back.

@@ -72,7 +72,7 @@ func TestWillGracePeriod(t *testing.T) {
 	h := newHarness(t, "alice")
 	h.login(1, "phone", false, 0)
 	setWill(h, 1, "bob", 30)
-	loginID := h.st.sessions.get(sk(1)).info.GetLoginId()
+	loginID := h.st.sessions.get(sk(1)).info().GetLoginId()
 	effs := h.st.closed(sk(1), false, t0)
 	var timer *effWillTimer
 	for _, e := range effs {
@@ -94,7 +94,7 @@ func TestWillGracePeriod(t *testing.T) {
 
 	// Not back: it fires when due.
 	setWill(h, 2, "bob", 30)
-	id2 := h.st.sessions.get(sk(2)).info.GetLoginId()
+	id2 := h.st.sessions.get(sk(2)).info().GetLoginId()
 	h.st.closed(sk(2), false, t0)
 	if peer, _ := transients(h.st.willDue("phone", id2, t0.Add(30*time.Second))); len(peer) != 1 {
 		t.Fatalf("will not fired after the grace period: %v", peer)
