@@ -17,6 +17,7 @@ import (
 	"github.com/tandem-im/tandem/api/webhook"
 	"github.com/tandem-im/tandem/cluster"
 	"github.com/tandem-im/tandem/gateway"
+	"github.com/tandem-im/tandem/internal/procs"
 	"github.com/tandem-im/tandem/persistence"
 )
 
@@ -59,6 +60,14 @@ type Config struct {
 	// (Go's own GOGC). Set by the tandem command only: it tunes the whole
 	// process. See docs/operations.md "Memory".
 	GCMinHeap int64
+
+	// SyncProcs is how many Ps (GOMAXPROCS) beyond Go's default the
+	// process gets for the goroutines blocked in a store fsync
+	// (internal/procs); -1: one with an embedded store, none with
+	// PostgreSQL. Ignored if the GOMAXPROCS environment variable is set.
+	// Set by the tandem command only: it tunes the whole process. See
+	// docs/operations.md "CPU".
+	SyncProcs int
 
 	// badger and pebble, if set (tests only), adjust the store options
 	// last.
@@ -242,6 +251,9 @@ func (c Config) Validate() error {
 	}
 	if c.GCMinHeap < 0 {
 		errs = append(errs, fmt.Errorf("--gc-min-heap %d: must not be negative (0: off)", c.GCMinHeap))
+	}
+	if c.SyncProcs < -1 {
+		errs = append(errs, fmt.Errorf("--sync-procs %d: use -1 (one with an embedded store), 0 (Go's default) or more", c.SyncProcs))
 	}
 	if c.DiskReserve < 0 {
 		errs = append(errs, fmt.Errorf("--disk-reserve %d: must not be negative (0: computed from the memtable sizes)", c.DiskReserve))
@@ -486,6 +498,7 @@ func ParseFlags(args []string) (Config, error) {
 	fs.IntVar(&c.StorePoolSize, "store-pool-size", DefaultStorePoolSize, "PostgreSQL connections per node")
 	fs.StringVar(&c.BadgerTuning, "badger-tuning", "throughput", "badger store: throughput (higher peak) or latency (smaller memtables: about half the send→ack p99 below saturation)")
 	fs.Int64Var(&c.GCMinHeap, "gc-min-heap", DefaultGCMinHeap, "smallest Go heap goal in bytes: while the live heap is small the collector waits until the heap reaches this size (less CPU for GC, at most this much more memory; 0: Go's default pacing)")
+	fs.IntVar(&c.SyncProcs, "sync-procs", -1, "Ps (GOMAXPROCS) beyond the CPUs, for the goroutines blocked in a store fsync: -1 one with badger or pebble, none with PostgreSQL; 0 Go's default (a GOMAXPROCS environment variable wins)")
 	fs.Int64Var(&c.DiskReserve, "disk-reserve", 0, "badger store: free bytes to keep on the data dir's file system; below them writes are refused with UNAVAILABLE until space is freed (0: computed from the memtable sizes, 528 MiB for throughput)")
 	fs.StringVar(&c.BadgerCheck, "badger-check", "blocks", "badger store, at start: verify every table's blocks (blocks) or only each table's index (index: faster for a large store); damaged files refuse the start (exit 3)")
 	fs.BoolVar(&c.BadgerRepairTornManifest, "badger-repair-torn-manifest", false, "badger store, once after a crash: accept a MANIFEST whose last record is incomplete (badger cuts it; tables it does not name are moved to <data-dir>/badger-quarantine-*, not deleted)")
@@ -544,6 +557,15 @@ func ParseFlags(args []string) (Config, error) {
 		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 	return c, c.Validate()
+}
+
+// ExtraProcs is the Ps --sync-procs asks for beyond Go's default, -1
+// resolved by the store.
+func (c Config) ExtraProcs() int {
+	if c.SyncProcs < 0 {
+		return procs.ForStore(c.Store)
+	}
+	return c.SyncProcs
 }
 
 // DefaultGCMinHeap is the --gc-min-heap default: 256 MiB.

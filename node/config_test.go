@@ -57,6 +57,7 @@ func TestValidateRefuses(t *testing.T) {
 		{"unknown store", []string{"--store", "mysql"}, "--store"},
 		{"pebble in a cluster", []string{"--store", "pebble", "--seeds", "127.0.0.1:7946"}, "embedded store"},
 		{"gc min heap", []string{"--gc-min-heap", "-1"}, "--gc-min-heap"},
+		{"sync procs", []string{"--sync-procs", "-2"}, "--sync-procs"},
 		{"short secret", []string{"--jwt-secret", "short"}, "16 bytes"},
 		{"compensation too long", []string{"--compensation-days", "8"}, "compensation days"},
 		{"retention too short", []string{"--retention", "1h"}, "retention"},
@@ -145,6 +146,29 @@ func TestReusePortFlag(t *testing.T) {
 		}
 		if cfg.ReusePort != c.want {
 			t.Errorf("ParseFlags(%q).ReusePort = %v, want %v", c.args, cfg.ReusePort, c.want)
+		}
+	}
+}
+
+// --sync-procs: by default one P more with an embedded store, none with
+// PostgreSQL; a value given is taken as it is.
+func TestExtraProcs(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{nil, 1},
+		{[]string{"--store", "pebble"}, 1},
+		{[]string{"--store", "postgres://h/db"}, 0},
+		{[]string{"--sync-procs", "0"}, 0},
+		{[]string{"--store", "postgres://h/db", "--sync-procs", "2"}, 2},
+	} {
+		cfg, err := ParseFlags(append(tc.args, "--data-dir", t.TempDir()))
+		if err != nil {
+			t.Fatalf("ParseFlags(%v): %v", tc.args, err)
+		}
+		if got := cfg.ExtraProcs(); got != tc.want {
+			t.Errorf("%v: ExtraProcs() = %d, want %d", tc.args, got, tc.want)
 		}
 	}
 }

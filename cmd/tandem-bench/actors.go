@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/tandem-im/tandem/actors"
 	"github.com/tandem-im/tandem/internal/gctune"
+	"github.com/tandem-im/tandem/internal/procs"
 )
 
 // `tandem-bench actors` drives virtual users straight into the real user
@@ -51,6 +53,7 @@ import (
 // flag values, applied by parseActorsFlags.
 type ActorsConfig struct {
 	GCMinHeap   int64         // this process's smallest heap goal, as the node's --gc-min-heap (0: Go's pacing)
+	SyncProcs   int           // Ps beyond the CPUs, as the node's --sync-procs (-1: one for an in-process node, none with Join)
 	Scenario    string        // the ready-made scenario the flags started from ("": none)
 	Users       int           // virtual users
 	Devices     int           // devices per user, each logged in once
@@ -397,6 +400,7 @@ func parseActorsFlags(args []string) (ActorsConfig, error) {
 		reconnect        bool
 	)
 	fs := flag.NewFlagSet("tandem-bench actors", flag.ContinueOnError)
+	fs.IntVar(&c.SyncProcs, "sync-procs", -1, "Ps (GOMAXPROCS) of this process beyond its CPUs, as the node's --sync-procs: -1 one for the in-process node (its store fsyncs here), none with -join; 0 Go's default (a GOMAXPROCS environment variable wins)")
 	fs.Int64Var(&c.GCMinHeap, "gc-min-heap", 256<<20, "smallest Go heap goal of this process (and so of the in-process node) in bytes, as the node's --gc-min-heap; 0: Go's default pacing")
 	fs.StringVar(&c.Scenario, "scenario", "", "a ready-made scenario ("+scenarioNames()+"; see -list-scenarios); other flags override it")
 	fs.StringVar(&scenarioFile, "scenario-file", "", "a JSON object of flag values, e.g. {\"users\": 5000, \"group-size\": [10, 200]}; unknown keys are refused; flags given override it")
@@ -583,6 +587,12 @@ func actorsMain(ctx context.Context, args []string, stdout io.Writer) int {
 		return 2
 	}
 	defer gctune.Start(uint64(cfg.GCMinHeap)).Stop()
+	if cfg.SyncProcs < -1 {
+		fmt.Fprintln(os.Stderr, "-sync-procs must be -1, 0 or more")
+		return 2
+	}
+	_, restoreProcs := procs.Add(cfg.extraProcs())
+	defer restoreProcs()
 	cfg.Progress = stdout
 	if f, ok := stdout.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
@@ -597,4 +607,17 @@ func actorsMain(ctx context.Context, args []string, stdout io.Writer) int {
 		}
 	}
 	return finishRun(log, stdout, "actors", res, cfg.JSONPath, err)
+}
+
+// extraProcs is the Ps -sync-procs asks for beyond Go's default: -1 is
+// one for an in-process node (badger or pebble, fsyncing in this
+// process), none for a cluster the tool only joins.
+func (c ActorsConfig) extraProcs() int {
+	switch {
+	case c.SyncProcs >= 0:
+		return c.SyncProcs
+	case len(c.Target.Join) > 0:
+		return 0
+	}
+	return procs.ForStore(cmp.Or(c.Target.Store, "badger"))
 }

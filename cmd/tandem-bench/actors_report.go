@@ -717,7 +717,7 @@ func (r *ActorsResult) print(w io.Writer) {
 	if mix := c.mixString(); mix != "" {
 		fmt.Fprintf(w, "\nmix: %s", mix)
 	}
-	fmt.Fprintf(w, "\nmachine: %d CPUs, load %.2f before, %.2f after\n", r.Machine.CPUs, r.Machine.LoadBefore[0], r.Machine.LoadAfter[0])
+	fmt.Fprintf(w, "\nmachine: %d CPUs, GOMAXPROCS %d, load %.2f before, %.2f after\n", r.Machine.CPUs, r.Machine.GOMAXPROCS, r.Machine.LoadBefore[0], r.Machine.LoadAfter[0])
 	if r.Interrupted {
 		fmt.Fprintln(w, "INTERRUPTED: the load stopped early; what was in flight was drained")
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tandem-im/tandem/internal/procs"
 	"github.com/tandem-im/tandem/node"
 )
 
@@ -19,6 +20,7 @@ import (
 // default to DefaultWarmup and DefaultLate).
 type Config struct {
 	GCMinHeap int64         // this process's smallest heap goal (internal/gctune); 0: Go's pacing
+	SyncProcs int           // Ps beyond the CPUs, as the node's --sync-procs (-1: one for an in-process node, none for an external one)
 	Pairs     int           // sender→receiver pairs
 	Window    int           // sends in flight per sender (DefaultWindow; DefaultOpenWindow in open loop)
 	Rate      float64       // open loop: total msgs/s over all senders, on a fixed schedule (openloop.go); 0: closed loop
@@ -150,6 +152,7 @@ func parseFlags(args []string) (Config, error) {
 		ws, api, pids string
 	)
 	fs := flag.NewFlagSet("tandem-bench", flag.ContinueOnError)
+	fs.IntVar(&c.SyncProcs, "sync-procs", -1, "Ps (GOMAXPROCS) of this process beyond its CPUs, as the node's --sync-procs: -1 one for the in-process node (its badger store fsyncs here), none with -ws; 0 Go's default (a GOMAXPROCS environment variable wins)")
 	fs.Int64Var(&c.GCMinHeap, "gc-min-heap", node.DefaultGCMinHeap, "smallest Go heap goal of this process in bytes, as the node's --gc-min-heap (0: Go's default pacing); with an in-process node it covers the node too")
 	fs.IntVar(&c.Pairs, "pairs", DefaultPairs, "sender→receiver pairs (users bench-s<i>-<run> → bench-r<i>-<run>)")
 	fs.IntVar(&c.Window, "window", 0, fmt.Sprintf("max unacked sends per sender (default %d; %d in open loop: -rate, and -sweep's steps)", DefaultWindow, DefaultOpenWindow))
@@ -234,4 +237,17 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 		l = slog.LevelWarn
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// extraProcs is the Ps -sync-procs asks for beyond Go's default: -1 is
+// one for the in-process node (badger, fsyncing in this process), none
+// for an external node.
+func (c Config) extraProcs() int {
+	switch {
+	case c.SyncProcs >= 0:
+		return c.SyncProcs
+	case len(c.WSURLs) > 0:
+		return 0
+	}
+	return procs.ForStore("badger")
 }

@@ -82,3 +82,22 @@ func TestWindowDefaults(t *testing.T) {
 		t.Errorf("-sweep -peak 4000: %+v, %v", c, err)
 	}
 }
+
+// -sync-procs by default: one P more for an in-process node, none for a
+// node or cluster elsewhere.
+func TestExtraProcsByTarget(t *testing.T) {
+	for name, tc := range map[string]struct {
+		got, want int
+	}{
+		"socket, in process": {Config{SyncProcs: -1}.extraProcs(), 1},
+		"socket, external":   {Config{SyncProcs: -1, WSURLs: []string{"ws://h/ws"}}.extraProcs(), 0},
+		"socket, given":      {Config{SyncProcs: 0}.extraProcs(), 0},
+		"actors, in process": {ActorsConfig{SyncProcs: -1, Target: ActorsTarget{Store: "pebble"}}.extraProcs(), 1},
+		"actors, joined":     {ActorsConfig{SyncProcs: -1, Target: ActorsTarget{Join: []string{"h:7946"}}}.extraProcs(), 0},
+		"actors, given":      {ActorsConfig{SyncProcs: 2, Target: ActorsTarget{Join: []string{"h:7946"}}}.extraProcs(), 2},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s: %d extra Ps, want %d", name, tc.got, tc.want)
+		}
+	}
+}

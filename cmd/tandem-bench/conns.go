@@ -842,7 +842,7 @@ func describeBinary(path string) string {
 
 // readMachine describes the machine for the report.
 func readMachine(fdLimit uint64) machineInfo {
-	m := machineInfo{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), FDLimit: fdLimit, LoadBefore: loadAverage()}
+	m := machineInfo{CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), GoVersion: runtime.Version(), FDLimit: fdLimit, LoadBefore: loadAverage()}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
 	}

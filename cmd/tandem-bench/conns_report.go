@@ -57,6 +57,7 @@ type machineInfo struct {
 	MemTotal   int64      `json:"mem_total"`
 	Kernel     string     `json:"kernel"`
 	GoVersion  string     `json:"go_version"` // the bench's
+	GOMAXPROCS int        `json:"gomaxprocs"` // the bench process's (an in-process node's too)
 	FDLimit    uint64     `json:"fd_limit"`   // RLIMIT_NOFILE of every process of the run
 	LoadBefore [3]float64 `json:"load_before"`
 	LoadAfter  [3]float64 `json:"load_after"`

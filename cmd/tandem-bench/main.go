@@ -30,6 +30,7 @@ import (
 	"syscall"
 
 	"github.com/tandem-im/tandem/internal/gctune"
+	"github.com/tandem-im/tandem/internal/procs"
 )
 
 func main() {
@@ -61,6 +62,12 @@ func main() {
 		os.Exit(2)
 	}
 	defer gctune.Start(uint64(cfg.GCMinHeap)).Stop()
+	if cfg.SyncProcs < -1 {
+		fmt.Fprintln(os.Stderr, "-sync-procs must be -1, 0 or more")
+		os.Exit(2)
+	}
+	_, restoreProcs := procs.Add(cfg.extraProcs())
+	defer restoreProcs()
 	if cfg.Sweep {
 		os.Exit(sweepMain(ctx, cfg, log))
 	}

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/tandem-im/tandem/internal/gctune"
+	"github.com/tandem-im/tandem/internal/procs"
 	"github.com/tandem-im/tandem/node"
 )
 
@@ -28,6 +29,8 @@ func main() {
 	}
 	log := node.Logger(cfg, os.Stderr)
 	defer gctune.Start(uint64(cfg.GCMinHeap)).Stop()
+	_, restoreProcs := procs.Add(cfg.ExtraProcs())
+	defer restoreProcs()
 	go func() {
 		// After the first signal, a second one ends the process at once
 		// (the default action) instead of waiting for the stop deadline.
