@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -193,11 +194,18 @@ func TestConnsKicksFail(t *testing.T) {
 	defer cancel()
 	t0 := time.Now()
 	res, err := runConns(ctx, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
-	if err == nil || !strings.Contains(err.Error(), "kicked") {
+	// The run fails as soon as a worker reports a kick while the nodes'
+	// counts are off; a kick that lands after a step's counts came right
+	// (the kicked session not yet closed) is found by the final check, as
+	// one of the problems that fail the run (finishRun exits 1).
+	if res == nil || len(res.Problems) == 0 {
+		t.Fatalf("result %+v, err %v: want the kicks among its problems", res, err)
+	}
+	if err != nil && !strings.Contains(err.Error(), "kicked") {
 		t.Fatalf("err %v, want one about kicks", err)
 	}
-	if res == nil || len(res.Problems) == 0 {
-		t.Errorf("result %+v: want the error among its problems", res)
+	if !slices.ContainsFunc(res.Problems, func(p string) bool { return strings.Contains(p, "kick") }) {
+		t.Errorf("problems %q: none names the kicks", res.Problems)
 	}
 	if d := time.Since(t0); d > 40*time.Second {
 		t.Errorf("took %s to notice the kicks", d)
