@@ -12,6 +12,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tandem-im/tandem/internal/hashmap"
 	"github.com/tandem-im/tandem/persistence"
 	"github.com/tandem-im/tandem/proto/actorpb"
 	"github.com/tandem-im/tandem/proto/wire"
@@ -52,10 +53,9 @@ type Membership interface {
 // concurrent use.
 //
 // Entries are keyed by a 64-bit hash of the user ID, the entry naming its
-// user: a map keyed by the ID itself rehashed every key's bytes as it
-// grew (a cache miss per user moved), 3 % of a million-login storm's CPU.
-// The rare user whose hash another user holds already goes into a small
-// map by ID (clash).
+// user (internal/hashmap): a map keyed by the ID itself rehashed every
+// key's bytes as it grew (a cache miss per user moved), 3 % of a
+// million-login storm's CPU.
 type presence struct {
 	seed   maphash.Seed
 	shards [64]presenceShard
@@ -63,9 +63,8 @@ type presence struct {
 }
 
 type presenceShard struct {
-	mu    sync.RWMutex
-	m     map[uint64]presenceEntry // by the user's hash
-	clash map[string]presenceEntry // users whose hash m holds for another user
+	mu sync.RWMutex
+	m  hashmap.Map[string, presenceEntry, presenceKeyer] // by the user's hash
 }
 
 // presenceEntry is one online user. Read-only once stored.
@@ -76,13 +75,12 @@ type presenceEntry struct {
 	devices []*wire.DeviceInfo // oldest login first; never empty
 }
 
-func newPresence() *presence {
-	p := &presence{seed: maphash.MakeSeed()}
-	for i := range p.shards {
-		p.shards[i].m = make(map[uint64]presenceEntry)
-	}
-	return p
-}
+// presenceKeyer: an entry names its user.
+type presenceKeyer struct{}
+
+func (presenceKeyer) Key(e presenceEntry) string { return e.user }
+
+func newPresence() *presence { return &presence{seed: maphash.MakeSeed()} }
 
 func (p *presence) shard(user string) (*presenceShard, uint64) {
 	var h uint64
@@ -102,20 +100,9 @@ func (p *presence) set(user string, epoch persistence.Epoch, pid *actor.PID, dev
 		return
 	}
 	s, h := p.shard(user)
-	e := presenceEntry{user: user, epoch: epoch, pid: pid, devices: devices}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch old, ok := s.m[h]; {
-	case ok && old.user == user:
-		s.m[h] = e
-	case !ok && s.clash[user].user == "": // in clash, it stays there although its slot is free now
-		s.m[h] = e
-	default:
-		if s.clash == nil {
-			s.clash = make(map[string]presenceEntry)
-		}
-		s.clash[user] = e
-	}
+	s.m.Put(h, user, presenceEntry{user: user, epoch: epoch, pid: pid, devices: devices})
+	s.mu.Unlock()
 }
 
 // clear removes the user's entry if it is the activation pid's (any
@@ -123,17 +110,8 @@ func (p *presence) set(user string, epoch persistence.Epoch, pid *actor.PID, dev
 func (p *presence) clear(user string, pid *actor.PID) {
 	s, h := p.shard(user)
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e, ok := s.m[h]; ok && e.user == user {
-		if pid == nil || e.pid.Equal(pid) {
-			delete(s.m, h)
-		}
-	} else if e, ok := s.clash[user]; ok && (pid == nil || e.pid.Equal(pid)) {
-		delete(s.clash, user)
-		if len(s.clash) == 0 {
-			s.clash = nil
-		}
-	}
+	s.m.Delete(h, user, func(e presenceEntry) bool { return pid == nil || e.pid.Equal(pid) })
+	s.mu.Unlock()
 }
 
 // get returns the user's entry. Its slices must not be modified.
@@ -141,11 +119,7 @@ func (p *presence) get(user string) (presenceEntry, bool) {
 	s, h := p.shard(user)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if e, ok := s.m[h]; ok && e.user == user {
-		return e, true
-	}
-	e, ok := s.clash[user]
-	return e, ok
+	return s.m.Get(h, user)
 }
 
 // query answers a PresenceQuery: the online ones among users.
@@ -164,13 +138,7 @@ func (p *presence) each(f func(user string, e presenceEntry)) {
 	for i := range p.shards {
 		s := &p.shards[i]
 		s.mu.RLock()
-		all := make([]presenceEntry, 0, len(s.m)+len(s.clash))
-		for _, e := range s.m {
-			all = append(all, e)
-		}
-		for _, e := range s.clash {
-			all = append(all, e)
-		}
+		all := slices.AppendSeq(make([]presenceEntry, 0, s.m.Len()), s.m.Values())
 		s.mu.RUnlock()
 		for _, e := range all {
 			f(e.user, e)
@@ -184,7 +152,7 @@ func (p *presence) count() int {
 	for i := range p.shards {
 		s := &p.shards[i]
 		s.mu.RLock()
-		n += len(s.m) + len(s.clash)
+		n += s.m.Len()
 		s.mu.RUnlock()
 	}
 	return n

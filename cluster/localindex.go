@@ -2,10 +2,13 @@ package cluster
 
 import (
 	"hash/maphash"
+	"slices"
 	"sync"
 	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/tandem-im/tandem/internal/hashmap"
 )
 
 // localIndex holds this node's live activations by identity. The placement
@@ -19,8 +22,8 @@ import (
 // Entries are keyed by a 64-bit hash of the kind and identity, the PID's
 // own name (keyOfActivation) telling which identity an entry is: no copy
 // of an identity per activation, and a slot of 16 bytes, not the 40 of a
-// key of two strings and a PID. The rare key whose hash another key holds
-// already goes into a small map by key (clash).
+// key of two strings and a PID (internal/hashmap; the rare key whose hash
+// another key holds goes into a small map by key).
 type localIndex struct {
 	shards [pidShards]localShard
 	n      atomic.Int64
@@ -28,79 +31,49 @@ type localIndex struct {
 }
 
 type localShard struct {
-	mu    sync.RWMutex
-	m     map[uint64]*actor.PID // by hashOfKey
-	clash map[idKey]*actor.PID  // keys whose hash m holds for another key
+	mu sync.RWMutex
+	m  hashmap.Map[idKey, *actor.PID, activationKeyer] // by hashOfKey
 }
+
+// activationKeyer: an activation's PID names its key.
+type activationKeyer struct{}
+
+func (activationKeyer) Key(pid *actor.PID) idKey { return keyOfActivation(pid) }
 
 func hashOfKey(k idKey) uint64 { return maphash.Comparable(pidSeed, k) }
 
-func (x *localIndex) shard(h uint64) *localShard { return &x.shards[h%pidShards] }
-
-func (x *localIndex) hashOf(k idKey) uint64 {
+func (x *localIndex) shard(k idKey) (*localShard, uint64) {
+	var h uint64
 	if x.hash != nil {
-		return x.hash(k)
+		h = x.hash(k)
+	} else {
+		h = hashOfKey(k)
 	}
-	return hashOfKey(k)
+	return &x.shards[h%pidShards], h
 }
 
 func (x *localIndex) get(k idKey) (*actor.PID, bool) {
-	h := x.hashOf(k)
-	s := x.shard(h)
+	s, h := x.shard(k)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if pid, ok := s.m[h]; ok && keyOfActivation(pid) == k {
-		return pid, true
-	}
-	pid, ok := s.clash[k]
-	return pid, ok
+	return s.m.Get(h, k)
 }
 
 func (x *localIndex) put(k idKey, pid *actor.PID) {
-	h := x.hashOf(k)
-	s := x.shard(h)
+	s, h := x.shard(k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = make(map[uint64]*actor.PID)
+	if s.m.Put(h, k, pid) {
+		x.n.Add(1)
 	}
-	switch a, ok := s.m[h]; {
-	case !ok:
-		if _, had := s.clash[k]; had { // its slot was freed since: stays where it is
-			s.clash[k] = pid
-			return
-		}
-		s.m[h] = pid
-	case keyOfActivation(a) == k:
-		s.m[h] = pid
-		return
-	default:
-		if _, had := s.clash[k]; !had {
-			x.n.Add(1)
-		}
-		if s.clash == nil {
-			s.clash = make(map[idKey]*actor.PID)
-		}
-		s.clash[k] = pid
-		return
-	}
-	x.n.Add(1)
 }
 
 // del removes k if it is still pid's, and reports whether it did.
 func (x *localIndex) del(k idKey, pid *actor.PID) bool {
-	h := x.hashOf(k)
-	s := x.shard(h)
+	s, h := x.shard(k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if a, ok := s.m[h]; ok && a.Id == pid.Id {
-		delete(s.m, h)
-	} else if a, ok := s.clash[k]; ok && a.Id == pid.Id {
-		delete(s.clash, k)
-		if len(s.clash) == 0 {
-			s.clash = nil
-		}
-	} else {
+	if !s.m.Delete(h, k, func(a *actor.PID) bool { return a.Id == pid.Id }) {
 		return false
 	}
 	x.n.Add(-1)
@@ -115,12 +88,7 @@ func (x *localIndex) pids() []*actor.PID {
 	for i := range x.shards {
 		s := &x.shards[i]
 		s.mu.RLock()
-		for _, pid := range s.m {
-			out = append(out, pid)
-		}
-		for _, pid := range s.clash {
-			out = append(out, pid)
-		}
+		out = slices.AppendSeq(out, s.m.Values())
 		s.mu.RUnlock()
 	}
 	return out

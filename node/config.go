@@ -561,12 +561,7 @@ func ParseFlags(args []string) (Config, error) {
 
 // ExtraProcs is the Ps --sync-procs asks for beyond Go's default, -1
 // resolved by the store.
-func (c Config) ExtraProcs() int {
-	if c.SyncProcs < 0 {
-		return procs.ForStore(c.Store)
-	}
-	return c.SyncProcs
-}
+func (c Config) ExtraProcs() int { return procs.Resolve(c.SyncProcs, c.Store) }
 
 // DefaultGCMinHeap is the --gc-min-heap default: 256 MiB.
 const DefaultGCMinHeap = 256 << 20

@@ -613,11 +613,9 @@ func actorsMain(ctx context.Context, args []string, stdout io.Writer) int {
 // one for an in-process node (badger or pebble, fsyncing in this
 // process), none for a cluster the tool only joins.
 func (c ActorsConfig) extraProcs() int {
-	switch {
-	case c.SyncProcs >= 0:
-		return c.SyncProcs
-	case len(c.Target.Join) > 0:
-		return 0
+	store := cmp.Or(c.Target.Store, "badger")
+	if len(c.Target.Join) > 0 {
+		store = "" // the nodes are other processes
 	}
-	return procs.ForStore(cmp.Or(c.Target.Store, "badger"))
+	return procs.Resolve(c.SyncProcs, store)
 }

@@ -243,11 +243,9 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 // one for the in-process node (badger, fsyncing in this process), none
 // for an external node.
 func (c Config) extraProcs() int {
-	switch {
-	case c.SyncProcs >= 0:
-		return c.SyncProcs
-	case len(c.WSURLs) > 0:
-		return 0
+	store := "badger"
+	if len(c.WSURLs) > 0 {
+		store = "" // the node is another process
 	}
-	return procs.ForStore("badger")
+	return procs.Resolve(c.SyncProcs, store)
 }

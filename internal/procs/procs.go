@@ -30,9 +30,19 @@ func Add(extra int) (int, func()) {
 	return prev + extra, func() { runtime.GOMAXPROCS(prev) }
 }
 
+// Resolve is the extra Ps of a --sync-procs setting: the setting itself,
+// or with −1 (auto) ForStore(store).
+func Resolve(setting int, store string) int {
+	if setting < 0 {
+		return ForStore(store)
+	}
+	return setting
+}
+
 // ForStore is the extra Ps a node on store wants: one with an embedded
 // store (badger, pebble: its fsync runs in this process), none with
-// PostgreSQL (the server fsyncs; this process only waits on sockets).
+// PostgreSQL (the server fsyncs; this process only waits on sockets) or
+// none at all here ("": the node is another process).
 func ForStore(store string) int {
 	if store == "badger" || store == "pebble" {
 		return 1

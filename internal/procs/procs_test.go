@@ -30,9 +30,15 @@ func TestAdd(t *testing.T) {
 }
 
 func TestForStore(t *testing.T) {
-	for store, want := range map[string]int{"badger": 1, "pebble": 1, "postgres://h/db": 0} {
+	for store, want := range map[string]int{"badger": 1, "pebble": 1, "postgres://h/db": 0, "": 0} {
 		if got := ForStore(store); got != want {
 			t.Errorf("ForStore(%q) = %d, want %d", store, got, want)
 		}
+	}
+}
+
+func TestResolve(t *testing.T) {
+	if Resolve(-1, "pebble") != 1 || Resolve(-1, "") != 0 || Resolve(0, "pebble") != 0 || Resolve(2, "") != 2 {
+		t.Fatal("Resolve: -1 is the store's default, any other setting itself")
 	}
 }
