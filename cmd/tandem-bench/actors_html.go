@@ -165,8 +165,7 @@ func buildHTMLReport(r *ActorsResult) htmlReport {
 		{noun + "s", fmt.Sprintf("%d of %d ok, %d failed, %d kicked; %.0f/s over %.1f s (first tenth %.0f/s, last tenth %.0f/s)",
 			r.Logins.OK, r.Logins.Devices, r.Logins.Failed, r.Logins.Kicked, r.Logins.PerSecond, r.Logins.Seconds, r.Logins.FirstTenthPerSecond, r.Logins.LastTenthPerSecond)},
 		{"users activated", fmt.Sprint(r.Logins.UsersActivated)},
-		{"heap live after GC", fmt.Sprintf("%.1f MiB before, %.1f MiB after the %ss: %.0f B per user",
-			float64(r.Memory.HeapBaseline)/(1<<20), float64(r.Memory.HeapAfterLogins)/(1<<20), noun, r.Memory.PerUserBytes)},
+		{"heap live after GC", r.Memory.text(noun)},
 	}
 	if mix := c.mixString(); mix != "" {
 		h.Summary = append(h.Summary, [2]string{"mix", mix})

@@ -130,3 +130,16 @@ func TestActorsHTMLWave(t *testing.T) {
 		t.Error("the kill's line is not at 3.2 s")
 	}
 }
+
+// TestHeapFiguresText: a heap that grew gives bytes per user; one that
+// did not says so rather than print 0 B.
+func TestHeapFiguresText(t *testing.T) {
+	grew := HeapFigures{HeapBaseline: 50 << 20, HeapAfterLogins: 60 << 20, PerUserBytes: 1048.6}
+	if got := grew.text("login"); got != "50.0 MiB before, 60.0 MiB after the logins: 1049 B per user" {
+		t.Errorf("grown: %q", got)
+	}
+	fell := HeapFigures{HeapBaseline: 57 << 20, HeapAfterLogins: 55 << 20}
+	if got := fell.text("activation"); !strings.HasPrefix(got, "57.0 MiB before, 55.0 MiB after the activations: no figure per user") {
+		t.Errorf("fallen: %q", got)
+	}
+}

@@ -41,13 +41,7 @@ type ActorsResult struct {
 		Latency         Latency   `json:"latency"`
 	} `json:"logins"`
 
-	Memory struct {
-		// Live heap after GC of the whole process (node and bench) before
-		// the first login and after the last, and the difference per user.
-		HeapBaseline    uint64  `json:"heap_baseline"`
-		HeapAfterLogins uint64  `json:"heap_after_logins"`
-		PerUserBytes    float64 `json:"per_user_bytes"`
-	} `json:"memory"`
+	Memory HeapFigures `json:"memory"`
 
 	// Chat: the messages, 1:1 and group together.
 	Chat struct {
@@ -738,8 +732,7 @@ func (r *ActorsResult) print(w io.Writer) {
 		fmt.Fprintf(w, "%-28s %s\n", noun+"s/s per tenth", strings.Join(tenths, " "))
 	}
 	fmt.Fprintf(w, "%-28s p50 %.2f  p99 %.2f  max %.2f ms\n", noun+" latency", l.Latency.P50, l.Latency.P99, l.Latency.Max)
-	m := r.Memory
-	fmt.Fprintf(w, "%-28s %.1f MiB before, %.1f MiB after the %ss: %.0f B per user\n", "heap live after GC", float64(m.HeapBaseline)/(1<<20), float64(m.HeapAfterLogins)/(1<<20), noun, m.PerUserBytes)
+	fmt.Fprintf(w, "%-28s %s\n", "heap live after GC", r.Memory.text(noun))
 	if ch := r.Chat; ch.Sent+ch.Skipped > 0 {
 		fmt.Fprintf(w, "%-28s %d sent, %d acked, %d refused, %d unacked, %d skipped (sender offline)\n", "messages", ch.Sent, ch.Acked, ch.Refused, ch.Unacked, ch.Skipped)
 		fmt.Fprintf(w, "%-28s %.0f (chat %.1f s, to the last ack); sender loop at worst %.1f ms late, a frame's hand-over at worst %.1f ms\n", "acked msgs/s", ch.AckedPerSecond, ch.Seconds, ch.WorstLatenessMs, ch.WorstFrameWaitMs)
@@ -781,4 +774,26 @@ func (r *ActorsResult) print(w io.Writer) {
 	for _, p := range r.Problems {
 		fmt.Fprintln(w, "NOT SOUND:", p)
 	}
+}
+
+// HeapFigures: the live heap after GC of the whole process (node and
+// bench) before the first login and after the last, and the difference
+// per user.
+type HeapFigures struct {
+	HeapBaseline    uint64  `json:"heap_baseline"`
+	HeapAfterLogins uint64  `json:"heap_after_logins"`
+	PerUserBytes    float64 `json:"per_user_bytes"` // 0: not measured, the heap did not grow
+}
+
+// text is the summary's line. A heap that did not grow gives no figure
+// per user: what the process freed meanwhile (a stopped run's remains in
+// a test binary, a cache shrinking) outweighed what the users hold, which
+// happens with few users; it says so rather than print 0 B.
+func (m HeapFigures) text(noun string) string {
+	const mib = 1 << 20
+	s := fmt.Sprintf("%.1f MiB before, %.1f MiB after the %ss: ", float64(m.HeapBaseline)/mib, float64(m.HeapAfterLogins)/mib, noun)
+	if m.PerUserBytes <= 0 {
+		return s + "no figure per user (the heap did not grow: the process freed more meanwhile than the users hold)"
+	}
+	return s + fmt.Sprintf("%.0f B per user", m.PerUserBytes)
 }

@@ -283,7 +283,7 @@ func runActors(ctx context.Context, cfg ActorsConfig, log *slog.Logger) (*Actors
 	if cfg.Passivate == 0 {
 		stopLoginProfile()
 	}
-	res.Memory.HeapAfterLogins = heapLive()
+	res.Memory.HeapAfterLogins = settledHeapLive()
 	if loggedIn := cmp.Or(cfg.Passivate, cfg.Users); loggedIn > 0 && res.Memory.HeapAfterLogins > res.Memory.HeapBaseline {
 		res.Memory.PerUserBytes = float64(res.Memory.HeapAfterLogins-res.Memory.HeapBaseline) / float64(loggedIn)
 	}
