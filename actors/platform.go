@@ -12,6 +12,29 @@ const (
 	ClassMiniprogram Class = "miniprogram"
 )
 
+// classIndex is a Class in one byte, as a session holds it: with the
+// string's 16 bytes a session took the 256-byte size class, which a login's
+// short-lived objects share; at 240 bytes its objects lie together, and the
+// collector marks them faster (bench/README.md, "Sessions and mailboxes in
+// size classes of their own").
+type classIndex uint8
+
+// classes are the Classes by classIndex; 0 is "" (no class).
+var classes = [...]Class{"", ClassMobile, ClassPad, ClassDesktop, ClassWeb, ClassMiniprogram}
+
+// indexOf returns c's index; a Class not in classes panics (every Class
+// is a constant above).
+func indexOf(c Class) classIndex {
+	for i, k := range classes {
+		if k == c {
+			return classIndex(i)
+		}
+	}
+	panic("actors: unknown device class " + string(c))
+}
+
+func (i classIndex) class() Class { return classes[i] }
+
 var platformClass = map[string]Class{
 	"ios": ClassMobile, "android": ClassMobile, "harmony": ClassMobile,
 	"ipad": ClassPad, "androidpad": ClassPad, "pad": ClassPad,

@@ -295,7 +295,9 @@ func (r *Runtime) Kinds() []*cluster.Kind {
 	if r.cfg.NoActivations {
 		return nil
 	}
-	props := r.props(func() actor.Actor { return &userActor{rt: r} })
+	var cells userCells
+	props := actor.PropsFromProducer(func() actor.Actor { return cells.actor(r) },
+		actor.WithDispatcher(r.dispatch), actor.WithMailbox(cells.mailbox))
 	groups := r.props(func() actor.Actor { return &groupActor{rt: r} })
 	return []*cluster.Kind{tcluster.NewKind(UserKind, props), tcluster.NewKind(GroupKind, groups)}
 }

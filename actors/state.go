@@ -102,9 +102,9 @@ func (k sessionKey) gw() gwKey { return gwKey{k.addr, k.id} }
 
 type session struct {
 	key    sessionKey
-	class  Class
 	order  uint64          // login order: smaller is older
 	live   bool            // catch-up done: pushes flow
+	class  classIndex      // beside live: 240 bytes, not 256 (see classIndex)
 	next   persistence.Seq // while catching up: next seq to page
 	cursor persistence.Seq
 	will   *will // SetWill; nil if none
@@ -327,7 +327,7 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 		if k == key {
 			continue // a repeated Login of the same connection; the gateway refuses it first
 		}
-		live = append(live, liveLogin{key: k, device: old.info().GetDeviceId(), class: old.class, tag: old.info().GetTag(), order: old.order})
+		live = append(live, liveLogin{key: k, device: old.info().GetDeviceId(), class: old.class.class(), tag: old.info().GetTag(), order: old.order})
 	}
 	d := decideLogin(*s.policy, live, newLogin{
 		device: l.GetDeviceId(), class: class, tag: l.GetTag(), noKick: l.GetNoKick(), reconnect: l.GetReconnect(),
@@ -372,7 +372,7 @@ func (s *userState) login(key sessionKey, req *actorpb.LoginRequest, now time.Ti
 	s.resumed(l.GetDeviceId())
 	sess := &session{
 		key:   key,
-		class: class,
+		class: indexOf(class),
 		order: s.logins,
 		device: wire.DeviceInfo{
 			DeviceId:   l.GetDeviceId(),
@@ -524,7 +524,7 @@ func (s *userState) applyPolicy(p Policy, now time.Time) []effect {
 	live := make([]liveLogin, 0, len(s.sessions))
 	for _, sess := range s.sessions {
 		k := sess.key
-		live = append(live, liveLogin{key: k, device: sess.info().GetDeviceId(), class: sess.class, tag: sess.info().GetTag(), order: sess.order})
+		live = append(live, liveLogin{key: k, device: sess.info().GetDeviceId(), class: sess.class.class(), tag: sess.info().GetTag(), order: sess.order})
 	}
 	keys := enforce(*s.policy, live)
 	if len(keys) == 0 {
