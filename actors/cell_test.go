@@ -32,14 +32,15 @@ func TestUserCells(t *testing.T) {
 	}
 }
 
-// TestHotObjectSizes: a session and a user's cell stay in the size classes
-// a login's short-lived objects do not fill (240 and 480 bytes; at 256 a
-// session shared its spans with them, and the collector marked a million
-// sessions slower: bench/README.md). A field added must keep them there,
-// or move them to another class measured to be as quiet.
+// TestHotObjectSizes: a session and a user's cell stay in size classes a
+// login's short-lived objects hardly use (288 and 480 bytes; in the
+// 256-byte class a session shared its spans with them, and with separate
+// objects for its login ID and a cell's mailbox the collector marked a
+// million online users slower: bench/README.md). A field added must keep
+// them there, or move them to another class measured to be as quiet.
 func TestHotObjectSizes(t *testing.T) {
-	if n := unsafe.Sizeof(session{}); n > 240 {
-		t.Errorf("session is %d bytes, more than its 240-byte class", n)
+	if n := unsafe.Sizeof(session{}); n > 288 {
+		t.Errorf("session is %d bytes, more than its 288-byte class", n)
 	}
 	if n := unsafe.Sizeof(userCell{}); n > 480 {
 		t.Errorf("userCell is %d bytes, more than its 480-byte class", n)

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"fmt"
+	"unsafe"
 
 	"github.com/oklog/ulid/v2"
 )
@@ -47,5 +48,10 @@ func truncate(s string, n int) string {
 // cluster by its 80 random bits; monotonic within one process.
 func NewMessageID() string { return ulid.Make().String() }
 
-// newLoginID returns a fresh login ID.
-func newLoginID() string { return ulid.Make().String() }
+// newLoginIDIn writes a fresh login ID into buf and returns it, a string
+// of buf's bytes: buf must not be written again.
+func newLoginIDIn(buf *[ulid.EncodedSize]byte) string {
+	id := ulid.Make()
+	_ = id.MarshalTextTo(buf[:]) // fails only for a short buffer
+	return unsafe.String(&buf[0], len(buf))
+}

@@ -12,11 +12,10 @@ const (
 	ClassMiniprogram Class = "miniprogram"
 )
 
-// classIndex is a Class in one byte, as a session holds it: with the
-// string's 16 bytes a session took the 256-byte size class, which a login's
-// short-lived objects share; at 240 bytes its objects lie together, and the
-// collector marks them faster (bench/README.md, "Sessions and mailboxes in
-// size classes of their own").
+// classIndex is a Class in one byte, as a session holds it: the string's
+// 16 bytes and pointer less in each of a million sessions, which keeps a
+// session with its login ID's text inside the 288-byte size class, one a
+// login's short-lived objects hardly use (see TestHotObjectSizes).
 type classIndex uint8
 
 // classes are the Classes by classIndex; 0 is "" (no class).

@@ -169,8 +169,24 @@ type actorsRun struct {
 // runActors before any load; one run at a time per process.
 var vuserPrefix = "u"
 
-func vuser(u int) string   { return vuserPrefix + strconv.Itoa(u) }
-func vdevice(d int) string { return "d" + strconv.Itoa(d) }
+func vuser(u int) string { return vuserPrefix + strconv.Itoa(u) }
+
+// vdevice names a user's device d; the first names are made once (the
+// node keeps a session's device ID: one string a login for the node's
+// heap to hold and the collector to mark, were it made for each).
+func vdevice(d int) string {
+	if d < len(vdevices) {
+		return vdevices[d]
+	}
+	return "d" + strconv.Itoa(d)
+}
+
+var vdevices = func() (names [32]string) {
+	for d := range names {
+		names[d] = "d" + strconv.Itoa(d)
+	}
+	return names
+}()
 
 // schedule is when event i of a stream at rate per second happens, the
 // rate rising linearly from 0 over ramp; 0 with no rate.
