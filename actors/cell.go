@@ -10,7 +10,7 @@ import (
 // die together (an activation), and one object of 480 bytes instead of
 // two is one fewer for the collector to mark per activated user, in a
 // size class a login's short-lived objects do not use (bench/README.md,
-// "One object for a user actor and its mailbox").
+// "One object for a user actor and its mailbox; quiet size classes").
 type userCell struct {
 	a  userActor
 	mb leanMailbox
