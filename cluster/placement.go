@@ -170,13 +170,15 @@ func keyOfActivation(pid *actor.PID) idKey {
 	return idKey{kind, identity}
 }
 
-// spawned records a new local activation of ci, named as spawn names it.
-func (s *placementState) spawned(ci *pcluster.ClusterIdentity, pid *actor.PID) {
+// spawned records a new local activation of ci, named as spawn names it,
+// and returns its key: strings cut from the PID's name.
+func (s *placementState) spawned(ci *pcluster.ClusterIdentity, pid *actor.PID) idKey {
 	k := keyOfActivation(pid)
 	if k != (idKey{ci.Kind, ci.Identity}) {
 		panic(fmt.Sprintf("cluster: activation %s of %s is not named by its identity", pid.Id, ci.AsKey()))
 	}
 	s.active.put(k, pid)
+	return k
 }
 
 // terminated forgets the activation pid, if it is one, in O(1), and

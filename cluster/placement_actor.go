@@ -200,13 +200,13 @@ func (p *placementActor) spawn(ctx actor.Context, ci *pcluster.ClusterIdentity) 
 	if err != nil {
 		return nil, fmt.Errorf("cluster: spawn %s: %w", name, err)
 	}
+	id := p.st.spawned(ci, pid)
 	// The actor gets its identity as a part of its name, not the caller's
 	// string: it keeps the identity as long as it lives, and the name is
 	// kept anyway — one string per activation, not two.
-	named := &pcluster.ClusterIdentity{Kind: ci.Kind, Identity: keyOfActivation(pid).identity}
+	named := &pcluster.ClusterIdentity{Kind: ci.Kind, Identity: id.identity}
 	ctx.Send(pid, &pcluster.ClusterInit{Identity: named, Cluster: p.l.c})
 	k.Inc()
-	p.st.spawned(ci, pid)
 	return pid, nil
 }
 
