@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/asynkron/protoactor-go/actor"
 	pcluster "github.com/asynkron/protoactor-go/cluster"
@@ -34,6 +35,27 @@ func placementPID(addr string) *actor.PID { return actor.NewPID(addr, placementN
 // kinds expect their identity as a context extension and panic without it.
 func NewKind(kind string, props *actor.Props) *pcluster.Kind {
 	return &pcluster.Kind{Kind: kind, Props: props}
+}
+
+// NewKindSpawnedBy is NewKind for a kind whose activations spawn makes
+// (the same function its props carry with actor.WithSpawnFunc, for spawns
+// outside the cluster): the placement calls it where it would call
+// protoactor's default spawner, with itself as the parent.
+func NewKindSpawnedBy(kind string, props *actor.Props, spawn actor.SpawnFunc) *pcluster.Kind {
+	spawners.Store(props, spawn)
+	return NewKind(kind, props)
+}
+
+// spawners: the spawn function of each kind's props built with
+// NewKindSpawnedBy (a few per process: one user kind per node runtime).
+var spawners sync.Map // *actor.Props → actor.SpawnFunc
+
+// spawnerOf is the spawn function for activations made with props.
+func spawnerOf(props *actor.Props) actor.SpawnFunc {
+	if f, ok := spawners.Load(props); ok {
+		return f.(actor.SpawnFunc)
+	}
+	return actor.DefaultSpawner
 }
 
 // removeActivation asks the placement actor to stop a local activation
@@ -196,7 +218,7 @@ func (p *placementActor) spawn(ctx actor.Context, ci *pcluster.ClusterIdentity) 
 	// Spawned as ctx.SpawnNamed spawns a child (this actor its parent and
 	// supervisor) but kept out of protoactor's child set (see
 	// placementActor), and named apart from its own name.
-	pid, err := actor.DefaultSpawner(ctx.ActorSystem(), name, k.Props, ctx)
+	pid, err := spawnerOf(k.Props)(ctx.ActorSystem(), name, k.Props, ctx)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: spawn %s: %w", name, err)
 	}
