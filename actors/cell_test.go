@@ -13,17 +13,20 @@ import (
 )
 
 // TestHotObjectSizes: a session and a user's cell stay in size classes a
-// login's short-lived objects hardly use (288 and 480 bytes; in the
-// 256-byte class a session shared its spans with them, and with separate
-// objects for its login ID and a cell's mailbox the collector marked a
-// million online users slower: bench/README.md). A field added must keep
-// them there, or move them to another class measured to be as quiet.
+// login's short-lived objects hardly use (288 bytes; in the 256-byte class
+// a session shared its spans with them, and with separate objects for its
+// login ID the collector marked a million online users slower:
+// bench/README.md), and a cell stays at 512 bytes at most: Go's collector
+// marks objects of up to 512 bytes span by span (the "green tea" marker);
+// a 576-byte cell, one object fewer per user, made the million's marks
+// longer (bench/README.md, "A user activation in one object"). A field
+// added must keep them there.
 func TestHotObjectSizes(t *testing.T) {
 	if n := unsafe.Sizeof(session{}); n > 288 {
 		t.Errorf("session is %d bytes, more than its 288-byte class", n)
 	}
 	if n := unsafe.Sizeof(userCell{}); n > 512 {
-		t.Errorf("userCell is %d bytes, more than its 512-byte class", n)
+		t.Errorf("userCell is %d bytes, more than 512 (the largest class the collector marks span by span)", n)
 	}
 }
 
