@@ -15,9 +15,10 @@ import (
 // mailbox, and what protoactor keeps in an actor context and an actor
 // process for every actor it spawns. The cell is the actor's
 // actor.Context and its mailbox's invoker, and (as cellProcess) the
-// process the node's registry holds for the activation's PID: three
-// objects fewer per activated user for the collector to mark at every
-// cycle (bench/README.md, "A user activation in one object").
+// process the node's registry holds for the activation's PID: two
+// objects fewer per activated user (protoactor's context and process) for
+// the collector to mark at every cycle (bench/README.md, "A user
+// activation in one object").
 //
 // What a user actor needs of a context is a small part of protoactor's:
 // messages and their senders, Send/Request/Respond, Stop and Poison,
@@ -79,12 +80,12 @@ func (k *userCells) spawn(sys *actor.ActorSystem, id string, _ *actor.Props, par
 		}
 		c.life.Store(cellHasParent)
 	}
+	c.mb.RegisterHandlers(c, k.rt.dispatch) // before the PID can be found
 	pid, absent := sys.ProcessRegistry.Add((*cellProcess)(c), id)
 	if !absent {
 		return pid, actor.ErrNameExists
 	}
 	c.self = pid
-	c.mb.RegisterHandlers(c, k.rt.dispatch)
 	c.mb.PostSystemMessage(&actor.Started{})
 	return pid, nil
 }

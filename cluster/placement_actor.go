@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
+	"weak"
 
 	"github.com/asynkron/protoactor-go/actor"
 	pcluster "github.com/asynkron/protoactor-go/cluster"
@@ -42,17 +44,21 @@ func NewKind(kind string, props *actor.Props) *pcluster.Kind {
 // outside the cluster): the placement calls it where it would call
 // protoactor's default spawner, with itself as the parent.
 func NewKindSpawnedBy(kind string, props *actor.Props, spawn actor.SpawnFunc) *pcluster.Kind {
-	spawners.Store(props, spawn)
+	key := weak.Make(props)
+	spawners.Store(key, spawn)
+	// Forgotten with the props: spawn may hold a whole node runtime.
+	runtime.AddCleanup(props, func(k weak.Pointer[actor.Props]) { spawners.Delete(k) }, key)
 	return NewKind(kind, props)
 }
 
 // spawners: the spawn function of each kind's props built with
-// NewKindSpawnedBy (a few per process: one user kind per node runtime).
-var spawners sync.Map // *actor.Props → actor.SpawnFunc
+// NewKindSpawnedBy, by a weak pointer to the props (a few per process:
+// one user kind per node runtime, more in tests).
+var spawners sync.Map // weak.Pointer[actor.Props] → actor.SpawnFunc
 
 // spawnerOf is the spawn function for activations made with props.
 func spawnerOf(props *actor.Props) actor.SpawnFunc {
-	if f, ok := spawners.Load(props); ok {
+	if f, ok := spawners.Load(weak.Make(props)); ok {
 		return f.(actor.SpawnFunc)
 	}
 	return actor.DefaultSpawner
@@ -82,6 +88,8 @@ type placementActor struct {
 	// drained is closed once every activation has stopped after a
 	// drainActivations; nil until then. No activation starts after it.
 	drained chan struct{}
+	// spawners: each kind's spawn function (spawnerOf), looked up once.
+	spawners map[*actor.Props]actor.SpawnFunc
 }
 
 // drainActivations asks the placement actor to stop every local
@@ -218,7 +226,15 @@ func (p *placementActor) spawn(ctx actor.Context, ci *pcluster.ClusterIdentity) 
 	// Spawned as ctx.SpawnNamed spawns a child (this actor its parent and
 	// supervisor) but kept out of protoactor's child set (see
 	// placementActor), and named apart from its own name.
-	pid, err := spawnerOf(k.Props)(ctx.ActorSystem(), name, k.Props, ctx)
+	spawn, ok := p.spawners[k.Props]
+	if !ok {
+		if p.spawners == nil {
+			p.spawners = map[*actor.Props]actor.SpawnFunc{}
+		}
+		spawn = spawnerOf(k.Props)
+		p.spawners[k.Props] = spawn
+	}
+	pid, err := spawn(ctx.ActorSystem(), name, k.Props, ctx)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: spawn %s: %w", name, err)
 	}
