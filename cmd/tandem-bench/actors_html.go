@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"html/template"
 	"io"
@@ -161,7 +162,7 @@ func buildHTMLReport(r *ActorsResult) htmlReport {
 	h.Summary = [][2]string{
 		{"scenario", fmt.Sprintf("%s: %d users × %d devices (%s), concurrency %d, login rate %s, chat %g msgs/s per user for %s",
 			orDash(c.Scenario), c.Users, c.Devices, strings.Join(c.Platforms, ","), c.Concurrency, rateOrMax(c.LoginRate), c.MsgRate, c.Duration)},
-		{"machine", fmt.Sprintf("%d CPUs, GOMAXPROCS %d, load %.2f before, %.2f after, %s", r.Machine.CPUs, r.Machine.GOMAXPROCS, r.Machine.LoadBefore[0], r.Machine.LoadAfter[0], r.Machine.GoVersion)},
+		{"machine", fmt.Sprintf("%d CPUs, GOMAXPROCS %d, load %.2f before, %.2f after, %s, transparent huge pages %s", r.Machine.CPUs, r.Machine.GOMAXPROCS, r.Machine.LoadBefore[0], r.Machine.LoadAfter[0], r.Machine.GoVersion, cmp.Or(r.Machine.THP, "unknown"))},
 		{noun + "s", fmt.Sprintf("%d of %d ok, %d failed, %d kicked; %.0f/s over %.1f s (first tenth %.0f/s, last tenth %.0f/s)",
 			r.Logins.OK, r.Logins.Devices, r.Logins.Failed, r.Logins.Kicked, r.Logins.PerSecond, r.Logins.Seconds, r.Logins.FirstTenthPerSecond, r.Logins.LastTenthPerSecond)},
 		{"users activated", fmt.Sprint(r.Logins.UsersActivated)},

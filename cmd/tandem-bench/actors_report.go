@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -711,7 +712,7 @@ func (r *ActorsResult) print(w io.Writer) {
 	if mix := c.mixString(); mix != "" {
 		fmt.Fprintf(w, "\nmix: %s", mix)
 	}
-	fmt.Fprintf(w, "\nmachine: %d CPUs, GOMAXPROCS %d, load %.2f before, %.2f after\n", r.Machine.CPUs, r.Machine.GOMAXPROCS, r.Machine.LoadBefore[0], r.Machine.LoadAfter[0])
+	fmt.Fprintf(w, "\nmachine: %d CPUs, GOMAXPROCS %d, load %.2f before, %.2f after, transparent huge pages %s\n", r.Machine.CPUs, r.Machine.GOMAXPROCS, r.Machine.LoadBefore[0], r.Machine.LoadAfter[0], cmp.Or(r.Machine.THP, "unknown"))
 	if r.Interrupted {
 		fmt.Fprintln(w, "INTERRUPTED: the load stopped early; what was in flight was drained")
 	}

@@ -846,6 +846,7 @@ func readMachine(fdLimit uint64) machineInfo {
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
 	}
+	m.THP = thpMode()
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
 		for line := range strings.SplitSeq(string(b), "\n") {
 			var kb int64
@@ -855,6 +856,24 @@ func readMachine(fdLimit uint64) machineInfo {
 		}
 	}
 	return m
+}
+
+// thpMode is the system's transparent huge pages mode, the bracketed word
+// of /sys/kernel/mm/transparent_hugepage/enabled ("always [madvise]
+// never"); "" if there is none. The marks of a large heap are cheaper on
+// huge pages (bench/README.md, "Huge pages"), so runs record it.
+func thpMode() string {
+	b, _ := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	return thpModeOf(string(b))
+}
+
+func thpModeOf(enabled string) string {
+	_, rest, ok := strings.Cut(enabled, "[")
+	mode, _, ok2 := strings.Cut(rest, "]")
+	if !ok || !ok2 {
+		return ""
+	}
+	return mode
 }
 
 // loadAverage is /proc/loadavg's 1, 5 and 15 minute figures.

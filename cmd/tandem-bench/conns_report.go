@@ -61,6 +61,7 @@ type machineInfo struct {
 	FDLimit    uint64     `json:"fd_limit"`   // RLIMIT_NOFILE of every process of the run
 	LoadBefore [3]float64 `json:"load_before"`
 	LoadAfter  [3]float64 `json:"load_after"`
+	THP        string     `json:"thp,omitempty"` // the system's transparent huge pages mode (always, madvise, never)
 }
 
 // connsPoint is one measurement: Users of phase a and SecondDevices of
