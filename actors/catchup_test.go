@@ -137,7 +137,7 @@ func startUserHarnessWith(t *testing.T, user string, cfg Config) *userHarness {
 	go func() { rt.idle.run(idleCtx, rt.sys.Root); close(idleDone) }() // Start runs it; this harness has no Start
 	h := &userHarness{t: t, rt: rt, store: store, frames: make(chan sessFrame, 4096)}
 	h.gw = rt.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &fakeGateway{frames: h.frames} }))
-	h.user = rt.sys.Root.Spawn(rt.userCellProps()) // a cell, as the cluster spawns users
+	h.user = rt.sys.Root.Spawn(rt.cells.props()) // a cell, as the cluster spawns users
 	rt.sys.Root.Send(h.user, &pcluster.ClusterInit{
 		Identity: &pcluster.ClusterIdentity{Identity: user, Kind: UserKind},
 		Cluster:  &pcluster.Cluster{ActorSystem: rt.sys},

@@ -66,13 +66,24 @@ type userCells struct {
 	restarts map[*userCell]*actor.RestartStatistics
 }
 
+// props are the user kind's props: spawns with them, in the cluster or
+// not, make cells (spawn). The producer only satisfies protoactor's
+// props; spawn never calls it.
+func (k *userCells) props() *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor { return &userActor{rt: k.rt} }, actor.WithSpawnFunc(k.spawn))
+}
+
 // spawn is the user kind's actor.SpawnFunc: a cell registered under id,
 // its Started posted. The user kind's props (Runtime.Kinds) carry it, and
 // the cluster's placement uses it in place of protoactor's spawner. The
 // cells of one runtime are spawned by one parent (the placement) or by
 // the root.
 func (k *userCells) spawn(sys *actor.ActorSystem, id string, _ *actor.Props, parent actor.SpawnerContext) (*actor.PID, error) {
-	k.sys.Store(sys)
+	// sys and parent are the same at every spawn: stored once, not
+	// rewritten under the readers of every cell's sends.
+	if k.sys.Load() != sys {
+		k.sys.Store(sys)
+	}
 	c := &userCell{a: userActor{rt: k.rt}}
 	if p := parent.Self(); p != nil {
 		if old := k.parent.Load(); old == nil || !old.Equal(p) {

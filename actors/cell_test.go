@@ -43,16 +43,6 @@ func TestClassIndex(t *testing.T) {
 	}
 }
 
-// userCellProps are props that spawn user cells, for tests that spawn
-// users outside a cluster (from the root or a test actor).
-func (r *Runtime) userCellProps() *actor.Props {
-	if r.cells == nil {
-		r.cells = &userCells{rt: r}
-	}
-	return actor.PropsFromProducer(func() actor.Actor { return &userActor{rt: r} },
-		actor.WithDispatcher(r.dispatch), actor.WithSpawnFunc(r.cells.spawn))
-}
-
 // panicReply is a message whose auto-response panics: a failure on the
 // cell's own mailbox goroutine, as a panic in the user actor would be.
 type panicReply struct{}
@@ -102,7 +92,7 @@ func TestUserCellLifecycle(t *testing.T) {
 	// Failure and restart, under a parent.
 	failures := make(chan *actor.PID, 4)
 	strategy := actor.NewOneForOneStrategy(10, time.Minute, func(any) actor.Directive { return actor.RestartDirective })
-	parent := &cellParent{props: h.rt.userCellProps(), child: make(chan *actor.PID, 1)}
+	parent := &cellParent{props: h.rt.cells.props(), child: make(chan *actor.PID, 1)}
 	ppid := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return parent },
 		actor.WithSupervisor(supervisorFunc(func(sys *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, rs *actor.RestartStatistics, reason, msg any) {
 			failures <- child

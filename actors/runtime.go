@@ -65,7 +65,7 @@ type Runtime struct {
 	presence *presence
 	policy   atomic.Pointer[Policy] // current kick policy (the server API may change it)
 	dispatch *workerDispatcher      // runs the mailboxes of this runtime's actors (dispatcher.go)
-	cells    *userCells             // the user kind's spawner (cell.go); made by Kinds
+	cells    *userCells             // the user kind's spawner (cell.go)
 	activate deadline.Shared        // the contexts of activations' store calls: one per second, not a timer each
 	idle     *idleWheel             // idle actors' passivation checks (idlewheel.go)
 
@@ -88,6 +88,7 @@ type Runtime struct {
 func NewRuntime(cfg Config, store Store, hooks Publisher, reg prometheus.Registerer, log *slog.Logger) *Runtime {
 	r := &Runtime{cfg: cfg.withDefaults(), store: store, reader: storeReader{store}, log: log, metrics: newMetrics(reg), hooks: hooks, presence: newPresence(),
 		dispatch: newWorkerDispatcher(mailboxThroughput, workerIdle)}
+	r.cells = &userCells{rt: r}
 	r.activate.Timeout = r.cfg.RequestTimeout
 	r.env = &stateEnv{cfg: &r.cfg, rd: r.reader, newID: NewMessageID}
 	r.idle = newIdleWheel(r.cfg.IdleTimeout)
@@ -296,15 +297,8 @@ func (r *Runtime) Kinds() []*cluster.Kind {
 	if r.cfg.NoActivations {
 		return nil
 	}
-	if r.cells == nil {
-		r.cells = &userCells{rt: r}
-	}
-	// The user kind's activations are cells (cell.go), spawned by
-	// userCells.spawn; the producer and mailbox only serve props' checks.
-	props := actor.PropsFromProducer(func() actor.Actor { return &userActor{rt: r} },
-		actor.WithDispatcher(r.dispatch), actor.WithMailbox(newLeanMailbox), actor.WithSpawnFunc(r.cells.spawn))
 	groups := r.props(func() actor.Actor { return &groupActor{rt: r} })
-	return []*cluster.Kind{tcluster.NewKindSpawnedBy(UserKind, props, r.cells.spawn), tcluster.NewKind(GroupKind, groups)}
+	return []*cluster.Kind{tcluster.NewKindSpawnedBy(UserKind, r.cells.props(), r.cells.spawn), tcluster.NewKind(GroupKind, groups)}
 }
 
 // Start spawns the node's gateway actor over sessions and its presence
